@@ -1,0 +1,108 @@
+"""Per-architecture adapters that run a Hugging Face encoder's transformer layers in stages.
+
+A Hugging Face ``forward`` always runs every layer. To stop after layer ``i`` and later resume at
+``i + 1`` we call the model's own submodules (embeddings, then each layer) in the same order and with
+the same arguments its ``forward`` would. Each adapter is tested against the model's own
+``output_hidden_states``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.masking_utils import create_bidirectional_mask
+
+LayerContext = dict[str, Any]
+
+
+class Backbone:
+    """Stage-wise access to an encoder: :meth:`embed` (layer 0), then :meth:`run_layer` per layer."""
+
+    model_types: tuple[str, ...] = ()
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+        self.config = model.config
+        self.layers: nn.ModuleList = model.encoder.layer
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, LayerContext]:
+        """Return the embedding output (hidden state 0) and what every layer call needs beside it."""
+        raise NotImplementedError
+
+    def run_layer(self, index: int, hidden: torch.Tensor, context: LayerContext) -> torch.Tensor:
+        """Run layer ``index`` (0-based) on ``hidden``; return the next hidden state."""
+        raise NotImplementedError
+
+    def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        # The same helper the models' own forward uses, so every attention implementation
+        # (eager, sdpa, ...) gets the mask format it expects.
+        return create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+
+
+def _first(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+class BertLikeBackbone(Backbone):
+    """BERT and its descendants that share its layer call: RoBERTa, XLM-RoBERTa, CamemBERT, ELECTRA."""
+
+    model_types = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None):
+        hidden = self.model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        if getattr(self.model, "embeddings_project", None) is not None:  # ELECTRA with small embeddings
+            hidden = self.model.embeddings_project(hidden)
+        return hidden, {"attention_mask": self._mask(hidden, attention_mask)}
+
+    def run_layer(self, index, hidden, context):
+        return _first(self.layers[index](hidden, context["attention_mask"]))
+
+
+class MPNetBackbone(Backbone):
+    """MPNet: BERT-like layers plus a relative position bias shared by every layer."""
+
+    model_types = ("mpnet",)
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None):
+        hidden = self.model.embeddings(input_ids=input_ids)
+        return hidden, {
+            "attention_mask": self._mask(hidden, attention_mask),
+            "position_bias": self.model.encoder.compute_position_bias(hidden),
+        }
+
+    def run_layer(self, index, hidden, context):
+        return _first(self.layers[index](hidden, context["attention_mask"], context["position_bias"]))
+
+
+BACKBONES: tuple[type[Backbone], ...] = (BertLikeBackbone, MPNetBackbone)
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for b in BACKBONES for t in b.model_types)
+
+
+def backbone_for(model: PreTrainedModel) -> Backbone:
+    """Pick the adapter for ``model`` (a base model or a model with a head; the head is ignored)."""
+    base = getattr(model, "base_model", model)
+    model_type = getattr(base.config, "model_type", None)
+    for cls in BACKBONES:
+        if model_type in cls.model_types:
+            return cls(base)
+    raise ValueError(
+        f"model type {model_type!r} is not supported; supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+    )

@@ -1,0 +1,115 @@
+"""The accepted corpus forms, turned into one stream of ``(doc_id, text)`` pairs.
+
+- a list of strings: ids are positions (counted on from ``first_id`` when growing an index);
+- a dict ``id -> text``;
+- a dict ``id -> {"title": ..., "text": ...}`` (BEIR's form; the text is ``title + " " + text``);
+- any other iterable of ``(id, text)`` pairs, e.g. a generator streaming a large corpus.
+
+Ids are ``str`` or ``int``. Every check happens as the pair enters, naming the offending id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
+from typing import Any, Union
+
+DocId = Union[str, int]
+Corpus = Union[Iterable[str], Mapping[DocId, str], Mapping[DocId, Mapping[str, str]], Iterable[tuple[DocId, str]]]
+
+
+def _check_id(doc_id: Any, where: str) -> DocId:
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+        raise TypeError(f"corpus: document id at {where} must be a str or int, got {type(doc_id).__name__}: {doc_id!r:.80}")
+    return doc_id
+
+
+def _check_text(text: Any, doc_id: DocId) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"corpus: text of document {doc_id!r} must be a str, got {type(text).__name__}: {text!r:.80}")
+    return text
+
+
+def _beir_text(doc: Mapping[str, Any], doc_id: DocId) -> str:
+    if "text" not in doc:
+        raise ValueError(f"corpus: document {doc_id!r} is a dict without a 'text' field (BEIR form is {{'title', 'text'}})")
+    title = _check_text(doc.get("title") or "", doc_id)
+    text = _check_text(doc["text"], doc_id)
+    return f"{title} {text}".strip() if title else text
+
+
+def _mixed(doc_id: DocId, expected: str, value: Any) -> ValueError:
+    return ValueError(
+        f"corpus mixes forms: document {doc_id!r} is a {type(value).__name__} where earlier documents are "
+        f"{expected}; use one form throughout"
+    )
+
+
+def _from_mapping(corpus: Mapping[Any, Any]) -> Iterator[tuple[DocId, str]]:
+    form: str | None = None
+    for doc_id, value in corpus.items():
+        doc_id = _check_id(doc_id, repr(doc_id))
+        this = "strings" if isinstance(value, str) else "dicts" if isinstance(value, Mapping) else None
+        if this is None:
+            raise TypeError(
+                f"corpus: document {doc_id!r} must be a str or a {{'title', 'text'}} dict, got {type(value).__name__}"
+            )
+        form = form or this
+        if this != form:
+            raise _mixed(doc_id, form, value)
+        yield doc_id, value if this == "strings" else _beir_text(value, doc_id)
+
+
+def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId, str]]:
+    form: str | None = None
+    for position, item in enumerate(corpus):
+        this = "strings" if isinstance(item, str) else "(id, text) pairs" if isinstance(item, tuple) else None
+        if this is None:
+            raise TypeError(
+                f"corpus[{position}] must be a str or an (id, text) tuple, got {type(item).__name__}: {item!r:.80}"
+            )
+        form = form or this
+        if this != form:
+            raise _mixed(position if this == "strings" else item[0], form, item)
+        if this == "strings":
+            yield first_id + position, item
+        else:
+            if len(item) != 2:
+                raise ValueError(f"corpus[{position}] must be an (id, text) pair, got a tuple of {len(item)}")
+            doc_id = _check_id(item[0], f"corpus[{position}]")
+            yield doc_id, _check_text(item[1], doc_id)
+
+
+def iter_documents(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, str]]:
+    """Yield ``(doc_id, text)`` from any accepted corpus form, checking each document as it enters.
+
+    Raises ``ValueError`` for an empty corpus, mixed forms or a repeated id, and ``TypeError`` for a
+    text that is not a string or an id that is neither str nor int.
+    """
+    if isinstance(corpus, (str, bytes)):
+        raise TypeError("corpus must be a collection of documents, not a single string; wrap it in a list")
+    if isinstance(corpus, Mapping):
+        stream = _from_mapping(corpus)
+    elif isinstance(corpus, Iterable):
+        stream = _from_iterable(corpus, first_id)
+    else:
+        raise TypeError(
+            f"corpus must be a list of strings, a dict id -> text, a dict id -> {{'title', 'text'}} or an "
+            f"iterable of (id, text) pairs; got {type(corpus).__name__}"
+        )
+    seen: set[DocId] = set()
+    for doc_id, text in stream:
+        if doc_id in seen:
+            raise ValueError(f"corpus: document id {doc_id!r} appears twice")
+        seen.add(doc_id)
+        yield doc_id, text
+    if not seen:
+        raise ValueError("corpus is empty: give at least one document")
+
+
+def chunks(pairs: Iterable[tuple[DocId, str]], size: int) -> Iterator[tuple[list[DocId], list[str]]]:
+    """Group ``(id, text)`` pairs into ``(ids, texts)`` chunks of at most ``size`` documents."""
+    it = iter(pairs)
+    while block := list(islice(it, size)):
+        ids, texts = zip(*block)
+        yield list(ids), list(texts)

@@ -1,0 +1,276 @@
+"""The encoder: tokenizer + transformer, run in stages so that a forward pass can stop and resume.
+
+``start`` tokenizes and embeds a batch (hidden state 0), ``advance`` runs the next layers on a saved
+state, and ``view`` turns the current state into a view vector through :func:`views.pool` and
+:func:`views.view_vector`. ``encode`` does all of that for many texts and many views in one pass per
+batch, stopping at the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .backbones import Backbone, LayerContext, backbone_for
+from .views import POOLING_MODES, Pooling, View, ViewLike, pool, view_vector
+
+logger = logging.getLogger(__name__)
+
+#: Show a progress bar by default when an ``encode`` call has at least this many batches.
+PROGRESS_MIN_BATCHES = 8
+
+
+@dataclass
+class EncoderState:
+    """A batch part-way through the encoder: the hidden state after ``layer`` transformer layers."""
+
+    hidden: torch.Tensor
+    attention_mask: torch.Tensor
+    context: LayerContext
+    layer: int
+
+
+class Embeddings(dict):
+    """``{View: float32 array (n, dim)}``; a key may also be given as ``(layer, dim)`` or ``"LxD"``."""
+
+    def __getitem__(self, key: ViewLike) -> np.ndarray:
+        return super().__getitem__(View.parse(key, name="key"))
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return super().__contains__(View.parse(key, name="key"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+
+    def get(self, key: ViewLike, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+
+def check_texts(texts: Any, *, name: str = "texts") -> list[str]:
+    """Return ``texts`` as a list of strings, or raise naming the first bad item."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
+    return out
+
+
+class Encoder:
+    """A Hugging Face encoder with stage-wise forward passes and the one view definition.
+
+    Args:
+        model: a supported Hugging Face encoder (BERT family or MPNet; a model with a head is fine).
+        tokenizer: its tokenizer.
+        pooling: ``"mean"`` or ``"cls"``, as the model was trained.
+        max_length: longer texts are truncated to this many tokens (default: the tokenizer's limit,
+            at most the model's position embeddings).
+        name: the model's name or path, recorded in saved indexes.
+        device: where to run; default CUDA when available, else CPU.
+        batch_size: default batch size of :meth:`encode`.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        pooling: Pooling = "mean",
+        max_length: int | None = None,
+        name: str | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.backbone: Backbone = backbone_for(model)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling: Pooling = pooling
+        self.max_length = self._resolve_max_length(max_length)
+        self.name = name
+        self.batch_size = batch_size
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        self.model.eval()
+        self._fingerprint: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> Encoder:
+        """Load a named offline model (``minilm-l6``, ``mpnet-base``), a Hugging Face model directory or a
+        sentence-transformers model directory. Keyword arguments override what the model's own config says
+        (``pooling``, ``max_length``) and go on to :class:`Encoder`."""
+        from .models import load_encoder
+
+        return load_encoder(name_or_path, **kwargs)
+
+    # ----------------------------------------------------------------------------------------- facts
+
+    @property
+    def n_layers(self) -> int:
+        return self.backbone.n_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.hidden_size
+
+    @property
+    def full_view(self) -> View:
+        """The last layer at full width: what the model itself produces."""
+        return View(self.n_layers, self.hidden_size)
+
+    def check_view(self, view: ViewLike, *, name: str = "view") -> View:
+        """Parse ``view`` and check it fits this model; the error names the model's limits."""
+        return View.parse(view, name=name).check(
+            self.n_layers, self.hidden_size, name=name, model=self.name or "the model"
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights (names, dtypes, shapes, bytes); identifies the model in saved indexes."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for key, tensor in sorted(self.model.state_dict().items()):
+                t = tensor.detach().to("cpu").contiguous()
+                digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+                digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def _resolve_max_length(self, max_length: int | None) -> int:
+        limit = int(getattr(self.model.config, "max_position_embeddings", 512))
+        if self.model.config.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+            limit -= 2  # positions start after the padding index
+        if max_length is None:
+            tok_max = getattr(self.tokenizer, "model_max_length", None) or limit
+            return int(min(tok_max, limit))
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+        return min(max_length, limit)
+
+    # ------------------------------------------------------------------------------- staged forward
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to ``max_length`` (longer texts are cut, never an error)."""
+        return self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, padding=False
+        )["input_ids"]
+
+    def _pad(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = x
+            mask[row, : len(x)] = 1
+        return torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
+
+    def start(self, texts: Sequence[str] | None = None, *, token_ids: Sequence[Sequence[int]] | None = None) -> EncoderState:
+        """Tokenize and embed a batch: the state at layer 0. Give ``texts`` or pre-tokenized ``token_ids``."""
+        if token_ids is None:
+            token_ids = self.tokenize(check_texts(texts))
+        if len(token_ids) == 0:
+            raise ValueError("texts is empty: nothing to encode")
+        input_ids, mask = self._pad(token_ids)
+        hidden, context = self.backbone.embed(input_ids, mask, torch.zeros_like(input_ids))
+        return EncoderState(hidden=hidden, attention_mask=mask, context=context, layer=0)
+
+    def advance(self, state: EncoderState, to_layer: int) -> EncoderState:
+        """Run layers ``state.layer + 1 .. to_layer`` on ``state`` and return the new state.
+
+        No layer runs twice: advancing to the layer a state already holds returns it unchanged.
+        """
+        if not state.layer <= to_layer <= self.n_layers:
+            raise ValueError(
+                f"to_layer={to_layer} must be between the state's layer ({state.layer}) and the model's "
+                f"last layer ({self.n_layers})"
+            )
+        hidden = state.hidden
+        for index in range(state.layer, to_layer):
+            hidden = self.backbone.run_layer(index, hidden, state.context)
+        return EncoderState(hidden=hidden, attention_mask=state.attention_mask, context=state.context, layer=to_layer)
+
+    def view(self, state: EncoderState, dim: int) -> torch.Tensor:
+        """The view ``(state.layer, dim)`` of a batch state: pooled, cut, L2-normalised."""
+        return view_vector(pool(state.hidden, state.attention_mask, self.pooling), dim)
+
+    # -------------------------------------------------------------------------------------- encode
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        views: ViewLike | Iterable[ViewLike] | None = None,
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> Embeddings:
+        """Encode ``texts`` at every view in ``views`` with one forward pass per batch.
+
+        The pass stops at the deepest requested layer; each requested layer is pooled once and cut to
+        each requested dim. Batches are sorted by token length (less padding) and the original order is
+        restored. Returns ``{View: float32 array (n, dim)}`` (1-D arrays when ``texts`` is one string);
+        ``views`` defaults to :attr:`full_view`. ``show_progress`` defaults to a bar when there are at
+        least ``PROGRESS_MIN_BATCHES`` batches.
+        """
+        single = isinstance(texts, str)
+        items = check_texts(texts)
+        wanted = self._check_views(views)
+        batch_size = self.batch_size if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        out = {v: np.empty((len(items), v.dim), dtype=np.float32) for v in wanted}
+        if not items:
+            return Embeddings(out)
+        for rows, vectors in self._encode_batches(items, wanted, batch_size, show_progress):
+            for v, array in vectors.items():
+                out[v][rows] = array
+        if single:
+            return Embeddings({v: a[0] for v, a in out.items()})
+        return Embeddings(out)
+
+    def _check_views(self, views: ViewLike | Iterable[ViewLike] | None) -> list[View]:
+        if views is None:
+            return [self.full_view]
+        if isinstance(views, (View, str)) or (
+            isinstance(views, tuple) and len(views) == 2 and all(isinstance(v, int) for v in views)
+        ):
+            views = [views]  # one view given on its own
+        wanted = sorted({self.check_view(v, name="views") for v in views})
+        if not wanted:
+            raise ValueError("views is empty: name at least one view, e.g. [(4, 64), (12, 768)]")
+        return wanted
+
+    def _encode_batches(
+        self, texts: list[str], views: list[View], batch_size: int, show_progress: bool | None
+    ) -> Iterator[tuple[np.ndarray, dict[View, np.ndarray]]]:
+        token_ids = self.tokenize(texts)
+        order = np.argsort([-len(x) for x in token_ids], kind="stable")
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        if show_progress is None:
+            show_progress = len(batches) >= PROGRESS_MIN_BATCHES
+        layers = sorted({v.layer for v in views})
+        with torch.inference_mode():
+            for rows in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
+                state = self.start(token_ids=[token_ids[i] for i in rows])
+                vectors: dict[View, np.ndarray] = {}
+                for layer in layers:
+                    state = self.advance(state, layer)
+                    pooled = pool(state.hidden, state.attention_mask, self.pooling)
+                    for v in views:
+                        if v.layer == layer:
+                            vectors[v] = view_vector(pooled, v.dim).float().cpu().numpy()
+                yield rows, vectors

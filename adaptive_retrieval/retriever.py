@@ -1,0 +1,362 @@
+"""The adaptive funnel: a coarse view recalls candidates, the fine view re-ranks them.
+
+Query path (one forward pass, never repeated)::
+
+    tokens -> layers 1..Lc -> coarse vector -> CoarseIndex.search(candidates)
+                    \\-> resume layers Lc+1..Lf -> fine vector -> FineStore.rerank(candidates) -> top k
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .corpus import Corpus, DocId, chunks, iter_documents
+from .encoder import Encoder
+from .index import FINE_DTYPES, CoarseIndex, FineStore
+from .models import DEFAULT_MODEL
+from .storage import read_index, read_manifest, write_index
+from .views import View, ViewLike, check_pair
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the document's id, its fine-view cosine score, and its 1-based rank."""
+
+    doc_id: DocId
+    score: float
+    rank: int
+
+
+@dataclass
+class SearchTimings:
+    """Seconds spent in each stage of the funnel, summed over the searches it is passed to."""
+
+    encode_coarse: float = 0.0
+    coarse_search: float = 0.0
+    resume_fine: float = 0.0
+    rerank: float = 0.0
+    queries: int = 0
+    #: queries whose approximate coarse stage returned fewer than k ids, ranked exactly instead
+    fallbacks: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.encode_coarse + self.coarse_search + self.resume_fine + self.rerank
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_queries(queries: Any) -> list[str]:
+    if isinstance(queries, str):
+        raise TypeError("queries must be a list of strings; use search() for a single query")
+    try:
+        queries = list(queries)
+    except TypeError:
+        raise TypeError(f"queries must be a list of strings, got {type(queries).__name__}") from None
+    if not queries:
+        raise ValueError("queries is empty: give at least one query")
+    for i, q in enumerate(queries):
+        if not isinstance(q, str):
+            raise TypeError(f"queries[{i}] must be a str, got {type(q).__name__}: {q!r:.80}")
+        if not q.strip():
+            raise ValueError(f"queries[{i}] is empty or whitespace only; an empty query has no meaning to rank by")
+    return queries
+
+
+class Retriever:
+    """A two-stage dense retriever over one encoder's coarse and fine views.
+
+    Build one with :meth:`build`, or :meth:`load` a saved one. The encoder is :attr:`encoder`.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        coarse: View,
+        fine: View,
+        coarse_index: CoarseIndex,
+        fine_store: FineStore,
+        doc_ids: list[DocId],
+        *,
+        candidates: int = 100,
+        train_size: int = 100_000,
+    ) -> None:
+        self.encoder = encoder
+        self.coarse = coarse
+        self.fine = fine
+        self.coarse_index = coarse_index
+        self.fine_store = fine_store
+        self.doc_ids = doc_ids
+        self.candidates = _positive_int(candidates, "candidates")
+        self.train_size = _positive_int(train_size, "train_size")
+        self._rows = {d: i for i, d in enumerate(doc_ids)}
+
+    # ---------------------------------------------------------------------------------------- build
+
+    @classmethod
+    def build(
+        cls,
+        corpus: Corpus,
+        coarse: ViewLike = (4, 64),
+        fine: ViewLike | None = None,
+        *,
+        model: str | Encoder = DEFAULT_MODEL,
+        candidates: int = 100,
+        index: str = "Flat",
+        fine_dtype: str = "float16",
+        batch_size: int | None = None,
+        chunk_size: int = 10_000,
+        train_size: int = 100_000,
+        show_progress: bool | None = None,
+    ) -> Retriever:
+        """Encode ``corpus`` once and index both views.
+
+        Args:
+            corpus: a list of strings (ids are positions), a dict id -> text, a dict id ->
+                ``{"title", "text"}`` (BEIR form), or an iterable of ``(id, text)`` pairs.
+            coarse: the recall view, e.g. ``(4, 64)`` or ``"4x64"``.
+            fine: the re-ranking view; default the model's last layer at full width.
+            model: a named model (``mpnet-base``, ``minilm-l6``), a model directory, or an :class:`Encoder`.
+            candidates: how many coarse hits the fine view re-ranks (a search for more than this
+                many results widens the shortlist to ``k``).
+            index: FAISS factory string for the coarse index (``"Flat"``, ``"HNSW32"``, ``"IVF1024,PQ16"``...);
+                indexes that need training are trained on the first ``train_size`` documents.
+            fine_dtype: ``"float16"`` (half the memory; see README for its measured cost) or ``"float32"``.
+            batch_size: encoder batch size (default: the encoder's).
+            chunk_size: documents encoded and added per step.
+            show_progress: progress bars while encoding (default: on for long work).
+        """
+        encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
+        coarse_view = encoder.check_view(coarse, name="coarse")
+        fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
+        check_pair(coarse_view, fine_view)
+        if fine_dtype not in FINE_DTYPES:
+            raise ValueError(f"fine_dtype={fine_dtype!r} is not supported; choose one of {FINE_DTYPES}")
+        retriever = cls(
+            encoder,
+            coarse_view,
+            fine_view,
+            CoarseIndex(coarse_view.dim, index),
+            FineStore.empty(fine_view.dim, fine_dtype),
+            [],
+            candidates=candidates,
+            train_size=train_size,
+        )
+        retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
+        return retriever
+
+    def add(
+        self,
+        corpus: Corpus,
+        *,
+        batch_size: int | None = None,
+        chunk_size: int = 10_000,
+        show_progress: bool | None = None,
+    ) -> None:
+        """Encode and add more documents. A list of strings gets ids ``len(self)``, ``len(self) + 1``, ...
+
+        All-or-nothing: on any error (a duplicate id, a bad text, an interrupted encode) the index is
+        left exactly as it was.
+        """
+        chunk_size = _positive_int(chunk_size, "chunk_size")
+        new_ids: list[DocId] = []
+        coarse_parts, fine_parts = [], []
+        for ids, texts in chunks(iter_documents(corpus, first_id=len(self)), chunk_size):
+            for doc_id in ids:
+                if doc_id in self._rows:
+                    raise ValueError(f"corpus: document id {doc_id!r} is already in the index; nothing was added")
+            vectors = self.encoder.encode(
+                texts, [self.coarse, self.fine], batch_size=batch_size, show_progress=show_progress
+            )
+            new_ids.extend(ids)
+            coarse_parts.append(vectors[self.coarse])
+            fine_parts.append(vectors[self.fine])
+        coarse_new = np.concatenate(coarse_parts)
+        fine_store = self.fine_store.appended(np.concatenate(fine_parts))
+        if not self.coarse_index.is_trained:
+            self.coarse_index.train(coarse_new[: self.train_size])
+        self.coarse_index.add(coarse_new)
+        self.fine_store = fine_store
+        first_row = len(self.doc_ids)
+        self.doc_ids.extend(new_ids)
+        self._rows.update((d, first_row + i) for i, d in enumerate(new_ids))
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def __repr__(self) -> str:
+        return (
+            f"Retriever(model={self.encoder.name!r}, coarse={self.coarse}, fine={self.fine}, docs={len(self)}, "
+            f"index={self.coarse_index.factory!r}, candidates={self.candidates})"
+        )
+
+    # --------------------------------------------------------------------------------------- search
+
+    def search(self, query: str, k: int = 10, *, candidates: int | None = None, **knobs: float) -> list[Hit]:
+        """The ``k`` best documents for ``query``, best first.
+
+        ``candidates`` overrides the shortlist size for this call; it is widened to ``k`` when ``k`` is
+        larger, so a search returns ``min(k, len(self))`` hits. ``knobs`` are FAISS search parameters
+        such as ``nprobe`` or ``efSearch``. An empty or whitespace-only query is a ``ValueError``.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}; use search_batch() for several")
+        if not query.strip():
+            raise ValueError("query is empty or whitespace only; an empty query has no meaning to rank by")
+        return self.search_batch([query], k, candidates=candidates, **knobs)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        candidates: int | None = None,
+        batch_size: int | None = None,
+        timings: SearchTimings | None = None,
+        **knobs: float,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries, encoded ``batch_size`` at a time. ``timings``, if given,
+        accumulates the seconds spent in each stage."""
+        queries = _check_queries(queries)
+        D, I = self.search_arrays(queries, k, candidates=candidates, batch_size=batch_size, timings=timings, **knobs)
+        return [
+            [Hit(self.doc_ids[i], float(s), rank) for rank, (s, i) in enumerate(zip(ds, ids), start=1) if i >= 0]
+            for ds, ids in zip(D, I)
+        ]
+
+    def search_arrays(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        candidates: int | None = None,
+        batch_size: int | None = None,
+        timings: SearchTimings | None = None,
+        **knobs: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The funnel in FAISS's form: ``(D, I)`` of shape ``(n_queries, k)`` with internal ids
+        (rows of :attr:`doc_ids`) padded with ``-1``."""
+        queries = _check_queries(queries)
+        k = _positive_int(k, "k")
+        shortlist = max(self.candidates if candidates is None else _positive_int(candidates, "candidates"), k)
+        batch_size = self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
+        if knobs:
+            self.coarse_index.set_knobs(**knobs)
+        timings = timings if timings is not None else SearchTimings()
+        parts = [self._funnel(queries[i : i + batch_size], k, shortlist, timings) for i in range(0, len(queries), batch_size)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _funnel(self, queries: list[str], k: int, shortlist: int, timings: SearchTimings) -> tuple[np.ndarray, np.ndarray]:
+        enc = self.encoder
+        n_docs = len(self)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            state = enc.advance(enc.start(queries), self.coarse.layer)
+            coarse_q = enc.view(state, self.coarse.dim).float().cpu().numpy()
+            t1 = time.perf_counter()
+            _, cand = self.coarse_index.search(coarse_q, min(shortlist, n_docs))
+            t2 = time.perf_counter()
+            state = enc.advance(state, self.fine.layer)  # resume: layers coarse+1 .. fine only
+            fine_q = enc.view(state, self.fine.dim).float().cpu().numpy()
+            t3 = time.perf_counter()
+            D, I = self.fine_store.rerank(fine_q, cand, k)
+            short = (I >= 0).sum(axis=1) < min(k, n_docs)
+            if short.any():  # an approximate coarse index returned too few ids: rank those queries exactly
+                logger.debug("coarse stage returned fewer than k ids for %d queries; ranking them exactly", short.sum())
+                D[short], I[short] = self.fine_store.search_exact(fine_q[short], k)
+            t4 = time.perf_counter()
+        timings.encode_coarse += t1 - t0
+        timings.coarse_search += t2 - t1
+        timings.resume_fine += t3 - t2
+        timings.rerank += t4 - t3
+        timings.queries += len(queries)
+        timings.fallbacks += int(short.sum())
+        return D, I
+
+    # ---------------------------------------------------------------------------------- persistence
+
+    def save(self, path: str | Path) -> None:
+        """Save to directory ``path`` atomically; an interrupted save leaves the previous index whole."""
+        enc = self.encoder
+        manifest = {
+            "model": {
+                "name": enc.name,
+                "fingerprint": enc.fingerprint,
+                "model_type": enc.model.config.model_type,
+                "pooling": enc.pooling,
+                "max_length": enc.max_length,
+                "n_layers": enc.n_layers,
+                "hidden_size": enc.hidden_size,
+            },
+            "coarse": list(self.coarse.as_tuple()),
+            "fine": list(self.fine.as_tuple()),
+            "metric": "inner_product",
+            "index": self.coarse_index.factory,
+            "fine_dtype": self.fine_store.dtype,
+            "count": len(self),
+            "candidates": self.candidates,
+            "train_size": self.train_size,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        from . import __version__
+
+        manifest["library_version"] = __version__
+        write_index(Path(path), manifest, self.coarse_index, self.fine_store, list(self.doc_ids))
+
+    @classmethod
+    def load(
+        cls, path: str | Path, model: str | Encoder | None = None, *, verify: bool = True, mmap: bool = True
+    ) -> Retriever:
+        """Load a saved index. ``model`` defaults to the one named in the manifest; a model whose
+        weights, pooling or max length differ from the index's is refused. ``verify`` checks every
+        file's sha256; ``mmap`` memory-maps the fine matrix."""
+        manifest = read_manifest(Path(path))
+        saved = manifest["model"]
+        if model is None:
+            if not saved.get("name"):
+                raise ValueError(f"the index at {str(path)!r} records no model name; pass model=... to load it")
+            try:
+                model = Encoder.from_pretrained(saved["name"], pooling=saved["pooling"], max_length=saved["max_length"])
+            except ValueError as err:
+                raise ValueError(
+                    f"the index at {str(path)!r} was built with model {saved['name']!r}, which cannot be found "
+                    f"here ({err}); pass model=... to load it"
+                ) from None
+        elif not isinstance(model, Encoder):
+            model = Encoder.from_pretrained(model, pooling=saved["pooling"], max_length=saved["max_length"])
+        if model.fingerprint != saved["fingerprint"]:
+            raise ValueError(
+                f"model {model.name!r} does not match the index at {str(path)!r}, which was built with "
+                f"{saved['name']!r} (weights sha256 {saved['fingerprint'][:12]}..., given {model.fingerprint[:12]}...)"
+            )
+        for key in ("pooling", "max_length"):
+            if getattr(model, key) != saved[key]:
+                raise ValueError(
+                    f"model {key}={getattr(model, key)!r} does not match the index at {str(path)!r} ({saved[key]!r})"
+                )
+        manifest, coarse_index, fine_store, doc_ids = read_index(Path(path), verify=verify, mmap=mmap)
+        return cls(
+            model,
+            model.check_view(manifest["coarse"], name="coarse"),
+            model.check_view(manifest["fine"], name="fine"),
+            coarse_index,
+            fine_store,
+            doc_ids,
+            candidates=manifest["candidates"],
+            train_size=manifest.get("train_size", 100_000),
+        )

@@ -1,0 +1,142 @@
+"""The on-disk index directory: a JSON manifest beside the FAISS file, the fine matrix and the ids.
+
+Layout (no pickle anywhere)::
+
+    manifest.json            format, version, views, model identity, metric, counts, file names, sha256s
+    coarse-<gen>.faiss       faiss.write_index of the coarse index
+    fine-<gen>.npy           the fine matrix (float16 by default), memory-mapped on load
+    ids-<gen>.json           the document ids, in internal-id order
+
+Saving is atomic: each save writes a new generation of data files, then replaces ``manifest.json`` in
+one ``os.replace``, and only then deletes the previous generation. A crash at any point leaves either
+the old manifest with its files or the new one with its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .index import CoarseIndex, FineStore
+
+FORMAT = "adaptive-retrieval-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_target(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"path={str(path)!r} is a file; an index is saved as a directory")
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).is_file():
+        raise ValueError(
+            f"path={str(path)!r} is a non-empty directory that holds no index; choose a new or empty directory"
+        )
+
+
+def write_index(path: Path, manifest: dict[str, Any], coarse: CoarseIndex, fine: FineStore, doc_ids: list) -> None:
+    """Write an index directory atomically (see the module docstring)."""
+    path = Path(path)
+    _check_target(path)
+    path.mkdir(parents=True, exist_ok=True)
+    gen = uuid.uuid4().hex[:12]
+    files = {"coarse": f"coarse-{gen}.faiss", "fine": f"fine-{gen}.npy", "ids": f"ids-{gen}.json"}
+    written: list[Path] = []
+    try:
+        coarse.save(path / files["coarse"])
+        written.append(path / files["coarse"])
+        fine.save(path / files["fine"])
+        written.append(path / files["fine"])
+        (path / files["ids"]).write_text(json.dumps(doc_ids))
+        written.append(path / files["ids"])
+        for f in written:
+            _fsync(f)
+        full = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=files,
+                    sha256={k: _sha256(path / v) for k, v in files.items()},
+                    sizes={k: (path / v).stat().st_size for k, v in files.items()})
+        tmp = path / f".{MANIFEST}.{gen}.tmp"
+        tmp.write_text(json.dumps(full, indent=2))
+        written.append(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path / MANIFEST)
+    except BaseException:
+        for f in written:
+            f.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    keep = set(files.values()) | {MANIFEST}
+    for old in path.iterdir():
+        if old.name not in keep and old.name.startswith(("coarse-", "fine-", "ids-", f".{MANIFEST}.")):
+            old.unlink(missing_ok=True)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise ValueError(f"path={str(path)!r} holds no index ({MANIFEST} is missing)")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{manifest_file} is damaged: {err}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{manifest_file} is not an adaptive-retrieval index manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{manifest_file} has format version {manifest.get('format_version')}; this library reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def read_index(path: Path, *, verify: bool = True, mmap: bool = True) -> tuple[dict[str, Any], CoarseIndex, FineStore, list]:
+    """Read an index directory; refuse missing, truncated or (with ``verify``) altered files."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    files = manifest["files"]
+    for key, name in files.items():
+        f = path / name
+        if not f.is_file():
+            raise ValueError(f"index at {str(path)!r} is damaged: {name} is missing")
+        if f.stat().st_size != manifest["sizes"][key]:
+            raise ValueError(
+                f"index at {str(path)!r} is damaged: {name} has {f.stat().st_size} bytes, "
+                f"the manifest says {manifest['sizes'][key]} (truncated or overwritten)"
+            )
+        if verify and _sha256(f) != manifest["sha256"][key]:
+            raise ValueError(f"index at {str(path)!r} is damaged: {name} does not match its sha256 in the manifest")
+    coarse_dim, fine_dim, count = manifest["coarse"][1], manifest["fine"][1], manifest["count"]
+    coarse = CoarseIndex.load(path / files["coarse"], coarse_dim, manifest["index"])
+    fine = FineStore.load(path / files["fine"], mmap=mmap)
+    try:
+        doc_ids = json.loads((path / files["ids"]).read_text())
+    except ValueError as err:
+        raise ValueError(f"index at {str(path)!r} is damaged: {files['ids']}: {err}") from None
+    if len(coarse) != count or len(fine) != count or len(doc_ids) != count or fine.dim != fine_dim:
+        raise ValueError(
+            f"index at {str(path)!r} is inconsistent: manifest says {count} documents, the coarse index has "
+            f"{len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)}"
+        )
+    return manifest, coarse, fine, doc_ids

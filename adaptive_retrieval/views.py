@@ -1,0 +1,118 @@
+"""Views: which layer's hidden state, cut to how many dimensions.
+
+A *view* ``View(layer, dim)`` is the hidden state after transformer layer ``layer`` (1-based; 0 is the
+embedding output), pooled over tokens (mean or CLS, as the model was trained), cut to its first ``dim``
+dimensions and L2-normalised.
+
+:func:`pool` and :func:`view_vector` are the one definition of that recipe. The encoder, the
+retriever, training losses and the evaluations all call them, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Union
+
+import torch
+import torch.nn.functional as F
+
+Pooling = Literal["mean", "cls"]
+POOLING_MODES: tuple[str, ...] = ("mean", "cls")
+
+_VIEW_RE = re.compile(r"^\s*(\d+)\s*[xX:,]\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True, order=True)
+class View:
+    """A ``(layer, dim)`` pair. Ordered by layer, then dimension (cheapest first).
+
+    Build one from a tuple, a string or another view with :meth:`parse`::
+
+        View.parse((4, 64)) == View.parse("4x64") == View(4, 64)
+    """
+
+    layer: int
+    dim: int
+
+    def __post_init__(self) -> None:
+        for name in ("layer", "dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"View.{name} must be an int, got {value!r} ({type(value).__name__})")
+        if self.layer < 0:
+            raise ValueError(f"View.layer must be >= 0 (0 is the embedding output), got {self.layer}")
+        if self.dim < 1:
+            raise ValueError(f"View.dim must be >= 1, got {self.dim}")
+
+    @classmethod
+    def parse(cls, value: ViewLike, *, name: str = "view") -> View:
+        """Turn ``(layer, dim)``, ``"LxD"`` (e.g. ``"4x64"``) or a :class:`View` into a :class:`View`.
+
+        ``name`` is the argument name used in error messages.
+        """
+        if isinstance(value, View):
+            return value
+        if isinstance(value, str):
+            match = _VIEW_RE.match(value)
+            if not match:
+                raise ValueError(f"{name}={value!r} is not a view; write it as 'LAYERxDIM', e.g. '4x64'")
+            return cls(int(match.group(1)), int(match.group(2)))
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            layer, dim = value
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in (layer, dim)):
+                raise TypeError(f"{name}={value!r}: layer and dim must be ints, e.g. (4, 64)")
+            return cls(layer, dim)
+        raise TypeError(
+            f"{name}={value!r} is not a view; give (layer, dim) such as (4, 64), a string such as '4x64', "
+            "or a View"
+        )
+
+    def check(self, n_layers: int, hidden_size: int, *, name: str = "view", model: str = "the model") -> View:
+        """Raise ``ValueError`` unless ``1 <= layer <= n_layers`` and ``1 <= dim <= hidden_size``."""
+        if not 1 <= self.layer <= n_layers or not 1 <= self.dim <= hidden_size:
+            raise ValueError(
+                f"{name}={self.as_tuple()} is outside {model}, which has layers 1..{n_layers} and "
+                f"dims 1..{hidden_size}"
+            )
+        return self
+
+    def as_tuple(self) -> tuple[int, int]:
+        return (self.layer, self.dim)
+
+    def __str__(self) -> str:
+        return f"{self.layer}x{self.dim}"
+
+
+ViewLike = Union[View, tuple[int, int], list[int], str]
+
+
+def check_pair(coarse: View, fine: View) -> None:
+    """Raise ``ValueError`` if the coarse view is deeper than the fine one (nothing to resume)."""
+    if coarse.layer > fine.layer:
+        raise ValueError(
+            f"coarse={coarse.as_tuple()} is deeper than fine={fine.as_tuple()}: the fine view resumes "
+            "the coarse forward pass, so its layer must be >= the coarse layer"
+        )
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """Pool token states ``(batch, seq, hidden)`` to ``(batch, hidden)``.
+
+    ``mean`` averages the tokens the attention mask keeps; ``cls`` takes the first token.
+    """
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    if pooling == "cls":
+        return hidden[:, 0]
+    raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
+
+
+def view_vector(pooled: torch.Tensor, dim: int) -> torch.Tensor:
+    """Cut pooled states ``(batch, hidden)`` to their first ``dim`` dims and L2-normalise them.
+
+    Cutting commutes with pooling (both are linear in the token states), so one pooled state serves
+    every dimension of the same layer.
+    """
+    return F.normalize(pooled[..., :dim], p=2, dim=-1)
