@@ -60,22 +60,24 @@ def write_index(path: Path, manifest: dict[str, Any], coarse: CoarseIndex, fine:
     path.mkdir(parents=True, exist_ok=True)
     gen = uuid.uuid4().hex[:12]
     files = {"coarse": f"coarse-{gen}.faiss", "fine": f"fine-{gen}.npy", "ids": f"ids-{gen}.json"}
+    writers = {
+        "coarse": coarse.save,
+        "fine": fine.save,
+        "ids": lambda p: p.write_text(json.dumps(doc_ids)),
+    }
     written: list[Path] = []
     try:
-        coarse.save(path / files["coarse"])
-        written.append(path / files["coarse"])
-        fine.save(path / files["fine"])
-        written.append(path / files["fine"])
-        (path / files["ids"]).write_text(json.dumps(doc_ids))
-        written.append(path / files["ids"])
+        for key, write in writers.items():
+            written.append(path / files[key])  # listed first, so a half-written file is removed too
+            write(path / files[key])
         for f in written:
             _fsync(f)
         full = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=files,
                     sha256={k: _sha256(path / v) for k, v in files.items()},
                     sizes={k: (path / v).stat().st_size for k, v in files.items()})
         tmp = path / f".{MANIFEST}.{gen}.tmp"
-        tmp.write_text(json.dumps(full, indent=2))
         written.append(tmp)
+        tmp.write_text(json.dumps(full, indent=2))
         _fsync(tmp)
         os.replace(tmp, path / MANIFEST)
     except BaseException:

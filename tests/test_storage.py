@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_encoder
+
+from adaptive_retrieval import Retriever
+from adaptive_retrieval import storage as storage_module
+from adaptive_retrieval.index import FineStore
+
+QUERY = "vitamin bone fracture risk"
+
+
+@pytest.fixture()
+def built(tiny_encoder, corpus):
+    return Retriever.build({f"doc{i}": t for i, t in enumerate(corpus)}, coarse=(3, 8), fine=(12, 32),
+                           model=tiny_encoder, candidates=12, index="HNSW16")
+
+
+def ranking(r: Retriever) -> list:
+    return [(h.doc_id, round(h.score, 6)) for h in r.search(QUERY, k=10)]
+
+
+def test_round_trip_restores_everything(built, tiny_encoder, tmp_path):
+    built.save(tmp_path / "idx")
+    loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    assert ranking(loaded) == ranking(built)
+    assert (loaded.coarse, loaded.fine, loaded.candidates) == (built.coarse, built.fine, 12)
+    assert loaded.coarse_index.factory == "HNSW16"
+    assert isinstance(loaded.fine_store.vectors, np.memmap) and loaded.fine_store.dtype == "float16"
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["model"]["fingerprint"] == tiny_encoder.fingerprint
+    assert manifest["coarse"] == [3, 8] and manifest["metric"] == "inner_product" and manifest["count"] == 60
+    assert not [p for p in (tmp_path / "idx").iterdir() if p.suffix in (".pkl", ".pickle")]
+
+
+def test_saving_again_replaces_the_previous_generation(built, tiny_encoder, tmp_path):
+    built.save(tmp_path / "idx")
+    built.add({"extra": "cell gene protein"})
+    built.save(tmp_path / "idx")
+    names = sorted(p.name for p in (tmp_path / "idx").iterdir())
+    assert len(names) == 4, names  # manifest + one generation of three files
+    assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 61
+
+
+def test_loaded_index_can_grow_and_be_saved_over_itself(built, tiny_encoder, tmp_path):
+    built.save(tmp_path / "idx")
+    loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    loaded.add({"extra": "cell gene protein"})
+    loaded.save(tmp_path / "idx")  # its memory-mapped fine file is replaced underneath it
+    assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 61
+
+
+def test_a_crash_mid_save_leaves_the_previous_index_whole(built, tiny_encoder, tmp_path, monkeypatch):
+    built.save(tmp_path / "idx")
+    expected = ranking(built)
+    built.add({"extra": "cell gene protein"})
+
+    def crash(self, path):
+        with open(path, "wb") as fh:
+            fh.write(b"half a file")
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(FineStore, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        built.save(tmp_path / "idx")
+    monkeypatch.undo()
+    loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    assert len(loaded) == 60 and ranking(loaded) == expected
+    assert len(list((tmp_path / "idx").iterdir())) == 4  # the half-written file was removed
+
+
+def test_a_crash_before_the_manifest_swap_leaves_the_previous_index(built, tiny_encoder, tmp_path, monkeypatch):
+    built.save(tmp_path / "idx")
+    built.add({"extra": "cell gene protein"})
+    real_replace = storage_module.os.replace
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage_module.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        built.save(tmp_path / "idx")
+    monkeypatch.setattr(storage_module.os, "replace", real_replace)
+    assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 60
+
+
+def test_a_different_model_is_refused(built, tmp_path):
+    built.save(tmp_path / "idx")
+    with pytest.raises(ValueError, match="does not match the index"):
+        Retriever.load(tmp_path / "idx", model=make_encoder(seed=7))
+    with pytest.raises(ValueError, match="max_length=32 does not match"):
+        Retriever.load(tmp_path / "idx", model=make_encoder(seed=0, max_length=32))
+
+
+def test_an_unnamed_model_must_be_passed(built, tmp_path):
+    built.save(tmp_path / "idx")
+    with pytest.raises(ValueError, match="built with model 'tiny-bert', which cannot be found here"):
+        Retriever.load(tmp_path / "idx")
+
+
+def _files(path):
+    return json.loads((path / "manifest.json").read_text())["files"]
+
+
+@pytest.mark.parametrize("which", ["coarse", "fine", "ids"])
+def test_truncated_files_are_refused(built, tiny_encoder, tmp_path, which):
+    built.save(tmp_path / "idx")
+    f = tmp_path / "idx" / _files(tmp_path / "idx")[which]
+    f.write_bytes(f.read_bytes()[:-7])
+    with pytest.raises(ValueError, match="damaged.*truncated"):
+        Retriever.load(tmp_path / "idx", model=tiny_encoder)
+
+
+@pytest.mark.parametrize("which", ["coarse", "fine", "ids"])
+def test_altered_files_are_refused(built, tiny_encoder, tmp_path, which):
+    built.save(tmp_path / "idx")
+    f = tmp_path / "idx" / _files(tmp_path / "idx")[which]
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        Retriever.load(tmp_path / "idx", model=tiny_encoder)
+
+
+def test_damaged_or_missing_manifest_and_files_are_refused(built, tiny_encoder, tmp_path):
+    with pytest.raises(ValueError, match="holds no index"):
+        Retriever.load(tmp_path, model=tiny_encoder)
+    built.save(tmp_path / "idx")
+    (tmp_path / "idx" / _files(tmp_path / "idx")["ids"]).unlink()
+    with pytest.raises(ValueError, match="is missing"):
+        Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    (tmp_path / "idx" / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="manifest.json is damaged"):
+        Retriever.load(tmp_path / "idx", model=tiny_encoder)
+
+
+def test_refuses_to_write_into_a_foreign_directory(built, tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="non-empty directory that holds no index"):
+        built.save(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        built.save(tmp_path / "file")
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
