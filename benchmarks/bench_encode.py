@@ -1,0 +1,75 @@
+"""Encoding throughput: adaptive_retrieval's Encoder.encode vs sentence-transformers' encode.
+
+Same model, same texts, same batch size, same process, rounds interleaved so that neither side gets a
+warmer machine. Prints docs/s for each and the ratio ours/theirs (>= 1.0: we are not slower).
+
+    python benchmarks/bench_encode.py --model minilm-l6 --n 1000 --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from common import DEFAULT_DATA_DIR, machine, scifact_texts
+
+from adaptive_retrieval import Encoder
+from adaptive_retrieval.models import resolve_model_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="minilm-l6")
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--n", type=int, default=1000, help="SciFact corpus texts to encode")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = ap.parse_args()
+
+    from sentence_transformers import SentenceTransformer
+
+    texts = scifact_texts(args.data_dir, args.n)
+    ours = Encoder.from_pretrained(args.model)
+    theirs = SentenceTransformer(str(resolve_model_path(args.model)), device="cpu")
+    theirs.max_seq_length = ours.max_length
+
+    def run_ours() -> np.ndarray:
+        return ours.encode(texts, [ours.full_view], batch_size=args.batch_size, show_progress=False)[ours.full_view]
+
+    def run_theirs() -> np.ndarray:
+        return theirs.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False)
+
+    ours.encode(texts[:64], batch_size=args.batch_size)  # warm-up both
+    theirs.encode(texts[:64], batch_size=args.batch_size)
+    seconds: dict[str, list[float]] = {"adaptive_retrieval": [], "sentence_transformers": []}
+    outputs = {}
+    for r in range(args.rounds):
+        for name, fn in (("adaptive_retrieval", run_ours), ("sentence_transformers", run_theirs)):
+            t0 = time.perf_counter()
+            outputs[name] = fn()
+            seconds[name].append(time.perf_counter() - t0)
+            print(f"round {r + 1}: {name:22s} {seconds[name][-1]:7.2f} s", flush=True)
+
+    rate = {name: len(texts) / statistics.median(s) for name, s in seconds.items()}
+    ratio = rate["adaptive_retrieval"] / rate["sentence_transformers"]
+    diff = float(np.abs(outputs["adaptive_retrieval"] - outputs["sentence_transformers"]).max())
+    print(f"\nmachine: {machine()}")
+    print(f"model {args.model}, {len(texts)} SciFact texts, batch {args.batch_size}, median of {args.rounds} rounds\n")
+    print("| encoder | docs/s |\n|---|---|")
+    for name, value in rate.items():
+        print(f"| {name} | {value:.1f} |")
+    print(f"\nratio ours/theirs: {ratio:.3f}   (max |difference| of the vectors: {diff:.2e})")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                                        "seconds": seconds, "docs_per_s": rate, "ratio": ratio, "max_abs_diff": diff},
+                                       indent=2))
+
+
+if __name__ == "__main__":
+    main()
