@@ -12,27 +12,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
-from typing import Any, Union
+from typing import Any
 
-DocId = Union[str, int]
-Corpus = Union[Iterable[str], Mapping[DocId, str], Mapping[DocId, Mapping[str, str]], Iterable[tuple[DocId, str]]]
+DocId = str | int
+Corpus = Iterable[str] | Mapping[DocId, str] | Mapping[DocId, Mapping[str, str]] | Iterable[tuple[DocId, str]]
 
 
 def _check_id(doc_id: Any, where: str) -> DocId:
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-        raise TypeError(f"corpus: document id at {where} must be a str or int, got {type(doc_id).__name__}: {doc_id!r:.80}")
+        raise TypeError(
+            f"corpus: document id at {where} must be a str or int, got {type(doc_id).__name__}: {doc_id!r:.80}"
+        )
     return doc_id
 
 
 def _check_text(text: Any, doc_id: DocId) -> str:
     if not isinstance(text, str):
-        raise TypeError(f"corpus: text of document {doc_id!r} must be a str, got {type(text).__name__}: {text!r:.80}")
+        raise TypeError(
+            f"corpus: text of document {doc_id!r} must be a str, got {type(text).__name__}: {text!r:.80}"
+        )
     return text
 
 
 def _beir_text(doc: Mapping[str, Any], doc_id: DocId) -> str:
     if "text" not in doc:
-        raise ValueError(f"corpus: document {doc_id!r} is a dict without a 'text' field (BEIR form is {{'title', 'text'}})")
+        raise ValueError(
+            f"corpus: document {doc_id!r} is a dict without a 'text' field (BEIR form is {{'title', 'text'}})"
+        )
     title = _check_text(doc.get("title") or "", doc_id)
     text = _check_text(doc["text"], doc_id)
     return f"{title} {text}".strip() if title else text

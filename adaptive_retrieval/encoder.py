@@ -51,7 +51,7 @@ class Embeddings(dict):
             return False
 
     def get(self, key: ViewLike, default: Any = None) -> Any:
-        return self[key] if key in self else default
+        return self[key] if key in self else default  # noqa: SIM401 - dict.get would bypass parsing
 
 
 def check_texts(texts: Any, *, name: str = "texts") -> list[str]:
@@ -165,9 +165,9 @@ class Encoder:
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, truncated to ``max_length`` (longer texts are cut, never an error)."""
-        return self.tokenizer(
-            list(texts), truncation=True, max_length=self.max_length, padding=False
-        )["input_ids"]
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)[
+            "input_ids"
+        ]
 
     def _pad(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(x) for x in ids)
@@ -179,7 +179,9 @@ class Encoder:
             mask[row, : len(x)] = 1
         return torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
 
-    def start(self, texts: Sequence[str] | None = None, *, token_ids: Sequence[Sequence[int]] | None = None) -> EncoderState:
+    def start(
+        self, texts: Sequence[str] | None = None, *, token_ids: Sequence[Sequence[int]] | None = None
+    ) -> EncoderState:
         """Tokenize and embed a batch: the state at layer 0. Give ``texts`` or pre-tokenized ``token_ids``."""
         if token_ids is None:
             token_ids = self.tokenize(check_texts(texts))
@@ -202,7 +204,9 @@ class Encoder:
         hidden = state.hidden
         for index in range(state.layer, to_layer):
             hidden = self.backbone.run_layer(index, hidden, state.context)
-        return EncoderState(hidden=hidden, attention_mask=state.attention_mask, context=state.context, layer=to_layer)
+        return EncoderState(
+            hidden=hidden, attention_mask=state.attention_mask, context=state.context, layer=to_layer
+        )
 
     def view(self, state: EncoderState, dim: int) -> torch.Tensor:
         """The view ``(state.layer, dim)`` of a batch state: pooled, cut, L2-normalised."""

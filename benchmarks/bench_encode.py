@@ -39,10 +39,14 @@ def main() -> None:
     theirs.max_seq_length = ours.max_length
 
     def run_ours() -> np.ndarray:
-        return ours.encode(texts, [ours.full_view], batch_size=args.batch_size, show_progress=False)[ours.full_view]
+        return ours.encode(texts, [ours.full_view], batch_size=args.batch_size, show_progress=False)[
+            ours.full_view
+        ]
 
     def run_theirs() -> np.ndarray:
-        return theirs.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        return theirs.encode(
+            texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
 
     ours.encode(texts[:64], batch_size=args.batch_size)  # warm-up both
     theirs.encode(texts[:64], batch_size=args.batch_size)
@@ -59,16 +63,28 @@ def main() -> None:
     ratio = rate["adaptive_retrieval"] / rate["sentence_transformers"]
     diff = float(np.abs(outputs["adaptive_retrieval"] - outputs["sentence_transformers"]).max())
     print(f"\nmachine: {machine()}")
-    print(f"model {args.model}, {len(texts)} SciFact texts, batch {args.batch_size}, median of {args.rounds} rounds\n")
+    print(
+        f"model {args.model}, {len(texts)} SciFact texts, batch {args.batch_size}, median of {args.rounds} rounds\n"
+    )
     print("| encoder | docs/s |\n|---|---|")
     for name, value in rate.items():
         print(f"| {name} | {value:.1f} |")
     print(f"\nratio ours/theirs: {ratio:.3f}   (max |difference| of the vectors: {diff:.2e})")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-                                        "seconds": seconds, "docs_per_s": rate, "ratio": ratio, "max_abs_diff": diff},
-                                       indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "seconds": seconds,
+                    "docs_per_s": rate,
+                    "ratio": ratio,
+                    "max_abs_diff": diff,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

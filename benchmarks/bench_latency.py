@@ -29,8 +29,15 @@ def build_or_load(args: argparse.Namespace, encoder: Encoder) -> Retriever:
         return Retriever.load(args.index_dir, model=encoder)
     texts = scifact_texts(args.data_dir, args.docs)
     t0 = time.perf_counter()
-    r = Retriever.build(texts, coarse=args.coarse, fine=args.fine, model=encoder, fine_dtype="float32",
-                        candidates=args.candidates, show_progress=True)
+    r = Retriever.build(
+        texts,
+        coarse=args.coarse,
+        fine=args.fine,
+        model=encoder,
+        fine_dtype="float32",
+        candidates=args.candidates,
+        show_progress=True,
+    )
     print(f"built an index of {len(r)} documents in {time.perf_counter() - t0:.0f} s", flush=True)
     r.save(args.index_dir)
     return r
@@ -66,15 +73,26 @@ def main() -> None:
 
     figures = {s: percentiles(v) for s, v in per_stage.items()}
     print(f"\nmachine: {machine()}")
-    print(f"model {args.model}, coarse {r.coarse}, fine {r.fine}, {len(r)} docs, {r.candidates} candidates, "
-          f"Flat coarse index, float16 fine store, {len(queries)} SciFact test queries one at a time\n")
+    print(
+        f"model {args.model}, coarse {r.coarse}, fine {r.fine}, {len(r)} docs, {r.candidates} candidates, "
+        f"Flat coarse index, float16 fine store, {len(queries)} SciFact test queries one at a time\n"
+    )
     print("| stage | p50 ms | p95 ms |\n|---|---|---|")
     for s, f in figures.items():
         print(f"| {s} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-                                        "docs": len(r), "stages": figures}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "docs": len(r),
+                    "stages": figures,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -33,21 +33,29 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     args = ap.parse_args()
 
-    corpus, queries, qrels = GenericDataLoader(data_folder=str(args.data_dir / "beir" / "scifact")).load(split="test")
+    corpus, queries, qrels = GenericDataLoader(data_folder=str(args.data_dir / "beir" / "scifact")).load(
+        split="test"
+    )
     corpus_ids = list(corpus)  # file order: the order bench_latency.py indexed them in
     r = Retriever.load(args.index_dir)
     if r.fine_store.dtype != "float32" or len(r) != len(corpus_ids):
         raise SystemExit("this needs a full-corpus index built with a float32 fine store (bench_latency.py)")
     fp32 = r.fine_store
     fp16 = FineStore(np.asarray(fp32.vectors, dtype=np.float16))
-    print(f"machine: {machine()}\nmodel {r.encoder.name}, coarse {r.coarse}, fine {r.fine}, {r.candidates} candidates\n")
+    print(
+        f"machine: {machine()}\nmodel {r.encoder.name}, coarse {r.coarse}, fine {r.fine}, {r.candidates} candidates\n"
+    )
     print("| search | fine dtype | nDCG@10 | Recall@100 | fine bytes/doc |\n|---|---|---|---|---|")
     for label, exact in (("exact fine view", True), ("funnel", False)):
         for store in (fp32, fp16):
             r.fine_store = store
-            ndcg, _, recall, _ = EvaluateRetrieval.evaluate(qrels, run(r, queries, corpus_ids, 100, exact), [10, 100])
-            print(f"| {label} | {store.dtype} | {ndcg['NDCG@10']:.4f} | {recall['Recall@100']:.4f} | "
-                  f"{store.nbytes() // len(store)} |")
+            ndcg, _, recall, _ = EvaluateRetrieval.evaluate(
+                qrels, run(r, queries, corpus_ids, 100, exact), [10, 100]
+            )
+            print(
+                f"| {label} | {store.dtype} | {ndcg['NDCG@10']:.4f} | {recall['Recall@100']:.4f} | "
+                f"{store.nbytes() // len(store)} |"
+            )
 
 
 if __name__ == "__main__":

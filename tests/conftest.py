@@ -7,16 +7,85 @@ import random
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel, PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+from transformers import (
+    BertConfig,
+    BertModel,
+    MPNetConfig,
+    MPNetModel,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaModel,
+)
 
 from adaptive_retrieval import Encoder
 
-WORDS = (
-    "the a of and to in is was for on with as by at from that this it be are were not or an which "
-    "cell cells protein gene genes cancer risk vitamin bone fracture patients study trial effect "
-    "increase decrease reduce blood heart brain mouse human expression level levels disease therapy "
-    "drug dose response immune virus infection model data result results analysis clinical acid"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "that",
+    "this",
+    "it",
+    "be",
+    "are",
+    "were",
+    "not",
+    "or",
+    "an",
+    "which",
+    "cell",
+    "cells",
+    "protein",
+    "gene",
+    "genes",
+    "cancer",
+    "risk",
+    "vitamin",
+    "bone",
+    "fracture",
+    "patients",
+    "study",
+    "trial",
+    "effect",
+    "increase",
+    "decrease",
+    "reduce",
+    "blood",
+    "heart",
+    "brain",
+    "mouse",
+    "human",
+    "expression",
+    "level",
+    "levels",
+    "disease",
+    "therapy",
+    "drug",
+    "dose",
+    "response",
+    "immune",
+    "virus",
+    "infection",
+    "model",
+    "data",
+    "result",
+    "results",
+    "analysis",
+    "clinical",
+    "acid",
+]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -29,16 +98,27 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=64,
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=64,
     )
 
 
 def _common(n_layers: int, hidden: int) -> dict:
     return dict(
-        vocab_size=len(SPECIALS) + len(WORDS), hidden_size=hidden, num_hidden_layers=n_layers,
-        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=80,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0,
+        vocab_size=len(SPECIALS) + len(WORDS),
+        hidden_size=hidden,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=80,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=0,
     )
 
 

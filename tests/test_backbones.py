@@ -16,7 +16,9 @@ def test_staged_forward_equals_output_hidden_states(kind):
     token_ids = enc.tokenize(random_texts(6, seed=5))  # different lengths: padding is exercised
     with torch.no_grad():
         input_ids, mask = enc._pad(token_ids)
-        reference = enc.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        reference = enc.model(
+            input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+        ).hidden_states
         state = enc.start(token_ids=token_ids)
         assert torch.allclose(state.hidden, reference[0], atol=1e-5)
         for layer in range(1, 13):

@@ -57,7 +57,9 @@ def test_view_equals_pooling_the_models_own_hidden_state(tiny_encoder):
     out = tiny_encoder.encode(texts, [(7, 20)])
     with torch.no_grad():
         ids, mask = tiny_encoder._pad(tiny_encoder.tokenize(texts))
-        hidden = tiny_encoder.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[7]
+        hidden = tiny_encoder.model(
+            input_ids=ids, attention_mask=mask, output_hidden_states=True
+        ).hidden_states[7]
     m = mask.unsqueeze(-1).float()
     expected = ((hidden * m).sum(1) / m.sum(1))[:, :20]
     expected = expected / expected.norm(dim=1, keepdim=True)
@@ -70,7 +72,9 @@ def test_cls_pooling_takes_first_token():
     with torch.no_grad():
         ids, mask = enc._pad(enc.tokenize(texts))
         h = enc.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[12][:, 0]
-    np.testing.assert_allclose(enc.encode(texts)[(12, 32)], torch.nn.functional.normalize(h).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        enc.encode(texts)[(12, 32)], torch.nn.functional.normalize(h).numpy(), atol=1e-5
+    )
 
 
 def test_long_texts_are_truncated_not_an_error(tiny_encoder):

@@ -11,7 +11,12 @@ import pytest
 from conftest import make_model, make_tokenizer, random_texts
 
 from adaptive_retrieval import Encoder
-from adaptive_retrieval.models import MARKER, ensure_assembled, is_assembled, read_sentence_transformers_config
+from adaptive_retrieval.models import (
+    MARKER,
+    ensure_assembled,
+    is_assembled,
+    read_sentence_transformers_config,
+)
 
 WEIGHTS = b"pretend these are weights " * 4000
 
@@ -96,18 +101,31 @@ def write_st_dir(tmp_path: Path, pooling: str = "cls", max_len: int = 48) -> Pat
     model, tok = make_model("bert", n_layers=4), make_tokenizer()
     model.save_pretrained(tmp_path / "st")
     tok.save_pretrained(tmp_path / "st")
-    (tmp_path / "st" / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-    ]))
+    (tmp_path / "st" / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Normalize",
+                    "type": "sentence_transformers.models.Normalize",
+                },
+            ]
+        )
+    )
     (tmp_path / "st" / "1_Pooling").mkdir()
-    (tmp_path / "st" / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": 32,
-        "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean",
-        "pooling_mode_max_tokens": pooling == "max",
-    }))
+    (tmp_path / "st" / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": 32,
+                "pooling_mode_cls_token": pooling == "cls",
+                "pooling_mode_mean_tokens": pooling == "mean",
+                "pooling_mode_max_tokens": pooling == "max",
+            }
+        )
+    )
     (tmp_path / "st" / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_len}))
     return tmp_path / "st"
 

@@ -31,7 +31,9 @@ def test_staged_forward_equals_the_models_own_forward(minilm):
     ids = minilm.tokenize(TEXTS)
     with torch.no_grad():
         input_ids, mask = minilm._pad(ids)
-        reference = minilm.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        reference = minilm.model(
+            input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+        ).hidden_states
         state = minilm.start(token_ids=ids)
         for layer in range(1, 7):
             state = minilm.advance(state, layer)

@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_encoder, random_texts
+from conftest import random_texts
 from test_encoder import LayerCounter
 
 from adaptive_retrieval import Hit, Retriever, SearchTimings
 
-QUERIES = ["vitamin bone fracture risk", "immune response to virus infection", "gene expression in cancer cells"]
+QUERIES = [
+    "vitamin bone fracture risk",
+    "immune response to virus infection",
+    "gene expression in cancer cells",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +37,23 @@ def test_hits_are_ranked_and_scored_by_the_fine_view(retriever, corpus):
 
 def test_candidates_covering_the_corpus_equal_exact_fine_search(retriever):
     for q in QUERIES:
-        assert [h.doc_id for h in retriever.search(q, k=10, candidates=len(retriever))] == exact_ids(retriever, q, 10)
+        assert [h.doc_id for h in retriever.search(q, k=10, candidates=len(retriever))] == exact_ids(
+            retriever, q, 10
+        )
 
 
 def test_coarse_equal_to_fine_equals_exact_fine_search(tiny_encoder, corpus):
-    r = Retriever.build(corpus, coarse=(12, 32), fine=(12, 32), model=tiny_encoder, candidates=10, fine_dtype="float32")
+    r = Retriever.build(
+        corpus, coarse=(12, 32), fine=(12, 32), model=tiny_encoder, candidates=10, fine_dtype="float32"
+    )
     for q in QUERIES:
         assert [h.doc_id for h in r.search(q, k=10)] == exact_ids(r, q, 10)
 
 
 def test_funnel_agrees_with_numpy_brute_force(tiny_encoder, corpus):
-    r = Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=7, fine_dtype="float32")
+    r = Retriever.build(
+        corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=7, fine_dtype="float32"
+    )
     vec = tiny_encoder.encode(corpus, [(3, 8), (12, 32)])
     for q in QUERIES:
         qv = tiny_encoder.encode(q, [(3, 8), (12, 32)])
@@ -158,17 +168,23 @@ def test_corpus_forms_give_the_same_index(tiny_encoder):
 
 
 def test_beir_title_is_prepended(tiny_encoder):
-    r = Retriever.build({"x": {"title": "vitamin", "text": "bone"}}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    r = Retriever.build(
+        {"x": {"title": "vitamin", "text": "bone"}}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder
+    )
     direct = tiny_encoder.encode("vitamin bone", [(12, 32)])[(12, 32)]
     np.testing.assert_allclose(r.fine_store.vectors[0].astype(np.float32), direct, atol=2e-3)
 
 
 def test_add_grows_and_duplicate_ids_leave_the_index_unchanged(tiny_encoder):
     texts = random_texts(12, seed=3)
-    r = Retriever.build({f"a{i}": t for i, t in enumerate(texts[:8])}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    r = Retriever.build(
+        {f"a{i}": t for i, t in enumerate(texts[:8])}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder
+    )
     r.add({f"a{i}": t for i, t in enumerate(texts[8:], start=8)})
     assert len(r) == 12 and len(r.coarse_index) == 12 and len(r.fine_store) == 12
-    full = Retriever.build({f"a{i}": t for i, t in enumerate(texts)}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    full = Retriever.build(
+        {f"a{i}": t for i, t in enumerate(texts)}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder
+    )
     assert [h.doc_id for h in r.search(QUERIES[0], k=12)] == [h.doc_id for h in full.search(QUERIES[0], k=12)]
     before = [h.doc_id for h in r.search(QUERIES[0], k=12)]
     with pytest.raises(ValueError, match="'a3' is already in the index"):
@@ -187,7 +203,9 @@ def test_add_list_of_strings_continues_positions(tiny_encoder):
 
 @pytest.mark.parametrize("factory", ["HNSW16", "IVF4,Flat", "IVF2,PQ2x4"])
 def test_approximate_coarse_indexes(tiny_encoder, corpus, factory):
-    r = Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index=factory, candidates=20)
+    r = Retriever.build(
+        corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index=factory, candidates=20
+    )
     assert r.coarse_index.is_trained and len(r.coarse_index) == len(corpus)
     hits = r.search(QUERIES[0], k=len(corpus))  # never fewer than min(k, corpus size) hits
     assert sorted(h.doc_id for h in hits) == list(range(len(corpus)))

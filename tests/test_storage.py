@@ -15,8 +15,14 @@ QUERY = "vitamin bone fracture risk"
 
 @pytest.fixture()
 def built(tiny_encoder, corpus):
-    return Retriever.build({f"doc{i}": t for i, t in enumerate(corpus)}, coarse=(3, 8), fine=(12, 32),
-                           model=tiny_encoder, candidates=12, index="HNSW16")
+    return Retriever.build(
+        {f"doc{i}": t for i, t in enumerate(corpus)},
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        candidates=12,
+        index="HNSW16",
+    )
 
 
 def ranking(r: Retriever) -> list:
@@ -72,7 +78,9 @@ def test_a_crash_mid_save_leaves_the_previous_index_whole(built, tiny_encoder, t
     assert len(list((tmp_path / "idx").iterdir())) == 4  # the half-written file was removed
 
 
-def test_a_crash_before_the_manifest_swap_leaves_the_previous_index(built, tiny_encoder, tmp_path, monkeypatch):
+def test_a_crash_before_the_manifest_swap_leaves_the_previous_index(
+    built, tiny_encoder, tmp_path, monkeypatch
+):
     built.save(tmp_path / "idx")
     built.add({"extra": "cell gene protein"})
     real_replace = storage_module.os.replace

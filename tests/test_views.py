@@ -30,7 +30,9 @@ def test_parse_rejects(value, error, match):
 
 
 def test_check_names_model_limits():
-    with pytest.raises(ValueError, match=r"coarse=\(13, 64\) is outside m, which has layers 1..12 and dims 1..768"):
+    with pytest.raises(
+        ValueError, match=r"coarse=\(13, 64\) is outside m, which has layers 1..12 and dims 1..768"
+    ):
         View(13, 64).check(12, 768, name="coarse", model="m")
     with pytest.raises(ValueError, match="dims 1..768"):
         View(4, 1024).check(12, 768)
