@@ -144,21 +144,7 @@ class Retriever:
             show_progress: progress bars while encoding (default: on for long work).
         """
         encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
-        coarse_view = encoder.check_view(coarse, name="coarse")
-        fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
-        check_pair(coarse_view, fine_view)
-        if fine_dtype not in FINE_DTYPES:
-            raise ValueError(f"fine_dtype={fine_dtype!r} is not supported; choose one of {FINE_DTYPES}")
-        retriever = cls(
-            encoder,
-            coarse_view,
-            fine_view,
-            CoarseIndex(coarse_view.dim, index),
-            FineStore.empty(fine_view.dim, fine_dtype),
-            [],
-            candidates=candidates,
-            train_size=train_size,
-        )
+        retriever = cls._empty(encoder, coarse, fine, candidates, index, fine_dtype, train_size)
         retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
         return retriever
 
@@ -190,15 +176,89 @@ class Retriever:
             new_ids.extend(ids)
             coarse_parts.append(vectors[self.coarse])
             fine_parts.append(vectors[self.fine])
-        coarse_new = np.concatenate(coarse_parts)
-        fine_store = self.fine_store.appended(np.concatenate(fine_parts))
+        self.add_vectors(new_ids, np.concatenate(coarse_parts), np.concatenate(fine_parts))
+
+    def add_vectors(
+        self, doc_ids: Sequence[DocId], coarse_vectors: np.ndarray, fine_vectors: np.ndarray
+    ) -> None:
+        """Add documents whose view vectors are already computed (by this encoder, at these views).
+
+        All-or-nothing, like :meth:`add`. The vectors must be L2-normalised view vectors, e.g. from
+        ``encoder.encode(texts, [retriever.coarse, retriever.fine])``.
+        """
+        doc_ids = list(doc_ids)
+        coarse_vectors = np.asarray(coarse_vectors, dtype=np.float32)
+        fine_vectors = np.asarray(fine_vectors)
+        if coarse_vectors.shape != (len(doc_ids), self.coarse.dim) or fine_vectors.shape != (
+            len(doc_ids),
+            self.fine.dim,
+        ):
+            raise ValueError(
+                f"{len(doc_ids)} ids need coarse vectors of shape {(len(doc_ids), self.coarse.dim)} and fine vectors "
+                f"of shape {(len(doc_ids), self.fine.dim)}; got {coarse_vectors.shape} and {fine_vectors.shape}"
+            )
+        seen: set[DocId] = set()
+        for doc_id in doc_ids:
+            if doc_id in self._rows or doc_id in seen:
+                raise ValueError(f"document id {doc_id!r} is already in the index; nothing was added")
+            seen.add(doc_id)
+        fine_store = self.fine_store.appended(fine_vectors)
         if not self.coarse_index.is_trained:
-            self.coarse_index.train(coarse_new[: self.train_size])
-        self.coarse_index.add(coarse_new)
+            self.coarse_index.train(coarse_vectors[: self.train_size])
+        self.coarse_index.add(coarse_vectors)
         self.fine_store = fine_store
         first_row = len(self.doc_ids)
-        self.doc_ids.extend(new_ids)
-        self._rows.update((d, first_row + i) for i, d in enumerate(new_ids))
+        self.doc_ids.extend(doc_ids)
+        self._rows.update((d, first_row + i) for i, d in enumerate(doc_ids))
+
+    @classmethod
+    def from_vectors(
+        cls,
+        encoder: Encoder,
+        coarse: ViewLike,
+        fine: ViewLike,
+        doc_ids: Sequence[DocId],
+        coarse_vectors: np.ndarray,
+        fine_vectors: np.ndarray,
+        *,
+        candidates: int = 100,
+        index: str = "Flat",
+        fine_dtype: str = "float16",
+        train_size: int = 100_000,
+    ) -> Retriever:
+        """A retriever over precomputed view vectors (same checks as :meth:`build`, no encoding).
+
+        The evaluations use this to run many funnels over one encoding of a corpus."""
+        retriever = cls._empty(encoder, coarse, fine, candidates, index, fine_dtype, train_size)
+        retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors)
+        return retriever
+
+    @classmethod
+    def _empty(
+        cls,
+        encoder: Encoder,
+        coarse: ViewLike,
+        fine: ViewLike | None,
+        candidates: int,
+        index: str,
+        fine_dtype: str,
+        train_size: int,
+    ) -> Retriever:
+        coarse_view = encoder.check_view(coarse, name="coarse")
+        fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
+        check_pair(coarse_view, fine_view)
+        if fine_dtype not in FINE_DTYPES:
+            raise ValueError(f"fine_dtype={fine_dtype!r} is not supported; choose one of {FINE_DTYPES}")
+        return cls(
+            encoder,
+            coarse_view,
+            fine_view,
+            CoarseIndex(coarse_view.dim, index),
+            FineStore.empty(fine_view.dim, fine_dtype),
+            [],
+            candidates=candidates,
+            train_size=train_size,
+        )
 
     def __len__(self) -> int:
         return len(self.doc_ids)

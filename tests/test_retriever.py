@@ -211,3 +211,16 @@ def test_approximate_coarse_indexes(tiny_encoder, corpus, factory):
     assert sorted(h.doc_id for h in hits) == list(range(len(corpus)))
     if factory.startswith("IVF"):
         assert len(r.search(QUERIES[0], k=5, nprobe=2)) == 5
+
+
+def test_from_vectors_equals_build(tiny_encoder, corpus, retriever):
+    vecs = tiny_encoder.encode(corpus, [(3, 8), (12, 32)])
+    r = Retriever.from_vectors(
+        tiny_encoder, (3, 8), (12, 32), list(range(len(corpus))), vecs[(3, 8)], vecs[(12, 32)], candidates=10
+    )
+    for q in QUERIES:
+        assert [h.doc_id for h in r.search(q, k=10)] == [h.doc_id for h in retriever.search(q, k=10)]
+    with pytest.raises(ValueError, match=r"need coarse vectors of shape \(2, 8\)"):
+        Retriever.from_vectors(tiny_encoder, (3, 8), (12, 32), ["a", "b"], vecs[(3, 8)], vecs[(12, 32)][:2])
+    with pytest.raises(ValueError, match="'a' is already in the index"):
+        Retriever.from_vectors(tiny_encoder, (3, 8), (12, 32), ["a", "a"], vecs[(3, 8)][:2], vecs[(12, 32)][:2])
