@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_DATA_DIR, machine, scifact_texts
+from bench_common import DEFAULT_DATA_DIR, machine, scifact_texts
 
 from adaptive_retrieval import Encoder
 from adaptive_retrieval.models import resolve_model_path

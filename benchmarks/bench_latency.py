@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DEFAULT_DATA_DIR, machine, percentiles, scifact_queries, scifact_texts
+from bench_common import DEFAULT_DATA_DIR, machine, percentiles, scifact_queries, scifact_texts
 
 from adaptive_retrieval import Encoder, FineStore, Retriever, SearchTimings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from beir.datasets.data_loader import GenericDataLoader
 from beir.retrieval.evaluation import EvaluateRetrieval
-from common import DEFAULT_DATA_DIR, machine
+from bench_common import DEFAULT_DATA_DIR, machine
 
 from adaptive_retrieval import FineStore, Retriever
 

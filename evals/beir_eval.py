@@ -1,0 +1,318 @@
+"""The recall-cost trade-off on a BEIR dataset: exact search at a grid of views, and funnels.
+
+    python evals/beir_eval.py --dataset scifact                       # mpnet-base, quick grid
+    python evals/beir_eval.py --dataset scifact --model minilm-l6 mpnet-base --grid full --out results/scifact
+
+Per model, the corpus is encoded once at every layer (cached on disk, keyed by model and corpus hash).
+Every configuration is then run through the library's own funnel (``Retriever.from_vectors`` +
+``search_arrays``), one query at a time so that each stage's latency is measured, and scored by BEIR's
+``EvaluateRetrieval``:
+
+- ``exact`` rows: search the view's own flat index, top 100;
+- ``funnel`` rows: a coarse view's flat index recalls ``candidates`` ids, the fine view (float16, the
+  library default) re-ranks them; a funnel returns ``min(100, candidates)`` hits, so its Recall@100
+  counts only what it can return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from beir.datasets.data_loader import GenericDataLoader
+from beir.retrieval.evaluation import EvaluateRetrieval
+from beir.retrieval.search.base import BaseSearch
+from corpus_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
+from costs import mean_encoder_flops, search_flops
+from report import markdown_table, pareto_front, percentiles_ms, settings, write_json
+
+from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View
+from adaptive_retrieval.corpus import iter_documents
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CANDIDATES = (20, 50, 100, 200, 500)
+FULL_DIMS = (32, 64, 128, 256, 512)
+DEPTH = 100  # every run ranks this many documents per query (Recall@100)
+STAGES = ("encode_coarse", "coarse_search", "resume_fine", "rerank")
+
+
+# ------------------------------------------------------------------------------------------- data
+
+
+def load_beir(data_dir: Path, dataset: str, split: str) -> tuple[dict, dict, dict]:
+    """BEIR's own loader; a missing dataset gets a message saying where to put it."""
+    folder = Path(data_dir) / "beir" / dataset
+    needed = [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise SystemExit(
+            f"dataset {dataset!r} (split {split!r}) is not in {folder}: missing {', '.join(missing)}.\n"
+            f"Put a BEIR-format copy there (corpus.jsonl, queries.jsonl, qrels/{split}.tsv), or pass "
+            "--data-dir pointing at the folder that holds beir/<dataset>/. Nothing is downloaded."
+        )
+    return GenericDataLoader(data_folder=str(folder)).load(split=split)
+
+
+# ------------------------------------------------------------------------------------------- grid
+
+
+def grid_views(encoder: Encoder, grid: str) -> list[View]:
+    """``quick``: the diagonal (L/6, H/24) .. (L, H), e.g. 2x32 4x64 6x128 8x256 12x768 for a 12x768 model.
+    ``full``: every layer x {32, 64, 128, 256, 512, H}."""
+    n, h = encoder.n_layers, encoder.hidden_size
+    if grid == "quick":
+        fractions = ((1 / 6, 1 / 24), (1 / 3, 1 / 12), (1 / 2, 1 / 6), (2 / 3, 1 / 3), (1, 1))
+        return sorted({View(max(1, round(n * fl)), max(1, round(h * fd))) for fl, fd in fractions})
+    if grid == "full":
+        dims = sorted({d for d in FULL_DIMS if d < h} | {h})
+        return [View(layer, d) for layer in range(1, n + 1) for d in dims]
+    raise ValueError(f"grid={grid!r}: choose 'quick' or 'full'")
+
+
+# ----------------------------------------------------------------------------------- BEIR search
+
+
+class RetrieverSearch(BaseSearch):
+    """BEIR's ``BaseSearch`` around a built :class:`Retriever`: queries go through the library's funnel,
+    one at a time, and the time of every stage is kept in :attr:`timings` (one entry per query)."""
+
+    def __init__(self, retriever: Retriever, doc_ids: Sequence[str], candidates: int | None = None) -> None:
+        self.retriever = retriever
+        self.doc_ids = list(doc_ids)
+        self.candidates = candidates
+        self.timings: list[SearchTimings] = []
+
+    def search(self, corpus: dict, queries: dict[str, str], top_k: int, *args: Any, **kwargs: Any) -> dict:
+        if len(corpus) != len(self.retriever):
+            raise ValueError(f"the retriever indexes {len(self.retriever)} documents, the corpus has {len(corpus)}")
+        results: dict[str, dict[str, float]] = {}
+        self.timings = []
+        for qid, text in queries.items():
+            t = SearchTimings()
+            D, I = self.retriever.search_arrays([text], top_k, candidates=self.candidates, timings=t)
+            self.timings.append(t)
+            results[qid] = {self.doc_ids[i]: float(s) for s, i in zip(D[0], I[0]) if i >= 0}
+        return results
+
+    def encode(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("the funnel encodes queries itself; use search()")
+
+    def search_from_files(self, *args: Any, **kwargs: Any) -> dict:
+        raise NotImplementedError("the funnel encodes queries itself; use search()")
+
+
+def score(qrels: dict, results: dict) -> dict[str, float]:
+    """nDCG@10, Recall@10, Recall@100, MRR@10 by BEIR's evaluator (given a copy: it edits in place)."""
+    ndcg, _, recall, _ = EvaluateRetrieval.evaluate(qrels, copy.deepcopy(results), [10, 100])
+    mrr = EvaluateRetrieval.evaluate_custom(qrels, results, [10], metric="mrr")
+    return {
+        "ndcg@10": ndcg["NDCG@10"],
+        "recall@10": recall["Recall@10"],
+        "recall@100": recall["Recall@100"],
+        "mrr@10": mrr["MRR@10"],
+    }
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+
+def run_config(
+    encoder: Encoder,
+    all_layers: Any,
+    doc_ids: list[str],
+    corpus: dict,
+    queries: dict[str, str],
+    qrels: dict,
+    coarse: View | None,
+    fine: View,
+    candidates: int | None,
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """One configuration: its row of figures, and its BEIR run (qid -> {doc id: score})."""
+    exact = coarse is None
+    first = fine if exact else coarse
+    retriever = Retriever.from_vectors(
+        encoder,
+        first,
+        fine,
+        doc_ids,
+        view_matrix(all_layers, first),
+        view_matrix(all_layers, fine),
+        candidates=DEPTH if exact else candidates,
+        fine_dtype="float32" if exact else "float16",
+    )
+    k = DEPTH if exact else min(DEPTH, candidates)
+    search = RetrieverSearch(retriever, doc_ids, candidates=None if exact else candidates)
+    results = EvaluateRetrieval(search, k_values=[k]).retrieve(corpus, queries)
+    n_docs = len(doc_ids)
+    shortlist = DEPTH if exact else max(candidates, k)
+    row: dict[str, Any] = {
+        "model": encoder.name,
+        "kind": "exact" if exact else "funnel",
+        "coarse": None if exact else list(coarse.as_tuple()),
+        "fine": list(fine.as_tuple()),
+        "candidates": None if exact else candidates,
+        **score(qrels, results),
+        "layers_per_query": fine.layer,
+        "encoder_flops_per_query": mean_encoder_flops(encoder, list(queries.values()), fine.layer),
+        "search_flops_per_query": search_flops(n_docs, first.dim, 0 if exact else shortlist, fine.dim),
+        "coarse_bytes_per_doc": retriever.coarse_index.nbytes() / n_docs,
+        "fine_bytes_per_doc": 0.0 if exact else retriever.fine_store.nbytes() / n_docs,
+    }
+    row["flops_per_query"] = row["encoder_flops_per_query"] + row["search_flops_per_query"]
+    row["p50_ms"], row["p95_ms"] = percentiles_ms([t.total for t in search.timings])
+    for stage in STAGES:
+        row[f"{stage}_p50_ms"], row[f"{stage}_p95_ms"] = percentiles_ms([getattr(t, stage) for t in search.timings])
+    return row, results
+
+
+def evaluate_model(
+    encoder: Encoder,
+    corpus: dict,
+    queries: dict[str, str],
+    qrels: dict,
+    *,
+    grid: str = "quick",
+    candidates: Sequence[int] = CANDIDATES,
+    funnel_coarse: Sequence[View] | None = None,
+    fine: View | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    batch_size: int | None = None,
+) -> list[dict[str, Any]]:
+    """Every exact view of the grid and every funnel (coarse view x candidates -> fine), as rows."""
+    pairs = list(iter_documents(corpus))  # the same (id, text) the retriever would index
+    doc_ids = [str(d) for d, _ in pairs]
+    all_layers = encode_all_layers(encoder, doc_ids, [t for _, t in pairs], cache_dir, batch_size=batch_size)
+    fine = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
+    views = grid_views(encoder, grid)
+    if funnel_coarse is None:
+        funnel_coarse = [v for v in grid_views(encoder, "quick") if v.layer < fine.layer or v.dim < fine.dim]
+    funnel_coarse = [encoder.check_view(v, name="funnel_coarse") for v in funnel_coarse]
+    rows = []
+    for view in sorted(set(views) | {fine}):
+        rows.append(run_config(encoder, all_layers, doc_ids, corpus, queries, qrels, None, view, None)[0])
+        print(f"  exact  {view!s:>8}: nDCG@10 {rows[-1]['ndcg@10']:.4f}", file=sys.stderr, flush=True)
+    for coarse in funnel_coarse:
+        for c in candidates:
+            rows.append(run_config(encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)[0])
+            print(f"  funnel {coarse!s:>8} -> {fine} @ {c}: nDCG@10 {rows[-1]['ndcg@10']:.4f}", file=sys.stderr, flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- output
+
+COLUMNS = (
+    ("model", "model", "s"),
+    ("kind", "kind", "s"),
+    ("coarse", "coarse", ""),
+    ("fine", "fine", ""),
+    ("cand.", "candidates", "d"),
+    ("nDCG@10", "ndcg@10", ".4f"),
+    ("R@10", "recall@10", ".4f"),
+    ("R@100", "recall@100", ".4f"),
+    ("MRR@10", "mrr@10", ".4f"),
+    ("layers", "layers_per_query", "d"),
+    ("GFLOP/q", "gflops", ".3f"),
+    ("coarse B/doc", "coarse_bytes_per_doc", ".0f"),
+    ("fine B/doc", "fine_bytes_per_doc", ".0f"),
+    ("p50 ms", "p50_ms", ".1f"),
+    ("p95 ms", "p95_ms", ".1f"),
+    ("enc→coarse", "encode_coarse_p50_ms", ".1f"),
+    ("coarse search", "coarse_search_p50_ms", ".2f"),
+    ("resume→fine", "resume_fine_p50_ms", ".1f"),
+    ("rerank", "rerank_p50_ms", ".2f"),
+)
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """nDCG@10 against FLOPs per query, per model; Pareto frontier marked; exact full view as reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for n, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
+        color = f"C{n}"
+        mine = [r for r in rows if r["model"] == model]
+        for kind, marker in (("exact", "o"), ("funnel", "^")):
+            pts = [r for r in mine if r["kind"] == kind]
+            ax.scatter([r["flops_per_query"] for r in pts], [r["ndcg@10"] for r in pts], marker=marker,
+                       color=color, alpha=0.45, label=f"{model} {kind}")
+        front = [mine[i] for i in pareto_front([r["flops_per_query"] for r in mine], [r["ndcg@10"] for r in mine])]
+        ax.plot([r["flops_per_query"] for r in front], [r["ndcg@10"] for r in front], "-", color=color, lw=1.5,
+                label=f"{model} Pareto frontier")
+        for r in front:
+            label = f"{'x'.join(map(str, r['coarse']))}→{r['candidates']}" if r["kind"] == "funnel" else "x".join(
+                map(str, r["fine"]))
+            ax.annotate(label, (r["flops_per_query"], r["ndcg@10"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points", color=color)
+        full = max((r for r in mine if r["kind"] == "exact"), key=lambda r: tuple(r["fine"]))
+        ax.axhline(full["ndcg@10"], color=color, ls="--", lw=1, label=f"{model} exact {'x'.join(map(str, full['fine']))}")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per query (encoder + search)")
+    ax.set_ylabel("nDCG@10")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="scifact")
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder holding beir/<dataset>/")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="one or more models, side by side")
+    ap.add_argument("--grid", choices=("quick", "full"), default="quick")
+    ap.add_argument("--candidates", type=int, nargs="+", default=list(CANDIDATES))
+    ap.add_argument("--funnel-coarse", nargs="+", help="coarse views of the funnels (default: the quick grid)")
+    ap.add_argument("--fine", help="fine view of the funnels (default: the model's full view)")
+    ap.add_argument("--max-queries", type=int, help="only the first N queries (for a quick look)")
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="corpus encodings cache")
+    ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--out", type=Path, help="write results.json and pareto.png here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    corpus, queries, qrels = load_beir(args.data_dir, args.dataset, args.split)
+    if args.max_queries:
+        queries = dict(list(queries.items())[: args.max_queries])
+        qrels = {q: qrels[q] for q in queries if q in qrels}
+    rows: list[dict[str, Any]] = []
+    models = {}
+    for name in args.model:
+        encoder = Encoder.from_pretrained(name)
+        models[name] = {"fingerprint": encoder.fingerprint, "n_layers": encoder.n_layers,
+                        "hidden_size": encoder.hidden_size, "pooling": encoder.pooling, "max_length": encoder.max_length}
+        print(f"{name}: {len(corpus)} documents, {len(queries)} queries", file=sys.stderr, flush=True)
+        rows += evaluate_model(
+            encoder, corpus, queries, qrels, grid=args.grid, candidates=args.candidates,
+            funnel_coarse=[View.parse(v, name="--funnel-coarse") for v in args.funnel_coarse] if args.funnel_coarse else None,
+            fine=View.parse(args.fine, name="--fine") if args.fine else None,
+            cache_dir=None if args.no_cache else args.cache_dir, batch_size=args.batch_size,
+        )
+    for r in rows:
+        r["gflops"] = r["flops_per_query"] / 1e9
+    run_settings = settings(dataset=args.dataset, split=args.split, n_docs=len(corpus), n_queries=len(queries),
+                            grid=args.grid, models=models, depth=DEPTH)
+    print(f"\n{args.dataset} ({args.split}): {len(corpus)} docs, {len(queries)} queries; "
+          f"machine: {run_settings['machine']['cpu']}, {run_settings['machine']['cores']} cores\n")
+    print(markdown_table(rows, COLUMNS))
+    if args.out:
+        write_json(args.out / "results.json", {"settings": run_settings, "rows": rows})
+        plot_pareto(rows, args.out / "pareto.png", f"{args.dataset} {args.split}: quality vs cost")
+        print(f"\nwrote {args.out / 'results.json'} and {args.out / 'pareto.png'}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

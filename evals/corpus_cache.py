@@ -1,0 +1,92 @@
+"""Encode a corpus once per model at every layer, cached on disk; derive any view from that.
+
+The cache holds, for each layer ``1..L``, the full-width view ``(layer, hidden)`` of every document
+(one forward pass). A view ``(layer, dim)`` is then ``view_vector(full[layer], dim)``: cutting and
+re-normalising a normalised vector is the same as cutting and normalising the pooled state.
+
+The cache key covers the model's weights (fingerprint), pooling, max length and a hash of the exact
+``(id, text)`` stream, so a stale cache is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adaptive_retrieval import Encoder, View, view_vector
+from adaptive_retrieval.corpus import DocId
+
+DEFAULT_CACHE_DIR = Path(
+    os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval")
+) / "eval-encodings"
+
+
+def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for doc_id, text in zip(ids, texts):
+        digest.update(f"{doc_id!r}\x00{text}\x1e".encode())
+    return digest.hexdigest()
+
+
+def cache_key(encoder: Encoder, ids: Sequence[DocId], texts: Sequence[str]) -> dict[str, str | int]:
+    return {
+        "model": encoder.name or "",
+        "fingerprint": encoder.fingerprint,
+        "pooling": encoder.pooling,
+        "max_length": encoder.max_length,
+        "corpus_sha256": corpus_hash(ids, texts),
+        "n_docs": len(ids),
+    }
+
+
+def encode_all_layers(
+    encoder: Encoder,
+    ids: Sequence[DocId],
+    texts: Sequence[str],
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    *,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """``(n_layers, n_docs, hidden)`` float32: every layer's full-width view of every document.
+
+    Read from ``cache_dir`` when a cache with the same key exists; otherwise encoded (one forward pass
+    per batch, progress bar) and written atomically. ``cache_dir=None`` disables caching.
+    """
+    key = cache_key(encoder, ids, texts)
+    shape = (encoder.n_layers, len(ids), encoder.hidden_size)
+    path = meta_path = None
+    if cache_dir is not None:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(key["model"])).name)[:40] or "model"
+        stem = f"{slug}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}"
+        path, meta_path = Path(cache_dir) / f"{stem}.npy", Path(cache_dir) / f"{stem}.json"
+        if path.is_file() and meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+                cached = np.load(path, mmap_mode="r")
+                if meta == key and cached.shape == shape and cached.dtype == np.float32:
+                    return cached
+            except (ValueError, OSError):
+                pass  # damaged: encode again
+    views = [View(layer, encoder.hidden_size) for layer in range(1, encoder.n_layers + 1)]
+    vectors = encoder.encode(list(texts), views, batch_size=batch_size, show_progress=True)
+    stacked = np.stack([vectors[v] for v in views])
+    if path is not None and meta_path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}.npy")
+        np.save(tmp, stacked, allow_pickle=False)
+        os.replace(tmp, path)
+        meta_path.write_text(json.dumps(key, sort_keys=True))
+    return stacked
+
+
+def view_matrix(all_layers: np.ndarray, view: View) -> np.ndarray:
+    """The ``(n_docs, view.dim)`` matrix of ``view``, through the library's one view definition."""
+    full = torch.from_numpy(np.ascontiguousarray(all_layers[view.layer - 1]))
+    return view_vector(full, view.dim).numpy()

@@ -1,0 +1,90 @@
+"""Reporting for the evaluations: run settings, markdown tables, results.json and plots."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for dist in ("adaptive-retrieval", "torch", "transformers", "faiss-cpu", "numpy", "beir"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def settings(**extra: Any) -> dict[str, Any]:
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        **extra,
+    }
+
+
+def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
+    """``columns``: (header, row key, format spec); ``None`` values print as ``-``."""
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for _, key, spec in columns:
+            value = row.get(key)
+            if value is None:
+                cells.append("-")
+            elif isinstance(value, (list, tuple)):
+                cells.append("x".join(str(v) for v in value))
+            else:
+                cells.append(format(value, spec))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def pareto_front(costs: Sequence[float], qualities: Sequence[float]) -> list[int]:
+    """Indices of the configurations no other beats on both cost (lower) and quality (higher)."""
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -qualities[i]))
+    front, best = [], -np.inf
+    for i in order:
+        if qualities[i] > best:
+            front.append(i)
+            best = qualities[i]
+    return front

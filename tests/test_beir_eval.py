@@ -1,0 +1,118 @@
+"""The BEIR evaluation end to end on a tiny model and a synthetic BEIR-format dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from beir_eval import evaluate_model, grid_views, load_beir, main, run_config
+from conftest import make_encoder, make_model, make_tokenizer, random_texts
+from corpus_cache import encode_all_layers, view_matrix
+
+from adaptive_retrieval import View
+
+N_DOCS, N_QUERIES = 40, 6
+
+
+def write_dataset(root, n_docs=N_DOCS, n_queries=N_QUERIES):
+    """Each query is the exact text of one document, and that document is its only relevant one."""
+    folder = root / "beir" / "tiny"
+    (folder / "qrels").mkdir(parents=True)
+    texts = random_texts(n_docs, seed=11, min_words=4)
+    with open(folder / "corpus.jsonl", "w") as fh:
+        for i, t in enumerate(texts):
+            fh.write(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n")
+    with open(folder / "queries.jsonl", "w") as fh:
+        for i in range(n_queries):
+            fh.write(json.dumps({"_id": f"q{i}", "text": texts[3 * i]}) + "\n")
+    with open(folder / "qrels" / "test.tsv", "w") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for i in range(n_queries):
+            fh.write(f"q{i}\td{3 * i}\t1\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return load_beir(write_dataset(tmp_path_factory.mktemp("data")), "tiny", "test")
+
+
+def test_a_known_ranking_gives_the_known_ndcg(tiny_encoder, dataset, tmp_path):
+    corpus, queries, qrels = dataset
+    rows = evaluate_model(tiny_encoder, corpus, queries, qrels, candidates=[5, N_DOCS], cache_dir=tmp_path)
+    full = next(r for r in rows if r["kind"] == "exact" and r["fine"] == [12, 32])
+    # the query's own document is identical to it: cosine 1, rank 1, for the exact full view...
+    assert full["ndcg@10"] == 1.0 and full["mrr@10"] == 1.0 and full["recall@100"] == 1.0
+    # ... and for every funnel whose shortlist holds the whole corpus
+    for r in rows:
+        if r["kind"] == "funnel" and r["candidates"] == N_DOCS:
+            assert r["ndcg@10"] == 1.0, r
+    kinds = {(r["kind"], r["candidates"]) for r in rows}
+    assert ("funnel", 5) in kinds and ("exact", None) in kinds
+    assert all(0 <= r["ndcg@10"] <= 1 and r["p50_ms"] > 0 and r["flops_per_query"] > 0 for r in rows)
+    funnel = next(r for r in rows if r["kind"] == "funnel")
+    assert funnel["fine_bytes_per_doc"] == 32 * 2  # float16
+    assert funnel["layers_per_query"] == 12
+
+
+def test_funnel_run_agrees_with_numpy_brute_force(tiny_encoder, dataset, tmp_path):
+    corpus, queries, qrels = dataset
+    doc_ids = list(corpus)
+    texts = [d["text"] for d in corpus.values()]
+    all_layers = encode_all_layers(tiny_encoder, doc_ids, texts, tmp_path)
+    coarse, fine, c = View(4, 5), View(12, 32), 7
+    _, run = run_config(tiny_encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)
+    docs_c, docs_f = view_matrix(all_layers, coarse), view_matrix(all_layers, fine).astype(np.float16)
+    for qid, text in queries.items():
+        q = tiny_encoder.encode(text, [coarse, fine])
+        shortlist = np.argsort(-(docs_c @ q[coarse]), kind="stable")[:c]
+        scores = docs_f[shortlist].astype(np.float32) @ q[fine]
+        order = np.argsort(-scores, kind="stable")
+        expected = {doc_ids[shortlist[i]]: float(scores[i]) for i in order}
+        assert list(run[qid]) == list(expected)
+        np.testing.assert_allclose(list(run[qid].values()), list(expected.values()), atol=1e-6)
+
+
+def test_cache_is_reused_and_never_stale(tiny_encoder, tmp_path):
+    ids, texts = ["a", "b"], ["cell gene", "bone risk"]
+    first = encode_all_layers(tiny_encoder, ids, texts, tmp_path)
+    assert first.shape == (12, 2, 32) and len(list(tmp_path.glob("*.npy"))) == 1
+    np.testing.assert_array_equal(encode_all_layers(tiny_encoder, ids, texts, tmp_path), first)
+    changed = encode_all_layers(tiny_encoder, ids, ["cell gene", "virus"], tmp_path)  # new corpus: new entry
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.allclose(changed[:, 1], first[:, 1])
+    other = encode_all_layers(make_encoder(seed=5), ids, texts, tmp_path)  # other weights: new entry
+    assert len(list(tmp_path.glob("*.npy"))) == 3 and not np.allclose(other, first)
+    # views derived from the cache equal views encoded directly
+    np.testing.assert_allclose(view_matrix(first, View(3, 8)), tiny_encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-6)
+
+
+def test_grids():
+    class Fake:
+        n_layers, hidden_size = 12, 768
+
+    assert grid_views(Fake, "quick") == [View(2, 32), View(4, 64), View(6, 128), View(8, 256), View(12, 768)]
+    full = grid_views(Fake, "full")
+    assert len(full) == 12 * 6 and View(1, 32) in full and View(12, 768) in full
+
+
+def test_missing_dataset_says_where_to_put_it(tmp_path):
+    with pytest.raises(SystemExit, match=r"(?s)dataset 'nfcorpus' .* is not in .*beir/nfcorpus.*--data-dir"):
+        load_beir(tmp_path, "nfcorpus", "test")
+
+
+def test_command_line_end_to_end(tmp_path):
+    data = write_dataset(tmp_path / "data")
+    model_dir = tmp_path / "model"
+    make_model("bert", n_layers=4).save_pretrained(model_dir)
+    make_tokenizer().save_pretrained(model_dir)
+    out = tmp_path / "out"
+    main(["--dataset", "tiny", "--data-dir", str(data), "--model", str(model_dir), "--candidates", "5", "10",
+          "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["n_docs"] == N_DOCS and results["settings"]["machine"]["cores"] >= 1
+    required = {"model", "kind", "coarse", "fine", "candidates", "ndcg@10", "recall@10", "recall@100", "mrr@10",
+                "layers_per_query", "flops_per_query", "coarse_bytes_per_doc", "fine_bytes_per_doc", "p50_ms",
+                "p95_ms", "encode_coarse_p50_ms", "coarse_search_p50_ms", "resume_fine_p50_ms", "rerank_p50_ms"}
+    assert all(required <= set(r) for r in results["rows"])
+    assert (out / "pareto.png").stat().st_size > 10_000
