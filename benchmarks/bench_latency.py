@@ -1,46 +1,46 @@
 """Query latency of Retriever.search on SciFact (5,183 documents), split by funnel stage.
 
-Builds (or reuses, from --index-dir) an index of the whole SciFact corpus, then times one query at a
-time and prints p50/p95 of: encode to the coarse layer, coarse FAISS search, resume to the fine layer,
-and fine re-rank. The index is built with a float32 fine store and searched with the default float16
-one, so `fine_dtype_cost.py` can reuse the same encoding.
+Side by side in one run, one query at a time over the first --queries SciFact test queries:
+the funnel (coarse view -> Flat FAISS search for `candidates` ids -> resume -> float16 re-rank) and
+exact search of the fine view alone (encode to the fine layer -> Flat FAISS search). Prints p50/p95
+of each stage: encode to the coarse layer, coarse search, resume to the fine layer, re-rank.
 
-    python benchmarks/bench_latency.py --model mpnet-base --coarse 4x64 --fine 12x768 --index-dir runs/scifact-mpnet
+The corpus vectors come from the evaluation cache (evals/corpus_cache.py: encoded once per model, all
+layers), and the index is made with Retriever.from_vectors, the same path Retriever.build takes
+after encoding.
+
+    python benchmarks/bench_latency.py --model mpnet-base --coarse 4x64 --candidates 100
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
-import numpy as np
-from bench_common import DEFAULT_DATA_DIR, machine, percentiles, scifact_queries, scifact_texts
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
 
-from adaptive_retrieval import Encoder, FineStore, Retriever, SearchTimings
+from beir_eval import load_beir
+from bench_common import DEFAULT_DATA_DIR, machine, percentiles
+from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+
+from adaptive_retrieval import Encoder, Retriever, SearchTimings, View
 
 STAGES = ("encode_coarse", "coarse_search", "resume_fine", "rerank")
 
 
-def build_or_load(args: argparse.Namespace, encoder: Encoder) -> Retriever:
-    if (args.index_dir / "manifest.json").is_file():
-        print(f"reusing the index in {args.index_dir}", flush=True)
-        return Retriever.load(args.index_dir, model=encoder)
-    texts = scifact_texts(args.data_dir, args.docs)
-    t0 = time.perf_counter()
-    r = Retriever.build(
-        texts,
-        coarse=args.coarse,
-        fine=args.fine,
-        model=encoder,
-        fine_dtype="float32",
-        candidates=args.candidates,
-        show_progress=True,
-    )
-    print(f"built an index of {len(r)} documents in {time.perf_counter() - t0:.0f} s", flush=True)
-    r.save(args.index_dir)
-    return r
+def time_queries(r: Retriever, queries: list[str], k: int) -> dict[str, dict[str, float]]:
+    for q in queries[:5]:
+        r.search(q, k=k)  # warm-up
+    per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
+    for q in queries:
+        t = SearchTimings()
+        r.search_batch([q], k=k, timings=t)
+        for s in STAGES:
+            per_stage[s].append(getattr(t, s))
+        per_stage["total"].append(t.total)
+    return {s: percentiles(v) for s, v in per_stage.items()}
 
 
 def main() -> None:
@@ -49,37 +49,48 @@ def main() -> None:
     ap.add_argument("--coarse", default="4x64")
     ap.add_argument("--fine", default=None, help="default: the model's last layer, full width")
     ap.add_argument("--candidates", type=int, default=100)
-    ap.add_argument("--docs", type=int, default=None, help="first N SciFact documents (default all 5,183)")
+    ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    ap.add_argument("--index-dir", type=Path, required=True, help="where the built index is saved and reused")
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args()
 
     encoder = Encoder.from_pretrained(args.model)
-    r = build_or_load(args, encoder)
-    r.fine_store = FineStore(np.asarray(r.fine_store.vectors, dtype=np.float16))  # the default dtype
-    r.candidates = args.candidates
-    queries = scifact_queries(args.data_dir, "test")[: args.queries]
-    for q in queries[:5]:
-        r.search(q, k=10)  # warm-up
-    per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
-    for q in queries:
-        t = SearchTimings()
-        r.search_batch([q], k=10, timings=t)
-        for s in STAGES:
-            per_stage[s].append(getattr(t, s))
-        per_stage["total"].append(t.total)
+    coarse = encoder.check_view(args.coarse, name="--coarse")
+    fine = encoder.full_view if args.fine is None else encoder.check_view(args.fine, name="--fine")
+    corpus, queries, _ = load_beir(args.data_dir, "scifact", "test")
+    doc_ids, layers = encode_beir_corpus(encoder, corpus, args.cache_dir)
+    texts = list(queries.values())[: args.queries]
 
-    figures = {s: percentiles(v) for s, v in per_stage.items()}
+    def retriever(first: View, candidates: int) -> Retriever:
+        return Retriever.from_vectors(
+            encoder,
+            first,
+            fine,
+            doc_ids,
+            view_matrix(layers, first),
+            view_matrix(layers, fine),
+            candidates=candidates,
+        )
+
+    figures = {
+        f"funnel {coarse} -> {fine} @ {args.candidates}": time_queries(
+            retriever(coarse, args.candidates), texts, args.k
+        ),
+        f"exact {fine}": time_queries(retriever(fine, args.k), texts, args.k),
+    }
     print(f"\nmachine: {machine()}")
     print(
-        f"model {args.model}, coarse {r.coarse}, fine {r.fine}, {len(r)} docs, {r.candidates} candidates, "
-        f"Flat coarse index, float16 fine store, {len(queries)} SciFact test queries one at a time\n"
+        f"model {args.model}, {len(doc_ids)} SciFact docs, Flat coarse index, float16 fine store, "
+        f"k={args.k}, {len(texts)} SciFact test queries one at a time; milliseconds\n"
     )
-    print("| stage | p50 ms | p95 ms |\n|---|---|---|")
-    for s, f in figures.items():
-        print(f"| {s} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} |")
+    print("| configuration | stage | p50 ms | p95 ms |\n|---|---|---|---|")
+    for name, stages in figures.items():
+        for s, f in stages.items():
+            print(f"| {name} | {s} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} |")
+    funnel, exact = (f["total"]["p50_ms"] for f in figures.values())
+    print(f"\np50 total, exact / funnel: {exact / funnel:.2f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
@@ -87,8 +98,8 @@ def main() -> None:
                 {
                     "machine": machine(),
                     "args": {k: str(v) for k, v in vars(args).items()},
-                    "docs": len(r),
-                    "stages": figures,
+                    "docs": len(doc_ids),
+                    "figures": figures,
                 },
                 indent=2,
             )

@@ -27,12 +27,11 @@ from typing import Any
 from beir.datasets.data_loader import GenericDataLoader
 from beir.retrieval.evaluation import EvaluateRetrieval
 from beir.retrieval.search.base import BaseSearch
-from corpus_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
+from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from costs import mean_encoder_flops, search_flops
 from report import markdown_table, pareto_front, percentiles_ms, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View
-from adaptive_retrieval.corpus import iter_documents
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CANDIDATES = (20, 50, 100, 200, 500)
@@ -89,7 +88,9 @@ class RetrieverSearch(BaseSearch):
 
     def search(self, corpus: dict, queries: dict[str, str], top_k: int, *args: Any, **kwargs: Any) -> dict:
         if len(corpus) != len(self.retriever):
-            raise ValueError(f"the retriever indexes {len(self.retriever)} documents, the corpus has {len(corpus)}")
+            raise ValueError(
+                f"the retriever indexes {len(self.retriever)} documents, the corpus has {len(corpus)}"
+            )
         results: dict[str, dict[str, float]] = {}
         self.timings = []
         for qid, text in queries.items():
@@ -131,8 +132,12 @@ def run_config(
     coarse: View | None,
     fine: View,
     candidates: int | None,
+    fine_dtype: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """One configuration: its row of figures, and its BEIR run (qid -> {doc id: score})."""
+    """One configuration: its row of figures, and its BEIR run (qid -> {doc id: score}).
+
+    ``fine_dtype`` defaults to float32 for exact rows (pure exact search) and to the library's
+    float16 for funnels."""
     exact = coarse is None
     first = fine if exact else coarse
     retriever = Retriever.from_vectors(
@@ -143,7 +148,7 @@ def run_config(
         view_matrix(all_layers, first),
         view_matrix(all_layers, fine),
         candidates=DEPTH if exact else candidates,
-        fine_dtype="float32" if exact else "float16",
+        fine_dtype=fine_dtype or ("float32" if exact else "float16"),
     )
     k = DEPTH if exact else min(DEPTH, candidates)
     search = RetrieverSearch(retriever, doc_ids, candidates=None if exact else candidates)
@@ -166,7 +171,9 @@ def run_config(
     row["flops_per_query"] = row["encoder_flops_per_query"] + row["search_flops_per_query"]
     row["p50_ms"], row["p95_ms"] = percentiles_ms([t.total for t in search.timings])
     for stage in STAGES:
-        row[f"{stage}_p50_ms"], row[f"{stage}_p95_ms"] = percentiles_ms([getattr(t, stage) for t in search.timings])
+        row[f"{stage}_p50_ms"], row[f"{stage}_p95_ms"] = percentiles_ms(
+            [getattr(t, stage) for t in search.timings]
+        )
     return row, results
 
 
@@ -184,9 +191,7 @@ def evaluate_model(
     batch_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every exact view of the grid and every funnel (coarse view x candidates -> fine), as rows."""
-    pairs = list(iter_documents(corpus))  # the same (id, text) the retriever would index
-    doc_ids = [str(d) for d, _ in pairs]
-    all_layers = encode_all_layers(encoder, doc_ids, [t for _, t in pairs], cache_dir, batch_size=batch_size)
+    doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir, batch_size=batch_size)
     fine = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
     views = grid_views(encoder, grid)
     if funnel_coarse is None:
@@ -199,7 +204,11 @@ def evaluate_model(
     for coarse in funnel_coarse:
         for c in candidates:
             rows.append(run_config(encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)[0])
-            print(f"  funnel {coarse!s:>8} -> {fine} @ {c}: nDCG@10 {rows[-1]['ndcg@10']:.4f}", file=sys.stderr, flush=True)
+            print(
+                f"  funnel {coarse!s:>8} -> {fine} @ {c}: nDCG@10 {rows[-1]['ndcg@10']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
     return rows
 
 
@@ -241,18 +250,47 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         mine = [r for r in rows if r["model"] == model]
         for kind, marker in (("exact", "o"), ("funnel", "^")):
             pts = [r for r in mine if r["kind"] == kind]
-            ax.scatter([r["flops_per_query"] for r in pts], [r["ndcg@10"] for r in pts], marker=marker,
-                       color=color, alpha=0.45, label=f"{model} {kind}")
-        front = [mine[i] for i in pareto_front([r["flops_per_query"] for r in mine], [r["ndcg@10"] for r in mine])]
-        ax.plot([r["flops_per_query"] for r in front], [r["ndcg@10"] for r in front], "-", color=color, lw=1.5,
-                label=f"{model} Pareto frontier")
+            ax.scatter(
+                [r["flops_per_query"] for r in pts],
+                [r["ndcg@10"] for r in pts],
+                marker=marker,
+                color=color,
+                alpha=0.45,
+                label=f"{model} {kind}",
+            )
+        front = [
+            mine[i] for i in pareto_front([r["flops_per_query"] for r in mine], [r["ndcg@10"] for r in mine])
+        ]
+        ax.plot(
+            [r["flops_per_query"] for r in front],
+            [r["ndcg@10"] for r in front],
+            "-",
+            color=color,
+            lw=1.5,
+            label=f"{model} Pareto frontier",
+        )
         for r in front:
-            label = f"{'x'.join(map(str, r['coarse']))}→{r['candidates']}" if r["kind"] == "funnel" else "x".join(
-                map(str, r["fine"]))
-            ax.annotate(label, (r["flops_per_query"], r["ndcg@10"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points", color=color)
+            label = (
+                f"{'x'.join(map(str, r['coarse']))}→{r['candidates']}"
+                if r["kind"] == "funnel"
+                else "x".join(map(str, r["fine"]))
+            )
+            ax.annotate(
+                label,
+                (r["flops_per_query"], r["ndcg@10"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+                color=color,
+            )
         full = max((r for r in mine if r["kind"] == "exact"), key=lambda r: tuple(r["fine"]))
-        ax.axhline(full["ndcg@10"], color=color, ls="--", lw=1, label=f"{model} exact {'x'.join(map(str, full['fine']))}")
+        ax.axhline(
+            full["ndcg@10"],
+            color=color,
+            ls="--",
+            lw=1,
+            label=f"{model} exact {'x'.join(map(str, full['fine']))}",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs per query (encoder + search)")
     ax.set_ylabel("nDCG@10")
@@ -273,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="one or more models, side by side")
     ap.add_argument("--grid", choices=("quick", "full"), default="quick")
     ap.add_argument("--candidates", type=int, nargs="+", default=list(CANDIDATES))
-    ap.add_argument("--funnel-coarse", nargs="+", help="coarse views of the funnels (default: the quick grid)")
+    ap.add_argument(
+        "--funnel-coarse", nargs="+", help="coarse views of the funnels (default: the quick grid)"
+    )
     ap.add_argument("--fine", help="fine view of the funnels (default: the model's full view)")
     ap.add_argument("--max-queries", type=int, help="only the first N queries (for a quick look)")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="corpus encodings cache")
@@ -291,21 +331,43 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     models = {}
     for name in args.model:
         encoder = Encoder.from_pretrained(name)
-        models[name] = {"fingerprint": encoder.fingerprint, "n_layers": encoder.n_layers,
-                        "hidden_size": encoder.hidden_size, "pooling": encoder.pooling, "max_length": encoder.max_length}
+        models[name] = {
+            "fingerprint": encoder.fingerprint,
+            "n_layers": encoder.n_layers,
+            "hidden_size": encoder.hidden_size,
+            "pooling": encoder.pooling,
+            "max_length": encoder.max_length,
+        }
         print(f"{name}: {len(corpus)} documents, {len(queries)} queries", file=sys.stderr, flush=True)
         rows += evaluate_model(
-            encoder, corpus, queries, qrels, grid=args.grid, candidates=args.candidates,
-            funnel_coarse=[View.parse(v, name="--funnel-coarse") for v in args.funnel_coarse] if args.funnel_coarse else None,
+            encoder,
+            corpus,
+            queries,
+            qrels,
+            grid=args.grid,
+            candidates=args.candidates,
+            funnel_coarse=[View.parse(v, name="--funnel-coarse") for v in args.funnel_coarse]
+            if args.funnel_coarse
+            else None,
             fine=View.parse(args.fine, name="--fine") if args.fine else None,
-            cache_dir=None if args.no_cache else args.cache_dir, batch_size=args.batch_size,
+            cache_dir=None if args.no_cache else args.cache_dir,
+            batch_size=args.batch_size,
         )
     for r in rows:
         r["gflops"] = r["flops_per_query"] / 1e9
-    run_settings = settings(dataset=args.dataset, split=args.split, n_docs=len(corpus), n_queries=len(queries),
-                            grid=args.grid, models=models, depth=DEPTH)
-    print(f"\n{args.dataset} ({args.split}): {len(corpus)} docs, {len(queries)} queries; "
-          f"machine: {run_settings['machine']['cpu']}, {run_settings['machine']['cores']} cores\n")
+    run_settings = settings(
+        dataset=args.dataset,
+        split=args.split,
+        n_docs=len(corpus),
+        n_queries=len(queries),
+        grid=args.grid,
+        models=models,
+        depth=DEPTH,
+    )
+    print(
+        f"\n{args.dataset} ({args.split}): {len(corpus)} docs, {len(queries)} queries; "
+        f"machine: {run_settings['machine']['cpu']}, {run_settings['machine']['cores']} cores\n"
+    )
     print(markdown_table(rows, COLUMNS))
     if args.out:
         write_json(args.out / "results.json", {"settings": run_settings, "rows": rows})

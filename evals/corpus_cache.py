@@ -23,9 +23,10 @@ import torch
 from adaptive_retrieval import Encoder, View, view_vector
 from adaptive_retrieval.corpus import DocId
 
-DEFAULT_CACHE_DIR = Path(
-    os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval")
-) / "eval-encodings"
+DEFAULT_CACHE_DIR = (
+    Path(os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval"))
+    / "eval-encodings"
+)
 
 
 def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
@@ -90,3 +91,21 @@ def view_matrix(all_layers: np.ndarray, view: View) -> np.ndarray:
     """The ``(n_docs, view.dim)`` matrix of ``view``, through the library's one view definition."""
     full = torch.from_numpy(np.ascontiguousarray(all_layers[view.layer - 1]))
     return view_vector(full, view.dim).numpy()
+
+
+def encode_beir_corpus(
+    encoder: Encoder,
+    corpus: dict,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    *,
+    batch_size: int | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """A BEIR corpus (``id -> {"title", "text"}``) as the retriever indexes it: its ids, and
+    :func:`encode_all_layers` of the same ``(id, text)`` pairs ``Retriever.build`` would encode."""
+    from adaptive_retrieval.corpus import iter_documents
+
+    pairs = list(iter_documents(corpus))
+    doc_ids = [str(d) for d, _ in pairs]
+    return doc_ids, encode_all_layers(
+        encoder, doc_ids, [t for _, t in pairs], cache_dir, batch_size=batch_size
+    )

@@ -84,7 +84,9 @@ def test_cache_is_reused_and_never_stale(tiny_encoder, tmp_path):
     other = encode_all_layers(make_encoder(seed=5), ids, texts, tmp_path)  # other weights: new entry
     assert len(list(tmp_path.glob("*.npy"))) == 3 and not np.allclose(other, first)
     # views derived from the cache equal views encoded directly
-    np.testing.assert_allclose(view_matrix(first, View(3, 8)), tiny_encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-6)
+    np.testing.assert_allclose(
+        view_matrix(first, View(3, 8)), tiny_encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-6
+    )
 
 
 def test_grids():
@@ -107,12 +109,45 @@ def test_command_line_end_to_end(tmp_path):
     make_model("bert", n_layers=4).save_pretrained(model_dir)
     make_tokenizer().save_pretrained(model_dir)
     out = tmp_path / "out"
-    main(["--dataset", "tiny", "--data-dir", str(data), "--model", str(model_dir), "--candidates", "5", "10",
-          "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    main(
+        [
+            "--dataset",
+            "tiny",
+            "--data-dir",
+            str(data),
+            "--model",
+            str(model_dir),
+            "--candidates",
+            "5",
+            "10",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["n_docs"] == N_DOCS and results["settings"]["machine"]["cores"] >= 1
-    required = {"model", "kind", "coarse", "fine", "candidates", "ndcg@10", "recall@10", "recall@100", "mrr@10",
-                "layers_per_query", "flops_per_query", "coarse_bytes_per_doc", "fine_bytes_per_doc", "p50_ms",
-                "p95_ms", "encode_coarse_p50_ms", "coarse_search_p50_ms", "resume_fine_p50_ms", "rerank_p50_ms"}
+    required = {
+        "model",
+        "kind",
+        "coarse",
+        "fine",
+        "candidates",
+        "ndcg@10",
+        "recall@10",
+        "recall@100",
+        "mrr@10",
+        "layers_per_query",
+        "flops_per_query",
+        "coarse_bytes_per_doc",
+        "fine_bytes_per_doc",
+        "p50_ms",
+        "p95_ms",
+        "encode_coarse_p50_ms",
+        "coarse_search_p50_ms",
+        "resume_fine_p50_ms",
+        "rerank_p50_ms",
+    }
     assert all(required <= set(r) for r in results["rows"])
     assert (out / "pareto.png").stat().st_size > 10_000

@@ -223,4 +223,6 @@ def test_from_vectors_equals_build(tiny_encoder, corpus, retriever):
     with pytest.raises(ValueError, match=r"need coarse vectors of shape \(2, 8\)"):
         Retriever.from_vectors(tiny_encoder, (3, 8), (12, 32), ["a", "b"], vecs[(3, 8)], vecs[(12, 32)][:2])
     with pytest.raises(ValueError, match="'a' is already in the index"):
-        Retriever.from_vectors(tiny_encoder, (3, 8), (12, 32), ["a", "a"], vecs[(3, 8)][:2], vecs[(12, 32)][:2])
+        Retriever.from_vectors(
+            tiny_encoder, (3, 8), (12, 32), ["a", "a"], vecs[(3, 8)][:2], vecs[(12, 32)][:2]
+        )
