@@ -1,0 +1,156 @@
+"""Spearman correlation per (layer, dim) view on STS12-16, STS-B test and SICK-R test.
+
+    python evals/sts_eval.py                                   # mpnet-base, every layer x {32..512, full}
+    python evals/sts_eval.py --model minilm-l6 mpnet-base --out results/sts
+
+Every unique sentence is encoded once per model at every layer (cached like the BEIR corpus); a view's
+score for a pair is the cosine of the two view vectors. STS12-16 are scored as SentEval's "all" setting
+(Spearman over the concatenated subsets of a year), as the 2DMSE and SimCSE papers report them; each
+subset's own Spearman is kept in results.json. "avg" is the mean of the seven tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from beir_eval import grid_views
+from corpus_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
+from report import markdown_table, settings, write_json
+from scipy.stats import spearmanr
+from sts_data import Pairs, read_all
+
+from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICK-R")
+
+
+def spearman(pairs_scores: np.ndarray, gold: Sequence[float]) -> float:
+    return float(spearmanr(pairs_scores, gold).statistic) * 100
+
+
+def evaluate_model(
+    encoder: Encoder,
+    tasks: dict[str, dict[str, Pairs]],
+    views: Sequence[View],
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    batch_size: int | None = None,
+) -> list[dict[str, Any]]:
+    """One row per view: Spearman x 100 per task ("all" for STS12-16), per subset, and their average."""
+    sentences = sorted(
+        {s for subsets in tasks.values() for pairs in subsets.values() for p in pairs for s in p[:2]}
+    )
+    row_of = {s: i for i, s in enumerate(sentences)}
+    layers = encode_all_layers(
+        encoder, list(range(len(sentences))), sentences, cache_dir, batch_size=batch_size
+    )
+    index = {
+        (task, subset): (
+            np.array([row_of[a] for a, _, _ in pairs]),
+            np.array([row_of[b] for _, b, _ in pairs]),
+            [g for _, _, g in pairs],
+        )
+        for task, subsets in tasks.items()
+        for subset, pairs in subsets.items()
+    }
+    rows = []
+    for view in views:
+        vectors = view_matrix(layers, view)
+        row: dict[str, Any] = {"model": encoder.name, "layer": view.layer, "dim": view.dim, "subsets": {}}
+        for task, subsets in tasks.items():
+            cosines, golds = [], []
+            for subset in subsets:
+                a, b, gold = index[(task, subset)]
+                cos = np.einsum("nd,nd->n", vectors[a], vectors[b])
+                row["subsets"][f"{task}/{subset}"] = spearman(cos, gold)
+                cosines.append(cos)
+                golds.extend(gold)
+            row[task] = spearman(np.concatenate(cosines), golds)
+        row["avg"] = float(np.mean([row[t] for t in tasks]))
+        rows.append(row)
+    return rows
+
+
+def plot_heatmaps(rows: list[dict[str, Any]], path: Path, metric: str = "avg") -> None:
+    """One layer x dim heatmap of ``metric`` per model, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        layers = sorted({r["layer"] for r in mine})
+        dims = sorted({r["dim"] for r in mine})
+        grid = np.full((len(layers), len(dims)), np.nan)
+        for r in mine:
+            grid[layers.index(r["layer"]), dims.index(r["dim"])] = r[metric]
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+        for i in range(len(layers)):
+            for j in range(len(dims)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7, color="w")
+        ax.set_xticks(range(len(dims)), [str(d) for d in dims])
+        ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
+        ax.set_xlabel("dims")
+        ax.set_ylabel("layer")
+        ax.set_title(f"{model}: Spearman x100 ({metric})")
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder holding sts/")
+    ap.add_argument("--model", nargs="+", default=[DEFAULT_MODEL])
+    ap.add_argument("--grid", choices=("quick", "full"), default="full")
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--out", type=Path, help="write results.json and heatmap.png here")
+    args = ap.parse_args(argv)
+
+    tasks = read_all(args.data_dir)
+    rows: list[dict[str, Any]] = []
+    models = {}
+    for name in args.model:
+        encoder = Encoder.from_pretrained(name)
+        models[name] = {
+            "fingerprint": encoder.fingerprint,
+            "n_layers": encoder.n_layers,
+            "hidden_size": encoder.hidden_size,
+        }
+        print(f"{name}: encoding the STS sentences at every layer", file=sys.stderr, flush=True)
+        rows += evaluate_model(
+            encoder,
+            tasks,
+            grid_views(encoder, args.grid),
+            None if args.no_cache else args.cache_dir,
+            args.batch_size,
+        )
+    columns = [("model", "model", "s"), ("layer", "layer", "d"), ("dim", "dim", "d")]
+    columns += [(t, t, ".2f") for t in TASKS] + [("avg", "avg", ".2f")]
+    print(markdown_table(rows, columns))
+    if args.out:
+        pairs = {t: sum(len(p) for p in s.values()) for t, s in tasks.items()}
+        write_json(
+            args.out / "results.json",
+            {"settings": settings(tasks=pairs, models=models, grid=args.grid), "rows": rows},
+        )
+        plot_heatmaps(rows, args.out / "heatmap.png")
+        print(f"\nwrote {args.out / 'results.json'} and {args.out / 'heatmap.png'}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
