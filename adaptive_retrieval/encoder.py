@@ -208,6 +208,18 @@ class Encoder:
             hidden=hidden, attention_mask=state.attention_mask, context=state.context, layer=to_layer
         )
 
+    def pooled_layers(
+        self, texts: Sequence[str] | None = None, *, token_ids: Sequence[Sequence[int]] | None = None
+    ) -> torch.Tensor:
+        """Pooled states of every layer for one batch, ``(n_layers, batch, hidden)``, from one staged
+        forward pass. Follows the ambient grad mode, so training losses can use it."""
+        state = self.start(texts, token_ids=token_ids)
+        pooled = []
+        for layer in range(1, self.n_layers + 1):
+            state = self.advance(state, layer)
+            pooled.append(pool(state.hidden, state.attention_mask, self.pooling))
+        return torch.stack(pooled)
+
     def view(self, state: EncoderState, dim: int) -> torch.Tensor:
         """The view ``(state.layer, dim)`` of a batch state: pooled, cut, L2-normalised."""
         return view_vector(pool(state.hidden, state.attention_mask, self.pooling), dim)
