@@ -140,10 +140,14 @@ class Encoder:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the weights (names, dtypes, shapes, bytes); identifies the model in saved indexes."""
+        """sha256 of the weights (names, dtypes, shapes, bytes) that views depend on; identifies the model in
+        saved indexes. The pooler head (unused by views, re-initialised at random when a checkpoint lacks
+        it) is left out."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
             for key, tensor in sorted(self.model.state_dict().items()):
+                if key.split(".")[0] == "pooler":  # never used by a view; often absent and re-initialised
+                    continue
                 t = tensor.detach().to("cpu").contiguous()
                 digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
                 digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

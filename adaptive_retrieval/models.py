@@ -325,7 +325,10 @@ def load_encoder(
         )
     if pooling is None and "pooling" not in st:
         logger.info("%s has no sentence-transformers pooling config; using mean pooling", path)
-    model = AutoModel.from_pretrained(model_dir)
+    try:  # views never use the pooler head; do not build it (it would be random where the checkpoint lacks it)
+        model = AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
+    except TypeError:  # architectures without a pooler take no such argument
+        model = AutoModel.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     name = (
         name_or_path

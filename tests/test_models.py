@@ -160,3 +160,10 @@ def test_unsupported_architecture_is_refused_before_loading_weights(tmp_path):
     GPT2Config(n_layer=2, n_embd=16, n_head=2).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ValueError, match="model type 'gpt2', which is not supported; supported model types"):
         Encoder.from_pretrained(tmp_path / "gpt2")
+
+
+def test_loading_the_same_directory_twice_gives_the_same_fingerprint(tmp_path):
+    make_model("bert", n_layers=2).save_pretrained(tmp_path / "hf")  # saved without a pooler head
+    make_tokenizer().save_pretrained(tmp_path / "hf")
+    a, b = Encoder.from_pretrained(tmp_path / "hf"), Encoder.from_pretrained(tmp_path / "hf")
+    assert a.fingerprint == b.fingerprint
