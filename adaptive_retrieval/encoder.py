@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,7 @@ class Encoder:
         name: the model's name or path, recorded in saved indexes.
         device: where to run; default CUDA when available, else CPU.
         batch_size: default batch size of :meth:`encode`.
+        heads: linear coarse heads ``{layer: (hidden, out) matrix}`` (see :meth:`set_head`).
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class Encoder:
         name: str | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 32,
+        heads: Mapping[int, torch.Tensor] | None = None,
     ) -> None:
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
@@ -106,7 +108,10 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.model.eval()
-        self._fingerprint: str | None = None
+        self._weights_fingerprint: str | None = None
+        self.heads: dict[int, torch.Tensor] = {}
+        for layer, head in (heads or {}).items():
+            self.set_head(layer, head)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> Encoder:
@@ -134,16 +139,55 @@ class Encoder:
 
     def check_view(self, view: ViewLike, *, name: str = "view") -> View:
         """Parse ``view`` and check it fits this model; the error names the model's limits."""
-        return View.parse(view, name=name).check(
+        view = View.parse(view, name=name).check(
             self.n_layers, self.hidden_size, name=name, model=self.name or "the model"
         )
+        head = self.heads.get(view.layer)
+        if head is not None and view.dim > head.shape[1]:
+            raise ValueError(
+                f"{name}={view.as_tuple()}: layer {view.layer} of {self.name or 'the model'} has a coarse head "
+                f"with {head.shape[1]} output dims; choose dim <= {head.shape[1]}"
+            )
+        return view
+
+    def set_head(self, layer: int, head: torch.Tensor | None) -> None:
+        """Give ``layer`` a linear coarse head: a ``(hidden, out)`` matrix (no bias) applied to its pooled
+        state before the view is cut (``None`` removes it). Every view of that layer goes through it, in
+        indexing and in search alike; the encoder's :attr:`fingerprint` covers it."""
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= self.n_layers:
+            raise ValueError(f"head layer must be an int in 1..{self.n_layers}, got {layer!r}")
+        if head is None:
+            self.heads.pop(layer, None)
+            return
+        head = torch.as_tensor(head, dtype=torch.float32)
+        if head.ndim != 2 or head.shape[0] != self.hidden_size or not 1 <= head.shape[1] <= self.hidden_size:
+            raise ValueError(
+                f"a head for layer {layer} must have shape ({self.hidden_size}, out) with out <= "
+                f"{self.hidden_size}, got {tuple(head.shape)}"
+            )
+        self.heads[layer] = head.to(self.device)
+
+    def project(self, pooled: torch.Tensor, view: View) -> torch.Tensor:
+        """A view from pooled states of ``view.layer``: the layer's head (if any), cut, normalised."""
+        return view_vector(pooled, view.dim, self.heads.get(view.layer))
 
     @property
     def fingerprint(self) -> str:
+        """Identifies everything a view depends on: :attr:`weights_fingerprint` and the coarse heads."""
+        if not self.heads:
+            return self.weights_fingerprint
+        digest = hashlib.sha256(self.weights_fingerprint.encode())
+        for layer, head in sorted(self.heads.items()):
+            digest.update(f"head{layer}|{tuple(head.shape)}|".encode())
+            digest.update(head.detach().to("cpu").contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    @property
+    def weights_fingerprint(self) -> str:
         """sha256 of the weights (names, dtypes, shapes, bytes) that views depend on; identifies the model in
         saved indexes. The pooler head (unused by views, re-initialised at random when a checkpoint lacks
         it) is left out."""
-        if self._fingerprint is None:
+        if self._weights_fingerprint is None:
             digest = hashlib.sha256()
             for key, tensor in sorted(self.model.state_dict().items()):
                 if key.split(".")[0] == "pooler":  # never used by a view; often absent and re-initialised
@@ -151,8 +195,8 @@ class Encoder:
                 t = tensor.detach().to("cpu").contiguous()
                 digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
                 digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-            self._fingerprint = digest.hexdigest()
-        return self._fingerprint
+            self._weights_fingerprint = digest.hexdigest()
+        return self._weights_fingerprint
 
     def _resolve_max_length(self, max_length: int | None) -> int:
         limit = int(getattr(self.model.config, "max_position_embeddings", 512))
@@ -225,8 +269,9 @@ class Encoder:
         return torch.stack(pooled)
 
     def view(self, state: EncoderState, dim: int) -> torch.Tensor:
-        """The view ``(state.layer, dim)`` of a batch state: pooled, cut, L2-normalised."""
-        return view_vector(pool(state.hidden, state.attention_mask, self.pooling), dim)
+        """The view ``(state.layer, dim)`` of a batch state: pooled, through the layer's head if any, cut,
+        L2-normalised."""
+        return self.project(pool(state.hidden, state.attention_mask, self.pooling), View(state.layer, dim))
 
     # -------------------------------------------------------------------------------------- encode
 
@@ -292,5 +337,5 @@ class Encoder:
                     pooled = pool(state.hidden, state.attention_mask, self.pooling)
                     for v in views:
                         if v.layer == layer:
-                            vectors[v] = view_vector(pooled, v.dim).float().cpu().numpy()
+                            vectors[v] = self.project(pooled, v).float().cpu().numpy()
                 yield rows, vectors

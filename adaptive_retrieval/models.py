@@ -39,11 +39,39 @@ Opener = Callable[[], IO[bytes]]
 
 @dataclass(frozen=True)
 class NamedModel:
-    """A model that can be had offline by name."""
+    """A model that can be had offline by name: weights from ``locate()``, and optionally coarse heads
+    shipped inside this package (``heads``, a safetensors file)."""
 
     name: str
     description: str
     locate: Callable[[], Path]
+    heads: Path | None = None
+
+
+HEADS_FILE = "coarse_heads.safetensors"
+
+
+def save_heads(path: Path, heads: dict[int, Any], metadata: dict[str, str] | None = None) -> None:
+    """Write coarse heads ``{layer: (hidden, out) tensor}`` as safetensors (keys ``layer_N``)."""
+    from safetensors.torch import save_file
+
+    save_file(
+        {f"layer_{layer}": h.detach().cpu().contiguous() for layer, h in heads.items()},
+        str(path),
+        metadata=metadata,
+    )
+
+
+def load_heads(path: Path) -> dict[int, Any]:
+    """Read coarse heads written by :func:`save_heads`."""
+    from safetensors.torch import load_file
+
+    heads = {}
+    for key, tensor in load_file(str(path)).items():
+        if not key.startswith("layer_") or not key[6:].isdigit():
+            raise ValueError(f"{path}: unexpected tensor {key!r}; coarse head files hold layer_N tensors")
+        heads[int(key[6:])] = tensor
+    return heads
 
 
 def cache_dir() -> Path:
@@ -330,16 +358,17 @@ def load_encoder(
     except TypeError:  # architectures without a pooler take no such argument
         model = AutoModel.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    name = (
-        name_or_path
-        if isinstance(name_or_path, str) and name_or_path in NAMED_MODELS
-        else str(path.resolve())
-    )
+    named = NAMED_MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
+    heads: dict[int, Any] = {}
+    for heads_file in (path / HEADS_FILE, named.heads if named else None):
+        if heads_file is not None and Path(heads_file).is_file():
+            heads.update(load_heads(Path(heads_file)))
     return Encoder(
         model,
         tokenizer,
         pooling=pooling or st.get("pooling", "mean"),
         max_length=max_length if max_length is not None else st.get("max_length"),
-        name=name,
+        name=named.name if named else str(path.resolve()),
+        heads=heads,
         **kwargs,
     )

@@ -1,8 +1,9 @@
 """Views: which layer's hidden state, cut to how many dimensions.
 
 A *view* ``View(layer, dim)`` is the hidden state after transformer layer ``layer`` (1-based; 0 is the
-embedding output), pooled over tokens (mean or CLS, as the model was trained), cut to its first ``dim``
-dimensions and L2-normalised.
+embedding output), pooled over tokens (mean or CLS, as the model was trained), passed through the
+layer's linear coarse head if the encoder has one, cut to its first ``dim`` dimensions and
+L2-normalised.
 
 :func:`pool` and :func:`view_vector` are the one definition of that recipe. The encoder, the
 retriever, training losses and the evaluations all call them, so they can never disagree.
@@ -109,10 +110,14 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
     raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
 
 
-def view_vector(pooled: torch.Tensor, dim: int) -> torch.Tensor:
+def view_vector(pooled: torch.Tensor, dim: int, head: torch.Tensor | None = None) -> torch.Tensor:
     """Cut pooled states ``(batch, hidden)`` to their first ``dim`` dims and L2-normalise them.
 
-    Cutting commutes with pooling (both are linear in the token states), so one pooled state serves
-    every dimension of the same layer.
+    ``head``, if given, is a linear coarse head ``(hidden, out)`` (no bias) applied to the pooled state
+    first; see :meth:`Encoder.set_head`. Cutting commutes with pooling (both are linear in the token
+    states), so one pooled state serves every dimension of the same layer; and because a head is linear
+    and the result is normalised, a head may be applied to an already-normalised pooled state.
     """
+    if head is not None:
+        pooled = pooled @ head.to(device=pooled.device, dtype=pooled.dtype)
     return F.normalize(pooled[..., :dim], p=2, dim=-1)

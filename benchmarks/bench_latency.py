@@ -69,8 +69,8 @@ def main() -> None:
             first,
             fine,
             doc_ids,
-            view_matrix(layers, first),
-            view_matrix(layers, fine),
+            view_matrix(encoder, layers, first),
+            view_matrix(encoder, layers, fine),
             candidates=candidates,
         )
 

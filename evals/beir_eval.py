@@ -145,8 +145,8 @@ def run_config(
         first,
         fine,
         doc_ids,
-        view_matrix(all_layers, first),
-        view_matrix(all_layers, fine),
+        view_matrix(encoder, all_layers, first),
+        view_matrix(encoder, all_layers, fine),
         candidates=DEPTH if exact else candidates,
         fine_dtype=fine_dtype or ("float32" if exact else "float16"),
     )

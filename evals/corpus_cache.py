@@ -1,10 +1,12 @@
 """Encode a corpus once per model at every layer, cached on disk; derive any view from that.
 
 The cache holds, for each layer ``1..L``, the full-width view ``(layer, hidden)`` of every document
-(one forward pass). A view ``(layer, dim)`` is then ``view_vector(full[layer], dim)``: cutting and
-re-normalising a normalised vector is the same as cutting and normalising the pooled state.
+(one forward pass). A view ``(layer, dim)`` is then ``encoder.project(full[layer], view)``: a linear head,
+cutting and re-normalising applied to a normalised vector give the same view as applied to the pooled
+state.
 
-The cache key covers the model's weights (fingerprint), pooling, max length and a hash of the exact
+The cache key covers the model's weights (not its coarse heads, which apply after), pooling, max length
+and a hash of the exact
 ``(id, text)`` stream, so a stale cache is never used.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptive_retrieval import Encoder, View, view_vector
+from adaptive_retrieval import Encoder, View
 from adaptive_retrieval.corpus import DocId
 
 DEFAULT_CACHE_DIR = (
@@ -39,7 +41,7 @@ def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
 def cache_key(encoder: Encoder, ids: Sequence[DocId], texts: Sequence[str]) -> dict[str, str | int]:
     return {
         "model": encoder.name or "",
-        "fingerprint": encoder.fingerprint,
+        "fingerprint": encoder.weights_fingerprint,  # coarse heads apply after the cache (view_matrix)
         "pooling": encoder.pooling,
         "max_length": encoder.max_length,
         "corpus_sha256": corpus_hash(ids, texts),
@@ -87,10 +89,11 @@ def encode_all_layers(
     return stacked
 
 
-def view_matrix(all_layers: np.ndarray, view: View) -> np.ndarray:
-    """The ``(n_docs, view.dim)`` matrix of ``view``, through the library's one view definition."""
+def view_matrix(encoder: Encoder, all_layers: np.ndarray, view: View) -> np.ndarray:
+    """The ``(n_docs, view.dim)`` matrix of ``view``, through the encoder's own view function
+    (:meth:`Encoder.project`: the layer's coarse head if any, cut, normalise)."""
     full = torch.from_numpy(np.ascontiguousarray(all_layers[view.layer - 1]))
-    return view_vector(full, view.dim).numpy()
+    return encoder.project(full.to(encoder.device), view).cpu().numpy()
 
 
 def encode_beir_corpus(

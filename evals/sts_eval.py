@@ -60,7 +60,7 @@ def evaluate_model(
     }
     rows = []
     for view in views:
-        vectors = view_matrix(layers, view)
+        vectors = view_matrix(encoder, layers, view)
         row: dict[str, Any] = {"model": encoder.name, "layer": view.layer, "dim": view.dim, "subsets": {}}
         for task, subsets in tasks.items():
             cosines, golds = [], []

@@ -63,7 +63,10 @@ def test_funnel_run_agrees_with_numpy_brute_force(tiny_encoder, dataset, tmp_pat
     all_layers = encode_all_layers(tiny_encoder, doc_ids, texts, tmp_path)
     coarse, fine, c = View(4, 5), View(12, 32), 7
     _, run = run_config(tiny_encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)
-    docs_c, docs_f = view_matrix(all_layers, coarse), view_matrix(all_layers, fine).astype(np.float16)
+    docs_c, docs_f = (
+        view_matrix(tiny_encoder, all_layers, coarse),
+        view_matrix(tiny_encoder, all_layers, fine).astype(np.float16),
+    )
     for qid, text in queries.items():
         q = tiny_encoder.encode(text, [coarse, fine])
         shortlist = np.argsort(-(docs_c @ q[coarse]), kind="stable")[:c]
@@ -85,7 +88,7 @@ def test_cache_is_reused_and_never_stale(tiny_encoder, tmp_path):
     assert len(list(tmp_path.glob("*.npy"))) == 3 and not np.allclose(other, first)
     # views derived from the cache equal views encoded directly
     np.testing.assert_allclose(
-        view_matrix(first, View(3, 8)), tiny_encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-6
+        view_matrix(tiny_encoder, first, View(3, 8)), tiny_encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-6
     )
 
 

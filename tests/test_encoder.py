@@ -122,3 +122,27 @@ def test_constructor_checks(tiny_encoder):
         Encoder(tiny_encoder.model, tiny_encoder.tokenizer, pooling="max")
     with pytest.raises(ValueError, match="max_length must be an int"):
         Encoder(tiny_encoder.model, tiny_encoder.tokenizer, max_length=1)
+
+
+def test_a_coarse_head_shapes_every_view_of_its_layer():
+    enc = make_encoder(seed=0)
+    texts = random_texts(6, seed=3)
+    plain = enc.encode(texts, [(4, 8), (12, 32)])
+    fingerprint = enc.fingerprint
+    head = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
+    enc.set_head(4, head)
+    headed = enc.encode(texts, [(4, 8), (12, 32)])
+    np.testing.assert_array_equal(headed[(12, 32)], plain[(12, 32)])  # other layers untouched
+    with torch.no_grad():
+        ids, mask = enc._pad(enc.tokenize(texts))
+        h = enc.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[4]
+    m = mask.unsqueeze(-1).float()
+    expected = torch.nn.functional.normalize((((h * m).sum(1) / m.sum(1)) @ head)[:, :8], dim=-1)
+    np.testing.assert_allclose(headed[(4, 8)], expected.numpy(), atol=1e-5)
+    assert enc.fingerprint != fingerprint and enc.weights_fingerprint == make_encoder(seed=0).fingerprint
+    with pytest.raises(ValueError, match="has a coarse head with 16 output dims; choose dim <= 16"):
+        enc.encode(texts, [(4, 20)])
+    with pytest.raises(ValueError, match=r"must have shape \(32, out\)"):
+        enc.set_head(4, torch.zeros(16, 8))
+    enc.set_head(4, None)
+    assert enc.fingerprint == fingerprint

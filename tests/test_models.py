@@ -167,3 +167,17 @@ def test_loading_the_same_directory_twice_gives_the_same_fingerprint(tmp_path):
     make_tokenizer().save_pretrained(tmp_path / "hf")
     a, b = Encoder.from_pretrained(tmp_path / "hf"), Encoder.from_pretrained(tmp_path / "hf")
     assert a.fingerprint == b.fingerprint
+
+
+def test_heads_saved_beside_a_model_are_loaded_with_it(tmp_path):
+    import torch
+
+    from adaptive_retrieval.models import HEADS_FILE, save_heads
+
+    make_model("bert", n_layers=4).save_pretrained(tmp_path / "hf")
+    make_tokenizer().save_pretrained(tmp_path / "hf")
+    head = torch.randn(32, 8)
+    save_heads(tmp_path / "hf" / HEADS_FILE, {2: head})
+    enc = Encoder.from_pretrained(tmp_path / "hf")
+    assert set(enc.heads) == {2} and torch.equal(enc.heads[2], head)
+    assert enc.check_view((2, 8)) and enc.encode(["cell gene"], [(2, 8)])[(2, 8)].shape == (1, 8)
