@@ -353,10 +353,16 @@ def load_encoder(
         )
     if pooling is None and "pooling" not in st:
         logger.info("%s has no sentence-transformers pooling config; using mean pooling", path)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report would list the pooler we leave out on purpose
     try:  # views never use the pooler head; do not build it (it would be random where the checkpoint lacks it)
         model = AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
     except TypeError:  # architectures without a pooler take no such argument
         model = AutoModel.from_pretrained(model_dir)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     named = NAMED_MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
     heads: dict[int, Any] = {}

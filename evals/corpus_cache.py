@@ -92,7 +92,7 @@ def encode_all_layers(
 def view_matrix(encoder: Encoder, all_layers: np.ndarray, view: View) -> np.ndarray:
     """The ``(n_docs, view.dim)`` matrix of ``view``, through the encoder's own view function
     (:meth:`Encoder.project`: the layer's coarse head if any, cut, normalise)."""
-    full = torch.from_numpy(np.ascontiguousarray(all_layers[view.layer - 1]))
+    full = torch.from_numpy(np.array(all_layers[view.layer - 1], dtype=np.float32))  # a writable copy
     return encoder.project(full.to(encoder.device), view).cpu().numpy()
 
 
