@@ -187,6 +187,8 @@ class Retriever:
         ``encoder.encode(texts, [retriever.coarse, retriever.fine])``.
         """
         doc_ids = list(doc_ids)
+        if not doc_ids:
+            raise ValueError("doc_ids is empty: give at least one document")
         coarse_vectors = np.asarray(coarse_vectors, dtype=np.float32)
         fine_vectors = np.asarray(fine_vectors)
         if coarse_vectors.shape != (len(doc_ids), self.coarse.dim) or fine_vectors.shape != (
@@ -276,7 +278,8 @@ class Retriever:
 
         ``candidates`` overrides the shortlist size for this call; it is widened to ``k`` when ``k`` is
         larger, so a search returns ``min(k, len(self))`` hits. ``knobs`` are FAISS search parameters
-        such as ``nprobe`` or ``efSearch``. An empty or whitespace-only query is a ``ValueError``.
+        such as ``nprobe`` or ``efSearch``; they stay set on the index for later searches. An empty or
+        whitespace-only query is a ``ValueError``.
         """
         if not isinstance(query, str):
             raise TypeError(

@@ -226,3 +226,5 @@ def test_from_vectors_equals_build(tiny_encoder, corpus, retriever):
         Retriever.from_vectors(
             tiny_encoder, (3, 8), (12, 32), ["a", "a"], vecs[(3, 8)][:2], vecs[(12, 32)][:2]
         )
+    with pytest.raises(ValueError, match="doc_ids is empty"):
+        Retriever.from_vectors(tiny_encoder, (3, 8), (12, 32), [], vecs[(3, 8)][:0], vecs[(12, 32)][:0])
