@@ -33,3 +33,40 @@ def test_ridge_shrinks_the_head():
     small, _ = fit_head(x, f, ridge=1e-4)
     big, _ = fit_head(x, f, ridge=10.0)
     assert big.norm() < small.norm()
+
+
+def test_command_line_writes_heads_an_encoder_loads(tmp_path):
+    import json
+
+    from conftest import make_model, make_tokenizer
+    from fit_coarse_head import main
+    from test_beir_eval import write_dataset
+
+    from adaptive_retrieval import Encoder
+    from adaptive_retrieval.models import HEADS_FILE
+
+    data = write_dataset(tmp_path / "data")
+    make_model("bert", n_layers=4).save_pretrained(tmp_path / "m")
+    make_tokenizer().save_pretrained(tmp_path / "m")
+    out = main(
+        [
+            "--base",
+            str(tmp_path / "m"),
+            "--layers",
+            "1",
+            "2",
+            "--dataset",
+            "tiny",
+            "--data-dir",
+            str(data),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["layers"] == [1, 2] and "no queries" in provenance["data"]
+    assert (out / HEADS_FILE).is_file()
+    enc = Encoder.from_pretrained(tmp_path / "m")  # the heads beside the weights are picked up
+    assert set(enc.heads) == {1, 2} and enc.heads[1].dtype == torch.float32

@@ -1,6 +1,6 @@
 """Fit a linear coarse head on a frozen encoder: the cheapest honest alternative to 2DMSE training.
 
-    python training/fit_coarse_head.py --base mpnet-base --layer 4 --out adaptive_retrieval/trained/mpnet-base-head4
+    python training/fit_coarse_head.py --base mpnet-base --layers 2 4 6 8 --out adaptive_retrieval/trained/mpnet-base-heads
 
 The head maps the coarse layer's pooled state to the fine view's coordinates on the fine view's own
 singular vectors (ordered by singular value), so that cutting the head's output to its first d dims keeps
@@ -9,8 +9,9 @@ closed form on unlabeled text: the SciFact corpus (5,183 abstracts; no queries, 
 unsupervised adaptation on the corpus text. Nothing is selected on test data: the ridge strength is a
 fixed fraction of the mean feature energy.
 
-Writes ``coarse_heads.safetensors`` (layer -> (hidden, hidden) float32) and ``provenance.json`` (the
-command, data, base model hash, fit statistics) into ``--out``.
+Writes ``coarse_heads.safetensors`` (one ``(hidden, hidden)`` head per layer, stored as float16: the
+values stored are the values used) and ``provenance.json`` (the command, data, base model hash, fit
+statistics) into ``--out``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def fit_head(
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="mpnet-base")
-    ap.add_argument("--layer", type=int, default=4, help="the coarse layer the head sits on")
+    ap.add_argument("--layers", type=int, nargs="+", default=[4], help="coarse layers to fit a head for")
     ap.add_argument("--ridge", type=float, default=1e-2)
     ap.add_argument("--dataset", default="scifact", help="BEIR corpus whose text the head is fitted on")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -77,21 +78,24 @@ def main(argv: list[str] | None = None) -> Path:
     encoder = Encoder.from_pretrained(args.base)
     if encoder.heads:
         raise SystemExit(f"{args.base} already has coarse heads; fit on the plain base model")
-    encoder.check_view((args.layer, encoder.hidden_size), name="--layer")
+    for layer in args.layers:
+        encoder.check_view((layer, encoder.hidden_size), name="--layers")
     corpus, _, _ = load_beir(args.data_dir, args.dataset, "test")  # only the corpus is read
     _, layers = encode_beir_corpus(encoder, corpus, args.cache_dir)
-    head, stats = fit_head(layers[args.layer - 1], layers[-1], args.ridge)
+    heads, stats = {}, {}
+    for layer in args.layers:
+        head, stats[layer] = fit_head(layers[layer - 1], layers[-1], args.ridge)
+        heads[layer] = head.half()
     args.out.mkdir(parents=True, exist_ok=True)
-    save_heads(
-        args.out / HEADS_FILE, {args.layer: head}, metadata={"base_fingerprint": encoder.weights_fingerprint}
-    )
+    save_heads(args.out / HEADS_FILE, heads, metadata={"base_fingerprint": encoder.weights_fingerprint})
     provenance = {
         "command": "python training/fit_coarse_head.py "
         + shlex.join(argv if argv is not None else sys.argv[1:]),
         "base_model": args.base,
         "base_weights_fingerprint": encoder.weights_fingerprint,
-        "layer": args.layer,
-        "head_shape": list(head.shape),
+        "layers": args.layers,
+        "head_shape": [encoder.hidden_size, encoder.hidden_size],
+        "dtype": "float16",
         "target": f"layer {encoder.n_layers} full view, on its singular vectors (largest first)",
         "data": f"BEIR {args.dataset} corpus text, {len(corpus)} documents (title + text); no queries, no qrels",
         "ridge": args.ridge,
