@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,14 +38,20 @@ def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
 
 
 def cache_key(encoder: Encoder, ids: Sequence[DocId], texts: Sequence[str]) -> dict[str, str | int]:
+    """What an encoding depends on: the weights (not the model's name, nor its coarse heads, which apply
+    after the cache), pooling, max length and the exact ``(id, text)`` stream."""
     return {
-        "model": encoder.name or "",
-        "fingerprint": encoder.weights_fingerprint,  # coarse heads apply after the cache (view_matrix)
+        "fingerprint": encoder.weights_fingerprint,
         "pooling": encoder.pooling,
         "max_length": encoder.max_length,
         "corpus_sha256": corpus_hash(ids, texts),
         "n_docs": len(ids),
     }
+
+
+def cache_paths(cache_dir: Path, key: dict[str, str | int]) -> tuple[Path, Path]:
+    stem = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return Path(cache_dir) / f"{stem}.npy", Path(cache_dir) / f"{stem}.json"
 
 
 def encode_all_layers(
@@ -66,14 +71,12 @@ def encode_all_layers(
     shape = (encoder.n_layers, len(ids), encoder.hidden_size)
     path = meta_path = None
     if cache_dir is not None:
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(key["model"])).name)[:40] or "model"
-        stem = f"{slug}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}"
-        path, meta_path = Path(cache_dir) / f"{stem}.npy", Path(cache_dir) / f"{stem}.json"
+        path, meta_path = cache_paths(cache_dir, key)
         if path.is_file() and meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
                 cached = np.load(path, mmap_mode="r")
-                if meta == key and cached.shape == shape and cached.dtype == np.float32:
+                if meta.get("key") == key and cached.shape == shape and cached.dtype == np.float32:
                     return cached
             except (ValueError, OSError):
                 pass  # damaged: encode again
@@ -85,7 +88,7 @@ def encode_all_layers(
         tmp = path.with_suffix(f".tmp-{os.getpid()}.npy")
         np.save(tmp, stacked, allow_pickle=False)
         os.replace(tmp, path)
-        meta_path.write_text(json.dumps(key, sort_keys=True))
+        meta_path.write_text(json.dumps({"key": key, "encoded_with": encoder.name}, sort_keys=True))
     return stacked
 
 

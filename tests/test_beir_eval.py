@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from beir_eval import evaluate_model, grid_views, load_beir, main, run_config
 from conftest import make_encoder, make_model, make_tokenizer, random_texts
 from corpus_cache import encode_all_layers, view_matrix
@@ -84,6 +85,13 @@ def test_cache_is_reused_and_never_stale(tiny_encoder, tmp_path):
     np.testing.assert_array_equal(encode_all_layers(tiny_encoder, ids, texts, tmp_path), first)
     changed = encode_all_layers(tiny_encoder, ids, ["cell gene", "virus"], tmp_path)  # new corpus: new entry
     assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.allclose(changed[:, 1], first[:, 1])
+    renamed = make_encoder(seed=0)
+    renamed.name = "same weights, another name"
+    renamed.set_head(2, torch.eye(32))
+    np.testing.assert_array_equal(
+        encode_all_layers(renamed, ids, texts, tmp_path), first
+    )  # heads apply later
+    assert len(list(tmp_path.glob("*.npy"))) == 2
     other = encode_all_layers(make_encoder(seed=5), ids, texts, tmp_path)  # other weights: new entry
     assert len(list(tmp_path.glob("*.npy"))) == 3 and not np.allclose(other, first)
     # views derived from the cache equal views encoded directly
