@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -237,69 +238,75 @@ COLUMNS = (
 )
 
 
+PANELS = (
+    ("flops_per_query", "FLOPs per query (encoder + search)"),
+    ("coarse_bytes_per_doc", "index RAM per document, bytes (the fine store is memory-mapped)"),
+)
+
+
 def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """nDCG@10 against FLOPs per query, per model; Pareto frontier marked; exact full view as reference."""
+    """nDCG@10 against per-query FLOPs and against index RAM per document, per model; each panel marks
+    the Pareto frontier and the exact full view as a reference line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 6))
-    for n, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
-        color = f"C{n}"
-        mine = [r for r in rows if r["model"] == model]
-        for kind, marker in (("exact", "o"), ("funnel", "^")):
-            pts = [r for r in mine if r["kind"] == kind]
-            ax.scatter(
-                [r["flops_per_query"] for r in pts],
-                [r["ndcg@10"] for r in pts],
-                marker=marker,
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(8 * len(PANELS), 6))
+    for ax, (cost, label) in zip(axes, PANELS):
+        for n, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
+            color = f"C{n}"
+            mine = [r for r in rows if r["model"] == model]
+            for kind, marker in (("exact", "o"), ("funnel", "^")):
+                pts = [r for r in mine if r["kind"] == kind]
+                ax.scatter(
+                    [r[cost] for r in pts],
+                    [r["ndcg@10"] for r in pts],
+                    marker=marker,
+                    color=color,
+                    alpha=0.45,
+                    label=f"{model} {kind}",
+                )
+            front = [mine[i] for i in pareto_front([r[cost] for r in mine], [r["ndcg@10"] for r in mine])]
+            ax.plot(
+                [r[cost] for r in front],
+                [r["ndcg@10"] for r in front],
+                "-",
                 color=color,
-                alpha=0.45,
-                label=f"{model} {kind}",
+                lw=1.5,
+                label=f"{model} Pareto frontier",
             )
-        front = [
-            mine[i] for i in pareto_front([r["flops_per_query"] for r in mine], [r["ndcg@10"] for r in mine])
-        ]
-        ax.plot(
-            [r["flops_per_query"] for r in front],
-            [r["ndcg@10"] for r in front],
-            "-",
-            color=color,
-            lw=1.5,
-            label=f"{model} Pareto frontier",
-        )
-        for r in front:
-            label = (
-                f"{'x'.join(map(str, r['coarse']))}→{r['candidates']}"
-                if r["kind"] == "funnel"
-                else "x".join(map(str, r["fine"]))
-            )
-            ax.annotate(
-                label,
-                (r["flops_per_query"], r["ndcg@10"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
+            for r in front:
+                name = (
+                    f"{'x'.join(map(str, r['coarse']))}→{r['candidates']}"
+                    if r["kind"] == "funnel"
+                    else "x".join(map(str, r["fine"]))
+                )
+                ax.annotate(
+                    name,
+                    (r[cost], r["ndcg@10"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color=color,
+                )
+            full = max((r for r in mine if r["kind"] == "exact"), key=lambda r: tuple(r["fine"]))
+            ax.axhline(
+                full["ndcg@10"],
                 color=color,
+                ls="--",
+                lw=1,
+                label=f"{model} exact {'x'.join(map(str, full['fine']))}",
             )
-        full = max((r for r in mine if r["kind"] == "exact"), key=lambda r: tuple(r["fine"]))
-        ax.axhline(
-            full["ndcg@10"],
-            color=color,
-            ls="--",
-            lw=1,
-            label=f"{model} exact {'x'.join(map(str, full['fine']))}",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per query (encoder + search)")
-    ax.set_ylabel("nDCG@10")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("nDCG@10")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -320,8 +327,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--out", type=Path, help="write results.json and pareto.png here")
+    ap.add_argument(
+        "--replot",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="only redraw pareto.png (into --out) from the rows of one or more results.json files",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.replot:
+        rows = [r for f in args.replot for r in json.loads(Path(f).read_text())["rows"]]
+        out = args.out or args.replot[0].parent
+        plot_pareto(rows, out / "pareto.png", f"{args.dataset} {args.split}: quality vs cost")
+        print(f"wrote {out / 'pareto.png'}")
+        return rows
 
     corpus, queries, qrels = load_beir(args.data_dir, args.dataset, args.split)
     if args.max_queries:

@@ -162,3 +162,6 @@ def test_command_line_end_to_end(tmp_path):
     }
     assert all(required <= set(r) for r in results["rows"])
     assert (out / "pareto.png").stat().st_size > 10_000
+    (out / "pareto.png").unlink()
+    rows = main(["--replot", str(out / "results.json"), "--out", str(out)])
+    assert len(rows) == len(results["rows"]) and (out / "pareto.png").stat().st_size > 10_000
