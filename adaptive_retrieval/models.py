@@ -339,6 +339,39 @@ def read_sentence_transformers_config(path: Path) -> dict[str, Any]:
     return out
 
 
+def write_sentence_transformers_config(
+    path: Path, *, pooling: str, hidden_size: int, max_length: int
+) -> None:
+    """Make a Hugging Face model directory a sentence-transformers one (transformer, pooling, normalise):
+    the inverse of :func:`read_sentence_transformers_config`."""
+    path = Path(path)
+    modules = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+    (path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": i, "name": str(i), "path": sub, "type": f"sentence_transformers.models.{kind}"}
+                for i, (sub, kind) in enumerate(modules)
+            ],
+            indent=2,
+        )
+    )
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": hidden_size,
+                "pooling_mode_cls_token": pooling == "cls",
+                "pooling_mode_mean_tokens": pooling == "mean",
+            },
+            indent=2,
+        )
+    )
+    (path / "2_Normalize").mkdir(exist_ok=True)
+    (path / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_length, "do_lower_case": False})
+    )
+
+
 def load_encoder(
     name_or_path: str | os.PathLike[str],
     *,

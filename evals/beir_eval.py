@@ -30,7 +30,7 @@ from beir.retrieval.evaluation import EvaluateRetrieval
 from beir.retrieval.search.base import BaseSearch
 from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from costs import mean_encoder_flops, search_flops
-from report import markdown_table, pareto_front, percentiles_ms, settings, write_json
+from report import markdown_table, model_info, pareto_front, percentiles_ms, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View
 
@@ -351,13 +351,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     models = {}
     for name in args.model:
         encoder = Encoder.from_pretrained(name)
-        models[name] = {
-            "fingerprint": encoder.fingerprint,
-            "n_layers": encoder.n_layers,
-            "hidden_size": encoder.hidden_size,
-            "pooling": encoder.pooling,
-            "max_length": encoder.max_length,
-        }
+        models[name] = model_info(encoder)
         print(f"{name}: {len(corpus)} documents, {len(queries)} queries", file=sys.stderr, flush=True)
         rows += evaluate_model(
             encoder,

@@ -50,6 +50,19 @@ def settings(**extra: Any) -> dict[str, Any]:
     }
 
 
+def model_info(encoder: Any) -> dict[str, Any]:
+    """What a results file records about a model: hashes and shape."""
+    return {
+        "fingerprint": encoder.fingerprint,
+        "weights_fingerprint": encoder.weights_fingerprint,
+        "coarse_head_layers": sorted(encoder.heads),
+        "n_layers": encoder.n_layers,
+        "hidden_size": encoder.hidden_size,
+        "pooling": encoder.pooling,
+        "max_length": encoder.max_length,
+    }
+
+
 def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
     ms = np.asarray(seconds, dtype=np.float64) * 1000
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from beir_eval import grid_views
 from corpus_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
-from report import markdown_table, settings, write_json
+from report import markdown_table, model_info, settings, write_json
 from scipy.stats import spearmanr
 from sts_data import Pairs, read_all
 
@@ -125,11 +125,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     models = {}
     for name in args.model:
         encoder = Encoder.from_pretrained(name)
-        models[name] = {
-            "fingerprint": encoder.fingerprint,
-            "n_layers": encoder.n_layers,
-            "hidden_size": encoder.hidden_size,
-        }
+        models[name] = model_info(encoder)
         print(f"{name}: encoding the STS sentences at every layer", file=sys.stderr, flush=True)
         rows += evaluate_model(
             encoder,

@@ -16,6 +16,7 @@ from adaptive_retrieval.models import (
     ensure_assembled,
     is_assembled,
     read_sentence_transformers_config,
+    write_sentence_transformers_config,
 )
 
 WEIGHTS = b"pretend these are weights " * 4000
@@ -101,32 +102,10 @@ def write_st_dir(tmp_path: Path, pooling: str = "cls", max_len: int = 48) -> Pat
     model, tok = make_model("bert", n_layers=4), make_tokenizer()
     model.save_pretrained(tmp_path / "st")
     tok.save_pretrained(tmp_path / "st")
-    (tmp_path / "st" / "modules.json").write_text(
-        json.dumps(
-            [
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                {
-                    "idx": 2,
-                    "name": "2",
-                    "path": "2_Normalize",
-                    "type": "sentence_transformers.models.Normalize",
-                },
-            ]
-        )
-    )
-    (tmp_path / "st" / "1_Pooling").mkdir()
-    (tmp_path / "st" / "1_Pooling" / "config.json").write_text(
-        json.dumps(
-            {
-                "word_embedding_dimension": 32,
-                "pooling_mode_cls_token": pooling == "cls",
-                "pooling_mode_mean_tokens": pooling == "mean",
-                "pooling_mode_max_tokens": pooling == "max",
-            }
-        )
-    )
-    (tmp_path / "st" / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_len}))
+    write_sentence_transformers_config(tmp_path / "st", pooling=pooling, hidden_size=32, max_length=max_len)
+    if pooling == "max":  # a mode sentence-transformers has and views do not
+        cfg = tmp_path / "st" / "1_Pooling" / "config.json"
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "pooling_mode_max_tokens": True}))
     return tmp_path / "st"
 
 

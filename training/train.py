@@ -40,6 +40,7 @@ from data import PairSet, load_recipes
 
 from adaptive_retrieval import Encoder
 from adaptive_retrieval.losses import OBJECTIVES, TwoDMatryoshkaLoss
+from adaptive_retrieval.models import write_sentence_transformers_config
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METADATA = "adaptive_retrieval_training.json"
@@ -99,35 +100,11 @@ def save_model(encoder: Encoder, peft_model: Any, out: Path, metadata: dict[str,
         model = peft_model.merge_and_unload()  # LoRA folded into the weights: a plain model again
     model.save_pretrained(tmp)
     encoder.tokenizer.save_pretrained(tmp)
-    (tmp / "modules.json").write_text(
-        json.dumps(
-            [
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                {
-                    "idx": 2,
-                    "name": "2",
-                    "path": "2_Normalize",
-                    "type": "sentence_transformers.models.Normalize",
-                },
-            ],
-            indent=2,
-        )
-    )
-    (tmp / "1_Pooling").mkdir()
-    (tmp / "1_Pooling" / "config.json").write_text(
-        json.dumps(
-            {
-                "word_embedding_dimension": encoder.hidden_size,
-                "pooling_mode_cls_token": encoder.pooling == "cls",
-                "pooling_mode_mean_tokens": encoder.pooling == "mean",
-            },
-            indent=2,
-        )
-    )
-    (tmp / "2_Normalize").mkdir()
-    (tmp / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": metadata["max_length_inference"], "do_lower_case": False})
+    write_sentence_transformers_config(
+        tmp,
+        pooling=encoder.pooling,
+        hidden_size=encoder.hidden_size,
+        max_length=metadata["max_length_inference"],
     )
     (tmp / METADATA).write_text(json.dumps(metadata, indent=2))
     shutil.rmtree(target, ignore_errors=True)
