@@ -62,7 +62,10 @@ def main() -> None:
 
     theirs = SentenceTransformer(str(resolve_model_path(args.model)), device="cpu")
     theirs.max_seq_length = args.max_length
-    their_loss = Matryoshka2dLoss(theirs, MultipleNegativesRankingLoss(theirs), matryoshka_dims=dims)
+    # theirs trains only the dims it is given, ours always trains the full width too: give theirs the full width
+    their_loss = Matryoshka2dLoss(
+        theirs, MultipleNegativesRankingLoss(theirs), matryoshka_dims=[*dims, ours.hidden_size]
+    )
     their_opt = torch.optim.AdamW(theirs.parameters(), lr=args.lr)
     theirs.train()
 
