@@ -10,11 +10,15 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import (
     BertConfig,
     BertModel,
+    ElectraConfig,
+    ElectraModel,
     MPNetConfig,
     MPNetModel,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaModel,
 )
 
 from adaptive_retrieval import Encoder
@@ -130,6 +134,10 @@ def make_model(kind: str = "bert", n_layers: int = 12, hidden: int = 32, seed: i
         return RobertaModel(RobertaConfig(**_common(n_layers, hidden)), add_pooling_layer=False).eval()
     if kind == "mpnet":
         return MPNetModel(MPNetConfig(**_common(n_layers, hidden)), add_pooling_layer=False).eval()
+    if kind == "xlm-roberta":
+        return XLMRobertaModel(XLMRobertaConfig(**_common(n_layers, hidden)), add_pooling_layer=False).eval()
+    if kind == "electra":  # narrower embeddings, projected up to the hidden size
+        return ElectraModel(ElectraConfig(**_common(n_layers, hidden), embedding_size=hidden // 2)).eval()
     raise ValueError(kind)
 
 

@@ -10,7 +10,7 @@ from transformers import GPT2Config, GPT2Model
 from adaptive_retrieval.backbones import SUPPORTED_MODEL_TYPES, backbone_for
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "mpnet"])
+@pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "electra", "mpnet"])
 def test_staged_forward_equals_output_hidden_states(kind):
     enc = make_encoder(kind, n_layers=12)
     token_ids = enc.tokenize(random_texts(6, seed=5))  # different lengths: padding is exercised
