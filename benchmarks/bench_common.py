@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
+
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1] / "evals")
+)  # one report helper for evals and benchmarks
+
+from report import machine as machine_info
+from report import percentiles_ms
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -28,34 +33,12 @@ def scifact_texts(data_dir: Path, n: int | None = None) -> list[str]:
     return texts
 
 
-def scifact_queries(data_dir: Path, split: str = "test") -> list[str]:
-    """SciFact query texts of one split, in qrels order."""
-    root = Path(data_dir) / "beir" / "scifact"
-    wanted = []
-    with open(root / "qrels" / f"{split}.tsv") as fh:
-        next(fh)
-        for line in fh:
-            qid = line.split("\t")[0]
-            if qid not in wanted:
-                wanted.append(qid)
-    queries = {}
-    with open(root / "queries.jsonl") as fh:
-        for line in fh:
-            q = json.loads(line)
-            queries[q["_id"]] = q["text"]
-    return [queries[q] for q in wanted]
-
-
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    """One line for a benchmark's output, from the same facts results.json files record."""
+    m = machine_info()
+    return f"{m['cpu']}, {m['cores']} cores, torch {torch.__version__} ({m['torch_threads']} threads)"
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+    p50, p95 = percentiles_ms(seconds)
+    return {"p50_ms": p50, "p95_ms": p95}

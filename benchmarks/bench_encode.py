@@ -9,13 +9,13 @@ warmer machine. Prints docs/s for each and the ratio ours/theirs (>= 1.0: we are
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 from bench_common import DEFAULT_DATA_DIR, machine, scifact_texts
+from report import settings, write_json
 
 from adaptive_retrieval import Encoder
 from adaptive_retrieval.models import resolve_model_path
@@ -71,19 +71,15 @@ def main() -> None:
         print(f"| {name} | {value:.1f} |")
     print(f"\nratio ours/theirs: {ratio:.3f}   (max |difference| of the vectors: {diff:.2e})")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {
-                    "machine": machine(),
-                    "args": {k: str(v) for k, v in vars(args).items()},
-                    "seconds": seconds,
-                    "docs_per_s": rate,
-                    "ratio": ratio,
-                    "max_abs_diff": diff,
-                },
-                indent=2,
-            )
+        write_json(
+            args.out,
+            settings(
+                args={k: str(v) for k, v in vars(args).items()},
+                seconds=seconds,
+                docs_per_s=rate,
+                ratio=ratio,
+                max_abs_diff=diff,
+            ),
         )
 
 

@@ -15,7 +15,6 @@ after encoding.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
 from beir_eval import load_beir
 from bench_common import DEFAULT_DATA_DIR, machine, percentiles
 from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from report import settings, write_json
 
 from adaptive_retrieval import Encoder, Retriever, SearchTimings, View
 
@@ -92,17 +92,9 @@ def main() -> None:
     funnel, exact = (f["total"]["p50_ms"] for f in figures.values())
     print(f"\np50 total, exact / funnel: {exact / funnel:.2f}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {
-                    "machine": machine(),
-                    "args": {k: str(v) for k, v in vars(args).items()},
-                    "docs": len(doc_ids),
-                    "figures": figures,
-                },
-                indent=2,
-            )
+        write_json(
+            args.out,
+            settings(args={k: str(v) for k, v in vars(args).items()}, docs=len(doc_ids), figures=figures),
         )
 
 
