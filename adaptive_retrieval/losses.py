@@ -139,6 +139,9 @@ class TwoDMatryoshkaLoss(nn.Module):
         n_layers, hidden_size: the model's shape.
         objective: one of :data:`OBJECTIVES`.
         dims: matryoshka dims to draw from (default :func:`default_dims`: 8..512 below the hidden size).
+        layers: the shallower layers to draw from (default every layer ``1..L-1``, as the paper). A
+            subset (e.g. the coarse layers a funnel will use) spends a short training budget where it
+            is needed; the draw stays uniform over the set.
         ibn_weight, ibn_scale: in-batch negatives (InfoNCE) for unlabeled pairs.
         cosent_weight, cosent_scale: CoSENT for scored pairs.
         angle_weight, angle_scale: AnglE's angle term for scored pairs.
@@ -157,6 +160,7 @@ class TwoDMatryoshkaLoss(nn.Module):
         *,
         objective: str = "2dmse",
         dims: Sequence[int] | None = None,
+        layers: Sequence[int] | None = None,
         ibn_weight: float = 1.0,
         ibn_scale: float = 20.0,
         cosent_weight: float = 1.0,
@@ -187,7 +191,18 @@ class TwoDMatryoshkaLoss(nn.Module):
             ]
             if bad:
                 raise ValueError(f"dims must be ints in 1..{hidden_size} (the hidden size), got {bad}")
+        layers = tuple(range(1, n_layers)) if layers is None else tuple(layers)
+        if objective in ("2dmse", "adaptive"):
+            bad = [
+                x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x < n_layers
+            ]
+            if not layers or bad:
+                raise ValueError(
+                    f"layers must be a non-empty set of ints in 1..{n_layers - 1} (below the last layer), "
+                    f"got {list(layers)}"
+                )
         self.n_layers, self.hidden_size, self.objective = n_layers, hidden_size, objective
+        self.layers = tuple(sorted(set(layers)))
         self.dims = tuple(sorted(set(dims)))
         self.ibn_weight = _positive(ibn_weight, "ibn_weight", allow_zero=True)
         self.ibn_scale = _positive(ibn_scale, "ibn_scale")
@@ -202,10 +217,11 @@ class TwoDMatryoshkaLoss(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
 
     def draw(self) -> Draw:
-        """Draw this step's shallower layer (uniform in 1..L-1) and matryoshka dim, as the objective needs."""
+        """Draw this step's shallower layer (uniform over ``layers``) and matryoshka dim, as the objective
+        needs."""
         layer = dim = None
         if self.objective in ("2dmse", "adaptive"):
-            layer = int(torch.randint(1, self.n_layers, (1,), generator=self.generator))
+            layer = self.layers[int(torch.randint(len(self.layers), (1,), generator=self.generator))]
         if self.objective in ("2dmse", "mrl"):
             dim = self.dims[int(torch.randint(len(self.dims), (1,), generator=self.generator))]
         return Draw(layer, dim)

@@ -92,6 +92,12 @@ def test_draws_cover_layers_below_the_last_and_the_dims():
     assert {d.dim for d in draws} == {4, 8, 16}
 
 
+def test_layers_restricts_the_draw_to_a_set():
+    loss = TwoDMatryoshkaLoss(12, 32, dims=[8], layers=[4, 2, 4], seed=0)
+    assert loss.layers == (2, 4)
+    assert {loss.draw().layer for _ in range(200)} == {2, 4}
+
+
 def test_gradients_reach_layer_one_through_a_real_forward():
     enc = make_encoder("bert", n_layers=4)
     enc.model.train()
@@ -124,6 +130,8 @@ def test_teacher_term_is_zero_for_a_teacher_equal_to_the_student():
         ({"kl_temperature": 0}, "kl_temperature must be a positive number, got 0"),
         ({"ibn_weight": -1}, "ibn_weight must be a non-negative number, got -1"),
         ({"n_layers": 1}, "so n_layers must be >= 2"),
+        ({"layers": [4, 12]}, r"layers must be a non-empty set of ints in 1..11 .*got \[4, 12\]"),
+        ({"layers": []}, "layers must be a non-empty set"),
     ],
 )
 def test_arguments_are_checked_up_front(kwargs, match):

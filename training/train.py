@@ -137,6 +137,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-length", type=int, default=128, help="token limit while training")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--dims", type=int, nargs="+", help="matryoshka dims (default 8..512 below hidden size)")
+    ap.add_argument(
+        "--layers", type=int, nargs="+", help="shallower layers the objective draws from (default 1..L-1)"
+    )
     ap.add_argument("--kl-weight", type=float, default=1.0)
     ap.add_argument("--kl-temperature", type=float, default=1.0)
     ap.add_argument("--angle-weight", type=float, default=0.02)
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> Path:
         encoder.hidden_size,
         objective=args.objective,
         dims=args.dims,
+        layers=args.layers,
         kl_weight=args.kl_weight,
         kl_temperature=args.kl_temperature,
         angle_weight=args.angle_weight,
@@ -286,6 +290,7 @@ def main(argv: list[str] | None = None) -> Path:
         "objective": args.objective,
         "loss": {
             "dims": list(loss_fn.dims),
+            "layers": list(loss_fn.layers),
             "kl_weight": args.kl_weight,
             "kl_temperature": args.kl_temperature,
             "angle_weight": args.angle_weight,
