@@ -6,6 +6,7 @@ are inner products of L2-normalised vectors (cosine similarity), and missing res
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import faiss
@@ -72,6 +73,18 @@ class CoarseIndex:
             raise RuntimeError(f"index={self.factory!r} must be trained before vectors are added")
         self.index.add(_as_matrix(vectors, self.dim, "vectors"))
 
+    def remove_from(self, start: int) -> None:
+        """Remove the vectors with ids ``start..`` (the roll-back of a failed add)."""
+        if len(self) <= start:
+            return
+        try:
+            self.index.remove_ids(faiss.IDSelectorRange(start, len(self)))
+        except RuntimeError:
+            raise RuntimeError(
+                f"index={self.factory!r} cannot remove vectors, so a failed add left {len(self) - start} extra "
+                "coarse vectors; reload the index from its last save"
+            ) from None
+
     def search(self, queries: np.ndarray, k: int, **knobs: float) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search: ``(D, I)``, each ``(n_queries, k)``, padded with ``-1`` ids.
 
@@ -112,25 +125,98 @@ class CoarseIndex:
         return cls(dim, factory, index=index)
 
 
+class CoarseSpill:
+    """Coarse vectors of an add in progress, held until every document is encoded, so that a failed
+    add leaves the FAISS index untouched. In RAM, or (``path`` given) in a scratch file that
+    :meth:`close` deletes, so that a streamed build's RAM does not grow with the corpus."""
+
+    def __init__(self, dim: int, path: Path | None = None) -> None:
+        self.dim, self.path, self.count = dim, path, 0
+        self._parts: list[np.ndarray] = []
+        if path is not None:
+            open(path, "xb").close()
+
+    def append(self, vectors: np.ndarray) -> None:
+        vectors = _as_matrix(vectors, self.dim, "coarse vectors")
+        if self.path is None:
+            self._parts.append(vectors)
+        else:
+            with open(self.path, "ab") as fh:
+                fh.write(vectors.tobytes())
+        self.count += len(vectors)
+
+    def _matrix(self) -> np.ndarray:
+        if self.path is None:
+            self._parts = [np.concatenate(self._parts)] if len(self._parts) > 1 else self._parts
+            return self._parts[0] if self._parts else np.empty((0, self.dim), np.float32)
+        return np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.count, self.dim))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` rows drawn at random without replacement (all rows, if there are no more than ``n``),
+        in row order: a training sample for IVF/PQ indexes that does not depend on the corpus order."""
+        matrix = self._matrix()
+        if self.count <= n:
+            return np.asarray(matrix)
+        rows = np.sort(np.random.default_rng(seed).choice(self.count, n, replace=False))
+        return np.asarray(matrix[rows])
+
+    def blocks(self, size: int = 262_144):
+        matrix = self._matrix()
+        for start in range(0, self.count, size):
+            yield np.asarray(matrix[start : start + size])
+
+    def close(self) -> None:
+        self._parts = []
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 class FineStore:
     """The fine view of every document: a ``(n_docs, dim)`` matrix, float16 by default.
 
-    Row ``i`` belongs to the document with internal id ``i``. Loaded stores are memory-mapped, so only
-    the rows of re-ranked candidates are read from disk.
+    Row ``i`` belongs to the document with internal id ``i``. Two forms:
+
+    - in memory (:meth:`empty`): a numpy array;
+    - on disk (:meth:`on_disk`): a ``.npy`` file that grows as documents are added, read through a
+      memory map, so RAM holds only the pages of recently re-ranked candidates, never the matrix.
+      The file is a valid ``.npy`` at every commit (its header is rewritten in place), so
+      ``np.load(path, mmap_mode="r")`` opens it.
+
+    Loaded stores are memory-mapped too. :meth:`extend` and :meth:`truncate` grow and roll back either
+    form, which is how the retriever keeps ``add`` all-or-nothing.
     """
 
-    def __init__(self, vectors: np.ndarray) -> None:
+    def __init__(self, vectors: np.ndarray, *, path: Path | None = None) -> None:
         if vectors.ndim != 2 or vectors.dtype.name not in FINE_DTYPES:
             raise ValueError(
                 f"fine vectors must be a 2-D float16/float32 matrix, got {vectors.shape} {vectors.dtype}"
             )
         self.vectors = vectors
+        self.path = path  # set for an on-disk store that this object grows
+
+    @staticmethod
+    def _check_dtype(dtype: str) -> np.dtype:
+        if dtype not in FINE_DTYPES:
+            raise ValueError(f"fine_dtype={dtype!r} is not supported; choose one of {FINE_DTYPES}")
+        return np.dtype(dtype)
 
     @classmethod
     def empty(cls, dim: int, dtype: str = "float16") -> FineStore:
-        if dtype not in FINE_DTYPES:
-            raise ValueError(f"fine_dtype={dtype!r} is not supported; choose one of {FINE_DTYPES}")
-        return cls(np.empty((0, dim), dtype=dtype))
+        """An empty in-memory store."""
+        return cls(np.empty((0, dim), dtype=cls._check_dtype(dtype)))
+
+    @classmethod
+    def on_disk(cls, path: str | Path, dim: int, dtype: str = "float16") -> FineStore:
+        """An empty store backed by the new file ``path`` (an existing file is refused, never overwritten)."""
+        path = Path(path)
+        np_dtype = cls._check_dtype(dtype)
+        if path.exists():
+            raise ValueError(f"fine_path={str(path)!r} already exists; give a new file name")
+        if not path.parent.is_dir():
+            raise ValueError(f"fine_path={str(path)!r}: directory {str(path.parent)!r} does not exist")
+        with open(path, "xb") as fh:
+            fh.write(_npy_header(np_dtype, 0, dim))
+        return cls(np.empty((0, dim), dtype=np_dtype), path=path)
 
     @property
     def dim(self) -> int:
@@ -146,17 +232,48 @@ class FineStore:
     def nbytes(self) -> int:
         return int(self.vectors.nbytes)
 
-    def appended(self, vectors: np.ndarray) -> FineStore:
-        """A new store with ``vectors`` appended (this one is left as it is)."""
+    def extend(self, vectors: np.ndarray) -> None:
+        """Append rows (cast to the store's dtype). On disk: written at the file's end, then the header
+        is updated, so the file holds a complete matrix after every call."""
         vectors = _as_matrix(vectors, self.dim, "vectors").astype(self.vectors.dtype)
-        return FineStore(np.concatenate([np.asarray(self.vectors), vectors]))
+        if self.path is None:
+            self.vectors = np.concatenate([np.asarray(self.vectors), vectors])
+            return
+        n = len(self) + len(vectors)
+        with open(self.path, "r+b") as fh:
+            fh.seek(_HEADER_BYTES + len(self) * self.dim * self.vectors.itemsize)
+            fh.write(vectors.tobytes())
+            fh.seek(0)
+            fh.write(_npy_header(self.vectors.dtype, n, self.dim))
+        self._remap(n)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` rows: the roll-back of a failed :meth:`extend`."""
+        if not 0 <= n <= len(self):
+            raise ValueError(f"cannot truncate a store of {len(self)} rows to {n}")
+        if self.path is None:
+            self.vectors = self.vectors[:n]
+            return
+        with open(self.path, "r+b") as fh:
+            fh.write(_npy_header(self.vectors.dtype, n, self.dim))
+            fh.truncate(_HEADER_BYTES + n * self.dim * self.vectors.itemsize)
+        self._remap(n)
+
+    def _remap(self, n: int) -> None:
+        if n == 0:
+            self.vectors = np.empty((0, self.dim), dtype=self.vectors.dtype)
+        else:
+            self.vectors = np.memmap(
+                self.path, dtype=self.vectors.dtype, mode="r", offset=_HEADER_BYTES, shape=(n, self.dim)
+            )
 
     def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Score each query's candidate ids with the fine vectors; keep the best ``k``.
 
         ``candidates`` is ``(n_queries, c)`` with ``-1`` for none. Returns ``(D, I)`` of shape
         ``(n_queries, k)``, best first, ties broken by the lower id, padded with ``-1`` / ``-inf``.
-        Scores are float32 inner products (the stored float16 vectors are widened first).
+        Scores are float32 inner products (the stored float16 vectors are widened first). Only the
+        candidates' rows are read, so a memory-mapped store costs one page read per candidate.
         """
         queries = _as_matrix(queries, self.dim, "queries")
         candidates = np.asarray(candidates, dtype=np.int64)
@@ -174,13 +291,33 @@ class FineStore:
             top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
         return top_scores.astype(np.float32), top_ids
 
-    def search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search over every stored vector: the reference the funnel is measured against."""
-        everyone = np.broadcast_to(np.arange(len(self), dtype=np.int64), (len(queries), len(self)))
-        return self.rerank(queries, everyone, k)
+    def search_exact(
+        self, queries: np.ndarray, k: int, *, block: int = 65_536
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over every stored vector, ``block`` rows at a time (bounded memory): the
+        reference the funnel is measured against, and the fallback when a coarse stage comes up short."""
+        queries = _as_matrix(queries, self.dim, "queries")
+        best_d = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        best_i = np.full((len(queries), 0), -1, dtype=np.int64)
+        for start in range(0, len(self), block):
+            ids = np.arange(start, min(start + block, len(self)), dtype=np.int64)
+            cand = np.concatenate([best_i, np.broadcast_to(ids, (len(queries), len(ids)))], axis=1)
+            best_d, best_i = self.rerank(queries, cand, k)  # -1 ids from earlier blocks are skipped
+        if best_i.shape[1] < k:  # an empty store
+            best_d = np.full((len(queries), k), -np.inf, dtype=np.float32)
+            best_i = np.full((len(queries), k), -1, dtype=np.int64)
+        return best_d, best_i
 
     def save(self, path: Path) -> None:
-        np.save(path, np.asarray(self.vectors), allow_pickle=False)
+        """Write a ``.npy`` file, copying ``block``-sized pieces (a memory-mapped store is never read into
+        RAM whole)."""
+        if self.path is not None:
+            shutil.copyfile(self.path, path)  # the backing file is already a complete .npy
+            return
+        with open(path, "wb") as fh:
+            fh.write(_npy_header(self.vectors.dtype, len(self), self.dim))
+            for start in range(0, len(self), _SAVE_ROWS):
+                fh.write(np.ascontiguousarray(self.vectors[start : start + _SAVE_ROWS]).tobytes())
 
     @classmethod
     def load(cls, path: Path, *, mmap: bool = True) -> FineStore:
@@ -189,3 +326,17 @@ class FineStore:
         except (ValueError, OSError) as err:
             raise ValueError(f"{path} is not a readable fine-vector file: {err}") from None
         return cls(vectors)
+
+
+_HEADER_BYTES = 128  # fixed, so the header can be rewritten in place as the matrix grows
+_SAVE_ROWS = 65_536
+
+
+def _npy_header(dtype: np.dtype, n: int, dim: int) -> bytes:
+    """A ``.npy`` version 1.0 header padded to :data:`_HEADER_BYTES` (the format allows space padding)."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n, dim)})
+    body = text.encode("latin1")
+    pad = _HEADER_BYTES - 10 - len(body) - 1
+    if pad < 0:
+        raise ValueError(f"a {n} x {dim} matrix does not fit the fixed .npy header")
+    return b"\x93NUMPY\x01\x00" + (_HEADER_BYTES - 10).to_bytes(2, "little") + body + b" " * pad + b"\n"

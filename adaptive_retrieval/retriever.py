@@ -21,7 +21,7 @@ import torch
 
 from .corpus import Corpus, DocId, chunks, iter_documents
 from .encoder import Encoder
-from .index import FINE_DTYPES, CoarseIndex, FineStore
+from .index import FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
 from .models import DEFAULT_MODEL
 from .storage import read_index, read_manifest, write_index
 from .views import View, ViewLike, check_pair
@@ -125,8 +125,14 @@ class Retriever:
         chunk_size: int = 10_000,
         train_size: int = 100_000,
         show_progress: bool | None = None,
+        fine_path: str | Path | None = None,
     ) -> Retriever:
         """Encode ``corpus`` once and index both views.
+
+        The corpus is streamed: ``chunk_size`` documents are encoded at a time, and their vectors leave
+        RAM before the next chunk. With ``fine_path``, the fine vectors go straight to that ``.npy``
+        file (memory-mapped for re-ranking), so RAM is bounded by the chunk and the coarse index, not
+        by the corpus: the way to index more documents than fit in memory.
 
         Args:
             corpus: a list of strings (ids are positions), a dict id -> text, a dict id ->
@@ -137,15 +143,20 @@ class Retriever:
             candidates: how many coarse hits the fine view re-ranks (a search for more than this
                 many results widens the shortlist to ``k``).
             index: FAISS factory string for the coarse index (``"Flat"``, ``"HNSW32"``, ``"IVF1024,PQ16"``...);
-                indexes that need training are trained on the first ``train_size`` documents.
+                indexes that need training are trained on ``train_size`` documents drawn at random.
             fine_dtype: ``"float16"`` (half the memory; see README for its measured cost) or ``"float32"``.
             batch_size: encoder batch size (default: the encoder's).
             chunk_size: documents encoded and added per step.
             show_progress: progress bars while encoding (default: on for long work).
+            fine_path: a new ``.npy`` file to hold the fine vectors (default: in RAM).
         """
         encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
-        retriever = cls._empty(encoder, coarse, fine, candidates, index, fine_dtype, train_size)
-        retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
+        retriever = cls._empty(encoder, coarse, fine, candidates, index, fine_dtype, train_size, fine_path)
+        try:
+            retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
+        except BaseException:
+            retriever._discard_fine_file()
+            raise
         return retriever
 
     def add(
@@ -156,27 +167,32 @@ class Retriever:
         chunk_size: int = 10_000,
         show_progress: bool | None = None,
     ) -> None:
-        """Encode and add more documents. A list of strings gets ids ``len(self)``, ``len(self) + 1``, ...
+        """Encode and add more documents, ``chunk_size`` at a time (any iterable streams: RAM does not
+        grow with the corpus beyond its coarse vectors, which wait in a scratch file beside an
+        on-disk fine store). A list of strings gets ids ``len(self)``, ``len(self) + 1``, ...
 
         All-or-nothing: on any error (a duplicate id, a bad text, an interrupted encode) the index is
         left exactly as it was.
         """
         chunk_size = _positive_int(chunk_size, "chunk_size")
+        seen: set[DocId] = set()
         new_ids: list[DocId] = []
-        coarse_parts, fine_parts = [], []
-        for ids, texts in chunks(iter_documents(corpus, first_id=len(self)), chunk_size):
-            for doc_id in ids:
-                if doc_id in self._rows:
-                    raise ValueError(
-                        f"corpus: document id {doc_id!r} is already in the index; nothing was added"
-                    )
-            vectors = self.encoder.encode(
-                texts, [self.coarse, self.fine], batch_size=batch_size, show_progress=show_progress
-            )
-            new_ids.extend(ids)
-            coarse_parts.append(vectors[self.coarse])
-            fine_parts.append(vectors[self.fine])
-        self.add_vectors(new_ids, np.concatenate(coarse_parts), np.concatenate(fine_parts))
+        spill = self._spill()
+        try:
+            for ids, texts in chunks(iter_documents(corpus, first_id=len(self)), chunk_size):
+                self._check_new_ids(ids, seen)
+                vectors = self.encoder.encode(
+                    texts, [self.coarse, self.fine], batch_size=batch_size, show_progress=show_progress
+                )
+                self.fine_store.extend(vectors[self.fine])
+                spill.append(vectors[self.coarse])
+                new_ids.extend(ids)
+            self._commit(new_ids, spill)
+        except BaseException:
+            self.fine_store.truncate(len(self.doc_ids))
+            raise
+        finally:
+            spill.close()
 
     def add_vectors(
         self, doc_ids: Sequence[DocId], coarse_vectors: np.ndarray, fine_vectors: np.ndarray
@@ -199,19 +215,47 @@ class Retriever:
                 f"{len(doc_ids)} ids need coarse vectors of shape {(len(doc_ids), self.coarse.dim)} and fine vectors "
                 f"of shape {(len(doc_ids), self.fine.dim)}; got {coarse_vectors.shape} and {fine_vectors.shape}"
             )
-        seen: set[DocId] = set()
-        for doc_id in doc_ids:
+        self._check_new_ids(doc_ids, set())
+        spill = CoarseSpill(self.coarse.dim)
+        spill.append(coarse_vectors)
+        try:
+            self.fine_store.extend(fine_vectors)
+            self._commit(doc_ids, spill)
+        except BaseException:
+            self.fine_store.truncate(len(self.doc_ids))
+            raise
+
+    def _check_new_ids(self, ids: Sequence[DocId], seen: set[DocId]) -> None:
+        for doc_id in ids:
             if doc_id in self._rows or doc_id in seen:
                 raise ValueError(f"document id {doc_id!r} is already in the index; nothing was added")
             seen.add(doc_id)
-        fine_store = self.fine_store.appended(fine_vectors)
-        if not self.coarse_index.is_trained:
-            self.coarse_index.train(coarse_vectors[: self.train_size])
-        self.coarse_index.add(coarse_vectors)
-        self.fine_store = fine_store
+
+    def _spill(self) -> CoarseSpill:
+        path = self.fine_store.path
+        return CoarseSpill(self.coarse.dim, None if path is None else path.with_name(path.name + ".pending"))
+
+    def _commit(self, new_ids: list[DocId], spill: CoarseSpill) -> None:
+        """Train the coarse index if it needs it, add the pending coarse vectors, register the ids.
+        The fine rows are already in the store; the caller truncates them if this raises."""
+        if not new_ids:
+            raise ValueError("corpus is empty: give at least one document")
+        before = len(self.coarse_index)
+        try:
+            if not self.coarse_index.is_trained:
+                self.coarse_index.train(spill.sample(self.train_size))
+            for block in spill.blocks():
+                self.coarse_index.add(block)
+        except BaseException:
+            self.coarse_index.remove_from(before)
+            raise
         first_row = len(self.doc_ids)
-        self.doc_ids.extend(doc_ids)
-        self._rows.update((d, first_row + i) for i, d in enumerate(doc_ids))
+        self.doc_ids.extend(new_ids)
+        self._rows.update((d, first_row + i) for i, d in enumerate(new_ids))
+
+    def _discard_fine_file(self) -> None:
+        if self.fine_store.path is not None:
+            self.fine_store.path.unlink(missing_ok=True)
 
     @classmethod
     def from_vectors(
@@ -227,12 +271,17 @@ class Retriever:
         index: str = "Flat",
         fine_dtype: str = "float16",
         train_size: int = 100_000,
+        fine_path: str | Path | None = None,
     ) -> Retriever:
         """A retriever over precomputed view vectors (same checks as :meth:`build`, no encoding).
 
         The evaluations use this to run many funnels over one encoding of a corpus."""
-        retriever = cls._empty(encoder, coarse, fine, candidates, index, fine_dtype, train_size)
-        retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors)
+        retriever = cls._empty(encoder, coarse, fine, candidates, index, fine_dtype, train_size, fine_path)
+        try:
+            retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors)
+        except BaseException:
+            retriever._discard_fine_file()
+            raise
         return retriever
 
     @classmethod
@@ -245,18 +294,26 @@ class Retriever:
         index: str,
         fine_dtype: str,
         train_size: int,
+        fine_path: str | Path | None = None,
     ) -> Retriever:
         coarse_view = encoder.check_view(coarse, name="coarse")
         fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
         check_pair(coarse_view, fine_view)
         if fine_dtype not in FINE_DTYPES:
             raise ValueError(f"fine_dtype={fine_dtype!r} is not supported; choose one of {FINE_DTYPES}")
+        coarse_index = CoarseIndex(coarse_view.dim, index)
+        _positive_int(candidates, "candidates"), _positive_int(train_size, "train_size")
+        fine_store = (
+            FineStore.empty(fine_view.dim, fine_dtype)
+            if fine_path is None
+            else FineStore.on_disk(fine_path, fine_view.dim, fine_dtype)
+        )
         return cls(
             encoder,
             coarse_view,
             fine_view,
-            CoarseIndex(coarse_view.dim, index),
-            FineStore.empty(fine_view.dim, fine_dtype),
+            coarse_index,
+            fine_store,
             [],
             candidates=candidates,
             train_size=train_size,
