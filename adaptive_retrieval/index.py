@@ -291,6 +291,18 @@ class FineStore:
             top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
         return top_scores.astype(np.float32), top_ids
 
+    def rerank_with_fallback(
+        self, queries: np.ndarray, candidates: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The funnel's second stage: :meth:`rerank`, except that a query whose (approximate) coarse
+        stage returned fewer than ``min(k, len(self))`` ids is ranked exactly instead. Returns
+        ``(D, I, number of such fallbacks)``."""
+        D, I = self.rerank(queries, candidates, k)
+        short = (I >= 0).sum(axis=1) < min(k, len(self))
+        if short.any():
+            D[short], I[short] = self.search_exact(np.asarray(queries, dtype=np.float32)[short], k)
+        return D, I, int(short.sum())
+
     def search_exact(
         self, queries: np.ndarray, k: int, *, block: int = 65_536
     ) -> tuple[np.ndarray, np.ndarray]:

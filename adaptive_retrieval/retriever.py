@@ -413,20 +413,16 @@ class Retriever:
             state = enc.advance(state, self.fine.layer)  # resume: layers coarse+1 .. fine only
             fine_q = enc.view(state, self.fine.dim).float().cpu().numpy()
             t3 = time.perf_counter()
-            D, I = self.fine_store.rerank(fine_q, cand, k)
-            short = (I >= 0).sum(axis=1) < min(k, n_docs)
-            if short.any():  # an approximate coarse index returned too few ids: rank those queries exactly
-                logger.debug(
-                    "coarse stage returned fewer than k ids for %d queries; ranking them exactly", short.sum()
-                )
-                D[short], I[short] = self.fine_store.search_exact(fine_q[short], k)
+            D, I, fallbacks = self.fine_store.rerank_with_fallback(fine_q, cand, k)
+            if fallbacks:
+                logger.debug("coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks)
             t4 = time.perf_counter()
         timings.encode_coarse += t1 - t0
         timings.coarse_search += t2 - t1
         timings.resume_fine += t3 - t2
         timings.rerank += t4 - t3
         timings.queries += len(queries)
-        timings.fallbacks += int(short.sum())
+        timings.fallbacks += fallbacks
         return D, I
 
     # ---------------------------------------------------------------------------------- persistence

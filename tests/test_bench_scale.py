@@ -1,0 +1,42 @@
+"""A tiny run of benchmarks/bench_scale.py: every method, a row per shortlist, recall against exact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# one FAISS thread: OpenMP's spinning threads slow training tenfold when the machine is busy (CI)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
+
+
+def test_bench_scale_tiny(tmp_path):
+    out = tmp_path / "scale"
+    cmd = [sys.executable, str(SCRIPT), "--sizes", "2000", "--queries", "12", "--candidates", "10,2000"]
+    subprocess.run([*cmd, "--out", str(out)], check=True, capture_output=True, text=True, env=ENV)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    by = {(r["method"], r.get("candidates")): r for r in rows}
+    assert set(by) == {
+        ("exact-768", None),
+        ("ivfpq-768", None),
+        *((m, c) for m in ("funnel-flat", "funnel-hnsw", "funnel-ivfpq") for c in (10, 2000)),
+    }
+    for r in rows:
+        assert {"size", "method", "ram_bytes", "p50_ms", "p95_ms", "qps", "recall@10"} <= set(r)
+        assert r["size"] == 2000 and 0 <= r["recall@10"] <= 1 and r["p95_ms"] >= r["p50_ms"] > 0
+    assert by[("exact-768", None)]["recall@10"] == 1.0
+    assert by[("exact-768", None)]["ram_bytes"] >= 2000 * 768 * 4
+    # a shortlist of the whole corpus re-ranked by the fine view is exact (up to float16 near-ties)
+    assert by[("funnel-flat", 2000)]["recall@10"] >= 0.97
+    assert by[("funnel-flat", 10)]["recall@10"] < by[("funnel-flat", 2000)]["recall@10"]
+    assert by[("funnel-flat", 10)]["ram_bytes"] == 2000 * 64 * 4 + 45  # a 64-dim float32 flat index
+    # the prepared fine store is the library's on-disk float16 .npy, and a rerun reuses everything
+    assert np.load(out / "data" / "n2000" / "fine.npy", mmap_mode="r").shape == (2000, 768)
+    again = subprocess.run([*cmd, "--out", str(out)], check=True, capture_output=True, text=True, env=ENV)
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
+    assert "funnel-flat" in (out / "table.md").read_text() and again.returncode == 0
