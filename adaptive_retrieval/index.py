@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 
 FINE_DTYPES = ("float16", "float32")
+BACKENDS = ("faiss", "qdrant")
 
 # FAISS factory strings whose search-time knobs can be set through faiss.ParameterSpace.
 _KNOBS = ("nprobe", "efSearch", "ht", "k_factor", "max_codes")
@@ -346,7 +347,9 @@ _SAVE_ROWS = 65_536
 
 def _npy_header(dtype: np.dtype, n: int, dim: int) -> bytes:
     """A ``.npy`` version 1.0 header padded to :data:`_HEADER_BYTES` (the format allows space padding)."""
-    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n, dim)})
+    text = repr(
+        {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n, dim)}
+    )
     body = text.encode("latin1")
     pad = _HEADER_BYTES - 10 - len(body) - 1
     if pad < 0:

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .corpus import Corpus, DocId, chunks, iter_documents
 from .encoder import Encoder
-from .index import FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
+from .index import BACKENDS, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
 from .models import DEFAULT_MODEL
 from .storage import read_index, read_manifest, write_index
 from .views import View, ViewLike, check_pair
+
+if TYPE_CHECKING:
+    from .qdrant_backend import QdrantBackend
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +100,10 @@ class Retriever:
         *,
         candidates: int = 100,
         train_size: int = 100_000,
+        backend: QdrantBackend | None = None,
     ) -> None:
         self.encoder = encoder
+        self.backend = backend
         self.coarse = coarse
         self.fine = fine
         self.coarse_index = coarse_index
@@ -126,6 +131,8 @@ class Retriever:
         train_size: int = 100_000,
         show_progress: bool | None = None,
         fine_path: str | Path | None = None,
+        backend: str = "faiss",
+        backend_options: dict[str, Any] | None = None,
     ) -> Retriever:
         """Encode ``corpus`` once and index both views.
 
@@ -149,9 +156,27 @@ class Retriever:
             chunk_size: documents encoded and added per step.
             show_progress: progress bars while encoding (default: on for long work).
             fine_path: a new ``.npy`` file to hold the fine vectors (default: in RAM).
+            backend: ``"faiss"`` (default: the coarse index and fine store in this process) or
+                ``"qdrant"``: both views stored per document in a Qdrant collection, which runs the
+                funnel server-side (coarse ``prefetch``, fine re-rank) in one call; see
+                :class:`~adaptive_retrieval.qdrant_backend.QdrantBackend`.
+            backend_options: for ``"qdrant"``: ``location`` (``":memory:"``, the default, or a server
+                URL), ``path`` (a local on-disk store), ``collection``, or ``client`` (a ready
+                ``QdrantClient``), and ``hnsw`` (index the coarse view with HNSW on a server).
         """
         encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
-        retriever = cls._empty(encoder, coarse, fine, candidates, index, fine_dtype, train_size, fine_path)
+        retriever = cls._empty(
+            encoder,
+            coarse,
+            fine,
+            candidates,
+            index,
+            fine_dtype,
+            train_size,
+            fine_path,
+            backend,
+            backend_options,
+        )
         try:
             retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
         except BaseException:
@@ -175,24 +200,15 @@ class Retriever:
         left exactly as it was.
         """
         chunk_size = _positive_int(chunk_size, "chunk_size")
-        seen: set[DocId] = set()
-        new_ids: list[DocId] = []
-        spill = self._spill()
-        try:
+
+        def encoded():
             for ids, texts in chunks(iter_documents(corpus, first_id=len(self)), chunk_size):
-                self._check_new_ids(ids, seen)
                 vectors = self.encoder.encode(
                     texts, [self.coarse, self.fine], batch_size=batch_size, show_progress=show_progress
                 )
-                self.fine_store.extend(vectors[self.fine])
-                spill.append(vectors[self.coarse])
-                new_ids.extend(ids)
-            self._commit(new_ids, spill)
-        except BaseException:
-            self.fine_store.truncate(len(self.doc_ids))
-            raise
-        finally:
-            spill.close()
+                yield ids, vectors[self.coarse], vectors[self.fine]
+
+        self.add_vector_batches(encoded())
 
     def add_vectors(
         self, doc_ids: Sequence[DocId], coarse_vectors: np.ndarray, fine_vectors: np.ndarray
@@ -202,7 +218,45 @@ class Retriever:
         All-or-nothing, like :meth:`add`. The vectors must be L2-normalised view vectors, e.g. from
         ``encoder.encode(texts, [retriever.coarse, retriever.fine])``.
         """
-        doc_ids = list(doc_ids)
+        self.add_vector_batches([(doc_ids, coarse_vectors, fine_vectors)])
+
+    def add_vector_batches(self, batches: Iterable[tuple[Sequence[DocId], np.ndarray, np.ndarray]]) -> None:
+        """Add a stream of ``(doc_ids, coarse_vectors, fine_vectors)`` batches computed elsewhere (e.g. by
+        :func:`adaptive_retrieval.distributed.encode_with_ray` on a cluster), all-or-nothing over the
+        whole stream: this is the one way documents enter an index (:meth:`add` feeds it its encodings)."""
+        seen: set[DocId] = set()
+        new_ids: list[DocId] = []
+        spill = self._spill()
+        try:
+            for doc_ids, coarse_vectors, fine_vectors in batches:
+                doc_ids = list(doc_ids)
+                coarse_vectors, fine_vectors = self._check_batch(doc_ids, coarse_vectors, fine_vectors)
+                self._check_new_ids(doc_ids, seen)
+                if self.backend is not None:
+                    self.backend.add(len(self) + len(new_ids), coarse_vectors, fine_vectors)
+                else:
+                    self.fine_store.extend(fine_vectors)
+                    spill.append(coarse_vectors)
+                new_ids.extend(doc_ids)
+            if not new_ids:
+                raise ValueError("corpus is empty: give at least one document")
+            if self.backend is None:
+                self._commit_coarse(spill)
+        except BaseException:
+            if self.backend is not None:
+                self.backend.remove_from(len(self))
+            else:
+                self.fine_store.truncate(len(self))
+            raise
+        finally:
+            spill.close()
+        first_row = len(self.doc_ids)
+        self.doc_ids.extend(new_ids)
+        self._rows.update((d, first_row + i) for i, d in enumerate(new_ids))
+
+    def _check_batch(
+        self, doc_ids: list[DocId], coarse_vectors: np.ndarray, fine_vectors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         if not doc_ids:
             raise ValueError("doc_ids is empty: give at least one document")
         coarse_vectors = np.asarray(coarse_vectors, dtype=np.float32)
@@ -215,15 +269,7 @@ class Retriever:
                 f"{len(doc_ids)} ids need coarse vectors of shape {(len(doc_ids), self.coarse.dim)} and fine vectors "
                 f"of shape {(len(doc_ids), self.fine.dim)}; got {coarse_vectors.shape} and {fine_vectors.shape}"
             )
-        self._check_new_ids(doc_ids, set())
-        spill = CoarseSpill(self.coarse.dim)
-        spill.append(coarse_vectors)
-        try:
-            self.fine_store.extend(fine_vectors)
-            self._commit(doc_ids, spill)
-        except BaseException:
-            self.fine_store.truncate(len(self.doc_ids))
-            raise
+        return coarse_vectors, fine_vectors
 
     def _check_new_ids(self, ids: Sequence[DocId], seen: set[DocId]) -> None:
         for doc_id in ids:
@@ -235,11 +281,9 @@ class Retriever:
         path = self.fine_store.path
         return CoarseSpill(self.coarse.dim, None if path is None else path.with_name(path.name + ".pending"))
 
-    def _commit(self, new_ids: list[DocId], spill: CoarseSpill) -> None:
-        """Train the coarse index if it needs it, add the pending coarse vectors, register the ids.
-        The fine rows are already in the store; the caller truncates them if this raises."""
-        if not new_ids:
-            raise ValueError("corpus is empty: give at least one document")
+    def _commit_coarse(self, spill: CoarseSpill) -> None:
+        """Train the coarse index if it needs it, then add the pending coarse vectors (removed again if
+        this fails). The fine rows are already in the store; the caller truncates them on failure."""
         before = len(self.coarse_index)
         try:
             if not self.coarse_index.is_trained:
@@ -249,9 +293,6 @@ class Retriever:
         except BaseException:
             self.coarse_index.remove_from(before)
             raise
-        first_row = len(self.doc_ids)
-        self.doc_ids.extend(new_ids)
-        self._rows.update((d, first_row + i) for i, d in enumerate(new_ids))
 
     def _discard_fine_file(self) -> None:
         if self.fine_store.path is not None:
@@ -285,6 +326,44 @@ class Retriever:
         return retriever
 
     @classmethod
+    def from_vector_batches(
+        cls,
+        encoder: Encoder,
+        coarse: ViewLike,
+        fine: ViewLike,
+        batches: Iterable[tuple[Sequence[DocId], np.ndarray, np.ndarray]],
+        **options: Any,
+    ) -> Retriever:
+        """A retriever over a stream of ``(doc_ids, coarse_vectors, fine_vectors)`` batches encoded elsewhere
+        (e.g. :func:`adaptive_retrieval.distributed.vector_batches`); ``options`` are :meth:`build`'s
+        index options (``candidates``, ``index``, ``fine_dtype``, ``train_size``, ``fine_path``,
+        ``backend``, ``backend_options``)."""
+        known = {"candidates", "index", "fine_dtype", "train_size", "fine_path", "backend", "backend_options"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        defaults = {"candidates": 100, "index": "Flat", "fine_dtype": "float16", "train_size": 100_000}
+        o = {**defaults, **options}
+        retriever = cls._empty(
+            encoder,
+            coarse,
+            fine,
+            o["candidates"],
+            o["index"],
+            o["fine_dtype"],
+            o["train_size"],
+            o.get("fine_path"),
+            o.get("backend", "faiss"),
+            o.get("backend_options"),
+        )
+        try:
+            retriever.add_vector_batches(batches)
+        except BaseException:
+            retriever._discard_fine_file()
+            raise
+        return retriever
+
+    @classmethod
     def _empty(
         cls,
         encoder: Encoder,
@@ -295,6 +374,8 @@ class Retriever:
         fine_dtype: str,
         train_size: int,
         fine_path: str | Path | None = None,
+        backend: str = "faiss",
+        backend_options: dict[str, Any] | None = None,
     ) -> Retriever:
         coarse_view = encoder.check_view(coarse, name="coarse")
         fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
@@ -303,6 +384,21 @@ class Retriever:
             raise ValueError(f"fine_dtype={fine_dtype!r} is not supported; choose one of {FINE_DTYPES}")
         coarse_index = CoarseIndex(coarse_view.dim, index)
         _positive_int(candidates, "candidates"), _positive_int(train_size, "train_size")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r} is not known; choose one of {', '.join(BACKENDS)}")
+        if backend_options is not None and backend == "faiss":
+            raise ValueError(
+                "backend_options apply to backend='qdrant'; the FAISS backend takes index= and fine_path="
+            )
+        engine = None
+        if backend == "qdrant":
+            if fine_path is not None:
+                raise ValueError(
+                    "fine_path applies to the FAISS backend; Qdrant stores the fine vectors itself"
+                )
+            from .qdrant_backend import QdrantBackend
+
+            engine = QdrantBackend(coarse_view.dim, fine_view.dim, **(backend_options or {}))
         fine_store = (
             FineStore.empty(fine_view.dim, fine_dtype)
             if fine_path is None
@@ -317,6 +413,7 @@ class Retriever:
             [],
             candidates=candidates,
             train_size=train_size,
+            backend=engine,
         )
 
     def __len__(self) -> int:
@@ -325,7 +422,7 @@ class Retriever:
     def __repr__(self) -> str:
         return (
             f"Retriever(model={self.encoder.name!r}, coarse={self.coarse}, fine={self.fine}, docs={len(self)}, "
-            f"index={self.coarse_index.factory!r}, candidates={self.candidates})"
+            f"index={'qdrant' if self.backend else self.coarse_index.factory!r}, candidates={self.candidates})"
         )
 
     # --------------------------------------------------------------------------------------- search
@@ -390,7 +487,7 @@ class Retriever:
             self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         )
         if knobs:
-            self.coarse_index.set_knobs(**knobs)
+            (self.backend or self.coarse_index).set_knobs(**knobs)
         timings = timings if timings is not None else SearchTimings()
         parts = [
             self._funnel(queries[i : i + batch_size], k, shortlist, timings)
@@ -408,6 +505,16 @@ class Retriever:
             state = enc.advance(enc.start(queries), self.coarse.layer)
             coarse_q = enc.view(state, self.coarse.dim).float().cpu().numpy()
             t1 = time.perf_counter()
+            if self.backend is not None:  # the engine runs both stages in one call, after the resume
+                state = enc.advance(state, self.fine.layer)
+                fine_q = enc.view(state, self.fine.dim).float().cpu().numpy()
+                t2 = time.perf_counter()
+                D, I = self.backend.search(coarse_q, fine_q, k, min(shortlist, n_docs))
+                timings.encode_coarse += t1 - t0
+                timings.resume_fine += t2 - t1
+                timings.coarse_search += time.perf_counter() - t2
+                timings.queries += len(queries)
+                return D, I
             _, cand = self.coarse_index.search(coarse_q, min(shortlist, n_docs))
             t2 = time.perf_counter()
             state = enc.advance(state, self.fine.layer)  # resume: layers coarse+1 .. fine only
@@ -415,7 +522,9 @@ class Retriever:
             t3 = time.perf_counter()
             D, I, fallbacks = self.fine_store.rerank_with_fallback(fine_q, cand, k)
             if fallbacks:
-                logger.debug("coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks)
+                logger.debug(
+                    "coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks
+                )
             t4 = time.perf_counter()
         timings.encode_coarse += t1 - t0
         timings.coarse_search += t2 - t1
@@ -429,6 +538,11 @@ class Retriever:
 
     def save(self, path: str | Path) -> None:
         """Save to directory ``path`` atomically; an interrupted save leaves the previous index whole."""
+        if self.backend is not None:
+            raise ValueError(
+                "this retriever's vectors live in its Qdrant collection, which persists them itself "
+                "(backend_options path= or a server); save() writes FAISS indexes only"
+            )
         enc = self.encoder
         manifest = {
             "model": {

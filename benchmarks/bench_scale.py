@@ -109,13 +109,17 @@ def nlist_for(size: int) -> int:
     return max(16, 2 ** round(math.log2(math.sqrt(size))))
 
 
-def agreement(coarse: np.ndarray, fine: np.ndarray, q_coarse: np.ndarray, q_fine: np.ndarray, candidates: int) -> float:
+def agreement(
+    coarse: np.ndarray, fine: np.ndarray, q_coarse: np.ndarray, q_fine: np.ndarray, candidates: int
+) -> float:
     """Recall@10 of the exact fine top-10 by a Flat funnel with ``candidates``: how well a coarse view
     agrees with its fine view, the one property of the two views the scale benchmark depends on."""
     short = np.argsort(-(q_coarse @ coarse.T), axis=1)[:, :candidates]
     fine_scores = q_fine @ fine.T
     truth = np.argsort(-fine_scores, axis=1)[:, :10]
-    picked = np.take_along_axis(short, np.argsort(-np.take_along_axis(fine_scores, short, 1), axis=1), 1)[:, :10]
+    picked = np.take_along_axis(short, np.argsort(-np.take_along_axis(fine_scores, short, 1), axis=1), 1)[
+        :, :10
+    ]
     return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(picked.tolist(), truth.tolist())]))
 
 
@@ -136,7 +140,9 @@ def calibrate(model: str, data_dir: Path, candidates: int, n_queries: int = 300)
     held = np.random.default_rng(0).choice(len(fine), n_queries, replace=False)
     rest = np.setdiff1d(np.arange(len(fine)), held)
     real = agreement(coarse[rest], fine[rest], coarse[held], fine[held], candidates)
-    print(f"{model} on SciFact ({len(rest)} docs, {n_queries} held-out docs as queries): agreement {real:.3f}")
+    print(
+        f"{model} on SciFact ({len(rest)} docs, {n_queries} held-out docs as queries): agreement {real:.3f}"
+    )
     for noise in (0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8):
         gen = Synthetic(coarse_noise=noise)
         centres = gen.centres()
@@ -172,7 +178,9 @@ def prepare(size: int, n_queries: int, workdir: Path, gen: Synthetic) -> Path:
         store.extend(f)
         coarse[row : row + len(c)] = c
         scores = np.concatenate([best_s, q_fine @ f.T], axis=1)  # exact float32 scores
-        ids = np.concatenate([best_i, np.broadcast_to(np.arange(row, row + len(f)), (n_queries, len(f)))], axis=1)
+        ids = np.concatenate(
+            [best_i, np.broadcast_to(np.arange(row, row + len(f)), (n_queries, len(f)))], axis=1
+        )
         top = np.argpartition(-scores, 9, axis=1)[:, :10]
         best_s, best_i = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
         row += len(c)
@@ -228,7 +236,9 @@ def run_method(method: str, size: int, folder: Path, gen: Synthetic, candidates:
 
         ram, disk, shortlists = index.nbytes(), 0, [None]
     else:
-        factory = {"funnel-flat": "Flat", "funnel-hnsw": "HNSW32", "funnel-ivfpq": f"IVF{nlist},PQ32np"}[method]
+        factory = {"funnel-flat": "Flat", "funnel-hnsw": "HNSW32", "funnel-ivfpq": f"IVF{nlist},PQ32np"}[
+            method
+        ]
         index = CoarseIndex(gen.coarse_dim, factory)
         coarse = np.load(folder / "coarse.npy", mmap_mode="r")
         if not index.is_trained:
@@ -250,7 +260,7 @@ def run_method(method: str, size: int, folder: Path, gen: Synthetic, candidates:
     build_s = time.time() - t0
     rows = []
     for shortlist in shortlists:
-        lat, qps, ids = _timed(lambda cq, fq: search(cq, fq, shortlist), coarse_q, fine_q)
+        lat, qps, ids = _timed(lambda cq, fq, s=shortlist: search(cq, fq, s), coarse_q, fine_q)
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist())]))
         ms = np.asarray(lat) * 1000
         rows.append(
@@ -278,7 +288,9 @@ def run_method(method: str, size: int, folder: Path, gen: Synthetic, candidates:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000,10000000", help="comma-separated corpus sizes")
-    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    ap.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}"
+    )
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument(
         "--candidates", default="100,400", help="coarse shortlists the fine view re-ranks (comma-separated)"
@@ -340,15 +352,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 continue
             exact_bytes = size * gen.dim * 4
             if method == "exact-768" and exact_bytes > 0.8 * RAM_BYTES:
-                new = [{"size": size, "method": method, "ram_bytes": exact_bytes, "skipped": (
-                    f"a float32 {gen.dim}-dim flat index needs {exact_bytes / 1e9:.1f} GB: more than this "
-                    f"{RAM_BYTES / 1024**3:.0f} GB machine can hold beside the OS")}]
+                new = [
+                    {
+                        "size": size,
+                        "method": method,
+                        "ram_bytes": exact_bytes,
+                        "skipped": (
+                            f"a float32 {gen.dim}-dim flat index needs {exact_bytes / 1e9:.1f} GB: more than this "
+                            f"{RAM_BYTES / 1024**3:.0f} GB machine can hold beside the OS"
+                        ),
+                    }
+                ]
             else:
-                cmd = [sys.executable, "-u", __file__, "--worker", str(size), method, "--out", str(args.out),
-                       "--workdir", str(args.workdir), "--queries", str(args.queries),
-                       "--candidates", ",".join(map(str, args.candidates)),
-                       "--coarse-noise", str(args.coarse_noise),
-                       "--clusters", str(args.clusters)]
+                cmd = [
+                    sys.executable,
+                    "-u",
+                    __file__,
+                    "--worker",
+                    str(size),
+                    method,
+                    "--out",
+                    str(args.out),
+                    "--workdir",
+                    str(args.workdir),
+                    "--queries",
+                    str(args.queries),
+                    "--candidates",
+                    ",".join(map(str, args.candidates)),
+                    "--coarse-noise",
+                    str(args.coarse_noise),
+                    "--clusters",
+                    str(args.clusters),
+                ]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 line = next((x for x in done.stdout.splitlines() if x.startswith("ROWS ")), None)
                 if done.returncode != 0 or line is None:
@@ -356,7 +391,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     raise SystemExit(f"n={size} {method}: the worker failed (exit {done.returncode})")
                 new = json.loads(line[5:])
             rows.extend(new)
-            exact = next((r for r in rows if r["size"] == size and r["method"] == "exact-768" and "p50_ms" in r), None)
+            exact = next(
+                (r for r in rows if r["size"] == size and r["method"] == "exact-768" and "p50_ms" in r), None
+            )
             for r in rows:
                 if r["size"] == size and exact and "p50_ms" in r:
                     r["speedup_vs_exact"] = exact["p50_ms"] / r["p50_ms"]

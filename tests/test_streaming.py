@@ -132,3 +132,38 @@ def test_ivf_is_trained_on_a_random_sample(tiny_encoder, corpus):
 def test_bad_fine_path_is_refused_before_encoding(tiny_encoder, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         Retriever.build(["a b"], coarse=(3, 8), model=tiny_encoder, fine_path=tmp_path / "no" / "f.npy")
+
+
+def test_qdrant_backend_returns_the_same_hits_as_faiss(tiny_encoder, corpus):
+    pytest.importorskip("qdrant_client")
+    kwargs = dict(coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10, fine_dtype="float32")
+    faiss_r = Retriever.build(corpus, **kwargs)
+    qdrant_r = Retriever.build(corpus, backend="qdrant", chunk_size=25, **kwargs)
+    assert len(qdrant_r.backend) == len(corpus) and "qdrant" in repr(qdrant_r)
+    for q in QUERIES:
+        a, b = faiss_r.search(q, k=5), qdrant_r.search(q, k=5)
+        assert [h.doc_id for h in a] == [h.doc_id for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+    batch = qdrant_r.search_batch(QUERIES, k=5)
+    assert [[h.doc_id for h in hits] for hits in batch] == [
+        [h.doc_id for h in faiss_r.search(q, k=5)] for q in QUERIES
+    ]
+    # an interrupted add is rolled back in the collection too
+    with pytest.raises(KeyboardInterrupt):
+        qdrant_r.add(stream(corpus[:30], fail_after=20), chunk_size=8)
+    assert len(qdrant_r.backend) == len(qdrant_r) == len(corpus)
+    with pytest.raises(ValueError, match="persists them itself"):
+        qdrant_r.save("/tmp/never-written")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"backend": "milvus"}, "backend='milvus' is not known; choose one of faiss, qdrant"),
+        ({"backend_options": {"path": "x"}}, "backend_options apply to backend='qdrant'"),
+        ({"backend": "qdrant", "fine_path": "f.npy"}, "fine_path applies to the FAISS backend"),
+    ],
+)
+def test_bad_backend_arguments_are_refused(tiny_encoder, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Retriever.build(["a b"], coarse=(3, 8), model=tiny_encoder, **kwargs)
