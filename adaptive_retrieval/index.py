@@ -162,9 +162,17 @@ class CoarseSpill:
         return np.asarray(matrix[rows])
 
     def blocks(self, size: int = 262_144):
-        matrix = self._matrix()
-        for start in range(0, self.count, size):
-            yield np.asarray(matrix[start : start + size])
+        """The rows in order, ``size`` at a time; from a scratch file by plain reads (not a memory map,
+        whose pages would count in the process's RSS until it is closed)."""
+        if self.path is None:
+            matrix = self._matrix()
+            for start in range(0, self.count, size):
+                yield matrix[start : start + size]
+            return
+        with open(self.path, "rb") as fh:
+            for start in range(0, self.count, size):
+                n = min(size, self.count - start)
+                yield np.fromfile(fh, dtype=np.float32, count=n * self.dim).reshape(n, self.dim)
 
     def close(self) -> None:
         self._parts = []
@@ -237,8 +245,15 @@ class FineStore:
         """Append rows (cast to the store's dtype). On disk: written at the file's end, then the header
         is updated, so the file holds a complete matrix after every call."""
         vectors = _as_matrix(vectors, self.dim, "vectors").astype(self.vectors.dtype)
-        if self.path is None:
-            self.vectors = np.concatenate([np.asarray(self.vectors), vectors])
+        if self.path is None:  # in RAM: a buffer that doubles, so n rows added in chunks cost O(n) copies
+            n, end = len(self), len(self) + len(vectors)
+            buffer = getattr(self, "_buffer", None)
+            if buffer is None or buffer.shape[0] < end or not np.may_share_memory(buffer, self.vectors):
+                buffer = np.empty((max(end, 2 * n, 1024), self.dim), dtype=self.vectors.dtype)
+                buffer[:n] = self.vectors
+                self._buffer = buffer
+            buffer[n:end] = vectors
+            self.vectors = buffer[:end]
             return
         n = len(self) + len(vectors)
         with open(self.path, "r+b") as fh:
