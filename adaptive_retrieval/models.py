@@ -39,13 +39,15 @@ Opener = Callable[[], IO[bytes]]
 
 @dataclass(frozen=True)
 class NamedModel:
-    """A model that can be had offline by name: weights from ``locate()``, and optionally coarse heads
-    shipped inside this package (``heads``, a safetensors file)."""
+    """A model that can be had offline by name: weights from ``locate()``, and optionally a LoRA adapter
+    (``adapter``, a peft adapter directory, merged into the weights on load) and coarse heads
+    (``heads``, a safetensors file), both shipped inside this package with their provenance."""
 
     name: str
     description: str
     locate: Callable[[], Path]
     heads: Path | None = None
+    adapter: Path | None = None
 
 
 HEADS_FILE = "coarse_heads.safetensors"
@@ -408,10 +410,15 @@ def load_encoder(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     named = NAMED_MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
     heads: dict[int, Any] = {}
-    if named and named.heads and not named.heads.is_file():
-        raise RuntimeError(
-            f"model {named.name!r} needs {named.heads}, which is missing from this installation"
-        )
+    for needed in (named.heads, named.adapter) if named else ():
+        if needed is not None and not Path(needed).exists():
+            raise RuntimeError(
+                f"model {named.name!r} needs {needed}, which is missing from this installation"
+            )
+    if named and named.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(named.adapter)).merge_and_unload()
     for heads_file in (path / HEADS_FILE, named.heads if named else None):
         if heads_file is not None and Path(heads_file).is_file():
             heads.update(load_heads(Path(heads_file)))

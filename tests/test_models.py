@@ -160,3 +160,35 @@ def test_heads_saved_beside_a_model_are_loaded_with_it(tmp_path):
     enc = Encoder.from_pretrained(tmp_path / "hf")
     assert set(enc.heads) == {2} and torch.equal(enc.heads[2], head)
     assert enc.check_view((2, 8)) and enc.encode(["cell gene"], [(2, 8)])[(2, 8)].shape == (1, 8)
+
+
+def test_named_model_with_a_lora_adapter_is_merged_on_load(tmp_path, monkeypatch):
+    peft = pytest.importorskip("peft")
+    import torch
+
+    from adaptive_retrieval import models
+
+    make_model("bert", n_layers=2).save_pretrained(tmp_path / "base")
+    make_tokenizer().save_pretrained(tmp_path / "base")
+    base = Encoder.from_pretrained(tmp_path / "base")
+    lora = peft.get_peft_model(
+        base.model, peft.LoraConfig(r=2, target_modules="all-linear", init_lora_weights=False)
+    )
+    lora.save_pretrained(tmp_path / "adapter")
+    texts = random_texts(4, seed=3)
+    with torch.no_grad():
+        expected = base.encode(texts, [(2, 32)])[(2, 32)]  # the adapted model, adapter active
+    named = models.NamedModel("tiny-lora", "test", lambda: tmp_path / "base", adapter=tmp_path / "adapter")
+    monkeypatch.setitem(models.NAMED_MODELS, "tiny-lora", named)
+    merged = Encoder.from_pretrained("tiny-lora")
+    plain = Encoder.from_pretrained(tmp_path / "base")
+    np_merged = merged.encode(texts, [(2, 32)])[(2, 32)]
+    assert abs(np_merged - expected).max() < 1e-5
+    assert (
+        abs(np_merged - plain.encode(texts, [(2, 32)])[(2, 32)]).max() > 1e-3
+    )  # the adapter changed something
+    assert merged.weights_fingerprint != plain.weights_fingerprint
+    missing = models.NamedModel("gone", "test", lambda: tmp_path / "base", adapter=tmp_path / "nowhere")
+    monkeypatch.setitem(models.NAMED_MODELS, "gone", missing)
+    with pytest.raises(RuntimeError, match="missing from this installation"):
+        Encoder.from_pretrained("gone")
