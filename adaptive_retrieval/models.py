@@ -416,9 +416,15 @@ def load_encoder(
                 f"model {named.name!r} needs {needed}, which is missing from this installation"
             )
     if named and named.adapter:
+        import warnings
+
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(named.adapter)).merge_and_unload()
+        with (
+            warnings.catch_warnings()
+        ):  # peft calls a property transformers 5 deprecates; not the user's concern
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, str(named.adapter)).merge_and_unload()
     for heads_file in (path / HEADS_FILE, named.heads if named else None):
         if heads_file is not None and Path(heads_file).is_file():
             heads.update(load_heads(Path(heads_file)))

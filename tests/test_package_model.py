@@ -1,0 +1,91 @@
+"""training/package_model.py: the rebuilt training command, and the provenance beside the artifact."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+
+import package_model
+import train
+
+
+def fake_run(tmp_path: Path, argv: list[str]) -> Path:
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "model").mkdir()
+    args = train.parse_args(argv)
+    (run / "run_args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}))  # as train.py
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    (run / "model" / "adaptive_retrieval_training.json").write_text(json.dumps({"seed": 7}))
+    return run
+
+
+def test_rebuilt_command_parses_to_the_same_arguments(tmp_path):
+    argv = [
+        "--base",
+        "mpnet-base",
+        "--data",
+        "scifact-train",
+        "scifact-titles",
+        "--steps",
+        "100",
+        "--lora",
+        "--layers",
+        "2",
+        "4",
+        "--dims",
+        "32",
+        "64",
+        "--teacher-weight",
+        "1.0",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    run = fake_run(tmp_path, argv)
+    command = package_model.train_command(run)
+    assert command.startswith("python training/train.py ")
+    assert vars(train.parse_args(shlex.split(command)[2:])) == vars(train.parse_args(argv))
+
+
+def test_provenance_lists_files_commands_and_scores(tmp_path):
+    run = fake_run(tmp_path, ["--out", str(tmp_path / "run"), "--lora"])
+    rows = [
+        {
+            "kind": "exact",
+            "coarse": None,
+            "fine": [4, 64],
+            "candidates": None,
+            "ndcg@10": 0.5,
+            "recall@100": 0.9,
+        },
+        {
+            "kind": "funnel",
+            "coarse": [4, 64],
+            "fine": [12, 768],
+            "candidates": 100,
+            "ndcg@10": 0.6,
+            "recall@100": 0.7,
+        },
+        {
+            "kind": "funnel",
+            "coarse": [4, 64],
+            "fine": [12, 768],
+            "candidates": 500,
+            "ndcg@10": 0.7,
+            "recall@100": 0.8,
+        },
+    ]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    out = package_model.main(
+        ["--run", str(run), "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "pkg")]
+    )
+    prov = json.loads((out / "provenance.json").read_text())
+    assert set(prov["files"]) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert prov["files"]["adapter_model.safetensors"]["bytes"] == len(b"weights")
+    assert prov["training"] == {"seed": 7} and prov["commands"][0].startswith("python training/train.py")
+    assert [r["ndcg@10"] for r in prov["scifact_test"]["rows"]] == [0.5, 0.6]  # the @100 funnel, not @500
