@@ -138,3 +138,48 @@ def test_dev_split_is_held_out_and_written_for_beir(setup, tmp_path):
 
     _, queries, qrels = load_beir(write_dev_split(root / "data", tmp_path, dev), "scifact", "dev")
     assert sorted(queries) == sorted(dev) and sorted(qrels) == sorted(dev)
+
+
+def test_peer_objective_trains_the_same_model_object(setup, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    root, model_dir = setup
+    common = [
+        "--base",
+        str(model_dir),
+        "--data-dir",
+        str(root / "data"),
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "3",
+        "--warmup",
+        "1",
+        "--lr",
+        "1e-3",
+        "--dims",
+        "8",
+        "16",
+        "--lora",
+    ]
+    target = main(
+        [
+            *common,
+            "--data",
+            "scifact-train",
+            "scifact-titles",
+            "--objective",
+            "st-matryoshka2d",
+            "--out",
+            str(tmp_path / "peer"),
+        ]
+    )
+    meta = json.loads((target / "adaptive_retrieval_training.json").read_text())
+    assert meta["objective"] == "st-matryoshka2d" and "sentence-transformers" in meta["objective_impl"]
+    trained, base = Encoder.from_pretrained(target), Encoder.from_pretrained(model_dir)
+    texts = random_texts(3, seed=9)
+    moved = np.abs(trained.encode(texts, [(4, 32)])[(4, 32)] - base.encode(texts, [(4, 32)])[(4, 32)]).max()
+    assert moved > 1e-4  # the LoRA weights the peer's loss trained were merged and saved
+    with pytest.raises(SystemExit, match="takes \\(query, positive\\) recipes only; drop stsb"):
+        main([*common, "--data", "stsb", "--objective", "st-matryoshka2d", "--out", str(tmp_path / "bad")])

@@ -3,6 +3,7 @@
     python training/train.py --base mpnet-base --objective 2dmse --data scifact-train scifact-titles \\
         --steps 1000 --batch-size 32 --lr 2e-5 --lora --out runs/mpnet-2dmse
     python training/train.py ... --resume            # continue from the last checkpoint in --out
+    python training/train.py ... --objective st-matryoshka2d   # the peer: sentence-transformers' loss
     accelerate launch training/train.py ...          # several GPUs or nodes: the same script
 
 Each step takes one batch of pairs from one recipe (recipes are mixed in proportion to their size),
@@ -42,6 +43,9 @@ from adaptive_retrieval import Encoder
 from adaptive_retrieval.losses import OBJECTIVES, TwoDMatryoshkaLoss
 from adaptive_retrieval.models import write_sentence_transformers_config
 
+#: The peer objective: sentence-transformers' Matryoshka2dLoss (MultipleNegativesRankingLoss inside) run by
+#: this same script, on the same model object, batches, LoRA, optimizer, schedule and seed.
+PEER = "st-matryoshka2d"
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METADATA = "adaptive_retrieval_training.json"
 
@@ -112,6 +116,52 @@ def save_model(encoder: Encoder, peft_model: Any, out: Path, metadata: dict[str,
     return target
 
 
+def make_peer(args: argparse.Namespace, encoder: Encoder, sets: list[PairSet]):
+    """The peer's step: sentence-transformers' ``Matryoshka2dLoss`` over ``MultipleNegativesRankingLoss``
+    (the 2DMSE setting: one layer and one dim drawn per step, KL to the last layer), computed by a
+    ``SentenceTransformer`` whose transformer *is* ``encoder.model`` (LoRA included), so that everything
+    but the loss is shared with our objective. Its draws use Python's ``random``, reseeded every step."""
+    import random as pyrandom
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import (
+        Matryoshka2dLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    from adaptive_retrieval.losses import default_dims
+    from adaptive_retrieval.models import resolve_model_path
+
+    scored = [s.name for s in sets if s.labels is not None]
+    if scored:
+        raise SystemExit(f"--objective {PEER} takes (query, positive) recipes only; drop {', '.join(scored)}")
+    if args.teacher_weight > 0:
+        raise SystemExit(f"--objective {PEER} has no teacher term; drop --teacher-weight")
+    st = SentenceTransformer(str(resolve_model_path(args.base)), device=str(encoder.device))
+    # one model object: the peer trains the weights we save (sentence-transformers >= 6 keeps it in .model)
+    setattr(st[0], "model" if hasattr(st[0], "model") else "auto_model", encoder.model)
+    if st[0].auto_model is not encoder.model:
+        raise RuntimeError("could not share the model with sentence-transformers' Transformer module")
+    st.max_seq_length = encoder.max_length
+    dims = list(args.dims or default_dims(encoder.hidden_size))
+    loss = Matryoshka2dLoss(
+        st, MultipleNegativesRankingLoss(st), matryoshka_dims=[*dims, encoder.hidden_size]
+    )
+    st.train()
+
+    def step(n: int, texts_a: list[str], texts_b: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+        pyrandom.seed(args.seed * 1_000_003 + n)
+        prepare = getattr(st, "preprocess", None) or st.tokenize  # sentence-transformers >= 6 renamed it
+        features = [
+            {k: v.to(encoder.device) if isinstance(v, torch.Tensor) else v for k, v in prepare(t).items()}
+            for t in (texts_a, texts_b)
+        ]
+        value = loss(features, torch.zeros(len(texts_a)))
+        return value, {"st_matryoshka2d": float(value.detach())}
+
+    return step
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     found = sorted(
         (p for p in (out / "checkpoints").glob("step-*") if (p / "trainer_state.json").is_file()),
@@ -123,7 +173,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="mpnet-base", help="named model or directory to start from")
-    ap.add_argument("--objective", choices=OBJECTIVES, default="2dmse")
+    ap.add_argument("--objective", choices=(*OBJECTIVES, PEER), default="2dmse")
     ap.add_argument("--data", nargs="+", default=["scifact-train", "scifact-titles"], help="data recipes")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument(
@@ -197,10 +247,11 @@ def main(argv: list[str] | None = None) -> Path:
     encoder.model.train()
     sets = load_recipes(args.data, args.data_dir, dev_fraction=args.dev_fraction, seed=args.seed)
     batches = schedule(sets, args.steps, args.batch_size, args.seed)
+    peer = make_peer(args, encoder, sets) if args.objective == PEER else None
     loss_fn = TwoDMatryoshkaLoss(
         encoder.n_layers,
         encoder.hidden_size,
-        objective=args.objective,
+        objective="2dmse" if peer else args.objective,
         dims=args.dims,
         layers=args.layers,
         kl_weight=args.kl_weight,
@@ -253,7 +304,10 @@ def main(argv: list[str] | None = None) -> Path:
                     encoder.pooled_layers(token_ids=ids_b)[-1],
                 )
         loss_fn.generator.manual_seed(args.seed * 1_000_003 + step)  # the draws of step N are fixed
-        loss, terms = loss_fn(forward(ids_a), forward(ids_b), labels, *teacher)
+        if peer is not None:
+            loss, terms = peer(step, [pairs.a[i] for i in rows], [pairs.b[i] for i in rows])
+        else:
+            loss, terms = loss_fn(forward(ids_a), forward(ids_b), labels, *teacher)
         accelerator.backward(loss)
         optimizer.step()
         scheduler.step()
@@ -288,6 +342,9 @@ def main(argv: list[str] | None = None) -> Path:
         "base_model": args.base,
         "base_fingerprint": base_fingerprint,
         "objective": args.objective,
+        "objective_impl": "sentence-transformers Matryoshka2dLoss(MultipleNegativesRankingLoss)"
+        if peer
+        else "adaptive_retrieval.losses.TwoDMatryoshkaLoss",
         "loss": {
             "dims": list(loss_fn.dims),
             "layers": list(loss_fn.layers),
