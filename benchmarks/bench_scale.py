@@ -73,7 +73,7 @@ class Synthetic:
     clusters: int = 4096
     spread: float = 0.6
     decay: float = 0.5
-    coarse_noise: float = 0.32
+    coarse_noise: float = 0.30
     seed: int = 0
 
     def scales(self) -> np.ndarray:

@@ -192,3 +192,21 @@ def test_named_model_with_a_lora_adapter_is_merged_on_load(tmp_path, monkeypatch
     monkeypatch.setitem(models.NAMED_MODELS, "gone", missing)
     with pytest.raises(RuntimeError, match="missing from this installation"):
         Encoder.from_pretrained("gone")
+
+
+@pytest.mark.parametrize("name", ["mpnet-base-heads", "mpnet-base-2dmse"])
+def test_shipped_artifacts_match_their_provenance(name):
+    from adaptive_retrieval import models
+
+    named = models.NAMED_MODELS[name]
+    folder = named.heads.parent
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert named.heads.is_file() and (
+        named.adapter is None or (named.adapter / "adapter_config.json").is_file()
+    )
+    total = sum(f.stat().st_size for f in folder.iterdir())
+    assert total <= 20 * 1024 * 1024  # small artifacts only: never a full model
+    for file, facts in provenance.get("files", {}).items():
+        data = (folder / file).read_bytes()
+        assert len(data) == facts["bytes"] and hashlib.sha256(data).hexdigest() == facts["sha256"]
+    assert models.DEFAULT_MODEL in models.NAMED_MODELS
