@@ -203,6 +203,11 @@ class Retriever:
 
         def encoded():
             for ids, texts in chunks(iter_documents(corpus, first_id=len(self)), chunk_size):
+                known = next((d for d in ids if d in self._rows), None)
+                if known is not None:  # before encoding: a repeated id costs no forward pass
+                    raise ValueError(
+                        f"corpus: document id {known!r} is already in the index; nothing was added"
+                    )
                 vectors = self.encoder.encode(
                     texts, [self.coarse, self.fine], batch_size=batch_size, show_progress=show_progress
                 )
