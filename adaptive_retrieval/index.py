@@ -337,8 +337,8 @@ class FineStore:
         return best_d, best_i
 
     def save(self, path: Path) -> None:
-        """Write a ``.npy`` file, copying ``block``-sized pieces (a memory-mapped store is never read into
-        RAM whole)."""
+        """Write a ``.npy`` file in pieces of 65,536 rows (a memory-mapped store is never read into RAM
+        whole; an on-disk store's file is copied by the kernel)."""
         if self.path is not None:
             shutil.copyfile(self.path, path)  # the backing file is already a complete .npy
             return
