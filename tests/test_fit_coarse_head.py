@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
-from fit_coarse_head import fit_head
+from fit_coarse_head import distil_head, fit_head
 
 
 def test_head_recovers_a_linear_relation_and_orders_dims_by_energy():
@@ -35,17 +35,58 @@ def test_ridge_shrinks_the_head():
     assert big.norm() < small.norm()
 
 
+def _overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
+    return float(
+        np.mean(
+            [len(set(x) & set(y)) / k for x, y in zip(a.topk(k).indices.tolist(), b.topk(k).indices.tolist())]
+        )
+    )
+
+
+def test_distillation_makes_the_cut_head_rank_as_the_fine_view():
+    g = torch.Generator().manual_seed(2)
+    norm = torch.nn.functional.normalize
+    fine_docs = norm(torch.randn(600, 24, generator=g), dim=-1)
+    fine_q = norm(fine_docs[:200] + 0.3 * torch.randn(200, 24, generator=g), dim=-1)
+    mix = torch.randn(24, 24, generator=g)
+
+    # the coarse state is a noisy, mixed copy of the fine view; its noise is largest where the fine
+    # view's variance is largest, so plain regression spends its few output dims badly
+    def coarse(f):
+        return norm(f @ mix + 0.5 * torch.randn(f.shape, generator=g) * torch.linspace(2, 0.1, 24), dim=-1)
+
+    docs, queries = (coarse(fine_docs), fine_docs), (coarse(fine_q), fine_q)
+    ridge, _ = fit_head(
+        torch.cat([docs[0], queries[0]]).numpy(), torch.cat([docs[1], queries[1]]).numpy(), basis_rows=600
+    )
+    head, stats = distil_head(
+        ridge, queries, docs, dims=[4, 24], steps=150, temperature=0.1, lr=1e-2, batch_size=64
+    )
+    assert head.shape == ridge.shape and stats["distil_loss_last"] < stats["distil_loss_first"]
+    truth = fine_q @ fine_docs.T
+
+    def cut(w, x):
+        return norm((x @ w)[:, :4], dim=-1)
+
+    before = _overlap(cut(ridge, queries[0]) @ cut(ridge, docs[0]).T, truth, 10)
+    after = _overlap(cut(head, queries[0]) @ cut(head, docs[0]).T, truth, 10)
+    assert after > before + 0.02
+
+
 def test_command_line_writes_heads_an_encoder_loads(tmp_path):
     import json
 
     from conftest import make_model, make_tokenizer
     from fit_coarse_head import main
-    from test_beir_eval import write_dataset
+    from test_beir_eval import N_QUERIES, write_dataset
 
     from adaptive_retrieval import Encoder
     from adaptive_retrieval.models import HEADS_FILE
 
     data = write_dataset(tmp_path / "data")
+    folder = data / "beir" / "tiny"
+    with open(folder / "qrels" / "train.tsv", "w") as fh:  # the test queries double as train queries here
+        fh.write("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{3 * i}\t1\n" for i in range(N_QUERIES)))
     make_model("bert", n_layers=4).save_pretrained(tmp_path / "m")
     make_tokenizer().save_pretrained(tmp_path / "m")
     out = main(
@@ -61,12 +102,20 @@ def test_command_line_writes_heads_an_encoder_loads(tmp_path):
             str(data),
             "--cache-dir",
             str(tmp_path / "c"),
+            "--distil-steps",
+            "3",
+            "--distil-dims",
+            "8",
             "--out",
             str(tmp_path / "m"),
         ]
     )
     provenance = json.loads((out / "provenance.json").read_text())
-    assert provenance["layers"] == [1, 2] and "no queries" in provenance["data"]
+    assert provenance["layers"] == [1, 2] and "no test queries, no qrels" in provenance["data"]
+    # 6 train queries, one held out as dev (round(0.1 * 6)); the empty titles are skipped
+    assert "minus the dev split (--dev-fraction 0.1, --seed 42), 5, text only" in provenance["data"]
+    assert "titles" not in provenance["data"]
+    assert provenance["distil"]["dims"] == [8, 32] and "distil_loss_last" in provenance["fit"]["1"]
     assert (out / HEADS_FILE).is_file()
     enc = Encoder.from_pretrained(tmp_path / "m")  # the heads beside the weights are picked up
     assert set(enc.heads) == {1, 2} and enc.heads[1].dtype == torch.float32

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from conftest import make_encoder
 
 from adaptive_retrieval import Retriever
 from adaptive_retrieval import storage as storage_module
-from adaptive_retrieval.index import FineStore
+from adaptive_retrieval.index import FineStore, mapping_of
 
 QUERY = "vitamin bone fracture risk"
 
@@ -35,7 +37,7 @@ def test_round_trip_restores_everything(built, tiny_encoder, tmp_path):
     assert ranking(loaded) == ranking(built)
     assert (loaded.coarse, loaded.fine, loaded.candidates) == (built.coarse, built.fine, 12)
     assert loaded.coarse_index.factory == "HNSW16"
-    assert isinstance(loaded.fine_store.vectors, np.memmap) and loaded.fine_store.dtype == "float16"
+    assert mapping_of(loaded.fine_store.vectors) is not None and loaded.fine_store.dtype == "float16"
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert manifest["model"]["fingerprint"] == tiny_encoder.fingerprint
     assert manifest["coarse"] == [3, 8] and manifest["metric"] == "inner_product" and manifest["count"] == 60
@@ -153,3 +155,34 @@ def test_refuses_to_write_into_a_foreign_directory(built, tmp_path):
     with pytest.raises(ValueError, match="is a file"):
         built.save(tmp_path / "file")
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def _vm_flags(path) -> list[list[str]]:
+    """The kernel's VmFlags of each of this process's mappings of ``path`` (Linux)."""
+    flags, current = [], None
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            if re.match(
+                r"^[0-9a-f]+-[0-9a-f]+ ", line
+            ):  # a mapping's header: range perms offset dev inode path
+                fields = line.split(maxsplit=5)
+                current = fields[5].strip() if len(fields) == 6 else None
+            elif line.startswith("VmFlags:") and current == str(path):
+                flags.append(line.split(":", 1)[1].split())
+    return flags
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc/self/smaps")
+def test_memory_mapped_fine_vectors_are_advised_for_random_reads(tmp_path):
+    vectors = np.random.default_rng(0).standard_normal((3000, 48)).astype(np.float16)
+    np.save(tmp_path / "fine.npy", vectors)
+    store = FineStore.load(tmp_path / "fine.npy")
+    assert mapping_of(store.vectors) is not None and np.array_equal(store.vectors, vectors)
+    flags = _vm_flags((tmp_path / "fine.npy").resolve())
+    assert flags and all("rr" in f for f in flags)  # rr: MADV_RANDOM, no read-ahead on a fault
+    in_ram = FineStore.load(tmp_path / "fine.npy", mmap=False)
+    assert mapping_of(in_ram.vectors) is None
+    queries = np.random.default_rng(1).standard_normal((3, 48)).astype(np.float32)
+    # the exact scan prefetches its blocks of the map; the result equals the in-RAM store's
+    for a, b in zip(store.search_exact(queries, 5, block=700), in_ram.search_exact(queries, 5)):
+        np.testing.assert_array_equal(a, b)

@@ -67,10 +67,20 @@ def _train_qrels(folder: Path) -> dict[str, list[str]]:
     return qrels
 
 
+def _id_order(qid: str) -> tuple[int, int | str]:
+    return (0, int(qid)) if qid.isdigit() else (1, qid)
+
+
+def split_dev(query_ids: Sequence[str], dev_fraction: float, seed: int) -> list[str]:
+    """The query ids held out for model selection: a ``dev_fraction`` sample, deterministic in ``seed``
+    and independent of the order ``query_ids`` come in."""
+    qids = sorted(set(query_ids), key=_id_order)
+    return sorted(random.Random(seed).sample(qids, round(len(qids) * dev_fraction)), key=_id_order)
+
+
 def dev_query_ids(data_dir: Path, dev_fraction: float, seed: int) -> list[str]:
     """The SciFact train queries held out for model selection (deterministic in ``seed``)."""
-    qids = sorted(_train_qrels(_scifact(data_dir)), key=int)
-    return sorted(random.Random(seed).sample(qids, round(len(qids) * dev_fraction)), key=int)
+    return split_dev(list(_train_qrels(_scifact(data_dir))), dev_fraction, seed)
 
 
 def doc_text(doc: dict[str, str]) -> str:

@@ -1,13 +1,25 @@
-"""Fit a linear coarse head on a frozen encoder: the cheapest honest alternative to 2DMSE training.
+"""Fit linear coarse heads on a frozen encoder: the cheapest honest alternative to 2DMSE training, and
+the finishing step on top of it.
 
-    python training/fit_coarse_head.py --base mpnet-base --layers 2 4 6 8 --out adaptive_retrieval/trained/mpnet-base-heads
+    python training/fit_coarse_head.py --base mpnet-base --layers 2 4 6 8 --out runs/mpnet-heads
 
-The head maps the coarse layer's pooled state to the fine view's coordinates on the fine view's own
-singular vectors (ordered by singular value), so that cutting the head's output to its first d dims keeps
-the best rank-d approximation of the fine view's inner products. It is fitted by ridge regression in
-closed form on unlabeled text: the SciFact corpus (5,183 abstracts; no queries, no qrels), i.e.
-unsupervised adaptation on the corpus text. Nothing is selected on test data: the ridge strength is a
-fixed fraction of the mean feature energy.
+A head maps a coarse layer's pooled state to the fine view's coordinates, so that the coarse view
+``(layer, d)`` (the head's output cut to d dims) ranks documents as the fine view does. Two stages:
+
+1. **Ridge** (closed form): regress the fine view's coordinates on its own singular vectors (largest
+   first) from the coarse layer's state. Cutting to d dims then keeps the best rank-d approximation of
+   the fine view's inner products, to the extent a linear map of the coarse state can predict them.
+2. **Ranking distillation** (``--distil-steps``, default 500): starting from the ridge head, minimise the
+   KL divergence between the fine view's similarity distribution over the corpus and the coarse view's,
+   for query-like texts, at every width in ``--distil-dims`` and at full width (Matryoshka-style, so the
+   head stays usable at any cut). Regression spends its capacity on every coordinate alike; this spends
+   it on what the funnel needs: the fine view's top neighbours landing in the coarse shortlist.
+
+Texts (``--text``): ``corpus`` (the dataset's documents: the ridge's data and the distillation's
+candidates), ``titles`` (the corpus titles: query-like text), ``train-queries`` (the dataset's train
+queries, minus the dev split that ``training/train.py`` holds out with the same ``--dev-fraction`` and
+``--seed``). Test queries and test qrels are never read. Fitting on the corpus text is unsupervised
+adaptation; provenance says which texts a head saw.
 
 Writes ``coarse_heads.safetensors`` (one ``(hidden, hidden)`` head per layer, stored as float16: the
 values stored are the values used) and ``provenance.json`` (the command, data, base model hash, fit
@@ -28,27 +40,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
 
+import torch.nn.functional as F
 from beir_eval import load_beir
 from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
+from data import split_dev
+from tqdm.auto import tqdm
 
 from adaptive_retrieval import Encoder
 from adaptive_retrieval.models import HEADS_FILE, save_heads
+
+TEXTS = ("corpus", "titles", "train-queries")
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def fit_head(
-    coarse: np.ndarray, fine: np.ndarray, ridge: float = 1e-2
+    coarse: np.ndarray, fine: np.ndarray, ridge: float = 1e-2, basis_rows: int | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Ridge regression ``coarse @ W ~ fine @ V`` (``V``: fine's right singular vectors, by singular value).
 
     ``coarse`` and ``fine`` are ``(n, hidden)`` normalised views of the same texts. ``ridge`` is the
-    regularisation as a fraction of the mean diagonal of ``coarse.T @ coarse``. Returns the head
-    ``W @ ...`` of shape ``(hidden, hidden)`` and fit statistics.
+    regularisation as a fraction of the mean diagonal of ``coarse.T @ coarse``. ``V`` comes from the
+    first ``basis_rows`` rows of ``fine`` (default all: e.g. the corpus alone, whose inner products
+    the funnel approximates). Returns the head ``W`` of shape ``(hidden, hidden)`` and fit statistics.
     """
     x = torch.from_numpy(np.asarray(coarse, dtype=np.float64))
     f = torch.from_numpy(np.asarray(fine, dtype=np.float64))
-    _, s, vh = torch.linalg.svd(f, full_matrices=False)
+    _, s, vh = torch.linalg.svd(f[:basis_rows], full_matrices=False)
     target = f @ vh.T  # coordinates on the singular vectors, largest first
     gram = x.T @ x
     lam = ridge * float(torch.diagonal(gram).mean())
@@ -63,16 +81,91 @@ def fit_head(
     return w.float(), stats
 
 
+def distil_head(
+    head: torch.Tensor,
+    anchors: tuple[torch.Tensor, torch.Tensor],
+    docs: tuple[torch.Tensor, torch.Tensor],
+    *,
+    dims: list[int],
+    steps: int,
+    temperature: float = 0.05,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+    desc: str = "distil",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Refine ``head`` so that coarse views rank ``docs`` as the fine view does, for ``anchors``.
+
+    ``anchors`` and ``docs`` are ``(coarse, fine)`` pairs of ``(n, hidden)`` normalised views. Each step
+    draws ``batch_size`` anchors and minimises, summed over ``dims`` (each a cut of the head's output),
+    ``KL(softmax(fine_a @ fine_docs.T / t) || softmax(coarse_a @ coarse_docs.T / t))`` with both coarse
+    sides through the head, cut and re-normalised, exactly as :func:`adaptive_retrieval.views.view_vector`
+    makes them. Adam, fixed ``lr``, deterministic in ``seed``. Returns the head and the first and last
+    step's loss.
+    """
+    anchor_c, anchor_f = anchors
+    doc_c, doc_f = docs
+    w = head.detach().clone().float().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    bar = tqdm(range(steps), desc=desc, leave=False)
+    for _ in bar:
+        rows = torch.randint(len(anchor_c), (min(batch_size, len(anchor_c)),), generator=g)
+        target = F.softmax(anchor_f[rows] @ doc_f.T / temperature, dim=-1)
+        doc_proj, anchor_proj = doc_c @ w, anchor_c[rows] @ w
+        loss = torch.zeros(())
+        for d in dims:
+            logits = F.normalize(anchor_proj[:, :d], dim=-1) @ F.normalize(doc_proj[:, :d], dim=-1).T
+            loss = loss + F.kl_div(F.log_softmax(logits / temperature, dim=-1), target, reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return w.detach(), {"distil_loss_first": losses[0], "distil_loss_last": losses[-1]} if losses else {}
+
+
+def query_like_texts(args: argparse.Namespace, corpus: dict) -> dict[str, list[str]]:
+    """The anchors of the distillation, by kind: corpus titles, and train queries minus the dev split."""
+    texts: dict[str, list[str]] = {}
+    if "titles" in args.text:
+        texts["titles"] = [d["title"] for d in corpus.values() if d.get("title")]
+    if "train-queries" in args.text:
+        _, queries, qrels = load_beir(args.data_dir, args.dataset, "train")
+        dev = set(split_dev(list(qrels), args.dev_fraction, args.seed))
+        texts["train-queries"] = [queries[q] for q in sorted(qrels) if q not in dev and q in queries]
+    return {k: v for k, v in texts.items() if v}
+
+
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="mpnet-base")
     ap.add_argument("--layers", type=int, nargs="+", default=[4], help="coarse layers to fit a head for")
     ap.add_argument("--ridge", type=float, default=1e-2)
-    ap.add_argument("--dataset", default="scifact", help="BEIR corpus whose text the head is fitted on")
+    ap.add_argument("--dataset", default="scifact", help="BEIR dataset whose texts the heads are fitted on")
+    ap.add_argument(
+        "--text", nargs="+", choices=TEXTS, default=list(TEXTS), help="which texts to fit on (see above)"
+    )
+    ap.add_argument("--dev-fraction", type=float, default=0.1, help="train queries held out (as train.py)")
+    ap.add_argument("--seed", type=int, default=42, help="the dev split's seed (as train.py) and the draws'")
+    ap.add_argument(
+        "--distil-steps", type=int, default=500, help="ranking distillation steps (0: ridge only)"
+    )
+    ap.add_argument("--distil-dims", type=int, nargs="+", default=[32, 64, 128, 256])
+    ap.add_argument("--temperature", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if "corpus" not in args.text:
+        ap.error("--text must include corpus: the documents are what the coarse view ranks")
+    if args.distil_steps < 0 or args.temperature <= 0 or args.lr <= 0 or args.batch_size < 1:
+        ap.error("--distil-steps must be >= 0; --temperature, --lr and --batch-size must be positive")
+    if not 0 <= args.dev_fraction < 1:
+        ap.error(f"--dev-fraction must be in [0, 1), got {args.dev_fraction}")
 
     t0 = time.time()
     encoder = Encoder.from_pretrained(args.base)
@@ -80,14 +173,58 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"{args.base} already has coarse heads; fit on the plain base model")
     for layer in args.layers:
         encoder.check_view((layer, encoder.hidden_size), name="--layers")
+    bad = [d for d in args.distil_dims if not 1 <= d <= encoder.hidden_size]
+    if bad:
+        ap.error(f"--distil-dims must be in 1..{encoder.hidden_size}, got {bad}")
     corpus, _, _ = load_beir(args.data_dir, args.dataset, "test")  # only the corpus is read
     _, layers = encode_beir_corpus(encoder, corpus, args.cache_dir)
+    extra = query_like_texts(args, corpus)
+    if args.distil_steps and not extra:
+        ap.error("--distil-steps needs query-like texts: add titles or train-queries to --text (or pass 0)")
+    wanted = sorted({*args.layers, encoder.n_layers})
+    encoded = {  # kind -> {layer: (n, hidden)} full-width views of the query-like texts
+        kind: {
+            v.layer: m for v, m in encoder.encode(texts, [(x, encoder.hidden_size) for x in wanted]).items()
+        }
+        for kind, texts in extra.items()
+    }
+
+    def stack(layer: int) -> torch.Tensor:
+        parts = [np.asarray(layers[layer - 1])] + [encoded[k][layer] for k in encoded]
+        return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+
+    n_docs = len(corpus)
+    fine = stack(encoder.n_layers)
+    dims = sorted({*args.distil_dims, encoder.hidden_size})
     heads, stats = {}, {}
     for layer in args.layers:
-        head, stats[layer] = fit_head(layers[layer - 1], layers[-1], args.ridge)
+        coarse = stack(layer)
+        head, stats[layer] = fit_head(coarse.numpy(), fine.numpy(), args.ridge, basis_rows=n_docs)
+        if args.distil_steps:
+            head, more = distil_head(
+                head,
+                (coarse[n_docs:], fine[n_docs:]),
+                (coarse[:n_docs], fine[:n_docs]),
+                dims=dims,
+                steps=args.distil_steps,
+                temperature=args.temperature,
+                lr=args.lr,
+                batch_size=args.batch_size,
+                seed=args.seed + layer,
+                desc=f"layer {layer}",
+            )
+            stats[layer].update(more)
         heads[layer] = head.half()
     args.out.mkdir(parents=True, exist_ok=True)
     save_heads(args.out / HEADS_FILE, heads, metadata={"base_fingerprint": encoder.weights_fingerprint})
+    data = [f"BEIR {args.dataset} corpus text, {n_docs} documents (title + text)"]
+    if "titles" in extra:
+        data.append(f"its titles, {len(extra['titles'])}")
+    if "train-queries" in extra:
+        data.append(
+            f"its train queries minus the dev split (--dev-fraction {args.dev_fraction}, --seed {args.seed}), "
+            f"{len(extra['train-queries'])}, text only (no qrels)"
+        )
     provenance = {
         "command": "python training/fit_coarse_head.py "
         + shlex.join(argv if argv is not None else sys.argv[1:]),
@@ -96,10 +233,18 @@ def main(argv: list[str] | None = None) -> Path:
         "layers": args.layers,
         "head_shape": [encoder.hidden_size, encoder.hidden_size],
         "dtype": "float16",
-        "target": f"layer {encoder.n_layers} full view, on its singular vectors (largest first)",
-        "data": f"BEIR {args.dataset} corpus text, {len(corpus)} documents (title + text); no queries, no qrels",
+        "target": f"layer {encoder.n_layers} full view: ridge on its singular vectors (largest first)"
+        + (f", then ranking distillation at dims {dims}" if args.distil_steps else ""),
+        "data": "; ".join(data) + "; no test queries, no qrels",
         "ridge": args.ridge,
-        "seed": None,
+        "distil": {
+            "steps": args.distil_steps,
+            "dims": dims,
+            "temperature": args.temperature,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+        },
+        "seed": args.seed,
         "fit": stats,
         "seconds": round(time.time() - t0, 1),
     }
