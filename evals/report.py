@@ -63,6 +63,20 @@ def model_info(encoder: Any) -> dict[str, Any]:
     }
 
 
+def process_memory() -> dict[str, int]:
+    """This process's memory from ``/proc/self/status``, in bytes: ``rss_anon`` (its own heap: indexes,
+    arrays), ``rss_file`` (pages of memory-mapped files: page cache the kernel can drop and re-read) and
+    ``rss_peak`` (the peak of their sum). Empty where there is no such file."""
+    fields = {"RssAnon": "rss_anon", "RssFile": "rss_file", "VmHWM": "rss_peak"}
+    try:
+        with open("/proc/self/status") as fh:
+            return {
+                fields[k]: int(v.split()[0]) * 1024 for k, v in (x.split(":", 1) for x in fh) if k in fields
+            }
+    except OSError:
+        return {}
+
+
 def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
     ms = np.asarray(seconds, dtype=np.float64) * 1000
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
