@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> Path:
     }
     provenance["scifact_test"] = {
         "results": str(args.results),
-        "note": "SciFact test queries and qrels were not used in training or selection; the corpus text was "
-        "(title -> abstract pairs, and the heads' fit): unsupervised adaptation",
+        "note": "SciFact test queries and qrels were not used in training, fitting or selection. What was: "
+        "the training data listed under 'training' (its dev split held out), and the heads' data listed under "
+        "'heads'; where that includes the corpus text (title -> abstract pairs, the heads' fit), it is "
+        "unsupervised adaptation on the corpus these numbers are measured on",
         "rows": key_numbers(args.results),
     }
     (args.out / "provenance.json").write_text(json.dumps(provenance, indent=2))
