@@ -131,7 +131,10 @@ def query_like_texts(args: argparse.Namespace, corpus: dict) -> dict[str, list[s
     texts: dict[str, list[str]] = {}
     if "titles" in args.text:
         texts["titles"] = [d["title"] for d in corpus.values() if d.get("title")]
-    if "train-queries" in args.text:
+    train_qrels = Path(args.data_dir) / "beir" / args.dataset / "qrels" / "train.tsv"
+    if "train-queries" in args.text and not train_qrels.is_file():
+        print(f"no train split ({train_qrels} is missing): fitting without train queries", file=sys.stderr)
+    elif "train-queries" in args.text:
         _, queries, qrels = load_beir(args.data_dir, args.dataset, "train")
         dev = set(split_dev(list(qrels), args.dev_fraction, args.seed))
         texts["train-queries"] = [queries[q] for q in sorted(qrels) if q not in dev and q in queries]
