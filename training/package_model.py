@@ -1,10 +1,12 @@
-"""Package a trained LoRA adapter (and optional coarse heads) as a small artifact with its provenance.
+"""Package a trained LoRA adapter and/or coarse heads as a small artifact with its provenance.
 
     python training/package_model.py --run runs/mpnet-2dmse-lora --heads runs/mpnet-2dmse-heads \
         --results results/scifact-2dmse-heads/results.json --out adaptive_retrieval/trained/mpnet-base-2dmse
+    python training/package_model.py --heads runs/mpnet-base-heads-distil \
+        --results results/scifact-heads-distil/results.json --out adaptive_retrieval/trained/mpnet-base-heads
 
 Copies ``adapter_config.json`` and ``adapter_model.safetensors`` from ``RUN/adapter`` (and
-``coarse_heads.safetensors`` from ``--heads``) into ``--out``, and writes ``provenance.json`` beside them:
+``coarse_heads.safetensors`` from ``--heads``; either may be left out, not both) into ``--out``, and writes ``provenance.json`` beside them:
 the commands that reproduce every file, the training metadata (base model hash, objective, data with the
 held-out dev query ids, steps, seed, git commit, machine, wall time), each file's size and sha256, and
 the SciFact test numbers the packaged model scored (from ``--results``, an ``evals/beir_eval.py`` output).
@@ -72,32 +74,40 @@ def sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, required=True, help="a training/train.py --lora output folder")
+    ap.add_argument("--run", type=Path, help="a training/train.py --lora output folder")
     ap.add_argument("--heads", type=Path, help="a training/fit_coarse_head.py output folder")
     ap.add_argument(
         "--results", type=Path, required=True, help="evals/beir_eval.py results.json of this model"
     )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    adapter = args.run / "adapter"
-    missing = [str(adapter / f) for f in ADAPTER_FILES if not (adapter / f).is_file()]
-    if missing:
-        raise SystemExit(
-            f"{args.run} holds no LoRA adapter (missing {', '.join(missing)}); train with --lora"
-        )
+    if args.run is None and args.heads is None:
+        ap.error("give --run (a LoRA adapter), --heads (coarse heads), or both")
+    if args.heads and not (args.heads / HEADS_FILE).is_file():
+        raise SystemExit(f"{args.heads} holds no {HEADS_FILE}; fit it with training/fit_coarse_head.py")
+    if args.run:
+        adapter = args.run / "adapter"
+        missing = [str(adapter / f) for f in ADAPTER_FILES if not (adapter / f).is_file()]
+        if missing:
+            raise SystemExit(
+                f"{args.run} holds no LoRA adapter (missing {', '.join(missing)}); train with --lora"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
-    files = [shutil.copy2(adapter / f, args.out / f) for f in ADAPTER_FILES]
-    provenance: dict = {
-        "commands": [train_command(args.run)],
-        "training": json.loads((args.run / "model" / "adaptive_retrieval_training.json").read_text()),
-    }
+    files, provenance = [], {"commands": []}
+    if args.run:
+        files += [shutil.copy2(args.run / "adapter" / f, args.out / f) for f in ADAPTER_FILES]
+        provenance["commands"].append(train_command(args.run))
+        provenance["training"] = json.loads(
+            (args.run / "model" / "adaptive_retrieval_training.json").read_text()
+        )
     if args.heads:
         files.append(shutil.copy2(args.heads / HEADS_FILE, args.out / HEADS_FILE))
         heads = json.loads((args.heads / "provenance.json").read_text())
         provenance["commands"].append(heads["command"])
         provenance["heads"] = heads
     provenance["commands"].append(
-        f"python training/package_model.py --run {args.run}"
+        "python training/package_model.py"
+        + (f" --run {args.run}" if args.run else "")
         + (f" --heads {args.heads}" if args.heads else "")
         + f" --results {args.results} --out {args.out}"
     )
@@ -107,8 +117,8 @@ def main(argv: list[str] | None = None) -> Path:
     provenance["scifact_test"] = {
         "results": str(args.results),
         "note": "SciFact test queries and qrels were not used in training, fitting or selection. What was: "
-        "the training data listed under 'training' (its dev split held out), and the heads' data listed under "
-        "'heads'; where that includes the corpus text (title -> abstract pairs, the heads' fit), it is "
+        "the data listed under 'training' (its dev split held out) and under 'heads', whichever this package "
+        "has; where that includes the corpus text (title -> abstract pairs, the heads' fit), it is "
         "unsupervised adaptation on the corpus these numbers are measured on",
         "rows": key_numbers(args.results),
     }
