@@ -177,6 +177,8 @@ def test_peer_objective_trains_the_same_model_object(setup, tmp_path):
     )
     meta = json.loads((target / "adaptive_retrieval_training.json").read_text())
     assert meta["objective"] == "st-matryoshka2d" and "sentence-transformers" in meta["objective_impl"]
+    # the metadata records the peer's own loss settings (its KL temperature), not our objective's
+    assert sorted(meta["loss"]["matryoshka_dims"]) == [8, 16, 32] and meta["loss"]["kl_temperature"] == 0.3
     trained, base = Encoder.from_pretrained(target), Encoder.from_pretrained(model_dir)
     texts = random_texts(3, seed=9)
     moved = np.abs(trained.encode(texts, [(4, 32)])[(4, 32)] - base.encode(texts, [(4, 32)])[(4, 32)]).max()

@@ -159,6 +159,15 @@ def make_peer(args: argparse.Namespace, encoder: Encoder, sets: list[PairSet]):
         value = loss(features, torch.zeros(len(texts_a)))
         return value, {"st_matryoshka2d": float(value.detach())}
 
+    # what the peer's loss was configured with, for the run's metadata (not our objective's settings)
+    step.config = {  # type: ignore[attr-defined]
+        k: list(v)
+        if isinstance(v, tuple)
+        else v
+        if isinstance(v, (bool, int, float, str, list, type(None)))
+        else str(v)
+        for k, v in loss.get_config_dict().items()
+    }
     return step
 
 
@@ -345,7 +354,9 @@ def main(argv: list[str] | None = None) -> Path:
         "objective_impl": "sentence-transformers Matryoshka2dLoss(MultipleNegativesRankingLoss)"
         if peer
         else "adaptive_retrieval.losses.TwoDMatryoshkaLoss",
-        "loss": {
+        "loss": peer.config  # type: ignore[attr-defined]
+        if peer
+        else {
             "dims": list(loss_fn.dims),
             "layers": list(loss_fn.layers),
             "kl_weight": args.kl_weight,
