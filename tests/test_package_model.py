@@ -54,31 +54,11 @@ def test_rebuilt_command_parses_to_the_same_arguments(tmp_path):
     assert vars(train.parse_args(shlex.split(command)[2:])) == vars(train.parse_args(argv))
 
 
-ROWS = [
-    {
-        "kind": "exact",
-        "coarse": None,
-        "fine": [4, 64],
-        "candidates": None,
-        "ndcg@10": 0.5,
-        "recall@100": 0.9,
-    },
-    {
-        "kind": "funnel",
-        "coarse": [4, 64],
-        "fine": [12, 768],
-        "candidates": 100,
-        "ndcg@10": 0.6,
-        "recall@100": 0.7,
-    },
-    {
-        "kind": "funnel",
-        "coarse": [4, 64],
-        "fine": [12, 768],
-        "candidates": 500,
-        "ndcg@10": 0.7,
-        "recall@100": 0.8,
-    },
+KEYS = ("kind", "coarse", "fine", "candidates", "ndcg@10", "recall@100")
+ROWS = [  # an eval's rows: one exact view, the @100 funnel, and an @500 funnel that must not be picked
+    dict(zip(KEYS, ("exact", None, [4, 64], None, 0.5, 0.9))),
+    dict(zip(KEYS, ("funnel", [4, 64], [12, 768], 100, 0.6, 0.7))),
+    dict(zip(KEYS, ("funnel", [4, 64], [12, 768], 500, 0.7, 0.8))),
 ]
 
 

@@ -5,8 +5,9 @@
     python training/package_model.py --heads runs/mpnet-base-heads-distil \
         --results results/scifact-heads-distil/results.json --out adaptive_retrieval/trained/mpnet-base-heads
 
-Copies ``adapter_config.json`` and ``adapter_model.safetensors`` from ``RUN/adapter`` (and
-``coarse_heads.safetensors`` from ``--heads``; either may be left out, not both) into ``--out``, and writes ``provenance.json`` beside them:
+Copies ``adapter_config.json`` and ``adapter_model.safetensors`` from ``RUN/adapter`` and
+``coarse_heads.safetensors`` from ``--heads`` (either may be left out, not both) into ``--out``, and
+writes ``provenance.json`` beside them:
 the commands that reproduce every file, the training metadata (base model hash, objective, data with the
 held-out dev query ids, steps, seed, git commit, machine, wall time), each file's size and sha256, and
 the SciFact test numbers the packaged model scored (from ``--results``, an ``evals/beir_eval.py`` output).

@@ -160,14 +160,7 @@ def make_peer(args: argparse.Namespace, encoder: Encoder, sets: list[PairSet]):
         return value, {"st_matryoshka2d": float(value.detach())}
 
     # what the peer's loss was configured with, for the run's metadata (not our objective's settings)
-    step.config = {  # type: ignore[attr-defined]
-        k: list(v)
-        if isinstance(v, tuple)
-        else v
-        if isinstance(v, (bool, int, float, str, list, type(None)))
-        else str(v)
-        for k, v in loss.get_config_dict().items()
-    }
+    step.config = json.loads(json.dumps(loss.get_config_dict(), default=str))  # type: ignore[attr-defined]
     return step
 
 
