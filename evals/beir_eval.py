@@ -33,6 +33,10 @@ from costs import mean_encoder_flops, search_flops
 from report import markdown_table, model_info, pareto_front, percentiles_ms, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View
+from adaptive_retrieval.models import NAMED_MODELS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from data import split_dev  # the one definition of the dev split, shared with training
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CANDIDATES = (20, 50, 100, 200, 500)
@@ -56,6 +60,49 @@ def load_beir(data_dir: Path, dataset: str, split: str) -> tuple[dict, dict, dic
             "--data-dir pointing at the folder that holds beir/<dataset>/. Nothing is downloaded."
         )
     return GenericDataLoader(data_folder=str(folder)).load(split=split)
+
+
+def load_split(
+    data_dir: Path, dataset: str, split: str, *, dev_fraction: float = 0.1, dev_seed: int = 42
+) -> tuple[dict, dict, dict]:
+    """:func:`load_beir`, plus ``split="dev"`` for datasets without a ``qrels/dev.tsv``: the train queries
+    that ``training/train.py`` and ``training/fit_coarse_head.py`` hold out for model selection with the
+    same ``--dev-fraction`` and ``--seed`` (their defaults are these). Models are chosen on it; test
+    queries stay for the numbers reported."""
+    if split != "dev" or (Path(data_dir) / "beir" / dataset / "qrels" / "dev.tsv").is_file():
+        return load_beir(data_dir, dataset, split)
+    if not 0 < dev_fraction < 1:
+        raise SystemExit(f"--dev-fraction must be in (0, 1), got {dev_fraction}")
+    corpus, queries, qrels = load_beir(data_dir, dataset, "train")
+    positive = [q for q, docs in qrels.items() if any(s > 0 for s in docs.values())]
+    dev = split_dev(positive, dev_fraction, dev_seed)
+    return corpus, {q: queries[q] for q in dev if q in queries}, {q: qrels[q] for q in dev}
+
+
+def held_out_ids(model: str) -> list[str] | None:
+    """The dev query ids a trained model's training recorded as held out (``None``: no such record, e.g.
+    an untrained base model)."""
+    named = NAMED_MODELS.get(model)
+    if named is not None:
+        record = named.adapter / "provenance.json" if named.adapter else None
+        metadata = json.loads(record.read_text()).get("training", {}) if record and record.is_file() else {}
+    else:
+        record = Path(model) / "adaptive_retrieval_training.json"
+        metadata = json.loads(record.read_text()) if record.is_file() else {}
+    ids = [q for d in metadata.get("data", []) for q in d.get("scifact_dev_query_ids", [])]
+    return ids or None
+
+
+def check_dev_split(models: Sequence[str], dev_ids: Sequence[str]) -> None:
+    """Refuse to score a trained model on a dev split other than the one its training held out: some of
+    those queries would be its training data."""
+    for model in models:
+        held = held_out_ids(model)
+        if held is not None and set(held) != set(dev_ids):
+            raise SystemExit(
+                f"{model} was trained holding out {len(held)} dev queries, not these {len(dev_ids)}: it has "
+                "seen some of them. Pass the --dev-fraction and --dev-seed it was trained with (its --seed)."
+            )
 
 
 # ------------------------------------------------------------------------------------------- grid
@@ -314,7 +361,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="scifact")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder holding beir/<dataset>/")
-    ap.add_argument("--split", default="test")
+    ap.add_argument(
+        "--split", default="test", help="test, or dev: the train queries training holds out (see below)"
+    )
+    ap.add_argument(
+        "--dev-fraction", type=float, default=0.1, help="--split dev: as train.py's --dev-fraction"
+    )
+    ap.add_argument("--dev-seed", type=int, default=42, help="--split dev: as train.py's --seed")
     ap.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="one or more models, side by side")
     ap.add_argument("--grid", choices=("quick", "full"), default="quick")
     ap.add_argument("--candidates", type=int, nargs="+", default=list(CANDIDATES))
@@ -343,7 +396,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         print(f"wrote {out / 'pareto.png'}")
         return rows
 
-    corpus, queries, qrels = load_beir(args.data_dir, args.dataset, args.split)
+    corpus, queries, qrels = load_split(
+        args.data_dir, args.dataset, args.split, dev_fraction=args.dev_fraction, dev_seed=args.dev_seed
+    )
+    if args.split == "dev":
+        check_dev_split(args.model, list(qrels))
     if args.max_queries:
         queries = dict(list(queries.items())[: args.max_queries])
         qrels = {q: qrels[q] for q in queries if q in qrels}
@@ -372,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     run_settings = settings(
         dataset=args.dataset,
         split=args.split,
+        **({"dev_fraction": args.dev_fraction, "dev_seed": args.dev_seed} if args.split == "dev" else {}),
         n_docs=len(corpus),
         n_queries=len(queries),
         grid=args.grid,

@@ -15,7 +15,7 @@ from adaptive_retrieval import Encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
-from data import dev_query_ids, scifact_train, write_dev_split
+from data import dev_query_ids, scifact_train
 from train import main, schedule
 
 
@@ -123,7 +123,7 @@ def test_schedule_is_deterministic_and_mixes_recipes(setup):
     assert a == b and {r for r, _ in a} == {0, 1} and all(len(rows) == 3 for _, rows in a)
 
 
-def test_dev_split_is_held_out_and_written_for_beir(setup, tmp_path):
+def test_dev_split_is_held_out_and_scored_by_beir_eval(setup, tmp_path):
     root, _ = setup
     dev = dev_query_ids(root / "data", 0.2, seed=0)
     assert len(dev) == 2
@@ -134,10 +134,24 @@ def test_dev_split_is_held_out_and_written_for_beir(setup, tmp_path):
     }
     assert not {corpus_q[q] for q in dev} & train_queries
     assert corpus_q["999"] not in train_queries
-    from beir_eval import load_beir
+    from beir_eval import load_split
 
-    _, queries, qrels = load_beir(write_dev_split(root / "data", tmp_path, dev), "scifact", "dev")
+    _, queries, qrels = load_split(root / "data", "scifact", "dev", dev_fraction=0.2, dev_seed=0)
     assert sorted(queries) == sorted(dev) and sorted(qrels) == sorted(dev)
+
+
+def test_beir_eval_refuses_a_dev_split_the_model_trained_on(setup, tmp_path):
+    from beir_eval import check_dev_split, held_out_ids
+
+    trained = run(setup, tmp_path / "run")  # --seed 42, --dev-fraction 0.1: one of the 10 queries held out
+    held = held_out_ids(str(trained))
+    assert held == dev_query_ids(setup[0] / "data", 0.1, seed=42)
+    check_dev_split([str(trained)], held)  # its own dev split: fine
+    other = dev_query_ids(setup[0] / "data", 0.1, seed=7)
+    assert other != held
+    with pytest.raises(SystemExit, match="has seen some of them"):
+        check_dev_split([str(trained)], other)
+    check_dev_split([str(setup[1])], other)  # an untrained base has no dev split to clash with
 
 
 def test_peer_objective_trains_the_same_model_object(setup, tmp_path):

@@ -8,15 +8,14 @@
 | `sick`           | SICK train sentence pairs, relatedness 1..5        | scored   |
 
 SciFact's test queries and test qrels are never read here. ``scifact-train`` holds out a dev split of
-its queries (``dev_fraction``, chosen by ``seed``) for model selection; :func:`write_dev_split` writes
-it in BEIR layout so ``evals/beir_eval.py --split dev`` can score checkpoints on it.
+its queries (``dev_fraction``, chosen by ``seed``) for model selection; ``evals/beir_eval.py --split dev``
+scores models on the same queries (:func:`split_dev` is the one definition of the split).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -165,22 +164,3 @@ def load_recipes(
         else:
             sets.append(RECIPES[name](data_dir))
     return sets
-
-
-def write_dev_split(data_dir: Path, out: Path, dev_ids: Sequence[str]) -> Path:
-    """Write SciFact with only the dev queries, as ``out/beir/scifact`` with ``qrels/dev.tsv``."""
-    src, dst = _scifact(data_dir), Path(out) / "beir" / "scifact"
-    (dst / "qrels").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / "corpus.jsonl", dst / "corpus.jsonl")
-    wanted = set(dev_ids)
-    with open(src / "queries.jsonl") as fh, open(dst / "queries.jsonl", "w") as out_fh:
-        for line in fh:
-            if json.loads(line)["_id"] in wanted:
-                out_fh.write(line)
-    qrels = _train_qrels(src)
-    with open(dst / "qrels" / "dev.tsv", "w") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for qid in dev_ids:
-            for did in qrels[qid]:
-                fh.write(f"{qid}\t{did}\t1\n")
-    return Path(out)
