@@ -73,6 +73,11 @@ def load_split(
         return load_beir(data_dir, dataset, split)
     if not 0 < dev_fraction < 1:
         raise SystemExit(f"--dev-fraction must be in (0, 1), got {dev_fraction}")
+    if not (Path(data_dir) / "beir" / dataset / "qrels" / "train.tsv").is_file():
+        raise SystemExit(
+            f"--split dev is carved from {dataset}'s train queries, but it has no qrels/train.tsv (nor a "
+            "qrels/dev.tsv) in --data-dir: choose a split it has"
+        )
     corpus, queries, qrels = load_beir(data_dir, dataset, "train")
     positive = [q for q, docs in qrels.items() if any(s > 0 for s in docs.values())]
     dev = split_dev(positive, dev_fraction, dev_seed)

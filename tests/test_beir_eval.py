@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from beir_eval import evaluate_model, grid_views, load_beir, main, run_config
+from beir_eval import evaluate_model, grid_views, load_beir, load_split, main, run_config
 from conftest import make_encoder, make_model, make_tokenizer, random_texts
 from corpus_cache import encode_all_layers, view_matrix
 
@@ -112,6 +112,14 @@ def test_grids():
 def test_missing_dataset_says_where_to_put_it(tmp_path):
     with pytest.raises(SystemExit, match=r"(?s)dataset 'nfcorpus' .* is not in .*beir/nfcorpus.*--data-dir"):
         load_beir(tmp_path, "nfcorpus", "test")
+
+
+def test_dev_split_needs_train_queries(tmp_path):
+    data = write_dataset(tmp_path / "data")  # test qrels only
+    with pytest.raises(SystemExit, match="carved from tiny's train queries"):
+        load_split(data, "tiny", "dev")
+    with pytest.raises(SystemExit, match="--dev-fraction must be in"):
+        load_split(data, "tiny", "dev", dev_fraction=1.0)
 
 
 def test_command_line_end_to_end(tmp_path):
