@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from adaptive_retrieval import Encoder, View
 from adaptive_retrieval.corpus import DocId
@@ -28,6 +30,7 @@ DEFAULT_CACHE_DIR = (
     Path(os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval"))
     / "eval-encodings"
 )
+DEFAULT_PART_SIZE = 256  # documents per saved part of an encoding in progress (mpnet-base here: ~2 min)
 
 
 def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
@@ -61,35 +64,88 @@ def encode_all_layers(
     cache_dir: Path | None = DEFAULT_CACHE_DIR,
     *,
     batch_size: int | None = None,
+    part_size: int = DEFAULT_PART_SIZE,
 ) -> np.ndarray:
     """``(n_layers, n_docs, hidden)`` float32: every layer's full-width view of every document.
 
     Read from ``cache_dir`` when a cache with the same key exists; otherwise encoded (one forward pass
     per batch, progress bar) and written atomically. ``cache_dir=None`` disables caching.
+
+    An encoding in progress is saved ``part_size`` documents at a time beside the cache (a
+    ``<key>.parts/`` folder, removed once the whole cache is written), so an interrupted run (a
+    killed job, a session that ends) resumes at its last whole part instead of starting over.
     """
+    if isinstance(part_size, bool) or not isinstance(part_size, int) or part_size < 1:
+        raise ValueError(f"part_size must be a positive int, got {part_size!r}")
     key = cache_key(encoder, ids, texts)
     shape = (encoder.n_layers, len(ids), encoder.hidden_size)
-    path = meta_path = None
-    if cache_dir is not None:
-        path, meta_path = cache_paths(cache_dir, key)
-        if path.is_file() and meta_path.is_file():
-            try:
-                meta = json.loads(meta_path.read_text())
-                cached = np.load(path, mmap_mode="r")
-                if meta.get("key") == key and cached.shape == shape and cached.dtype == np.float32:
-                    return cached
-            except (ValueError, OSError):
-                pass  # damaged: encode again
     views = [View(layer, encoder.hidden_size) for layer in range(1, encoder.n_layers + 1)]
-    vectors = encoder.encode(list(texts), views, batch_size=batch_size, show_progress=True)
-    stacked = np.stack([vectors[v] for v in views])
-    if path is not None and meta_path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp-{os.getpid()}.npy")
-        np.save(tmp, stacked, allow_pickle=False)
-        os.replace(tmp, path)
-        meta_path.write_text(json.dumps({"key": key, "encoded_with": encoder.name}, sort_keys=True))
+    if cache_dir is None:
+        vectors = encoder.encode(list(texts), views, batch_size=batch_size, show_progress=True)
+        return np.stack([vectors[v] for v in views])
+    path, meta_path = cache_paths(cache_dir, key)
+    if path.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            cached = np.load(path, mmap_mode="r")
+            if meta.get("key") == key and cached.shape == shape and cached.dtype == np.float32:
+                return cached
+        except (ValueError, OSError):
+            pass  # damaged: encode again
+    parts = path.with_suffix(".parts")
+    stacked = _encode_in_parts(encoder, list(texts), views, parts, key, part_size, batch_size)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}.npy")
+    np.save(tmp, stacked, allow_pickle=False)
+    os.replace(tmp, path)
+    meta_path.write_text(json.dumps({"key": key, "encoded_with": encoder.name}, sort_keys=True))
+    shutil.rmtree(parts, ignore_errors=True)
     return stacked
+
+
+def _encode_in_parts(
+    encoder: Encoder,
+    texts: list[str],
+    views: list[View],
+    parts: Path,
+    key: dict[str, str | int],
+    part_size: int,
+    batch_size: int | None,
+) -> np.ndarray:
+    """Encode ``texts`` part by part into ``parts/`` (each part written atomically), reusing the parts
+    a previous run of the same key and part size left there; returns all parts stacked."""
+    parts.mkdir(parents=True, exist_ok=True)
+    stamp = {"key": key, "part_size": part_size}
+    stamp_path = parts / "key.json"
+    try:
+        same = json.loads(stamp_path.read_text()) == stamp
+    except (ValueError, OSError):
+        same = False
+    if not same:  # another key or part size (or a damaged stamp): what is there cannot be trusted
+        for old in parts.glob("*.npy"):
+            old.unlink()
+        stamp_path.write_text(json.dumps(stamp, sort_keys=True))
+    out = np.empty((len(views), len(texts), encoder.hidden_size), dtype=np.float32)
+    with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=len(texts) <= part_size) as bar:
+        for start in range(0, len(texts), part_size):
+            stop = min(start + part_size, len(texts))
+            part_path = parts / f"{start:010d}.npy"
+            part = None
+            if part_path.is_file():
+                try:
+                    part = np.load(part_path, allow_pickle=False)
+                except (ValueError, OSError):
+                    part = None
+                if part is not None and part.shape != (len(views), stop - start, encoder.hidden_size):
+                    part = None
+            if part is None:
+                vectors = encoder.encode(texts[start:stop], views, batch_size=batch_size, show_progress=False)
+                part = np.stack([vectors[v] for v in views])
+                tmp = parts / f"{start:010d}.tmp-{os.getpid()}.npy"
+                np.save(tmp, part, allow_pickle=False)
+                os.replace(tmp, part_path)
+            out[:, start:stop] = part
+            bar.update(stop - start)
+    return out
 
 
 def view_matrix(encoder: Encoder, all_layers: np.ndarray, view: View) -> np.ndarray:

@@ -78,6 +78,41 @@ def test_funnel_run_agrees_with_numpy_brute_force(tiny_encoder, dataset, tmp_pat
         np.testing.assert_allclose(list(run[qid].values()), list(expected.values()), atol=1e-6)
 
 
+def test_interrupted_encoding_resumes_at_its_last_whole_part(tiny_encoder, tmp_path, monkeypatch):
+    ids, texts = [f"d{i}" for i in range(10)], random_texts(10, seed=3)
+    expected = encode_all_layers(tiny_encoder, ids, texts, None)  # no cache: one pass
+    real_encode, calls, fail_at = tiny_encoder.encode, [], []
+
+    def encode(batch, *args, **kwargs):
+        if fail_at and len(calls) == fail_at[0]:
+            raise KeyboardInterrupt  # the job is killed while encoding this part
+        calls.append(list(batch))
+        return real_encode(batch, *args, **kwargs)
+
+    def run(texts, part_size, fail_after=None):
+        calls.clear()
+        fail_at[:] = [] if fail_after is None else [fail_after]
+        return encode_all_layers(tiny_encoder, ids, texts, tmp_path, part_size=part_size)
+
+    monkeypatch.setattr(tiny_encoder, "encode", encode)
+    with pytest.raises(KeyboardInterrupt):
+        run(texts, 4, fail_after=2)
+    assert not list(tmp_path.glob("*.npy"))  # no cache yet, two parts kept
+    assert len(list(tmp_path.glob("*.parts/0*.npy"))) == 2
+    resumed = run(texts, 4)
+    assert calls == [texts[8:]]  # only the part that was lost
+    np.testing.assert_allclose(resumed, expected, atol=1e-6)
+    assert len(list(tmp_path.glob("*.npy"))) == 1 and not list(tmp_path.glob("*.parts"))  # parts cleaned up
+    # parts left with another part size are not trusted: all encoded again
+    other = [*texts[:9], "virus"]
+    with pytest.raises(KeyboardInterrupt):
+        run(other, 4, fail_after=2)
+    run(other, 3)
+    assert calls == [other[0:3], other[3:6], other[6:9], other[9:]]
+    with pytest.raises(ValueError, match="part_size"):
+        encode_all_layers(tiny_encoder, ids, texts, tmp_path, part_size=0)
+
+
 def test_cache_is_reused_and_never_stale(tiny_encoder, tmp_path):
     ids, texts = ["a", "b"], ["cell gene", "bone risk"]
     first = encode_all_layers(tiny_encoder, ids, texts, tmp_path)
