@@ -112,9 +112,14 @@ def _encode_in_parts(
     batch_size: int | None,
 ) -> np.ndarray:
     """Encode ``texts`` part by part into ``parts/`` (each part written atomically), reusing the parts
-    a previous run of the same key and part size left there; returns all parts stacked."""
+    a previous run of the same key and part size left there; returns all parts stacked.
+
+    Parts follow the texts sorted by token count, longest first, as :meth:`Encoder.encode` batches
+    them: with ``part_size`` a multiple of the batch size, the batches (and so the vectors) are those
+    of one uninterrupted pass, and no part pads short texts to a long one's width."""
     parts.mkdir(parents=True, exist_ok=True)
-    stamp = {"key": key, "part_size": part_size}
+    order = np.argsort([-len(x) for x in encoder.tokenize(texts)], kind="stable")
+    stamp = {"key": key, "part_size": part_size, "order": "token count, longest first"}
     stamp_path = parts / "key.json"
     try:
         same = json.loads(stamp_path.read_text()) == stamp
@@ -128,6 +133,7 @@ def _encode_in_parts(
     with tqdm(total=len(texts), desc="encode corpus", unit="doc", disable=len(texts) <= part_size) as bar:
         for start in range(0, len(texts), part_size):
             stop = min(start + part_size, len(texts))
+            rows = order[start:stop]
             part_path = parts / f"{start:010d}.npy"
             part = None
             if part_path.is_file():
@@ -138,12 +144,14 @@ def _encode_in_parts(
                 if part is not None and part.shape != (len(views), stop - start, encoder.hidden_size):
                     part = None
             if part is None:
-                vectors = encoder.encode(texts[start:stop], views, batch_size=batch_size, show_progress=False)
+                vectors = encoder.encode(
+                    [texts[i] for i in rows], views, batch_size=batch_size, show_progress=False
+                )
                 part = np.stack([vectors[v] for v in views])
                 tmp = parts / f"{start:010d}.tmp-{os.getpid()}.npy"
                 np.save(tmp, part, allow_pickle=False)
                 os.replace(tmp, part_path)
-            out[:, start:stop] = part
+            out[:, rows] = part
             bar.update(stop - start)
     return out
 
