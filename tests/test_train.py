@@ -106,6 +106,9 @@ def test_resume_continues_exactly(setup, tmp_path):
     assert Encoder.from_pretrained(str(second)).fingerprint == Encoder.from_pretrained(str(first)).fingerprint
     with pytest.raises(SystemExit, match="already holds checkpoints"):
         run(setup, resumed_dir)
+    metadata = (second / "adaptive_retrieval_training.json").read_bytes()
+    assert run(setup, resumed_dir, "--resume") == second  # a finished run resumed: nothing to do
+    assert (second / "adaptive_retrieval_training.json").read_bytes() == metadata  # its record kept as it was
 
 
 def test_lora_trains_an_adapter(setup, tmp_path):

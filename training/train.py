@@ -225,6 +225,11 @@ def main(argv: list[str] | None = None) -> Path:
     resume_from = latest_checkpoint(args.out) if args.resume else None
     if args.resume and resume_from is None:
         print(f"--resume: no checkpoint in {args.out}; starting from step 0", file=sys.stderr)
+    if resume_from is not None and (args.out / "model" / METADATA).is_file():
+        done = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+        if done >= args.steps:  # finished: saving again would only overwrite its metadata (wall time, loss)
+            print(f"{args.out} has finished all {args.steps} steps: {args.out / 'model'}", file=sys.stderr)
+            return args.out / "model"
     if (
         resume_from is None
         and (args.out / "checkpoints").exists()
