@@ -102,8 +102,14 @@ def test_resume_continues_exactly(setup, tmp_path):
     shutil.copytree(tmp_path / "a", resumed_dir)
     shutil.rmtree(resumed_dir / "model")
     shutil.rmtree(resumed_dir / "checkpoints" / "step-4")  # as if the run died after step 2
+    state = resumed_dir / "checkpoints" / "step-2" / "trainer_state.json"
+    assert json.loads(state.read_text())["seconds_total"] > 0
+    # say the first 2 steps took 1000 s (as over a session that ended): the total must carry them on
+    state.write_text(json.dumps({**json.loads(state.read_text()), "seconds_total": 1000.0}))
     second = run(setup, resumed_dir, "--resume")
     assert Encoder.from_pretrained(str(second)).fingerprint == Encoder.from_pretrained(str(first)).fingerprint
+    record = json.loads((second / "adaptive_retrieval_training.json").read_text())
+    assert abs(record["wall_seconds_total"] - (1000.0 + record["wall_seconds_last_run"])) < 0.11
     with pytest.raises(SystemExit, match="already holds checkpoints"):
         run(setup, resumed_dir)
     metadata = (second / "adaptive_retrieval_training.json").read_bytes()

@@ -15,7 +15,8 @@ loss are functions of ``--seed`` and the step number, so a resumed run continues
 ``--keep`` are kept), and at the end ``model/``: a sentence-transformers directory (transformer,
 pooling, normalisation) that ``Encoder.from_pretrained`` and ``SentenceTransformer`` both load, with
 ``adaptive_retrieval_training.json`` (base model and its hash, objective, data, steps, seed, git
-commit, wall time, machine); with ``--lora``, also ``adapter/`` (the LoRA weights alone).
+commit, machine, wall time of the last run and of all runs a resumed run spans); with ``--lora``, also
+``adapter/`` (the LoRA weights alone).
 """
 
 from __future__ import annotations
@@ -276,10 +277,12 @@ def main(argv: list[str] | None = None) -> Path:
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(args.warmup, args.steps), args.steps)
     forward, optimizer, scheduler = accelerator.prepare(forward, optimizer, scheduler)
-    start = 0
+    start, seconds_before = 0, 0.0
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        start = json.loads((resume_from / "trainer_state.json").read_text())["step"]
+        resumed = json.loads((resume_from / "trainer_state.json").read_text())
+        start = resumed["step"]
+        seconds_before = resumed.get("seconds_total")  # absent in checkpoints older than this field
         print(f"resumed from {resume_from} at step {start}", file=sys.stderr)
     elif accelerator.is_main_process:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -334,6 +337,9 @@ def main(argv: list[str] | None = None) -> Path:
                             "recent_loss": sum(losses[-20:]) / len(losses[-20:]),
                             "last_terms": terms,
                             "seconds_this_run": time.time() - t0,
+                            "seconds_total": None
+                            if seconds_before is None
+                            else seconds_before + time.time() - t0,
                         }
                     )
                 )
@@ -376,6 +382,9 @@ def main(argv: list[str] | None = None) -> Path:
         else None,
         "git_commit": git_commit(),
         "wall_seconds_last_run": round(wall, 1),
+        # the training time of the steps this model holds, summed over resumed runs (None: unknown,
+        # resumed from a checkpoint that predates the count); steps lost to an interruption are not in it
+        "wall_seconds_total": None if seconds_before is None else round(seconds_before + wall, 1),
         "seconds_per_step": round(wall / max(1, args.steps - start), 3),
         "machine": {
             "platform": platform.platform(),
