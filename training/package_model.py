@@ -10,7 +10,8 @@ Copies ``adapter_config.json`` and ``adapter_model.safetensors`` from ``RUN/adap
 writes ``provenance.json`` beside them:
 the commands that reproduce every file, the training metadata (base model hash, objective, data with the
 held-out dev query ids, steps, seed, git commit, machine, wall time), each file's size and sha256, and
-the SciFact test numbers the packaged model scored (from ``--results``, an ``evals/beir_eval.py`` output).
+the SciFact test numbers the packaged model scored (from ``--results``, an ``evals/beir_eval.py`` output),
+and any ``--note`` (a fact those records cannot hold).
 Nothing but these small files is written: the full model never enters the repository.
 """
 
@@ -20,6 +21,7 @@ import argparse
 import ast
 import hashlib
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -81,6 +83,13 @@ def main(argv: list[str] | None = None) -> Path:
         "--results", type=Path, required=True, help="evals/beir_eval.py results.json of this model"
     )
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a fact the records above cannot hold (e.g. the training time of a run resumed over sessions "
+        "before checkpoints counted it); repeatable, kept under 'notes'",
+    )
     args = ap.parse_args(argv)
     if args.run is None and args.heads is None:
         ap.error("give --run (a LoRA adapter), --heads (coarse heads), or both")
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> Path:
         + (f" --run {args.run}" if args.run else "")
         + (f" --heads {args.heads}" if args.heads else "")
         + f" --results {args.results} --out {args.out}"
+        + "".join(f" --note {shlex.quote(n)}" for n in args.note)
     )
     provenance["files"] = {
         Path(f).name: {"bytes": Path(f).stat().st_size, "sha256": sha256(Path(f))} for f in files
@@ -123,6 +133,8 @@ def main(argv: list[str] | None = None) -> Path:
         "unsupervised adaptation on the corpus these numbers are measured on",
         "rows": key_numbers(args.results),
     }
+    if args.note:
+        provenance["notes"] = args.note
     (args.out / "provenance.json").write_text(json.dumps(provenance, indent=2))
     total = sum(v["bytes"] for v in provenance["files"].values())
     print(f"packaged {len(files)} files, {total / 1e6:.1f} MB, into {args.out}")
