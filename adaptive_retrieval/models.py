@@ -279,7 +279,7 @@ NAMED_MODELS: dict[str, NamedModel] = {
         ),
         NamedModel(
             "mpnet-base-2dmse",
-            "mpnet-base + a 2DMSE LoRA adapter (100 steps on SciFact train pairs and corpus titles) + linear coarse "
+            "mpnet-base + a 2DMSE LoRA adapter (400 steps on SciFact train pairs and corpus titles) + linear coarse "
             "heads on layers 2, 4, 6, 8 (ridge, then ranking distillation, on SciFact corpus text, titles and train "
             "queries); provenance in adaptive_retrieval/trained/mpnet-base-2dmse/",
             _locate_mpnet,
