@@ -94,9 +94,8 @@ def test_heads_only_package_carries_the_fit_provenance(tmp_path):
     assert "notes" not in prov
     note = "trained over 2 sessions: 10 min, then 20 min"
     noted = json.loads((package_model.main([*argv, "--note", note]) / "provenance.json").read_text())
-    assert noted["notes"] == [note] and noted["commands"][1].endswith(
-        f" --note '{note}'"
-    )  # the command redoes it
+    assert noted["notes"] == [note]
+    assert noted["commands"][1].endswith(f" --note '{note}'")  # its command gives the same provenance again
     assert prov["commands"][0] == "python training/fit_coarse_head.py -x"
     assert prov["commands"][1].startswith("python training/package_model.py --heads ")
     with pytest.raises(SystemExit):  # neither an adapter nor heads

@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> Path:
     optimizer = torch.optim.AdamW(params, lr=args.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(args.warmup, args.steps), args.steps)
     forward, optimizer, scheduler = accelerator.prepare(forward, optimizer, scheduler)
-    start, seconds_before = 0, 0.0
+    start = 0
+    seconds_before: float | None = 0.0  # the training time of the steps resumed from, if known
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         resumed = json.loads((resume_from / "trainer_state.json").read_text())
