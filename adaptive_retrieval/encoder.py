@@ -282,6 +282,7 @@ class Encoder:
         *,
         batch_size: int | None = None,
         show_progress: bool | None = None,
+        apply_heads: bool = True,
     ) -> Embeddings:
         """Encode ``texts`` at every view in ``views`` with one forward pass per batch.
 
@@ -289,38 +290,55 @@ class Encoder:
         each requested dim. Batches are sorted by token length (less padding) and the original order is
         restored. Returns ``{View: float32 array (n, dim)}`` (1-D arrays when ``texts`` is one string);
         ``views`` defaults to :attr:`full_view`. ``show_progress`` defaults to a bar when there are at
-        least ``PROGRESS_MIN_BATCHES`` batches.
+        least ``PROGRESS_MIN_BATCHES`` batches. ``apply_heads=False`` leaves the coarse heads out: each view is
+        its layer's own pooled state, cut and normalised (what a cache of the weights' states holds, to
+        which :meth:`project` applies the heads later).
         """
         single = isinstance(texts, str)
         items = check_texts(texts)
-        wanted = self._check_views(views)
+        wanted = self._check_views(views, apply_heads)
         batch_size = self.batch_size if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         out = {v: np.empty((len(items), v.dim), dtype=np.float32) for v in wanted}
         if not items:
             return Embeddings(out)
-        for rows, vectors in self._encode_batches(items, wanted, batch_size, show_progress):
+        for rows, vectors in self._encode_batches(items, wanted, batch_size, show_progress, apply_heads):
             for v, array in vectors.items():
                 out[v][rows] = array
         if single:
             return Embeddings({v: a[0] for v, a in out.items()})
         return Embeddings(out)
 
-    def _check_views(self, views: ViewLike | Iterable[ViewLike] | None) -> list[View]:
+    def _check_views(
+        self, views: ViewLike | Iterable[ViewLike] | None, apply_heads: bool = True
+    ) -> list[View]:
         if views is None:
             return [self.full_view]
         if isinstance(views, (View, str)) or (
             isinstance(views, tuple) and len(views) == 2 and all(isinstance(v, int) for v in views)
         ):
             views = [views]  # one view given on its own
-        wanted = sorted({self.check_view(v, name="views") for v in views})
+        limits = (self.n_layers, self.hidden_size)
+        wanted = sorted(
+            {
+                self.check_view(v, name="views")
+                if apply_heads  # a head narrower than the layer limits its views' dims
+                else View.parse(v, name="views").check(*limits, name="views", model=self.name or "the model")
+                for v in views
+            }
+        )
         if not wanted:
             raise ValueError("views is empty: name at least one view, e.g. [(4, 64), (12, 768)]")
         return wanted
 
     def _encode_batches(
-        self, texts: list[str], views: list[View], batch_size: int, show_progress: bool | None
+        self,
+        texts: list[str],
+        views: list[View],
+        batch_size: int,
+        show_progress: bool | None,
+        apply_heads: bool = True,
     ) -> Iterator[tuple[np.ndarray, dict[View, np.ndarray]]]:
         token_ids = self.tokenize(texts)
         order = np.argsort([-len(x) for x in token_ids], kind="stable")
@@ -337,5 +355,6 @@ class Encoder:
                     pooled = pool(state.hidden, state.attention_mask, self.pooling)
                     for v in views:
                         if v.layer == layer:
-                            vectors[v] = self.project(pooled, v).float().cpu().numpy()
+                            vector = self.project(pooled, v) if apply_heads else view_vector(pooled, v.dim)
+                            vectors[v] = vector.float().cpu().numpy()
                 yield rows, vectors

@@ -1,13 +1,14 @@
 """Encode a corpus once per model at every layer, cached on disk; derive any view from that.
 
 The cache holds, for each layer ``1..L``, the full-width view ``(layer, hidden)`` of every document
-(one forward pass). A view ``(layer, dim)`` is then ``encoder.project(full[layer], view)``: a linear head,
+without any coarse head (one forward pass; ``Encoder.encode(..., apply_heads=False)``). A view ``(layer, dim)`` is then ``encoder.project(full[layer], view)``: a linear head,
 cutting and re-normalising applied to a normalised vector give the same view as applied to the pooled
 state.
 
-The cache key covers the model's weights (not its coarse heads, which apply after), pooling, max length
-and a hash of the exact
-``(id, text)`` stream, so a stale cache is never used.
+The cache key covers the model's weights (not its coarse heads, which apply after), pooling, max length,
+a hash of the exact ``(id, text)`` stream and the format of what is stored, so a stale cache is never
+used. (Format 1 stored the full-width views *with* the heads of the encoder that made the cache, which
+:func:`view_matrix` then applied a second time; its caches are not read.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ DEFAULT_CACHE_DIR = (
     Path(os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval"))
     / "eval-encodings"
 )
-DEFAULT_PART_SIZE = 256  # documents per saved part of an encoding in progress (mpnet-base on SciFact here: ~3 min)
+DEFAULT_PART_SIZE = (
+    256  # documents per saved part of an encoding in progress (mpnet-base on SciFact here: ~3 min)
+)
+
+
+#: What a cache holds: 2 = the layers' states without coarse heads (see the module docstring).
+CACHE_FORMAT = 2
 
 
 def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
@@ -44,6 +51,7 @@ def cache_key(encoder: Encoder, ids: Sequence[DocId], texts: Sequence[str]) -> d
     """What an encoding depends on: the weights (not the model's name, nor its coarse heads, which apply
     after the cache), pooling, max length and the exact ``(id, text)`` stream."""
     return {
+        "format": CACHE_FORMAT,
         "fingerprint": encoder.weights_fingerprint,
         "pooling": encoder.pooling,
         "max_length": encoder.max_length,
@@ -81,7 +89,9 @@ def encode_all_layers(
     shape = (encoder.n_layers, len(ids), encoder.hidden_size)
     views = [View(layer, encoder.hidden_size) for layer in range(1, encoder.n_layers + 1)]
     if cache_dir is None:
-        vectors = encoder.encode(list(texts), views, batch_size=batch_size, show_progress=True)
+        vectors = encoder.encode(
+            list(texts), views, batch_size=batch_size, show_progress=True, apply_heads=False
+        )
         return np.stack([vectors[v] for v in views])
     path, meta_path = cache_paths(cache_dir, key)
     if path.is_file() and meta_path.is_file():
@@ -145,7 +155,11 @@ def _encode_in_parts(
                     part = None
             if part is None:
                 vectors = encoder.encode(
-                    [texts[i] for i in rows], views, batch_size=batch_size, show_progress=False
+                    [texts[i] for i in rows],
+                    views,
+                    batch_size=batch_size,
+                    show_progress=False,
+                    apply_heads=False,
                 )
                 part = np.stack([vectors[v] for v in views])
                 tmp = parts / f"{start:010d}.tmp-{os.getpid()}.npy"

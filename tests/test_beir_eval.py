@@ -138,6 +138,25 @@ def test_cache_is_reused_and_never_stale(tiny_encoder, tmp_path):
     )
 
 
+def test_cached_states_leave_the_heads_to_the_views(tiny_encoder, tmp_path):
+    """An encoder with a coarse head writes (and reads) the same cache as its plain weights, and the
+    views derived from it equal the views it encodes directly: the head applies once, after the cache."""
+    ids, texts = ["a", "b", "c"], ["cell gene", "bone risk", "virus load"]
+    with_head = make_encoder(seed=0)
+    with_head.set_head(2, torch.randn(32, 32, generator=torch.Generator().manual_seed(3)))
+    plain = encode_all_layers(tiny_encoder, ids, texts, None)
+    np.testing.assert_allclose(encode_all_layers(with_head, ids, texts, None), plain, atol=1e-6)
+    cached = encode_all_layers(with_head, ids, texts, tmp_path)  # the head's encoder makes the cache
+    np.testing.assert_allclose(cached, plain, atol=1e-6)
+    for view in (View(2, 8), View(2, 32), View(3, 8)):
+        np.testing.assert_allclose(
+            view_matrix(with_head, cached, view), with_head.encode(texts, [view])[view], atol=1e-5
+        )
+    assert not np.allclose(
+        view_matrix(with_head, cached, View(2, 8)), view_matrix(tiny_encoder, cached, View(2, 8))
+    )
+
+
 def test_grids():
     class Fake:
         n_layers, hidden_size = 12, 768

@@ -142,6 +142,9 @@ def test_a_coarse_head_shapes_every_view_of_its_layer():
     assert enc.fingerprint != fingerprint and enc.weights_fingerprint == make_encoder(seed=0).fingerprint
     with pytest.raises(ValueError, match="has a coarse head with 16 output dims; choose dim <= 16"):
         enc.encode(texts, [(4, 20)])
+    bare = enc.encode(texts, [(4, 8), (4, 32)], apply_heads=False)  # the layer's own state: any dim
+    np.testing.assert_allclose(bare[(4, 8)], make_encoder(seed=0).encode(texts, [(4, 8)])[(4, 8)], atol=1e-6)
+    assert bare[(4, 32)].shape == (6, 32)
     with pytest.raises(ValueError, match=r"must have shape \(32, out\)"):
         enc.set_head(4, torch.zeros(16, 8))
     enc.set_head(4, None)
