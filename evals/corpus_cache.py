@@ -1,9 +1,9 @@
 """Encode a corpus once per model at every layer, cached on disk; derive any view from that.
 
 The cache holds, for each layer ``1..L``, the full-width view ``(layer, hidden)`` of every document
-without any coarse head (one forward pass; ``Encoder.encode(..., apply_heads=False)``). A view ``(layer, dim)`` is then ``encoder.project(full[layer], view)``: a linear head,
-cutting and re-normalising applied to a normalised vector give the same view as applied to the pooled
-state.
+without any coarse head (one forward pass; ``Encoder.encode(..., apply_heads=False)``). A view
+``(layer, dim)`` is then ``encoder.project(full[layer], view)``: a linear head, cutting and
+re-normalising applied to a normalised vector give the same view as applied to the pooled state.
 
 The cache key covers the model's weights (not its coarse heads, which apply after), pooling, max length,
 a hash of the exact ``(id, text)`` stream and the format of what is stored, so a stale cache is never
