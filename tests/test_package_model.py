@@ -52,6 +52,11 @@ def test_rebuilt_command_parses_to_the_same_arguments(tmp_path):
     command = package_model.train_command(run)
     assert command.startswith("python training/train.py ")
     assert vars(train.parse_args(shlex.split(command)[2:])) == vars(train.parse_args(argv))
+    assert "--data-dir" not in command  # the default is a path on this machine: left to the default
+    other = package_model.train_command(
+        fake_run(tmp_path / "b", [*argv, "--data-dir", str(tmp_path / "data")])
+    )
+    assert f"--data-dir {tmp_path / 'data'}" in other  # any other folder is part of the command
 
 
 KEYS = ("kind", "coarse", "fine", "candidates", "ndcg@10", "recall@100")

@@ -25,6 +25,8 @@ import shlex
 import shutil
 from pathlib import Path
 
+from train import DEFAULT_DATA_DIR
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 HEADS_FILE = "coarse_heads.safetensors"
 KEY_ROWS = (
@@ -44,6 +46,8 @@ def train_command(run: Path) -> str:
         flag = "--" + key.replace("_", "-")
         if key in ("resume",) or value in ("None", "False"):
             continue
+        if key == "data_dir" and Path(value) == DEFAULT_DATA_DIR:
+            continue  # the default (../shared/data beside the checkout) is this machine's absolute path
         if value == "True":
             parts.append(flag)
             continue
