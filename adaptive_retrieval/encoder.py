@@ -290,9 +290,9 @@ class Encoder:
         each requested dim. Batches are sorted by token length (less padding) and the original order is
         restored. Returns ``{View: float32 array (n, dim)}`` (1-D arrays when ``texts`` is one string);
         ``views`` defaults to :attr:`full_view`. ``show_progress`` defaults to a bar when there are at
-        least ``PROGRESS_MIN_BATCHES`` batches. ``apply_heads=False`` leaves the coarse heads out: each view is
-        its layer's own pooled state, cut and normalised (what a cache of the weights' states holds, to
-        which :meth:`project` applies the heads later).
+        least ``PROGRESS_MIN_BATCHES`` batches. ``apply_heads=False`` leaves the coarse heads out: each
+        view is its layer's own pooled state, cut and normalised (what a cache of the weights' states
+        holds, to which :meth:`project` applies the heads later).
         """
         single = isinstance(texts, str)
         items = check_texts(texts)

@@ -31,9 +31,8 @@ DEFAULT_CACHE_DIR = (
     Path(os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval"))
     / "eval-encodings"
 )
-DEFAULT_PART_SIZE = (
-    256  # documents per saved part of an encoding in progress (mpnet-base on SciFact here: ~3 min)
-)
+#: Documents per saved part of an encoding in progress (mpnet-base on SciFact here: ~3 min a part).
+DEFAULT_PART_SIZE = 256
 
 
 #: What a cache holds: 2 = the layers' states without coarse heads (see the module docstring).
