@@ -138,10 +138,9 @@ class Encoder:
         return View(self.n_layers, self.hidden_size)
 
     def check_view(self, view: ViewLike, *, name: str = "view") -> View:
-        """Parse ``view`` and check it fits this model; the error names the model's limits."""
-        view = View.parse(view, name=name).check(
-            self.n_layers, self.hidden_size, name=name, model=self.name or "the model"
-        )
+        """Parse ``view`` and check it fits this model and its layer's coarse head, if any; the error names
+        the model's limits."""
+        view = self._check_layer_view(view, name=name)
         head = self.heads.get(view.layer)
         if head is not None and view.dim > head.shape[1]:
             raise ValueError(
@@ -149,6 +148,12 @@ class Encoder:
                 f"with {head.shape[1]} output dims; choose dim <= {head.shape[1]}"
             )
         return view
+
+    def _check_layer_view(self, view: ViewLike, *, name: str) -> View:
+        """Parse ``view`` and check it fits this model's layers and hidden size (heads aside)."""
+        return View.parse(view, name=name).check(
+            self.n_layers, self.hidden_size, name=name, model=self.name or "the model"
+        )
 
     def set_head(self, layer: int, head: torch.Tensor | None) -> None:
         """Give ``layer`` a linear coarse head: a ``(hidden, out)`` matrix (no bias) applied to its pooled
@@ -319,15 +324,9 @@ class Encoder:
             isinstance(views, tuple) and len(views) == 2 and all(isinstance(v, int) for v in views)
         ):
             views = [views]  # one view given on its own
-        limits = (self.n_layers, self.hidden_size)
-        wanted = sorted(
-            {
-                self.check_view(v, name="views")
-                if apply_heads  # a head narrower than the layer limits its views' dims
-                else View.parse(v, name="views").check(*limits, name="views", model=self.name or "the model")
-                for v in views
-            }
-        )
+        # without heads, no head narrower than its layer limits the views' dims
+        check = self.check_view if apply_heads else self._check_layer_view
+        wanted = sorted({check(v, name="views") for v in views})
         if not wanted:
             raise ValueError("views is empty: name at least one view, e.g. [(4, 64), (12, 768)]")
         return wanted

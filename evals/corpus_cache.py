@@ -48,7 +48,7 @@ def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
 
 def cache_key(encoder: Encoder, ids: Sequence[DocId], texts: Sequence[str]) -> dict[str, str | int]:
     """What an encoding depends on: the weights (not the model's name, nor its coarse heads, which apply
-    after the cache), pooling, max length and the exact ``(id, text)`` stream."""
+    after the cache), pooling, max length, the exact ``(id, text)`` stream and the cache's format."""
     return {
         "format": CACHE_FORMAT,
         "fingerprint": encoder.weights_fingerprint,

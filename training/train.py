@@ -331,16 +331,15 @@ def main(argv: list[str] | None = None) -> Path:
             ckpt = args.out / "checkpoints" / f"step-{done}"
             accelerator.save_state(str(ckpt))
             if accelerator.is_main_process:
+                elapsed = time.time() - t0
                 (ckpt / "trainer_state.json").write_text(
                     json.dumps(
                         {
                             "step": done,
                             "recent_loss": sum(losses[-20:]) / len(losses[-20:]),
                             "last_terms": terms,
-                            "seconds_this_run": time.time() - t0,
-                            "seconds_total": None
-                            if seconds_before is None
-                            else seconds_before + time.time() - t0,
+                            "seconds_this_run": elapsed,
+                            "seconds_total": None if seconds_before is None else seconds_before + elapsed,
                         }
                     )
                 )
