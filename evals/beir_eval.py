@@ -12,6 +12,12 @@ Every configuration is then run through the library's own funnel (``Retriever.fr
 - ``funnel`` rows: a coarse view's flat index recalls ``candidates`` ids, the fine view (float16, the
   library default) re-ranks them; a funnel returns ``min(100, candidates)`` hits, so its Recall@100
   counts only what it can return.
+
+Every row also says how closely it follows the exact fine view, without labels: ``overlap@10``, the share
+of the exact fine view's top 10 that the row's own top 10 holds (FAISS's ``knn_intersection_measure``).
+For a funnel it is the share of the fine top 10 that its coarse shortlist recalled; 1.0 means the funnel
+loses nothing to exact search. It needs no qrels, so a head or a model can be tuned on it with any
+query-like text.
 """
 
 from __future__ import annotations
@@ -160,6 +166,23 @@ class RetrieverSearch(BaseSearch):
         raise NotImplementedError("the funnel encodes queries itself; use search()")
 
 
+def top_overlap(results: dict, reference: dict, k: int = 10) -> float:
+    """Mean over ``reference``'s queries of ``|top k of results ∩ top k of reference| / top k of reference``
+    (runs as qid -> {doc id: score}; the top k by score). A query missing from ``results`` counts 0."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+    def top(run: dict[str, float]) -> set[str]:
+        return set(sorted(run, key=run.__getitem__, reverse=True)[:k])
+
+    shares = []
+    for qid, ranked in reference.items():
+        want = top(ranked)
+        if want:
+            shares.append(len(want & top(results.get(qid, {}))) / len(want))
+    return sum(shares) / len(shares) if shares else float("nan")
+
+
 def score(qrels: dict, results: dict) -> dict[str, float]:
     """nDCG@10, Recall@10, Recall@100, MRR@10 by BEIR's evaluator (given a copy: it edits in place)."""
     ndcg, _, recall, _ = EvaluateRetrieval.evaluate(qrels, copy.deepcopy(results), [10, 100])
@@ -250,15 +273,21 @@ def evaluate_model(
     if funnel_coarse is None:
         funnel_coarse = [v for v in grid_views(encoder, "quick") if v.layer < fine.layer or v.dim < fine.dim]
     funnel_coarse = [encoder.check_view(v, name="funnel_coarse") for v in funnel_coarse]
-    rows = []
+    rows, runs = [], {}
     for view in sorted(set(views) | {fine}):
-        rows.append(run_config(encoder, all_layers, doc_ids, corpus, queries, qrels, None, view, None)[0])
-        print(f"  exact  {view!s:>8}: nDCG@10 {rows[-1]['ndcg@10']:.4f}", file=sys.stderr, flush=True)
+        row, runs[view] = run_config(encoder, all_layers, doc_ids, corpus, queries, qrels, None, view, None)
+        rows.append(row)
+        print(f"  exact  {view!s:>8}: nDCG@10 {row['ndcg@10']:.4f}", file=sys.stderr, flush=True)
+    for row, run in zip(rows, runs.values()):
+        row["overlap@10"] = top_overlap(run, runs[fine])
     for coarse in funnel_coarse:
         for c in candidates:
-            rows.append(run_config(encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)[0])
+            row, run = run_config(encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)
+            row["overlap@10"] = top_overlap(run, runs[fine])
+            rows.append(row)
             print(
-                f"  funnel {coarse!s:>8} -> {fine} @ {c}: nDCG@10 {rows[-1]['ndcg@10']:.4f}",
+                f"  funnel {coarse!s:>8} -> {fine} @ {c}: nDCG@10 {row['ndcg@10']:.4f}, "
+                f"overlap@10 with exact {fine} {row['overlap@10']:.3f}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -277,6 +306,7 @@ COLUMNS = (
     ("R@10", "recall@10", ".4f"),
     ("R@100", "recall@100", ".4f"),
     ("MRR@10", "mrr@10", ".4f"),
+    ("∩fine@10", "overlap@10", ".3f"),
     ("layers", "layers_per_query", "d"),
     ("GFLOP/q", "gflops", ".3f"),
     ("coarse B/doc", "coarse_bytes_per_doc", ".0f"),

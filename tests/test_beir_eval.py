@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from beir_eval import evaluate_model, grid_views, load_beir, load_split, main, run_config
+from beir_eval import evaluate_model, grid_views, load_beir, load_split, main, run_config, top_overlap
 from conftest import make_encoder, make_model, make_tokenizer, random_texts
 from corpus_cache import encode_all_layers, view_matrix
 
@@ -76,6 +76,40 @@ def test_funnel_run_agrees_with_numpy_brute_force(tiny_encoder, dataset, tmp_pat
         expected = {doc_ids[shortlist[i]]: float(scores[i]) for i in order}
         assert list(run[qid]) == list(expected)
         np.testing.assert_allclose(list(run[qid].values()), list(expected.values()), atol=1e-6)
+
+
+def test_top_overlap_counts_the_reference_top_k():
+    reference = {"q1": {"a": 3.0, "b": 2.0, "c": 1.0}, "q2": {"x": 1.0, "y": 0.5}}
+    run = {"q1": {"c": 9.0, "a": 8.0, "z": 7.0}, "q2": {"y": 2.0}}
+    assert top_overlap(run, reference, k=2) == pytest.approx((1 / 2 + 1 / 2) / 2)  # q1: {a,b} vs {c,a}
+    assert top_overlap(run, reference, k=3) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert top_overlap(reference, reference) == 1.0
+    assert top_overlap({}, reference) == 0.0
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        top_overlap(run, reference, k=0)
+
+
+def test_overlap_column_measures_the_funnel_against_exact_fine(tiny_encoder, dataset, tmp_path):
+    corpus, queries, qrels = dataset
+    fine = View(12, 32)
+    rows = evaluate_model(tiny_encoder, corpus, queries, qrels, candidates=[5, 20], cache_dir=tmp_path)
+    assert next(r for r in rows if r["kind"] == "exact" and r["fine"] == [12, 32])["overlap@10"] == 1.0
+    doc_ids = list(corpus)
+    all_layers = encode_all_layers(tiny_encoder, doc_ids, [d["text"] for d in corpus.values()], tmp_path)
+    docs_f = view_matrix(tiny_encoder, all_layers, fine)
+    for r in rows:
+        if r["kind"] != "funnel":
+            continue
+        coarse = View(*r["coarse"])
+        docs_c = view_matrix(tiny_encoder, all_layers, coarse)
+        shares = []
+        for text in queries.values():  # the share of the exact fine top 10 inside the coarse shortlist
+            q = tiny_encoder.encode(text, [coarse, fine])
+            truth = set(np.argsort(-(docs_f @ q[fine]), kind="stable")[:10])
+            shortlist = set(np.argsort(-(docs_c @ q[coarse]), kind="stable")[: r["candidates"]])
+            shares.append(len(truth & shortlist) / 10)
+        assert r["overlap@10"] == pytest.approx(np.mean(shares)), r
+    assert any(r["overlap@10"] < 1 for r in rows if r["kind"] == "funnel")
 
 
 def test_interrupted_encoding_resumes_at_its_last_whole_part(tiny_encoder, tmp_path, monkeypatch):
