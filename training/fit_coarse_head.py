@@ -14,11 +14,17 @@ A head maps a coarse layer's pooled state to the fine view's coordinates, so tha
    for query-like texts, at every width in ``--distil-dims`` and at full width (Matryoshka-style, so the
    head stays usable at any cut). Regression spends its capacity on every coordinate alike; this spends
    it on what the funnel needs: the fine view's top neighbours landing in the coarse shortlist.
+3. **Relevance** (``--supervised-weight``, default 0: off): in the same steps, the cross-entropy of the
+   coarse view's softmax over the corpus against the train queries' qrels (dev split held out), at the
+   same widths. Distillation only copies the fine view, misses included; this term teaches the coarse
+   view which documents answer the queries, which is what a funnel loses when it misses. It learns
+   whatever the train qrels teach, a prior over the corpus included, so the head is as dataset-specific
+   as the qrels it saw; provenance says so.
 
 Texts (``--text``): ``corpus`` (the dataset's documents: the ridge's data and the distillation's
 candidates), ``titles`` (the corpus titles: query-like text), ``train-queries`` (the dataset's train
 queries, minus the dev split that ``training/train.py`` holds out with the same ``--dev-fraction`` and
-``--seed``). Test queries and test qrels are never read. Fitting on the corpus text is unsupervised
+``--seed``; their qrels too with ``--supervised-weight``). Test queries and test qrels are never read. Fitting on the corpus text is unsupervised
 adaptation; provenance says which texts a head saw.
 
 Writes ``coarse_heads.safetensors`` (one ``(hidden, hidden)`` head per layer, stored as float16: the
@@ -92,6 +98,8 @@ def distil_head(
     lr: float = 1e-3,
     batch_size: int = 256,
     seed: int = 0,
+    labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    supervised_weight: float = 1.0,
     desc: str = "distil",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Refine ``head`` so that coarse views rank ``docs`` as the fine view does, for ``anchors``.
@@ -100,11 +108,19 @@ def distil_head(
     draws ``batch_size`` anchors and minimises, summed over ``dims`` (each a cut of the head's output),
     ``KL(softmax(fine_a @ fine_docs.T / t) || softmax(coarse_a @ coarse_docs.T / t))`` with both coarse
     sides through the head, cut and re-normalised, exactly as :func:`adaptive_retrieval.views.view_vector`
-    makes them. Adam, fixed ``lr``, deterministic in ``seed``. Returns the head and the first and last
-    step's loss.
+    makes them. ``labelled``, if given, is ``(coarse states of queries (m, hidden), relevance (m, n_docs))``
+    with each relevance row summing to 1: each step also draws ``batch_size // 2`` of them and adds
+    ``supervised_weight`` times the cross-entropy ``-sum(relevance * log softmax(coarse_q @ coarse_docs.T
+    / t))`` at the same widths. Adam, fixed ``lr``, deterministic in ``seed``. Returns the head and the
+    first and last step's loss.
     """
     anchor_c, anchor_f = anchors
     doc_c, doc_f = docs
+    if labelled is not None and (len(labelled[0]) != len(labelled[1]) or labelled[1].shape[1] != len(doc_c)):
+        raise ValueError(
+            f"labelled: {len(labelled[0])} queries and a relevance matrix of shape {tuple(labelled[1].shape)}; "
+            f"it must be ({len(labelled[0])}, {len(doc_c)}), one column per document"
+        )
     w = head.detach().clone().float().requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -114,10 +130,18 @@ def distil_head(
         rows = torch.randint(len(anchor_c), (min(batch_size, len(anchor_c)),), generator=g)
         target = F.softmax(anchor_f[rows] @ doc_f.T / temperature, dim=-1)
         doc_proj, anchor_proj = doc_c @ w, anchor_c[rows] @ w
+        if labelled is not None:
+            picked = torch.randint(len(labelled[0]), (max(1, batch_size // 2),), generator=g)
+            query_proj, relevance = labelled[0][picked] @ w, labelled[1][picked]
         loss = torch.zeros(())
         for d in dims:
-            logits = F.normalize(anchor_proj[:, :d], dim=-1) @ F.normalize(doc_proj[:, :d], dim=-1).T
+            doc_view = F.normalize(doc_proj[:, :d], dim=-1)
+            logits = F.normalize(anchor_proj[:, :d], dim=-1) @ doc_view.T
             loss = loss + F.kl_div(F.log_softmax(logits / temperature, dim=-1), target, reduction="batchmean")
+            if labelled is not None:
+                logits = F.normalize(query_proj[:, :d], dim=-1) @ doc_view.T
+                log_p = F.log_softmax(logits / temperature, dim=-1)
+                loss = loss - supervised_weight * (relevance * log_p).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -126,9 +150,11 @@ def distil_head(
     return w.detach(), {"distil_loss_first": losses[0], "distil_loss_last": losses[-1]} if losses else {}
 
 
-def query_like_texts(args: argparse.Namespace, corpus: dict) -> dict[str, list[str]]:
-    """The anchors of the distillation, by kind: corpus titles, and train queries minus the dev split."""
+def query_like_texts(args: argparse.Namespace, corpus: dict) -> tuple[dict[str, list[str]], list[dict]]:
+    """The anchors of the distillation, by kind: corpus titles, and train queries minus the dev split;
+    and the qrels of those train queries, in the same order (empty without them)."""
     texts: dict[str, list[str]] = {}
+    kept_qrels: list[dict] = []
     if "titles" in args.text:
         texts["titles"] = [d["title"] for d in corpus.values() if d.get("title")]
     train_qrels = Path(args.data_dir) / "beir" / args.dataset / "qrels" / "train.tsv"
@@ -137,8 +163,23 @@ def query_like_texts(args: argparse.Namespace, corpus: dict) -> dict[str, list[s
     elif "train-queries" in args.text:
         _, queries, qrels = load_beir(args.data_dir, args.dataset, "train")
         dev = set(split_dev(list(qrels), args.dev_fraction, args.seed))
-        texts["train-queries"] = [queries[q] for q in sorted(qrels) if q not in dev and q in queries]
-    return {k: v for k, v in texts.items() if v}
+        kept = [q for q in sorted(qrels) if q not in dev and q in queries]
+        texts["train-queries"] = [queries[q] for q in kept]
+        kept_qrels = [qrels[q] for q in kept]
+    return {k: v for k, v in texts.items() if v}, kept_qrels
+
+
+def relevance_matrix(qrels: list[dict], doc_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, relevance)``: the indices of the queries with a relevant document in ``doc_ids``, and
+    their relevance as ``(len(rows), len(doc_ids))`` distributions (positive qrels scores, normalised)."""
+    column = {d: i for i, d in enumerate(doc_ids)}
+    dense = torch.zeros(len(qrels), len(doc_ids))
+    for i, judged in enumerate(qrels):
+        for doc, grade in judged.items():
+            if grade > 0 and doc in column:
+                dense[i, column[doc]] = float(grade)
+    rows = torch.nonzero(dense.sum(1) > 0).flatten()
+    return rows, dense[rows] / dense[rows].sum(1, keepdim=True)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -157,6 +198,12 @@ def main(argv: list[str] | None = None) -> Path:
     )
     ap.add_argument("--distil-dims", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--temperature", type=float, default=0.05)
+    ap.add_argument(
+        "--supervised-weight",
+        type=float,
+        default=0.0,
+        help="weight of the relevance term on the train queries' qrels (0: off; needs train-queries)",
+    )
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -167,6 +214,10 @@ def main(argv: list[str] | None = None) -> Path:
         ap.error("--text must include corpus: the documents are what the coarse view ranks")
     if args.distil_steps < 0 or args.temperature <= 0 or args.lr <= 0 or args.batch_size < 1:
         ap.error("--distil-steps must be >= 0; --temperature, --lr and --batch-size must be positive")
+    if args.supervised_weight < 0:
+        ap.error(f"--supervised-weight must be >= 0, got {args.supervised_weight}")
+    if args.supervised_weight and ("train-queries" not in args.text or not args.distil_steps):
+        ap.error("--supervised-weight needs train-queries in --text and --distil-steps > 0")
     if not 0 <= args.dev_fraction < 1:
         ap.error(f"--dev-fraction must be in [0, 1), got {args.dev_fraction}")
 
@@ -180,10 +231,15 @@ def main(argv: list[str] | None = None) -> Path:
     if bad:
         ap.error(f"--distil-dims must be in 1..{encoder.hidden_size}, got {bad}")
     corpus, _, _ = load_beir(args.data_dir, args.dataset, "test")  # only the corpus is read
-    _, layers = encode_beir_corpus(encoder, corpus, args.cache_dir)
-    extra = query_like_texts(args, corpus)
+    doc_ids, layers = encode_beir_corpus(encoder, corpus, args.cache_dir)
+    extra, train_qrels = query_like_texts(args, corpus)
     if args.distil_steps and not extra:
         ap.error("--distil-steps needs query-like texts: add titles or train-queries to --text (or pass 0)")
+    labelled_rows, relevance = relevance_matrix(train_qrels, doc_ids)
+    if args.supervised_weight and not len(labelled_rows):
+        ap.error(
+            f"--supervised-weight: no train query of {args.dataset} has a relevant document in its corpus"
+        )
     wanted = sorted({*args.layers, encoder.n_layers})
     encoded = {  # kind -> {layer: (n, hidden)} full-width views of the query-like texts
         kind: {
@@ -214,6 +270,12 @@ def main(argv: list[str] | None = None) -> Path:
                 lr=args.lr,
                 batch_size=args.batch_size,
                 seed=args.seed + layer,
+                labelled=(
+                    (torch.from_numpy(encoded["train-queries"][layer][labelled_rows.numpy()]), relevance)
+                    if args.supervised_weight
+                    else None
+                ),
+                supervised_weight=args.supervised_weight,
                 desc=f"layer {layer}",
             )
             stats[layer].update(more)
@@ -226,7 +288,12 @@ def main(argv: list[str] | None = None) -> Path:
     if "train-queries" in extra:
         data.append(
             f"its train queries minus the dev split (--dev-fraction {args.dev_fraction}, --seed {args.seed}), "
-            f"{len(extra['train-queries'])}, text only (no qrels)"
+            f"{len(extra['train-queries'])}, "
+            + (
+                f"with their qrels ({len(labelled_rows)} queries with a relevant document)"
+                if args.supervised_weight
+                else "text only (no qrels)"
+            )
         )
     provenance = {
         "command": "python training/fit_coarse_head.py "
@@ -237,8 +304,13 @@ def main(argv: list[str] | None = None) -> Path:
         "head_shape": [encoder.hidden_size, encoder.hidden_size],
         "dtype": "float16",
         "target": f"layer {encoder.n_layers} full view: ridge on its singular vectors (largest first)"
-        + (f", then ranking distillation at dims {dims}" if args.distil_steps else ""),
-        "data": "; ".join(data) + "; no test queries, no qrels",
+        + (f", then ranking distillation at dims {dims}" if args.distil_steps else "")
+        + (
+            f", with the train qrels' relevance (weight {args.supervised_weight})"
+            if args.supervised_weight
+            else ""
+        ),
+        "data": "; ".join(data) + "; no test queries, no test qrels",
         "ridge": args.ridge,
         "distil": {
             "steps": args.distil_steps,
@@ -246,6 +318,7 @@ def main(argv: list[str] | None = None) -> Path:
             "temperature": args.temperature,
             "lr": args.lr,
             "batch_size": args.batch_size,
+            "supervised_weight": args.supervised_weight,
         },
         "seed": args.seed,
         "fit": stats,
