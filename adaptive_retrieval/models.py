@@ -280,8 +280,9 @@ NAMED_MODELS: dict[str, NamedModel] = {
         NamedModel(
             "mpnet-base-2dmse",
             "mpnet-base + a 2DMSE LoRA adapter (400 steps on SciFact train pairs and corpus titles) + linear coarse "
-            "heads on layers 2, 4, 6, 8 (ridge, then ranking distillation, on SciFact corpus text, titles and train "
-            "queries); provenance in adaptive_retrieval/trained/mpnet-base-2dmse/",
+            "heads on layers 2, 4, 6, 8 (ridge, then ranking distillation on SciFact corpus text, titles and train "
+            "queries, with a relevance term on the train qrels); provenance in "
+            "adaptive_retrieval/trained/mpnet-base-2dmse/",
             _locate_mpnet,
             heads=TRAINED_DIR / "mpnet-base-2dmse" / HEADS_FILE,
             adapter=TRAINED_DIR / "mpnet-base-2dmse",
