@@ -24,8 +24,8 @@ A head maps a coarse layer's pooled state to the fine view's coordinates, so tha
 Texts (``--text``): ``corpus`` (the dataset's documents: the ridge's data and the distillation's
 candidates), ``titles`` (the corpus titles: query-like text), ``train-queries`` (the dataset's train
 queries, minus the dev split that ``training/train.py`` holds out with the same ``--dev-fraction`` and
-``--seed``; their qrels too with ``--supervised-weight``). Test queries and test qrels are never read. Fitting on the corpus text is unsupervised
-adaptation; provenance says which texts a head saw.
+``--seed``; their qrels too with ``--supervised-weight``). Test queries and test qrels are never read.
+Fitting on the corpus text is unsupervised adaptation; provenance says which texts a head saw.
 
 Writes ``coarse_heads.safetensors`` (one ``(hidden, hidden)`` head per layer, stored as float16: the
 values stored are the values used) and ``provenance.json`` (the command, data, base model hash, fit
