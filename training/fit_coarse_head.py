@@ -235,11 +235,13 @@ def main(argv: list[str] | None = None) -> Path:
     extra, train_qrels = query_like_texts(args, corpus)
     if args.distil_steps and not extra:
         ap.error("--distil-steps needs query-like texts: add titles or train-queries to --text (or pass 0)")
-    labelled_rows, relevance = relevance_matrix(train_qrels, doc_ids)
-    if args.supervised_weight and not len(labelled_rows):
-        ap.error(
-            f"--supervised-weight: no train query of {args.dataset} has a relevant document in its corpus"
-        )
+    labelled_rows, relevance = torch.zeros(0, dtype=torch.long), None
+    if args.supervised_weight:  # dense (queries, documents): built only when the relevance term needs it
+        labelled_rows, relevance = relevance_matrix(train_qrels, doc_ids)
+        if not len(labelled_rows):
+            ap.error(
+                f"--supervised-weight: no train query of {args.dataset} has a relevant document in its corpus"
+            )
     wanted = sorted({*args.layers, encoder.n_layers})
     encoded = {  # kind -> {layer: (n, hidden)} full-width views of the query-like texts
         kind: {
@@ -271,9 +273,9 @@ def main(argv: list[str] | None = None) -> Path:
                 batch_size=args.batch_size,
                 seed=args.seed + layer,
                 labelled=(
-                    (torch.from_numpy(encoded["train-queries"][layer][labelled_rows.numpy()]), relevance)
-                    if args.supervised_weight
-                    else None
+                    None
+                    if relevance is None
+                    else (torch.from_numpy(encoded["train-queries"][layer][labelled_rows.numpy()]), relevance)
                 ),
                 supervised_weight=args.supervised_weight,
                 desc=f"layer {layer}",
