@@ -8,6 +8,7 @@ batch, stopping at the deepest requested layer.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -171,6 +172,16 @@ class Encoder:
                 f"{self.hidden_size}, got {tuple(head.shape)}"
             )
         self.heads[layer] = head.to(self.device)
+
+    def with_heads(self, heads: Mapping[int, torch.Tensor | None]) -> Encoder:
+        """A copy of this encoder that shares its model and tokenizer but has its own coarse heads: these
+        ``{layer: head}`` set over this one's (``None`` removes a layer's head). This encoder is left as it
+        was, so a retriever can carry a head fitted to its corpus without touching a shared encoder."""
+        other = copy.copy(self)
+        other.heads = dict(self.heads)
+        for layer, head in heads.items():
+            other.set_head(layer, head)
+        return other
 
     def project(self, pooled: torch.Tensor, view: View) -> torch.Tensor:
         """A view from pooled states of ``view.layer``: the layer's head (if any), cut, normalised."""

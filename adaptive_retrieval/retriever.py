@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .adapt import Adaptation, adapt_encoder
 from .corpus import Corpus, DocId, chunks, iter_documents
 from .encoder import Encoder
 from .index import BACKENDS, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
@@ -101,6 +102,7 @@ class Retriever:
         candidates: int = 100,
         train_size: int = 100_000,
         backend: QdrantBackend | None = None,
+        adaptation: Adaptation | None = None,
     ) -> None:
         self.encoder = encoder
         self.backend = backend
@@ -112,6 +114,9 @@ class Retriever:
         self.candidates = _positive_int(candidates, "candidates")
         self.train_size = _positive_int(train_size, "train_size")
         self._rows = {d: i for i, d in enumerate(doc_ids)}
+        #: what the build fitted to its corpus (see :mod:`adaptive_retrieval.adapt`); ``None``: not adapted
+        self.adaptation = adaptation
+        self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
 
     # ---------------------------------------------------------------------------------------- build
 
@@ -133,8 +138,9 @@ class Retriever:
         fine_path: str | Path | None = None,
         backend: str = "faiss",
         backend_options: dict[str, Any] | None = None,
+        adapt: bool = True,
     ) -> Retriever:
-        """Encode ``corpus`` once and index both views.
+        """Encode ``corpus`` once and index both views, the coarse one adapted to the corpus.
 
         The corpus is streamed: ``chunk_size`` documents are encoded at a time, and their vectors leave
         RAM before the next chunk. With ``fine_path``, the fine vectors go straight to that ``.npy``
@@ -163,6 +169,12 @@ class Retriever:
             backend_options: for ``"qdrant"``: ``location`` (``":memory:"``, the default, or a server
                 URL), ``path`` (a local on-disk store), ``collection``, or ``client`` (a ready
                 ``QdrantClient``), and ``hnsw`` (index the coarse view with HNSW on a server).
+            adapt: fit the coarse view's head to this corpus, without labels, from the first chunk's
+                documents (their coarse states and fine views come from the one forward pass the build
+                makes anyway): see :mod:`adaptive_retrieval.adapt`. The fitted head is used for every
+                document of this index (the first chunk included), for :meth:`add` and for every search,
+                and is saved with the index; :attr:`adaptation` says what was fitted and what it gained
+                on held-out documents. It is kept only when it beats the model's own head there.
         """
         encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
         retriever = cls._empty(
@@ -177,6 +189,7 @@ class Retriever:
             backend,
             backend_options,
         )
+        retriever._adapt_next = bool(adapt)
         try:
             retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
         except BaseException:
@@ -208,12 +221,39 @@ class Retriever:
                     raise ValueError(
                         f"corpus: document id {known!r} is already in the index; nothing was added"
                     )
+                if self._adapt_next:
+                    yield ids, *self._adapt_to(texts, batch_size, show_progress)
+                    continue
                 vectors = self.encoder.encode(
                     texts, [self.coarse, self.fine], batch_size=batch_size, show_progress=show_progress
                 )
                 yield ids, vectors[self.coarse], vectors[self.fine]
 
-        self.add_vector_batches(encoded())
+        before = (self.encoder, self.adaptation, self._adapt_next)
+        try:
+            self.add_vector_batches(encoded())
+        except BaseException:
+            self.encoder, self.adaptation, self._adapt_next = before
+            raise
+
+    def _adapt_to(
+        self, texts: list[str], batch_size: int | None, show_progress: bool | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Encode the first chunk once, fit the coarse head on it, and return its coarse and fine vectors
+        (the coarse ones through the fitted head: the index never holds vectors of two heads)."""
+        enc, hidden = self.encoder, self.encoder.hidden_size
+        plain_views = [View(self.coarse.layer, hidden), View(self.fine.layer, hidden)]
+        plain = enc.encode(
+            texts, plain_views, batch_size=batch_size, show_progress=show_progress, apply_heads=False
+        )
+        to_torch = lambda v: torch.from_numpy(plain[v]).to(enc.device)  # noqa: E731
+        fine = enc.project(to_torch(plain_views[1]), self.fine).float().cpu().numpy()
+        self.encoder, self.adaptation = adapt_encoder(
+            enc, self.coarse, self.fine, plain[plain_views[0]], fine, candidates=self.candidates
+        )
+        self._adapt_next = False
+        coarse = self.encoder.project(to_torch(plain_views[0]), self.coarse).float().cpu().numpy()
+        return coarse, fine
 
     def add_vectors(
         self, doc_ids: Sequence[DocId], coarse_vectors: np.ndarray, fine_vectors: np.ndarray
@@ -567,12 +607,21 @@ class Retriever:
             "count": len(self),
             "candidates": self.candidates,
             "train_size": self.train_size,
+            "adaptation": None if self.adaptation is None else self.adaptation.as_dict(),
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         from . import __version__
 
         manifest["library_version"] = __version__
-        write_index(Path(path), manifest, self.coarse_index, self.fine_store, list(self.doc_ids))
+        fitted = self.adaptation is not None and self.adaptation.chosen == "ridge"
+        write_index(
+            Path(path),
+            manifest,
+            self.coarse_index,
+            self.fine_store,
+            list(self.doc_ids),
+            heads={self.coarse.layer: enc.heads[self.coarse.layer]} if fitted else None,
+        )
 
     @classmethod
     def load(
@@ -599,6 +648,9 @@ class Retriever:
                 ) from None
         elif not isinstance(model, Encoder):
             model = Encoder.from_pretrained(model, pooling=saved["pooling"], max_length=saved["max_length"])
+        manifest, coarse_index, fine_store, doc_ids, heads = read_index(Path(path), verify=verify, mmap=mmap)
+        if heads:  # the head fitted to this corpus at build time
+            model = model.with_heads(heads)
         if model.fingerprint != saved["fingerprint"]:
             raise ValueError(
                 f"model {model.name!r} does not match the index at {str(path)!r}, which was built with "
@@ -609,7 +661,7 @@ class Retriever:
                 raise ValueError(
                     f"model {key}={getattr(model, key)!r} does not match the index at {str(path)!r} ({saved[key]!r})"
                 )
-        manifest, coarse_index, fine_store, doc_ids = read_index(Path(path), verify=verify, mmap=mmap)
+        adaptation = manifest.get("adaptation")
         return cls(
             model,
             model.check_view(manifest["coarse"], name="coarse"),
@@ -619,4 +671,5 @@ class Retriever:
             doc_ids,
             candidates=manifest["candidates"],
             train_size=manifest.get("train_size", 100_000),
+            adaptation=None if adaptation is None else Adaptation(**adaptation),
         )

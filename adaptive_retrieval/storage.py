@@ -6,6 +6,7 @@ Layout (no pickle anywhere)::
     coarse-<gen>.faiss       faiss.write_index of the coarse index
     fine-<gen>.npy           the fine matrix (float16 by default), memory-mapped on load
     ids-<gen>.json           the document ids, in internal-id order
+    heads-<gen>.safetensors  the coarse head fitted to this corpus at build time, if one was
 
 Saving is atomic: each save writes a new generation of data files, then replaces ``manifest.json`` in
 one ``os.replace``, and only then deletes the previous generation. A crash at any point leaves either
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .index import CoarseIndex, FineStore
+from .models import load_heads, save_heads
 
 FORMAT = "adaptive-retrieval-index"
 FORMAT_VERSION = 1
@@ -54,9 +56,15 @@ def _check_target(path: Path) -> None:
 
 
 def write_index(
-    path: Path, manifest: dict[str, Any], coarse: CoarseIndex, fine: FineStore, doc_ids: list
+    path: Path,
+    manifest: dict[str, Any],
+    coarse: CoarseIndex,
+    fine: FineStore,
+    doc_ids: list,
+    heads: dict[int, Any] | None = None,
 ) -> None:
-    """Write an index directory atomically (see the module docstring)."""
+    """Write an index directory atomically (see the module docstring); ``heads`` are coarse heads
+    ``{layer: (hidden, out) tensor}`` that belong to this index (fitted to its corpus)."""
     path = Path(path)
     _check_target(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -67,6 +75,9 @@ def write_index(
         "fine": fine.save,
         "ids": lambda p: p.write_text(json.dumps(doc_ids)),
     }
+    if heads:
+        files["heads"] = f"heads-{gen}.safetensors"
+        writers["heads"] = lambda p: save_heads(p, heads)
     written: list[Path] = []
     try:
         for key, write in writers.items():
@@ -98,7 +109,9 @@ def write_index(
         os.close(dir_fd)
     keep = set(files.values()) | {MANIFEST}
     for old in path.iterdir():
-        if old.name not in keep and old.name.startswith(("coarse-", "fine-", "ids-", f".{MANIFEST}.")):
+        if old.name not in keep and old.name.startswith(
+            ("coarse-", "fine-", "ids-", "heads-", f".{MANIFEST}.")
+        ):
             old.unlink(missing_ok=True)
 
 
@@ -122,8 +135,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def read_index(
     path: Path, *, verify: bool = True, mmap: bool = True
-) -> tuple[dict[str, Any], CoarseIndex, FineStore, list]:
-    """Read an index directory; refuse missing, truncated or (with ``verify``) altered files."""
+) -> tuple[dict[str, Any], CoarseIndex, FineStore, list, dict[int, Any]]:
+    """Read an index directory; refuse missing, truncated or (with ``verify``) altered files. Returns the
+    manifest, the coarse index, the fine store, the ids and the index's own coarse heads (often none)."""
     path = Path(path)
     manifest = read_manifest(path)
     files = manifest["files"]
@@ -152,4 +166,5 @@ def read_index(
             f"index at {str(path)!r} is inconsistent: manifest says {count} documents, the coarse index has "
             f"{len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)}"
         )
-    return manifest, coarse, fine, doc_ids
+    heads = load_heads(path / files["heads"]) if "heads" in files else {}
+    return manifest, coarse, fine, doc_ids, heads

@@ -54,9 +54,9 @@ def test_funnel_agrees_with_numpy_brute_force(tiny_encoder, corpus):
     r = Retriever.build(
         corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=7, fine_dtype="float32"
     )
-    vec = tiny_encoder.encode(corpus, [(3, 8), (12, 32)])
+    vec = r.encoder.encode(corpus, [(3, 8), (12, 32)])  # the index's views (its coarse head fitted at build)
     for q in QUERIES:
-        qv = tiny_encoder.encode(q, [(3, 8), (12, 32)])
+        qv = r.encoder.encode(q, [(3, 8), (12, 32)])
         shortlist = np.argsort(-(vec[(3, 8)] @ qv[(3, 8)]), kind="stable")[:7]
         fine_scores = vec[(12, 32)][shortlist] @ qv[(12, 32)]
         expected = shortlist[np.argsort(-fine_scores, kind="stable")][:5]
@@ -214,9 +214,15 @@ def test_approximate_coarse_indexes(tiny_encoder, corpus, factory):
 
 
 def test_from_vectors_equals_build(tiny_encoder, corpus, retriever):
-    vecs = tiny_encoder.encode(corpus, [(3, 8), (12, 32)])
+    vecs = retriever.encoder.encode(corpus, [(3, 8), (12, 32)])
     r = Retriever.from_vectors(
-        tiny_encoder, (3, 8), (12, 32), list(range(len(corpus))), vecs[(3, 8)], vecs[(12, 32)], candidates=10
+        retriever.encoder,
+        (3, 8),
+        (12, 32),
+        list(range(len(corpus))),
+        vecs[(3, 8)],
+        vecs[(12, 32)],
+        candidates=10,
     )
     for q in QUERIES:
         assert [h.doc_id for h in r.search(q, k=10)] == [h.doc_id for h in retriever.search(q, k=10)]

@@ -39,7 +39,10 @@ def test_round_trip_restores_everything(built, tiny_encoder, tmp_path):
     assert loaded.coarse_index.factory == "HNSW16"
     assert mapping_of(loaded.fine_store.vectors) is not None and loaded.fine_store.dtype == "float16"
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["model"]["fingerprint"] == tiny_encoder.fingerprint
+    assert (
+        manifest["model"]["fingerprint"] == built.encoder.fingerprint
+    )  # the model + the head fitted at build
+    assert loaded.encoder.fingerprint == built.encoder.fingerprint != tiny_encoder.fingerprint
     assert manifest["coarse"] == [3, 8] and manifest["metric"] == "inner_product" and manifest["count"] == 60
     assert not [p for p in (tmp_path / "idx").iterdir() if p.suffix in (".pkl", ".pickle")]
 
@@ -49,7 +52,7 @@ def test_saving_again_replaces_the_previous_generation(built, tiny_encoder, tmp_
     built.add({"extra": "cell gene protein"})
     built.save(tmp_path / "idx")
     names = sorted(p.name for p in (tmp_path / "idx").iterdir())
-    assert len(names) == 4, names  # manifest + one generation of three files
+    assert len(names) == 5, names  # manifest + one generation of four files (the fitted head's too)
     assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 61
 
 
@@ -77,7 +80,7 @@ def test_a_crash_mid_save_leaves_the_previous_index_whole(built, tiny_encoder, t
     monkeypatch.undo()
     loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
     assert len(loaded) == 60 and ranking(loaded) == expected
-    assert len(list((tmp_path / "idx").iterdir())) == 4  # the half-written file was removed
+    assert len(list((tmp_path / "idx").iterdir())) == 5  # the half-written file was removed
 
 
 def test_a_crash_before_the_manifest_swap_leaves_the_previous_index(
@@ -115,7 +118,7 @@ def _files(path):
     return json.loads((path / "manifest.json").read_text())["files"]
 
 
-@pytest.mark.parametrize("which", ["coarse", "fine", "ids"])
+@pytest.mark.parametrize("which", ["coarse", "fine", "ids", "heads"])
 def test_truncated_files_are_refused(built, tiny_encoder, tmp_path, which):
     built.save(tmp_path / "idx")
     f = tmp_path / "idx" / _files(tmp_path / "idx")[which]
@@ -124,7 +127,7 @@ def test_truncated_files_are_refused(built, tiny_encoder, tmp_path, which):
         Retriever.load(tmp_path / "idx", model=tiny_encoder)
 
 
-@pytest.mark.parametrize("which", ["coarse", "fine", "ids"])
+@pytest.mark.parametrize("which", ["coarse", "fine", "ids", "heads"])
 def test_altered_files_are_refused(built, tiny_encoder, tmp_path, which):
     built.save(tmp_path / "idx")
     f = tmp_path / "idx" / _files(tmp_path / "idx")[which]

@@ -137,9 +137,13 @@ def test_bad_fine_path_is_refused_before_encoding(tiny_encoder, tmp_path):
 def test_qdrant_backend_returns_the_same_hits_as_faiss(tiny_encoder, corpus):
     pytest.importorskip("qdrant_client")
     kwargs = dict(coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10, fine_dtype="float32")
-    faiss_r = Retriever.build(corpus, **kwargs)
-    qdrant_r = Retriever.build(corpus, backend="qdrant", chunk_size=25, **kwargs)
+    faiss_r = Retriever.build(corpus, chunk_size=50, **kwargs)
+    qdrant_r = Retriever.build(corpus, backend="qdrant", chunk_size=50, **kwargs)
     assert len(qdrant_r.backend) == len(corpus) and "qdrant" in repr(qdrant_r)
+    # both fitted the same coarse head on the same first chunk
+    assert (
+        qdrant_r.adaptation.chosen == "ridge" and qdrant_r.encoder.fingerprint == faiss_r.encoder.fingerprint
+    )
     for q in QUERIES:
         a, b = faiss_r.search(q, k=5), qdrant_r.search(q, k=5)
         assert [h.doc_id for h in a] == [h.doc_id for h in b]

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_texts
+
+from adaptive_retrieval import Retriever
+from adaptive_retrieval.adapt import MIN_DOCS, adapt_head, fidelity, fit_ridge_head
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic(n: int, hidden: int = 32, noise: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse states that a linear map turns into the fine views (plus noise), in clustered data."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(8, hidden))
+    fine = unit(centres[rng.integers(8, size=n)] + 0.6 * rng.normal(size=(n, hidden)))
+    mix = rng.normal(size=(hidden, hidden))
+    student = unit(fine @ mix + noise * rng.normal(size=(n, hidden)))
+    return student, fine
+
+
+def test_ridge_recovers_a_linear_map():
+    student, fine = synthetic(400, noise=0.0)
+    head, stats = fit_ridge_head(student, fine, ridge=1e-6)
+    assert stats["relative_residual"] < 0.02  # per-row normalisation is not linear
+    # cut to its first 8 coordinates (the fine view's top singular space), the fitted view follows the
+    # fine view's ranking more closely than the states' own first 8 coordinates do
+    coarse = unit((torch.from_numpy(student) @ head).numpy()[:, :8])
+    fitted = fidelity(coarse, fine, np.arange(50), k=10, candidates=20)
+    assert fitted > fidelity(unit(student[:, :8]), fine, np.arange(50), k=10, candidates=20) + 0.05
+
+
+def test_fidelity_leaves_the_query_out_of_its_own_ranking():
+    fine = unit(np.random.default_rng(0).normal(size=(30, 8)))
+    assert fidelity(fine, fine, np.arange(30), k=5, candidates=5) == 1.0
+    # a coarse view that ranks every document at random recalls about candidates/(n-1) of the top k
+    coarse = unit(np.random.default_rng(1).normal(size=(30, 8)))
+    assert fidelity(coarse, fine, np.arange(30), k=5, candidates=5) < 0.5
+
+
+def test_adaptation_fits_when_it_beats_the_prior():
+    student, fine = synthetic(600)
+    head, record = adapt_head(student, fine, layer=3, dim=8, candidates=30)
+    assert head is not None and record.chosen == "ridge"
+    assert record.fidelity_after > record.fidelity_before + 0.05
+    assert set(record.fidelity_by_ridge) == {"0.001", "0.01", "0.1", "1"}
+    assert record.fidelity_after == max(record.fidelity_by_ridge.values())
+    json.dumps(record.as_dict())  # goes into the manifest as it is
+
+
+def test_adaptation_keeps_a_prior_it_cannot_beat():
+    _, fine = synthetic(300)
+    # the states are the fine views and the prior keeps them whole: it ranks exactly as the fine view,
+    # and a fit can at best tie; a tie keeps the prior
+    head, record = adapt_head(fine, fine, layer=3, dim=32, candidates=10, prior=torch.eye(32))
+    assert record.fidelity_before == 1.0
+    assert head is None and record.chosen == "kept" and record.fidelity_after is None
+
+
+def test_too_few_documents_fit_nothing():
+    student, fine = synthetic(MIN_DOCS - 1)
+    head, record = adapt_head(student, fine, layer=3, dim=8)
+    assert head is None and record.chosen == "kept" and record.fidelity_before is None
+
+
+def test_bad_fit_input_is_refused():
+    with pytest.raises(ValueError, match="same rows"):
+        fit_ridge_head(np.ones((3, 4)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="ridge must be > 0"):
+        fit_ridge_head(np.ones((3, 4)), np.ones((3, 4)), ridge=0)
+
+
+# ---------------------------------------------------------------------------------- in the retriever
+
+
+@pytest.fixture(scope="module")
+def adapted(tiny_encoder):
+    texts = random_texts(120, seed=5)
+    return texts, Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10)
+
+
+def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
+    texts, r = adapted
+    assert r.adaptation is not None and r.adaptation.documents == len(texts)
+    assert r.adaptation.chosen == "ridge", r.adaptation  # random tiny models gain a lot from a fit
+    assert 3 in r.encoder.heads and 3 not in tiny_encoder.heads
+    assert r.encoder.model is tiny_encoder.model  # the weights are shared, not copied
+    assert r.encoder.fingerprint != tiny_encoder.fingerprint
+    # the index holds the adapted coarse views of every document, and the fine views unchanged
+    stored = r.coarse_index.index.reconstruct_n(0, len(texts))
+    np.testing.assert_allclose(stored, r.encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-5)
+    plain = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    assert plain.adaptation is None and plain.encoder is tiny_encoder
+    np.testing.assert_array_equal(plain.fine_store.vectors, r.fine_store.vectors)
+
+
+def test_adapted_index_survives_save_and_load(tmp_path, tiny_encoder, adapted):
+    _, r = adapted
+    r.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["adaptation"]["chosen"] == "ridge" and "heads" in manifest["files"]
+    loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)  # the head comes from the index
+    assert loaded.adaptation == r.adaptation and loaded.encoder.fingerprint == r.encoder.fingerprint
+    for q in ("cell gene", "vitamin bone risk"):
+        assert [h.doc_id for h in loaded.search(q, k=5)] == [h.doc_id for h in r.search(q, k=5)]
+    assert 3 not in tiny_encoder.heads
+
+
+def test_streamed_build_fits_on_the_first_chunk_and_add_uses_its_head(tiny_encoder):
+    texts = random_texts(150, seed=6)
+    r = Retriever.build(texts[:130], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, chunk_size=100)
+    assert r.adaptation.documents == 100
+    r.add(texts[130:])
+    stored = r.coarse_index.index.reconstruct_n(0, len(texts))
+    np.testing.assert_allclose(stored, r.encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-5)
+
+
+def test_failed_build_leaves_nothing_behind_and_small_corpora_are_left_alone(tiny_encoder, tmp_path):
+    texts = random_texts(60, seed=7)
+    with pytest.raises(TypeError, match="must be a str"):
+        Retriever.build(
+            [*texts, None], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, fine_path=tmp_path / "f.npy"
+        )
+    assert not (tmp_path / "f.npy").exists() and 3 not in tiny_encoder.heads
+    small = Retriever.build(texts[:20], coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    assert small.adaptation.chosen == "kept" and small.encoder is tiny_encoder
+
+
+def test_a_coarse_view_on_the_fine_layer_is_not_adapted(tiny_encoder):
+    texts = random_texts(80, seed=8)
+    r = Retriever.build(texts, coarse=(12, 8), fine=(12, 32), model=tiny_encoder)
+    assert r.adaptation.chosen == "kept" and r.encoder is tiny_encoder
