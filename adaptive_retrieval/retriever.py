@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Documents encoded and added per step of a build; build-time adaptation fits on the first chunk.
+CHUNK_SIZE = 10_000
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -132,7 +135,7 @@ class Retriever:
         index: str = "Flat",
         fine_dtype: str = "float16",
         batch_size: int | None = None,
-        chunk_size: int = 10_000,
+        chunk_size: int = CHUNK_SIZE,
         train_size: int = 100_000,
         show_progress: bool | None = None,
         fine_path: str | Path | None = None,
@@ -202,7 +205,7 @@ class Retriever:
         corpus: Corpus,
         *,
         batch_size: int | None = None,
-        chunk_size: int = 10_000,
+        chunk_size: int = CHUNK_SIZE,
         show_progress: bool | None = None,
     ) -> None:
         """Encode and add more documents, ``chunk_size`` at a time (any iterable streams: RAM does not

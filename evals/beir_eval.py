@@ -11,7 +11,10 @@ Every configuration is then run through the library's own funnel (``Retriever.fr
 - ``exact`` rows: search the view's own flat index, top 100;
 - ``funnel`` rows: a coarse view's flat index recalls ``candidates`` ids, the fine view (float16, the
   library default) re-ranks them; a funnel returns ``min(100, candidates)`` hits, so its Recall@100
-  counts only what it can return.
+  counts only what it can return. Each funnel runs twice (``--adapt both``, the default): with the
+  model's coarse heads as shipped (``adapt`` = ``shipped``), and with the head that
+  ``Retriever.build`` fits to the corpus (``adapt`` = ``build``: :func:`adaptive_retrieval.adapt.adapt_encoder`
+  on the same first chunk of documents, label-free).
 
 Every row also says how closely it follows the exact fine view, without labels: ``overlap@10``, the share
 of the exact fine view's top 10 that the row's own top 10 holds (FAISS's ``knn_intersection_measure``).
@@ -39,7 +42,9 @@ from costs import mean_encoder_flops, search_flops
 from report import markdown_table, model_info, pareto_front, percentiles_ms, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View
+from adaptive_retrieval.adapt import adapt_encoder
 from adaptive_retrieval.models import NAMED_MODELS
+from adaptive_retrieval.retriever import CHUNK_SIZE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from data import split_dev  # the one definition of the dev split, shared with training
@@ -49,6 +54,7 @@ CANDIDATES = (20, 50, 100, 200, 500)
 FULL_DIMS = (32, 64, 128, 256, 512)
 DEPTH = 100  # every run ranks this many documents per query (Recall@100)
 STAGES = ("encode_coarse", "coarse_search", "resume_fine", "rerank")
+ADAPT_CHOICES = ("shipped", "build", "both")
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -129,7 +135,9 @@ def grid_views(encoder: Encoder, grid: str) -> list[View]:
     if grid == "full":
         dims = sorted({d for d in FULL_DIMS if d < h} | {h})
         return [View(layer, d) for layer in range(1, n + 1) for d in dims]
-    raise ValueError(f"grid={grid!r}: choose 'quick' or 'full'")
+    if grid == "none":
+        return []
+    raise ValueError(f"grid={grid!r}: choose 'quick', 'full' or 'none'")
 
 
 # ----------------------------------------------------------------------------------- BEIR search
@@ -265,8 +273,13 @@ def evaluate_model(
     fine: View | None = None,
     cache_dir: Path | None = DEFAULT_CACHE_DIR,
     batch_size: int | None = None,
+    adapt: str = "both",
 ) -> list[dict[str, Any]]:
-    """Every exact view of the grid and every funnel (coarse view x candidates -> fine), as rows."""
+    """Every exact view of the grid (``none``: the fine view alone) and every funnel (coarse view x
+    candidates -> fine), as rows; funnels with the shipped heads, the head fitted at build, or both
+    (``adapt``: ``shipped``, ``build``, ``both``)."""
+    if adapt not in ADAPT_CHOICES:
+        raise ValueError(f"adapt={adapt!r}: choose one of {', '.join(ADAPT_CHOICES)}")
     doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir, batch_size=batch_size)
     fine = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
     views = grid_views(encoder, grid)
@@ -280,17 +293,32 @@ def evaluate_model(
         print(f"  exact  {view!s:>8}: nDCG@10 {row['ndcg@10']:.4f}", file=sys.stderr, flush=True)
     for row, run in zip(rows, runs.values()):
         row["overlap@10"] = top_overlap(run, runs[fine])
+    fine_docs = view_matrix(encoder, all_layers, fine)
     for coarse in funnel_coarse:
-        for c in candidates:
-            row, run = run_config(encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)
-            row["overlap@10"] = top_overlap(run, runs[fine])
-            rows.append(row)
-            print(
-                f"  funnel {coarse!s:>8} -> {fine} @ {c}: nDCG@10 {row['ndcg@10']:.4f}, "
-                f"overlap@10 with exact {fine} {row['overlap@10']:.3f}",
-                file=sys.stderr,
-                flush=True,
+        variants = []
+        if adapt in ("shipped", "both"):
+            variants.append(("shipped", encoder, None))
+        if adapt in ("build", "both"):  # as Retriever.build fits it: on the first chunk of documents
+            first = slice(0, CHUNK_SIZE)
+            adapted, record = adapt_encoder(
+                encoder, coarse, fine, all_layers[coarse.layer - 1][first], fine_docs[first], candidates=100
             )
+            variants.append(("build", adapted, record))
+        for kind, enc, record in variants:
+            for c in candidates:
+                row, run = run_config(enc, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)
+                row["overlap@10"] = top_overlap(run, runs[fine])
+                row["adapt"] = kind
+                if record is not None:
+                    row["adaptation"] = record.as_dict()
+                    row["adapt_seconds"] = record.seconds
+                rows.append(row)
+                print(
+                    f"  funnel {coarse!s:>8} -> {fine} @ {c} ({kind} head): nDCG@10 {row['ndcg@10']:.4f}, "
+                    f"overlap@10 with exact {fine} {row['overlap@10']:.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return rows
 
 
@@ -302,6 +330,7 @@ COLUMNS = (
     ("coarse", "coarse", ""),
     ("fine", "fine", ""),
     ("cand.", "candidates", "d"),
+    ("head", "adapt", "s"),
     ("nDCG@10", "ndcg@10", ".4f"),
     ("R@10", "recall@10", ".4f"),
     ("R@100", "recall@100", ".4f"),
@@ -339,8 +368,12 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         for n, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
             color = f"C{n}"
             mine = [r for r in rows if r["model"] == model]
-            for kind, marker in (("exact", "o"), ("funnel", "^")):
-                pts = [r for r in mine if r["kind"] == kind]
+            for kind, marker in (("exact", "o"), ("funnel", "^"), ("funnel, head fitted at build", "s")):
+                pts = [
+                    r
+                    for r in mine
+                    if (r["kind"], r.get("adapt") == "build") == (kind.split(",")[0], kind.endswith("build"))
+                ]
                 ax.scatter(
                     [r[cost] for r in pts],
                     [r["ndcg@10"] for r in pts],
@@ -404,7 +437,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     ap.add_argument("--dev-seed", type=int, default=42, help="--split dev: as train.py's --seed")
     ap.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="one or more models, side by side")
-    ap.add_argument("--grid", choices=("quick", "full"), default="quick")
+    ap.add_argument(
+        "--grid", choices=("quick", "full", "none"), default="quick", help="exact views (none: the fine view)"
+    )
+    ap.add_argument(
+        "--adapt",
+        choices=ADAPT_CHOICES,
+        default="both",
+        help="funnels with the shipped coarse heads, the head fitted to the corpus at build, or both",
+    )
     ap.add_argument("--candidates", type=int, nargs="+", default=list(CANDIDATES))
     ap.add_argument(
         "--funnel-coarse", nargs="+", help="coarse views of the funnels (default: the quick grid)"
@@ -458,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             fine=View.parse(args.fine, name="--fine") if args.fine else None,
             cache_dir=None if args.no_cache else args.cache_dir,
             batch_size=args.batch_size,
+            adapt=args.adapt,
         )
     for r in rows:
         r["gflops"] = r["flops_per_query"] / 1e9

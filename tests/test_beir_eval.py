@@ -11,7 +11,7 @@ from beir_eval import evaluate_model, grid_views, load_beir, load_split, main, r
 from conftest import make_encoder, make_model, make_tokenizer, random_texts
 from corpus_cache import encode_all_layers, view_matrix
 
-from adaptive_retrieval import View
+from adaptive_retrieval import Retriever, View
 
 N_DOCS, N_QUERIES = 40, 6
 
@@ -98,7 +98,7 @@ def test_overlap_column_measures_the_funnel_against_exact_fine(tiny_encoder, dat
     all_layers = encode_all_layers(tiny_encoder, doc_ids, [d["text"] for d in corpus.values()], tmp_path)
     docs_f = view_matrix(tiny_encoder, all_layers, fine)
     for r in rows:
-        if r["kind"] != "funnel":
+        if r["kind"] != "funnel" or r["adapt"] != "shipped":  # the model's own views
             continue
         coarse = View(*r["coarse"])
         docs_c = view_matrix(tiny_encoder, all_layers, coarse)
@@ -110,6 +110,29 @@ def test_overlap_column_measures_the_funnel_against_exact_fine(tiny_encoder, dat
             shares.append(len(truth & shortlist) / 10)
         assert r["overlap@10"] == pytest.approx(np.mean(shares)), r
     assert any(r["overlap@10"] < 1 for r in rows if r["kind"] == "funnel")
+
+
+def test_build_rows_use_the_head_retriever_build_fits(tiny_encoder, tmp_path):
+    corpus, queries, qrels = load_beir(write_dataset(tmp_path / "data", n_docs=300), "tiny", "test")
+    rows = evaluate_model(
+        tiny_encoder,
+        corpus,
+        queries,
+        qrels,
+        grid="none",
+        funnel_coarse=[View(3, 8)],
+        candidates=[10],
+        cache_dir=tmp_path / "cache",
+        adapt="build",
+    )
+    assert [(r["kind"], r.get("adapt")) for r in rows] == [("exact", None), ("funnel", "build")]
+    built = Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=100)
+    record, expected = rows[1]["adaptation"], built.adaptation.as_dict()
+    assert record["chosen"] == expected["chosen"] == "ridge" and record["ridge"] == expected["ridge"]
+    assert record["fidelity_before"] == pytest.approx(expected["fidelity_before"], abs=1e-6)
+    assert record["fidelity_by_ridge"] == pytest.approx(expected["fidelity_by_ridge"], abs=1e-6)
+    with pytest.raises(ValueError, match="adapt='yes'"):
+        evaluate_model(tiny_encoder, corpus, queries, qrels, cache_dir=tmp_path / "cache", adapt="yes")
 
 
 def test_interrupted_encoding_resumes_at_its_last_whole_part(tiny_encoder, tmp_path, monkeypatch):
