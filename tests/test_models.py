@@ -194,7 +194,7 @@ def test_named_model_with_a_lora_adapter_is_merged_on_load(tmp_path, monkeypatch
         Encoder.from_pretrained("gone")
 
 
-@pytest.mark.parametrize("name", ["mpnet-base-heads", "mpnet-base-2dmse"])
+@pytest.mark.parametrize("name", ["mpnet-base-heads", "mpnet-base-2dmse", "mpnet-base-2dmse-scifact"])
 def test_shipped_artifacts_match_their_provenance(name):
     from adaptive_retrieval import models
 
@@ -206,7 +206,11 @@ def test_shipped_artifacts_match_their_provenance(name):
     )
     total = sum(f.stat().st_size for f in folder.iterdir())
     assert total <= 20 * 1024 * 1024  # small artifacts only: never a full model
-    for file, facts in provenance.get("files", {}).items():
-        data = (folder / file).read_bytes()
-        assert len(data) == facts["bytes"] and hashlib.sha256(data).hexdigest() == facts["sha256"]
+    shipped = [(folder, provenance.get("files", {}))]
+    if "adapter" in provenance:  # an adapter shipped in another named model's folder
+        shipped.append((folder / provenance["adapter"]["folder"], provenance["adapter"]["files"]))
+    for where, files in shipped:
+        for file, facts in files.items():
+            data = (where / file).read_bytes()
+            assert len(data) == facts["bytes"] and hashlib.sha256(data).hexdigest() == facts["sha256"]
     assert models.DEFAULT_MODEL in models.NAMED_MODELS
