@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from .corpus import iter_documents
+from . import datasets
+from .corpus import document_text, iter_documents
 from .encoder import Embeddings, Encoder, EncoderState
 from .index import CoarseIndex, FineStore
 from .models import DEFAULT_MODEL, NAMED_MODELS
@@ -26,6 +27,8 @@ __all__ = [
     "Retriever",
     "SearchTimings",
     "View",
+    "datasets",
+    "document_text",
     "iter_documents",
     "pool",
     "view_vector",

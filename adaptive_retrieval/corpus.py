@@ -34,14 +34,21 @@ def _check_text(text: Any, doc_id: DocId) -> str:
     return text
 
 
+def document_text(doc: Mapping[str, Any]) -> str:
+    """The one definition of a document's text: ``title + " " + text`` (the text alone without a title).
+    Indexing, training and every benchmark use it."""
+    title = doc.get("title") or ""
+    return f"{title} {doc['text']}".strip() if title else doc["text"]
+
+
 def _beir_text(doc: Mapping[str, Any], doc_id: DocId) -> str:
     if "text" not in doc:
         raise ValueError(
             f"corpus: document {doc_id!r} is a dict without a 'text' field (BEIR form is {{'title', 'text'}})"
         )
-    title = _check_text(doc.get("title") or "", doc_id)
-    text = _check_text(doc["text"], doc_id)
-    return f"{title} {text}".strip() if title else text
+    _check_text(doc.get("title") or "", doc_id)
+    _check_text(doc["text"], doc_id)
+    return document_text(doc)
 
 
 def _mixed(doc_id: DocId, expected: str, value: Any) -> ValueError:

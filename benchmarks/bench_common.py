@@ -15,7 +15,10 @@ sys.path.insert(
 from report import machine as machine_info
 from report import percentiles_ms
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from adaptive_retrieval.corpus import document_text
+from adaptive_retrieval.datasets import default_data_dir
+
+DEFAULT_DATA_DIR = default_data_dir()  # $ADAPTIVE_RETRIEVAL_DATA or the cache folder
 
 
 def scifact_texts(data_dir: Path, n: int | None = None) -> list[str]:
@@ -27,7 +30,7 @@ def scifact_texts(data_dir: Path, n: int | None = None) -> list[str]:
     with open(path) as fh:
         for line in fh:
             doc = json.loads(line)
-            texts.append(f"{doc.get('title', '')} {doc['text']}".strip())
+            texts.append(document_text(doc))
             if n is not None and len(texts) == n:
                 break
     return texts

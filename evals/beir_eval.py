@@ -34,22 +34,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from beir.datasets.data_loader import GenericDataLoader
 from beir.retrieval.evaluation import EvaluateRetrieval
 from beir.retrieval.search.base import BaseSearch
 from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from costs import mean_encoder_flops, search_flops
 from report import markdown_table, model_info, pareto_front, percentiles_ms, settings, write_json
 
-from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View
+from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
 from adaptive_retrieval.adapt import adapt_encoder
 from adaptive_retrieval.models import NAMED_MODELS
 from adaptive_retrieval.retriever import CHUNK_SIZE
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from data import split_dev  # the one definition of the dev split, shared with training
-
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA_DIR = datasets.default_data_dir()
 CANDIDATES = (20, 50, 100, 200, 500)
 FULL_DIMS = (32, 64, 128, 256, 512)
 DEPTH = 100  # every run ranks this many documents per query (Recall@100)
@@ -60,40 +56,34 @@ ADAPT_CHOICES = ("shipped", "build", "both")
 # ------------------------------------------------------------------------------------------- data
 
 
-def load_beir(data_dir: Path, dataset: str, split: str) -> tuple[dict, dict, dict]:
-    """BEIR's own loader; a missing dataset gets a message saying where to put it."""
-    folder = Path(data_dir) / "beir" / dataset
-    needed = [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        raise SystemExit(
-            f"dataset {dataset!r} (split {split!r}) is not in {folder}: missing {', '.join(missing)}.\n"
-            f"Put a BEIR-format copy there (corpus.jsonl, queries.jsonl, qrels/{split}.tsv), or pass "
-            "--data-dir pointing at the folder that holds beir/<dataset>/. Nothing is downloaded."
-        )
-    return GenericDataLoader(data_folder=str(folder)).load(split=split)
+def load_beir(data_dir: Path | None, dataset: str, split: str) -> tuple[dict, dict, dict]:
+    """:func:`adaptive_retrieval.datasets.load_beir` (a public BEIR dataset is downloaded when missing and
+    the machine is online); what is missing ends the script with the library's message."""
+    try:
+        return datasets.load_beir(data_dir, dataset, split)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
 
 
 def load_split(
-    data_dir: Path, dataset: str, split: str, *, dev_fraction: float = 0.1, dev_seed: int = 42
+    data_dir: Path | None, dataset: str, split: str, *, dev_fraction: float = 0.1, dev_seed: int = 42
 ) -> tuple[dict, dict, dict]:
-    """:func:`load_beir`, plus ``split="dev"`` for datasets without a ``qrels/dev.tsv``: the train queries
-    that ``training/train.py`` and ``training/fit_coarse_head.py`` hold out for model selection with the
-    same ``--dev-fraction`` and ``--seed`` (their defaults are these). Models are chosen on it; test
-    queries stay for the numbers reported."""
-    if split != "dev" or (Path(data_dir) / "beir" / dataset / "qrels" / "dev.tsv").is_file():
-        return load_beir(data_dir, dataset, split)
-    if not 0 < dev_fraction < 1:
-        raise SystemExit(f"--dev-fraction must be in (0, 1), got {dev_fraction}")
-    if not (Path(data_dir) / "beir" / dataset / "qrels" / "train.tsv").is_file():
-        raise SystemExit(
-            f"--split dev is carved from {dataset}'s train queries, but it has no qrels/train.tsv (nor a "
-            "qrels/dev.tsv) in --data-dir: choose a split it has"
-        )
-    corpus, queries, qrels = load_beir(data_dir, dataset, "train")
-    positive = [q for q, docs in qrels.items() if any(s > 0 for s in docs.values())]
-    dev = split_dev(positive, dev_fraction, dev_seed)
-    return corpus, {q: queries[q] for q in dev if q in queries}, {q: qrels[q] for q in dev}
+    """:func:`adaptive_retrieval.datasets.load_split` (``split="dev"``: the train queries that training
+    holds out with the same ``--dev-fraction`` and ``--seed``), ending the script on missing data."""
+    data_dir = datasets.default_data_dir() if data_dir is None else Path(data_dir)
+    folder = data_dir / "beir" / dataset / "qrels"
+    if split == "dev" and not (folder / "dev.tsv").is_file():
+        if not 0 < dev_fraction < 1:
+            raise SystemExit(f"--dev-fraction must be in (0, 1), got {dev_fraction}")
+        if (folder.parent / "corpus.jsonl").is_file() and not (folder / "train.tsv").is_file():
+            raise SystemExit(
+                f"--split dev is carved from {dataset}'s train queries, but it has no qrels/train.tsv (nor a "
+                "qrels/dev.tsv) in --data-dir: choose a split it has"
+            )
+    try:
+        return datasets.load_split(data_dir, dataset, split, dev_fraction=dev_fraction, dev_seed=dev_seed)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
 
 
 def held_out_ids(model: str) -> list[str] | None:
@@ -428,7 +418,12 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="scifact")
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="folder holding beir/<dataset>/")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="folder holding beir/<dataset>/ (default: $ADAPTIVE_RETRIEVAL_DATA or the cache folder)",
+    )
     ap.add_argument(
         "--split", default="test", help="test, or dev: the train queries training holds out (see below)"
     )

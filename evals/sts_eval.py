@@ -25,8 +25,9 @@ from scipy.stats import spearmanr
 from sts_data import Pairs, read_all
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
+from adaptive_retrieval.datasets import default_data_dir
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA_DIR = default_data_dir()  # $ADAPTIVE_RETRIEVAL_DATA or the cache folder
 TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICK-R")
 
 

@@ -224,8 +224,8 @@ def test_grids():
 
 
 def test_missing_dataset_says_where_to_put_it(tmp_path):
-    with pytest.raises(SystemExit, match=r"(?s)dataset 'nfcorpus' .* is not in .*beir/nfcorpus.*--data-dir"):
-        load_beir(tmp_path, "nfcorpus", "test")
+    with pytest.raises(SystemExit, match=r"(?s)dataset 'mine' .* is not in .*beir/mine.*--data-dir"):
+        load_beir(tmp_path, "mine", "test")  # not a public BEIR set: nothing to download
 
 
 def test_dev_split_needs_train_queries(tmp_path):

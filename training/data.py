@@ -15,7 +15,6 @@ scores models on the same queries (:func:`split_dev` is the one definition of th
 from __future__ import annotations
 
 import json
-import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))  # the STS readers are shared
 
 from sts_data import read_sick, read_stsb
+
+from adaptive_retrieval.corpus import document_text
+from adaptive_retrieval.datasets import split_dev
 
 
 @dataclass
@@ -66,25 +68,9 @@ def _train_qrels(folder: Path) -> dict[str, list[str]]:
     return qrels
 
 
-def _id_order(qid: str) -> tuple[int, int | str]:
-    return (0, int(qid)) if qid.isdigit() else (1, qid)
-
-
-def split_dev(query_ids: Sequence[str], dev_fraction: float, seed: int) -> list[str]:
-    """The query ids held out for model selection: a ``dev_fraction`` sample, deterministic in ``seed``
-    and independent of the order ``query_ids`` come in."""
-    qids = sorted(set(query_ids), key=_id_order)
-    return sorted(random.Random(seed).sample(qids, round(len(qids) * dev_fraction)), key=_id_order)
-
-
 def dev_query_ids(data_dir: Path, dev_fraction: float, seed: int) -> list[str]:
     """The SciFact train queries held out for model selection (deterministic in ``seed``)."""
     return split_dev(list(_train_qrels(_scifact(data_dir))), dev_fraction, seed)
-
-
-def doc_text(doc: dict[str, str]) -> str:
-    """A document as the retriever indexes it: ``title + " " + text``."""
-    return f"{doc.get('title') or ''} {doc['text']}".strip()
 
 
 def scifact_train(data_dir: Path, dev_fraction: float = 0.1, seed: int = 0) -> PairSet:
@@ -98,7 +84,7 @@ def scifact_train(data_dir: Path, dev_fraction: float = 0.1, seed: int = 0) -> P
         if qid not in dev:
             for did in qrels[qid]:
                 a.append(queries[qid])
-                b.append(doc_text(corpus[did]))
+                b.append(document_text(corpus[did]))
     return PairSet(
         "scifact-train",
         a,

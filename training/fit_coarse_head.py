@@ -49,15 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
 import torch.nn.functional as F
 from beir_eval import load_beir
 from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
-from data import split_dev
 from tqdm.auto import tqdm
 
 from adaptive_retrieval import Encoder
+from adaptive_retrieval.datasets import default_data_dir, split_dev
 from adaptive_retrieval.models import HEADS_FILE, save_heads
 
 TEXTS = ("corpus", "titles", "train-queries")
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA_DIR = default_data_dir()
 
 
 def fit_head(

@@ -41,13 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import PairSet, load_recipes
 
 from adaptive_retrieval import Encoder
+from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.losses import OBJECTIVES, TwoDMatryoshkaLoss
 from adaptive_retrieval.models import write_sentence_transformers_config
 
 #: The peer objective: sentence-transformers' Matryoshka2dLoss (MultipleNegativesRankingLoss inside) run by
 #: this same script, on the same model object, batches, LoRA, optimizer, schedule and seed.
 PEER = "st-matryoshka2d"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA_DIR = default_data_dir()  # $ADAPTIVE_RETRIEVAL_DATA or the cache folder
 METADATA = "adaptive_retrieval_training.json"
 
 
