@@ -9,6 +9,10 @@ coarse view ``(layer, dim)`` (the head's output cut to ``dim`` and normalised, a
 own singular vectors (largest first), so that cutting the head's output to ``dim`` keeps the best
 rank-``dim`` approximation of the fine view's inner products a linear map of the coarse state can give.
 
+:func:`distil_head` refines a head by ranking distillation (the fine view's similarity distribution over
+the documents, for query-like anchors, copied by the coarse view at several widths), optionally with a
+relevance term on labelled queries; ``training/fit_coarse_head.py`` uses both to make shipped heads.
+
 :func:`adapt_head` decides, label-free, whether and how to use it on a corpus: it holds out some of the
 corpus' documents as pseudo-queries (a document is the query; its fine view's nearest other documents
 are what the funnel must return), fits on the rest at a few ridge strengths, and measures each fit's
@@ -28,6 +32,8 @@ from typing import Any
 import faiss
 import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .views import view_vector
 
@@ -78,6 +84,69 @@ def fit_ridge_head(
         **{f"fine_energy_in_top_{d}": float(energy[d - 1]) for d in (32, 64, 128, 256) if d <= len(s)},
     }
     return w.float(), stats
+
+
+def distil_head(
+    head: torch.Tensor,
+    anchors: tuple[torch.Tensor, torch.Tensor],
+    docs: tuple[torch.Tensor, torch.Tensor],
+    *,
+    dims: list[int],
+    steps: int,
+    temperature: float = 0.05,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+    labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    supervised_weight: float = 1.0,
+    desc: str = "distil",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Refine ``head`` so that coarse views rank ``docs`` as the fine view does, for ``anchors``.
+
+    ``anchors`` and ``docs`` are ``(coarse, fine)`` pairs of ``(n, hidden)`` normalised views. Each step
+    draws ``batch_size`` anchors and minimises, summed over ``dims`` (each a cut of the head's output),
+    ``KL(softmax(fine_a @ fine_docs.T / t) || softmax(coarse_a @ coarse_docs.T / t))`` with both coarse
+    sides through the head, cut and re-normalised, exactly as :func:`adaptive_retrieval.views.view_vector`
+    makes them. ``labelled``, if given, is ``(coarse states of queries (m, hidden), relevance (m, n_docs))``
+    with each relevance row summing to 1: each step also draws ``batch_size // 2`` of them and adds
+    ``supervised_weight`` times the cross-entropy ``-sum(relevance * log softmax(coarse_q @ coarse_docs.T
+    / t))`` at the same widths. Adam, fixed ``lr``, deterministic in ``seed``. Returns the head and the
+    first and last step's loss.
+    """
+    anchor_c, anchor_f = anchors
+    doc_c, doc_f = docs
+    if labelled is not None and (len(labelled[0]) != len(labelled[1]) or labelled[1].shape[1] != len(doc_c)):
+        raise ValueError(
+            f"labelled: {len(labelled[0])} queries and a relevance matrix of shape {tuple(labelled[1].shape)}; "
+            f"it must be ({len(labelled[0])}, {len(doc_c)}), one column per document"
+        )
+    w = head.detach().clone().float().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    bar = tqdm(range(steps), desc=desc, leave=False)
+    for _ in bar:
+        rows = torch.randint(len(anchor_c), (min(batch_size, len(anchor_c)),), generator=g)
+        target = F.softmax(anchor_f[rows] @ doc_f.T / temperature, dim=-1)
+        doc_proj, anchor_proj = doc_c @ w, anchor_c[rows] @ w
+        if labelled is not None:
+            picked = torch.randint(len(labelled[0]), (max(1, batch_size // 2),), generator=g)
+            query_proj, relevance = labelled[0][picked] @ w, labelled[1][picked]
+        loss = torch.zeros(())
+        for d in dims:
+            doc_view = F.normalize(doc_proj[:, :d], dim=-1)
+            logits = F.normalize(anchor_proj[:, :d], dim=-1) @ doc_view.T
+            loss = loss + F.kl_div(F.log_softmax(logits / temperature, dim=-1), target, reduction="batchmean")
+            if labelled is not None:
+                logits = F.normalize(query_proj[:, :d], dim=-1) @ doc_view.T
+                log_p = F.log_softmax(logits / temperature, dim=-1)
+                loss = loss - supervised_weight * (relevance * log_p).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    return w.detach(), {"distil_loss_first": losses[0], "distil_loss_last": losses[-1]} if losses else {}
 
 
 def fidelity(

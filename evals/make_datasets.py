@@ -2,6 +2,8 @@
 
     python evals/make_datasets.py --data-dir ../shared/data --out runs/data          # all four
     python evals/make_datasets.py --data-dir ../shared/data --out runs/data --only manpages
+    python evals/make_datasets.py --data-dir ../shared/data --out runs/data --only stsb-para sick-para \
+        sts12-16-para --max-queries 100 --max-docs 300 --suffix=-small     # a few hundred documents
 
 Each set is written to ``<out>/beir/<name>/`` as ``corpus.jsonl``, ``queries.jsonl``, ``qrels/dev.tsv``
 and ``qrels/test.tsv`` (the queries split in two halves by a seeded draw: choose on dev, report on
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-queries", type=int, default=500)
     ap.add_argument("--max-docs", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--suffix", default="", help="appended to each set's name (e.g. -small for a smaller copy)")
     args = ap.parse_args(argv)
     if args.max_queries < 2 or args.max_docs < 1:
         ap.error("--max-queries must be >= 2 (dev and test) and --max-docs >= 1")
@@ -245,14 +248,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"description; document: the rest of the page, first {WORDS_PER_PAGE} words."
             )
         counts = write_beir(
-            args.out / "beir" / name,
+            args.out / "beir" / f"{name}{args.suffix}",
             *made,
             max_queries=args.max_queries,
             max_docs=args.max_docs,
             seed=args.seed,
             about=about,
         )
-        print(f"{name}: {counts}", file=sys.stderr)
+        print(f"{name}{args.suffix}: {counts}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 import pytest
-from fit_coarse_head import distil_head, fit_head, relevance_matrix
+from fit_coarse_head import relevance_matrix
+
+from adaptive_retrieval.adapt import distil_head
+from adaptive_retrieval.adapt import fit_ridge_head as fit_head
 
 
 def test_head_recovers_a_linear_relation_and_orders_dims_by_energy():

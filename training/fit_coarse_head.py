@@ -46,108 +46,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
 
-import torch.nn.functional as F
 from beir_eval import load_beir
 from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
-from tqdm.auto import tqdm
 
 from adaptive_retrieval import Encoder
+from adaptive_retrieval.adapt import distil_head, fit_ridge_head
 from adaptive_retrieval.datasets import default_data_dir, split_dev
 from adaptive_retrieval.models import HEADS_FILE, save_heads
 
 TEXTS = ("corpus", "titles", "train-queries")
 
 DEFAULT_DATA_DIR = default_data_dir()
-
-
-def fit_head(
-    coarse: np.ndarray, fine: np.ndarray, ridge: float = 1e-2, basis_rows: int | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Ridge regression ``coarse @ W ~ fine @ V`` (``V``: fine's right singular vectors, by singular value).
-
-    ``coarse`` and ``fine`` are ``(n, hidden)`` normalised views of the same texts. ``ridge`` is the
-    regularisation as a fraction of the mean diagonal of ``coarse.T @ coarse``. ``V`` comes from the
-    first ``basis_rows`` rows of ``fine`` (default all: e.g. the corpus alone, whose inner products
-    the funnel approximates). Returns the head ``W`` of shape ``(hidden, hidden)`` and fit statistics.
-    """
-    x = torch.from_numpy(np.asarray(coarse, dtype=np.float64))
-    f = torch.from_numpy(np.asarray(fine, dtype=np.float64))
-    _, s, vh = torch.linalg.svd(f[:basis_rows], full_matrices=False)
-    target = f @ vh.T  # coordinates on the singular vectors, largest first
-    gram = x.T @ x
-    lam = ridge * float(torch.diagonal(gram).mean())
-    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), x.T @ target)
-    residual = float(((x @ w - target) ** 2).sum() / (target**2).sum())
-    energy = (s**2).cumsum(0) / (s**2).sum()
-    stats = {
-        "relative_residual": residual,
-        "lambda": lam,
-        **{f"fine_energy_in_top_{d}": float(energy[d - 1]) for d in (32, 64, 128, 256) if d <= len(s)},
-    }
-    return w.float(), stats
-
-
-def distil_head(
-    head: torch.Tensor,
-    anchors: tuple[torch.Tensor, torch.Tensor],
-    docs: tuple[torch.Tensor, torch.Tensor],
-    *,
-    dims: list[int],
-    steps: int,
-    temperature: float = 0.05,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    seed: int = 0,
-    labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
-    supervised_weight: float = 1.0,
-    desc: str = "distil",
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Refine ``head`` so that coarse views rank ``docs`` as the fine view does, for ``anchors``.
-
-    ``anchors`` and ``docs`` are ``(coarse, fine)`` pairs of ``(n, hidden)`` normalised views. Each step
-    draws ``batch_size`` anchors and minimises, summed over ``dims`` (each a cut of the head's output),
-    ``KL(softmax(fine_a @ fine_docs.T / t) || softmax(coarse_a @ coarse_docs.T / t))`` with both coarse
-    sides through the head, cut and re-normalised, exactly as :func:`adaptive_retrieval.views.view_vector`
-    makes them. ``labelled``, if given, is ``(coarse states of queries (m, hidden), relevance (m, n_docs))``
-    with each relevance row summing to 1: each step also draws ``batch_size // 2`` of them and adds
-    ``supervised_weight`` times the cross-entropy ``-sum(relevance * log softmax(coarse_q @ coarse_docs.T
-    / t))`` at the same widths. Adam, fixed ``lr``, deterministic in ``seed``. Returns the head and the
-    first and last step's loss.
-    """
-    anchor_c, anchor_f = anchors
-    doc_c, doc_f = docs
-    if labelled is not None and (len(labelled[0]) != len(labelled[1]) or labelled[1].shape[1] != len(doc_c)):
-        raise ValueError(
-            f"labelled: {len(labelled[0])} queries and a relevance matrix of shape {tuple(labelled[1].shape)}; "
-            f"it must be ({len(labelled[0])}, {len(doc_c)}), one column per document"
-        )
-    w = head.detach().clone().float().requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    bar = tqdm(range(steps), desc=desc, leave=False)
-    for _ in bar:
-        rows = torch.randint(len(anchor_c), (min(batch_size, len(anchor_c)),), generator=g)
-        target = F.softmax(anchor_f[rows] @ doc_f.T / temperature, dim=-1)
-        doc_proj, anchor_proj = doc_c @ w, anchor_c[rows] @ w
-        if labelled is not None:
-            picked = torch.randint(len(labelled[0]), (max(1, batch_size // 2),), generator=g)
-            query_proj, relevance = labelled[0][picked] @ w, labelled[1][picked]
-        loss = torch.zeros(())
-        for d in dims:
-            doc_view = F.normalize(doc_proj[:, :d], dim=-1)
-            logits = F.normalize(anchor_proj[:, :d], dim=-1) @ doc_view.T
-            loss = loss + F.kl_div(F.log_softmax(logits / temperature, dim=-1), target, reduction="batchmean")
-            if labelled is not None:
-                logits = F.normalize(query_proj[:, :d], dim=-1) @ doc_view.T
-                log_p = F.log_softmax(logits / temperature, dim=-1)
-                loss = loss - supervised_weight * (relevance * log_p).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    return w.detach(), {"distil_loss_first": losses[0], "distil_loss_last": losses[-1]} if losses else {}
 
 
 def query_like_texts(args: argparse.Namespace, corpus: dict) -> tuple[dict[str, list[str]], list[dict]]:
@@ -260,7 +169,7 @@ def main(argv: list[str] | None = None) -> Path:
     heads, stats = {}, {}
     for layer in args.layers:
         coarse = stack(layer)
-        head, stats[layer] = fit_head(coarse.numpy(), fine.numpy(), args.ridge, basis_rows=n_docs)
+        head, stats[layer] = fit_ridge_head(coarse.numpy(), fine.numpy(), args.ridge, basis_rows=n_docs)
         if args.distil_steps:
             head, more = distil_head(
                 head,
