@@ -179,6 +179,8 @@ class Retriever:
                 and is saved with the index; :attr:`adaptation` says what was fitted and what it gained
                 on held-out documents. It is kept only when it beats the model's own head there.
         """
+        if not isinstance(adapt, bool):
+            raise TypeError(f"adapt must be True or False, got {adapt!r}")
         encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
         retriever = cls._empty(
             encoder,
@@ -464,13 +466,19 @@ class Retriever:
             backend=engine,
         )
 
+    @property
+    def fitted_head(self) -> bool:
+        """Whether the coarse view goes through a head fitted to this corpus at build time."""
+        return self.adaptation is not None and self.adaptation.chosen == "ridge"
+
     def __len__(self) -> int:
         return len(self.doc_ids)
 
     def __repr__(self) -> str:
         return (
             f"Retriever(model={self.encoder.name!r}, coarse={self.coarse}, fine={self.fine}, docs={len(self)}, "
-            f"index={'qdrant' if self.backend else self.coarse_index.factory!r}, candidates={self.candidates})"
+            f"index={'qdrant' if self.backend else self.coarse_index.factory!r}, candidates={self.candidates}, "
+            f"coarse_head={'fitted' if self.fitted_head else 'model'!r})"
         )
 
     # --------------------------------------------------------------------------------------- search
@@ -616,7 +624,7 @@ class Retriever:
         from . import __version__
 
         manifest["library_version"] = __version__
-        fitted = self.adaptation is not None and self.adaptation.chosen == "ridge"
+        fitted = self.fitted_head
         write_index(
             Path(path),
             manifest,

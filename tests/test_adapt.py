@@ -89,6 +89,7 @@ def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
     texts, r = adapted
     assert r.adaptation is not None and r.adaptation.documents == len(texts)
     assert r.adaptation.chosen == "ridge", r.adaptation  # random tiny models gain a lot from a fit
+    assert r.fitted_head and "coarse_head='fitted'" in repr(r)
     assert 3 in r.encoder.heads and 3 not in tiny_encoder.heads
     assert r.encoder.model is tiny_encoder.model  # the weights are shared, not copied
     assert r.encoder.fingerprint != tiny_encoder.fingerprint
@@ -96,7 +97,9 @@ def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
     stored = r.coarse_index.index.reconstruct_n(0, len(texts))
     np.testing.assert_allclose(stored, r.encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-5)
     plain = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
-    assert plain.adaptation is None and plain.encoder is tiny_encoder
+    assert plain.adaptation is None and plain.encoder is tiny_encoder and not plain.fitted_head
+    with pytest.raises(TypeError, match="adapt must be True or False"):
+        Retriever.build(texts, coarse=(3, 8), model=tiny_encoder, adapt="yes")
     np.testing.assert_array_equal(plain.fine_store.vectors, r.fine_store.vectors)
 
 
