@@ -251,13 +251,13 @@ class Retriever:
         plain = enc.encode(
             texts, plain_views, batch_size=batch_size, show_progress=show_progress, apply_heads=False
         )
-        to_torch = lambda v: torch.from_numpy(plain[v]).to(enc.device)  # noqa: E731
-        fine = enc.project(to_torch(plain_views[1]), self.fine).float().cpu().numpy()
+        student, fine_states = (torch.from_numpy(plain[v]).to(enc.device) for v in plain_views)
+        fine = enc.project(fine_states, self.fine).float().cpu().numpy()
         self.encoder, self.adaptation = adapt_encoder(
             enc, self.coarse, self.fine, plain[plain_views[0]], fine, candidates=self.candidates
         )
         self._adapt_next = False
-        coarse = self.encoder.project(to_torch(plain_views[0]), self.coarse).float().cpu().numpy()
+        coarse = self.encoder.project(student, self.coarse).float().cpu().numpy()
         return coarse, fine
 
     def add_vectors(
