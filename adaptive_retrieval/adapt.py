@@ -218,7 +218,7 @@ def adapt_head(
     module docstring for the procedure.
     """
     t0 = time.perf_counter()
-    student = np.asarray(student, dtype=np.float32)
+    student = np.array(student, dtype=np.float32)  # a writable copy (the states may be memory-mapped)
     teacher = np.asarray(teacher, dtype=np.float32)
     n = len(student)
     record = Adaptation(

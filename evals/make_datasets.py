@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-queries", type=int, default=500)
     ap.add_argument("--max-docs", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--suffix", default="", help="appended to each set's name (e.g. -small for a smaller copy)")
+    ap.add_argument(
+        "--suffix", default="", help="appended to each set's name (e.g. -small for a smaller copy)"
+    )
     args = ap.parse_args(argv)
     if args.max_queries < 2 or args.max_docs < 1:
         ap.error("--max-queries must be >= 2 (dev and test) and --max-docs >= 1")

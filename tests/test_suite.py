@@ -87,5 +87,9 @@ def test_suite_writes_one_table_of_exact_shipped_and_adapted_rows(tmp_path):
     assert adapted["adaptation"]["documents"] == 120 and adapted["adapt_seconds"] > 0
     assert adapted["ndcg_share"] == pytest.approx(adapted["ndcg@10"] / rows[0]["ndcg@10"])
     assert "adapted at build" in (out / "table.md").read_text()
+    merged = main(
+        ["--table", str(out / "results.json"), str(out / "results.json"), "--out", str(tmp_path / "all")]
+    )
+    assert len(merged) == 10 and (tmp_path / "all" / "table.md").read_text().count("adapted at build") == 4
     with pytest.raises(SystemExit, match="not a BEIR-format dataset folder"):
         main(["--datasets", str(tmp_path), "--model", str(model_dir)])
