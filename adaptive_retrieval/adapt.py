@@ -1,31 +1,38 @@
 """Fitting a coarse head to the corpus being indexed, without labels.
 
-One forward pass per document gives both the coarse layer's pooled state (the *student*) and the fine
-view (the *teacher*). A linear head maps the first onto the coordinates of the second, so that the
-coarse view ``(layer, dim)`` (the head's output cut to ``dim`` and normalised, as
-:func:`~adaptive_retrieval.views.view_vector` makes every view) ranks the corpus as the fine view does.
+One forward pass per document gives both the coarse layer's pooled states (the *student*: those of
+layers ``1 .. layer``, all computed on the way) and the fine view (the *teacher*). A linear head maps the
+first onto the coordinates of the second, so that the coarse view ``(layer, dim)`` (the head's output
+cut to ``dim`` and normalised, as :func:`~adaptive_retrieval.views.view_vector` makes every view) ranks
+the corpus as the fine view does. A head fitted here is *stacked* (see
+:meth:`adaptive_retrieval.Encoder.set_head`): it reads the normalised pooled states of every layer up to
+the coarse one side by side, which costs no extra layer and recovers more of the fine view than the
+coarse layer's state alone (docs/measurements.md).
 
 :func:`fit_ridge_head` is the closed-form fit: ridge regression of the fine view's coordinates on its
 own singular vectors (largest first), so that cutting the head's output to ``dim`` keeps the best
-rank-``dim`` approximation of the fine view's inner products a linear map of the coarse state can give.
+rank-``dim`` approximation of the fine view's inner products a linear map of the student can give.
 
 :func:`distil_head` refines a head by ranking distillation (the fine view's similarity distribution over
 the documents, for query-like anchors, copied by the coarse view at several widths), optionally with a
 relevance term on labelled queries; ``training/fit_coarse_head.py`` uses both to make shipped heads.
 
-:func:`adapt_head` decides, label-free, whether and how to use it on a corpus: it holds out some of the
-corpus' documents as pseudo-queries (a document is the query; its fine view's nearest other documents
-are what the funnel must return), fits on the rest at a few ridge strengths, and measures each fit's
-*fidelity* (the share of the pseudo-query's fine top ``k`` that the coarse shortlist of ``candidates``
-holds) against the head the model already has (or none). The best fit is refitted on every document
-and returned only when it beats that baseline; otherwise the model's own head stays. So a small corpus,
-on which a fit cannot generalise, is never made worse than the model as shipped.
+:func:`adapt_head` decides, label-free, whether and how to use it on a corpus: it holds some of the
+corpus' documents out of the fit and asks *pseudo-queries* made from them (by default
+:func:`pseudo_query`: a document's first sentence, cut to ``SPAN_WORDS`` words, which is shorter and more
+query-like than the whole document) for their fine top ``k`` over the corpus; each fit's *fidelity* is
+the share of that top ``k`` its coarse shortlist of ``candidates`` holds, measured against the head the
+model already has (or none). The best fit is refitted on every document and returned only when it beats
+that baseline; otherwise the model's own head stays. So a small corpus, on which a fit cannot
+generalise, is never made worse than the model as shipped.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,12 +42,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .views import view_vector
+from .views import View, view_vector
 
 logger = logging.getLogger(__name__)
 
 #: Ridge strengths tried, as fractions of the mean diagonal of the student's Gram matrix.
-RIDGES: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
+RIDGES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+#: A pseudo-query is a held-out document's first sentence, cut to at most this many words.
+SPAN_WORDS = 16
 #: Fewer documents than this: nothing is fitted (too few to hold any out and learn from the rest).
 MIN_DOCS = 50
 #: Pseudo-queries held out of the fit, at most; the fraction of the documents otherwise.
@@ -57,33 +66,48 @@ def fit_ridge_head(
     """Ridge regression ``student @ W ~ teacher @ V`` (``V``: the teacher's right singular vectors, by
     singular value).
 
-    ``student`` is ``(n, hidden)`` (a coarse layer's pooled states, normalised or not: a head is linear and
-    the view is normalised after it), ``teacher`` ``(n, fine_dim)``, row for row the same texts. ``ridge``
-    is the regularisation as a fraction of the mean diagonal of ``student.T @ student``. ``V`` comes from
-    the first ``basis_rows`` rows of ``teacher`` (default all). Returns the head ``W``, float32
-    ``(hidden, min(fine_dim, n))``, and fit statistics.
+    ``student`` is ``(n, width)`` (a coarse layer's pooled states, or a stacked head's input; normalised
+    or not: a head is linear and the view is normalised after it), ``teacher`` ``(n, fine_dim)``, row for
+    row the same texts. ``ridge`` is the regularisation as a fraction of the mean diagonal of
+    ``student.T @ student``. ``V`` comes from the first ``basis_rows`` rows of ``teacher`` (default
+    all). Returns the head ``W``, float32 ``(width, min(fine_dim, n))``, and fit statistics.
     """
+    return fit_ridge_heads(student, teacher, (ridge,), basis_rows)[0]
+
+
+def fit_ridge_heads(
+    student: np.ndarray | torch.Tensor,
+    teacher: np.ndarray | torch.Tensor,
+    ridges: Sequence[float],
+    basis_rows: int | None = None,
+) -> list[tuple[torch.Tensor, dict[str, float]]]:
+    """:func:`fit_ridge_head` at each of ``ridges``, sharing the one Gram matrix and SVD."""
     x = torch.as_tensor(np.asarray(student), dtype=torch.float64)
     f = torch.as_tensor(np.asarray(teacher), dtype=torch.float64)
     if x.ndim != 2 or f.ndim != 2 or len(x) != len(f) or len(x) == 0:
         raise ValueError(
             f"student and teacher must be 2-D with the same rows, got {tuple(x.shape)} and {tuple(f.shape)}"
         )
-    if not ridge > 0:
-        raise ValueError(f"ridge must be > 0, got {ridge!r}")
+    for ridge in ridges:
+        if not ridge > 0:
+            raise ValueError(f"ridge must be > 0, got {ridge!r}")
     _, s, vh = torch.linalg.svd(f[:basis_rows], full_matrices=False)
     target = f @ vh.T  # coordinates on the singular vectors, largest first
-    gram = x.T @ x
-    lam = ridge * float(torch.diagonal(gram).mean())
-    w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), x.T @ target)
-    residual = float(((x @ w - target) ** 2).sum() / (target**2).sum())
+    gram, moment = x.T @ x, x.T @ target
+    scale = float(torch.diagonal(gram).mean())
     energy = (s**2).cumsum(0) / (s**2).sum()
-    stats = {
-        "relative_residual": residual,
-        "lambda": lam,
-        **{f"fine_energy_in_top_{d}": float(energy[d - 1]) for d in (32, 64, 128, 256) if d <= len(s)},
-    }
-    return w.float(), stats
+    fits = []
+    for ridge in ridges:
+        lam = ridge * scale
+        w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), moment)
+        residual = float(((x @ w - target) ** 2).sum() / (target**2).sum())
+        stats = {
+            "relative_residual": residual,
+            "lambda": lam,
+            **{f"fine_energy_in_top_{d}": float(energy[d - 1]) for d in (32, 64, 128, 256) if d <= len(s)},
+        }
+        fits.append((w.float(), stats))
+    return fits
 
 
 def distil_head(
@@ -150,23 +174,45 @@ def distil_head(
 
 
 def fidelity(
-    coarse: np.ndarray, fine: np.ndarray, queries: np.ndarray, *, k: int = 10, candidates: int = 100
+    coarse: np.ndarray,
+    fine: np.ndarray,
+    queries: tuple[np.ndarray, np.ndarray],
+    *,
+    exclude: np.ndarray | None = None,
+    k: int = 10,
+    candidates: int = 100,
 ) -> float:
-    """Mean share of each pseudo-query's fine top ``k`` (over the other documents) that its coarse
-    shortlist of ``candidates`` holds. ``coarse``/``fine`` are the documents' view vectors; ``queries``
-    are row indices of documents acting as queries (each is left out of its own ranking)."""
+    """Mean share of each query's fine top ``k`` over the documents that its coarse shortlist of
+    ``candidates`` holds (``overlap``, label-free). ``coarse``/``fine`` are the documents' view vectors,
+    ``queries`` the queries' ``(coarse, fine)`` view vectors. ``exclude``, if given, holds for each query
+    a document row left out of its ranking (a document acting as its own query)."""
     n = len(fine)
-    k, candidates = min(k, n - 1), min(candidates, n - 1)
+    spare = 0 if exclude is None else 1
+    k, candidates = min(k, n - spare), min(candidates, n - spare)
     if k < 1:
         return float("nan")
-    _, fine_top = _knn(fine, fine[queries], k + 1)
-    _, coarse_top = _knn(coarse, coarse[queries], candidates + 1)
+    _, fine_top = _knn(fine, queries[1], k + spare)
+    _, coarse_top = _knn(coarse, queries[0], candidates + spare)
+    skip = np.full(len(fine_top), -1) if exclude is None else np.asarray(exclude)
     shares = []
-    for q, want, got in zip(queries, fine_top, coarse_top):
+    for q, want, got in zip(skip, fine_top, coarse_top):
         want = [d for d in want if d != q][:k]
         got = {d for d in got if d != q}
         shares.append(sum(d in got for d in want) / len(want))
     return float(np.mean(shares))
+
+
+def pseudo_query(text: str, words: int = SPAN_WORDS) -> str:
+    """A query-like span of a document: its first sentence, cut to at most ``words`` words."""
+    first = re.split(r"(?<=[.!?])\s+", text.strip(), maxsplit=1)[0]
+    return " ".join(first.split()[:words])
+
+
+def check_rows(n: int, seed: int = 0) -> np.ndarray:
+    """The documents :func:`adapt_head` holds out of the fit to make pseudo-queries from: a seeded
+    ``CHECK_FRACTION`` of ``n``, at most ``MAX_CHECK``, sorted."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(MAX_CHECK, max(1, round(n * CHECK_FRACTION))), replace=False))
 
 
 def _knn(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +233,8 @@ class Adaptation:
     pseudo_queries: str
     candidates: int
     k: int
+    #: the layers whose pooled states the fitted head reads (``[layer]``, or ``1 .. layer`` when stacked)
+    head_layers: list[int] = field(default_factory=list)
     ridge: float | None = None
     fidelity_before: float | None = None
     fidelity_after: float | None = None
@@ -205,6 +253,8 @@ def adapt_head(
     layer: int,
     dim: int,
     prior: torch.Tensor | None = None,
+    queries: tuple[np.ndarray, np.ndarray] | None = None,
+    check: np.ndarray | None = None,
     candidates: int = 100,
     k: int = 10,
     ridges: tuple[float, ...] = RIDGES,
@@ -212,21 +262,26 @@ def adapt_head(
 ) -> tuple[torch.Tensor | None, Adaptation]:
     """Fit the coarse head of ``layer`` to a corpus, label-free, when that beats ``prior``.
 
-    ``student``: the documents' pooled states of ``layer`` (``(n, hidden)``, without any head);
-    ``teacher``: their fine view vectors. ``prior`` is the head the model has for ``layer`` (or
-    ``None``). Returns the head to use (``None``: keep ``prior``) and the record of the choice; see the
-    module docstring for the procedure.
+    ``student``: what the fitted head will read for each document, ``(n, width)`` without any head: the
+    layer's pooled state (``width`` = hidden) or, stacked, the normalised pooled states of layers
+    ``1 .. layer`` side by side (``width`` = ``layer * hidden``; :meth:`Encoder.head_input`).
+    ``teacher``: the documents' fine view vectors. ``prior`` is the head the model has for ``layer``
+    (or ``None``); a ``(hidden, out)`` prior reads the last ``hidden`` columns of a stacked student.
+    ``check``: the documents held out of the fit (default :func:`check_rows`); ``queries``: the
+    pseudo-queries made from them, ``(student, fine view)`` rows as for the documents (default: the
+    held-out documents themselves, each left out of its own ranking). Returns the head to use
+    (``None``: keep ``prior``) and the record of the choice; see the module docstring.
     """
     t0 = time.perf_counter()
     student = np.array(student, dtype=np.float32)  # a writable copy (the states may be memory-mapped)
     teacher = np.asarray(teacher, dtype=np.float32)
-    n = len(student)
+    n, width = student.shape
     record = Adaptation(
         layer=layer,
         dim=dim,
         documents=n,
         chosen="kept",
-        pseudo_queries="held-out documents",
+        pseudo_queries="held-out documents" if queries is None else "spans of held-out documents",
         candidates=candidates,
         k=k,
     )
@@ -234,28 +289,43 @@ def adapt_head(
         record.seconds = time.perf_counter() - t0
         logger.info("adaptation skipped: %d documents (fewer than %d to fit on)", n, MIN_DOCS)
         return None, record
-    rng = np.random.default_rng(seed)
-    check = np.sort(rng.choice(n, size=min(MAX_CHECK, max(1, round(n * CHECK_FRACTION))), replace=False))
+    check = check_rows(n, seed) if check is None else np.asarray(check)
+    if queries is not None and (len(queries[0]) != len(check) or queries[0].shape[1] != width):
+        raise ValueError(
+            f"queries: {tuple(queries[0].shape)} student rows for {len(check)} held-out documents of "
+            f"width {width}; give one row per held-out document"
+        )
     fit_rows = np.setdiff1d(np.arange(n), check)
-    student_t = torch.from_numpy(student)
 
-    def coarse_views(head: torch.Tensor | None) -> np.ndarray:
-        return view_vector(student_t, dim, head).numpy()
+    def score(head: torch.Tensor | None) -> float:
+        def view(x: np.ndarray) -> np.ndarray:
+            if head is not None and head.shape[0] != x.shape[1]:
+                x = x[:, -head.shape[0] :]  # a head of the layer alone reads its own (last) block
+            return view_vector(torch.from_numpy(np.ascontiguousarray(x)), dim, head).numpy()
 
-    record.fidelity_before = fidelity(coarse_views(prior), teacher, check, k=k, candidates=candidates)
+        docs = view(student)
+        if queries is None:
+            return fidelity(
+                docs, teacher, (docs[check], teacher[check]), exclude=check, k=k, candidates=candidates
+            )
+        q_student, q_fine = queries
+        return fidelity(
+            docs, teacher, (view(np.asarray(q_student, np.float32)), q_fine), k=k, candidates=candidates
+        )
+
+    record.fidelity_before = score(prior)
     best = (record.fidelity_before, None)
-    for ridge in ridges:
-        head, _ = fit_ridge_head(student[fit_rows], teacher[fit_rows], ridge)
+    for ridge, (head, _) in zip(ridges, fit_ridge_heads(student[fit_rows], teacher[fit_rows], ridges)):
         if head.shape[1] < dim:  # fewer fitted coordinates than the view needs
             continue
-        score = fidelity(coarse_views(head), teacher, check, k=k, candidates=candidates)
-        record.fidelity_by_ridge[f"{ridge:g}"] = score
-        if score > best[0]:
-            best = (score, ridge)
+        record.fidelity_by_ridge[f"{ridge:g}"] = fitted = score(head)
+        if fitted > best[0]:
+            best = (fitted, ridge)
     head = None
     if best[1] is not None:
         head, record.stats = fit_ridge_head(student, teacher, best[1])
         record.chosen, record.ridge, record.fidelity_after = "ridge", best[1], best[0]
+        record.head_layers = list(range(layer + 1 - width // teacher.shape[1], layer + 1))
     record.seconds = time.perf_counter() - t0
     logger.info(
         "adaptation of layer %d at dim %d on %d documents: %s (pseudo-query fidelity@%d in %d: %.3f -> %.3f) "
@@ -277,36 +347,85 @@ def adapt_encoder(
     encoder: Any,
     coarse: Any,
     fine: Any,
-    student: np.ndarray,
+    states: Sequence[np.ndarray],
     teacher: np.ndarray,
     *,
+    texts: Sequence[str] | None = None,
     candidates: int = 100,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> tuple[Any, Adaptation]:
-    """The encoder a corpus' index should use for the ``coarse`` view: ``encoder`` with the head
+    """The encoder a corpus' index should use for the ``coarse`` view: ``encoder`` with the stacked head
     :func:`adapt_head` fits for ``coarse.layer`` (a copy; ``encoder`` is left as it was), or ``encoder``
-    itself when the fit does not beat its own head. ``student``: the documents' plain states of
-    ``coarse.layer`` (``encoder.encode(..., apply_heads=False)`` at full width); ``teacher``: their
-    ``fine`` view vectors. A coarse view on the fine view's own layer is left alone (a head there would
-    change the fine view too)."""
-    if coarse.layer == fine.layer:
+    itself when the fit does not beat its own head.
+
+    ``states``: the documents' plain pooled states of layers ``1 .. coarse.layer`` (``states[i]`` is
+    layer ``i + 1``, ``(n, hidden)`` each, e.g. ``encoder.encode(..., apply_heads=False)`` at full
+    width); ``teacher``: their ``fine`` view vectors. ``texts``, the documents' texts, give the
+    pseudo-queries (:func:`pseudo_query` of each held-out document, encoded here; one that is the whole
+    document reuses its states); without them the held-out documents are their own pseudo-queries. A
+    coarse view on the fine view's own layer is left alone (a head there would change the fine view too).
+    """
+    layer = coarse.layer
+    if layer == fine.layer:
         record = Adaptation(
-            layer=coarse.layer,
+            layer=layer,
             dim=coarse.dim,
-            documents=len(student),
+            documents=len(teacher),
             chosen="kept",
             pseudo_queries="none: the coarse view shares the fine view's layer",
             candidates=candidates,
             k=10,
         )
         return encoder, record
+    if len(states) < layer:
+        raise ValueError(f"states holds {len(states)} layers; the coarse view needs layers 1..{layer}")
+    n = len(teacher)
+    student = _stack([np.asarray(states[i], dtype=np.float32) for i in range(layer)])
+    queries, check, spans = None, None, 0
+    if texts is not None and n >= MIN_DOCS:
+        if len(texts) != n:
+            raise ValueError(f"texts: {len(texts)} for {n} documents")
+        check = check_rows(n, seed)
+        span_texts = [pseudo_query(texts[i]) for i in check]
+        queries = (student[check].copy(), np.array(teacher[check], dtype=np.float32))
+        fresh = [j for j, i in enumerate(check) if span_texts[j] != texts[i].strip() and span_texts[j]]
+        if fresh:
+            views = [View(i + 1, encoder.hidden_size) for i in range(layer)] + [
+                View(fine.layer, encoder.hidden_size)
+            ]
+            encoded = encoder.encode(
+                [span_texts[j] for j in fresh],
+                views,
+                batch_size=batch_size,
+                show_progress=False,
+                apply_heads=False,
+            )
+            queries[0][fresh] = _stack([encoded[v] for v in views[:layer]])
+            queries[1][fresh] = encoder.project(torch.from_numpy(encoded[views[-1]]), fine).numpy()
+        spans = len(fresh)
     head, record = adapt_head(
         student,
         teacher,
-        layer=coarse.layer,
+        layer=layer,
         dim=coarse.dim,
-        prior=encoder.heads.get(coarse.layer),
+        prior=encoder.heads.get(layer),
+        queries=queries,
+        check=check,
         candidates=candidates,
         seed=seed,
     )
-    return (encoder if head is None else encoder.with_heads({coarse.layer: head})), record
+    if queries is not None:
+        record.pseudo_queries = (
+            f"first sentences (at most {SPAN_WORDS} words) of {len(check)} held-out documents "
+            f"({spans} encoded; the others are whole documents)"
+        )
+    return (encoder if head is None else encoder.with_heads({layer: head})), record
+
+
+def _stack(states: Sequence[np.ndarray]) -> np.ndarray:
+    """Pooled states of layers ``1 .. L`` as a stacked head reads them: each row-normalised, side by side
+    (:meth:`Encoder.head_input`)."""
+    return np.concatenate(
+        [s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-12) for s in states], axis=1
+    ).astype(np.float32)

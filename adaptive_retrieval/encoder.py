@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -31,12 +32,14 @@ PROGRESS_MIN_BATCHES = 8
 
 @dataclass
 class EncoderState:
-    """A batch part-way through the encoder: the hidden state after ``layer`` transformer layers."""
+    """A batch part-way through the encoder: the hidden state after ``layer`` transformer layers, and the
+    pooled states of layers ``1 .. layer`` (``pooled[i]`` is layer ``i + 1``; a stacked head reads them)."""
 
     hidden: torch.Tensor
     attention_mask: torch.Tensor
     context: LayerContext
     layer: int
+    pooled: tuple[torch.Tensor, ...] = ()
 
 
 class Embeddings(dict):
@@ -80,7 +83,8 @@ class Encoder:
         name: the model's name or path, recorded in saved indexes.
         device: where to run; default CUDA when available, else CPU.
         batch_size: default batch size of :meth:`encode`.
-        heads: linear coarse heads ``{layer: (hidden, out) matrix}`` (see :meth:`set_head`).
+        heads: linear coarse heads ``{layer: (hidden, out) or (layer * hidden, out) matrix}`` (see
+            :meth:`set_head`).
     """
 
     def __init__(
@@ -157,19 +161,23 @@ class Encoder:
         )
 
     def set_head(self, layer: int, head: torch.Tensor | None) -> None:
-        """Give ``layer`` a linear coarse head: a ``(hidden, out)`` matrix (no bias) applied to its pooled
-        state before the view is cut (``None`` removes it). Every view of that layer goes through it, in
-        indexing and in search alike; the encoder's :attr:`fingerprint` covers it."""
+        """Give ``layer`` a linear coarse head (no bias), applied before the view is cut (``None`` removes
+        it). A ``(hidden, out)`` head reads the layer's pooled state; a *stacked* ``(layer * hidden, out)``
+        head reads the normalised pooled states of layers ``1 .. layer`` side by side (see
+        :meth:`head_input`): every one of them is computed on the way to ``layer`` anyway, so a stacked
+        view costs the same forward pass. Every view of that layer goes through the head, in indexing and
+        in search alike; the encoder's :attr:`fingerprint` covers it."""
         if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= self.n_layers:
             raise ValueError(f"head layer must be an int in 1..{self.n_layers}, got {layer!r}")
         if head is None:
             self.heads.pop(layer, None)
             return
         head = torch.as_tensor(head, dtype=torch.float32)
-        if head.ndim != 2 or head.shape[0] != self.hidden_size or not 1 <= head.shape[1] <= self.hidden_size:
+        inputs = (self.hidden_size, layer * self.hidden_size)
+        if head.ndim != 2 or head.shape[0] not in inputs or not 1 <= head.shape[1] <= self.hidden_size:
             raise ValueError(
-                f"a head for layer {layer} must have shape ({self.hidden_size}, out) with out <= "
-                f"{self.hidden_size}, got {tuple(head.shape)}"
+                f"a head for layer {layer} must have shape ({self.hidden_size}, out) or, stacked, "
+                f"({layer * self.hidden_size}, out), with out <= {self.hidden_size}; got {tuple(head.shape)}"
             )
         self.heads[layer] = head.to(self.device)
 
@@ -183,9 +191,34 @@ class Encoder:
             other.set_head(layer, head)
         return other
 
+    def stacked(self, layer: int) -> bool:
+        """Whether the head of ``layer`` reads the pooled states of layers ``1 .. layer`` (see
+        :meth:`set_head`)."""
+        head = self.heads.get(layer)
+        return head is not None and layer > 1 and head.shape[0] == layer * self.hidden_size
+
+    def head_input(self, pooled: Sequence[torch.Tensor] | torch.Tensor, layer: int) -> torch.Tensor:
+        """What the head of ``layer`` reads, from ``pooled``: the pooled states ``(batch, hidden)`` of
+        layers ``1 .. layer`` or more (``pooled[i]`` is layer ``i + 1``; a sequence or a stacked tensor).
+        That is the layer's own state, or, for a stacked head, the states of layers ``1 .. layer``, each
+        L2-normalised, side by side ``(batch, layer * hidden)``."""
+        if len(pooled) < layer:
+            raise ValueError(f"pooled holds {len(pooled)} layers; layer {layer} needs layers 1..{layer}")
+        if not self.stacked(layer):
+            return pooled[layer - 1]
+        return torch.cat([F.normalize(pooled[i], p=2, dim=-1) for i in range(layer)], dim=-1)
+
     def project(self, pooled: torch.Tensor, view: View) -> torch.Tensor:
-        """A view from pooled states of ``view.layer``: the layer's head (if any), cut, normalised."""
-        return view_vector(pooled, view.dim, self.heads.get(view.layer))
+        """A view from what the head of ``view.layer`` reads (:meth:`head_input`; the layer's pooled state
+        when it has no stacked head): the head (if any), cut, normalised."""
+        head = self.heads.get(view.layer)
+        width = self.hidden_size if head is None else head.shape[0]
+        if pooled.shape[-1] != width:
+            raise ValueError(
+                f"project: the head of layer {view.layer} reads {width} values per row, got "
+                f"{pooled.shape[-1]}; pass head_input(pooled_layers, {view.layer})"
+            )
+        return view_vector(pooled, view.dim, head)
 
     @property
     def fingerprint(self) -> str:
@@ -265,11 +298,16 @@ class Encoder:
                 f"to_layer={to_layer} must be between the state's layer ({state.layer}) and the model's "
                 f"last layer ({self.n_layers})"
             )
-        hidden = state.hidden
+        hidden, pooled = state.hidden, list(state.pooled)
         for index in range(state.layer, to_layer):
             hidden = self.backbone.run_layer(index, hidden, state.context)
+            pooled.append(pool(hidden, state.attention_mask, self.pooling))
         return EncoderState(
-            hidden=hidden, attention_mask=state.attention_mask, context=state.context, layer=to_layer
+            hidden=hidden,
+            attention_mask=state.attention_mask,
+            context=state.context,
+            layer=to_layer,
+            pooled=tuple(pooled),
         )
 
     def pooled_layers(
@@ -277,17 +315,13 @@ class Encoder:
     ) -> torch.Tensor:
         """Pooled states of every layer for one batch, ``(n_layers, batch, hidden)``, from one staged
         forward pass. Follows the ambient grad mode, so training losses can use it."""
-        state = self.start(texts, token_ids=token_ids)
-        pooled = []
-        for layer in range(1, self.n_layers + 1):
-            state = self.advance(state, layer)
-            pooled.append(pool(state.hidden, state.attention_mask, self.pooling))
-        return torch.stack(pooled)
+        state = self.advance(self.start(texts, token_ids=token_ids), self.n_layers)
+        return torch.stack(state.pooled)
 
     def view(self, state: EncoderState, dim: int) -> torch.Tensor:
         """The view ``(state.layer, dim)`` of a batch state: pooled, through the layer's head if any, cut,
         L2-normalised."""
-        return self.project(pool(state.hidden, state.attention_mask, self.pooling), View(state.layer, dim))
+        return self.project(self.head_input(state.pooled, state.layer), View(state.layer, dim))
 
     # -------------------------------------------------------------------------------------- encode
 
@@ -362,9 +396,11 @@ class Encoder:
                 vectors: dict[View, np.ndarray] = {}
                 for layer in layers:
                     state = self.advance(state, layer)
-                    pooled = pool(state.hidden, state.attention_mask, self.pooling)
                     for v in views:
                         if v.layer == layer:
-                            vector = self.project(pooled, v) if apply_heads else view_vector(pooled, v.dim)
+                            if apply_heads:
+                                vector = self.project(self.head_input(state.pooled, layer), v)
+                            else:
+                                vector = view_vector(state.pooled[layer - 1], v.dim)
                             vectors[v] = vector.float().cpu().numpy()
                 yield rows, vectors

@@ -247,17 +247,28 @@ class Retriever:
         """Encode the first chunk once, fit the coarse head on it, and return its coarse and fine vectors
         (the coarse ones through the fitted head: the index never holds vectors of two heads)."""
         enc, hidden = self.encoder, self.encoder.hidden_size
-        plain_views = [View(self.coarse.layer, hidden), View(self.fine.layer, hidden)]
+        layers = [View(layer, hidden) for layer in range(1, self.coarse.layer + 1)]
+        plain_views = sorted({*layers, View(self.fine.layer, hidden)})
         plain = enc.encode(
             texts, plain_views, batch_size=batch_size, show_progress=show_progress, apply_heads=False
         )
-        student, fine_states = (torch.from_numpy(plain[v]).to(enc.device) for v in plain_views)
+        fine_states = torch.from_numpy(plain[View(self.fine.layer, hidden)]).to(enc.device)
         fine = enc.project(fine_states, self.fine).float().cpu().numpy()
+        states = [plain[v] for v in layers]
         self.encoder, self.adaptation = adapt_encoder(
-            enc, self.coarse, self.fine, plain[plain_views[0]], fine, candidates=self.candidates
+            enc,
+            self.coarse,
+            self.fine,
+            states,
+            fine,
+            texts=texts,
+            candidates=self.candidates,
+            batch_size=batch_size,
         )
         self._adapt_next = False
-        coarse = self.encoder.project(student, self.coarse).float().cpu().numpy()
+        pooled = [torch.from_numpy(s).to(enc.device) for s in states]
+        head_input = self.encoder.head_input(pooled, self.coarse.layer)
+        coarse = self.encoder.project(head_input, self.coarse).float().cpu().numpy()
         return coarse, fine
 
     def add_vectors(

@@ -31,6 +31,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from report import markdown_table, model_info, pareto_front, percentiles_ms, set
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
 from adaptive_retrieval.adapt import adapt_encoder
+from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.models import NAMED_MODELS
 from adaptive_retrieval.retriever import CHUNK_SIZE
 
@@ -290,8 +292,10 @@ def evaluate_model(
             variants.append(("shipped", encoder, None))
         if adapt in ("build", "both"):  # as Retriever.build fits it: on the first chunk of documents
             first = slice(0, CHUNK_SIZE)
+            states = [all_layers[i][first] for i in range(coarse.layer)]
+            texts = [text for _, text in islice(iter_documents(corpus), CHUNK_SIZE)]
             adapted, record = adapt_encoder(
-                encoder, coarse, fine, all_layers[coarse.layer - 1][first], fine_docs[first], candidates=100
+                encoder, coarse, fine, states, fine_docs[first], texts=texts, candidates=100
             )
             variants.append(("build", adapted, record))
         for kind, enc, record in variants:

@@ -2,7 +2,7 @@
 
 The cache holds, for each layer ``1..L``, the full-width view ``(layer, hidden)`` of every document
 without any coarse head (one forward pass; ``Encoder.encode(..., apply_heads=False)``). A view
-``(layer, dim)`` is then ``encoder.project(full[layer], view)``: a linear head, cutting and
+``(layer, dim)`` is then ``encoder.project(full[layer], view)`` (for a stacked head, of the layers up to it: :func:`view_matrix`): a linear head, cutting and
 re-normalising applied to a normalised vector give the same view as applied to the pooled state.
 
 The cache key covers the model's weights (not its coarse heads, which apply after), pooling, max length,
@@ -172,7 +172,9 @@ def _encode_in_parts(
 def view_matrix(encoder: Encoder, all_layers: np.ndarray, view: View) -> np.ndarray:
     """The ``(n_docs, view.dim)`` matrix of ``view``, through the encoder's own view function
     (:meth:`Encoder.project`: the layer's coarse head if any, cut, normalise)."""
-    full = torch.from_numpy(np.array(all_layers[view.layer - 1], dtype=np.float32))  # a writable copy
+    layers = range(view.layer) if encoder.stacked(view.layer) else [view.layer - 1]
+    pooled = {i: torch.from_numpy(np.array(all_layers[i], dtype=np.float32)) for i in layers}  # writable
+    full = encoder.head_input([pooled.get(i) for i in range(view.layer)], view.layer)
     return encoder.project(full.to(encoder.device), view).cpu().numpy()
 
 

@@ -145,7 +145,33 @@ def test_a_coarse_head_shapes_every_view_of_its_layer():
     bare = enc.encode(texts, [(4, 8), (4, 32)], apply_heads=False)  # the layer's own state: any dim
     np.testing.assert_allclose(bare[(4, 8)], make_encoder(seed=0).encode(texts, [(4, 8)])[(4, 8)], atol=1e-6)
     assert bare[(4, 32)].shape == (6, 32)
-    with pytest.raises(ValueError, match=r"must have shape \(32, out\)"):
+    with pytest.raises(ValueError, match=r"must have shape \(32, out\) or, stacked, \(128, out\)"):
         enc.set_head(4, torch.zeros(16, 8))
     enc.set_head(4, None)
     assert enc.fingerprint == fingerprint
+
+
+def test_a_stacked_head_reads_every_layer_up_to_its_own():
+    enc = make_encoder(seed=0)
+    texts = random_texts(6, seed=4)
+    head = torch.randn(4 * 32, 16, generator=torch.Generator().manual_seed(1))
+    enc.set_head(4, head)
+    assert enc.stacked(4) and not enc.stacked(3)
+    with torch.no_grad():
+        ids, mask = enc._pad(enc.tokenize(texts))
+        hidden = enc.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    m = mask.unsqueeze(-1).float()
+    pooled = [torch.nn.functional.normalize((hidden[i] * m).sum(1) / m.sum(1), dim=-1) for i in (1, 2, 3, 4)]
+    expected = torch.nn.functional.normalize((torch.cat(pooled, dim=-1) @ head)[:, :8], dim=-1).numpy()
+    np.testing.assert_allclose(enc.encode(texts, [(4, 8)])[(4, 8)], expected, atol=1e-5)
+    # the staged path (a query's coarse stage) gives the same view, and resuming it runs on
+    with torch.inference_mode():
+        state = enc.advance(enc.start(texts), 4)
+        assert len(state.pooled) == 4
+        np.testing.assert_allclose(enc.view(state, 8).numpy(), expected, atol=1e-5)
+        resumed = enc.view(enc.advance(state, 12), 32).numpy()
+    np.testing.assert_allclose(resumed, make_encoder(seed=0).encode(texts, [(12, 32)])[(12, 32)], atol=1e-5)
+    with pytest.raises(ValueError, match="reads 128 values per row, got 32"):
+        enc.project(pooled[3], enc.check_view((4, 8)))
+    with pytest.raises(ValueError, match="pooled holds 2 layers; layer 4 needs layers 1..4"):
+        enc.head_input(pooled[:2], 4)
