@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 RIDGES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 #: A pseudo-query is a held-out document's first sentence, cut to at most this many words.
 SPAN_WORDS = 16
+#: Spans of documents that are not held out are fitted on too (query-like rows), at most this many, and
+#: their words at most this share of the documents' (so encoding them stays a small part of the build).
+MAX_FIT_SPANS = 2000
+SPAN_BUDGET = 0.1
 #: Fewer documents than this: nothing is fitted (too few to hold any out and learn from the rest).
 MIN_DOCS = 50
 #: Pseudo-queries held out of the fit, at most; the fraction of the documents otherwise.
@@ -233,7 +237,7 @@ class Adaptation:
     pseudo_queries: str
     candidates: int
     k: int
-    #: the layers whose pooled states the fitted head reads (``[layer]``, or ``1 .. layer`` when stacked)
+    #: the layers whose pooled states the fitted head reads (``1 .. layer``: stacked; set by adapt_encoder)
     head_layers: list[int] = field(default_factory=list)
     ridge: float | None = None
     fidelity_before: float | None = None
@@ -255,6 +259,7 @@ def adapt_head(
     prior: torch.Tensor | None = None,
     queries: tuple[np.ndarray, np.ndarray] | None = None,
     check: np.ndarray | None = None,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
     candidates: int = 100,
     k: int = 10,
     ridges: tuple[float, ...] = RIDGES,
@@ -269,7 +274,8 @@ def adapt_head(
     (or ``None``); a ``(hidden, out)`` prior reads the last ``hidden`` columns of a stacked student.
     ``check``: the documents held out of the fit (default :func:`check_rows`); ``queries``: the
     pseudo-queries made from them, ``(student, fine view)`` rows as for the documents (default: the
-    held-out documents themselves, each left out of its own ranking). Returns the head to use
+    held-out documents themselves, each left out of its own ranking). ``extra``: more ``(student,
+    teacher)`` rows to fit on (query-like spans of documents that are not held out). Returns the head to use
     (``None``: keep ``prior``) and the record of the choice; see the module docstring.
     """
     t0 = time.perf_counter()
@@ -296,6 +302,11 @@ def adapt_head(
             f"width {width}; give one row per held-out document"
         )
     fit_rows = np.setdiff1d(np.arange(n), check)
+    extra_student, extra_teacher = (
+        (np.zeros((0, width), np.float32), np.zeros((0, teacher.shape[1]), np.float32))
+        if extra is None
+        else (np.asarray(extra[0], np.float32), np.asarray(extra[1], np.float32))
+    )
 
     def score(head: torch.Tensor | None) -> float:
         def view(x: np.ndarray) -> np.ndarray:
@@ -315,7 +326,13 @@ def adapt_head(
 
     record.fidelity_before = score(prior)
     best = (record.fidelity_before, None)
-    for ridge, (head, _) in zip(ridges, fit_ridge_heads(student[fit_rows], teacher[fit_rows], ridges)):
+    fits = fit_ridge_heads(
+        np.concatenate([student[fit_rows], extra_student]),
+        np.concatenate([teacher[fit_rows], extra_teacher]),
+        ridges,
+        basis_rows=len(fit_rows),  # the fine view's directions of the corpus itself
+    )
+    for ridge, (head, _) in zip(ridges, fits):
         if head.shape[1] < dim:  # fewer fitted coordinates than the view needs
             continue
         record.fidelity_by_ridge[f"{ridge:g}"] = fitted = score(head)
@@ -323,9 +340,13 @@ def adapt_head(
             best = (fitted, ridge)
     head = None
     if best[1] is not None:
-        head, record.stats = fit_ridge_head(student, teacher, best[1])
+        head, record.stats = fit_ridge_head(
+            np.concatenate([student, extra_student]),
+            np.concatenate([teacher, extra_teacher]),
+            best[1],
+            basis_rows=n,
+        )
         record.chosen, record.ridge, record.fidelity_after = "ridge", best[1], best[0]
-        record.head_layers = list(range(layer + 1 - width // teacher.shape[1], layer + 1))
     record.seconds = time.perf_counter() - t0
     logger.info(
         "adaptation of layer %d at dim %d on %d documents: %s (pseudo-query fidelity@%d in %d: %.3f -> %.3f) "
@@ -354,6 +375,7 @@ def adapt_encoder(
     candidates: int = 100,
     seed: int = 0,
     batch_size: int | None = None,
+    show_progress: bool | None = None,
 ) -> tuple[Any, Adaptation]:
     """The encoder a corpus' index should use for the ``coarse`` view: ``encoder`` with the stacked head
     :func:`adapt_head` fits for ``coarse.layer`` (a copy; ``encoder`` is left as it was), or ``encoder``
@@ -363,7 +385,8 @@ def adapt_encoder(
     layer ``i + 1``, ``(n, hidden)`` each, e.g. ``encoder.encode(..., apply_heads=False)`` at full
     width); ``teacher``: their ``fine`` view vectors. ``texts``, the documents' texts, give the
     pseudo-queries (:func:`pseudo_query` of each held-out document, encoded here; one that is the whole
-    document reuses its states); without them the held-out documents are their own pseudo-queries. A
+    document reuses its states), and the spans of up to ``MAX_FIT_SPANS`` other documents are fitted on
+    beside the documents; without ``texts`` the held-out documents are their own pseudo-queries. A
     coarse view on the fine view's own layer is left alone (a head there would change the fine view too).
     """
     layer = coarse.layer
@@ -382,28 +405,34 @@ def adapt_encoder(
         raise ValueError(f"states holds {len(states)} layers; the coarse view needs layers 1..{layer}")
     n = len(teacher)
     student = _stack([np.asarray(states[i], dtype=np.float32) for i in range(layer)])
-    queries, check, spans = None, None, 0
+    queries, check, extra, encoded_spans = None, None, None, 0
     if texts is not None and n >= MIN_DOCS:
         if len(texts) != n:
             raise ValueError(f"texts: {len(texts)} for {n} documents")
         check = check_rows(n, seed)
-        span_texts = [pseudo_query(texts[i]) for i in check]
-        queries = (student[check].copy(), np.array(teacher[check], dtype=np.float32))
-        fresh = [j for j, i in enumerate(check) if span_texts[j] != texts[i].strip() and span_texts[j]]
+        rows, spans = _span_rows(texts, check, seed)
+        views = [View(i + 1, encoder.hidden_size) for i in range(layer)] + [
+            View(fine.layer, encoder.hidden_size)
+        ]
+        span_student, span_teacher = student[rows].copy(), np.array(teacher[rows], dtype=np.float32)
+        fresh = [j for j, (i, span) in enumerate(zip(rows, spans)) if span and span != texts[i].strip()]
         if fresh:
-            views = [View(i + 1, encoder.hidden_size) for i in range(layer)] + [
-                View(fine.layer, encoder.hidden_size)
-            ]
             encoded = encoder.encode(
-                [span_texts[j] for j in fresh],
+                [spans[j] for j in fresh],
                 views,
                 batch_size=batch_size,
-                show_progress=False,
+                show_progress=show_progress,
                 apply_heads=False,
             )
-            queries[0][fresh] = _stack([encoded[v] for v in views[:layer]])
-            queries[1][fresh] = encoder.project(torch.from_numpy(encoded[views[-1]]), fine).numpy()
-        spans = len(fresh)
+            span_student[fresh] = _stack([encoded[v] for v in views[:layer]])
+            span_teacher[fresh] = encoder.project(torch.from_numpy(encoded[views[-1]]), fine).numpy()
+        encoded_spans = len(fresh)
+        queries = (span_student[: len(check)], span_teacher[: len(check)])
+        is_span = np.zeros(len(rows), dtype=bool)
+        is_span[fresh] = True
+        is_span[: len(check)] = False  # the held-out ones are the pseudo-queries, never fitted on
+        if is_span.any():  # a span that is its whole document would only repeat the document's row
+            extra = (span_student[is_span], span_teacher[is_span])
     head, record = adapt_head(
         student,
         teacher,
@@ -412,15 +441,39 @@ def adapt_encoder(
         prior=encoder.heads.get(layer),
         queries=queries,
         check=check,
+        extra=extra,
         candidates=candidates,
         seed=seed,
     )
+    if head is not None:
+        record.head_layers = list(range(1, layer + 1))
     if queries is not None:
         record.pseudo_queries = (
-            f"first sentences (at most {SPAN_WORDS} words) of {len(check)} held-out documents "
-            f"({spans} encoded; the others are whole documents)"
+            f"first sentences (at most {SPAN_WORDS} words) of {len(check)} held-out documents; "
+            f"{0 if extra is None else len(extra[0])} more of other documents fitted on beside them "
+            f"({encoded_spans} spans encoded in all; a span that is its whole document reuses it)"
         )
     return (encoder if head is None else encoder.with_heads({layer: head})), record
+
+
+def _span_rows(texts: Sequence[str], check: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+    """The documents whose :func:`pseudo_query` spans :func:`adapt_encoder` encodes: the held-out ones
+    (first, as the pseudo-queries), then others in a seeded order, to fit on, while the spans' words stay
+    within ``SPAN_BUDGET`` of the documents' words and their number within ``MAX_FIT_SPANS``."""
+    others = np.random.default_rng(seed + 1).permutation(np.setdiff1d(np.arange(len(texts)), check))
+    rows, spans = list(check), [pseudo_query(texts[i]) for i in check]
+    budget = SPAN_BUDGET * sum(len(t.split()) for t in texts)
+    spent = 0
+    for i in others[:MAX_FIT_SPANS]:
+        span = pseudo_query(texts[i])
+        if span == texts[i].strip():
+            continue  # nothing new to fit on
+        spent += len(span.split())
+        if spent > budget:
+            break
+        rows.append(i)
+        spans.append(span)
+    return np.asarray(rows, dtype=np.int64), spans
 
 
 def _stack(states: Sequence[np.ndarray]) -> np.ndarray:

@@ -264,6 +264,7 @@ class Retriever:
             texts=texts,
             candidates=self.candidates,
             batch_size=batch_size,
+            show_progress=show_progress,
         )
         self._adapt_next = False
         pooled = [torch.from_numpy(s).to(enc.device) for s in states]
