@@ -243,6 +243,7 @@ class Adaptation:
     fidelity_before: float | None = None
     fidelity_after: float | None = None
     fidelity_by_ridge: dict[str, float] = field(default_factory=dict)
+    #: the whole adaptation's time (with :func:`adapt_encoder`: the pseudo-queries' encoding included)
     seconds: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -389,6 +390,7 @@ def adapt_encoder(
     beside the documents; without ``texts`` the held-out documents are their own pseudo-queries. A
     coarse view on the fine view's own layer is left alone (a head there would change the fine view too).
     """
+    t0 = time.perf_counter()
     layer = coarse.layer
     if layer == fine.layer:
         record = Adaptation(
@@ -404,13 +406,13 @@ def adapt_encoder(
     if len(states) < layer:
         raise ValueError(f"states holds {len(states)} layers; the coarse view needs layers 1..{layer}")
     n = len(teacher)
-    student = _stack([np.asarray(states[i], dtype=np.float32) for i in range(layer)])
+    student = stack_layers([np.asarray(states[i], dtype=np.float32) for i in range(layer)])
     queries, check, extra, encoded_spans = None, None, None, 0
     if texts is not None and n >= MIN_DOCS:
         if len(texts) != n:
             raise ValueError(f"texts: {len(texts)} for {n} documents")
         check = check_rows(n, seed)
-        rows, spans = _span_rows(texts, check, seed)
+        rows, spans = span_rows(texts, check, seed)
         views = [View(i + 1, encoder.hidden_size) for i in range(layer)] + [
             View(fine.layer, encoder.hidden_size)
         ]
@@ -424,7 +426,7 @@ def adapt_encoder(
                 show_progress=show_progress,
                 apply_heads=False,
             )
-            span_student[fresh] = _stack([encoded[v] for v in views[:layer]])
+            span_student[fresh] = stack_layers([encoded[v] for v in views[:layer]])
             span_teacher[fresh] = encoder.project(torch.from_numpy(encoded[views[-1]]), fine).numpy()
         encoded_spans = len(fresh)
         queries = (span_student[: len(check)], span_teacher[: len(check)])
@@ -445,6 +447,7 @@ def adapt_encoder(
         candidates=candidates,
         seed=seed,
     )
+    record.seconds = time.perf_counter() - t0  # the whole adaptation: spans encoded, fits, checks
     if head is not None:
         record.head_layers = list(range(1, layer + 1))
     if queries is not None:
@@ -456,7 +459,7 @@ def adapt_encoder(
     return (encoder if head is None else encoder.with_heads({layer: head})), record
 
 
-def _span_rows(texts: Sequence[str], check: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+def span_rows(texts: Sequence[str], check: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
     """The documents whose :func:`pseudo_query` spans :func:`adapt_encoder` encodes: the held-out ones
     (first, as the pseudo-queries), then others in a seeded order, to fit on, while the spans' words stay
     within ``SPAN_BUDGET`` of the documents' words and their number within ``MAX_FIT_SPANS``."""
@@ -476,7 +479,7 @@ def _span_rows(texts: Sequence[str], check: np.ndarray, seed: int) -> tuple[np.n
     return np.asarray(rows, dtype=np.int64), spans
 
 
-def _stack(states: Sequence[np.ndarray]) -> np.ndarray:
+def stack_layers(states: Sequence[np.ndarray]) -> np.ndarray:
     """Pooled states of layers ``1 .. L`` as a stacked head reads them: each row-normalised, side by side
     (:meth:`Encoder.head_input`)."""
     return np.concatenate(

@@ -6,7 +6,8 @@
    (same model, views and texts); the adapted build's fit time (``retriever.adaptation.seconds``)
    against the plain build's time, which is almost all encoding.
 2. Growth: :func:`adaptive_retrieval.adapt.adapt_head` timed on ``--fit-sizes`` documents (synthetic
-   states of the model's width: the fit's arithmetic does not depend on the values), against what
+   stacked states, layers 1 .. coarse of the model's width: the fit's arithmetic does not depend on the
+   values; the pseudo-queries' encoding, bounded by ``MAX_FIT_SPANS`` spans, is in 1. only), against what
    encoding that many documents costs at the rate measured in 1. A build fits on its first chunk only
    (``CHUNK_SIZE`` documents), so past that size the fit's cost stays put while encoding grows.
 """
@@ -75,7 +76,7 @@ def main() -> None:
         "\n| documents fitted | fit s | encoding s (at the rate above) | fit / encoding |\n|---|---|---|---|"
     )
     for n in args.fit_sizes:
-        student = rng.normal(size=(n, encoder.hidden_size)).astype(np.float32)
+        student = rng.normal(size=(n, coarse.layer * encoder.hidden_size)).astype(np.float32)  # stacked
         teacher = rng.normal(size=(n, encoder.hidden_size)).astype(np.float32)
         teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
         t0 = time.perf_counter()

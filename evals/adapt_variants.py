@@ -30,6 +30,7 @@ from adaptive_retrieval import DEFAULT_MODEL, Encoder, View, datasets
 from adaptive_retrieval.adapt import (
     RIDGES,
     check_rows,
+    distil_head,
     fidelity,
     fit_ridge_heads,
     span_rows,
@@ -50,6 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--distil-steps",
+        type=int,
+        default=0,
+        help="also refine the stacked + spans head (ridge 0.01) by ranking distillation of its first --dim "
+        "columns (adapt.distil_head; anchors: the spans fitted on; temperature 0.05, lr 1e-3)",
+    )
     args = parser.parse_args(argv)
 
     encoder = Encoder.from_pretrained(args.model)
@@ -135,6 +143,16 @@ def main(argv: list[str] | None = None) -> None:
             if head.shape[0] != width:
                 head = torch.cat([torch.zeros(width - hidden, head.shape[1]), head])  # reads layer 4 only
             record(label, ridge, head)
+    if args.distil_steps:
+        x = np.concatenate([stacked[fit_rows], span_stacked[extra]])
+        y = np.concatenate([docs_fine[fit_rows], span_fine[extra]])
+        ((head, _),) = fit_ridge_heads(x, y, (1e-2,), basis_rows=len(fit_rows))
+        anchors = (torch.from_numpy(span_stacked[extra]), torch.from_numpy(span_fine[extra]))
+        docs = (torch.from_numpy(stacked[fit_rows]), torch.from_numpy(docs_fine[fit_rows]))
+        first, _ = distil_head(head[:, :dim].contiguous(), anchors, docs, dims=[dim], steps=args.distil_steps)
+        record(
+            f"stacked + spans, distilled {args.distil_steps}", 0.01, torch.cat([first, head[:, dim:]], dim=1)
+        )
     columns = [
         ("variant", "variant", "s"),
         ("ridge", "ridge", "g"),
