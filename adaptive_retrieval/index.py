@@ -16,8 +16,86 @@ import numpy as np
 FINE_DTYPES = ("float16", "float32")
 BACKENDS = ("faiss", "qdrant")
 
-# FAISS factory strings whose search-time knobs can be set through faiss.ParameterSpace.
-_KNOBS = ("nprobe", "efSearch", "ht", "k_factor", "max_codes")
+# Search-time knobs of FAISS indexes: per call through faiss.SearchParameters*, or set on the index.
+_KNOBS = ("nprobe", "efSearch", "k_factor", "max_codes")  # (polysemous "ht" is L2-only)
+
+
+def _knob_value(name: str, value: object) -> int | float:
+    if name == "k_factor":
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not ok or not value >= 1:  # type: ignore[operator]
+            raise ValueError(f"search parameter k_factor must be a number >= 1, got {value!r}")
+        return float(value)  # type: ignore[arg-type]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < (0 if name == "ht" else 1)
+    ):
+        least = 0 if name == "ht" else 1
+        raise ValueError(f"search parameter {name} must be an int >= {least}, got {value!r}")
+    return int(value)
+
+
+def search_parameters(
+    index: faiss.Index, knobs: dict[str, object], factory: str = ""
+) -> faiss.SearchParameters | None:
+    """Per-call FAISS search parameters for ``knobs`` (``nprobe``, ``efSearch``, ``max_codes``,
+    ``k_factor``) on ``index``, or ``None`` without knobs. Nothing is set on the index, so a
+    search with knobs leaves the next search as it was and searches in other threads untouched.
+
+    Raises ``ValueError`` for an unknown knob, a bad value, or a knob no part of the index has. The
+    returned object keeps the nested parameter objects it points to alive (``_keep``)."""
+    if not knobs:
+        return None
+    for name in knobs:
+        if name not in _KNOBS:
+            raise ValueError(f"unknown search parameter {name!r}; known: {', '.join(_KNOBS)}")
+    values = {name: _knob_value(name, value) for name, value in knobs.items()}
+    used: set[str] = set()
+    keep: list[faiss.SearchParameters] = []
+
+    def build(idx: faiss.Index) -> faiss.SearchParameters | None:
+        idx = faiss.downcast_index(idx)
+        params = None
+        if isinstance(idx, faiss.IndexPreTransform):
+            inner = build(idx.index)
+            if inner is not None:
+                params = faiss.SearchParametersPreTransform()
+                params.index_params = inner
+        elif isinstance(idx, faiss.IndexRefine):
+            inner = build(idx.base_index)
+            if inner is not None or "k_factor" in values:
+                params = faiss.IndexRefineSearchParameters()
+                params.k_factor = values.get("k_factor", idx.k_factor)
+                used.add("k_factor")
+                if inner is not None:
+                    params.base_index_params = inner
+        elif isinstance(idx, faiss.IndexHNSW) and "efSearch" in values:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = values["efSearch"]
+            used.add("efSearch")
+        elif isinstance(idx, faiss.IndexIVF):
+            quantizer = build(idx.quantizer)  # e.g. efSearch of an HNSW coarse quantizer
+            if quantizer is not None or {"nprobe", "max_codes"} & set(values):
+                params = faiss.SearchParametersIVF()
+                params.nprobe = values.get("nprobe", idx.nprobe)
+                params.max_codes = values.get("max_codes", idx.max_codes)
+                used.update({"nprobe", "max_codes"} & set(values))
+                if quantizer is not None:
+                    params.quantizer_params = quantizer
+        if params is not None:
+            keep.append(params)
+        return params
+
+    params = build(index)
+    missing = [name for name in values if name not in used]
+    if missing:
+        raise ValueError(
+            f"index={factory or type(index).__name__!r} has no search parameter {missing[0]!r}"
+            + (" (Flat search is exact and takes none)" if factory == "Flat" else "")
+        )
+    params._keep = keep  # SWIG holds raw pointers to the nested objects
+    return params
 
 
 def map_rows(path: Path, dtype: np.dtype, offset: int, shape: tuple[int, int]) -> np.ndarray:
@@ -125,21 +203,29 @@ class CoarseIndex:
                 "coarse vectors; reload the index from its last save"
             ) from None
 
-    def search(self, queries: np.ndarray, k: int, **knobs: float) -> tuple[np.ndarray, np.ndarray]:
+    def search_parameters(self, **knobs: float) -> faiss.SearchParameters | None:
+        """:func:`search_parameters` for this index: per-call parameters, checked, or ``None``."""
+        return search_parameters(self.index, knobs, self.factory)
+
+    def search(
+        self, queries: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None, **knobs: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search: ``(D, I)``, each ``(n_queries, k)``, padded with ``-1`` ids.
 
-        ``knobs`` set search-time parameters such as ``nprobe`` (IVF) or ``efSearch`` (HNSW).
+        ``knobs`` (or ``params`` from :meth:`search_parameters`) are search-time parameters such as
+        ``nprobe`` (IVF) or ``efSearch`` (HNSW) for this call only; the index is left as it was.
         """
-        if knobs:
-            self.set_knobs(**knobs)
-        return self.index.search(_as_matrix(queries, self.dim, "queries"), k)
+        if params is None and knobs:
+            params = self.search_parameters(**knobs)
+        x = _as_matrix(queries, self.dim, "queries")
+        return self.index.search(x, k) if params is None else self.index.search(x, k, params=params)
 
     def set_knobs(self, **knobs: float) -> None:
-        """Set search-time parameters (``nprobe``, ``efSearch``, ...) on the index."""
+        """Set search-time parameters (``nprobe``, ``efSearch``, ...) on the index itself, as the defaults
+        of later searches (a configuration step, never done by a search)."""
+        self.search_parameters(**knobs)  # the same checks as per call
         space = faiss.ParameterSpace()
         for name, value in knobs.items():
-            if name not in _KNOBS:
-                raise ValueError(f"unknown search parameter {name!r}; known: {', '.join(_KNOBS)}")
             try:
                 space.set_index_parameter(self.index, name, value)
             except RuntimeError:

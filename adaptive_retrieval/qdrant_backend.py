@@ -110,19 +110,41 @@ class QdrantBackend:
                 wait=True,
             )
 
-    def set_knobs(self, **knobs: Any) -> None:
-        """Search parameters for later searches: ``hnsw_ef`` (HNSW beam width on a server), ``exact``."""
+    def search_parameters(self, **knobs: Any) -> models.SearchParams | None:
+        """Per-call search parameters: ``hnsw_ef`` (HNSW beam width on a server), ``exact``; checked
+        here, over the defaults :meth:`set_knobs` set."""
         unknown = [k for k in knobs if k not in _KNOBS]
         if unknown:
             raise ValueError(f"unknown Qdrant search parameter {unknown[0]!r}; known: {', '.join(_KNOBS)}")
+        if "hnsw_ef" in knobs and (
+            isinstance(knobs["hnsw_ef"], bool)
+            or not isinstance(knobs["hnsw_ef"], int)
+            or knobs["hnsw_ef"] < 1
+        ):
+            raise ValueError(f"search parameter hnsw_ef must be an int >= 1, got {knobs['hnsw_ef']!r}")
+        if "exact" in knobs and not isinstance(knobs["exact"], bool):
+            raise ValueError(f"search parameter exact must be True or False, got {knobs['exact']!r}")
+        merged = {**self._search_params, **knobs}
+        return models.SearchParams(**merged) if merged else None
+
+    def set_knobs(self, **knobs: Any) -> None:
+        """Default search parameters of later searches (a configuration step, never done by a search)."""
+        self.search_parameters(**knobs)
         self._search_params.update(knobs)
 
     def search(
-        self, coarse_q: np.ndarray, fine_q: np.ndarray, k: int, candidates: int
+        self,
+        coarse_q: np.ndarray,
+        fine_q: np.ndarray,
+        k: int,
+        candidates: int,
+        params: models.SearchParams | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The funnel for each query, server-side: ``(D, I)`` of shape ``(n_queries, k)``, internal ids,
-        padded with ``-1`` / ``-inf`` as FAISS does."""
-        params = models.SearchParams(**self._search_params) if self._search_params else None
+        padded with ``-1`` / ``-inf`` as FAISS does. ``params``: from :meth:`search_parameters` (default:
+        the defaults)."""
+        if params is None:
+            params = self.search_parameters()
         requests = [
             models.QueryRequest(
                 prefetch=models.Prefetch(

@@ -500,7 +500,8 @@ class Retriever:
 
         ``candidates`` overrides the shortlist size for this call; it is widened to ``k`` when ``k`` is
         larger, so a search returns ``min(k, len(self))`` hits. ``knobs`` are FAISS search parameters
-        such as ``nprobe`` or ``efSearch``; they stay set on the index for later searches. An empty or
+        such as ``nprobe`` or ``efSearch`` (``hnsw_ef``, ``exact`` for Qdrant), for this call only: a
+        search changes no shared state, so searches may run from many threads at once. An empty or
         whitespace-only query is a ``ValueError``.
         """
         if not isinstance(query, str):
@@ -554,17 +555,17 @@ class Retriever:
         batch_size = (
             self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         )
-        if knobs:
-            (self.backend or self.coarse_index).set_knobs(**knobs)
+        # checked before any query is encoded; per call: nothing is left set on the index
+        params = (self.backend or self.coarse_index).search_parameters(**knobs)
         timings = timings if timings is not None else SearchTimings()
         parts = [
-            self._funnel(queries[i : i + batch_size], k, shortlist, timings)
+            self._funnel(queries[i : i + batch_size], k, shortlist, timings, params)
             for i in range(0, len(queries), batch_size)
         ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _funnel(
-        self, queries: list[str], k: int, shortlist: int, timings: SearchTimings
+        self, queries: list[str], k: int, shortlist: int, timings: SearchTimings, params: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         enc = self.encoder
         n_docs = len(self)
@@ -577,13 +578,13 @@ class Retriever:
                 state = enc.advance(state, self.fine.layer)
                 fine_q = enc.view(state, self.fine.dim).float().cpu().numpy()
                 t2 = time.perf_counter()
-                D, I = self.backend.search(coarse_q, fine_q, k, min(shortlist, n_docs))
+                D, I = self.backend.search(coarse_q, fine_q, k, min(shortlist, n_docs), params=params)
                 timings.encode_coarse += t1 - t0
                 timings.resume_fine += t2 - t1
                 timings.coarse_search += time.perf_counter() - t2
                 timings.queries += len(queries)
                 return D, I
-            _, cand = self.coarse_index.search(coarse_q, min(shortlist, n_docs))
+            _, cand = self.coarse_index.search(coarse_q, min(shortlist, n_docs), params=params)
             t2 = time.perf_counter()
             state = enc.advance(state, self.fine.layer)  # resume: layers coarse+1 .. fine only
             fine_q = enc.view(state, self.fine.dim).float().cpu().numpy()

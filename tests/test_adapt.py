@@ -166,11 +166,11 @@ def test_a_coarse_view_on_the_fine_layer_is_not_adapted(tiny_encoder):
 
 
 def test_span_rows_put_the_held_out_first_and_stay_within_budget():
-    from adaptive_retrieval.adapt import SPAN_BUDGET, _span_rows
+    from adaptive_retrieval.adapt import SPAN_BUDGET, span_rows
 
     long_docs = [f"Title number {i} here. " + " ".join(["word"] * 200) for i in range(300)]
     check = check_rows(len(long_docs))
-    rows, spans = _span_rows(long_docs, check, seed=0)
+    rows, spans = span_rows(long_docs, check, seed=0)
     assert list(rows[: len(check)]) == list(check) and len(set(rows)) == len(rows)
     assert spans[0] == f"Title number {check[0]} here."
     assert len(rows) == len(long_docs)  # short titles of long documents: every document's fits the budget
@@ -178,9 +178,9 @@ def test_span_rows_put_the_held_out_first_and_stay_within_budget():
     assert fitted_words <= SPAN_BUDGET * sum(len(t.split()) for t in long_docs)
     # a one-sentence corpus: a span is its whole document, nothing new to fit on
     sentences = [f"sentence {i} says little" for i in range(300)]
-    rows, _ = _span_rows(sentences, check, seed=0)
+    rows, _ = span_rows(sentences, check, seed=0)
     assert len(rows) == len(check)
     # two-sentence documents of equal halves: the budget (10% of the words) stops the spans early
     halves = [f"a b c d e f {i}. g h i j k l {i}" for i in range(300)]
-    rows, spans = _span_rows(halves, check, seed=0)
+    rows, spans = span_rows(halves, check, seed=0)
     assert 0 < len(rows) - len(check) < 300 - len(check)

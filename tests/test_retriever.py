@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 from conftest import random_texts
@@ -211,6 +212,57 @@ def test_approximate_coarse_indexes(tiny_encoder, corpus, factory):
     assert sorted(h.doc_id for h in hits) == list(range(len(corpus)))
     if factory.startswith("IVF"):
         assert len(r.search(QUERIES[0], k=5, nprobe=2)) == 5
+
+
+def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encoder, corpus):
+    texts = random_texts(400, seed=11)
+    r = Retriever.build(
+        texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="IVF8,Flat", candidates=10
+    )
+    ivf = faiss.extract_index_ivf(r.coarse_index.index)
+    default = [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=5)]
+    wide = [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=5, nprobe=8)]
+    assert ivf.nprobe == 1  # nothing left set by the search
+    assert [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=5)] == default
+    # every list probed: the coarse stage is exact, so the funnel equals a Flat funnel over the same vectors
+    flat = Retriever.from_vectors(
+        r.encoder,
+        (3, 8),
+        (12, 32),
+        r.doc_ids,
+        r.coarse_index.index.reconstruct_n(0, len(r)),
+        np.asarray(r.fine_store.vectors, dtype=np.float32),
+        candidates=10,
+    )
+    assert wide == [[h.doc_id for h in hits] for hits in flat.search_batch(QUERIES, k=5)]
+    hnsw = Retriever.build(texts[:50], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="HNSW8")
+    hnsw.search(QUERIES[0], efSearch=7)
+    assert faiss.downcast_index(hnsw.coarse_index.index).hnsw.efSearch == 16
+    for knobs, message in (
+        ({"efSearch": "high"}, "efSearch must be an int >= 1, got 'high'"),
+        ({"efSearch": 0}, "efSearch must be an int >= 1"),
+        ({"nprobe": 2}, "has no search parameter 'nprobe'"),
+        ({"ht": 2}, "unknown search parameter 'ht'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            hnsw.search(QUERIES[0], **knobs)
+
+
+def test_searches_from_many_threads_give_the_serial_results(tiny_encoder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = random_texts(300, seed=12)
+    r = Retriever.build(
+        texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="IVF4,Flat", candidates=20
+    )
+    queries = random_texts(64, seed=13)
+    knobs = [{"nprobe": 1 + i % 4} for i in range(len(queries))]  # each thread its own parameters
+    serial = [[h.doc_id for h in r.search(q, k=5, **kn)] for q, kn in zip(queries, knobs)]
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(
+            pool.map(lambda a: [h.doc_id for h in r.search(a[0], k=5, **a[1])], zip(queries, knobs))
+        )
+    assert threaded == serial
 
 
 def test_from_vectors_equals_build(tiny_encoder, corpus, retriever):
