@@ -97,14 +97,23 @@ def fit_ridge_heads(
             raise ValueError(f"ridge must be > 0, got {ridge!r}")
     _, s, vh = torch.linalg.svd(f[:basis_rows], full_matrices=False)
     target = f @ vh.T  # coordinates on the singular vectors, largest first
-    gram, moment = x.T @ x, x.T @ target
-    scale = float(torch.diagonal(gram).mean())
+    n, width = x.shape
+    dual = n < width  # fewer rows than features: solve the n x n system (same solution, cheaper)
+    x32 = x.float()
+    gram = (x32 @ x32.T if dual else x32.T @ x32).double()  # float32 products: the bulk of the time
+    scale = float((x**2).sum()) / width  # the mean diagonal of x.T @ x
+    moment = None if dual else (x32.T @ target.float()).double()
     energy = (s**2).cumsum(0) / (s**2).sum()
     fits = []
     for ridge in ridges:
         lam = ridge * scale
-        w = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), moment)
-        residual = float(((x @ w - target) ** 2).sum() / (target**2).sum())
+        # symmetric positive definite: Cholesky, about twice as fast as a general solve
+        factor = torch.linalg.cholesky(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype))
+        if dual:
+            w = (x32.T @ torch.cholesky_solve(target, factor).float()).double()
+        else:
+            w = torch.cholesky_solve(moment, factor)
+        residual = float(((x32 @ w.float() - target.float()) ** 2).sum() / (target**2).sum())
         stats = {
             "relative_residual": residual,
             "lambda": lam,

@@ -14,11 +14,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+import numpy as np
+
 DocId = str | int
 Corpus = Iterable[str] | Mapping[DocId, str] | Mapping[DocId, Mapping[str, str]] | Iterable[tuple[DocId, str]]
 
 
-def _check_id(doc_id: Any, where: str) -> DocId:
+def check_id(doc_id: Any, where: str) -> DocId:
+    """``doc_id`` as an id (``str`` or ``int``; a NumPy integer becomes an ``int``), or ``TypeError``
+    naming ``where`` it came from."""
+    if isinstance(doc_id, np.integer):
+        return int(doc_id)
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         raise TypeError(
             f"corpus: document id at {where} must be a str or int, got {type(doc_id).__name__}: {doc_id!r:.80}"
@@ -61,7 +67,7 @@ def _mixed(doc_id: DocId, expected: str, value: Any) -> ValueError:
 def _from_mapping(corpus: Mapping[Any, Any]) -> Iterator[tuple[DocId, str]]:
     form: str | None = None
     for doc_id, value in corpus.items():
-        doc_id = _check_id(doc_id, repr(doc_id))
+        doc_id = check_id(doc_id, repr(doc_id))
         this = "strings" if isinstance(value, str) else "dicts" if isinstance(value, Mapping) else None
         if this is None:
             raise TypeError(
@@ -89,7 +95,7 @@ def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId
         else:
             if len(item) != 2:
                 raise ValueError(f"corpus[{position}] must be an (id, text) pair, got a tuple of {len(item)}")
-            doc_id = _check_id(item[0], f"corpus[{position}]")
+            doc_id = check_id(item[0], f"corpus[{position}]")
             yield doc_id, _check_text(item[1], doc_id)
 
 

@@ -260,7 +260,14 @@ class CoarseSpill:
         self.dim, self.path, self.count = dim, path, 0
         self._parts: list[np.ndarray] = []
         if path is not None:
-            open(path, "xb").close()
+            try:
+                open(path, "xb").close()
+            except FileExistsError:
+                raise RuntimeError(
+                    f"{path} exists: an add or build into this fine store was killed, or another process is "
+                    "adding to it now. If no other process uses it, delete that file and retry; nothing of "
+                    "the index depends on it"
+                ) from None
 
     def append(self, vectors: np.ndarray) -> None:
         vectors = _as_matrix(vectors, self.dim, "coarse vectors")

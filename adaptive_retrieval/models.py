@@ -13,7 +13,6 @@ the marker or with weights of the wrong hash is never used: it is removed and as
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .backbones import SUPPORTED_MODEL_TYPES
+from .locks import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -200,17 +200,6 @@ def is_assembled(target: Path, sha256: str, weights: str = "model.safetensors") 
     return True
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_assembled(
     target: Path,
     get_parts: Callable[[Path], Sequence[Opener]],
@@ -226,7 +215,7 @@ def ensure_assembled(
     """
     if is_assembled(target, sha256, weights):
         return target
-    with _file_lock(target.with_name(target.name + ".lock")):
+    with file_lock(target.with_name(target.name + ".lock")):
         if is_assembled(target, sha256, weights):
             return target
         if target.exists():

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from .adapt import Adaptation, adapt_encoder
-from .corpus import Corpus, DocId, chunks, iter_documents
+from .corpus import Corpus, DocId, check_id, chunks, iter_documents
 from .encoder import Encoder
 from .index import BACKENDS, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
+from .locks import ReadWriteLock
 from .models import DEFAULT_MODEL
 from .storage import read_index, read_manifest, write_index
 from .views import View, ViewLike, check_pair
@@ -117,6 +118,7 @@ class Retriever:
         self.candidates = _positive_int(candidates, "candidates")
         self.train_size = _positive_int(train_size, "train_size")
         self._rows = {d: i for i, d in enumerate(doc_ids)}
+        self._lock = ReadWriteLock()  # searches read; the commit of an add writes
         #: what the build fitted to its corpus (see :mod:`adaptive_retrieval.adapt`); ``None``: not adapted
         self.adaptation = adaptation
         self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
@@ -303,7 +305,9 @@ class Retriever:
             if not new_ids:
                 raise ValueError("corpus is empty: give at least one document")
             if self.backend is None:
-                self._commit_coarse(spill)
+                with self._lock.write():  # no search sees the coarse index without the ids of its rows
+                    self._commit_coarse(spill)
+                    self._extend_ids(new_ids)
         except BaseException:
             if self.backend is not None:
                 self.backend.remove_from(len(self))
@@ -312,6 +316,10 @@ class Retriever:
             raise
         finally:
             spill.close()
+        if self.backend is not None:
+            self._extend_ids(new_ids)
+
+    def _extend_ids(self, new_ids: list[DocId]) -> None:
         first_row = len(self.doc_ids)
         self.doc_ids.extend(new_ids)
         self._rows.update((d, first_row + i) for i, d in enumerate(new_ids))
@@ -321,6 +329,7 @@ class Retriever:
     ) -> tuple[np.ndarray, np.ndarray]:
         if not doc_ids:
             raise ValueError("doc_ids is empty: give at least one document")
+        doc_ids[:] = [check_id(d, f"doc_ids[{i}]") for i, d in enumerate(doc_ids)]
         coarse_vectors = np.asarray(coarse_vectors, dtype=np.float32)
         fine_vectors = np.asarray(fine_vectors)
         if coarse_vectors.shape != (len(doc_ids), self.coarse.dim) or fine_vectors.shape != (
@@ -331,6 +340,16 @@ class Retriever:
                 f"{len(doc_ids)} ids need coarse vectors of shape {(len(doc_ids), self.coarse.dim)} and fine vectors "
                 f"of shape {(len(doc_ids), self.fine.dim)}; got {coarse_vectors.shape} and {fine_vectors.shape}"
             )
+        for name, vectors, tolerance in (("coarse", coarse_vectors, 1e-3), ("fine", fine_vectors, 1e-2)):
+            if not np.issubdtype(vectors.dtype, np.floating):
+                raise TypeError(f"{name} vectors must be floats, got {vectors.dtype}")
+            norms = np.linalg.norm(vectors.astype(np.float32), axis=1)
+            bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1) > tolerance))
+            if len(bad):
+                raise ValueError(
+                    f"{name} vector of document {doc_ids[bad[0]]!r} has norm {norms[bad[0]]:.4g}: view vectors "
+                    "are L2-normalised and finite (e.g. from encoder.encode(texts, [coarse, fine]))"
+                )
         return coarse_vectors, fine_vectors
 
     def _check_new_ids(self, ids: Sequence[DocId], seen: set[DocId]) -> None:
@@ -558,10 +577,10 @@ class Retriever:
         # checked before any query is encoded; per call: nothing is left set on the index
         params = (self.backend or self.coarse_index).search_parameters(**knobs)
         timings = timings if timings is not None else SearchTimings()
-        parts = [
-            self._funnel(queries[i : i + batch_size], k, shortlist, timings, params)
-            for i in range(0, len(queries), batch_size)
-        ]
+        parts = []
+        for i in range(0, len(queries), batch_size):
+            with self._lock.read():  # many searches at once; an add's commit waits for them, and they for it
+                parts.append(self._funnel(queries[i : i + batch_size], k, shortlist, timings, params))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _funnel(

@@ -89,11 +89,17 @@ ViewLike = View | tuple[int, int] | list[int] | str
 
 
 def check_pair(coarse: View, fine: View) -> None:
-    """Raise ``ValueError`` if the coarse view is deeper than the fine one (nothing to resume)."""
+    """Raise ``ValueError`` if the coarse view is deeper than the fine one (nothing to resume), or on the
+    same layer and wider (a shortlist dearer than its re-rank)."""
     if coarse.layer > fine.layer:
         raise ValueError(
             f"coarse={coarse.as_tuple()} is deeper than fine={fine.as_tuple()}: the fine view resumes "
             "the coarse forward pass, so its layer must be >= the coarse layer"
+        )
+    if coarse.layer == fine.layer and coarse.dim > fine.dim:
+        raise ValueError(
+            f"coarse={coarse.as_tuple()} is wider than fine={fine.as_tuple()} on the same layer: the coarse "
+            "view must be the cheaper one (an earlier layer, or fewer dims)"
         )
 
 

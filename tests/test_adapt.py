@@ -15,6 +15,7 @@ from adaptive_retrieval.adapt import (
     check_rows,
     fidelity,
     fit_ridge_head,
+    fit_ridge_heads,
     pseudo_query,
 )
 
@@ -184,3 +185,14 @@ def test_span_rows_put_the_held_out_first_and_stay_within_budget():
     halves = [f"a b c d e f {i}. g h i j k l {i}" for i in range(300)]
     rows, spans = span_rows(halves, check, seed=0)
     assert 0 < len(rows) - len(check) < 300 - len(check)
+
+
+def test_ridge_solves_the_same_problem_with_fewer_rows_than_features():
+    rng = np.random.default_rng(3)
+    student, teacher = rng.normal(size=(40, 64)), unit(rng.normal(size=(40, 16)))
+    ((head, _),) = fit_ridge_heads(student, teacher, (1e-2,))  # dual: 40 rows < 64 features
+    x, f = torch.as_tensor(student), torch.as_tensor(teacher, dtype=torch.float64)
+    target = f @ torch.linalg.svd(f, full_matrices=False)[2].T
+    lam = 1e-2 * float(torch.diagonal(x.T @ x).mean())
+    primal = torch.linalg.solve(x.T @ x + lam * torch.eye(64, dtype=x.dtype), x.T @ target)
+    np.testing.assert_allclose(head.numpy(), primal.float().numpy(), atol=1e-4)

@@ -286,3 +286,71 @@ def test_from_vectors_equals_build(tiny_encoder, corpus, retriever):
         )
     with pytest.raises(ValueError, match="doc_ids is empty"):
         Retriever.from_vectors(tiny_encoder, (3, 8), (12, 32), [], vecs[(3, 8)][:0], vecs[(12, 32)][:0])
+
+
+def test_vector_ingestion_checks_ids_and_vectors_where_they_enter(tiny_encoder, retriever):
+    enc = retriever.encoder
+    vecs = enc.encode(["a cell", "a bone"], [(3, 8), (12, 32)])
+    coarse, fine = vecs[(3, 8)], vecs[(12, 32)]
+    r = Retriever.from_vectors(enc, (3, 8), (12, 32), [np.int64(7), 8], coarse, fine)
+    assert r.doc_ids == [7, 8] and type(r.doc_ids[0]) is int  # a NumPy id is an int, as json needs
+    before = len(r)
+    for ids, c, f, error, message in (
+        ([None, 9], coarse, fine, TypeError, r"doc_ids\[0\] must be a str or int"),
+        ([(1, 2), 9], coarse, fine, TypeError, "must be a str or int, got tuple"),
+        ([9, 10], np.full_like(coarse, np.nan), fine, ValueError, "coarse vector of document 9 has norm nan"),
+        ([9, 10], coarse, fine * 3, ValueError, "fine vector of document 9 has norm 3"),
+        ([9, 10], coarse.astype(np.int32), fine, ValueError, "norm 0"),
+    ):
+        with pytest.raises(error, match=message):
+            r.add_vectors(ids, c, f)
+        assert len(r) == before and r.doc_ids == [7, 8]
+    with pytest.raises(
+        ValueError, match=r"coarse=\(12, 32\) is wider than fine=\(12, 16\) on the same layer"
+    ):
+        Retriever.build(["x"], coarse=(12, 32), fine=(12, 16), model=tiny_encoder)
+
+
+def test_a_stale_pending_file_is_refused_with_a_clear_message(tiny_encoder, tmp_path):
+    (tmp_path / "fine.npy.pending").write_bytes(b"left by a killed build")
+    with pytest.raises(RuntimeError, match="fine.npy.pending exists: an add or build .* was killed"):
+        Retriever.build(
+            ["a", "b"], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, fine_path=tmp_path / "fine.npy"
+        )
+
+
+def test_searches_beside_an_add_see_the_index_before_or_after_it(tiny_encoder):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = random_texts(400, seed=14)
+    r = Retriever.build(
+        texts[:200], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=20, adapt=False
+    )
+    vecs = tiny_encoder.encode(texts, [(3, 8), (12, 32)])
+
+    def prefix(n: int) -> Retriever:  # the index after the first n documents, serially
+        return Retriever.from_vectors(
+            tiny_encoder,
+            (3, 8),
+            (12, 32),
+            list(range(n)),
+            vecs[(3, 8)][:n],
+            vecs[(12, 32)][:n],
+            candidates=20,
+        )
+
+    queries = random_texts(40, seed=15) * 5
+    allowed = {
+        q: [[h.doc_id for h in p.search(q, k=5)] for p in map(prefix, range(200, 401, 20))] for q in queries
+    }
+    assert any(a[0] != a[-1] for a in allowed.values())  # the adds change some answers
+    adder = threading.Thread(target=lambda: [r.add(texts[i : i + 20]) for i in range(200, 400, 20)])
+    with ThreadPoolExecutor(8) as pool:
+        adder.start()
+        got = list(pool.map(lambda q: (q, [h.doc_id for h in r.search(q, k=5)]), queries))
+        adder.join()
+    assert len(r) == 400
+    # each answer is the serial answer after some number of whole adds: never a half-committed one
+    assert all(answer in allowed[q] for q, answer in got)
+    assert [[h.doc_id for h in r.search(q, k=5)] for q in queries] == [allowed[q][-1] for q in queries]
