@@ -191,6 +191,18 @@ class CoarseIndex:
             raise RuntimeError(f"index={self.factory!r} must be trained before vectors are added")
         self.index.add(_as_matrix(vectors, self.dim, "vectors"))
 
+    def can_remove(self) -> bool:
+        """Whether rows can be removed (a failed add rolled back in place); HNSW graphs cannot."""
+        try:
+            self.index.remove_ids(faiss.IDSelectorRange(len(self), len(self)))  # removes nothing
+        except RuntimeError:
+            return False
+        return True
+
+    def clone(self) -> CoarseIndex:
+        """A deep copy (a staging area for an index that cannot remove rows)."""
+        return CoarseIndex(self.dim, self.factory, index=faiss.clone_index(self.index))
+
     def remove_from(self, start: int) -> None:
         """Remove the vectors with ids ``start..`` (the roll-back of a failed add)."""
         if len(self) <= start:

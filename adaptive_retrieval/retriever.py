@@ -364,16 +364,20 @@ class Retriever:
 
     def _commit_coarse(self, spill: CoarseSpill) -> None:
         """Train the coarse index if it needs it, then add the pending coarse vectors (removed again if
-        this fails). The fine rows are already in the store; the caller truncates them on failure."""
-        before = len(self.coarse_index)
+        this fails). The fine rows are already in the store; the caller truncates them on failure. An
+        index that cannot remove rows (HNSW) is staged: the rows go into a copy, swapped in when whole."""
+        target = self.coarse_index if self.coarse_index.can_remove() else self.coarse_index.clone()
+        before = len(target)
         try:
-            if not self.coarse_index.is_trained:
-                self.coarse_index.train(spill.sample(self.train_size))
+            if not target.is_trained:
+                target.train(spill.sample(self.train_size))
             for block in spill.blocks():
-                self.coarse_index.add(block)
+                target.add(block)
         except BaseException:
-            self.coarse_index.remove_from(before)
+            if target is self.coarse_index:
+                target.remove_from(before)
             raise
+        self.coarse_index = target
 
     def _discard_fine_file(self) -> None:
         if self.fine_store.path is not None:

@@ -354,3 +354,28 @@ def test_searches_beside_an_add_see_the_index_before_or_after_it(tiny_encoder):
     # each answer is the serial answer after some number of whole adds: never a half-committed one
     assert all(answer in allowed[q] for q, answer in got)
     assert [[h.doc_id for h in r.search(q, k=5)] for q in queries] == [allowed[q][-1] for q in queries]
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW8"])
+def test_a_failed_commit_leaves_the_coarse_index_whole(tiny_encoder, monkeypatch, factory):
+    from adaptive_retrieval.index import CoarseIndex
+
+    texts = random_texts(60, seed=16)
+    r = Retriever.build(
+        texts[:40], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index=factory, adapt=False
+    )
+    before = [[h.doc_id for h in r.search(q, k=5)] for q in QUERIES]
+    add = CoarseIndex.add
+
+    def add_then_fail(self, vectors):  # the rows go in, then the disk fills up
+        add(self, vectors)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(CoarseIndex, "add", add_then_fail)
+    with pytest.raises(OSError, match="no space left"):
+        r.add(texts[40:])
+    monkeypatch.undo()
+    assert len(r.coarse_index) == len(r) == 40 and len(r.fine_store) == 40
+    assert [[h.doc_id for h in r.search(q, k=5)] for q in QUERIES] == before
+    r.add(texts[40:])  # and the next add works
+    assert len(r.coarse_index) == 60
