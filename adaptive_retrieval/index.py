@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import mmap
 import shutil
+import uuid
+import weakref
 from pathlib import Path
 
 import faiss
@@ -346,6 +348,7 @@ class FineStore:
             )
         self.vectors = vectors
         self.path = path  # set for an on-disk store that this object grows
+        self._source: tuple[Path, int] | None = None  # the file a loaded, memory-mapped store reads
 
     @staticmethod
     def _check_dtype(dtype: str) -> np.dtype:
@@ -389,6 +392,8 @@ class FineStore:
         """Append rows (cast to the store's dtype). On disk: written at the file's end, then the header
         is updated, so the file holds a complete matrix after every call."""
         vectors = _as_matrix(vectors, self.dim, "vectors").astype(self.vectors.dtype)
+        if self.path is None and self._source is not None:
+            self._grow_on_disk()  # a loaded index grows on disk, never copied into RAM
         if self.path is None:  # in RAM: a buffer that doubles, so n rows added in chunks cost O(n) copies
             n, end = len(self), len(self) + len(vectors)
             buffer = getattr(self, "_buffer", None)
@@ -497,9 +502,32 @@ class FineStore:
             vectors = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError) as err:
             raise ValueError(f"{path} is not a readable fine-vector file: {err}") from None
+        source = None
         if mmap and isinstance(vectors, np.memmap) and vectors.ndim == 2 and vectors.flags.c_contiguous:
+            source = (Path(path), vectors.offset)
             vectors = map_rows(path, vectors.dtype, vectors.offset, vectors.shape)  # random-access advice
-        return cls(vectors)
+        store = cls(vectors)
+        store._source = source  # a memory-mapped store grows on disk: see extend
+        return store
+
+    def _grow_on_disk(self) -> None:
+        """Turn a loaded, memory-mapped store into an on-disk one that can grow, without reading it into
+        RAM: its file is copied (by the kernel, in blocks) to a new ``grow-<id>.npy`` beside it, which
+        is removed when this store is; the loaded file, part of a saved index, is never written."""
+        source, offset = self._source
+        target = source.with_name(f"grow-{uuid.uuid4().hex[:12]}.npy")
+        n, size = len(self), len(self) * self.dim * self.vectors.itemsize
+        with open(source, "rb") as src, open(target, "xb") as dst:
+            dst.write(_npy_header(self.vectors.dtype, n, self.dim))
+            src.seek(offset)
+            shutil.copyfileobj(src, dst, 1 << 24)
+            copied = dst.tell() - _HEADER_BYTES
+        if copied != size:
+            target.unlink(missing_ok=True)
+            raise ValueError(f"{source} holds {copied} bytes of vectors, expected {size}")
+        self.path, self._source = target, None
+        weakref.finalize(self, target.unlink, missing_ok=True)
+        self._remap(n)
 
 
 _HEADER_BYTES = 128  # fixed, so the header can be rewritten in place as the matrix grows

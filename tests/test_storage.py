@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import make_encoder
+from conftest import make_encoder, random_texts
 
 from adaptive_retrieval import Retriever
 from adaptive_retrieval import storage as storage_module
@@ -189,3 +189,32 @@ def test_memory_mapped_fine_vectors_are_advised_for_random_reads(tmp_path):
     # the exact scan prefetches its blocks of the map; the result equals the in-RAM store's
     for a, b in zip(store.search_exact(queries, 5, block=700), in_ram.search_exact(queries, 5)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_add_after_load_grows_on_disk_and_leaves_the_saved_index_alone(tmp_path, tiny_encoder):
+    import hashlib
+
+    texts = random_texts(80, seed=21)
+    r = Retriever.build(texts[:60], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    r.save(tmp_path / "idx")
+
+    def digests() -> dict[str, str]:
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in (tmp_path / "idx").iterdir()}
+
+    saved = digests()
+    loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    loaded.add(texts[60:])
+    grow = loaded.fine_store.path
+    assert grow is not None and grow.parent == tmp_path / "idx" and grow.name.startswith("grow-")
+    assert {k: v for k, v in digests().items() if not k.startswith("grow-")} == saved  # never written
+    whole = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    np.testing.assert_array_equal(np.asarray(loaded.fine_store.vectors), np.asarray(whole.fine_store.vectors))
+    for q in ("cell gene", "bone risk"):
+        assert [h.doc_id for h in loaded.search(q, k=5)] == [h.doc_id for h in whole.search(q, k=5)]
+    loaded.save(tmp_path / "idx")  # the new generation holds all 80
+    assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 80
+    del loaded
+    import gc
+
+    gc.collect()
+    assert not grow.exists()  # the scratch copy goes with its store
