@@ -469,20 +469,33 @@ class FineStore:
     def search_exact(
         self, queries: np.ndarray, k: int, *, block: int = 65_536
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search over every stored vector, ``block`` rows at a time (bounded memory): the
-        reference the funnel is measured against, and the fallback when a coarse stage comes up short."""
+        """Exact search over every stored vector, ``block`` rows at a time: the reference the funnel is
+        measured against, and the fallback when a coarse stage comes up short. Each block is read and
+        widened to float32 once for all queries (memory: one block, and one score per query and row of
+        it); ties are broken by the lower id, as :meth:`rerank` does."""
         queries = _as_matrix(queries, self.dim, "queries")
-        best_d = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-        best_i = np.full((len(queries), 0), -1, dtype=np.int64)
+        n_q = len(queries)
+        best_d = [np.empty(0, dtype=np.float32) for _ in range(n_q)]
+        best_i = [np.empty(0, dtype=np.int64) for _ in range(n_q)]
         for start in range(0, len(self), block):
             prefetch(self.vectors[start : start + block])
-            ids = np.arange(start, min(start + block, len(self)), dtype=np.int64)
-            cand = np.concatenate([best_i, np.broadcast_to(ids, (len(queries), len(ids)))], axis=1)
-            best_d, best_i = self.rerank(queries, cand, k)  # -1 ids from earlier blocks are skipped
-        if best_i.shape[1] < k:  # an empty store
-            best_d = np.full((len(queries), k), -np.inf, dtype=np.float32)
-            best_i = np.full((len(queries), k), -1, dtype=np.int64)
-        return best_d, best_i
+            rows = np.asarray(self.vectors[start : start + block], dtype=np.float32)
+            # einsum, as rerank: the same arithmetic per row, so equal rows score equal and the exact
+            # scores are bit for bit the funnel's
+            scores = np.einsum("rd,qd->qr", rows, queries)
+            keep = min(k, rows.shape[0])
+            kth = np.partition(scores, rows.shape[0] - keep, axis=1)[:, rows.shape[0] - keep]
+            for q in range(n_q):
+                hit = np.flatnonzero(scores[q] >= kth[q])  # the block's top k, and every tie with it
+                d = np.concatenate([best_d[q], scores[q, hit]])
+                i = np.concatenate([best_i[q], start + hit])
+                order = np.lexsort((i, -d))[:k]
+                best_d[q], best_i[q] = d[order], i[order]
+        D = np.full((n_q, k), -np.inf, dtype=np.float32)
+        I = np.full((n_q, k), -1, dtype=np.int64)
+        for q in range(n_q):
+            D[q, : len(best_d[q])], I[q, : len(best_i[q])] = best_d[q], best_i[q]
+        return D, I
 
     def save(self, path: Path) -> None:
         """Write a ``.npy`` file in pieces of 65,536 rows (a memory-mapped store is never read into RAM

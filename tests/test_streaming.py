@@ -42,6 +42,15 @@ def test_blocked_exact_search_equals_numpy():
     np.testing.assert_array_equal(ids, expected)
     d, ids = FineStore.empty(16).search_exact(q, 3)
     assert (ids == -1).all() and np.isneginf(d).all()
+    # duplicates across block edges: equal scores go to the lower id, in every block layout
+    dup = FineStore(np.repeat(rng.standard_normal((40, 16)).astype(np.float32), 3, axis=0))
+    for block in (1, 7, 33, 1000):
+        d, ids = dup.search_exact(q, 6, block=block)
+        expected = np.lexsort((np.arange(120)[None].repeat(4, 0), -(dup.vectors @ q.T).T), axis=1)[:, :6]
+        np.testing.assert_array_equal(ids, expected)
+        assert (np.diff(d, axis=1) <= 0).all()
+    _, few = FineStore(rng.standard_normal((3, 16)).astype(np.float32)).search_exact(q, 5, block=2)
+    assert (few[:, 3:] == -1).all() and sorted(few[0, :3]) == [0, 1, 2]
 
 
 def test_coarse_spill_samples_without_replacement_from_disk(tmp_path):
