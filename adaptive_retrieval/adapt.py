@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,7 +51,7 @@ RIDGES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 #: A pseudo-query is a held-out document's first sentence, cut to at most this many words.
 SPAN_WORDS = 16
 #: Spans of documents that are not held out are fitted on too (query-like rows), at most this many, and
-#: their words at most this share of the documents' (so encoding them stays a small part of the build).
+#: all spans' tokens at most this share of the documents' (so encoding them stays a small part of the build).
 MAX_FIT_SPANS = 2000
 SPAN_BUDGET = 0.1
 #: Fewer documents than this: nothing is fitted (too few to hold any out and learn from the rest).
@@ -421,7 +421,7 @@ def adapt_encoder(
         if len(texts) != n:
             raise ValueError(f"texts: {len(texts)} for {n} documents")
         check = check_rows(n, seed)
-        rows, spans = span_rows(texts, check, seed)
+        rows, spans = span_rows(texts, check, seed, lambda xs: [len(t) for t in encoder.tokenize(xs)])
         views = [View(i + 1, encoder.hidden_size) for i in range(layer)] + [
             View(fine.layer, encoder.hidden_size)
         ]
@@ -468,20 +468,25 @@ def adapt_encoder(
     return (encoder if head is None else encoder.with_heads({layer: head})), record
 
 
-def span_rows(texts: Sequence[str], check: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+def span_rows(
+    texts: Sequence[str],
+    check: np.ndarray,
+    seed: int,
+    count: Callable[[list[str]], list[int]] | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """The documents whose :func:`pseudo_query` spans :func:`adapt_encoder` encodes: the held-out ones
-    (first, as the pseudo-queries), then others in a seeded order, to fit on, while the spans' words stay
-    within ``SPAN_BUDGET`` of the documents' words and their number within ``MAX_FIT_SPANS``."""
+    (first, as the pseudo-queries), then others in a seeded order, to fit on, at most ``MAX_FIT_SPANS``,
+    while every span's length stays within ``SPAN_BUDGET`` of the documents' (lengths by ``count``,
+    e.g. token counts; default words), so that encoding them stays a small part of the build."""
+    count = count or (lambda xs: [len(x.split()) for x in xs])
     others = np.random.default_rng(seed + 1).permutation(np.setdiff1d(np.arange(len(texts)), check))
     rows, spans = list(check), [pseudo_query(texts[i]) for i in check]
-    budget = SPAN_BUDGET * sum(len(t.split()) for t in texts)
-    spent = 0
-    for i in others[:MAX_FIT_SPANS]:
-        span = pseudo_query(texts[i])
-        if span == texts[i].strip():
-            continue  # nothing new to fit on
-        spent += len(span.split())
-        if spent > budget:
+    budget = SPAN_BUDGET * sum(count(list(texts))) - sum(count(spans))
+    candidates = [(i, pseudo_query(texts[i])) for i in others[:MAX_FIT_SPANS]]
+    candidates = [(i, span) for i, span in candidates if span != texts[i].strip()]  # else nothing new
+    for (i, span), length in zip(candidates, count([span for _, span in candidates])):
+        budget -= length
+        if budget < 0:
             break
         rows.append(i)
         spans.append(span)

@@ -175,16 +175,20 @@ def test_span_rows_put_the_held_out_first_and_stay_within_budget():
     assert list(rows[: len(check)]) == list(check) and len(set(rows)) == len(rows)
     assert spans[0] == f"Title number {check[0]} here."
     assert len(rows) == len(long_docs)  # short titles of long documents: every document's fits the budget
-    fitted_words = sum(len(s.split()) for s in spans[len(check) :])
-    assert fitted_words <= SPAN_BUDGET * sum(len(t.split()) for t in long_docs)
+    span_words = sum(len(s.split()) for s in spans)
+    assert span_words <= SPAN_BUDGET * sum(len(t.split()) for t in long_docs)
     # a one-sentence corpus: a span is its whole document, nothing new to fit on
     sentences = [f"sentence {i} says little" for i in range(300)]
     rows, _ = span_rows(sentences, check, seed=0)
     assert len(rows) == len(check)
-    # two-sentence documents of equal halves: the budget (10% of the words) stops the spans early
-    halves = [f"a b c d e f {i}. g h i j k l {i}" for i in range(300)]
-    rows, spans = span_rows(halves, check, seed=0)
+    # documents only 5x their first sentence: the budget (10% of the words, held-out spans included)
+    # stops the fitted spans early; counted in characters instead, it stops them elsewhere
+    short = [f"a b c d e f {i}. " + " ".join(["g"] * 28) for i in range(300)]
+    rows, spans = span_rows(short, check, seed=0)
     assert 0 < len(rows) - len(check) < 300 - len(check)
+    assert sum(len(s.split()) for s in spans) <= SPAN_BUDGET * sum(len(t.split()) for t in short)
+    by_chars, _ = span_rows(short, check, seed=0, count=lambda xs: [len(x) for x in xs])
+    assert len(by_chars) != len(rows)
 
 
 def test_ridge_solves_the_same_problem_with_fewer_rows_than_features():
