@@ -333,6 +333,7 @@ class Encoder:
         batch_size: int | None = None,
         show_progress: bool | None = None,
         apply_heads: bool = True,
+        progress: Any = None,
     ) -> Embeddings:
         """Encode ``texts`` at every view in ``views`` with one forward pass per batch.
 
@@ -342,7 +343,9 @@ class Encoder:
         ``views`` defaults to :attr:`full_view`. ``show_progress`` defaults to a bar when there are at
         least ``PROGRESS_MIN_BATCHES`` batches. ``apply_heads=False`` leaves the coarse heads out: each
         view is its layer's own pooled state, cut and normalised (what a cache of the weights' states
-        holds, to which :meth:`project` applies the heads later).
+        holds, to which :meth:`project` applies the heads later). ``progress``, a ``tqdm`` bar of the
+        caller's (e.g. one over a whole corpus), is advanced by each batch's texts instead of a bar of
+        this call's own.
         """
         single = isinstance(texts, str)
         items = check_texts(texts)
@@ -353,9 +356,13 @@ class Encoder:
         out = {v: np.empty((len(items), v.dim), dtype=np.float32) for v in wanted}
         if not items:
             return Embeddings(out)
+        if progress is not None:
+            show_progress = False
         for rows, vectors in self._encode_batches(items, wanted, batch_size, show_progress, apply_heads):
             for v, array in vectors.items():
                 out[v][rows] = array
+            if progress is not None:
+                progress.update(len(rows))
         if single:
             return Embeddings({v: a[0] for v, a in out.items()})
         return Embeddings(out)

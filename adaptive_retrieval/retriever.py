@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .adapt import Adaptation, adapt_encoder
 from .corpus import Corpus, DocId, check_id, chunks, iter_documents
-from .encoder import Encoder
+from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .index import BACKENDS, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
 from .locks import ReadWriteLock
 from .models import DEFAULT_MODEL
@@ -220,6 +221,10 @@ class Retriever:
         left exactly as it was.
         """
         chunk_size = _positive_int(chunk_size, "chunk_size")
+        total = len(corpus) if isinstance(corpus, Sized) else None
+        if show_progress is None:  # long work: many batches, or a stream of unknown length
+            show_progress = total is None or total >= PROGRESS_MIN_BATCHES * self.encoder.batch_size
+        bar = tqdm(total=total, desc="index", unit="doc", disable=not show_progress)  # one for the corpus
 
         def encoded():
             for ids, texts in chunks(iter_documents(corpus, first_id=len(self)), chunk_size):
@@ -229,10 +234,10 @@ class Retriever:
                         f"corpus: document id {known!r} is already in the index; nothing was added"
                     )
                 if self._adapt_next:
-                    yield ids, *self._adapt_to(texts, batch_size, show_progress)
+                    yield ids, *self._adapt_to(texts, batch_size, bar)
                     continue
                 vectors = self.encoder.encode(
-                    texts, [self.coarse, self.fine], batch_size=batch_size, show_progress=show_progress
+                    texts, [self.coarse, self.fine], batch_size=batch_size, progress=bar
                 )
                 yield ids, vectors[self.coarse], vectors[self.fine]
 
@@ -242,18 +247,16 @@ class Retriever:
         except BaseException:
             self.encoder, self.adaptation, self._adapt_next = before
             raise
+        finally:
+            bar.close()
 
-    def _adapt_to(
-        self, texts: list[str], batch_size: int | None, show_progress: bool | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _adapt_to(self, texts: list[str], batch_size: int | None, bar: Any) -> tuple[np.ndarray, np.ndarray]:
         """Encode the first chunk once, fit the coarse head on it, and return its coarse and fine vectors
         (the coarse ones through the fitted head: the index never holds vectors of two heads)."""
         enc, hidden = self.encoder, self.encoder.hidden_size
         layers = [View(layer, hidden) for layer in range(1, self.coarse.layer + 1)]
         plain_views = sorted({*layers, View(self.fine.layer, hidden)})
-        plain = enc.encode(
-            texts, plain_views, batch_size=batch_size, show_progress=show_progress, apply_heads=False
-        )
+        plain = enc.encode(texts, plain_views, batch_size=batch_size, apply_heads=False, progress=bar)
         fine_states = torch.from_numpy(plain[View(self.fine.layer, hidden)]).to(enc.device)
         fine = enc.project(fine_states, self.fine).float().cpu().numpy()
         states = [plain[v] for v in layers]
@@ -266,7 +269,7 @@ class Retriever:
             texts=texts,
             candidates=self.candidates,
             batch_size=batch_size,
-            show_progress=show_progress,
+            show_progress=False if bar.disable else None,  # the pseudo-queries: a bar of their own when long
         )
         self._adapt_next = False
         pooled = [torch.from_numpy(s).to(enc.device) for s in states]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import random_texts
 from test_retriever import QUERIES
 
 from adaptive_retrieval import Retriever
@@ -180,3 +181,32 @@ def test_qdrant_backend_returns_the_same_hits_as_faiss(tiny_encoder, corpus):
 def test_bad_backend_arguments_are_refused(tiny_encoder, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Retriever.build(["a b"], coarse=(3, 8), model=tiny_encoder, **kwargs)
+
+
+def test_a_streamed_add_shows_one_bar_for_the_whole_corpus(tiny_encoder, monkeypatch):
+    import adaptive_retrieval.retriever as retriever_module
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, **options):
+            self.options, self.n, self.disable = options, 0, options.get("disable", False)
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(retriever_module, "tqdm", Recorder)
+    texts = random_texts(90, seed=30)
+    r = Retriever.build(
+        texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, chunk_size=20, show_progress=True
+    )
+    assert len(r) == 90 and len(bars) == 1  # one bar over five chunks, adaptation included
+    assert bars[0].n == 90 and bars[0].options["total"] == 90 and bars[0].closed
+    Retriever.build(
+        iter([(i, t) for i, t in enumerate(texts)]), coarse=(3, 8), model=tiny_encoder, adapt=False
+    )
+    assert bars[1].options["total"] is None and bars[1].n == 90  # a stream: count without a total
