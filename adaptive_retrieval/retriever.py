@@ -26,7 +26,7 @@ from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .index import BACKENDS, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
 from .locks import ReadWriteLock
 from .models import DEFAULT_MODEL
-from .storage import read_index, read_manifest, write_index
+from .storage import check_verify, read_index, read_manifest, write_index
 from .views import View, ViewLike, check_pair
 
 if TYPE_CHECKING:
@@ -675,11 +675,19 @@ class Retriever:
 
     @classmethod
     def load(
-        cls, path: str | Path, model: str | Encoder | None = None, *, verify: bool = True, mmap: bool = True
+        cls,
+        path: str | Path,
+        model: str | Encoder | None = None,
+        *,
+        verify: bool | str = True,
+        mmap: bool = True,
     ) -> Retriever:
         """Load a saved index. ``model`` defaults to the one named in the manifest; a model whose
-        weights, pooling or max length differ from the index's is refused. ``verify`` checks every
-        file's sha256; ``mmap`` memory-maps the fine matrix."""
+        weights, pooling or max length differ from the index's is refused. ``verify`` (default ``True``)
+        checks every file's size and sha256, sampling files over 64 MB (their first and last 4 MB: a
+        large fine store loads in milliseconds); ``"full"`` hashes every byte; ``False``, sizes only.
+        ``mmap`` memory-maps the fine matrix."""
+        check_verify(verify)
         manifest = read_manifest(Path(path))
         saved = manifest["model"]
         if model is None:

@@ -218,3 +218,32 @@ def test_add_after_load_grows_on_disk_and_leaves_the_saved_index_alone(tmp_path,
 
     gc.collect()
     assert not grow.exists()  # the scratch copy goes with its store
+
+
+def test_the_default_check_samples_large_files_and_full_hashes_everything(
+    tmp_path, tiny_encoder, monkeypatch
+):
+    texts = random_texts(60, seed=22)
+    r = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    monkeypatch.setattr(storage_module, "SAMPLE_BYTES", 256)  # recorded in the manifest at save
+    r.save(tmp_path / "idx")
+    monkeypatch.setattr(storage_module, "SAMPLE_BYTES", 1 << 22)  # a later default does not matter
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["sample_bytes"] == 256
+    fine = tmp_path / "idx" / manifest["files"]["fine"]
+    monkeypatch.setattr(storage_module, "FULL_HASH_LIMIT", 1024)  # the fine store counts as large
+    data = bytearray(fine.read_bytes())
+    middle = len(data) // 2
+    data[middle] ^= 0xFF  # one byte in the middle, outside both samples
+    fine.write_bytes(bytes(data))
+    assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 60  # the sample misses it
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        Retriever.load(tmp_path / "idx", model=tiny_encoder, verify="full")
+    data[middle] ^= 0xFF
+    data[-1] ^= 0xFF  # the last vector: inside the sample
+    fine.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder, verify=False)) == 60
+    with pytest.raises(ValueError, match="verify must be True, False or 'full', got 'fast'"):
+        Retriever.load(tmp_path / "idx", model=tiny_encoder, verify="fast")
