@@ -349,6 +349,7 @@ class FineStore:
         self.vectors = vectors
         self.path = path  # set for an on-disk store that this object grows
         self._source: tuple[Path, int] | None = None  # the file a loaded, memory-mapped store reads
+        self._grown: weakref.finalize | None = None  # deletes the grow-*.npy copy of such a store
 
     @staticmethod
     def _check_dtype(dtype: str) -> np.dtype:
@@ -373,6 +374,15 @@ class FineStore:
         with open(path, "xb") as fh:
             fh.write(_npy_header(np_dtype, 0, dim))
         return cls(np.empty((0, dim), dtype=np_dtype), path=path)
+
+    def close(self) -> None:
+        """Drop the rows (a memory map is unmapped once nothing else refers to it) and delete a
+        ``grow-*.npy`` scratch copy; an ``on_disk`` store's file, which the caller named, stays."""
+        self.vectors = np.empty((0, self.dim), dtype=self.vectors.dtype)
+        self._buffer = None
+        if self._grown is not None:
+            self._grown()  # the weakref finalizer: runs once
+            self.path = None
 
     @property
     def dim(self) -> int:
@@ -539,7 +549,7 @@ class FineStore:
             target.unlink(missing_ok=True)
             raise ValueError(f"{source} holds {copied} bytes of vectors, expected {size}")
         self.path, self._source = target, None
-        weakref.finalize(self, target.unlink, missing_ok=True)
+        self._grown = weakref.finalize(self, target.unlink, missing_ok=True)
         self._remap(n)
 
 

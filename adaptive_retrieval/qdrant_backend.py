@@ -56,6 +56,7 @@ class QdrantBackend:
         hnsw: bool = True,
         upload_batch: int = 256,
     ) -> None:
+        self._own_client = client is None
         if client is None:
             if location is not None and path is not None:
                 raise ValueError("give backend_options location= or path=, not both")
@@ -109,6 +110,11 @@ class QdrantBackend:
                 points_selector=models.PointIdsList(points=list(range(start, start + extra))),
                 wait=True,
             )
+
+    def close(self) -> None:
+        """Close the client if this backend created it (a client passed in stays the caller's)."""
+        if self._own_client:
+            self.client.close()
 
     def search_parameters(self, **knobs: Any) -> models.SearchParams | None:
         """Per-call search parameters: ``hnsw_ef`` (HNSW beam width on a server), ``exact``; checked

@@ -120,6 +120,7 @@ class Retriever:
         self.train_size = _positive_int(train_size, "train_size")
         self._rows = {d: i for i, d in enumerate(doc_ids)}
         self._lock = ReadWriteLock()  # searches read; the commit of an add writes
+        self._closed = False
         #: what the build fitted to its corpus (see :mod:`adaptive_retrieval.adapt`); ``None``: not adapted
         self.adaptation = adaptation
         self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
@@ -291,6 +292,7 @@ class Retriever:
         """Add a stream of ``(doc_ids, coarse_vectors, fine_vectors)`` batches computed elsewhere (e.g. by
         :func:`adaptive_retrieval.distributed.encode_with_ray` on a cluster), all-or-nothing over the
         whole stream: this is the one way documents enter an index (:meth:`add` feeds it its encodings)."""
+        self._check_open()
         seen: set[DocId] = set()
         new_ids: list[DocId] = []
         spill = self._spill()
@@ -512,6 +514,29 @@ class Retriever:
     def __len__(self) -> int:
         return len(self.doc_ids)
 
+    def close(self) -> None:
+        """Release what this retriever holds open: the fine store's memory map (and its ``grow-*.npy``
+        scratch copy, after an ``add`` to a loaded index), and a Qdrant client it created. Searching,
+        adding or saving afterwards raises ``RuntimeError``; closing twice is harmless. Also the end
+        of a ``with`` block."""
+        if self._closed:
+            return
+        with self._lock.write():  # after any search in flight
+            self._closed = True
+            self.fine_store.close()
+            if self.backend is not None:
+                self.backend.close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this retriever is closed; load the index again to use it")
+
     def __repr__(self) -> str:
         return (
             f"Retriever(model={self.encoder.name!r}, coarse={self.coarse}, fine={self.fine}, docs={len(self)}, "
@@ -575,6 +600,7 @@ class Retriever:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The funnel in FAISS's form: ``(D, I)`` of shape ``(n_queries, k)`` with internal ids
         (rows of :attr:`doc_ids`) padded with ``-1``."""
+        self._check_open()
         queries = _check_queries(queries)
         k = _positive_int(k, "k")
         shortlist = max(self.candidates if candidates is None else _positive_int(candidates, "candidates"), k)
@@ -633,6 +659,7 @@ class Retriever:
 
     def save(self, path: str | Path) -> None:
         """Save to directory ``path`` atomically; an interrupted save leaves the previous index whole."""
+        self._check_open()
         if self.backend is not None:
             raise ValueError(
                 "this retriever's vectors live in its Qdrant collection, which persists them itself "

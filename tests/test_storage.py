@@ -247,3 +247,20 @@ def test_the_default_check_samples_large_files_and_full_hashes_everything(
     assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder, verify=False)) == 60
     with pytest.raises(ValueError, match="verify must be True, False or 'full', got 'fast'"):
         Retriever.load(tmp_path / "idx", model=tiny_encoder, verify="fast")
+
+
+def test_close_releases_the_maps_and_the_scratch_copy(tmp_path, tiny_encoder):
+    texts = random_texts(50, seed=23)
+    Retriever.build(texts[:40], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False).save(
+        tmp_path / "i"
+    )
+    with Retriever.load(tmp_path / "i", model=tiny_encoder) as r:
+        r.add(texts[40:])
+        grow = r.fine_store.path
+        assert grow.exists() and len(r.search("cell gene", k=3)) == 3
+    assert not grow.exists() and mapping_of(r.fine_store.vectors) is None
+    for call in (lambda: r.search("cell"), lambda: r.add(["more"]), lambda: r.save(tmp_path / "j")):
+        with pytest.raises(RuntimeError, match="this retriever is closed"):
+            call()
+    r.close()  # twice is harmless
+    assert len(Retriever.load(tmp_path / "i", model=tiny_encoder)) == 40  # the saved index is untouched
