@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .views import View, view_vector
+from .views import View, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
 
@@ -494,8 +494,6 @@ def span_rows(
 
 
 def stack_layers(states: Sequence[np.ndarray]) -> np.ndarray:
-    """Pooled states of layers ``1 .. L`` as a stacked head reads them: each row-normalised, side by side
-    (:meth:`Encoder.head_input`)."""
-    return np.concatenate(
-        [s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-12) for s in states], axis=1
-    ).astype(np.float32)
+    """Pooled states of layers ``1 .. L`` as a stacked head reads them
+    (:func:`adaptive_retrieval.views.stack_pooled`), for NumPy arrays."""
+    return stack_pooled([torch.from_numpy(np.asarray(s, dtype=np.float32)) for s in states]).numpy()

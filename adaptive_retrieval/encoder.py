@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbones import Backbone, LayerContext, backbone_for
-from .views import POOLING_MODES, Pooling, View, ViewLike, pool, view_vector
+from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +205,7 @@ class Encoder:
             raise ValueError(f"pooled holds {len(pooled)} layers; layer {layer} needs layers 1..{layer}")
         if not self.stacked(layer):
             return pooled[layer - 1]
-        return torch.cat([F.normalize(pooled[i], p=2, dim=-1) for i in range(layer)], dim=-1)
+        return stack_pooled([pooled[i] for i in range(layer)])
 
     def project(self, pooled: torch.Tensor, view: View) -> torch.Tensor:
         """A view from what the head of ``view.layer`` reads (:meth:`head_input`; the layer's pooled state

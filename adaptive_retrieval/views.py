@@ -12,6 +12,7 @@ retriever, training losses and the evaluations all call them, so they can never 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -127,3 +128,9 @@ def view_vector(pooled: torch.Tensor, dim: int, head: torch.Tensor | None = None
     if head is not None:
         pooled = pooled @ head.to(device=pooled.device, dtype=pooled.dtype)
     return F.normalize(pooled[..., :dim], p=2, dim=-1)
+
+
+def stack_pooled(pooled: Sequence[torch.Tensor]) -> torch.Tensor:
+    """What a *stacked* coarse head reads: pooled states ``(batch, hidden)`` of layers ``1 .. L``, each
+    L2-normalised, side by side ``(batch, L * hidden)`` (see :meth:`Encoder.set_head`)."""
+    return torch.cat([F.normalize(p, p=2, dim=-1) for p in pooled], dim=-1)
