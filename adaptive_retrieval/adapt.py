@@ -79,13 +79,26 @@ def fit_ridge_head(
     return fit_ridge_heads(student, teacher, (ridge,), basis_rows)[0]
 
 
+def fine_basis(
+    teacher: np.ndarray | torch.Tensor, rows: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The singular values and right singular vectors (``(r, fine_dim)``, largest first) of the
+    teacher's first ``rows`` rows (default all), float64: the coordinates a fitted head predicts."""
+    f = torch.as_tensor(np.asarray(teacher), dtype=torch.float64)
+    _, s, vh = torch.linalg.svd(f[:rows], full_matrices=False)
+    return s, vh
+
+
 def fit_ridge_heads(
     student: np.ndarray | torch.Tensor,
     teacher: np.ndarray | torch.Tensor,
     ridges: Sequence[float],
     basis_rows: int | None = None,
+    *,
+    basis: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> list[tuple[torch.Tensor, dict[str, float]]]:
-    """:func:`fit_ridge_head` at each of ``ridges``, sharing the one Gram matrix and SVD."""
+    """:func:`fit_ridge_head` at each of ``ridges``, sharing the one Gram matrix and SVD (``basis``:
+    :func:`fine_basis` computed already)."""
     x = torch.as_tensor(np.asarray(student), dtype=torch.float64)
     f = torch.as_tensor(np.asarray(teacher), dtype=torch.float64)
     if x.ndim != 2 or f.ndim != 2 or len(x) != len(f) or len(x) == 0:
@@ -95,7 +108,7 @@ def fit_ridge_heads(
     for ridge in ridges:
         if not ridge > 0:
             raise ValueError(f"ridge must be > 0, got {ridge!r}")
-    _, s, vh = torch.linalg.svd(f[:basis_rows], full_matrices=False)
+    s, vh = fine_basis(f, basis_rows) if basis is None else basis
     target = f @ vh.T  # coordinates on the singular vectors, largest first
     n, width = x.shape
     dual = n < width  # fewer rows than features: solve the n x n system (same solution, cheaper)
@@ -255,9 +268,14 @@ class Adaptation:
     #: the whole adaptation's time (with :func:`adapt_encoder`: the pseudo-queries' encoding included)
     seconds: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
+    #: ``(fine_dim, dim)``: the fine view's directions whose coordinates the fitted head predicts, first
+    #: ``dim``; ``fine_query @ projection``, normalised, is a query's coarse vector computed from its fine
+    #: view (the ``"projected"`` coarse query of :meth:`Retriever.search`). Saved beside the manifest.
+    projection: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as the manifest holds it (the projection matrix is saved as a file)."""
+        return {k: v for k, v in asdict(self).items() if k != "projection"}
 
 
 def adapt_head(
@@ -350,13 +368,17 @@ def adapt_head(
             best = (fitted, ridge)
     head = None
     if best[1] is not None:
-        head, record.stats = fit_ridge_head(
+        basis = fine_basis(teacher)
+        ((head, record.stats),) = fit_ridge_heads(
             np.concatenate([student, extra_student]),
             np.concatenate([teacher, extra_teacher]),
-            best[1],
-            basis_rows=n,
+            (best[1],),
+            basis=basis,
         )
         record.chosen, record.ridge, record.fidelity_after = "ridge", best[1], best[0]
+        # the head predicts the fine view's coordinates on these directions: a fine query vector
+        # projected on the first ``dim`` of them lands in the coarse view's space
+        record.projection = np.ascontiguousarray(basis[1][:dim].T, dtype=np.float32)
     record.seconds = time.perf_counter() - t0
     logger.info(
         "adaptation of layer %d at dim %d on %d documents: %s (pseudo-query fidelity@%d in %d: %.3f -> %.3f) "

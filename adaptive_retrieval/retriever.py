@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 #: Documents encoded and added per step of a build; build-time adaptation fits on the first chunk.
 CHUNK_SIZE = 10_000
 
+#: What searches the coarse index for a query (see :meth:`Retriever.search`).
+COARSE_QUERIES = ("projected", "early")
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -58,6 +61,12 @@ class SearchTimings:
     queries: int = 0
     #: queries whose approximate coarse stage returned fewer than k ids, ranked exactly instead
     fallbacks: int = 0
+    #: encoder layers run, summed over the queries (``fine.layer`` each while every query runs them all)
+    layers: int = 0
+    #: candidates whose fine vectors were read and scored, summed over the queries
+    reranked: int = 0
+    #: queries by the vector that searched the coarse index: ``{"early": n, "projected": n}``
+    coarse_queries: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -403,11 +412,16 @@ class Retriever:
         fine_dtype: str = "float16",
         train_size: int = 100_000,
         fine_path: str | Path | None = None,
+        adaptation: Adaptation | None = None,
     ) -> Retriever:
         """A retriever over precomputed view vectors (same checks as :meth:`build`, no encoding).
 
-        The evaluations use this to run many funnels over one encoding of a corpus."""
+        ``adaptation``: the record :func:`~adaptive_retrieval.adapt.adapt_encoder` returned with
+        ``encoder`` when the coarse vectors went through the head it fitted (kept with the index; its
+        projection serves ``coarse_query="projected"``). The evaluations use this to run many funnels
+        over one encoding of a corpus."""
         retriever = cls._empty(encoder, coarse, fine, candidates, index, fine_dtype, train_size, fine_path)
+        retriever._set_adaptation(adaptation)
         try:
             retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors)
         except BaseException:
@@ -506,10 +520,47 @@ class Retriever:
             backend=engine,
         )
 
+    def _set_adaptation(self, adaptation: Adaptation | None) -> None:
+        if adaptation is not None:
+            if not isinstance(adaptation, Adaptation):
+                raise TypeError(f"adaptation must be an Adaptation, got {type(adaptation).__name__}")
+            if (adaptation.layer, adaptation.dim) != self.coarse.as_tuple():
+                raise ValueError(
+                    f"adaptation was fitted for the coarse view ({adaptation.layer}, {adaptation.dim}), "
+                    f"not {self.coarse}"
+                )
+            p = adaptation.projection
+            if p is not None and p.shape != (self.fine.dim, self.coarse.dim):
+                raise ValueError(
+                    f"adaptation.projection is {p.shape}, the views need {(self.fine.dim, self.coarse.dim)}"
+                )
+        self.adaptation = adaptation
+
     @property
     def fitted_head(self) -> bool:
         """Whether the coarse view goes through a head fitted to this corpus at build time."""
         return self.adaptation is not None and self.adaptation.chosen == "ridge"
+
+    @property
+    def projection(self) -> np.ndarray | None:
+        """``(fine_dim, coarse_dim)``: maps a query's fine vector into the coarse view's space (the
+        ``"projected"`` coarse query), from the build's fitted head; ``None`` without one."""
+        if not self.fitted_head or self.adaptation.projection is None:
+            return None
+        return self.adaptation.projection
+
+    def _coarse_query(self, coarse_query: str | None) -> str:
+        if coarse_query is None:
+            return "early" if self.projection is None else "projected"
+        if coarse_query not in COARSE_QUERIES:
+            raise ValueError(f"coarse_query={coarse_query!r}: choose one of {', '.join(COARSE_QUERIES)}")
+        if coarse_query == "projected" and self.projection is None:
+            raise ValueError(
+                "coarse_query='projected' needs the projection of a coarse head fitted to this corpus at "
+                "build (Retriever.build(..., adapt=True), the default, when the fit was kept: see "
+                "retriever.adaptation); this index has none, so its queries search with coarse_query='early'"
+            )
+        return coarse_query
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -546,14 +597,27 @@ class Retriever:
 
     # --------------------------------------------------------------------------------------- search
 
-    def search(self, query: str, k: int = 10, *, candidates: int | None = None, **knobs: float) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        candidates: int | None = None,
+        coarse_query: str | None = None,
+        **knobs: float,
+    ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first.
 
         ``candidates`` overrides the shortlist size for this call; it is widened to ``k`` when ``k`` is
-        larger, so a search returns ``min(k, len(self))`` hits. ``knobs`` are FAISS search parameters
-        such as ``nprobe`` or ``efSearch`` (``hnsw_ef``, ``exact`` for Qdrant), for this call only: a
-        search changes no shared state, so searches may run from many threads at once. An empty or
-        whitespace-only query is a ``ValueError``.
+        larger, so a search returns ``min(k, len(self))`` hits. ``coarse_query`` says what searches the
+        coarse index: ``"projected"`` (the default when the build fitted a head: the query runs to the
+        fine layer, and its fine vector, projected into the coarse view's space, finds the shortlist;
+        only the documents' side of the coarse view is approximate, so the shortlist holds far more of
+        the fine view's top ``k``) or ``"early"`` (the query's own coarse view, from its early layer,
+        finds the shortlist, then its pass resumes to the fine layer). Both run every layer of the
+        query once. ``knobs`` are FAISS search parameters such as ``nprobe`` or ``efSearch``
+        (``hnsw_ef``, ``exact`` for Qdrant), for this call only: a search changes no shared state, so
+        searches may run from many threads at once. An empty or whitespace-only query is a ``ValueError``.
         """
         if not isinstance(query, str):
             raise TypeError(
@@ -561,7 +625,7 @@ class Retriever:
             )
         if not query.strip():
             raise ValueError("query is empty or whitespace only; an empty query has no meaning to rank by")
-        return self.search_batch([query], k, candidates=candidates, **knobs)[0]
+        return self.search_batch([query], k, candidates=candidates, coarse_query=coarse_query, **knobs)[0]
 
     def search_batch(
         self,
@@ -569,15 +633,22 @@ class Retriever:
         k: int = 10,
         *,
         candidates: int | None = None,
+        coarse_query: str | None = None,
         batch_size: int | None = None,
         timings: SearchTimings | None = None,
         **knobs: float,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries, encoded ``batch_size`` at a time. ``timings``, if given,
-        accumulates the seconds spent in each stage."""
+        accumulates the seconds spent in each stage and what the searches ran."""
         queries = _check_queries(queries)
         D, I = self.search_arrays(
-            queries, k, candidates=candidates, batch_size=batch_size, timings=timings, **knobs
+            queries,
+            k,
+            candidates=candidates,
+            coarse_query=coarse_query,
+            batch_size=batch_size,
+            timings=timings,
+            **knobs,
         )
         return [
             [
@@ -594,6 +665,7 @@ class Retriever:
         k: int = 10,
         *,
         candidates: int | None = None,
+        coarse_query: str | None = None,
         batch_size: int | None = None,
         timings: SearchTimings | None = None,
         **knobs: float,
@@ -603,6 +675,7 @@ class Retriever:
         self._check_open()
         queries = _check_queries(queries)
         k = _positive_int(k, "k")
+        coarse_query = self._coarse_query(coarse_query)
         shortlist = max(self.candidates if candidates is None else _positive_int(candidates, "candidates"), k)
         batch_size = (
             self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
@@ -613,47 +686,70 @@ class Retriever:
         parts = []
         for i in range(0, len(queries), batch_size):
             with self._lock.read():  # many searches at once; an add's commit waits for them, and they for it
-                parts.append(self._funnel(queries[i : i + batch_size], k, shortlist, timings, params))
+                parts.append(
+                    self._funnel(queries[i : i + batch_size], k, shortlist, timings, params, coarse_query)
+                )
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _funnel(
-        self, queries: list[str], k: int, shortlist: int, timings: SearchTimings, params: Any = None
+        self,
+        queries: list[str],
+        k: int,
+        shortlist: int,
+        timings: SearchTimings,
+        params: Any = None,
+        coarse_query: str = "early",
     ) -> tuple[np.ndarray, np.ndarray]:
         enc = self.encoder
-        n_docs = len(self)
+        shortlist = min(shortlist, len(self))
         with torch.inference_mode():
+
+            def resume(state: Any) -> np.ndarray:  # layers coarse+1 .. fine only: no layer runs twice
+                return enc.view(enc.advance(state, self.fine.layer), self.fine.dim).float().cpu().numpy()
+
             t0 = time.perf_counter()
             state = enc.advance(enc.start(queries), self.coarse.layer)
-            coarse_q = enc.view(state, self.coarse.dim).float().cpu().numpy()
+            if coarse_query == "early":
+                coarse_q = enc.view(state, self.coarse.dim).float().cpu().numpy()
             t1 = time.perf_counter()
-            if self.backend is not None:  # the engine runs both stages in one call, after the resume
-                state = enc.advance(state, self.fine.layer)
-                fine_q = enc.view(state, self.fine.dim).float().cpu().numpy()
+            timings.encode_coarse += t1 - t0
+            if coarse_query == "projected" or self.backend is not None:  # the fine vector comes first
+                fine_q = resume(state)
                 t2 = time.perf_counter()
-                D, I = self.backend.search(coarse_q, fine_q, k, min(shortlist, n_docs), params=params)
-                timings.encode_coarse += t1 - t0
                 timings.resume_fine += t2 - t1
-                timings.coarse_search += time.perf_counter() - t2
-                timings.queries += len(queries)
-                return D, I
-            _, cand = self.coarse_index.search(coarse_q, min(shortlist, n_docs), params=params)
-            t2 = time.perf_counter()
-            state = enc.advance(state, self.fine.layer)  # resume: layers coarse+1 .. fine only
-            fine_q = enc.view(state, self.fine.dim).float().cpu().numpy()
-            t3 = time.perf_counter()
+                if coarse_query == "projected":
+                    coarse_q = fine_q @ self.projection
+                    coarse_q /= np.maximum(np.linalg.norm(coarse_q, axis=1, keepdims=True), 1e-12)
+                if self.backend is not None:  # the engine runs both stages in one call
+                    D, I = self.backend.search(coarse_q, fine_q, k, shortlist, params=params)
+                    timings.coarse_search += time.perf_counter() - t2
+                    self._count(timings, len(queries), coarse_query, len(queries) * shortlist)
+                    return D, I
+                _, cand = self.coarse_index.search(coarse_q, shortlist, params=params)
+                t3 = time.perf_counter()
+                timings.coarse_search += t3 - t2
+            else:
+                _, cand = self.coarse_index.search(coarse_q, shortlist, params=params)
+                t2 = time.perf_counter()
+                timings.coarse_search += t2 - t1
+                fine_q = resume(state)
+                t3 = time.perf_counter()
+                timings.resume_fine += t3 - t2
             D, I, fallbacks = self.fine_store.rerank_with_fallback(fine_q, cand, k)
             if fallbacks:
                 logger.debug(
                     "coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks
                 )
-            t4 = time.perf_counter()
-        timings.encode_coarse += t1 - t0
-        timings.coarse_search += t2 - t1
-        timings.resume_fine += t3 - t2
-        timings.rerank += t4 - t3
-        timings.queries += len(queries)
+            timings.rerank += time.perf_counter() - t3
         timings.fallbacks += fallbacks
+        self._count(timings, len(queries), coarse_query, int((cand >= 0).sum()))
         return D, I
+
+    def _count(self, timings: SearchTimings, n: int, coarse_query: str, reranked: int) -> None:
+        timings.queries += n
+        timings.layers += n * self.fine.layer
+        timings.reranked += reranked
+        timings.coarse_queries[coarse_query] = timings.coarse_queries.get(coarse_query, 0) + n
 
     # ---------------------------------------------------------------------------------- persistence
 
@@ -698,6 +794,7 @@ class Retriever:
             self.fine_store,
             list(self.doc_ids),
             heads={self.coarse.layer: enc.heads[self.coarse.layer]} if fitted else None,
+            projection=self.projection,
         )
 
     @classmethod
@@ -733,7 +830,9 @@ class Retriever:
                 ) from None
         elif not isinstance(model, Encoder):
             model = Encoder.from_pretrained(model, pooling=saved["pooling"], max_length=saved["max_length"])
-        manifest, coarse_index, fine_store, doc_ids, heads = read_index(Path(path), verify=verify, mmap=mmap)
+        manifest, coarse_index, fine_store, doc_ids, heads, projection = read_index(
+            Path(path), verify=verify, mmap=mmap
+        )
         if heads:  # the head fitted to this corpus at build time
             model = model.with_heads(heads)
         if model.fingerprint != saved["fingerprint"]:
@@ -756,5 +855,5 @@ class Retriever:
             doc_ids,
             candidates=manifest["candidates"],
             train_size=manifest.get("train_size", 100_000),
-            adaptation=None if adaptation is None else Adaptation(**adaptation),
+            adaptation=None if adaptation is None else Adaptation(**adaptation, projection=projection),
         )

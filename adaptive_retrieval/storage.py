@@ -7,6 +7,7 @@ Layout (no pickle anywhere)::
     fine-<gen>.npy           the fine matrix (float16 by default), memory-mapped on load
     ids-<gen>.json           the document ids, in internal-id order
     heads-<gen>.safetensors  the coarse head fitted to this corpus at build time, if one was
+    projection-<gen>.npy     that head's projection of fine query vectors into the coarse space
 
 Saving is atomic: each save writes a new generation of data files, then replaces ``manifest.json`` in
 one ``os.replace``, and only then deletes the previous generation. A crash at any point leaves either
@@ -21,6 +22,8 @@ import os
 import uuid
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .index import CoarseIndex, FineStore
 from .models import load_heads, save_heads
@@ -81,9 +84,11 @@ def write_index(
     fine: FineStore,
     doc_ids: list,
     heads: dict[int, Any] | None = None,
+    projection: Any = None,
 ) -> None:
     """Write an index directory atomically (see the module docstring); ``heads`` are coarse heads
-    ``{layer: (hidden, out) tensor}`` that belong to this index (fitted to its corpus)."""
+    ``{layer: (hidden, out) tensor}`` that belong to this index (fitted to its corpus), ``projection``
+    the ``(fine_dim, coarse_dim)`` matrix that goes with them."""
     path = Path(path)
     _check_target(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -97,6 +102,9 @@ def write_index(
     if heads:
         files["heads"] = f"heads-{gen}.safetensors"
         writers["heads"] = lambda p: save_heads(p, heads)
+    if projection is not None:
+        files["projection"] = f"projection-{gen}.npy"
+        writers["projection"] = lambda p: np.save(p, np.asarray(projection, dtype=np.float32))
     written: list[Path] = []
     try:
         for key, write in writers.items():
@@ -131,7 +139,7 @@ def write_index(
     keep = set(files.values()) | {MANIFEST}
     for old in path.iterdir():
         if old.name not in keep and old.name.startswith(
-            ("coarse-", "fine-", "ids-", "heads-", f".{MANIFEST}.")
+            ("coarse-", "fine-", "ids-", "heads-", "projection-", f".{MANIFEST}.")
         ):
             old.unlink(missing_ok=True)
 
@@ -161,12 +169,12 @@ def check_verify(verify: object) -> None:
 
 def read_index(
     path: Path, *, verify: bool | str = True, mmap: bool = True
-) -> tuple[dict[str, Any], CoarseIndex, FineStore, list, dict[int, Any]]:
+) -> tuple[dict[str, Any], CoarseIndex, FineStore, list, dict[int, Any], np.ndarray | None]:
     """Read an index directory; refuse missing, truncated or altered files. ``verify``: ``True`` hashes
     every file up to ``FULL_HASH_LIMIT`` bytes and samples larger ones (:func:`_sample_sha256`; a
     manifest without samples gets full hashes), ``"full"`` hashes every byte, ``False`` checks sizes
-    only. Returns the manifest, the coarse index, the fine store, the ids and the index's own coarse
-    heads (often none)."""
+    only. Returns the manifest, the coarse index, the fine store, the ids, the index's own coarse
+    heads (often none) and their projection (``None`` without one)."""
     check_verify(verify)
     path = Path(path)
     manifest = read_manifest(path)
@@ -205,4 +213,12 @@ def read_index(
             f"{len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)}"
         )
     heads = load_heads(path / files["heads"]) if "heads" in files else {}
-    return manifest, coarse, fine, doc_ids, heads
+    projection = None
+    if "projection" in files:
+        projection = np.load(path / files["projection"], allow_pickle=False)
+        if projection.shape != (fine_dim, coarse_dim):
+            raise ValueError(
+                f"index at {str(path)!r} is inconsistent: its projection is {projection.shape}, the views "
+                f"need ({fine_dim}, {coarse_dim})"
+            )
+    return manifest, coarse, fine, doc_ids, heads, projection

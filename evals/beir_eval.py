@@ -31,7 +31,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from itertools import islice
+from itertools import islice, product
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from costs import mean_encoder_flops, search_flops
 from report import markdown_table, model_info, pareto_front, percentiles_ms, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
-from adaptive_retrieval.adapt import adapt_encoder
+from adaptive_retrieval.adapt import Adaptation, adapt_encoder
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.models import NAMED_MODELS
 from adaptive_retrieval.retriever import CHUNK_SIZE
@@ -139,10 +139,17 @@ class RetrieverSearch(BaseSearch):
     """BEIR's ``BaseSearch`` around a built :class:`Retriever`: queries go through the library's funnel,
     one at a time, and the time of every stage is kept in :attr:`timings` (one entry per query)."""
 
-    def __init__(self, retriever: Retriever, doc_ids: Sequence[str], candidates: int | None = None) -> None:
+    def __init__(
+        self,
+        retriever: Retriever,
+        doc_ids: Sequence[str],
+        candidates: int | None = None,
+        coarse_query: str | None = None,
+    ) -> None:
         self.retriever = retriever
         self.doc_ids = list(doc_ids)
         self.candidates = candidates
+        self.coarse_query = coarse_query
         self.timings: list[SearchTimings] = []
 
     def search(self, corpus: dict, queries: dict[str, str], top_k: int, *args: Any, **kwargs: Any) -> dict:
@@ -154,7 +161,9 @@ class RetrieverSearch(BaseSearch):
         self.timings = []
         for qid, text in queries.items():
             t = SearchTimings()
-            D, I = self.retriever.search_arrays([text], top_k, candidates=self.candidates, timings=t)
+            D, I = self.retriever.search_arrays(
+                [text], top_k, candidates=self.candidates, coarse_query=self.coarse_query, timings=t
+            )
             self.timings.append(t)
             results[qid] = {self.doc_ids[i]: float(s) for s, i in zip(D[0], I[0]) if i >= 0}
         return results
@@ -209,11 +218,15 @@ def run_config(
     fine: View,
     candidates: int | None,
     fine_dtype: str | None = None,
+    *,
+    adaptation: Adaptation | None = None,
+    coarse_query: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """One configuration: its row of figures, and its BEIR run (qid -> {doc id: score}).
 
     ``fine_dtype`` defaults to float32 for exact rows (pure exact search) and to the library's
-    float16 for funnels."""
+    float16 for funnels. ``adaptation``: the build's record of the head ``encoder`` carries (its
+    projection serves ``coarse_query="projected"``, the default when there is one)."""
     exact = coarse is None
     first = fine if exact else coarse
     retriever = Retriever.from_vectors(
@@ -225,9 +238,13 @@ def run_config(
         view_matrix(encoder, all_layers, fine),
         candidates=DEPTH if exact else candidates,
         fine_dtype=fine_dtype or ("float32" if exact else "float16"),
+        adaptation=None if exact else adaptation,
     )
     k = DEPTH if exact else min(DEPTH, candidates)
-    search = RetrieverSearch(retriever, doc_ids, candidates=None if exact else candidates)
+    coarse_query = None if exact else retriever._coarse_query(coarse_query)
+    search = RetrieverSearch(
+        retriever, doc_ids, candidates=None if exact else candidates, coarse_query=coarse_query
+    )
     results = EvaluateRetrieval(search, k_values=[k]).retrieve(corpus, queries)
     n_docs = len(doc_ids)
     shortlist = DEPTH if exact else max(candidates, k)
@@ -237,6 +254,7 @@ def run_config(
         "coarse": None if exact else list(coarse.as_tuple()),
         "fine": list(fine.as_tuple()),
         "candidates": None if exact else candidates,
+        "coarse_query": coarse_query,
         **score(qrels, results),
         "layers_per_query": fine.layer,
         "encoder_flops_per_query": mean_encoder_flops(encoder, list(queries.values()), fine.layer),
@@ -299,8 +317,24 @@ def evaluate_model(
             )
             variants.append(("build", adapted, record))
         for kind, enc, record in variants:
-            for c in candidates:
-                row, run = run_config(enc, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)
+            # the build's head: both coarse queries (the early layer's, and the fine vector projected)
+            paths = (
+                ["early", "projected"] if record is not None and record.projection is not None else ["early"]
+            )
+            for coarse_query, c in product(paths, candidates):
+                row, run = run_config(
+                    enc,
+                    all_layers,
+                    doc_ids,
+                    corpus,
+                    queries,
+                    qrels,
+                    coarse,
+                    fine,
+                    c,
+                    adaptation=record,
+                    coarse_query=coarse_query,
+                )
                 row["overlap@10"] = top_overlap(run, runs[fine])
                 row["adapt"] = kind
                 if record is not None:
@@ -308,8 +342,8 @@ def evaluate_model(
                     row["adapt_seconds"] = record.seconds
                 rows.append(row)
                 print(
-                    f"  funnel {coarse!s:>8} -> {fine} @ {c} ({kind} head): nDCG@10 {row['ndcg@10']:.4f}, "
-                    f"overlap@10 with exact {fine} {row['overlap@10']:.3f}",
+                    f"  funnel {coarse!s:>8} -> {fine} @ {c} ({kind} head, {coarse_query} coarse query): "
+                    f"nDCG@10 {row['ndcg@10']:.4f}, overlap@10 with exact {fine} {row['overlap@10']:.3f}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -325,6 +359,7 @@ COLUMNS = (
     ("fine", "fine", ""),
     ("cand.", "candidates", "d"),
     ("head", "adapt", "s"),
+    ("coarse query", "coarse_query", "s"),
     ("nDCG@10", "ndcg@10", ".4f"),
     ("R@10", "recall@10", ".4f"),
     ("R@100", "recall@100", ".4f"),
@@ -349,6 +384,24 @@ PANELS = (
 )
 
 
+SERIES = (
+    ("exact", "o"),
+    ("funnel", "^"),
+    ("funnel, head fitted at build", "s"),
+    ("funnel, head fitted at build, projected query", "D"),
+)
+
+
+def series(row: dict[str, Any]) -> str:
+    """The plot's name for a row's kind of configuration (one of :data:`SERIES`)."""
+    if row["kind"] == "exact":
+        return "exact"
+    if row.get("adapt") != "build":
+        return "funnel"
+    projected = row.get("coarse_query") == "projected"
+    return "funnel, head fitted at build" + (", projected query" if projected else "")
+
+
 def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """nDCG@10 against per-query FLOPs and against index RAM per document, per model; each panel marks
     the Pareto frontier and the exact full view as a reference line."""
@@ -362,12 +415,8 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         for n, model in enumerate(dict.fromkeys(r["model"] for r in rows)):
             color = f"C{n}"
             mine = [r for r in rows if r["model"] == model]
-            for kind, marker in (("exact", "o"), ("funnel", "^"), ("funnel, head fitted at build", "s")):
-                pts = [
-                    r
-                    for r in mine
-                    if (r["kind"], r.get("adapt") == "build") == (kind.split(",")[0], kind.endswith("build"))
-                ]
+            for kind, marker in SERIES:
+                pts = [r for r in mine if series(r) == kind]
                 ax.scatter(
                     [r[cost] for r in pts],
                     [r["ndcg@10"] for r in pts],

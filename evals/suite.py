@@ -60,7 +60,8 @@ def label(row: dict[str, Any]) -> str:
     if row["kind"] == "exact":
         return f"exact {'x'.join(map(str, row['fine']))}"
     head = "adapted at build" if row.get("adapt") == "build" else "shipped heads"
-    return f"funnel {'x'.join(map(str, row['coarse']))}, {head}"
+    query = ", projected query" if row.get("coarse_query") == "projected" else ""
+    return f"funnel {'x'.join(map(str, row['coarse']))}, {head}{query}"
 
 
 def run_suite(

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import random_texts
 
-from adaptive_retrieval import Retriever
+from adaptive_retrieval import Retriever, SearchTimings
 from adaptive_retrieval.adapt import (
     MIN_DOCS,
     SPAN_WORDS,
@@ -135,9 +135,46 @@ def test_adapted_index_survives_save_and_load(tmp_path, tiny_encoder, adapted):
     assert manifest["adaptation"]["chosen"] == "ridge" and "heads" in manifest["files"]
     loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)  # the head comes from the index
     assert loaded.adaptation == r.adaptation and loaded.encoder.fingerprint == r.encoder.fingerprint
+    assert "projection" in manifest["files"] and "projection" not in manifest["adaptation"]
+    np.testing.assert_array_equal(loaded.projection, r.projection)
     for q in ("cell gene", "vitamin bone risk"):
-        assert [h.doc_id for h in loaded.search(q, k=5)] == [h.doc_id for h in r.search(q, k=5)]
+        for coarse_query in ("projected", "early"):
+            got = loaded.search(q, k=5, coarse_query=coarse_query)
+            assert [h.doc_id for h in got] == [h.doc_id for h in r.search(q, k=5, coarse_query=coarse_query)]
     assert 3 not in tiny_encoder.heads
+
+
+def overlap_with_exact(r: Retriever, queries: list[str], coarse_query: str, candidates: int) -> float:
+    _, fine = r.encoder.encode(queries, [r.coarse, r.fine], apply_heads=True).values()
+    _, exact = r.fine_store.search_exact(fine, 5)
+    _, got = r.search_arrays(queries, 5, candidates=candidates, coarse_query=coarse_query)
+    return float(np.mean([len(set(e) & set(g)) / 5 for e, g in zip(exact, got)]))
+
+
+def test_projected_queries_search_the_coarse_index_with_their_fine_vector(tiny_encoder, adapted):
+    texts, r = adapted
+    p = r.projection
+    assert p is not None and p.shape == (32, 8) and p.dtype == np.float32
+    np.testing.assert_allclose(p.T @ p, np.eye(8), atol=1e-4)  # orthonormal fine directions
+    queries = [pseudo_query(t) for t in random_texts(30, seed=11)]
+    # what "projected" means: the coarse index is searched with the fine vector's projection
+    fine = r.encoder.encode(queries, [r.fine])[r.fine]
+    projected = unit(fine @ p)
+    _, want = r.coarse_index.search(projected, 10)
+    timings = SearchTimings()
+    _, got = r.search_arrays(queries, 10, candidates=10, timings=timings)  # the default when fitted
+    assert all(set(g) == set(w) for g, w in zip(got, want))
+    assert timings.coarse_queries == {"projected": 30} and timings.layers == 30 * 12
+    assert timings.reranked == 30 * 10 and timings.queries == 30
+    with pytest.raises(ValueError, match="choose one of projected, early"):
+        r.search("cell gene", coarse_query="late")
+    plain = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    assert plain.projection is None
+    with pytest.raises(ValueError, match="needs the projection"):
+        plain.search("cell gene", coarse_query="projected")
+    timings = SearchTimings()
+    plain.search_batch(["cell gene"], timings=timings)  # without a projection: the early layer's
+    assert timings.coarse_queries == {"early": 1}
 
 
 def test_streamed_build_fits_on_the_first_chunk_and_add_uses_its_head(tiny_encoder):

@@ -7,7 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from beir_eval import evaluate_model, grid_views, load_beir, load_split, main, run_config, top_overlap
+from beir_eval import (
+    evaluate_model,
+    grid_views,
+    load_beir,
+    load_split,
+    main,
+    run_config,
+    series,
+    top_overlap,
+)
 from conftest import make_encoder, make_model, make_tokenizer, random_texts
 from corpus_cache import encode_all_layers, view_matrix
 
@@ -125,8 +134,18 @@ def test_build_rows_use_the_head_retriever_build_fits(tiny_encoder, tmp_path):
         cache_dir=tmp_path / "cache",
         adapt="build",
     )
-    assert [(r["kind"], r.get("adapt")) for r in rows] == [("exact", None), ("funnel", "build")]
+    assert [(r["kind"], r.get("adapt"), r["coarse_query"]) for r in rows] == [
+        ("exact", None, None),
+        ("funnel", "build", "early"),
+        ("funnel", "build", "projected"),
+    ]
+    assert [series(r) for r in rows] == [
+        "exact",
+        "funnel, head fitted at build",
+        "funnel, head fitted at build, projected query",
+    ]
     built = Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=100)
+    assert rows[1]["adaptation"] == rows[2]["adaptation"]
     record, expected = rows[1]["adaptation"], built.adaptation.as_dict()
     assert record["chosen"] == expected["chosen"] == "ridge" and record["ridge"] == expected["ridge"]
     assert record["fidelity_before"] == pytest.approx(expected["fidelity_before"], abs=1e-6)

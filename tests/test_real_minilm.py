@@ -54,3 +54,24 @@ def test_real_search_runs_each_layer_once_and_finds_the_right_document(minilm):
         hits = r.search("does vitamin D prevent fractures?", k=2)
     assert counter.calls == [1] * 6
     assert hits[0].doc_id == 0
+
+
+def test_projected_queries_find_more_of_the_fine_top_10_and_run_each_layer_once(minilm):
+    from conftest import random_texts
+
+    from adaptive_retrieval.adapt import pseudo_query
+
+    texts = random_texts(300, seed=3)
+    r = Retriever.build(texts, coarse=(2, 32), fine=(6, 384), model=minilm, candidates=20)
+    assert r.fitted_head and r.projection.shape == (384, 32)
+    queries = [pseudo_query(t) for t in random_texts(40, seed=4)]
+    _, exact = r.fine_store.search_exact(r.encoder.encode(queries, [r.fine])[r.fine], 10)
+    shares = {}
+    for coarse_query in ("early", "projected"):
+        _, got = r.search_arrays(queries, 10, coarse_query=coarse_query)
+        shares[coarse_query] = np.mean([len(set(e) & set(g)) / 10 for e, g in zip(exact, got)])
+    # the early layer's view of the query is the approximate side; the fine vector's projection is not
+    assert shares["projected"] > shares["early"] + 0.05, shares
+    with LayerCounter(minilm) as counter:
+        r.search("vitamin bone risk", coarse_query="projected")
+    assert counter.calls == [1] * 6

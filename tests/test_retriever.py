@@ -233,6 +233,7 @@ def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encod
         r.coarse_index.index.reconstruct_n(0, len(r)),
         np.asarray(r.fine_store.vectors, dtype=np.float32),
         candidates=10,
+        adaptation=r.adaptation,  # the same head: the same (projected) coarse queries
     )
     assert wide == [[h.doc_id for h in hits] for hits in flat.search_batch(QUERIES, k=5)]
     hnsw = Retriever.build(texts[:50], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="HNSW8")

@@ -52,7 +52,7 @@ def test_saving_again_replaces_the_previous_generation(built, tiny_encoder, tmp_
     built.add({"extra": "cell gene protein"})
     built.save(tmp_path / "idx")
     names = sorted(p.name for p in (tmp_path / "idx").iterdir())
-    assert len(names) == 5, names  # manifest + one generation of four files (the fitted head's too)
+    assert len(names) == 6, names  # manifest + one generation of five files (the fitted head and its projection)
     assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 61
 
 
@@ -80,7 +80,7 @@ def test_a_crash_mid_save_leaves_the_previous_index_whole(built, tiny_encoder, t
     monkeypatch.undo()
     loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
     assert len(loaded) == 60 and ranking(loaded) == expected
-    assert len(list((tmp_path / "idx").iterdir())) == 5  # the half-written file was removed
+    assert len(list((tmp_path / "idx").iterdir())) == 6  # the half-written file was removed
 
 
 def test_a_crash_before_the_manifest_swap_leaves_the_previous_index(

@@ -67,7 +67,7 @@ def test_written_sets_load_with_beir_and_split_queries_in_halves(tmp_path):
 
 
 def test_suite_writes_one_table_of_exact_shipped_and_adapted_rows(tmp_path):
-    data = write_dataset(tmp_path / "data", n_docs=120)
+    data = write_dataset(tmp_path / "data", n_docs=300)  # more than the adaptation's shortlist of 100
     model_dir = tmp_path / "model"
     make_model("bert", n_layers=4).save_pretrained(model_dir)
     make_tokenizer().save_pretrained(model_dir)
@@ -81,15 +81,18 @@ def test_suite_writes_one_table_of_exact_shipped_and_adapted_rows(tmp_path):
         ("funnel 2x8, shipped heads", 20),
         ("funnel 2x8, adapted at build", 5),
         ("funnel 2x8, adapted at build", 20),
+        ("funnel 2x8, adapted at build, projected query", 5),
+        ("funnel 2x8, adapted at build, projected query", 20),
     ]
     assert rows[0]["ndcg_share"] == 1.0 and rows[0]["overlap@10"] == 1.0
     adapted = rows[3]
-    assert adapted["adaptation"]["documents"] == 120 and adapted["adapt_seconds"] > 0
+    assert adapted["adaptation"]["documents"] == 300 and adapted["adapt_seconds"] > 0
+    assert adapted["adaptation"]["chosen"] == "ridge"
     assert adapted["ndcg_share"] == pytest.approx(adapted["ndcg@10"] / rows[0]["ndcg@10"])
     assert "adapted at build" in (out / "table.md").read_text()
     merged = main(
         ["--table", str(out / "results.json"), str(out / "results.json"), "--out", str(tmp_path / "all")]
     )
-    assert len(merged) == 10 and (tmp_path / "all" / "table.md").read_text().count("adapted at build") == 4
+    assert len(merged) == 14 and (tmp_path / "all" / "table.md").read_text().count("adapted at build") == 8
     with pytest.raises(SystemExit, match="not a BEIR-format dataset folder"):
         main(["--datasets", str(tmp_path), "--model", str(model_dir)])
