@@ -52,7 +52,7 @@ def test_saving_again_replaces_the_previous_generation(built, tiny_encoder, tmp_
     built.add({"extra": "cell gene protein"})
     built.save(tmp_path / "idx")
     names = sorted(p.name for p in (tmp_path / "idx").iterdir())
-    assert len(names) == 6, names  # manifest + one generation of five files (the fitted head and its projection)
+    assert len(names) == 6, names  # manifest + one generation of five files (head, projection too)
     assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 61
 
 
