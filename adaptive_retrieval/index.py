@@ -464,17 +464,34 @@ class FineStore:
             top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
         return top_scores.astype(np.float32), top_ids
 
+    def scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Fine scores ``(n, c)`` of each query with its ``ids`` (``(n, c)``, all valid rows), float32."""
+        rows = np.asarray(self.vectors[np.asarray(ids, dtype=np.int64).ravel()], dtype=np.float32)
+        return np.einsum("qcd,qd->qc", rows.reshape(*ids.shape, self.dim), queries)
+
     def rerank_with_fallback(
-        self, queries: np.ndarray, candidates: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
+        self, queries: np.ndarray, candidates: np.ndarray, k: int, *, patience: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
         """The funnel's second stage: :meth:`rerank`, except that a query whose (approximate) coarse
-        stage returned fewer than ``min(k, len(self))`` ids is ranked exactly instead. Returns
-        ``(D, I, number of such fallbacks)``."""
-        D, I = self.rerank(queries, candidates, k)
+        stage returned fewer than ``min(k, len(self))`` ids is ranked exactly instead. With
+        ``patience``, each query reads its candidates a step at a time and stops when its top ``k``
+        has settled (:func:`adaptive_retrieval.shortlist.patient_rerank`). Returns ``(D, I, number of
+        such fallbacks, candidates read per query)``."""
+        queries = _as_matrix(queries, self.dim, "queries")
+        candidates = np.asarray(candidates, dtype=np.int64)
+        if patience is None:
+            D, I = self.rerank(queries, candidates, k)
+            read = (candidates >= 0).sum(axis=1)
+        else:
+            from .shortlist import patient_rerank
+
+            D, I, read = patient_rerank(
+                lambda rows, ids: self.scores(queries[rows], ids), candidates, k, patience
+            )
         short = (I >= 0).sum(axis=1) < min(k, len(self))
         if short.any():
-            D[short], I[short] = self.search_exact(np.asarray(queries, dtype=np.float32)[short], k)
-        return D, I, int(short.sum())
+            D[short], I[short] = self.search_exact(queries[short], k)
+        return D, I, int(short.sum()), read
 
     def search_exact(
         self, queries: np.ndarray, k: int, *, block: int = 65_536

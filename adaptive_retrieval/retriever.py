@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .adapt import Adaptation, adapt_encoder
+from .adapt import Adaptation, adapt_encoder, pseudo_query
 from .corpus import Corpus, DocId, check_id, chunks, iter_documents
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .index import BACKENDS, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
 from .locks import ReadWriteLock
 from .models import DEFAULT_MODEL
+from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist
 from .storage import check_verify, read_index, read_manifest, write_index
 from .views import View, ViewLike, check_pair
 
@@ -63,14 +64,19 @@ class SearchTimings:
     fallbacks: int = 0
     #: encoder layers run, summed over the queries (``fine.layer`` each while every query runs them all)
     layers: int = 0
-    #: candidates whose fine vectors were read and scored, summed over the queries
-    reranked: int = 0
+    #: for each query, the candidates whose fine vectors were read and scored
+    shortlists: list[int] = field(default_factory=list)
     #: queries by the vector that searched the coarse index: ``{"early": n, "projected": n}``
     coarse_queries: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
         return self.encode_coarse + self.coarse_search + self.resume_fine + self.rerank
+
+    @property
+    def reranked(self) -> int:
+        """Candidates re-ranked, summed over the queries."""
+        return int(sum(self.shortlists))
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -117,6 +123,7 @@ class Retriever:
         train_size: int = 100_000,
         backend: QdrantBackend | None = None,
         adaptation: Adaptation | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.encoder = encoder
         self.backend = backend
@@ -132,6 +139,8 @@ class Retriever:
         self._closed = False
         #: what the build fitted to its corpus (see :mod:`adaptive_retrieval.adapt`); ``None``: not adapted
         self.adaptation = adaptation
+        #: the shortlist rule :meth:`calibrate` chose for a fidelity target; ``None``: ``candidates`` fixed
+        self.calibration = calibration
         self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
 
     # ---------------------------------------------------------------------------------------- build
@@ -549,6 +558,22 @@ class Retriever:
             return None
         return self.adaptation.projection
 
+    def _project(self, fine_q: np.ndarray) -> np.ndarray:
+        """Queries' fine vectors as coarse vectors: projected, then normalised (the view's own rule)."""
+        coarse_q = fine_q @ self.projection
+        return coarse_q / np.maximum(np.linalg.norm(coarse_q, axis=1, keepdims=True), 1e-12)
+
+    def _shortlist(self, k: int, candidates: int | None, coarse_query: str) -> tuple[int, int | None]:
+        """The coarse candidates a search asks for, and the patience of a patient re-rank (or ``None``)."""
+        if candidates is not None:
+            return max(_positive_int(candidates, "candidates"), k), None
+        cal = self.calibration
+        if cal is None or cal.coarse_query != coarse_query:
+            return max(self.candidates, k), None
+        if cal.rule == "patient" and self.backend is None:
+            return max(cal.cap, k), cal.patience
+        return max(cal.candidates, k), None
+
     def _coarse_query(self, coarse_query: str | None) -> str:
         if coarse_query is None:
             return "early" if self.projection is None else "projected"
@@ -594,6 +619,93 @@ class Retriever:
             f"index={'qdrant' if self.backend else self.coarse_index.factory!r}, candidates={self.candidates}, "
             f"coarse_head={'fitted' if self.fitted_head else 'model'!r})"
         )
+
+    # ---------------------------------------------------------------------------------- calibration
+
+    def calibrate(
+        self,
+        queries: Sequence[str] | None = None,
+        *,
+        documents: Corpus | None = None,
+        target: float = 0.95,
+        k: int = 10,
+        coarse_query: str | None = None,
+        max_queries: int = 1000,
+        cap: int = MAX_CANDIDATES,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> Calibration:
+        """Choose the shortlist that returns ``target`` of the exact fine top ``k`` (overlap@k,
+        label-free), measured against exact search over the fine store, and use it from now on.
+
+        Sample queries: ``queries`` (the users' own, best), or pseudo-queries drawn from ``documents``
+        (any corpus form; each document's first sentence, as the build's adaptation draws them, with
+        the document itself left out of its ranking when it is indexed). Half fit the choice, half
+        check it. Two rules are fitted (:mod:`adaptive_retrieval.shortlist`): the smallest fixed
+        shortlist, and the smallest patience of a shortlist widened per query (capped at ``cap``);
+        searches without ``candidates=`` use the one that read fewer candidates, for the coarse query
+        calibrated. The result (:attr:`calibration`, saved with the index) says what both measured on
+        the check half. Calibrate again after adding many documents. Raises ``ValueError`` with fewer
+        than 20 usable queries.
+        """
+        self._check_open()
+        t0 = time.perf_counter()
+        coarse_query = self._coarse_query(coarse_query)
+        k, cap, max_queries = (
+            _positive_int(x, n) for x, n in ((k, "k"), (cap, "cap"), (max_queries, "max_queries"))
+        )
+        own = None
+        if queries is not None:
+            queries = _check_queries(queries)[:max_queries]
+            source = f"{len(queries)} given queries"
+        elif documents is not None:
+            docs = list(iter_documents(documents))
+            rng = np.random.default_rng(seed)
+            picked = sorted(rng.choice(len(docs), size=min(max_queries, len(docs)), replace=False))
+            pairs = [(docs[i][0], pseudo_query(docs[i][1])) for i in picked]
+            pairs = [(d, q) for d, q in pairs if q.strip()]
+            queries = [q for _, q in pairs]
+            own = np.array([self._rows.get(d, -1) for d, _ in pairs], dtype=np.int64)
+            source = f"pseudo-queries: first sentences of {len(queries)} documents"
+        else:
+            raise ValueError(
+                "calibrate() needs sample queries: queries=[...] (the users' own) or documents=<corpus> "
+                "to draw pseudo-queries from"
+            )
+        spare = 0 if own is None else 1
+        k, cap = min(k, len(self) - spare), min(cap, len(self) - spare)
+        if k < 1:
+            raise ValueError(f"the index holds {len(self)} documents: too few to calibrate")
+        vectors = self.encoder.encode(queries, [self.coarse, self.fine], batch_size=batch_size)
+        fine_q = vectors[self.fine]
+        coarse_q = self._project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
+        with self._lock.read():
+            _, exact = self.fine_store.search_exact(fine_q, k + spare)
+            _, cand = self.coarse_index.search(coarse_q, cap + spare)
+            n = len(queries)
+            scores = np.full((n, cap), -np.inf, dtype=np.float32)
+            members = np.zeros((n, cap), dtype=bool)
+            for q in range(n):
+                skip = -2 if own is None else own[q]
+                want = [d for d in exact[q] if d != skip and d >= 0][:k]
+                got = np.array([d for d in cand[q] if d != skip][:cap], dtype=np.int64)
+                valid = got >= 0
+                if valid.any():
+                    scores[q, : len(got)][valid] = self.fine_store.scores(
+                        fine_q[q : q + 1], got[valid][None]
+                    )[0]
+                members[q, : len(got)] = np.isin(got, want) & valid
+        choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
+        self.calibration = Calibration(
+            target=float(target),
+            k=k,
+            coarse_query=coarse_query,
+            queries=source,
+            measured=measured,
+            seconds=time.perf_counter() - t0,
+            **choice,
+        )
+        return self.calibration
 
     # --------------------------------------------------------------------------------------- search
 
@@ -676,7 +788,7 @@ class Retriever:
         queries = _check_queries(queries)
         k = _positive_int(k, "k")
         coarse_query = self._coarse_query(coarse_query)
-        shortlist = max(self.candidates if candidates is None else _positive_int(candidates, "candidates"), k)
+        shortlist, patience = self._shortlist(k, candidates, coarse_query)
         batch_size = (
             self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         )
@@ -687,7 +799,9 @@ class Retriever:
         for i in range(0, len(queries), batch_size):
             with self._lock.read():  # many searches at once; an add's commit waits for them, and they for it
                 parts.append(
-                    self._funnel(queries[i : i + batch_size], k, shortlist, timings, params, coarse_query)
+                    self._funnel(
+                        queries[i : i + batch_size], k, shortlist, timings, params, coarse_query, patience
+                    )
                 )
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -699,6 +813,7 @@ class Retriever:
         timings: SearchTimings,
         params: Any = None,
         coarse_query: str = "early",
+        patience: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         enc = self.encoder
         shortlist = min(shortlist, len(self))
@@ -718,12 +833,11 @@ class Retriever:
                 t2 = time.perf_counter()
                 timings.resume_fine += t2 - t1
                 if coarse_query == "projected":
-                    coarse_q = fine_q @ self.projection
-                    coarse_q /= np.maximum(np.linalg.norm(coarse_q, axis=1, keepdims=True), 1e-12)
+                    coarse_q = self._project(fine_q)
                 if self.backend is not None:  # the engine runs both stages in one call
                     D, I = self.backend.search(coarse_q, fine_q, k, shortlist, params=params)
                     timings.coarse_search += time.perf_counter() - t2
-                    self._count(timings, len(queries), coarse_query, len(queries) * shortlist)
+                    self._count(timings, len(queries), coarse_query, [shortlist] * len(queries))
                     return D, I
                 _, cand = self.coarse_index.search(coarse_q, shortlist, params=params)
                 t3 = time.perf_counter()
@@ -735,20 +849,20 @@ class Retriever:
                 fine_q = resume(state)
                 t3 = time.perf_counter()
                 timings.resume_fine += t3 - t2
-            D, I, fallbacks = self.fine_store.rerank_with_fallback(fine_q, cand, k)
+            D, I, fallbacks, read = self.fine_store.rerank_with_fallback(fine_q, cand, k, patience=patience)
             if fallbacks:
                 logger.debug(
                     "coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks
                 )
             timings.rerank += time.perf_counter() - t3
         timings.fallbacks += fallbacks
-        self._count(timings, len(queries), coarse_query, int((cand >= 0).sum()))
+        self._count(timings, len(queries), coarse_query, read.tolist())
         return D, I
 
-    def _count(self, timings: SearchTimings, n: int, coarse_query: str, reranked: int) -> None:
+    def _count(self, timings: SearchTimings, n: int, coarse_query: str, read: list[int]) -> None:
         timings.queries += n
         timings.layers += n * self.fine.layer
-        timings.reranked += reranked
+        timings.shortlists += read
         timings.coarse_queries[coarse_query] = timings.coarse_queries.get(coarse_query, 0) + n
 
     # ---------------------------------------------------------------------------------- persistence
@@ -781,6 +895,7 @@ class Retriever:
             "candidates": self.candidates,
             "train_size": self.train_size,
             "adaptation": None if self.adaptation is None else self.adaptation.as_dict(),
+            "calibration": None if self.calibration is None else self.calibration.as_dict(),
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         from . import __version__
@@ -856,4 +971,5 @@ class Retriever:
             candidates=manifest["candidates"],
             train_size=manifest.get("train_size", 100_000),
             adaptation=None if adaptation is None else Adaptation(**adaptation, projection=projection),
+            calibration=Calibration(**manifest["calibration"]) if manifest.get("calibration") else None,
         )
