@@ -336,13 +336,20 @@ def adapt_head(
         else (np.asarray(extra[0], np.float32), np.asarray(extra[1], np.float32))
     )
 
-    def score(head: torch.Tensor | None) -> float:
+    def score(head: torch.Tensor | None, directions: torch.Tensor | None = None) -> float:
+        """Pseudo-query fidelity of ``head``; with ``directions`` (the fitted head's basis), the
+        documents' coarse vectors are their fine views projected on it, as the index will hold them."""
+
         def view(x: np.ndarray) -> np.ndarray:
             if head is not None and head.shape[0] != x.shape[1]:
                 x = x[:, -head.shape[0] :]  # a head of the layer alone reads its own (last) block
             return view_vector(torch.from_numpy(np.ascontiguousarray(x)), dim, head).numpy()
 
-        docs = view(student)
+        if directions is None:
+            docs = view(student)
+        else:
+            docs = teacher @ directions[:dim].T.float().numpy()
+            docs /= np.maximum(np.linalg.norm(docs, axis=1, keepdims=True), 1e-12)
         if queries is None:
             return fidelity(
                 docs, teacher, (docs[check], teacher[check]), exclude=check, k=k, candidates=candidates
@@ -354,16 +361,17 @@ def adapt_head(
 
     record.fidelity_before = score(prior)
     best = (record.fidelity_before, None)
+    fit_basis = fine_basis(teacher[fit_rows])  # the fine view's directions of the corpus itself
     fits = fit_ridge_heads(
         np.concatenate([student[fit_rows], extra_student]),
         np.concatenate([teacher[fit_rows], extra_teacher]),
         ridges,
-        basis_rows=len(fit_rows),  # the fine view's directions of the corpus itself
+        basis=fit_basis,
     )
     for ridge, (head, _) in zip(ridges, fits):
         if head.shape[1] < dim:  # fewer fitted coordinates than the view needs
             continue
-        record.fidelity_by_ridge[f"{ridge:g}"] = fitted = score(head)
+        record.fidelity_by_ridge[f"{ridge:g}"] = fitted = score(head, fit_basis[1])
         if fitted > best[0]:
             best = (fitted, ridge)
     head = None

@@ -255,6 +255,10 @@ class Retriever:
                 if self._adapt_next:
                     yield ids, *self._adapt_to(texts, batch_size, bar)
                     continue
+                if self.projection is not None:  # the coarse vectors come from the fine ones
+                    fine = self.encoder.encode(texts, [self.fine], batch_size=batch_size, progress=bar)
+                    yield ids, self.project(fine[self.fine]), fine[self.fine]
+                    continue
                 vectors = self.encoder.encode(
                     texts, [self.coarse, self.fine], batch_size=batch_size, progress=bar
                 )
@@ -271,7 +275,8 @@ class Retriever:
 
     def _adapt_to(self, texts: list[str], batch_size: int | None, bar: Any) -> tuple[np.ndarray, np.ndarray]:
         """Encode the first chunk once, fit the coarse head on it, and return its coarse and fine vectors
-        (the coarse ones through the fitted head: the index never holds vectors of two heads)."""
+        (with a fitted head, the coarse ones are the fine ones projected, as for every later document;
+        else through the model's head: the index never holds coarse vectors of two kinds)."""
         enc, hidden = self.encoder, self.encoder.hidden_size
         layers = [View(layer, hidden) for layer in range(1, self.coarse.layer + 1)]
         plain_views = sorted({*layers, View(self.fine.layer, hidden)})
@@ -291,6 +296,8 @@ class Retriever:
             show_progress=False if bar.disable else None,  # the pseudo-queries: a bar of their own when long
         )
         self._adapt_next = False
+        if self.projection is not None:
+            return self.project(fine), fine
         pooled = [torch.from_numpy(s).to(enc.device) for s in states]
         head_input = self.encoder.head_input(pooled, self.coarse.layer)
         coarse = self.encoder.project(head_input, self.coarse).float().cpu().numpy()
@@ -301,7 +308,8 @@ class Retriever:
     ) -> None:
         """Add documents whose view vectors are already computed (by this encoder, at these views).
 
-        All-or-nothing, like :meth:`add`. The vectors must be L2-normalised view vectors, e.g. from
+        All-or-nothing, like :meth:`add`. In an index with a :attr:`projection`, the coarse vectors
+        are :meth:`project` of the fine ones. Otherwise they must be L2-normalised view vectors, e.g. from
         ``encoder.encode(texts, [retriever.coarse, retriever.fine])``.
         """
         self.add_vector_batches([(doc_ids, coarse_vectors, fine_vectors)])
@@ -558,10 +566,21 @@ class Retriever:
             return None
         return self.adaptation.projection
 
-    def _project(self, fine_q: np.ndarray) -> np.ndarray:
-        """Queries' fine vectors as coarse vectors: projected, then normalised (the view's own rule)."""
-        coarse_q = fine_q @ self.projection
-        return coarse_q / np.maximum(np.linalg.norm(coarse_q, axis=1, keepdims=True), 1e-12)
+    def project(self, fine_vectors: np.ndarray) -> np.ndarray:
+        """Fine view vectors ``(n, fine_dim)`` as this index's coarse vectors: projected on the fine
+        view's directions that the build's fitted head predicts (:attr:`projection`), then normalised.
+
+        In an index with a projection, each document's coarse vector is made so (exact on the
+        documents' side: only the query's side of the funnel is ever approximate), and so is a
+        ``"projected"`` coarse query; the early layer's head predicts the same coordinates for
+        ``"early"`` ones. Vectors given to :meth:`add_vectors` for such an index should be made so too.
+        """
+        if self.projection is None:
+            raise ValueError(
+                "this index has no projection (no coarse head was fitted to its corpus at build)"
+            )
+        x = np.asarray(fine_vectors, dtype=np.float32) @ self.projection
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     def _shortlist(self, k: int, candidates: int | None, coarse_query: str) -> tuple[int, int | None]:
         """The coarse candidates a search asks for, and the patience of a patient re-rank (or ``None``)."""
@@ -678,7 +697,7 @@ class Retriever:
             raise ValueError(f"the index holds {len(self)} documents: too few to calibrate")
         vectors = self.encoder.encode(queries, [self.coarse, self.fine], batch_size=batch_size)
         fine_q = vectors[self.fine]
-        coarse_q = self._project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
+        coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
         with self._lock.read():
             _, exact = self.fine_store.search_exact(fine_q, k + spare)
             _, cand = self.coarse_index.search(coarse_q, cap + spare)
@@ -833,7 +852,7 @@ class Retriever:
                 t2 = time.perf_counter()
                 timings.resume_fine += t2 - t1
                 if coarse_query == "projected":
-                    coarse_q = self._project(fine_q)
+                    coarse_q = self.project(fine_q)
                 if self.backend is not None:  # the engine runs both stages in one call
                     D, I = self.backend.search(coarse_q, fine_q, k, shortlist, params=params)
                     timings.coarse_search += time.perf_counter() - t2

@@ -35,6 +35,7 @@ from itertools import islice, product
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from beir.retrieval.evaluation import EvaluateRetrieval
 from beir.retrieval.search.base import BaseSearch
 from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
@@ -229,13 +230,20 @@ def run_config(
     projection serves ``coarse_query="projected"``, the default when there is one)."""
     exact = coarse is None
     first = fine if exact else coarse
+    fine_docs = view_matrix(encoder, all_layers, fine)
+    projection = None if exact or adaptation is None else adaptation.projection
+    if projection is None:
+        first_docs = view_matrix(encoder, all_layers, first)
+    else:  # as Retriever.build makes them: each document's fine vector, projected
+        first_docs = fine_docs @ projection
+        first_docs /= np.linalg.norm(first_docs, axis=1, keepdims=True)
     retriever = Retriever.from_vectors(
         encoder,
         first,
         fine,
         doc_ids,
-        view_matrix(encoder, all_layers, first),
-        view_matrix(encoder, all_layers, fine),
+        first_docs,
+        fine_docs,
         candidates=DEPTH if exact else candidates,
         fine_dtype=fine_dtype or ("float32" if exact else "float16"),
         adaptation=None if exact else adaptation,

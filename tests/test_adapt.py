@@ -118,9 +118,15 @@ def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
     assert r.adaptation.pseudo_queries.startswith("first sentences")
     assert r.encoder.model is tiny_encoder.model  # the weights are shared, not copied
     assert r.encoder.fingerprint != tiny_encoder.fingerprint
-    # the index holds the adapted coarse views of every document, and the fine views unchanged
+    # the index holds every document's fine view projected on the directions the head predicts (so the
+    # documents' side is exact), and the fine views unchanged
     stored = r.coarse_index.index.reconstruct_n(0, len(texts))
-    np.testing.assert_allclose(stored, r.encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-5)
+    fine = r.encoder.encode(texts, [(12, 32)])[(12, 32)]
+    np.testing.assert_allclose(stored, unit(fine @ r.projection), atol=1e-5)
+    np.testing.assert_allclose(r.project(fine), unit(fine @ r.projection), atol=1e-6)
+    # the early layer's coarse view of a text predicts those coordinates (this tiny model: almost exactly)
+    early = r.encoder.encode(texts, [(3, 8)])[(3, 8)]
+    assert np.mean(np.sum(early * stored, axis=1)) > 0.95
     plain = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
     assert plain.adaptation is None and plain.encoder is tiny_encoder and not plain.fitted_head
     with pytest.raises(TypeError, match="adapt must be True or False"):
@@ -170,6 +176,8 @@ def test_projected_queries_search_the_coarse_index_with_their_fine_vector(tiny_e
         r.search("cell gene", coarse_query="late")
     plain = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
     assert plain.projection is None
+    with pytest.raises(ValueError, match="no projection"):
+        plain.project(fine)
     with pytest.raises(ValueError, match="needs the projection"):
         plain.search("cell gene", coarse_query="projected")
     timings = SearchTimings()
@@ -179,11 +187,13 @@ def test_projected_queries_search_the_coarse_index_with_their_fine_vector(tiny_e
 
 def test_streamed_build_fits_on_the_first_chunk_and_add_uses_its_head(tiny_encoder):
     texts = random_texts(150, seed=6)
-    r = Retriever.build(texts[:130], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, chunk_size=100)
-    assert r.adaptation.documents == 100
+    r = Retriever.build(
+        texts[:130], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, chunk_size=100, candidates=20
+    )
+    assert r.adaptation.documents == 100 and r.fitted_head
     r.add(texts[130:])
     stored = r.coarse_index.index.reconstruct_n(0, len(texts))
-    np.testing.assert_allclose(stored, r.encoder.encode(texts, [(3, 8)])[(3, 8)], atol=1e-5)
+    np.testing.assert_allclose(stored, r.project(r.encoder.encode(texts, [(12, 32)])[(12, 32)]), atol=1e-5)
 
 
 def test_failed_build_leaves_nothing_behind_and_small_corpora_are_left_alone(tiny_encoder, tmp_path):
