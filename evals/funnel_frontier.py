@@ -1,0 +1,220 @@
+"""What a calibrated shortlist and early exit buy, measured through the library's own search path.
+
+    python evals/funnel_frontier.py --datasets ../shared/data/beir/scifact runs/data/beir/manpages \\
+        --out results/funnel-frontier
+
+For each BEIR-format set, the index is built as ``Retriever.build`` builds it (from the encoding cache of
+``beir_eval.py``; the coarse head fitted to the corpus, label-free), then, for each coarse query
+(``projected``: the query's fine vector projected; ``early``: its early layer's head):
+
+1. **Calibrated shortlists.** ``Retriever.calibrate(target=...)`` on the dev queries, or on pseudo-queries
+   drawn from the corpus (label-free); the test queries are then searched with the calibration and their
+   overlap@10 with exact fine search and mean shortlist are measured, beside the smallest fixed shortlist
+   that reaches the same overlap on the same test queries (the ratio the adaptive-funnel issue targets).
+2. **Early exit.** A query that stops at its coarse layer returns the coarse index's top 10 (no fine
+   vector); the others run to the fine layer and search as calibrated. Queries exit by the gap between
+   their 1st and 11th coarse scores (a confident coarse ranking has a wide gap), at thresholds taken from
+   the dev queries' gaps; the frontier is mean layers per query against overlap@10 on test.
+
+No qrels are used anywhere: overlap is against the exact fine view's top 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from report import markdown_table, settings, write_json
+
+from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
+from adaptive_retrieval.adapt import adapt_encoder
+from adaptive_retrieval.corpus import iter_documents
+from adaptive_retrieval.retriever import CHUNK_SIZE
+
+K = 10
+EXIT_SHARES = (0.0, 0.1, 0.25, 0.5, 1.0)
+
+
+def build(encoder: Encoder, corpus: dict, coarse: View, cache_dir: Path) -> Retriever:
+    """The index ``Retriever.build`` makes of ``corpus`` (adapted on the first chunk), from cached states."""
+    doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir)
+    fine = encoder.full_view
+    fine_docs = view_matrix(encoder, all_layers, fine)
+    first = slice(0, CHUNK_SIZE)
+    texts = [text for _, text in islice(iter_documents(corpus), CHUNK_SIZE)]
+    states = [all_layers[i][first] for i in range(coarse.layer)]
+    adapted, record = adapt_encoder(encoder, coarse, fine, states, fine_docs[first], texts=texts)
+    if record.projection is None:
+        raise SystemExit(f"the adaptation kept the model's head ({record.chosen}); nothing to measure")
+    coarse_docs = fine_docs @ record.projection
+    coarse_docs /= np.linalg.norm(coarse_docs, axis=1, keepdims=True)
+    return Retriever.from_vectors(adapted, coarse, fine, doc_ids, coarse_docs, fine_docs, adaptation=record)
+
+
+def overlaps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    return np.array([len(set(g) & set(e)) / K for g, e in zip(got, exact)])
+
+
+def smallest_fixed(
+    r: Retriever, queries: list[str], coarse_query: str, exact: np.ndarray, want: float
+) -> int:
+    """The smallest fixed shortlist (in steps of 10) whose test overlap@10 reaches ``want``."""
+    vectors = r.encoder.encode(queries, [r.coarse, r.fine], show_progress=False)
+    coarse_q = r.project(vectors[r.fine]) if coarse_query == "projected" else vectors[r.coarse]
+    depth = min(len(r), 2000)
+    _, cand = r.coarse_index.search(coarse_q, depth)
+    inside = np.stack([np.isin(c, e) for c, e in zip(cand, exact)]).cumsum(axis=1)
+    for size in range(K, depth + 1, 10):
+        if (inside[:, size - 1] / K).mean() >= want - 1e-9:
+            return size
+    return depth
+
+
+def run(
+    name: str, r: Retriever, dev: list[str], test: list[str], corpus: dict, targets: list[float]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    fine_test = r.encoder.encode(test, [r.coarse, r.fine], show_progress=False)
+    _, exact = r.fine_store.search_exact(fine_test[r.fine], K)
+    rows, exits = [], []
+    for coarse_query in ("projected", "early"):
+        for source in ("dev queries", "pseudo-queries"):
+            for target in targets:
+                if source == "dev queries":
+                    cal = r.calibrate(dev, target=target, coarse_query=coarse_query)
+                else:
+                    cal = r.calibrate(
+                        documents=corpus, target=target, coarse_query=coarse_query, max_queries=500
+                    )
+                for rule in ("fixed", "patient"):
+                    cal.rule = rule  # measure both rules the calibration fitted
+                    timings = SearchTimings()
+                    _, got = r.search_arrays(test, K, coarse_query=coarse_query, timings=timings)
+                    measured = float(overlaps(got, exact).mean())
+                    mean = float(np.mean(timings.shortlists))
+                    fixed = smallest_fixed(r, test, coarse_query, exact, measured)
+                    rows.append(
+                        {
+                            "dataset": name,
+                            "coarse_query": coarse_query,
+                            "calibrated_on": source,
+                            "target": target,
+                            "rule": rule,
+                            "candidates": cal.candidates,
+                            "patience": cal.patience,
+                            "test_overlap@10": measured,
+                            "mean_shortlist": mean,
+                            "p95_shortlist": float(np.percentile(timings.shortlists, 95)),
+                            "fixed_for_same_overlap": fixed,
+                            "ratio": mean / fixed,
+                            "calibration_seconds": cal.seconds,
+                        }
+                    )
+                    print(
+                        f"{name:14s} {coarse_query:9s} {source:14s} target {target:.2f} {rule:7s}: test overlap "
+                        f"{measured:.3f}, mean shortlist {mean:6.1f} (fixed for the same: {fixed}, ratio "
+                        f"{mean / fixed:.2f})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    # early exit: the coarse top 10 for the most confident queries, the calibrated projected funnel for the rest
+    r.calibrate(dev, target=0.95, coarse_query="projected")
+    _, full = r.search_arrays(test, K, coarse_query="projected")
+    full_overlap = overlaps(full, exact)
+    gaps = {}
+    for split, queries in (("dev", dev), ("test", test)):
+        coarse_q = r.encoder.encode(queries, [r.coarse], show_progress=False)[r.coarse]
+        scores, ids = r.coarse_index.search(coarse_q, K + 1)
+        gaps[split] = (scores[:, 0] - scores[:, K], ids[:, :K])
+    early_overlap = overlaps(gaps["test"][1], exact)
+    for share in EXIT_SHARES:
+        threshold = (
+            np.quantile(gaps["dev"][0], 1 - share) if 0 < share < 1 else (np.inf if share == 0 else -np.inf)
+        )
+        out = gaps["test"][0] >= threshold
+        layers = np.where(out, r.coarse.layer, r.fine.layer)
+        exits.append(
+            {
+                "dataset": name,
+                "dev_exit_share": share,
+                "test_exit_share": float(out.mean()),
+                "mean_layers": float(layers.mean()),
+                "test_overlap@10": float(np.where(out, early_overlap, full_overlap).mean()),
+                "exited_overlap@10": float(early_overlap[out].mean()) if out.any() else None,
+            }
+        )
+        print(
+            f"{name:14s} exit {share:.2f} of dev: test exits {out.mean():.2f}, mean layers {layers.mean():.1f}, "
+            f"overlap {exits[-1]['test_overlap@10']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rows, exits
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--datasets", type=Path, nargs="+", required=True, help="BEIR-format folders with dev and test"
+    )
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--coarse", default="4x64")
+    ap.add_argument("--targets", type=float, nargs="+", default=[0.9, 0.95])
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    encoder = Encoder.from_pretrained(args.model)
+    coarse = encoder.check_view(View.parse(args.coarse, name="--coarse"), name="--coarse")
+    rows, exits, info = [], [], {}
+    for folder in args.datasets:
+        root, name = folder.parent.parent, folder.name
+        corpus, dev_q, _ = datasets.load_split(root, name, "dev")
+        _, test_q, _ = datasets.load_split(root, name, "test")
+        info[name] = {"documents": len(corpus), "dev_queries": len(dev_q), "test_queries": len(test_q)}
+        print(
+            f"{name}: {len(corpus)} documents, {len(dev_q)} dev / {len(test_q)} test queries", file=sys.stderr
+        )
+        r = build(encoder, corpus, coarse, args.cache_dir)
+        mine, exit_rows = run(name, r, list(dev_q.values()), list(test_q.values()), corpus, args.targets)
+        rows += mine
+        exits += exit_rows
+    columns = [
+        ("dataset", "dataset", "s"),
+        ("coarse query", "coarse_query", "s"),
+        ("calibrated on", "calibrated_on", "s"),
+        ("target", "target", ".2f"),
+        ("rule", "rule", "s"),
+        ("test ∩fine@10", "test_overlap@10", ".3f"),
+        ("mean shortlist", "mean_shortlist", ".1f"),
+        ("p95", "p95_shortlist", ".0f"),
+        ("fixed for same ∩", "fixed_for_same_overlap", "d"),
+        ("ratio", "ratio", ".2f"),
+    ]
+    exit_columns = [
+        ("dataset", "dataset", "s"),
+        ("exit share (dev threshold)", "dev_exit_share", ".2f"),
+        ("test exits", "test_exit_share", ".2f"),
+        ("mean layers", "mean_layers", ".2f"),
+        ("test ∩fine@10", "test_overlap@10", ".3f"),
+        ("∩fine@10 of exited", "exited_overlap@10", ".3f"),
+    ]
+    table = markdown_table(rows, columns) + "\n\n" + markdown_table(exits, exit_columns)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table + "\n")
+    write_json(
+        args.out / "results.json",
+        {
+            "settings": settings(model=args.model, coarse=args.coarse, k=K, datasets=info),
+            "rows": rows,
+            "early_exit": exits,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
