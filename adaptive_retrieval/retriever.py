@@ -40,6 +40,8 @@ CHUNK_SIZE = 10_000
 
 #: What searches the coarse index for a query (see :meth:`Retriever.search`).
 COARSE_QUERIES = ("projected", "early")
+#: How queries may be encoded (see :meth:`Retriever.set_query_precision`).
+QUERY_PRECISIONS = ("float32", "int8")
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,11 @@ class Retriever:
         self.adaptation = adaptation
         #: the shortlist rule :meth:`calibrate` chose for a fidelity target; ``None``: ``candidates`` fixed
         self.calibration = calibration
-        self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
+        self._adapt_next = False
+        self.query_precision = "float32"
+        self._int8: tuple[Encoder, Encoder] | None = (
+            None  # (encoder, its int8 copy), made on first use  # set by build(adapt=True): the first chunk added fits the coarse head
+        )
 
     # ---------------------------------------------------------------------------------------- build
 
@@ -537,6 +543,25 @@ class Retriever:
             backend=engine,
         )
 
+    def set_query_precision(self, precision: str) -> None:
+        """Encode queries in ``"float32"`` (the default: as the documents were encoded) or ``"int8"``
+        (the encoder's linear layers dynamically quantized, :meth:`Encoder.quantized`: faster on CPU,
+        and each query's vectors approximate; ``benchmarks/bench_int8.py`` measures both against float32
+        results). Documents are always encoded in float32; this changes no vector in the index."""
+        if precision not in QUERY_PRECISIONS:
+            raise ValueError(f"precision={precision!r}: choose one of {', '.join(QUERY_PRECISIONS)}")
+        self.query_precision = precision
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder queries go through: :attr:`encoder`, or its int8 copy (:meth:`set_query_precision`)."""
+        if self.query_precision == "float32":
+            return self.encoder
+        made = self._int8
+        if made is None or made[0] is not self.encoder:
+            made = self._int8 = (self.encoder, self.encoder.quantized())
+        return made[1]
+
     def _set_adaptation(self, adaptation: Adaptation | None) -> None:
         if adaptation is not None:
             if not isinstance(adaptation, Adaptation):
@@ -695,7 +720,7 @@ class Retriever:
         k, cap = min(k, len(self) - spare), min(cap, len(self) - spare)
         if k < 1:
             raise ValueError(f"the index holds {len(self)} documents: too few to calibrate")
-        vectors = self.encoder.encode(queries, [self.coarse, self.fine], batch_size=batch_size)
+        vectors = self.query_encoder.encode(queries, [self.coarse, self.fine], batch_size=batch_size)
         fine_q = vectors[self.fine]
         coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
         with self._lock.read():
@@ -834,7 +859,7 @@ class Retriever:
         coarse_query: str = "early",
         patience: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        enc = self.encoder
+        enc = self.query_encoder
         shortlist = min(shortlist, len(self))
         with torch.inference_mode():
 

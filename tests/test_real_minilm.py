@@ -75,3 +75,25 @@ def test_projected_queries_find_more_of_the_fine_top_10_and_run_each_layer_once(
     with LayerCounter(minilm) as counter:
         r.search("vitamin bone risk", coarse_query="projected")
     assert counter.calls == [1] * 6
+
+
+def test_int8_queries_approximate_float32_and_leave_the_index_alone(minilm):
+    from conftest import random_texts
+
+    texts = random_texts(200, seed=5)
+    r = Retriever.build(texts, coarse=(2, 32), fine=(6, 384), model=minilm, candidates=50)
+    stored = np.array(r.fine_store.vectors)
+    queries = random_texts(20, seed=6)
+    _, want = r.search_arrays(queries, 10)
+    r.set_query_precision("int8")
+    int8 = r.query_encoder
+    assert int8 is r.query_encoder and int8.fingerprint == r.encoder.fingerprint  # made once, same identity
+    assert int8.model is not r.encoder.model and "int8" in int8.name
+    a, b = (e.encode(queries, [r.fine])[r.fine] for e in (r.encoder, int8))
+    cosine = np.sum(a * b, axis=1)
+    assert cosine.min() > 0.9 and cosine.mean() < 0.9999  # close, and really quantized
+    _, got = r.search_arrays(queries, 10)
+    assert np.mean([len(set(x) & set(y)) / 10 for x, y in zip(want, got)]) > 0.7
+    np.testing.assert_array_equal(np.array(r.fine_store.vectors), stored)
+    with pytest.raises(ValueError, match="choose one of float32, int8"):
+        r.set_query_precision("int4")
