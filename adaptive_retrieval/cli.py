@@ -1,0 +1,186 @@
+"""The command line: index a corpus file, search an index, say what an index holds.
+
+    adaptive-retrieval index corpus.jsonl --out my-index [--coarse 4x64] [--calibrate 0.95]
+    adaptive-retrieval search my-index "does vitamin D reduce fracture risk?" [-k 10] [--json]
+    adaptive-retrieval info my-index
+
+A corpus is a JSONL file (one document per line: ``_id`` or ``id``, ``text``, optional ``title``), a
+BEIR folder (its ``corpus.jsonl``), or a plain text file (one document per line; ids are line numbers
+from 0). ``python -m adaptive_retrieval`` is the same program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .corpus import document_text
+
+
+class CorpusFile:
+    """The documents of a corpus file as ``(id, text)`` pairs, read lazily (a build streams them); its
+    length is the number of documents, so a build shows one progress bar for the whole corpus."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            if not (path / "corpus.jsonl").is_file():
+                raise SystemExit(f"error: {path} is a folder without corpus.jsonl (a BEIR folder holds one)")
+            path = path / "corpus.jsonl"
+        if not path.is_file():
+            raise SystemExit(f"error: {path} does not exist")
+        self.path = path
+        self.jsonl = path.suffix == ".jsonl"
+        with open(path, encoding="utf-8") as fh:
+            self.count = sum(1 for line in fh if line.strip())
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[tuple[Any, str]]:
+        with open(self.path, encoding="utf-8") as fh:
+            n = 0
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                if not self.jsonl:
+                    yield n, line.rstrip("\n")
+                    n += 1
+                    continue
+                try:
+                    doc = json.loads(line)
+                except ValueError as err:
+                    raise ValueError(f"{self.path}, line {number}: not JSON ({err})") from None
+                doc_id = doc.get("_id", doc.get("id")) if isinstance(doc, dict) else None
+                if doc_id is None:
+                    raise ValueError(f"{self.path}, line {number}: a document needs an '_id' or 'id'")
+                yield doc_id, document_text(doc)
+
+
+def _index(args: argparse.Namespace) -> int:
+    from .retriever import Retriever
+
+    corpus = CorpusFile(args.corpus)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise SystemExit(f"error: {out} exists and is not an index; give a new or empty folder")
+    retriever = Retriever.build(
+        corpus,
+        coarse=args.coarse,
+        fine=args.fine,
+        model=args.model,
+        candidates=args.candidates,
+        index=args.index,
+        fine_dtype=args.fine_dtype,
+        batch_size=args.batch_size,
+        adapt=not args.no_adapt,
+        show_progress=not args.quiet,
+    )
+    if args.calibrate is not None:
+        cal = retriever.calibrate(documents=corpus, target=args.calibrate)
+        measured = cal.measured
+        print(
+            f"calibrated for overlap@{cal.k} {cal.target}: {cal.rule} shortlist (fixed {cal.candidates}, "
+            f"patience {cal.patience}); on held-out pseudo-queries: fixed {measured['fixed_overlap']:.3f}, "
+            f"patient {measured['patient_overlap']:.3f} reading {measured['patient_mean_shortlist']:.0f} on average",
+            file=sys.stderr,
+        )
+    retriever.save(out)
+    print(f"indexed {len(retriever)} documents into {out} ({retriever!r})", file=sys.stderr)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .retriever import Retriever
+
+    retriever = Retriever.load(args.index_dir, model=args.model)
+    hits = retriever.search(args.query, k=args.k, candidates=args.candidates)
+    if args.json:
+        print(json.dumps([{"rank": h.rank, "doc_id": h.doc_id, "score": h.score} for h in hits]))
+    else:
+        for h in hits:
+            print(f"{h.rank}\t{h.doc_id}\t{h.score:.4f}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .storage import read_manifest
+
+    manifest = read_manifest(Path(args.index_dir))
+    keys = (
+        "model",
+        "coarse",
+        "fine",
+        "index",
+        "fine_dtype",
+        "count",
+        "candidates",
+        "adaptation",
+        "calibration",
+    )
+    summary = {key: manifest.get(key) for key in keys}
+    summary["saved_at"], summary["library_version"] = (
+        manifest.get("saved_at"),
+        manifest.get("library_version"),
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from .models import DEFAULT_MODEL
+
+    ap = argparse.ArgumentParser(
+        prog="adaptive-retrieval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    index = sub.add_parser("index", help="encode a corpus file and save an index")
+    index.add_argument("corpus", help="a .jsonl file, a BEIR folder, or a text file (one document per line)")
+    index.add_argument("--out", required=True, help="the index folder to write")
+    index.add_argument("--model", default=DEFAULT_MODEL)
+    index.add_argument("--coarse", default="4x64", help="the recall view, LAYERxDIM")
+    index.add_argument("--fine", help="the re-rank view (default: the model's last layer, full width)")
+    index.add_argument("--candidates", type=int, default=100, help="the shortlist the fine view re-ranks")
+    index.add_argument("--index", default="Flat", help="FAISS factory string of the coarse index")
+    index.add_argument("--fine-dtype", default="float16", choices=("float16", "float32"))
+    index.add_argument("--batch-size", type=int)
+    index.add_argument(
+        "--no-adapt", action="store_true", help="keep the model's coarse head (no fit to the corpus)"
+    )
+    index.add_argument(
+        "--calibrate",
+        type=float,
+        metavar="TARGET",
+        help="choose the shortlist for this overlap@10 target (e.g. 0.95), on pseudo-queries from the corpus",
+    )
+    index.add_argument("--quiet", action="store_true", help="no progress bar")
+    index.set_defaults(run=_index)
+    search = sub.add_parser("search", help="search a saved index")
+    search.add_argument("index_dir")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--candidates", type=int, help="a fixed shortlist for this search")
+    search.add_argument("--model", help="the model to load the index with (default: the one it names)")
+    search.add_argument("--json", action="store_true", help="print hits as a JSON list")
+    search.set_defaults(run=_search)
+    info = sub.add_parser("info", help="what an index's manifest holds")
+    info.add_argument("index_dir")
+    info.set_defaults(run=_info)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
