@@ -125,10 +125,14 @@ def agreement(
     return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(picked.tolist(), truth.tolist())]))
 
 
-def calibrate(model: str, data_dir: Path, candidates: int, n_queries: int = 300) -> None:
+def calibrate(
+    model: str, data_dir: Path, candidates: int, n_queries: int = 300, projected: bool = False
+) -> None:
     """Print the agreement of ``model``'s coarse (4,64) and fine (last layer, full) views on SciFact
     (documents held out as queries, searched among the rest), beside the synthetic views' agreement
-    for a range of ``coarse_noise`` at the same size."""
+    for a range of ``coarse_noise`` at the same size. ``projected``: the coarse view as an adapted index
+    has it, each vector the fine one projected on the corpus' 64 leading fine directions (documents,
+    and queries searched with ``coarse_query="projected"``)."""
     from beir_eval import load_beir
     from corpus_cache import encode_beir_corpus, view_matrix
 
@@ -137,15 +141,19 @@ def calibrate(model: str, data_dir: Path, candidates: int, n_queries: int = 300)
     encoder = Encoder.from_pretrained(model)
     corpus, _, _ = load_beir(data_dir, "scifact", "test")
     _, layers = encode_beir_corpus(encoder, corpus)
-    coarse = view_matrix(encoder, layers, encoder.check_view((4, 64)))
     fine = view_matrix(encoder, layers, encoder.full_view)
     held = np.random.default_rng(0).choice(len(fine), n_queries, replace=False)
     rest = np.setdiff1d(np.arange(len(fine)), held)
+    if projected:  # the directions come from the indexed documents only
+        _, _, vt = np.linalg.svd(fine[rest].astype(np.float64), full_matrices=False)
+        coarse = _normalise((fine @ vt[:64].T).astype(np.float32))
+    else:
+        coarse = view_matrix(encoder, layers, encoder.check_view((4, 64)))
     real = agreement(coarse[rest], fine[rest], coarse[held], fine[held], candidates)
     print(
         f"{model} on SciFact ({len(rest)} docs, {n_queries} held-out docs as queries): agreement {real:.3f}"
     )
-    for noise in (0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8):
+    for noise in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8):
         gen = Synthetic(coarse_noise=noise)
         centres = gen.centres()
         c, f = gen.block(1, 0, len(rest), centres)
@@ -305,6 +313,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--clusters", type=int, default=Synthetic.clusters)
     ap.add_argument("--fresh", action="store_true", help="redo rows already in results.json")
     ap.add_argument("--calibrate", metavar="MODEL", help="print real vs synthetic view agreement, and stop")
+    ap.add_argument(
+        "--projected",
+        action="store_true",
+        help="--calibrate against an adapted index's coarse view (fine vectors projected), not the early layer's",
+    )
     ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--worker", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -331,7 +344,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if args.calibrate:
-        calibrate(args.calibrate, args.data_dir, args.candidates[0])
+        calibrate(args.calibrate, args.data_dir, args.candidates[0], projected=args.projected)
         return []
     gen = Synthetic(coarse_noise=args.coarse_noise, clusters=args.clusters)
     if args.worker:
