@@ -143,11 +143,9 @@ class Retriever:
         self.adaptation = adaptation
         #: the shortlist rule :meth:`calibrate` chose for a fidelity target; ``None``: ``candidates`` fixed
         self.calibration = calibration
-        self._adapt_next = False
+        self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
         self.query_precision = "float32"
-        self._int8: tuple[Encoder, Encoder] | None = (
-            None  # (encoder, its int8 copy), made on first use  # set by build(adapt=True): the first chunk added fits the coarse head
-        )
+        self._int8: tuple[Encoder, Encoder] | None = None  # (encoder, its int8 copy), made on first use
 
     # ---------------------------------------------------------------------------------------- build
 
