@@ -12,6 +12,9 @@ coarse layer's state alone (docs/measurements.md).
 :func:`fit_ridge_head` is the closed-form fit: ridge regression of the fine view's coordinates on its
 own singular vectors (largest first), so that cutting the head's output to ``dim`` keeps the best
 rank-``dim`` approximation of the fine view's inner products a linear map of the student can give.
+The directions themselves are kept (:attr:`Adaptation.projection`): an index built with the head holds
+each document's fine vector projected on them (exact), searched by a query's fine vector projected the
+same way or by the head's prediction from its early layers; :func:`adapt_head` scores a fitted head so.
 
 :func:`distil_head` refines a head by ranking distillation (the fine view's similarity distribution over
 the documents, for query-like anchors, copied by the coarse view at several widths), optionally with a
