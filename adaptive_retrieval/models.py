@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -301,10 +302,59 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     if path.is_dir():
         return path
     known = ", ".join(f"{n} ({m.description})" for n, m in NAMED_MODELS.items())
+    if isinstance(name_or_path, str) and HUB_ID.fullmatch(name_or_path):
+        return hub_snapshot(name_or_path, known)
     raise ValueError(
-        f"model={str(name_or_path)!r} is neither a named model nor a directory. Named models: {known}. "
-        "Model hubs are not used: give a local Hugging Face or sentence-transformers directory."
+        f"model={str(name_or_path)!r} is neither a named model, a directory, nor a Hugging Face id. "
+        f"Named models: {known}."
     )
+
+
+#: What a Hugging Face model id looks like: ``name`` or ``owner/name``.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+#: Files of a hub repository that a PyTorch encoder never reads (other frameworks' weights, exports).
+HUB_IGNORE = [
+    "*.onnx",
+    "onnx/*",
+    "openvino/*",
+    "*.h5",
+    "*.msgpack",
+    "*.ot",
+    "tf_model*",
+    "flax_model*",
+    "*.tflite",
+    "coreml/*",
+]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_snapshot(repo_id: str, known: str = "") -> Path:
+    """The local folder of Hugging Face model ``repo_id``, through the hub client's own cache
+    (``HF_HUB_CACHE`` / ``HF_HOME``): downloaded when online, read from the cache alone when
+    ``HF_HUB_OFFLINE=1``. Raises ``ValueError`` saying what to do when neither works."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # transformers depends on it; a broken install is the only way here
+        raise ValueError(f"model={repo_id!r}: Hugging Face ids need the huggingface_hub package") from None
+    offline = _offline()
+    cache = os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+    )
+    try:
+        return Path(
+            snapshot_download(repo_id, cache_dir=cache, local_files_only=offline, ignore_patterns=HUB_IGNORE)
+        )
+    except Exception as err:  # the hub client raises many kinds: offline, missing, gated, network
+        where = "the Hugging Face cache (HF_HUB_OFFLINE=1 is set)" if offline else "the Hugging Face hub"
+        raise ValueError(
+            f"model={repo_id!r} is not a named model or a local directory, and as a Hugging Face id it could "
+            f"not be read from {where}: {type(err).__name__}: {str(err).splitlines()[0][:200]}. On a machine "
+            "without the hub, download it elsewhere (e.g. `huggingface-cli download ID`) and copy the cache, "
+            "or give a local directory" + (f". Named models: {known}" if known else "")
+        ) from None
 
 
 def read_sentence_transformers_config(path: Path) -> dict[str, Any]:

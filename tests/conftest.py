@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+
+# the tests never reach a model hub: a Hugging Face id resolves from a cache a test lays out, or fails fast
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch

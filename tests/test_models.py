@@ -7,6 +7,7 @@ import multiprocessing
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_model, make_tokenizer, random_texts
 
@@ -128,9 +129,44 @@ def test_unsupported_pooling_and_heads_are_refused(tmp_path):
         read_sentence_transformers_config(write_st_dir(tmp_path, pooling="max"))
 
 
-def test_unknown_name_lists_named_models():
-    with pytest.raises(ValueError, match="neither a named model nor a directory. Named models: minilm-l6"):
+def hub_cache(tmp_path: Path, repo: str, folder: Path) -> Path:
+    """A Hugging Face cache as the hub client lays it out, holding ``folder`` as ``repo``'s main."""
+    cache = tmp_path / "hub"
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / ("ab" * 20)
+    snapshot.parent.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(folder, snapshot)
+    (cache / f"models--{repo.replace('/', '--')}" / "refs").mkdir()
+    (cache / f"models--{repo.replace('/', '--')}" / "refs" / "main").write_text("ab" * 20)
+    return cache
+
+
+def test_hugging_face_ids_load_from_the_hub_cache_offline(tmp_path, monkeypatch):
+    st = write_st_dir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache(tmp_path, "acme/tiny-st", st)))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    enc = Encoder.from_pretrained("acme/tiny-st")
+    assert (enc.pooling, enc.max_length, enc.n_layers) == ("cls", 48, 4)  # its sentence-transformers config
+    local = Encoder.from_pretrained(str(st))
+    assert enc.weights_fingerprint == local.weights_fingerprint
+    texts = random_texts(3)
+    np.testing.assert_allclose(
+        enc.encode(texts)[enc.full_view], local.encode(texts)[local.full_view], atol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"could not be read from the Hugging Face cache \(HF_HUB_OFFLINE=1"):
+        Encoder.from_pretrained("acme/not-cached")
+
+
+def test_unknown_name_lists_named_models(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(
+        ValueError, match="could not be read from the Hugging Face cache.*Named models: minilm-l6"
+    ):
         Encoder.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
+    with pytest.raises(ValueError, match="neither a named model, a directory, nor a Hugging Face id"):
+        Encoder.from_pretrained("no such/model dir")
 
 
 def test_unsupported_architecture_is_refused_before_loading_weights(tmp_path):
