@@ -327,6 +327,16 @@ HUB_IGNORE = [
 ]
 
 
+def _is_hub_id(name_or_path: str | os.PathLike[str]) -> bool:
+    """Whether a model was given by Hugging Face id (not a named model, not an existing directory)."""
+    return (
+        isinstance(name_or_path, str)
+        and name_or_path not in NAMED_MODELS
+        and not Path(name_or_path).expanduser().is_dir()
+        and HUB_ID.fullmatch(name_or_path) is not None
+    )
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -492,7 +502,9 @@ def load_encoder(
         tokenizer,
         pooling=pooling or st.get("pooling", "mean"),
         max_length=max_length if max_length is not None else st.get("max_length"),
-        name=named.name if named else str(path.resolve()),
+        name=named.name
+        if named
+        else (str(name_or_path) if _is_hub_id(name_or_path) else str(path.resolve())),
         heads=heads,
         **kwargs,
     )

@@ -148,6 +148,7 @@ def test_hugging_face_ids_load_from_the_hub_cache_offline(tmp_path, monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     enc = Encoder.from_pretrained("acme/tiny-st")
     assert (enc.pooling, enc.max_length, enc.n_layers) == ("cls", 48, 4)  # its sentence-transformers config
+    assert enc.name == "acme/tiny-st"  # what a saved index records, so that load finds it the same way
     local = Encoder.from_pretrained(str(st))
     assert enc.weights_fingerprint == local.weights_fingerprint
     texts = random_texts(3)
