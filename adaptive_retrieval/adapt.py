@@ -237,6 +237,14 @@ def pseudo_query(text: str, words: int = SPAN_WORDS) -> str:
     return " ".join(first.split()[:words])
 
 
+def project_fine(fine: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """Fine view vectors ``(n, fine_dim)`` projected on ``projection`` (``(fine_dim, dim)``, e.g.
+    :attr:`Adaptation.projection`) and normalised: the coarse vectors of an adapted index (its documents,
+    and its ``"projected"`` queries). The one definition; :meth:`Retriever.project` applies it."""
+    x = np.asarray(fine, dtype=np.float32) @ np.asarray(projection, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def check_rows(n: int, seed: int = 0) -> np.ndarray:
     """The documents :func:`adapt_head` holds out of the fit to make pseudo-queries from: a seeded
     ``CHECK_FRACTION`` of ``n``, at most ``MAX_CHECK``, sorted."""
@@ -351,8 +359,7 @@ def adapt_head(
         if directions is None:
             docs = view(student)
         else:
-            docs = teacher @ directions[:dim].T.float().numpy()
-            docs /= np.maximum(np.linalg.norm(docs, axis=1, keepdims=True), 1e-12)
+            docs = project_fine(teacher, directions[:dim].T.float().numpy())
         if queries is None:
             return fidelity(
                 docs, teacher, (docs[check], teacher[check]), exclude=check, k=k, candidates=candidates

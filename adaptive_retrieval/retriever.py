@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .adapt import Adaptation, adapt_encoder, pseudo_query
+from .adapt import Adaptation, adapt_encoder, project_fine, pseudo_query
 from .corpus import Corpus, DocId, check_id, chunks, iter_documents
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .index import BACKENDS, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
 from .locks import ReadWriteLock
 from .models import DEFAULT_MODEL
-from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist
+from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist, check_calibration
 from .storage import check_verify, read_index, read_manifest, write_index
 from .views import View, ViewLike, check_pair
 
@@ -602,8 +602,7 @@ class Retriever:
             raise ValueError(
                 "this index has no projection (no coarse head was fitted to its corpus at build)"
             )
-        x = np.asarray(fine_vectors, dtype=np.float32) @ self.projection
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return project_fine(fine_vectors, self.projection)
 
     def _shortlist(self, k: int, candidates: int | None, coarse_query: str) -> tuple[int, int | None]:
         """The coarse candidates a search asks for, and the patience of a patient re-rank (or ``None``)."""
@@ -714,6 +713,7 @@ class Retriever:
                 "calibrate() needs sample queries: queries=[...] (the users' own) or documents=<corpus> "
                 "to draw pseudo-queries from"
             )
+        check_calibration(len(queries), target)  # before any query is encoded
         spare = 0 if own is None else 1
         k, cap = min(k, len(self) - spare), min(cap, len(self) - spare)
         if k < 1:

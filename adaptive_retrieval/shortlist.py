@@ -137,6 +137,17 @@ class Calibration:
         return asdict(self)
 
 
+def check_calibration(queries: int, target: float) -> None:
+    """Refuse a calibration that cannot work (too few queries, a target outside (0, 1]), before any
+    query is encoded."""
+    if queries < MIN_QUERIES:
+        raise ValueError(
+            f"calibration needs at least {MIN_QUERIES} queries (half to fit, half to check), got {queries}"
+        )
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise ValueError(f"target must be in (0, 1], got {target!r}")
+
+
 def calibrate_shortlist(
     scores: np.ndarray,
     members: np.ndarray,
@@ -153,12 +164,7 @@ def calibrate_shortlist(
     (``candidates``, ``patience``, ``rule``, ``cap``, fit/check counts) and what it measured on the
     other half."""
     n, cap = scores.shape
-    if n < MIN_QUERIES:
-        raise ValueError(
-            f"calibration needs at least {MIN_QUERIES} queries (half to fit, half to check), got {n}"
-        )
-    if not 0 < target <= 1:
-        raise ValueError(f"target must be in (0, 1], got {target!r}")
+    check_calibration(n, target)
     order = np.random.default_rng(seed).permutation(n)
     fit, check = np.sort(order[: n // 2]), np.sort(order[n // 2 :])
     sizes = [s for s in range(step, cap, step) if s >= k] + [cap]

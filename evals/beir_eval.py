@@ -35,7 +35,6 @@ from itertools import islice, product
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from beir.retrieval.evaluation import EvaluateRetrieval
 from beir.retrieval.search.base import BaseSearch
 from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
@@ -43,7 +42,7 @@ from costs import mean_encoder_flops, search_flops
 from report import markdown_table, model_info, pareto_front, percentiles_ms, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
-from adaptive_retrieval.adapt import Adaptation, adapt_encoder
+from adaptive_retrieval.adapt import Adaptation, adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.models import NAMED_MODELS
 from adaptive_retrieval.retriever import CHUNK_SIZE
@@ -235,8 +234,7 @@ def run_config(
     if projection is None:
         first_docs = view_matrix(encoder, all_layers, first)
     else:  # as Retriever.build makes them: each document's fine vector, projected
-        first_docs = fine_docs @ projection
-        first_docs /= np.linalg.norm(first_docs, axis=1, keepdims=True)
+        first_docs = project_fine(fine_docs, projection)
     retriever = Retriever.from_vectors(
         encoder,
         first,

@@ -33,7 +33,7 @@ from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from report import markdown_table, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
-from adaptive_retrieval.adapt import adapt_encoder
+from adaptive_retrieval.adapt import adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.retriever import CHUNK_SIZE
 
@@ -52,8 +52,7 @@ def build(encoder: Encoder, corpus: dict, coarse: View, cache_dir: Path) -> Retr
     adapted, record = adapt_encoder(encoder, coarse, fine, states, fine_docs[first], texts=texts)
     if record.projection is None:
         raise SystemExit(f"the adaptation kept the model's head ({record.chosen}); nothing to measure")
-    coarse_docs = fine_docs @ record.projection
-    coarse_docs /= np.linalg.norm(coarse_docs, axis=1, keepdims=True)
+    coarse_docs = project_fine(fine_docs, record.projection)
     return Retriever.from_vectors(adapted, coarse, fine, doc_ids, coarse_docs, fine_docs, adaptation=record)
 
 
