@@ -16,7 +16,6 @@ import faiss
 import numpy as np
 
 FINE_DTYPES = ("float16", "float32")
-BACKENDS = ("faiss", "qdrant")
 
 # Search-time knobs of FAISS indexes: per call through faiss.SearchParameters*, or set on the index.
 _KNOBS = ("nprobe", "efSearch", "k_factor", "max_codes")  # (polysemous "ht" is L2-only)

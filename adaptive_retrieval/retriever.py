@@ -14,24 +14,22 @@ from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .adapt import Adaptation, adapt_encoder, project_fine, pseudo_query
+from .backends import BACKENDS, Backend, make_backend, open_backend
 from .corpus import Corpus, DocId, check_id, chunks, iter_documents
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
-from .index import BACKENDS, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
+from .index import FINE_DTYPES
 from .locks import ReadWriteLock
 from .models import DEFAULT_MODEL
 from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist, check_calibration
-from .storage import check_verify, read_index, read_manifest, write_index
+from .storage import check_verify, extra_writers, read_extras, read_manifest, verify_files, write_index
 from .views import View, ViewLike, check_pair
-
-if TYPE_CHECKING:
-    from .qdrant_backend import QdrantBackend
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +107,8 @@ def _check_queries(queries: Any) -> list[str]:
 class Retriever:
     """A two-stage dense retriever over one encoder's coarse and fine views.
 
-    Build one with :meth:`build`, or :meth:`load` a saved one. The encoder is :attr:`encoder`.
+    Build one with :meth:`build`, or :meth:`load` a saved one. The encoder is :attr:`encoder`; the
+    engine that holds the vectors is :attr:`backend` (:mod:`adaptive_retrieval.backends`).
     """
 
     def __init__(
@@ -117,25 +116,20 @@ class Retriever:
         encoder: Encoder,
         coarse: View,
         fine: View,
-        coarse_index: CoarseIndex,
-        fine_store: FineStore,
+        backend: Backend,
         doc_ids: list[DocId],
         *,
         candidates: int = 100,
-        train_size: int = 100_000,
-        backend: QdrantBackend | None = None,
         adaptation: Adaptation | None = None,
         calibration: Calibration | None = None,
     ) -> None:
         self.encoder = encoder
+        #: the engine holding both views of every document: FAISS in this process, Qdrant or Milvus
         self.backend = backend
         self.coarse = coarse
         self.fine = fine
-        self.coarse_index = coarse_index
-        self.fine_store = fine_store
         self.doc_ids = doc_ids
         self.candidates = _positive_int(candidates, "candidates")
-        self.train_size = _positive_int(train_size, "train_size")
         self._rows = {d: i for i, d in enumerate(doc_ids)}
         self._lock = ReadWriteLock()  # searches read; the commit of an add writes
         self._closed = False
@@ -194,7 +188,7 @@ class Retriever:
             backend: ``"faiss"`` (default: the coarse index and fine store in this process) or
                 ``"qdrant"``: both views stored per document in a Qdrant collection, which runs the
                 funnel server-side (coarse ``prefetch``, fine re-rank) in one call; see
-                :class:`~adaptive_retrieval.qdrant_backend.QdrantBackend`.
+                :class:`~adaptive_retrieval.backends.qdrant.QdrantBackend`.
             backend_options: for ``"qdrant"``: ``location`` (``":memory:"``, the default, or a server
                 URL), ``path`` (a local on-disk store), ``collection``, or ``client`` (a ready
                 ``QdrantClient``), and ``hnsw`` (index the coarse view with HNSW on a server).
@@ -224,7 +218,7 @@ class Retriever:
         try:
             retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
         except BaseException:
-            retriever._discard_fine_file()
+            retriever.backend.discard()
             raise
         return retriever
 
@@ -325,34 +319,21 @@ class Retriever:
         self._check_open()
         seen: set[DocId] = set()
         new_ids: list[DocId] = []
-        spill = self._spill()
         try:
             for doc_ids, coarse_vectors, fine_vectors in batches:
                 doc_ids = list(doc_ids)
                 coarse_vectors, fine_vectors = self._check_batch(doc_ids, coarse_vectors, fine_vectors)
                 self._check_new_ids(doc_ids, seen)
-                if self.backend is not None:
-                    self.backend.add(len(self) + len(new_ids), coarse_vectors, fine_vectors)
-                else:
-                    self.fine_store.extend(fine_vectors)
-                    spill.append(coarse_vectors)
+                self.backend.add(len(self) + len(new_ids), doc_ids, coarse_vectors, fine_vectors)
                 new_ids.extend(doc_ids)
             if not new_ids:
                 raise ValueError("corpus is empty: give at least one document")
-            if self.backend is None:
-                with self._lock.write():  # no search sees the coarse index without the ids of its rows
-                    self._commit_coarse(spill)
-                    self._extend_ids(new_ids)
+            with self._lock.write():  # no search sees the new rows without their ids
+                self.backend.commit()
+                self._extend_ids(new_ids)
         except BaseException:
-            if self.backend is not None:
-                self.backend.remove_from(len(self))
-            else:
-                self.fine_store.truncate(len(self))
+            self.backend.rollback(len(self))
             raise
-        finally:
-            spill.close()
-        if self.backend is not None:
-            self._extend_ids(new_ids)
 
     def _extend_ids(self, new_ids: list[DocId]) -> None:
         first_row = len(self.doc_ids)
@@ -393,31 +374,6 @@ class Retriever:
                 raise ValueError(f"document id {doc_id!r} is already in the index; nothing was added")
             seen.add(doc_id)
 
-    def _spill(self) -> CoarseSpill:
-        path = self.fine_store.path
-        return CoarseSpill(self.coarse.dim, None if path is None else path.with_name(path.name + ".pending"))
-
-    def _commit_coarse(self, spill: CoarseSpill) -> None:
-        """Train the coarse index if it needs it, then add the pending coarse vectors (removed again if
-        this fails). The fine rows are already in the store; the caller truncates them on failure. An
-        index that cannot remove rows (HNSW) is staged: the rows go into a copy, swapped in when whole."""
-        target = self.coarse_index if self.coarse_index.can_remove() else self.coarse_index.clone()
-        before = len(target)
-        try:
-            if not target.is_trained:
-                target.train(spill.sample(self.train_size))
-            for block in spill.blocks():
-                target.add(block)
-        except BaseException:
-            if target is self.coarse_index:
-                target.remove_from(before)
-            raise
-        self.coarse_index = target
-
-    def _discard_fine_file(self) -> None:
-        if self.fine_store.path is not None:
-            self.fine_store.path.unlink(missing_ok=True)
-
     @classmethod
     def from_vectors(
         cls,
@@ -446,7 +402,7 @@ class Retriever:
         try:
             retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors)
         except BaseException:
-            retriever._discard_fine_file()
+            retriever.backend.discard()
             raise
         return retriever
 
@@ -484,7 +440,7 @@ class Retriever:
         try:
             retriever.add_vector_batches(batches)
         except BaseException:
-            retriever._discard_fine_file()
+            retriever.backend.discard()
             raise
         return retriever
 
@@ -507,39 +463,36 @@ class Retriever:
         check_pair(coarse_view, fine_view)
         if fine_dtype not in FINE_DTYPES:
             raise ValueError(f"fine_dtype={fine_dtype!r} is not supported; choose one of {FINE_DTYPES}")
-        coarse_index = CoarseIndex(coarse_view.dim, index)
         _positive_int(candidates, "candidates"), _positive_int(train_size, "train_size")
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not known; choose one of {', '.join(BACKENDS)}")
-        if backend_options is not None and backend == "faiss":
-            raise ValueError(
-                "backend_options apply to backend='qdrant'; the FAISS backend takes index= and fine_path="
-            )
-        engine = None
-        if backend == "qdrant":
+        if backend == "faiss":
+            if backend_options is not None:
+                raise ValueError(
+                    "backend_options apply to backend='qdrant' or 'milvus'; the FAISS backend takes index= "
+                    "and fine_path="
+                )
+            options = {
+                "index": index,
+                "fine_dtype": fine_dtype,
+                "fine_path": fine_path,
+                "train_size": train_size,
+            }
+        else:
             if fine_path is not None:
                 raise ValueError(
-                    "fine_path applies to the FAISS backend; Qdrant stores the fine vectors itself"
+                    f"fine_path applies to the FAISS backend; {backend} stores the fine vectors itself"
                 )
-            from .qdrant_backend import QdrantBackend
-
-            engine = QdrantBackend(coarse_view.dim, fine_view.dim, **(backend_options or {}))
-        fine_store = (
-            FineStore.empty(fine_view.dim, fine_dtype)
-            if fine_path is None
-            else FineStore.on_disk(fine_path, fine_view.dim, fine_dtype)
-        )
-        return cls(
-            encoder,
-            coarse_view,
-            fine_view,
-            coarse_index,
-            fine_store,
-            [],
-            candidates=candidates,
-            train_size=train_size,
-            backend=engine,
-        )
+            if index != "Flat":
+                raise ValueError(
+                    f"index={index!r} is a FAISS factory string; {backend} takes its coarse index in "
+                    "backend_options (see adaptive_retrieval.backends)"
+                )
+            if backend_options is not None and not isinstance(backend_options, dict):
+                raise TypeError(f"backend_options must be a dict, got {type(backend_options).__name__}")
+            options = dict(backend_options or {})
+        engine = make_backend(backend, coarse_view.dim, fine_view.dim, options)
+        return cls(encoder, coarse_view, fine_view, engine, [], candidates=candidates)
 
     def set_query_precision(self, precision: str) -> None:
         """Encode queries in ``"float32"`` (the default: as the documents were encoded) or ``"int8"``
@@ -611,7 +564,7 @@ class Retriever:
         cal = self.calibration
         if cal is None or cal.coarse_query != coarse_query:
             return max(self.candidates, k), None
-        if cal.rule == "patient" and self.backend is None:
+        if cal.rule == "patient":
             return max(cal.cap, k), cal.patience
         return max(cal.candidates, k), None
 
@@ -640,9 +593,7 @@ class Retriever:
             return
         with self._lock.write():  # after any search in flight
             self._closed = True
-            self.fine_store.close()
-            if self.backend is not None:
-                self.backend.close()
+            self.backend.close()
 
     def __enter__(self) -> Retriever:
         return self
@@ -657,7 +608,7 @@ class Retriever:
     def __repr__(self) -> str:
         return (
             f"Retriever(model={self.encoder.name!r}, coarse={self.coarse}, fine={self.fine}, docs={len(self)}, "
-            f"index={'qdrant' if self.backend else self.coarse_index.factory!r}, candidates={self.candidates}, "
+            f"index={self.backend.describe()!r}, candidates={self.candidates}, "
             f"coarse_head={'fitted' if self.fitted_head else 'model'!r})"
         )
 
@@ -722,8 +673,8 @@ class Retriever:
         fine_q = vectors[self.fine]
         coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
         with self._lock.read():
-            _, exact = self.fine_store.search_exact(fine_q, k + spare)
-            _, cand = self.coarse_index.search(coarse_q, cap + spare)
+            _, exact = self.backend.exact_search(fine_q, k + spare)
+            _, cand = self.backend.coarse_search(coarse_q, cap + spare)
             n = len(queries)
             scores = np.full((n, cap), -np.inf, dtype=np.float32)
             members = np.zeros((n, cap), dtype=bool)
@@ -733,7 +684,7 @@ class Retriever:
                 got = np.array([d for d in cand[q] if d != skip][:cap], dtype=np.int64)
                 valid = got >= 0
                 if valid.any():
-                    scores[q, : len(got)][valid] = self.fine_store.scores(
+                    scores[q, : len(got)][valid] = self.backend.fine_scores(
                         fine_q[q : q + 1], got[valid][None]
                     )[0]
                 members[q, : len(got)] = np.isin(got, want) & valid
@@ -835,7 +786,7 @@ class Retriever:
             self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         )
         # checked before any query is encoded; per call: nothing is left set on the index
-        params = (self.backend or self.coarse_index).search_parameters(**knobs)
+        params = self.backend.search_parameters(**knobs)
         timings = timings if timings is not None else SearchTimings()
         parts = []
         for i in range(0, len(queries), batch_size):
@@ -870,33 +821,18 @@ class Retriever:
                 coarse_q = enc.view(state, self.coarse.dim).float().cpu().numpy()
             t1 = time.perf_counter()
             timings.encode_coarse += t1 - t0
-            if coarse_query == "projected" or self.backend is not None:  # the fine vector comes first
-                fine_q = resume(state)
-                t2 = time.perf_counter()
-                timings.resume_fine += t2 - t1
-                if coarse_query == "projected":
-                    coarse_q = self.project(fine_q)
-                if self.backend is not None:  # the engine runs both stages in one call
-                    D, I = self.backend.search(coarse_q, fine_q, k, shortlist, params=params)
-                    timings.coarse_search += time.perf_counter() - t2
-                    self._count(timings, len(queries), coarse_query, [shortlist] * len(queries))
-                    return D, I
-                _, cand = self.coarse_index.search(coarse_q, shortlist, params=params)
-                t3 = time.perf_counter()
-                timings.coarse_search += t3 - t2
-            else:
-                _, cand = self.coarse_index.search(coarse_q, shortlist, params=params)
-                t2 = time.perf_counter()
-                timings.coarse_search += t2 - t1
-                fine_q = resume(state)
-                t3 = time.perf_counter()
-                timings.resume_fine += t3 - t2
-            D, I, fallbacks, read = self.fine_store.rerank_with_fallback(fine_q, cand, k, patience=patience)
-            if fallbacks:
-                logger.debug(
-                    "coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks
-                )
-            timings.rerank += time.perf_counter() - t3
+            fine_q = resume(state)
+            if coarse_query == "projected":
+                coarse_q = self.project(fine_q)
+            timings.resume_fine += time.perf_counter() - t1
+        seconds: dict[str, float] = {}
+        D, I, fallbacks, read = self.backend.search(
+            coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
+        )
+        if fallbacks:
+            logger.debug("coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks)
+        timings.coarse_search += seconds.get("coarse_search", 0.0)
+        timings.rerank += seconds.get("rerank", 0.0)
         timings.fallbacks += fallbacks
         self._count(timings, len(queries), coarse_query, read.tolist())
         return D, I
@@ -912,11 +848,7 @@ class Retriever:
     def save(self, path: str | Path) -> None:
         """Save to directory ``path`` atomically; an interrupted save leaves the previous index whole."""
         self._check_open()
-        if self.backend is not None:
-            raise ValueError(
-                "this retriever's vectors live in its Qdrant collection, which persists them itself "
-                "(backend_options path= or a server); save() writes FAISS indexes only"
-            )
+        entry = self.backend.manifest()  # an engine that cannot be reopened refuses here, before any write
         enc = self.encoder
         manifest = {
             "model": {
@@ -931,11 +863,10 @@ class Retriever:
             "coarse": list(self.coarse.as_tuple()),
             "fine": list(self.fine.as_tuple()),
             "metric": "inner_product",
-            "index": self.coarse_index.factory,
-            "fine_dtype": self.fine_store.dtype,
+            "backend": entry,
+            "index": self.backend.describe(),
             "count": len(self),
             "candidates": self.candidates,
-            "train_size": self.train_size,
             "adaptation": None if self.adaptation is None else self.adaptation.as_dict(),
             "calibration": None if self.calibration is None else self.calibration.as_dict(),
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -944,15 +875,9 @@ class Retriever:
 
         manifest["library_version"] = __version__
         fitted = self.fitted_head
-        write_index(
-            Path(path),
-            manifest,
-            self.coarse_index,
-            self.fine_store,
-            list(self.doc_ids),
-            heads={self.coarse.layer: enc.heads[self.coarse.layer]} if fitted else None,
-            projection=self.projection,
-        )
+        heads = {self.coarse.layer: enc.heads[self.coarse.layer]} if fitted else None
+        writers = {**self.backend.files(list(self.doc_ids)), **extra_writers(None, heads, self.projection)}
+        write_index(Path(path), manifest, writers)
 
     @classmethod
     def load(
@@ -962,12 +887,18 @@ class Retriever:
         *,
         verify: bool | str = True,
         mmap: bool = True,
+        backend_options: dict[str, Any] | None = None,
     ) -> Retriever:
         """Load a saved index. ``model`` defaults to the one named in the manifest; a model whose
         weights, pooling or max length differ from the index's is refused. ``verify`` (default ``True``)
         checks every file's size and sha256, sampling files over 64 MB (their first and last 4 MB: a
         large fine store loads in milliseconds); ``"full"`` hashes every byte; ``False``, sizes only.
-        ``mmap`` memory-maps the fine matrix."""
+        ``mmap`` memory-maps the fine matrix.
+
+        An index whose vectors live in Qdrant or Milvus reattaches to its collection (where ``save``
+        recorded it, or where ``backend_options`` say: ``location``/``path``/``client`` for Qdrant,
+        ``uri``/``token``/``client`` for Milvus); every document in the collection becomes searchable,
+        those other processes added included."""
         check_verify(verify)
         manifest = read_manifest(Path(path))
         saved = manifest["model"]
@@ -987,9 +918,8 @@ class Retriever:
                 ) from None
         elif not isinstance(model, Encoder):
             model = Encoder.from_pretrained(model, pooling=saved["pooling"], max_length=saved["max_length"])
-        manifest, coarse_index, fine_store, doc_ids, heads, projection = read_index(
-            Path(path), verify=verify, mmap=mmap
-        )
+        verify_files(Path(path), manifest, verify)
+        heads, projection = read_extras(Path(path), manifest)
         if heads:  # the head fitted to this corpus at build time
             model = model.with_heads(heads)
         if model.fingerprint != saved["fingerprint"]:
@@ -1002,16 +932,23 @@ class Retriever:
                 raise ValueError(
                     f"model {key}={getattr(model, key)!r} does not match the index at {str(path)!r} ({saved[key]!r})"
                 )
+        coarse = model.check_view(manifest["coarse"], name="coarse")
+        fine = model.check_view(manifest["fine"], name="fine")
+        entry = manifest.get("backend") or {"name": "faiss"}  # indexes saved before engines were named
+        options = dict(backend_options or {})
+        if entry["name"] == "faiss":
+            if options:
+                raise ValueError("backend_options apply to indexes whose vectors live in Qdrant or Milvus")
+            options = {"verify": False, "mmap": mmap}  # verified above
+        backend, doc_ids = open_backend(entry, Path(path), manifest, options)
         adaptation = manifest.get("adaptation")
         return cls(
             model,
-            model.check_view(manifest["coarse"], name="coarse"),
-            model.check_view(manifest["fine"], name="fine"),
-            coarse_index,
-            fine_store,
+            coarse,
+            fine,
+            backend,
             doc_ids,
             candidates=manifest["candidates"],
-            train_size=manifest.get("train_size", 100_000),
             adaptation=None if adaptation is None else Adaptation(**adaptation, projection=projection),
             calibration=Calibration(**manifest["calibration"]) if manifest.get("calibration") else None,
         )

@@ -3,9 +3,9 @@
 Layout (no pickle anywhere)::
 
     manifest.json            format, version, views, model identity, metric, counts, file names, sha256s
-    coarse-<gen>.faiss       faiss.write_index of the coarse index
-    fine-<gen>.npy           the fine matrix (float16 by default), memory-mapped on load
-    ids-<gen>.json           the document ids, in internal-id order
+    coarse-<gen>.faiss       faiss.write_index of the coarse index          } the FAISS backend's data;
+    fine-<gen>.npy           the fine matrix (float16 by default), mmapped  } Qdrant and Milvus keep
+    ids-<gen>.json           the document ids, in internal-id order         } theirs in the engine
     heads-<gen>.safetensors  the coarse head fitted to this corpus at build time, if one was
     projection-<gen>.npy     that head's projection of fine query vectors into the coarse space
 
@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,34 +81,20 @@ def _check_target(path: Path) -> None:
 def write_index(
     path: Path,
     manifest: dict[str, Any],
-    coarse: CoarseIndex,
-    fine: FineStore,
-    doc_ids: list,
-    heads: dict[int, Any] | None = None,
-    projection: Any = None,
+    writers: dict[str, tuple[str, Callable[[Path], None]]],
 ) -> None:
-    """Write an index directory atomically (see the module docstring); ``heads`` are coarse heads
-    ``{layer: (hidden, out) tensor}`` that belong to this index (fitted to its corpus), ``projection``
-    the ``(fine_dim, coarse_dim)`` matrix that goes with them."""
+    """Write an index directory atomically (see the module docstring): ``writers`` maps each data
+    file's key (``coarse``, ``fine``, ``ids``, ``heads``, ``projection``) to its suffix and a function
+    that writes it; the files are named ``<key>-<generation>.<suffix>`` and hashed into the manifest.
+    An engine that keeps its own data (Qdrant, Milvus) writes none: the manifest says where it is."""
     path = Path(path)
     _check_target(path)
     path.mkdir(parents=True, exist_ok=True)
     gen = uuid.uuid4().hex[:12]
-    files = {"coarse": f"coarse-{gen}.faiss", "fine": f"fine-{gen}.npy", "ids": f"ids-{gen}.json"}
-    writers = {
-        "coarse": coarse.save,
-        "fine": fine.save,
-        "ids": lambda p: p.write_text(json.dumps(doc_ids)),
-    }
-    if heads:
-        files["heads"] = f"heads-{gen}.safetensors"
-        writers["heads"] = lambda p: save_heads(p, heads)
-    if projection is not None:
-        files["projection"] = f"projection-{gen}.npy"
-        writers["projection"] = lambda p: np.save(p, np.asarray(projection, dtype=np.float32))
+    files = {key: f"{key}-{gen}.{suffix}" for key, (suffix, _) in writers.items()}
     written: list[Path] = []
     try:
-        for key, write in writers.items():
+        for key, (_, write) in writers.items():
             written.append(path / files[key])  # listed first, so a half-written file is removed too
             write(path / files[key])
         for f in written:
@@ -144,6 +131,20 @@ def write_index(
             old.unlink(missing_ok=True)
 
 
+def extra_writers(doc_ids: list | None, heads: dict[int, Any] | None, projection: Any) -> dict:
+    """:func:`write_index` writers for the files beside an engine's data: the document ids (FAISS
+    keeps them here; the other engines store them with each document), the coarse heads fitted to the
+    corpus (``{layer: (hidden, out) tensor}``) and their ``(fine_dim, coarse_dim)`` projection."""
+    writers: dict[str, tuple[str, Callable[[Path], None]]] = {}
+    if doc_ids is not None:
+        writers["ids"] = ("json", lambda p: p.write_text(json.dumps(doc_ids)))
+    if heads:
+        writers["heads"] = ("safetensors", lambda p: save_heads(p, heads))
+    if projection is not None:
+        writers["projection"] = ("npy", lambda p: np.save(p, np.asarray(projection, dtype=np.float32)))
+    return writers
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     path = Path(path)
     manifest_file = path / MANIFEST
@@ -167,20 +168,13 @@ def check_verify(verify: object) -> None:
         raise ValueError(f"verify must be True, False or 'full', got {verify!r}")
 
 
-def read_index(
-    path: Path, *, verify: bool | str = True, mmap: bool = True
-) -> tuple[dict[str, Any], CoarseIndex, FineStore, list, dict[int, Any], np.ndarray | None]:
-    """Read an index directory; refuse missing, truncated or altered files. ``verify``: ``True`` hashes
-    every file up to ``FULL_HASH_LIMIT`` bytes and samples larger ones (:func:`_sample_sha256`; a
-    manifest without samples gets full hashes), ``"full"`` hashes every byte, ``False`` checks sizes
-    only. Returns the manifest, the coarse index, the fine store, the ids, the index's own coarse
-    heads (often none) and their projection (``None`` without one)."""
+def verify_files(path: Path, manifest: dict[str, Any], verify: bool | str = True) -> None:
+    """Refuse missing, truncated or altered data files. ``verify``: ``True`` hashes every file up to
+    ``FULL_HASH_LIMIT`` bytes and samples larger ones (:func:`_sample_sha256`; a manifest without
+    samples gets full hashes), ``"full"`` hashes every byte, ``False`` checks sizes only."""
     check_verify(verify)
-    path = Path(path)
-    manifest = read_manifest(path)
     samples = manifest.get("sample_sha256", {})
-    files = manifest["files"]
-    for key, name in files.items():
+    for key, name in manifest["files"].items():
         f = path / name
         if not f.is_file():
             raise ValueError(f"index at {str(path)!r} is damaged: {name} is missing")
@@ -200,6 +194,19 @@ def read_index(
             raise ValueError(
                 f"index at {str(path)!r} is damaged: {name} does not match its sha256 in the manifest"
             )
+
+
+def read_data_files(
+    path: Path, manifest: dict[str, Any], *, verify: bool | str = True, mmap: bool = True
+) -> tuple[CoarseIndex, FineStore, list]:
+    """The FAISS backend's data: the coarse index, the fine store (memory-mapped with ``mmap``) and
+    the document ids, checked (:func:`verify_files`) and consistent with the manifest's count."""
+    path = Path(path)
+    verify_files(path, manifest, verify)
+    files = manifest["files"]
+    for key in ("coarse", "fine", "ids"):
+        if key not in files:
+            raise ValueError(f"index at {str(path)!r} is damaged: its manifest lists no {key} file")
     coarse_dim, fine_dim, count = manifest["coarse"][1], manifest["fine"][1], manifest["count"]
     coarse = CoarseIndex.load(path / files["coarse"], coarse_dim, manifest["index"])
     fine = FineStore.load(path / files["fine"], mmap=mmap)
@@ -212,13 +219,21 @@ def read_index(
             f"index at {str(path)!r} is inconsistent: manifest says {count} documents, the coarse index has "
             f"{len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)}"
         )
+    return coarse, fine, doc_ids
+
+
+def read_extras(path: Path, manifest: dict[str, Any]) -> tuple[dict[int, Any], np.ndarray | None]:
+    """The index's own coarse heads (often none) and their projection (``None`` without one); call
+    :func:`verify_files` first."""
+    path, files = Path(path), manifest["files"]
     heads = load_heads(path / files["heads"]) if "heads" in files else {}
     projection = None
     if "projection" in files:
         projection = np.load(path / files["projection"], allow_pickle=False)
-        if projection.shape != (fine_dim, coarse_dim):
+        want = (manifest["fine"][1], manifest["coarse"][1])
+        if projection.shape != want:
             raise ValueError(
                 f"index at {str(path)!r} is inconsistent: its projection is {projection.shape}, the views "
-                f"need ({fine_dim}, {coarse_dim})"
+                f"need {want}"
             )
-    return manifest, coarse, fine, doc_ids, heads, projection
+    return heads, projection

@@ -93,7 +93,7 @@ def main() -> None:
                 n in allowed
                 and n >= START
                 and np.allclose(
-                    r.fine_store.vectors[n - STEP :].astype(np.float32),
+                    r.backend.fine_store.vectors[n - STEP :].astype(np.float32),
                     vectors(n - STEP, STEP, 384, 2),
                     atol=1e-3,
                 )

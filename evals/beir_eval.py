@@ -265,8 +265,8 @@ def run_config(
         "layers_per_query": fine.layer,
         "encoder_flops_per_query": mean_encoder_flops(encoder, list(queries.values()), fine.layer),
         "search_flops_per_query": search_flops(n_docs, first.dim, 0 if exact else shortlist, fine.dim),
-        "coarse_bytes_per_doc": retriever.coarse_index.nbytes() / n_docs,
-        "fine_bytes_per_doc": 0.0 if exact else retriever.fine_store.nbytes() / n_docs,
+        "coarse_bytes_per_doc": retriever.backend.coarse_index.nbytes() / n_docs,
+        "fine_bytes_per_doc": 0.0 if exact else retriever.backend.fine_store.nbytes() / n_docs,
     }
     row["flops_per_query"] = row["encoder_flops_per_query"] + row["search_flops_per_query"]
     row["p50_ms"], row["p95_ms"] = percentiles_ms([t.total for t in search.timings])

@@ -78,12 +78,12 @@ def run(
     checked against it once per coarse query)."""
     vectors = r.encoder.encode(test, [r.coarse, r.fine], show_progress=False)
     fine_q = vectors[r.fine]
-    _, exact = r.fine_store.search_exact(fine_q, K)
+    _, exact = r.backend.fine_store.search_exact(fine_q, K)
     depth = min(len(r), 2000)
     rows, exits = [], []
     for coarse_query in ("projected", "early"):
         coarse_q = r.project(fine_q) if coarse_query == "projected" else vectors[r.coarse]
-        _, cand = r.coarse_index.search(coarse_q, depth)
+        _, cand = r.backend.coarse_index.search(coarse_q, depth)
         inside = np.stack([np.isin(c, e) for c, e in zip(cand, exact)]).cumsum(axis=1)
         for source in ("dev queries", "pseudo-queries"):
             if source == "dev queries":
@@ -92,9 +92,9 @@ def run(
                 cal = r.calibrate(documents=corpus, target=target, coarse_query=coarse_query, max_queries=500)
             for rule in ("fixed", "patient"):
                 if rule == "fixed":
-                    _, got, _, read = r.fine_store.rerank_with_fallback(fine_q, cand[:, : cal.candidates], K)
+                    _, got, _, read = r.backend.fine_store.rerank_with_fallback(fine_q, cand[:, : cal.candidates], K)
                 else:
-                    _, got, _, read = r.fine_store.rerank_with_fallback(
+                    _, got, _, read = r.backend.fine_store.rerank_with_fallback(
                         fine_q, cand[:, : cal.cap], K, patience=cal.patience
                     )
                 searched_overlap = None
@@ -143,10 +143,10 @@ def run(
     r.calibrate(dev, target=target, coarse_query="projected")
     _, full = r.search_arrays(test, K, coarse_query="projected")
     full_overlap = overlaps(full, exact)
-    dev_scores, _ = r.coarse_index.search(
+    dev_scores, _ = r.backend.coarse_index.search(
         r.encoder.encode(dev, [r.coarse], show_progress=False)[r.coarse], K + 1
     )
-    test_scores, test_ids = r.coarse_index.search(vectors[r.coarse], K + 1)
+    test_scores, test_ids = r.backend.coarse_index.search(vectors[r.coarse], K + 1)
     dev_gap, test_gap = dev_scores[:, 0] - dev_scores[:, K], test_scores[:, 0] - test_scores[:, K]
     early_overlap = overlaps(test_ids[:, :K], exact)
     for share in EXIT_SHARES:

@@ -120,7 +120,7 @@ def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
     assert r.encoder.fingerprint != tiny_encoder.fingerprint
     # the index holds every document's fine view projected on the directions the head predicts (so the
     # documents' side is exact), and the fine views unchanged
-    stored = r.coarse_index.index.reconstruct_n(0, len(texts))
+    stored = r.backend.coarse_index.index.reconstruct_n(0, len(texts))
     fine = r.encoder.encode(texts, [(12, 32)])[(12, 32)]
     np.testing.assert_allclose(stored, unit(fine @ r.projection), atol=1e-5)
     np.testing.assert_allclose(r.project(fine), unit(fine @ r.projection), atol=1e-6)
@@ -131,7 +131,7 @@ def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
     assert plain.adaptation is None and plain.encoder is tiny_encoder and not plain.fitted_head
     with pytest.raises(TypeError, match="adapt must be True or False"):
         Retriever.build(texts, coarse=(3, 8), model=tiny_encoder, adapt="yes")
-    np.testing.assert_array_equal(plain.fine_store.vectors, r.fine_store.vectors)
+    np.testing.assert_array_equal(plain.backend.fine_store.vectors, r.backend.fine_store.vectors)
 
 
 def test_adapted_index_survives_save_and_load(tmp_path, tiny_encoder, adapted):
@@ -152,7 +152,7 @@ def test_adapted_index_survives_save_and_load(tmp_path, tiny_encoder, adapted):
 
 def overlap_with_exact(r: Retriever, queries: list[str], coarse_query: str, candidates: int) -> float:
     _, fine = r.encoder.encode(queries, [r.coarse, r.fine], apply_heads=True).values()
-    _, exact = r.fine_store.search_exact(fine, 5)
+    _, exact = r.backend.fine_store.search_exact(fine, 5)
     _, got = r.search_arrays(queries, 5, candidates=candidates, coarse_query=coarse_query)
     return float(np.mean([len(set(e) & set(g)) / 5 for e, g in zip(exact, got)]))
 
@@ -166,7 +166,7 @@ def test_projected_queries_search_the_coarse_index_with_their_fine_vector(tiny_e
     # what "projected" means: the coarse index is searched with the fine vector's projection
     fine = r.encoder.encode(queries, [r.fine])[r.fine]
     projected = unit(fine @ p)
-    _, want = r.coarse_index.search(projected, 10)
+    _, want = r.backend.coarse_index.search(projected, 10)
     timings = SearchTimings()
     _, got = r.search_arrays(queries, 10, candidates=10, timings=timings)  # the default when fitted
     assert all(set(g) == set(w) for g, w in zip(got, want))
@@ -192,7 +192,7 @@ def test_streamed_build_fits_on_the_first_chunk_and_add_uses_its_head(tiny_encod
     )
     assert r.adaptation.documents == 100 and r.fitted_head
     r.add(texts[130:])
-    stored = r.coarse_index.index.reconstruct_n(0, len(texts))
+    stored = r.backend.coarse_index.index.reconstruct_n(0, len(texts))
     np.testing.assert_allclose(stored, r.project(r.encoder.encode(texts, [(12, 32)])[(12, 32)]), atol=1e-5)
 
 

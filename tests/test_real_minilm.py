@@ -65,7 +65,7 @@ def test_projected_queries_find_more_of_the_fine_top_10_and_run_each_layer_once(
     r = Retriever.build(texts, coarse=(2, 32), fine=(6, 384), model=minilm, candidates=20)
     assert r.fitted_head and r.projection.shape == (384, 32)
     queries = [pseudo_query(t) for t in random_texts(40, seed=4)]
-    _, exact = r.fine_store.search_exact(r.encoder.encode(queries, [r.fine])[r.fine], 10)
+    _, exact = r.backend.fine_store.search_exact(r.encoder.encode(queries, [r.fine])[r.fine], 10)
     shares = {}
     for coarse_query in ("early", "projected"):
         _, got = r.search_arrays(queries, 10, coarse_query=coarse_query)
@@ -82,7 +82,7 @@ def test_int8_queries_approximate_float32_and_leave_the_index_alone(minilm):
 
     texts = random_texts(200, seed=5)
     r = Retriever.build(texts, coarse=(2, 32), fine=(6, 384), model=minilm, candidates=50)
-    stored = np.array(r.fine_store.vectors)
+    stored = np.array(r.backend.fine_store.vectors)
     queries = random_texts(20, seed=6)
     _, want = r.search_arrays(queries, 10)
     r.set_query_precision("int8")
@@ -94,6 +94,6 @@ def test_int8_queries_approximate_float32_and_leave_the_index_alone(minilm):
     assert cosine.min() > 0.9 and cosine.mean() < 0.9999  # close, and really quantized
     _, got = r.search_arrays(queries, 10)
     assert np.mean([len(set(x) & set(y)) / 10 for x, y in zip(want, got)]) > 0.7
-    np.testing.assert_array_equal(np.array(r.fine_store.vectors), stored)
+    np.testing.assert_array_equal(np.array(r.backend.fine_store.vectors), stored)
     with pytest.raises(ValueError, match="choose one of float32, int8"):
         r.set_query_precision("int4")

@@ -22,7 +22,7 @@ def retriever(tiny_encoder, corpus):
 
 def exact_ids(r: Retriever, query: str, k: int) -> list:
     fine_q = r.encoder.encode(query, [r.fine])[r.fine][None]
-    _, ids = r.fine_store.search_exact(fine_q, k)
+    _, ids = r.backend.fine_store.search_exact(fine_q, k)
     return [r.doc_ids[i] for i in ids[0] if i >= 0]
 
 
@@ -173,7 +173,7 @@ def test_beir_title_is_prepended(tiny_encoder):
         {"x": {"title": "vitamin", "text": "bone"}}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder
     )
     direct = tiny_encoder.encode("vitamin bone", [(12, 32)])[(12, 32)]
-    np.testing.assert_allclose(r.fine_store.vectors[0].astype(np.float32), direct, atol=2e-3)
+    np.testing.assert_allclose(r.backend.fine_store.vectors[0].astype(np.float32), direct, atol=2e-3)
 
 
 def test_add_grows_and_duplicate_ids_leave_the_index_unchanged(tiny_encoder):
@@ -182,7 +182,7 @@ def test_add_grows_and_duplicate_ids_leave_the_index_unchanged(tiny_encoder):
         {f"a{i}": t for i, t in enumerate(texts[:8])}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder
     )
     r.add({f"a{i}": t for i, t in enumerate(texts[8:], start=8)})
-    assert len(r) == 12 and len(r.coarse_index) == 12 and len(r.fine_store) == 12
+    assert len(r) == 12 and len(r.backend.coarse_index) == 12 and len(r.backend.fine_store) == 12
     full = Retriever.build(
         {f"a{i}": t for i, t in enumerate(texts)}, coarse=(3, 8), fine=(12, 32), model=tiny_encoder
     )
@@ -192,7 +192,7 @@ def test_add_grows_and_duplicate_ids_leave_the_index_unchanged(tiny_encoder):
         r.add({"new": "cell gene", "a3": "again"})
     with pytest.raises(TypeError, match="must be a str"):
         r.add({"new": "cell gene", "bad": None})
-    assert len(r) == 12 and len(r.coarse_index) == 12 and len(r.fine_store) == 12
+    assert len(r) == 12 and len(r.backend.coarse_index) == 12 and len(r.backend.fine_store) == 12
     assert [h.doc_id for h in r.search(QUERIES[0], k=12)] == before
 
 
@@ -207,7 +207,7 @@ def test_approximate_coarse_indexes(tiny_encoder, corpus, factory):
     r = Retriever.build(
         corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index=factory, candidates=20
     )
-    assert r.coarse_index.is_trained and len(r.coarse_index) == len(corpus)
+    assert r.backend.coarse_index.is_trained and len(r.backend.coarse_index) == len(corpus)
     hits = r.search(QUERIES[0], k=len(corpus))  # never fewer than min(k, corpus size) hits
     assert sorted(h.doc_id for h in hits) == list(range(len(corpus)))
     if factory.startswith("IVF"):
@@ -219,7 +219,7 @@ def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encod
     r = Retriever.build(
         texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="IVF8,Flat", candidates=10
     )
-    ivf = faiss.extract_index_ivf(r.coarse_index.index)
+    ivf = faiss.extract_index_ivf(r.backend.coarse_index.index)
     default = [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=5)]
     wide = [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=5, nprobe=8)]
     assert ivf.nprobe == 1  # nothing left set by the search
@@ -230,15 +230,15 @@ def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encod
         (3, 8),
         (12, 32),
         r.doc_ids,
-        r.coarse_index.index.reconstruct_n(0, len(r)),
-        np.asarray(r.fine_store.vectors, dtype=np.float32),
+        r.backend.coarse_index.index.reconstruct_n(0, len(r)),
+        np.asarray(r.backend.fine_store.vectors, dtype=np.float32),
         candidates=10,
         adaptation=r.adaptation,  # the same head: the same (projected) coarse queries
     )
     assert wide == [[h.doc_id for h in hits] for hits in flat.search_batch(QUERIES, k=5)]
     hnsw = Retriever.build(texts[:50], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="HNSW8")
     hnsw.search(QUERIES[0], efSearch=7)
-    assert faiss.downcast_index(hnsw.coarse_index.index).hnsw.efSearch == 16
+    assert faiss.downcast_index(hnsw.backend.coarse_index.index).hnsw.efSearch == 16
     for knobs, message in (
         ({"efSearch": "high"}, "efSearch must be an int >= 1, got 'high'"),
         ({"efSearch": 0}, "efSearch must be an int >= 1"),
@@ -376,7 +376,7 @@ def test_a_failed_commit_leaves_the_coarse_index_whole(tiny_encoder, monkeypatch
     with pytest.raises(OSError, match="no space left"):
         r.add(texts[40:])
     monkeypatch.undo()
-    assert len(r.coarse_index) == len(r) == 40 and len(r.fine_store) == 40
+    assert len(r.backend.coarse_index) == len(r) == 40 and len(r.backend.fine_store) == 40
     assert [[h.doc_id for h in r.search(q, k=5)] for q in QUERIES] == before
     r.add(texts[40:])  # and the next add works
-    assert len(r.coarse_index) == 60
+    assert len(r.backend.coarse_index) == 60

@@ -86,7 +86,7 @@ def test_searches_use_the_calibration_and_measure_what_it_measured(built, coarse
     assert cal.rule in ("fixed", "patient") and cal.fit_queries == cal.check_queries == 30
     check = np.sort(np.random.default_rng(0).permutation(60)[30:])
     checked = [queries[i] for i in check]
-    _, exact = r.fine_store.search_exact(r.encoder.encode(checked, [r.fine])[r.fine], 5)
+    _, exact = r.backend.fine_store.search_exact(r.encoder.encode(checked, [r.fine])[r.fine], 5)
     timings = SearchTimings()
     _, got = r.search_arrays(checked, 5, coarse_query=coarse_query, timings=timings)
     overlap = np.mean([len(set(e) & set(g)) / 5 for e, g in zip(exact, got)])

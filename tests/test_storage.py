@@ -36,8 +36,8 @@ def test_round_trip_restores_everything(built, tiny_encoder, tmp_path):
     loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
     assert ranking(loaded) == ranking(built)
     assert (loaded.coarse, loaded.fine, loaded.candidates) == (built.coarse, built.fine, 12)
-    assert loaded.coarse_index.factory == "HNSW16"
-    assert mapping_of(loaded.fine_store.vectors) is not None and loaded.fine_store.dtype == "float16"
+    assert loaded.backend.coarse_index.factory == "HNSW16"
+    assert mapping_of(loaded.backend.fine_store.vectors) is not None and loaded.backend.fine_store.dtype == "float16"
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert (
         manifest["model"]["fingerprint"] == built.encoder.fingerprint
@@ -204,11 +204,11 @@ def test_add_after_load_grows_on_disk_and_leaves_the_saved_index_alone(tmp_path,
     saved = digests()
     loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
     loaded.add(texts[60:])
-    grow = loaded.fine_store.path
+    grow = loaded.backend.fine_store.path
     assert grow is not None and grow.parent == tmp_path / "idx" and grow.name.startswith("grow-")
     assert {k: v for k, v in digests().items() if not k.startswith("grow-")} == saved  # never written
     whole = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
-    np.testing.assert_array_equal(np.asarray(loaded.fine_store.vectors), np.asarray(whole.fine_store.vectors))
+    np.testing.assert_array_equal(np.asarray(loaded.backend.fine_store.vectors), np.asarray(whole.backend.fine_store.vectors))
     for q in ("cell gene", "bone risk"):
         assert [h.doc_id for h in loaded.search(q, k=5)] == [h.doc_id for h in whole.search(q, k=5)]
     loaded.save(tmp_path / "idx")  # the new generation holds all 80
@@ -256,9 +256,9 @@ def test_close_releases_the_maps_and_the_scratch_copy(tmp_path, tiny_encoder):
     )
     with Retriever.load(tmp_path / "i", model=tiny_encoder) as r:
         r.add(texts[40:])
-        grow = r.fine_store.path
+        grow = r.backend.fine_store.path
         assert grow.exists() and len(r.search("cell gene", k=3)) == 3
-    assert not grow.exists() and mapping_of(r.fine_store.vectors) is None
+    assert not grow.exists() and mapping_of(r.backend.fine_store.vectors) is None
     for call in (lambda: r.search("cell"), lambda: r.add(["more"]), lambda: r.save(tmp_path / "j")):
         with pytest.raises(RuntimeError, match="this retriever is closed"):
             call()

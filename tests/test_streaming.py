@@ -77,7 +77,7 @@ def test_streamed_build_on_disk_equals_in_memory_build(tiny_encoder, corpus, tmp
         chunk_size=7,
         fine_path=tmp_path / "fine.npy",
     )
-    assert mapping_of(disk.fine_store.vectors) is not None
+    assert mapping_of(disk.backend.fine_store.vectors) is not None
     assert np.load(tmp_path / "fine.npy").shape == (len(corpus), 32)
     assert not list(tmp_path.glob("*.pending"))  # the scratch file of coarse vectors is gone
     for q in QUERIES:
@@ -96,10 +96,10 @@ def test_interrupted_stream_into_disk_store_leaves_the_index_as_it_was(tiny_enco
     with pytest.raises(KeyboardInterrupt):
         r.add(stream(corpus[10:], fail_after=12), chunk_size=5)  # two chunks were written to disk
     assert (tmp_path / "fine.npy").read_bytes() == before
-    assert len(r) == 10 and len(r.coarse_index) == 10 and r.search(QUERIES[1], k=5) == hits
+    assert len(r) == 10 and len(r.backend.coarse_index) == 10 and r.search(QUERIES[1], k=5) == hits
     assert not list(tmp_path.glob("*.pending"))
     r.add(stream(corpus[10:]), chunk_size=5)
-    assert len(r) == len(corpus) == len(r.fine_store) == len(r.coarse_index)
+    assert len(r) == len(corpus) == len(r.backend.fine_store) == len(r.backend.coarse_index)
 
 
 def test_failed_build_removes_its_fine_file(tiny_encoder, corpus, tmp_path):
@@ -125,15 +125,15 @@ def test_failed_coarse_add_is_rolled_back(tiny_encoder, corpus, monkeypatch):
     monkeypatch.setattr(CoarseIndex, "add", add_then_fail)
     with pytest.raises(MemoryError):
         r.add(corpus[10:20])
-    assert len(r.coarse_index) == len(r.fine_store) == len(r) == 10
+    assert len(r.backend.coarse_index) == len(r.backend.fine_store) == len(r) == 10
     monkeypatch.setattr(CoarseIndex, "add", real_add)
     r.add(corpus[10:20])
-    assert len(r.coarse_index) == 20
+    assert len(r.backend.coarse_index) == 20
 
 
 def test_ivf_is_trained_on_a_random_sample(tiny_encoder, corpus):
     r = Retriever.build(corpus, coarse=(3, 8), model=tiny_encoder, index="IVF4,Flat", train_size=20)
-    assert r.coarse_index.is_trained and len(r.coarse_index) == len(corpus)
+    assert r.backend.coarse_index.is_trained and len(r.backend.coarse_index) == len(corpus)
     wide = r.search(QUERIES[0], k=5, nprobe=4)  # every list probed: the funnel equals the Flat one
     flat = Retriever.build(corpus, coarse=(3, 8), model=tiny_encoder)
     assert [h.doc_id for h in wide] == [h.doc_id for h in flat.search(QUERIES[0], k=5)]
@@ -142,45 +142,6 @@ def test_ivf_is_trained_on_a_random_sample(tiny_encoder, corpus):
 def test_bad_fine_path_is_refused_before_encoding(tiny_encoder, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         Retriever.build(["a b"], coarse=(3, 8), model=tiny_encoder, fine_path=tmp_path / "no" / "f.npy")
-
-
-def test_qdrant_backend_returns_the_same_hits_as_faiss(tiny_encoder, corpus):
-    pytest.importorskip("qdrant_client")
-    kwargs = dict(coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10, fine_dtype="float32")
-    faiss_r = Retriever.build(corpus, chunk_size=50, **kwargs)
-    qdrant_r = Retriever.build(corpus, backend="qdrant", chunk_size=50, **kwargs)
-    assert len(qdrant_r.backend) == len(corpus) and "qdrant" in repr(qdrant_r)
-    # both fitted the same coarse head on the same first chunk
-    assert (
-        qdrant_r.adaptation.chosen == "ridge" and qdrant_r.encoder.fingerprint == faiss_r.encoder.fingerprint
-    )
-    for q in QUERIES:
-        a, b = faiss_r.search(q, k=5), qdrant_r.search(q, k=5)
-        assert [h.doc_id for h in a] == [h.doc_id for h in b]
-        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
-    batch = qdrant_r.search_batch(QUERIES, k=5)
-    assert [[h.doc_id for h in hits] for hits in batch] == [
-        [h.doc_id for h in faiss_r.search(q, k=5)] for q in QUERIES
-    ]
-    # an interrupted add is rolled back in the collection too
-    with pytest.raises(KeyboardInterrupt):
-        qdrant_r.add(stream(corpus[:30], fail_after=20), chunk_size=8)
-    assert len(qdrant_r.backend) == len(qdrant_r) == len(corpus)
-    with pytest.raises(ValueError, match="persists them itself"):
-        qdrant_r.save("/tmp/never-written")
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"backend": "milvus"}, "backend='milvus' is not known; choose one of faiss, qdrant"),
-        ({"backend_options": {"path": "x"}}, "backend_options apply to backend='qdrant'"),
-        ({"backend": "qdrant", "fine_path": "f.npy"}, "fine_path applies to the FAISS backend"),
-    ],
-)
-def test_bad_backend_arguments_are_refused(tiny_encoder, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        Retriever.build(["a b"], coarse=(3, 8), model=tiny_encoder, **kwargs)
 
 
 def test_a_streamed_add_shows_one_bar_for_the_whole_corpus(tiny_encoder, monkeypatch):

@@ -1,0 +1,176 @@
+"""The funnel in this process: a FAISS index over the coarse vectors and a fine store.
+
+Rows are written in two steps (see :mod:`adaptive_retrieval.backends`): :meth:`FaissBackend.add` appends
+the fine vectors to the store and holds the coarse ones in a spill (RAM, or a scratch file beside an
+on-disk store); :meth:`FaissBackend.commit` trains the coarse index if it needs it and adds them. A
+failed add truncates the store and leaves the FAISS index as it was (an index that cannot remove rows,
+HNSW, is staged in a copy swapped in when whole).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..corpus import DocId
+from ..index import CoarseIndex, CoarseSpill, FineStore
+from . import Backend, FileWriter, _clock
+
+
+class FaissBackend(Backend):
+    """A :class:`~adaptive_retrieval.index.CoarseIndex` and a :class:`~adaptive_retrieval.index.FineStore`.
+
+    ``train_size``: how many coarse vectors, drawn at random, train an index that needs training."""
+
+    name = "faiss"
+
+    def __init__(
+        self, coarse_index: CoarseIndex, fine_store: FineStore, *, train_size: int = 100_000
+    ) -> None:
+        self.coarse_index = coarse_index
+        self.fine_store = fine_store
+        self.train_size = train_size
+        self._spill: CoarseSpill | None = None
+
+    @classmethod
+    def create(
+        cls,
+        coarse_dim: int,
+        fine_dim: int,
+        *,
+        index: str = "Flat",
+        fine_dtype: str = "float16",
+        fine_path: str | Path | None = None,
+        train_size: int = 100_000,
+    ) -> FaissBackend:
+        """An empty backend: a coarse index from the FAISS factory string ``index``, and a fine store
+        in RAM or (``fine_path``) in a new ``.npy`` file."""
+        coarse_index = CoarseIndex(coarse_dim, index)
+        fine_store = (
+            FineStore.empty(fine_dim, fine_dtype)
+            if fine_path is None
+            else FineStore.on_disk(fine_path, fine_dim, fine_dtype)
+        )
+        return cls(coarse_index, fine_store, train_size=train_size)
+
+    @classmethod
+    def open(
+        cls, path: Path, manifest: dict[str, Any], *, verify: bool | str = True, mmap: bool = True
+    ) -> tuple[FaissBackend, list[DocId]]:
+        from ..storage import read_data_files
+
+        coarse_index, fine_store, doc_ids = read_data_files(path, manifest, verify=verify, mmap=mmap)
+        entry = manifest.get("backend") or {}
+        train_size = entry.get("train_size", manifest.get("train_size", 100_000))
+        return cls(coarse_index, fine_store, train_size=train_size), doc_ids
+
+    def __len__(self) -> int:
+        return len(self.coarse_index)
+
+    def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
+        if self._spill is None:
+            path = self.fine_store.path
+            pending = None if path is None else path.with_name(path.name + ".pending")
+            self._spill = CoarseSpill(self.coarse_index.dim, pending)
+        self.fine_store.extend(fine)
+        self._spill.append(coarse)
+
+    def commit(self) -> None:
+        """Train the coarse index if it needs it, then add the pending coarse vectors (removed again if
+        this fails; the caller then rolls back the fine rows)."""
+        spill, self._spill = self._spill, None
+        if spill is None:
+            return
+        try:
+            index = self.coarse_index
+            target = index if index.can_remove() else index.clone()
+            before = len(target)
+            try:
+                if not target.is_trained:
+                    target.train(spill.sample(self.train_size))
+                for block in spill.blocks():
+                    target.add(block)
+            except BaseException:
+                if target is index:
+                    target.remove_from(before)
+                raise
+            self.coarse_index = target
+        finally:
+            spill.close()
+
+    def rollback(self, start: int) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        self.coarse_index.remove_from(start)
+        self.fine_store.truncate(min(start, len(self.fine_store)))
+
+    def coarse_search(
+        self, coarse_q: np.ndarray, depth: int, params: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.coarse_index.search(coarse_q, depth, params=params)
+
+    def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return self.fine_store.scores(fine_q, rows)
+
+    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.fine_store.search_exact(fine_q, k)
+
+    def search(
+        self,
+        coarse_q: np.ndarray,
+        fine_q: np.ndarray,
+        k: int,
+        shortlist: int,
+        *,
+        params: Any = None,
+        patience: int | None = None,
+        seconds: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        t0 = time.perf_counter()
+        _, cand = self.coarse_index.search(coarse_q, shortlist, params=params)
+        t1 = time.perf_counter()
+        found = self.fine_store.rerank_with_fallback(fine_q, cand, k, patience=patience)
+        _clock(seconds, t0, t1)
+        return found
+
+    def search_parameters(self, **knobs: Any) -> Any:
+        """FAISS's per-call parameters (``nprobe``, ``efSearch``, ``k_factor``, ``max_codes``)."""
+        return self.coarse_index.search_parameters(**knobs)
+
+    def set_knobs(self, **knobs: Any) -> None:
+        self.coarse_index.set_knobs(**knobs)
+
+    def files(self, doc_ids: list[DocId]) -> dict[str, FileWriter]:
+        """The coarse index, the fine store and the document ids (the id list lives here, with them)."""
+        from ..storage import extra_writers
+
+        return {
+            "coarse": ("faiss", self.coarse_index.save),
+            "fine": ("npy", self.fine_store.save),
+            **extra_writers(doc_ids, None, None),
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "index": self.coarse_index.factory,
+            "fine_dtype": self.fine_store.dtype,
+            "train_size": self.train_size,
+        }
+
+    def nbytes(self) -> tuple[int, int]:
+        return self.coarse_index.nbytes(), self.fine_store.nbytes()
+
+    def discard(self) -> None:
+        if self.fine_store.path is not None:
+            self.fine_store.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.fine_store.close()
+
+    def describe(self) -> str:
+        return self.coarse_index.factory

@@ -1,0 +1,345 @@
+"""The funnel on Milvus: both views per document in one collection, through pymilvus' ``MilvusClient``.
+
+One client for every deployment: ``uri="./papers.db"`` (a file path) runs **Milvus Lite**, the
+engine embedded in this process (``pip install milvus-lite``), and ``uri="http://host:19530"`` a Milvus
+server or cluster (with ``token=``). Each document is an entity::
+
+    key     INT64 primary key: 63 bits of sha256 of the document id (point_key: the same in every process)
+    doc_id  VARCHAR: the document id as JSON (so int and str ids come back as they went in)
+    coarse  FLOAT_VECTOR(coarse dim), inner product, index ``coarse_index`` (FLAT by default; HNSW, IVF...)
+    fine    FLOAT_VECTOR(fine dim), inner product, FLAT: it is only re-ranked, never searched whole
+
+A search runs the funnel as two requests, both server-side: a batched coarse search returns each
+query's shortlist of keys, then one fine search per query, filtered to its shortlist
+(``filter="key in [...]"``), re-ranks it where the vectors live; only ``k`` keys and scores come back,
+never a vector. (A patient shortlist, which reads its candidates a step at a time, fetches the fine
+vectors of the candidates it reads instead; ``benchmarks/bench_engines.py`` times both on Milvus Lite.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from ..corpus import DocId
+from . import Backend, KeyedRows, _clock, point_key
+
+try:
+    from pymilvus import DataType, MilvusClient
+except ImportError as err:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "backend='milvus' needs pymilvus (and milvus-lite for a local file): "
+        "pip install 'adaptive-retrieval[milvus]'"
+    ) from err
+
+logger = logging.getLogger(__name__)
+
+_KNOBS = {"ef": "HNSW beam width", "nprobe": "IVF lists probed"}
+_MAX_ID_CHARS = 65_535
+
+
+#: Milvus Lite files open in this process, and how many backends use each: the embedded engine holds a
+#: file lock until it is released, so the last backend to close a file releases it (another process
+#: can then open it).
+_LITE_USERS: dict[str, int] = {}
+_LITE_GUARD = threading.Lock()
+
+
+def _is_lite(uri: str) -> bool:
+    return "://" not in uri
+
+
+def _lite_open(uri: str) -> None:
+    with _LITE_GUARD:
+        path = os.path.abspath(uri)
+        _LITE_USERS[path] = _LITE_USERS.get(path, 0) + 1
+
+
+def _lite_close(uri: str) -> None:
+    path = os.path.abspath(uri)
+    with _LITE_GUARD:
+        _LITE_USERS[path] -= 1
+        last = _LITE_USERS[path] == 0
+        if last:
+            del _LITE_USERS[path]
+    if last:
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(path)
+
+
+def _key(hit: Any) -> int:
+    """A search hit's primary key (Milvus Lite names it by the field, a server ``id``)."""
+    try:
+        return int(hit["key"])
+    except KeyError:
+        return int(hit["id"])
+
+
+class MilvusBackend(Backend):
+    """A Milvus collection holding a retriever's two views; see the module docstring.
+
+    Args:
+        coarse_dim, fine_dim: the views' dimensions.
+        uri: a file path ending in ``.db`` (Milvus Lite) or a server URI (``http://host:19530``).
+        token: a server's credentials (``"user:password"`` or an API key).
+        collection: the collection name (default: a new unique name); an existing one is refused
+            (reopen one with ``Retriever.load`` of the directory its retriever was saved to).
+        client: a ready ``pymilvus.MilvusClient`` (instead of ``uri``).
+        coarse_index: the coarse vectors' Milvus index type (``"FLAT"``, ``"HNSW"``, ``"IVF_FLAT"``...)
+            and ``coarse_index_params`` its build parameters (e.g. ``{"M": 16, "efConstruction": 200}``).
+        upload_batch: entities per insert request.
+    """
+
+    name = "milvus"
+
+    def __init__(
+        self,
+        coarse_dim: int,
+        fine_dim: int,
+        *,
+        uri: str | None = None,
+        token: str | None = None,
+        collection: str | None = None,
+        client: Any = None,
+        coarse_index: str = "FLAT",
+        coarse_index_params: dict[str, Any] | None = None,
+        upload_batch: int = 1000,
+        _existing: bool = False,
+    ) -> None:
+        if client is None and not uri:
+            raise ValueError(
+                "backend='milvus' needs backend_options uri=...: a file path such as './index.db' (Milvus "
+                "Lite, embedded) or a server URI such as 'http://localhost:19530'"
+            )
+        if client is not None and uri is not None:
+            raise ValueError("give backend_options client= or uri=, not both")
+        self._own_client = client is None
+        self.uri = None if client is not None else str(uri)
+        self.client = client if client is not None else MilvusClient(self.uri, token=token or "")
+        if self._own_client and _is_lite(self.uri):
+            _lite_open(self.uri)
+        self.collection = collection or f"adaptive_retrieval_{uuid.uuid4().hex[:8]}"
+        self.upload_batch = upload_batch
+        self.rows = KeyedRows()
+        self._created = False
+        if _existing:
+            return
+        if self.client.has_collection(self.collection):
+            self.close()
+            raise ValueError(
+                f"Milvus collection {self.collection!r} already exists; choose another collection= name, "
+                "or reopen it with Retriever.load of the directory its retriever was saved to"
+            )
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("key", DataType.INT64, is_primary=True)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=_MAX_ID_CHARS)
+        schema.add_field("coarse", DataType.FLOAT_VECTOR, dim=coarse_dim)
+        schema.add_field("fine", DataType.FLOAT_VECTOR, dim=fine_dim)
+        index_params = self.client.prepare_index_params()
+        index_params.add_index(
+            "coarse", index_type=coarse_index, metric_type="IP", params=coarse_index_params or {}
+        )
+        index_params.add_index("fine", index_type="FLAT", metric_type="IP")
+        self.client.create_collection(
+            self.collection, schema=schema, index_params=index_params, consistency_level="Strong"
+        )
+        self._created = True
+
+    @classmethod
+    def open(
+        cls,
+        entry: dict[str, Any],
+        manifest: dict[str, Any],
+        *,
+        uri: str | None = None,
+        token: str | None = None,
+        client: Any = None,
+    ) -> tuple[MilvusBackend, list[DocId]]:
+        """Reattach to the collection ``entry`` names (at the saved ``uri``, or ``uri`` / ``client``
+        given here). Every entity present becomes a row, in the order the engine lists them."""
+        if client is None and uri is None:
+            uri = entry.get("uri")
+        backend = cls(
+            manifest["coarse"][1],
+            manifest["fine"][1],
+            uri=uri,
+            token=token,
+            client=client,
+            collection=entry["collection"],
+            _existing=True,
+        )
+        if not backend.client.has_collection(backend.collection):
+            backend.close()
+            raise ValueError(
+                f"Milvus collection {entry['collection']!r} does not exist (any more) at {uri!r}"
+            )
+        # a collection released (e.g. by a restart) is loaded again before it is read
+        backend.client.load_collection(backend.collection)
+        keys, doc_ids = [], []
+        # Milvus Lite has no timestamp service: the iterator logs that (client and embedded server side)
+        # and reads a snapshot as of now, which is what reopening needs
+        quiet = [logging.getLogger(name) for name in ("pymilvus", "grpc._server")]
+        levels = [q.level for q in quiet]
+        for q in quiet:
+            q.setLevel(logging.CRITICAL)
+        try:
+            it = backend.client.query_iterator(
+                backend.collection, batch_size=4096, output_fields=["key", "doc_id"]
+            )
+            while batch := it.next():
+                keys += [int(e["key"]) for e in batch]
+                doc_ids += [json.loads(e["doc_id"]) for e in batch]
+            it.close()
+        finally:
+            for q, level in zip(quiet, levels):
+                q.setLevel(level)
+        backend.rows.stage(0, keys, doc_ids)
+        backend.rows.commit()
+        return backend, doc_ids
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
+        names = [json.dumps(d) for d in doc_ids]
+        long = next((d for d, n in zip(doc_ids, names) if len(n) > _MAX_ID_CHARS), None)
+        if long is not None:
+            raise ValueError(
+                f"document id {long!r:.80} is longer than Milvus stores ({_MAX_ID_CHARS} characters)"
+            )
+        keys = [point_key(d) for d in doc_ids]
+        self.rows.stage(first_row, keys, doc_ids)
+        coarse = np.asarray(coarse, dtype=np.float32)
+        fine = np.asarray(fine, dtype=np.float32)
+        for start in range(0, len(keys), self.upload_batch):
+            end = min(start + self.upload_batch, len(keys))
+            self.client.insert(
+                self.collection,
+                [
+                    {
+                        "key": keys[i],
+                        "doc_id": names[i],
+                        "coarse": coarse[i].tolist(),
+                        "fine": fine[i].tolist(),
+                    }
+                    for i in range(start, end)
+                ],
+            )
+
+    def commit(self) -> None:
+        self.rows.commit()
+
+    def rollback(self, start: int) -> None:
+        gone = self.rows.rollback(start)
+        for i in range(0, len(gone), self.upload_batch):
+            self.client.delete(self.collection, ids=gone[i : i + self.upload_batch])
+
+    def _results(self, results: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = [[_key(h) for h in hits] for hits in results]
+        scores = [[h["distance"] for h in hits] for hits in results]
+        return self.rows.rows(keys, scores, k)
+
+    def _search(
+        self, vectors: np.ndarray, field: str, limit: int, params: Any = None, filter: str = ""
+    ) -> Any:
+        return self.client.search(
+            self.collection,
+            data=np.asarray(vectors, dtype=np.float32).tolist(),
+            anns_field=field,
+            limit=limit,
+            filter=filter,
+            output_fields=["key"],
+            search_params={"metric_type": "IP", "params": params or {}},
+        )
+
+    def coarse_search(
+        self, coarse_q: np.ndarray, depth: int, params: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._results(self._search(coarse_q, "coarse", depth, params), depth)
+
+    def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        wanted = sorted({self.rows.keys[r] for r in rows.ravel()})
+        got = self.client.get(self.collection, ids=wanted, output_fields=["fine"])
+        vector = {int(e["key"]): np.asarray(e["fine"], dtype=np.float32) for e in got}
+        stacked = np.stack([vector[self.rows.keys[r]] for r in rows.ravel()])
+        return np.einsum("qcd,qd->qc", stacked.reshape(*rows.shape, -1), np.asarray(fine_q, np.float32))
+
+    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._results(self._search(fine_q, "fine", k), k)
+
+    def search(
+        self,
+        coarse_q: np.ndarray,
+        fine_q: np.ndarray,
+        k: int,
+        shortlist: int,
+        *,
+        params: Any = None,
+        patience: int | None = None,
+        seconds: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """Coarse search (one batched request), then each query's shortlist re-ranked by a fine search
+        filtered to it (server-side); a patient shortlist runs the generic form."""
+        if patience is not None:
+            return super().search(
+                coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
+            )
+        shortlist = max(shortlist, k)
+        t0 = time.perf_counter()
+        coarse = self._search(coarse_q, "coarse", shortlist, params)
+        t1 = time.perf_counter()
+        keys, scores = [], []
+        for f, hits in zip(fine_q, coarse):
+            listed = [_key(h) for h in hits]
+            if not listed:
+                keys.append([]), scores.append([])
+                continue
+            fine = self._search(f[None], "fine", k, filter=f"key in {listed}")[0]
+            keys.append([_key(h) for h in fine])
+            scores.append([h["distance"] for h in fine])
+        D, I = self.rows.rows(keys, scores, k)
+        D, I, fallbacks = self._fallback(fine_q, k, D, I)
+        _clock(seconds, t0, t1)
+        return D, I, fallbacks, np.array([len(h) for h in coarse], dtype=np.int64)
+
+    def search_parameters(self, **knobs: Any) -> dict[str, Any] | None:
+        """Per-call search parameters of the coarse index: ``ef`` (HNSW), ``nprobe`` (IVF)."""
+        for name, value in knobs.items():
+            if name not in _KNOBS:
+                raise ValueError(f"unknown Milvus search parameter {name!r}; known: {', '.join(_KNOBS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"search parameter {name} must be an int >= 1, got {value!r}")
+        return {name: int(value) for name, value in knobs.items()} or None
+
+    def manifest(self) -> dict[str, Any]:
+        if self.uri is None:
+            raise ValueError(
+                "this retriever's Milvus client was passed in, so its URI is unknown here; save() records "
+                "where the collection lives: build with backend_options uri=... to save and reopen it"
+            )
+        return {"name": self.name, "collection": self.collection, "uri": self.uri}
+
+    def discard(self) -> None:
+        if self._created:
+            self.client.drop_collection(self.collection)
+        self.close()
+
+    def close(self) -> None:
+        """Close the client if this backend created it (a client passed in stays the caller's)."""
+        if self._own_client and self.client is not None:
+            self.client.close()
+            if _is_lite(self.uri):
+                _lite_close(self.uri)  # the last user of a Milvus Lite file releases its lock
+            self.client = None
+
+    def describe(self) -> str:
+        return f"milvus:{self.collection}"

@@ -1,0 +1,289 @@
+"""The funnel on Qdrant: both views per document as named vectors, the funnel as one server-side query.
+
+Each document is a point with two named vectors, ``coarse`` and ``fine`` (dot product over
+L2-normalised view vectors: cosine, as the FAISS funnel scores), and its document id as payload. Its
+point id is a UUID made from the document id (:func:`~adaptive_retrieval.backends.point_uuid`), so
+writers in different processes never overwrite each other's documents, and a collection can be
+reopened from any process (:meth:`QdrantBackend.open`). A search is one ``query_points`` per query
+(batched with ``query_batch_points``)::
+
+    prefetch: query=coarse vector, using="coarse", limit=candidates     # recall on the coarse view
+    query:    fine vector, using="fine", limit=k                          # re-rank those candidates only
+
+so the fine vectors are compared only with the candidates, where they live, and nothing but ``k`` ids
+and scores comes back. The same client code runs against a Qdrant server or cluster
+(``location=URL``), where the coarse vectors get an HNSW index and the fine ones are stored without one
+(they are only re-ranked), and in-process (``location=":memory:"`` or ``path=``): **Qdrant's local
+mode, a Python emulation of the engine's API, not the engine** (it always searches exactly); the tests
+run on it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from ..corpus import DocId
+from . import Backend, KeyedRows, _clock, point_uuid
+
+try:
+    from qdrant_client import QdrantClient, models
+except ImportError as err:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "backend='qdrant' needs the qdrant-client package: pip install 'adaptive-retrieval[scale]'"
+    ) from err
+
+_KNOBS = ("hnsw_ef", "exact")
+
+
+def _client(location: str | None, path: str | None, client: Any) -> tuple[Any, bool]:
+    if client is not None:
+        if location is not None or path is not None:
+            raise ValueError("give backend_options client= or location=/path=, not both")
+        return client, False
+    if location is not None and path is not None:
+        raise ValueError("give backend_options location= or path=, not both")
+    return (QdrantClient(path=path) if path is not None else QdrantClient(location or ":memory:")), True
+
+
+class QdrantBackend(Backend):
+    """A Qdrant collection holding a retriever's two views; see the module docstring.
+
+    Args:
+        coarse_dim, fine_dim: the views' dimensions.
+        location: ``":memory:"`` (default), or a server URL such as ``"http://localhost:6333"``.
+        path: a folder for Qdrant's local on-disk mode (instead of ``location``).
+        collection: the collection name (default: a new unique name); an existing one is refused
+            (reopen one with ``Retriever.load`` of the directory ``save`` wrote).
+        client: a ready :class:`qdrant_client.QdrantClient` (instead of ``location``/``path``).
+        hnsw: build an HNSW graph on the coarse vectors (a server's default); the fine vectors never
+            get one. Local mode always searches exactly.
+        upload_batch: points per upsert request.
+    """
+
+    name = "qdrant"
+
+    def __init__(
+        self,
+        coarse_dim: int,
+        fine_dim: int,
+        *,
+        location: str | None = None,
+        path: str | None = None,
+        collection: str | None = None,
+        client: Any = None,
+        hnsw: bool = True,
+        upload_batch: int = 256,
+        _existing: bool = False,
+    ) -> None:
+        self.client, self._own_client = _client(location, path, client)
+        self.location, self.path = location, path
+        self.collection = collection or f"adaptive-retrieval-{uuid.uuid4().hex[:8]}"
+        self.upload_batch = upload_batch
+        self.rows = KeyedRows()
+        self._search_params: dict[str, Any] = {}
+        self._created = False
+        if _existing:
+            return
+        if self.client.collection_exists(self.collection):
+            self.close()
+            raise ValueError(
+                f"Qdrant collection {self.collection!r} already exists; choose another collection= name, "
+                "or reopen it with Retriever.load of the directory its retriever was saved to"
+            )
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                "coarse": models.VectorParams(
+                    size=coarse_dim,
+                    distance=models.Distance.DOT,
+                    hnsw_config=None if hnsw else models.HnswConfigDiff(m=0),
+                ),
+                "fine": models.VectorParams(
+                    size=fine_dim, distance=models.Distance.DOT, hnsw_config=models.HnswConfigDiff(m=0)
+                ),
+            },
+        )
+        self._created = True
+
+    @classmethod
+    def open(
+        cls,
+        entry: dict[str, Any],
+        manifest: dict[str, Any],
+        *,
+        location: str | None = None,
+        path: str | None = None,
+        client: Any = None,
+    ) -> tuple[QdrantBackend, list[DocId]]:
+        """Reattach to the collection ``entry`` names (where it lives: as saved, or ``location`` /
+        ``path`` / ``client`` given here). Every point present becomes a row, in point-id order."""
+        if client is None and location is None and path is None:
+            location, path = entry.get("location"), entry.get("path")
+        backend = cls(
+            manifest["coarse"][1],
+            manifest["fine"][1],
+            location=location,
+            path=path,
+            client=client,
+            collection=entry["collection"],
+            _existing=True,
+        )
+        if not backend.client.collection_exists(backend.collection):
+            backend.close()
+            raise ValueError(f"Qdrant collection {entry['collection']!r} does not exist (any more) there")
+        keys, doc_ids, offset = [], [], None
+        while True:
+            points, offset = backend.client.scroll(
+                backend.collection, limit=4096, offset=offset, with_payload=["doc_id"], with_vectors=False
+            )
+            keys += [str(p.id) for p in points]
+            doc_ids += [p.payload["doc_id"] for p in points]
+            if offset is None:
+                break
+        backend.rows.stage(0, keys, doc_ids)
+        backend.rows.commit()
+        return backend, doc_ids
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
+        keys = [point_uuid(d) for d in doc_ids]
+        self.rows.stage(first_row, keys, doc_ids)
+        coarse = np.asarray(coarse, dtype=np.float32)
+        fine = np.asarray(fine, dtype=np.float32)
+        for start in range(0, len(coarse), self.upload_batch):
+            end = min(start + self.upload_batch, len(coarse))
+            self.client.upsert(
+                self.collection,
+                points=models.Batch(
+                    ids=keys[start:end],
+                    vectors={"coarse": coarse[start:end].tolist(), "fine": fine[start:end].tolist()},
+                    payloads=[{"doc_id": d} for d in doc_ids[start:end]],
+                ),
+                wait=True,
+            )
+
+    def commit(self) -> None:
+        self.rows.commit()
+
+    def rollback(self, start: int) -> None:
+        gone = self.rows.rollback(start)
+        if gone:
+            self.client.delete(self.collection, points_selector=models.PointIdsList(points=gone), wait=True)
+
+    def _answers(self, answers: list[Any], k: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = [[str(p.id) for p in a.points] for a in answers]
+        scores = [[p.score for p in a.points] for a in answers]
+        return self.rows.rows(keys, scores, k)
+
+    def coarse_search(
+        self, coarse_q: np.ndarray, depth: int, params: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        requests = [
+            models.QueryRequest(query=c.tolist(), using="coarse", limit=depth, params=params)
+            for c in coarse_q
+        ]
+        return self._answers(self.client.query_batch_points(self.collection, requests=requests), depth)
+
+    def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        wanted = sorted({self.rows.keys[r] for r in rows.ravel()})
+        points = self.client.retrieve(self.collection, ids=wanted, with_vectors=["fine"])
+        vector = {str(p.id): np.asarray(p.vector["fine"], dtype=np.float32) for p in points}
+        stacked = np.stack([vector[self.rows.keys[r]] for r in rows.ravel()])
+        return np.einsum("qcd,qd->qc", stacked.reshape(*rows.shape, -1), np.asarray(fine_q, np.float32))
+
+    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        exact = models.SearchParams(exact=True)
+        requests = [
+            models.QueryRequest(query=f.tolist(), using="fine", limit=k, params=exact) for f in fine_q
+        ]
+        return self._answers(self.client.query_batch_points(self.collection, requests=requests), k)
+
+    def search(
+        self,
+        coarse_q: np.ndarray,
+        fine_q: np.ndarray,
+        k: int,
+        shortlist: int,
+        *,
+        params: Any = None,
+        patience: int | None = None,
+        seconds: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """The funnel server-side, one request per query (a patient shortlist runs the generic form,
+        fetching the fine vectors of the candidates it reads)."""
+        if patience is not None:
+            return super().search(
+                coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
+            )
+        t0 = time.perf_counter()
+        requests = [
+            models.QueryRequest(
+                prefetch=models.Prefetch(
+                    query=c.tolist(), using="coarse", limit=max(shortlist, k), params=params
+                ),
+                query=f.tolist(),
+                using="fine",
+                limit=k,
+            )
+            for c, f in zip(coarse_q, fine_q)
+        ]
+        D, I = self._answers(self.client.query_batch_points(self.collection, requests=requests), k)
+        D, I, fallbacks = self._fallback(fine_q, k, D, I)
+        _clock(
+            seconds, t0, time.perf_counter()
+        )  # one request runs both stages: all of it is the coarse search's
+        return D, I, fallbacks, np.full(len(coarse_q), max(shortlist, k), dtype=np.int64)
+
+    def search_parameters(self, **knobs: Any) -> models.SearchParams | None:
+        """Per-call search parameters: ``hnsw_ef`` (HNSW beam width on a server), ``exact``; checked
+        here, over the defaults :meth:`set_knobs` set."""
+        unknown = [k for k in knobs if k not in _KNOBS]
+        if unknown:
+            raise ValueError(f"unknown Qdrant search parameter {unknown[0]!r}; known: {', '.join(_KNOBS)}")
+        if "hnsw_ef" in knobs and (
+            isinstance(knobs["hnsw_ef"], bool)
+            or not isinstance(knobs["hnsw_ef"], int)
+            or knobs["hnsw_ef"] < 1
+        ):
+            raise ValueError(f"search parameter hnsw_ef must be an int >= 1, got {knobs['hnsw_ef']!r}")
+        if "exact" in knobs and not isinstance(knobs["exact"], bool):
+            raise ValueError(f"search parameter exact must be True or False, got {knobs['exact']!r}")
+        merged = {**self._search_params, **knobs}
+        return models.SearchParams(**merged) if merged else None
+
+    def set_knobs(self, **knobs: Any) -> None:
+        self.search_parameters(**knobs)
+        self._search_params.update(knobs)
+
+    def manifest(self) -> dict[str, Any]:
+        if self.path is None and self.location in (None, ":memory:"):
+            raise ValueError(
+                "this retriever's Qdrant collection is in memory and ends with this process; build it with "
+                "backend_options path=... (local mode on disk) or location=<server URL> to save and reopen it"
+            )
+        return {
+            "name": self.name,
+            "collection": self.collection,
+            "location": self.location,
+            "path": self.path,
+        }
+
+    def discard(self) -> None:
+        if self._created:
+            self.client.delete_collection(self.collection)
+        self.close()
+
+    def close(self) -> None:
+        """Close the client if this backend created it (a client passed in stays the caller's)."""
+        if self._own_client:
+            self.client.close()
+
+    def describe(self) -> str:
+        return f"qdrant:{self.collection}"

@@ -1,0 +1,194 @@
+"""Every engine behind the one backend interface returns the same hits: FAISS, Qdrant (local mode: a
+Python emulation of the engine, not Qdrant itself) and Milvus Lite (the engine, embedded); saved and
+reopened from a fresh process; rolled back on failure; shared by writers without collisions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import make_model, make_tokenizer, random_texts
+from test_retriever import QUERIES
+from test_streaming import stream
+
+from adaptive_retrieval import Encoder, Retriever
+from adaptive_retrieval.backends import KeyedRows, point_key, point_uuid
+
+ENGINES = ("qdrant", "milvus")
+VIEWS = dict(coarse=(3, 8), fine=(12, 32), candidates=10)
+
+
+def engine_options(engine: str, tmp_path, name: str = "docs") -> dict:
+    if engine == "qdrant":
+        pytest.importorskip("qdrant_client")
+        return {"path": str(tmp_path / f"qdrant-{name}"), "collection": name}
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    return {"uri": str(tmp_path / f"milvus-{name}.db"), "collection": name}
+
+
+def engine_count(r: Retriever) -> int:
+    """Documents in the engine itself, not in the retriever's row map."""
+    b = r.backend
+    if b.name == "qdrant":
+        return b.client.count(b.collection, exact=True).count
+    return int(b.client.query(b.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    make_model("bert").save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus():
+    """Ids of both kinds, one with quotes and brackets (a filter expression must not see it raw)."""
+    texts = random_texts(60, seed=1)
+    ids = [i if i % 3 else f'doc "{i}" [x]' for i in range(len(texts))]
+    return dict(zip(ids, texts))
+
+
+@pytest.fixture(scope="module")
+def faiss_r(model_dir, mixed_corpus):
+    return Retriever.build(mixed_corpus, model=str(model_dir), fine_dtype="float32", chunk_size=50, **VIEWS)
+
+
+def ranked(r: Retriever, **kwargs) -> list[list]:
+    return [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=10, **kwargs)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_returns_the_faiss_hits_and_reopens_from_a_fresh_process(
+    engine, model_dir, mixed_corpus, faiss_r, tmp_path
+):
+    options = engine_options(engine, tmp_path)
+    r = Retriever.build(
+        mixed_corpus, model=str(model_dir), chunk_size=50, backend=engine, backend_options=options, **VIEWS
+    )
+    assert len(r) == len(r.backend) == engine_count(r) == len(mixed_corpus) and engine in repr(r)
+    assert r.adaptation.chosen == "ridge" and r.encoder.fingerprint == faiss_r.encoder.fingerprint
+    for q in QUERIES:  # the same head fitted on the same first chunk: the same funnel
+        a, b = faiss_r.search(q, k=5), r.search(q, k=5)
+        assert [h.doc_id for h in a] == [h.doc_id for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+    for kwargs in ({}, {"coarse_query": "early"}, {"candidates": 60}):
+        assert ranked(r, **kwargs) == ranked(faiss_r, **kwargs)
+    # the generic funnel (candidates fetched, re-ranked here: the patient path) agrees with the engine's own
+    fine_q = r.encoder.encode(QUERIES, [r.fine])[r.fine]
+    coarse_q = r.project(fine_q)
+    own = r.backend.search(coarse_q, fine_q, 5, 10)
+    generic = super(type(r.backend), r.backend).search(coarse_q, fine_q, 5, 10)
+    np.testing.assert_array_equal(own[1], generic[1])
+    np.testing.assert_allclose(own[0], generic[0], atol=1e-5)
+    # an interrupted add leaves the collection as it was
+    with pytest.raises(KeyboardInterrupt):
+        r.add(stream(random_texts(30, seed=2), fail_after=20), chunk_size=8)
+    assert len(r) == len(r.backend) == engine_count(r) == len(mixed_corpus)
+    r.save(tmp_path / "idx")
+    r.close()
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from adaptive_retrieval import Retriever
+        r = Retriever.load({str(tmp_path / "idx")!r})
+        hits = r.search_batch({QUERIES!r}, k=10)
+        print(json.dumps([len(r), [[h.doc_id for h in hs] for hs in hits]]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    count, reopened = json.loads(out.stdout.strip().splitlines()[-1])
+    assert count == len(mixed_corpus) and reopened == ranked(faiss_r)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_writers_in_turn_never_overwrite_each_other(engine, model_dir, tmp_path):
+    options = engine_options(engine, tmp_path, "shared")
+    enc = Encoder.from_pretrained(str(model_dir))
+    first = Retriever.build(
+        {f"a{i}": t for i, t in enumerate(random_texts(30, seed=3))},
+        model=enc,
+        backend=engine,
+        backend_options=options,
+        **VIEWS,
+    )
+    first.save(tmp_path / "idx")
+    first.close()
+    second = Retriever.load(tmp_path / "idx", model=enc)
+    second.add({f"b{i}": t for i, t in enumerate(random_texts(20, seed=4))})
+    with pytest.raises(ValueError, match="already in the index"):
+        second.add({"a3": "an id the first writer added"})
+    second.close()
+    third = Retriever.load(tmp_path / "idx", model=enc)  # sees both writers' documents, none lost
+    assert sorted(map(str, third.doc_ids)) == sorted(
+        [f"a{i}" for i in range(30)] + [f"b{i}" for i in range(20)]
+    )
+    assert engine_count(third) == 50
+    third.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_failed_build_removes_its_collection(engine, tiny_encoder, tmp_path):
+    options = engine_options(engine, tmp_path, "failed")
+    with pytest.raises(KeyboardInterrupt):
+        Retriever.build(
+            stream(random_texts(40, seed=5), fail_after=25),
+            model=tiny_encoder,
+            chunk_size=10,
+            backend=engine,
+            backend_options=options,
+            **VIEWS,
+        )
+    r = Retriever.build(
+        random_texts(10, seed=6), model=tiny_encoder, backend=engine, backend_options=options, **VIEWS
+    )
+    assert (
+        len(r) == engine_count(r) == 10
+    )  # the name was free again, and nothing of the failed build is in it
+    with pytest.raises(ValueError, match="already exists"):
+        shared = {"collection": options["collection"], "client": r.backend.client}
+        Retriever.build(["x y"], model=tiny_encoder, backend=engine, backend_options=shared, **VIEWS)
+    r.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"backend": "elastic"}, "backend='elastic' is not known; choose one of faiss, qdrant, milvus"),
+        ({"backend_options": {"path": "x"}}, "backend_options apply to backend='qdrant' or 'milvus'"),
+        ({"backend": "qdrant", "fine_path": "f.npy"}, "fine_path applies to the FAISS backend"),
+        ({"backend": "qdrant", "index": "HNSW32"}, "is a FAISS factory string; qdrant takes"),
+        ({"backend": "milvus"}, "backend='milvus' needs backend_options uri="),
+    ],
+)
+def test_bad_backend_arguments_are_refused(tiny_encoder, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Retriever.build(["a b"], coarse=(3, 8), model=tiny_encoder, **kwargs)
+
+
+def test_an_in_memory_collection_cannot_be_saved(tiny_encoder, tmp_path):
+    pytest.importorskip("qdrant_client")
+    r = Retriever.build(random_texts(10, seed=7), model=tiny_encoder, backend="qdrant", **VIEWS)
+    with pytest.raises(ValueError, match="in memory and ends with this process"):
+        r.save(tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_keys_are_stable_and_the_row_map_refuses_collisions():
+    assert point_key("a") == point_key("a") != point_key(1) != point_key("1")
+    assert 0 <= point_key("a") < 2**63 and point_uuid(7).count("-") == 4
+    rows = KeyedRows()
+    rows.stage(0, [11, 12], ["x", "y"])
+    with pytest.raises(ValueError, match="engine key of a document already"):
+        rows.stage(2, [12], ["z"])
+    rows.commit()
+    D, I = rows.rows([[12, 99, 11]], [[0.5, 0.9, 0.5]], 4)  # 99: unknown here; equal scores: lower row first
+    assert I.tolist() == [[0, 1, -1, -1]] and D[0, :2].tolist() == [0.5, 0.5]
+    assert rows.rollback(1) == [12] and len(rows) == 1
