@@ -775,11 +775,11 @@ class Retriever:
         timings: SearchTimings | None = None,
         **knobs: float,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The funnel in FAISS's form: ``(D, I)`` of shape ``(n_queries, k)`` with internal ids
-        (rows of :attr:`doc_ids`) padded with ``-1``."""
+        """The funnel in FAISS's form: ``(D, I)`` of shape ``(n_queries, min(k, len(self)))`` with
+        internal ids (rows of :attr:`doc_ids`), padded with ``-1`` where a search found fewer."""
         self._check_open()
         queries = _check_queries(queries)
-        k = _positive_int(k, "k")
+        k = min(_positive_int(k, "k"), max(len(self), 1))  # no index has more to return
         coarse_query = self._coarse_query(coarse_query)
         shortlist, patience = self._shortlist(k, candidates, coarse_query)
         batch_size = (
@@ -934,14 +934,21 @@ class Retriever:
                 )
         coarse = model.check_view(manifest["coarse"], name="coarse")
         fine = model.check_view(manifest["fine"], name="fine")
-        entry = manifest.get("backend") or {"name": "faiss"}  # indexes saved before engines were named
+        adaptation, calibration = manifest["adaptation"], manifest["calibration"]
+        try:
+            adaptation = None if adaptation is None else Adaptation(**adaptation, projection=projection)
+            calibration = None if calibration is None else Calibration(**calibration)
+        except TypeError as err:
+            raise ValueError(
+                f"the index at {str(path)!r} is damaged: its manifest's records: {err}"
+            ) from None
+        entry = manifest["backend"]
         options = dict(backend_options or {})
         if entry["name"] == "faiss":
             if options:
                 raise ValueError("backend_options apply to indexes whose vectors live in Qdrant or Milvus")
             options = {"verify": False, "mmap": mmap}  # verified above
         backend, doc_ids = open_backend(entry, Path(path), manifest, options)
-        adaptation = manifest.get("adaptation")
         return cls(
             model,
             coarse,
@@ -949,6 +956,6 @@ class Retriever:
             backend,
             doc_ids,
             candidates=manifest["candidates"],
-            adaptation=None if adaptation is None else Adaptation(**adaptation, projection=projection),
-            calibration=Calibration(**manifest["calibration"]) if manifest.get("calibration") else None,
+            adaptation=adaptation,
+            calibration=calibration,
         )

@@ -160,7 +160,72 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ValueError(
             f"{manifest_file} has format version {manifest.get('format_version')}; this library reads {FORMAT_VERSION}"
         )
+    check_manifest(manifest, manifest_file)
     return manifest
+
+
+def _is_int(x: Any, least: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= least
+
+
+def _is_view(x: Any) -> bool:
+    return isinstance(x, list) and len(x) == 2 and _is_int(x[0]) and _is_int(x[1], 1)
+
+
+def _is_map(x: Any, value: Any) -> bool:
+    return isinstance(x, dict) and all(isinstance(k, str) and value(v) for k, v in x.items())
+
+
+def _is_file_name(x: Any) -> bool:
+    return isinstance(x, str) and bool(x) and "/" not in x and "\\" not in x and x not in (".", "..")
+
+
+#: What every manifest holds, and how each value must look; a manifest missing one, or holding one of
+#: another form, is damaged.
+_MANIFEST_FIELDS: dict[str, tuple[str, Any]] = {
+    "model": (
+        "a dict with name, fingerprint, pooling and max_length",
+        lambda x: (
+            isinstance(x, dict)
+            and isinstance(x.get("fingerprint"), str)
+            and isinstance(x.get("pooling"), str)
+            and _is_int(x.get("max_length"), 1)
+            and (x.get("name") is None or isinstance(x.get("name"), str))
+        ),
+    ),
+    "coarse": ("[layer, dim]", _is_view),
+    "fine": ("[layer, dim]", _is_view),
+    "index": ("a string", lambda x: isinstance(x, str) and bool(x)),
+    "count": ("an int >= 0", _is_int),
+    "candidates": ("an int >= 1", lambda x: _is_int(x, 1)),
+    "files": ("file names by key", lambda x: _is_map(x, _is_file_name)),
+    "sizes": ("sizes by key", lambda x: _is_map(x, _is_int)),
+    "sha256": ("hashes by key", lambda x: _is_map(x, lambda v: isinstance(v, str))),
+    "backend": (
+        "a dict with the engine's name",
+        lambda x: isinstance(x, dict) and isinstance(x.get("name"), str),
+    ),
+    "metric": ("'inner_product'", lambda x: x == "inner_product"),
+    "sample_bytes": ("an int >= 1", lambda x: _is_int(x, 1)),
+    "sample_sha256": ("hashes by key", lambda x: _is_map(x, lambda v: isinstance(v, str))),
+    "saved_at": ("a string", lambda x: isinstance(x, str)),
+    "library_version": ("a string", lambda x: isinstance(x, str)),
+    "adaptation": ("a dict or null", lambda x: x is None or isinstance(x, dict)),
+    "calibration": ("a dict or null", lambda x: x is None or isinstance(x, dict)),
+}
+
+
+def check_manifest(manifest: dict[str, Any], where: Path | str) -> None:
+    """Refuse a manifest with a field missing or of the wrong form (``ValueError`` naming it), so that
+    nothing downstream meets a ``KeyError`` or a ``None`` where an index's fact should be."""
+    for key, (form, ok) in _MANIFEST_FIELDS.items():
+        if key not in manifest:
+            raise ValueError(f"{where} is damaged: it has no {key!r}")
+        if not ok(manifest[key]):
+            raise ValueError(f"{where} is damaged: {key!r} must be {form}, got {manifest[key]!r:.80}")
+    for key in ("sizes", "sha256", "sample_sha256"):
+        if set(manifest[key]) != set(manifest["files"]):
+            raise ValueError(f"{where} is damaged: {key!r} does not cover the same files as 'files'")
 
 
 def check_verify(verify: object) -> None:
@@ -170,10 +235,9 @@ def check_verify(verify: object) -> None:
 
 def verify_files(path: Path, manifest: dict[str, Any], verify: bool | str = True) -> None:
     """Refuse missing, truncated or altered data files. ``verify``: ``True`` hashes every file up to
-    ``FULL_HASH_LIMIT`` bytes and samples larger ones (:func:`_sample_sha256`; a manifest without
-    samples gets full hashes), ``"full"`` hashes every byte, ``False`` checks sizes only."""
+    ``FULL_HASH_LIMIT`` bytes and samples larger ones (:func:`_sample_sha256`), ``"full"`` hashes every byte, ``False`` checks sizes only."""
     check_verify(verify)
-    samples = manifest.get("sample_sha256", {})
+    samples = manifest["sample_sha256"]
     for key, name in manifest["files"].items():
         f = path / name
         if not f.is_file():
@@ -185,7 +249,7 @@ def verify_files(path: Path, manifest: dict[str, Any], verify: bool | str = True
             )
         if verify is False:
             continue
-        sampled = verify is True and key in samples and f.stat().st_size > FULL_HASH_LIMIT
+        sampled = verify is True and f.stat().st_size > FULL_HASH_LIMIT
         if sampled:
             bad = _sample_sha256(f, manifest["sample_bytes"]) != samples[key]
         else:

@@ -92,7 +92,9 @@ def run(
                 cal = r.calibrate(documents=corpus, target=target, coarse_query=coarse_query, max_queries=500)
             for rule in ("fixed", "patient"):
                 if rule == "fixed":
-                    _, got, _, read = r.backend.fine_store.rerank_with_fallback(fine_q, cand[:, : cal.candidates], K)
+                    _, got, _, read = r.backend.fine_store.rerank_with_fallback(
+                        fine_q, cand[:, : cal.candidates], K
+                    )
                 else:
                     _, got, _, read = r.backend.fine_store.rerank_with_fallback(
                         fine_q, cand[:, : cal.cap], K, patience=cal.patience

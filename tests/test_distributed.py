@@ -38,7 +38,9 @@ def test_ray_encoding_builds_the_same_index_as_build(local_ray, tmp_path):
         dict(zip(ids, texts)), coarse=(2, 8), fine=(4, 32), model=encoder, fine_dtype="float32"
     )
     order = [via_ray._rows[d] for d in direct.doc_ids]  # Ray may hand batches back in any order
-    np.testing.assert_allclose(via_ray.backend.fine_store.vectors[order], direct.backend.fine_store.vectors, atol=1e-5)
+    np.testing.assert_allclose(
+        via_ray.backend.fine_store.vectors[order], direct.backend.fine_store.vectors, atol=1e-5
+    )
     for q in texts[:3]:
         assert [h.doc_id for h in via_ray.search(q, k=5)] == [h.doc_id for h in direct.search(q, k=5)]
 

@@ -37,7 +37,10 @@ def test_round_trip_restores_everything(built, tiny_encoder, tmp_path):
     assert ranking(loaded) == ranking(built)
     assert (loaded.coarse, loaded.fine, loaded.candidates) == (built.coarse, built.fine, 12)
     assert loaded.backend.coarse_index.factory == "HNSW16"
-    assert mapping_of(loaded.backend.fine_store.vectors) is not None and loaded.backend.fine_store.dtype == "float16"
+    assert (
+        mapping_of(loaded.backend.fine_store.vectors) is not None
+        and loaded.backend.fine_store.dtype == "float16"
+    )
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert (
         manifest["model"]["fingerprint"] == built.encoder.fingerprint
@@ -208,7 +211,9 @@ def test_add_after_load_grows_on_disk_and_leaves_the_saved_index_alone(tmp_path,
     assert grow is not None and grow.parent == tmp_path / "idx" and grow.name.startswith("grow-")
     assert {k: v for k, v in digests().items() if not k.startswith("grow-")} == saved  # never written
     whole = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
-    np.testing.assert_array_equal(np.asarray(loaded.backend.fine_store.vectors), np.asarray(whole.backend.fine_store.vectors))
+    np.testing.assert_array_equal(
+        np.asarray(loaded.backend.fine_store.vectors), np.asarray(whole.backend.fine_store.vectors)
+    )
     for q in ("cell gene", "bone risk"):
         assert [h.doc_id for h in loaded.search(q, k=5)] == [h.doc_id for h in whole.search(q, k=5)]
     loaded.save(tmp_path / "idx")  # the new generation holds all 80

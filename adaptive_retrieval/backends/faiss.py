@@ -63,8 +63,7 @@ class FaissBackend(Backend):
         from ..storage import read_data_files
 
         coarse_index, fine_store, doc_ids = read_data_files(path, manifest, verify=verify, mmap=mmap)
-        entry = manifest.get("backend") or {}
-        train_size = entry.get("train_size", manifest.get("train_size", 100_000))
+        train_size = manifest["backend"].get("train_size", 100_000)
         return cls(coarse_index, fine_store, train_size=train_size), doc_ids
 
     def __len__(self) -> int:
