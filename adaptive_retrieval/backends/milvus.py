@@ -9,11 +9,17 @@ server or cluster (with ``token=``). Each document is an entity::
     coarse  FLOAT_VECTOR(coarse dim), inner product, index ``coarse_index`` (FLAT by default; HNSW, IVF...)
     fine    FLOAT_VECTOR(fine dim), inner product, FLAT: it is only re-ranked, never searched whole
 
-A search runs the funnel as two requests, both server-side: a batched coarse search returns each
-query's shortlist of keys, then one fine search per query, filtered to its shortlist
-(``filter="key in [...]"``), re-ranks it where the vectors live; only ``k`` keys and scores come back,
-never a vector. (A patient shortlist, which reads its candidates a step at a time, fetches the fine
-vectors of the candidates it reads instead; ``benchmarks/bench_engines.py`` times both on Milvus Lite.)
+A search is a batched coarse search for each query's shortlist of keys, then the shortlist re-ranked
+in one of two ways (``rerank=``):
+
+- ``"fetch"`` (the default): the shortlist's fine vectors are fetched (``get``) and scored here;
+- ``"server"``: one fine search per query, filtered to its shortlist (``filter="key in [...]"``), so the
+  re-rank runs where the vectors live and only ``k`` keys and scores come back.
+
+Measured on Milvus Lite (``benchmarks/bench_engines.py``, docs/results/bench-engines: 10,000 documents,
+shortlist 100, one query at a time, this 2-core machine), fetching was 4.5x faster at p50 (151 ms vs
+679 ms; the same top 10 either way), so it is the default; on a remote server, where a fetched shortlist
+crosses the network (100 x 384 float32: 150 KB a query), measure ``"server"`` too.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class MilvusBackend(Backend):
         client: a ready ``pymilvus.MilvusClient`` (instead of ``uri``).
         coarse_index: the coarse vectors' Milvus index type (``"FLAT"``, ``"HNSW"``, ``"IVF_FLAT"``...)
             and ``coarse_index_params`` its build parameters (e.g. ``{"M": 16, "efConstruction": 200}``).
+        rerank: ``"fetch"`` or ``"server"``: where a shortlist is re-ranked (see the module docstring).
         upload_batch: entities per insert request.
     """
 
@@ -111,9 +118,13 @@ class MilvusBackend(Backend):
         client: Any = None,
         coarse_index: str = "FLAT",
         coarse_index_params: dict[str, Any] | None = None,
+        rerank: str = "fetch",
         upload_batch: int = 1000,
         _existing: bool = False,
     ) -> None:
+        if rerank not in ("fetch", "server"):
+            raise ValueError(f"rerank={rerank!r}: choose 'fetch' (the default) or 'server'")
+        self.rerank = rerank
         if client is None and not uri:
             raise ValueError(
                 "backend='milvus' needs backend_options uri=...: a file path such as './index.db' (Milvus "
@@ -162,6 +173,7 @@ class MilvusBackend(Backend):
         uri: str | None = None,
         token: str | None = None,
         client: Any = None,
+        rerank: str | None = None,
     ) -> tuple[MilvusBackend, list[DocId]]:
         """Reattach to the collection ``entry`` names (at the saved ``uri``, or ``uri`` / ``client``
         given here). Every entity present becomes a row, in the order the engine lists them."""
@@ -174,6 +186,7 @@ class MilvusBackend(Backend):
             token=token,
             client=client,
             collection=entry["collection"],
+            rerank=rerank or entry.get("rerank", "fetch"),
             _existing=True,
         )
         if not backend.client.has_collection(backend.collection):
@@ -287,9 +300,10 @@ class MilvusBackend(Backend):
         patience: int | None = None,
         seconds: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        """Coarse search (one batched request), then each query's shortlist re-ranked by a fine search
-        filtered to it (server-side); a patient shortlist runs the generic form."""
-        if patience is not None:
+        """Coarse search (one batched request), then each query's shortlist re-ranked: fetched and
+        scored here (``rerank="fetch"``, and any patient shortlist: the generic form), or by a fine
+        search filtered to it, server-side (``rerank="server"``)."""
+        if patience is not None or self.rerank == "fetch":
             return super().search(
                 coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
             )
@@ -326,7 +340,7 @@ class MilvusBackend(Backend):
                 "this retriever's Milvus client was passed in, so its URI is unknown here; save() records "
                 "where the collection lives: build with backend_options uri=... to save and reopen it"
             )
-        return {"name": self.name, "collection": self.collection, "uri": self.uri}
+        return {"name": self.name, "collection": self.collection, "uri": self.uri, "rerank": self.rerank}
 
     def discard(self) -> None:
         if self._created:

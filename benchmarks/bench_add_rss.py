@@ -1,0 +1,135 @@
+"""Peak RSS of adding documents to a loaded on-disk index: does ``add`` read the fine store into RAM?
+
+    python benchmarks/bench_add_rss.py --docs 1000000 --add 100000 --out docs/results/add-rss
+
+The parent writes an index of ``--docs`` documents (synthetic unit vectors at ``minilm-l6``'s 2x64 and
+6x384 views; float16 fine store streamed to disk; Flat coarse index) and saves it. A fresh process loads
+it (the fine store memory-mapped), resets its peak-RSS counter (``/proc/self/clear_refs``), adds
+``--add`` documents in chunks of ``--chunk`` (``add_vector_batches``: the path every add takes), and
+reports its peak RSS above its RSS before the add, beside the two things that must grow: the coarse
+index (``add`` x 64 x 4 bytes) and one chunk of input vectors. Linux only (``/proc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_retrieval import Encoder, Retriever
+
+COARSE, FINE = (2, 64), (6, 384)
+
+
+def rows(first: int, n: int, dim: int, salt: int) -> np.ndarray:
+    x = np.random.default_rng([salt, first]).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def batches(first: int, total: int, chunk: int):
+    for lo in range(first, first + total, chunk):
+        n = min(chunk, first + total - lo)
+        yield list(range(lo, lo + n)), rows(lo, n, COARSE[1], 1), rows(lo, n, FINE[1], 2)
+
+
+def status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def child(index: Path, docs: int, add: int, chunk: int) -> None:
+    encoder = Encoder.from_pretrained("minilm-l6")
+    r = Retriever.load(index, model=encoder)
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from the current RSS
+    before = status("VmRSS")
+    t0 = time.perf_counter()
+    r.add_vector_batches(batches(docs, add, chunk))
+    seconds = time.perf_counter() - t0
+    peak = status("VmHWM")
+    print(json.dumps({"rss_before": before, "peak_during_add": peak, "add_s": seconds, "count": len(r)}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=1_000_000)
+    ap.add_argument("--add", type=int, default=100_000)
+    ap.add_argument("--chunk", type=int, default=10_000)
+    ap.add_argument("--dir", type=Path, default=Path("runs/add-rss"))
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    index = args.dir / "index"
+    if args.child:
+        child(index, args.docs, args.add, args.chunk)
+        return
+    shutil.rmtree(args.dir, ignore_errors=True)
+    args.dir.mkdir(parents=True)
+    t0 = time.perf_counter()
+    encoder = Encoder.from_pretrained("minilm-l6")
+    built = Retriever.from_vector_batches(
+        encoder, COARSE, FINE, batches(0, args.docs, 100_000), fine_path=args.dir / "build-fine.npy"
+    )
+    built.save(index)
+    built.close()
+    (args.dir / "build-fine.npy").unlink()
+    build_s = time.perf_counter() - t0
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--dir",
+            str(args.dir),
+            "--docs",
+            str(args.docs),
+            "--add",
+            str(args.add),
+            "--chunk",
+            str(args.chunk),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    growth = measured["peak_during_add"] - measured["rss_before"]
+    coarse_growth = args.add * COARSE[1] * 4
+    chunk_bytes = args.chunk * (COARSE[1] + FINE[1]) * 4
+    result = {
+        "command": f"python benchmarks/bench_add_rss.py --docs {args.docs} --add {args.add} --chunk {args.chunk}",
+        "machine": f"{platform.machine()}, {platform.system()}, 2 cores, 24 GB (this project's CPU machine)",
+        "labels": "none (synthetic vectors)",
+        "index": {
+            "docs": args.docs,
+            "coarse": "Flat 64 dims float32",
+            "fine": "384 dims float16, memory-mapped",
+            "fine_bytes": args.docs * FINE[1] * 2,
+            "build_s": round(build_s, 1),
+        },
+        "rss_before_add": measured["rss_before"],
+        "peak_rss_growth_during_add": growth,
+        "coarse_index_growth": coarse_growth,
+        "one_chunk_of_input": chunk_bytes,
+        "bound": coarse_growth + chunk_bytes,
+        "within_bound": growth <= coarse_growth + chunk_bytes,
+        "add_s": round(measured["add_s"], 1),
+        "count_after": measured["count"],
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(result, indent=2))
+    shutil.rmtree(args.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
