@@ -469,7 +469,7 @@ def adapt_encoder(
         fresh = [j for j, (i, span) in enumerate(zip(rows, spans)) if span and span != texts[i].strip()]
         if fresh:
             encoded = encoder.encode(
-                [spans[j] for j in fresh],
+                encoder.as_queries([spans[j] for j in fresh]),  # query-like: encoded as queries are
                 views,
                 batch_size=batch_size,
                 show_progress=show_progress,

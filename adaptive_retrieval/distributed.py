@@ -59,7 +59,7 @@ class _EncodeViews:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = [str(t) for t in batch[self.text_column]]
-        vectors = self.encoder.encode(texts, self.views, show_progress=False)
+        vectors = self.encoder.encode(self.encoder.as_documents(texts), self.views, show_progress=False)
         out = {k: v for k, v in batch.items() if k != self.text_column}
         out.update({column(view): vectors[view] for view in self.views})
         return out

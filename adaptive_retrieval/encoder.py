@@ -97,7 +97,12 @@ class Encoder:
         device: str | torch.device | None = None,
         batch_size: int = 32,
         heads: Mapping[int, torch.Tensor] | None = None,
+        query_prompt: str = "",
+        document_prompt: str = "",
     ) -> None:
+        for key, prompt in (("query_prompt", query_prompt), ("document_prompt", document_prompt)):
+            if not isinstance(prompt, str):
+                raise TypeError(f'{key} must be a str ("" for none), got {type(prompt).__name__}')
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -112,6 +117,9 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.model.eval()
+        #: prepended to every query / document text (E5's "query: ", BGE's instruction); the model's own
+        #: sentence-transformers ``prompts`` by default (see :func:`~adaptive_retrieval.models.load_encoder`)
+        self.query_prompt, self.document_prompt = query_prompt, document_prompt
         self._weights_fingerprint: str | None = None
         self.heads: dict[int, torch.Tensor] = {}
         for layer, head in (heads or {}).items():
@@ -140,6 +148,14 @@ class Encoder:
     def full_view(self) -> View:
         """The last layer at full width: what the model itself produces."""
         return View(self.n_layers, self.hidden_size)
+
+    def as_queries(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` as this model encodes queries: with :attr:`query_prompt` in front (if any)."""
+        return [self.query_prompt + t for t in texts] if self.query_prompt else list(texts)
+
+    def as_documents(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` as this model encodes documents: with :attr:`document_prompt` in front (if any)."""
+        return [self.document_prompt + t for t in texts] if self.document_prompt else list(texts)
 
     def check_view(self, view: ViewLike, *, name: str = "view") -> View:
         """Parse ``view`` and check it fits this model and its layer's coarse head, if any; the error names

@@ -407,6 +407,33 @@ def read_sentence_transformers_config(path: Path) -> dict[str, Any]:
                 f"{path}: module {kind!r} after pooling is not supported (views are taken from pooled "
                 "hidden states, so a head after pooling would be skipped)"
             )
+    out.update(read_prompts(path))
+    return out
+
+
+#: The names sentence-transformers models give their query and document prompts, in order of preference.
+QUERY_PROMPT_NAMES = ("query",)
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+
+
+def read_prompts(path: Path) -> dict[str, str]:
+    """The query and document prompts a sentence-transformers model was trained with (its
+    ``config_sentence_transformers.json`` ``prompts``: ``query``, and ``document``, ``passage`` or
+    ``corpus``), as ``{"query_prompt": ..., "document_prompt": ...}``; only those it names."""
+    cfg_file = Path(path) / "config_sentence_transformers.json"
+    if not cfg_file.is_file():
+        return {}
+    try:
+        prompts = json.loads(cfg_file.read_text()).get("prompts") or {}
+    except ValueError as err:
+        raise ValueError(f"{cfg_file} is not valid JSON: {err}") from None
+    if not isinstance(prompts, dict):
+        raise ValueError(f"{cfg_file}: 'prompts' must map names to strings, got {prompts!r:.80}")
+    out = {}
+    for key, names in (("query_prompt", QUERY_PROMPT_NAMES), ("document_prompt", DOCUMENT_PROMPT_NAMES)):
+        found = next((prompts[n] for n in names if isinstance(prompts.get(n), str)), None)
+        if found:
+            out[key] = found
     return out
 
 
@@ -448,9 +475,13 @@ def load_encoder(
     *,
     pooling: str | None = None,
     max_length: int | None = None,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
     **kwargs: Any,
 ):
-    """Build an :class:`Encoder` from a named model or a directory (see :meth:`Encoder.from_pretrained`)."""
+    """Build an :class:`Encoder` from a named model or a directory (see :meth:`Encoder.from_pretrained`).
+    ``query_prompt`` / ``document_prompt`` default to the model's own sentence-transformers prompts
+    (E5's ``"query: "`` / ``"passage: "``, BGE's query instruction); ``""`` turns one off."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from .encoder import Encoder
@@ -506,5 +537,7 @@ def load_encoder(
         if named
         else (str(name_or_path) if _is_hub_id(name_or_path) else str(path.resolve())),
         heads=heads,
+        query_prompt=st.get("query_prompt", "") if query_prompt is None else query_prompt,
+        document_prompt=st.get("document_prompt", "") if document_prompt is None else document_prompt,
         **kwargs,
     )

@@ -254,11 +254,16 @@ class Retriever:
                     yield ids, *self._adapt_to(texts, batch_size, bar)
                     continue
                 if self.projection is not None:  # the coarse vectors come from the fine ones
-                    fine = self.encoder.encode(texts, [self.fine], batch_size=batch_size, progress=bar)
+                    fine = self.encoder.encode(
+                        self.encoder.as_documents(texts), [self.fine], batch_size=batch_size, progress=bar
+                    )
                     yield ids, self.project(fine[self.fine]), fine[self.fine]
                     continue
                 vectors = self.encoder.encode(
-                    texts, [self.coarse, self.fine], batch_size=batch_size, progress=bar
+                    self.encoder.as_documents(texts),
+                    [self.coarse, self.fine],
+                    batch_size=batch_size,
+                    progress=bar,
                 )
                 yield ids, vectors[self.coarse], vectors[self.fine]
 
@@ -278,7 +283,9 @@ class Retriever:
         enc, hidden = self.encoder, self.encoder.hidden_size
         layers = [View(layer, hidden) for layer in range(1, self.coarse.layer + 1)]
         plain_views = sorted({*layers, View(self.fine.layer, hidden)})
-        plain = enc.encode(texts, plain_views, batch_size=batch_size, apply_heads=False, progress=bar)
+        plain = enc.encode(
+            enc.as_documents(texts), plain_views, batch_size=batch_size, apply_heads=False, progress=bar
+        )
         fine_states = torch.from_numpy(plain[View(self.fine.layer, hidden)]).to(enc.device)
         fine = enc.project(fine_states, self.fine).float().cpu().numpy()
         states = [plain[v] for v in layers]
@@ -669,7 +676,8 @@ class Retriever:
         k, cap = min(k, len(self) - spare), min(cap, len(self) - spare)
         if k < 1:
             raise ValueError(f"the index holds {len(self)} documents: too few to calibrate")
-        vectors = self.query_encoder.encode(queries, [self.coarse, self.fine], batch_size=batch_size)
+        enc = self.query_encoder
+        vectors = enc.encode(enc.as_queries(queries), [self.coarse, self.fine], batch_size=batch_size)
         fine_q = vectors[self.fine]
         coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
         with self._lock.read():
@@ -816,7 +824,7 @@ class Retriever:
                 return enc.view(enc.advance(state, self.fine.layer), self.fine.dim).float().cpu().numpy()
 
             t0 = time.perf_counter()
-            state = enc.advance(enc.start(queries), self.coarse.layer)
+            state = enc.advance(enc.start(enc.as_queries(queries)), self.coarse.layer)
             if coarse_query == "early":
                 coarse_q = enc.view(state, self.coarse.dim).float().cpu().numpy()
             t1 = time.perf_counter()
@@ -857,6 +865,8 @@ class Retriever:
                 "model_type": enc.model.config.model_type,
                 "pooling": enc.pooling,
                 "max_length": enc.max_length,
+                "query_prompt": enc.query_prompt,
+                "document_prompt": enc.document_prompt,
                 "n_layers": enc.n_layers,
                 "hidden_size": enc.hidden_size,
             },
@@ -890,7 +900,7 @@ class Retriever:
         backend_options: dict[str, Any] | None = None,
     ) -> Retriever:
         """Load a saved index. ``model`` defaults to the one named in the manifest; a model whose
-        weights, pooling or max length differ from the index's is refused. ``verify`` (default ``True``)
+        weights, pooling, max length or prompts differ from the index's is refused. ``verify`` (default ``True``)
         checks every file's size and sha256, sampling files over 64 MB (their first and last 4 MB: a
         large fine store loads in milliseconds); ``"full"`` hashes every byte; ``False``, sizes only.
         ``mmap`` memory-maps the fine matrix.
@@ -902,22 +912,27 @@ class Retriever:
         check_verify(verify)
         manifest = read_manifest(Path(path))
         saved = manifest["model"]
+        # how the index's texts were encoded: the model must encode queries the same way
+        settings = {
+            "pooling": saved["pooling"],
+            "max_length": saved["max_length"],
+            "query_prompt": saved.get("query_prompt", ""),
+            "document_prompt": saved.get("document_prompt", ""),
+        }
         if model is None:
             if not saved.get("name"):
                 raise ValueError(
                     f"the index at {str(path)!r} records no model name; pass model=... to load it"
                 )
             try:
-                model = Encoder.from_pretrained(
-                    saved["name"], pooling=saved["pooling"], max_length=saved["max_length"]
-                )
+                model = Encoder.from_pretrained(saved["name"], **settings)
             except ValueError as err:
                 raise ValueError(
                     f"the index at {str(path)!r} was built with model {saved['name']!r}, which cannot be found "
                     f"here ({err}); pass model=... to load it"
                 ) from None
         elif not isinstance(model, Encoder):
-            model = Encoder.from_pretrained(model, pooling=saved["pooling"], max_length=saved["max_length"])
+            model = Encoder.from_pretrained(model, **settings)
         verify_files(Path(path), manifest, verify)
         heads, projection = read_extras(Path(path), manifest)
         if heads:  # the head fitted to this corpus at build time
@@ -927,10 +942,10 @@ class Retriever:
                 f"model {model.name!r} does not match the index at {str(path)!r}, which was built with "
                 f"{saved['name']!r} (weights sha256 {saved['fingerprint'][:12]}..., given {model.fingerprint[:12]}...)"
             )
-        for key in ("pooling", "max_length"):
-            if getattr(model, key) != saved[key]:
+        for key, value in settings.items():
+            if getattr(model, key) != value:
                 raise ValueError(
-                    f"model {key}={getattr(model, key)!r} does not match the index at {str(path)!r} ({saved[key]!r})"
+                    f"model {key}={getattr(model, key)!r} does not match the index at {str(path)!r} ({value!r})"
                 )
         coarse = model.check_view(manifest["coarse"], name="coarse")
         fine = model.check_view(manifest["fine"], name="fine")

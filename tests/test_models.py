@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import make_model, make_tokenizer, random_texts
 
-from adaptive_retrieval import Encoder
+from adaptive_retrieval import Encoder, Retriever
 from adaptive_retrieval.models import (
     MARKER,
     ensure_assembled,
@@ -251,3 +251,30 @@ def test_shipped_artifacts_match_their_provenance(name):
             data = (where / file).read_bytes()
             assert len(data) == facts["bytes"] and hashlib.sha256(data).hexdigest() == facts["sha256"]
     assert models.DEFAULT_MODEL in models.NAMED_MODELS
+
+
+def test_sentence_transformers_prompts_encode_queries_and_documents_as_trained(tmp_path):
+    st = write_st_dir(tmp_path)
+    (st / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None})
+    )
+    enc = Encoder.from_pretrained(str(st))
+    assert (enc.query_prompt, enc.document_prompt) == ("query: ", "passage: ")  # E5's convention
+    plain = Encoder.from_pretrained(str(st), query_prompt="", document_prompt="")
+    assert (plain.query_prompt, plain.document_prompt) == ("", "")
+    docs = {f"d{i}": t for i, t in enumerate(random_texts(40, seed=3))}
+    r = Retriever.build(docs, coarse=(2, 8), model=enc, adapt=False, candidates=40)
+    want = plain.encode(["passage: " + t for t in docs.values()], [r.fine])[r.fine]
+    np.testing.assert_allclose(np.asarray(r.backend.fine_store.vectors, np.float32), want, atol=2e-3)
+    query = random_texts(1, seed=4)[0]
+    fine_q = plain.encode(["query: " + query], [r.fine])[r.fine][0]
+    assert np.abs(fine_q - plain.encode([query], [r.fine])[r.fine][0]).max() > 1e-4  # the prompt matters
+    stored = np.asarray(r.backend.fine_store.vectors, np.float32)  # float16: near-ties rank as stored
+    exact = np.argsort(-(stored @ fine_q))[:5]
+    assert [h.doc_id for h in r.search(query, k=5)] == [list(docs)[i] for i in exact]
+    r.save(tmp_path / "idx")
+    assert Retriever.load(tmp_path / "idx", model=str(st)).encoder.query_prompt == "query: "
+    with pytest.raises(ValueError, match="model query_prompt='' does not match"):
+        Retriever.load(tmp_path / "idx", model=plain)
+    with pytest.raises(TypeError, match="query_prompt must be a str"):
+        Encoder.from_pretrained(str(st), query_prompt=3)

@@ -17,8 +17,8 @@ in one of two ways (``rerank=``):
   re-rank runs where the vectors live and only ``k`` keys and scores come back.
 
 Measured on Milvus Lite (``benchmarks/bench_engines.py``, docs/results/bench-engines: 10,000 documents,
-shortlist 100, one query at a time, this 2-core machine), fetching was 4.5x faster at p50 (151 ms vs
-679 ms; the same top 10 either way), so it is the default; on a remote server, where a fetched shortlist
+shortlist 100, one query at a time, this 2-core machine), fetching was 4.6x faster at p50 (164 ms vs
+752 ms; the same top 10 either way), so it is the default; on a remote server, where a fetched shortlist
 crosses the network (100 x 384 float32: 150 KB a query), measure ``"server"`` too.
 """
 
