@@ -78,6 +78,7 @@ def _index(args: argparse.Namespace) -> int:
         fine_dtype=args.fine_dtype,
         batch_size=args.batch_size,
         adapt=not args.no_adapt,
+        store_text=args.store_text,
         show_progress=not args.quiet,
     )
     if args.calibrate is not None:
@@ -100,10 +101,14 @@ def _search(args: argparse.Namespace) -> int:
     retriever = Retriever.load(args.index_dir, model=args.model)
     hits = retriever.search(args.query, k=args.k, candidates=args.candidates)
     if args.json:
-        print(json.dumps([{"rank": h.rank, "doc_id": h.doc_id, "score": h.score} for h in hits]))
+        rows = [{"rank": h.rank, "doc_id": h.doc_id, "score": h.score} for h in hits]
+        if retriever.documents is not None:
+            rows = [{**row, "text": h.text, "metadata": h.metadata} for row, h in zip(rows, hits)]
+        print(json.dumps(rows))
     else:
         for h in hits:
-            print(f"{h.rank}\t{h.doc_id}\t{h.score:.4f}")
+            text = "" if h.text is None else "\t" + " ".join(h.text.split())[:100]
+            print(f"{h.rank}\t{h.doc_id}\t{h.score:.4f}{text}")
     return 0
 
 
@@ -155,6 +160,9 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         metavar="TARGET",
         help="choose the shortlist for this overlap@10 target (e.g. 0.95), on pseudo-queries from the corpus",
+    )
+    index.add_argument(
+        "--store-text", action="store_true", help="keep the texts with the index: search shows them"
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(run=_index)

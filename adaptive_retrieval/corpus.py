@@ -64,7 +64,7 @@ def _mixed(doc_id: DocId, expected: str, value: Any) -> ValueError:
     )
 
 
-def _from_mapping(corpus: Mapping[Any, Any]) -> Iterator[tuple[DocId, str]]:
+def _from_mapping(corpus: Mapping[Any, Any]) -> Iterator[tuple[DocId, str, Any]]:
     form: str | None = None
     for doc_id, value in corpus.items():
         doc_id = check_id(doc_id, repr(doc_id))
@@ -76,10 +76,13 @@ def _from_mapping(corpus: Mapping[Any, Any]) -> Iterator[tuple[DocId, str]]:
         form = form or this
         if this != form:
             raise _mixed(doc_id, form, value)
-        yield doc_id, value if this == "strings" else _beir_text(value, doc_id)
+        if this == "strings":
+            yield doc_id, value, None
+        else:  # the fields beside the text (title, url, ...) are the document's metadata
+            yield doc_id, _beir_text(value, doc_id), {k: v for k, v in value.items() if k != "text"} or None
 
 
-def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId, str]]:
+def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId, str, Any]]:
     form: str | None = None
     for position, item in enumerate(corpus):
         this = "strings" if isinstance(item, str) else "(id, text) pairs" if isinstance(item, tuple) else None
@@ -91,12 +94,12 @@ def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId
         if this != form:
             raise _mixed(position if this == "strings" else item[0], form, item)
         if this == "strings":
-            yield first_id + position, item
+            yield first_id + position, item, None
         else:
             if len(item) != 2:
                 raise ValueError(f"corpus[{position}] must be an (id, text) pair, got a tuple of {len(item)}")
             doc_id = check_id(item[0], f"corpus[{position}]")
-            yield doc_id, _check_text(item[1], doc_id)
+            yield doc_id, _check_text(item[1], doc_id), None
 
 
 def iter_documents(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, str]]:
@@ -105,6 +108,13 @@ def iter_documents(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId
     Raises ``ValueError`` for an empty corpus, mixed forms or a repeated id, and ``TypeError`` for a
     text that is not a string or an id that is neither str nor int.
     """
+    for doc_id, text, _ in iter_records(corpus, first_id=first_id):
+        yield doc_id, text
+
+
+def iter_records(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, str, Any]]:
+    """:func:`iter_documents` with each document's metadata: ``(doc_id, text, metadata)``, where the
+    metadata of a ``{"title", "text", ...}`` document is its fields but ``text`` (``None`` otherwise)."""
     if isinstance(corpus, (str, bytes)):
         raise TypeError("corpus must be a collection of documents, not a single string; wrap it in a list")
     if isinstance(corpus, Mapping):
@@ -117,18 +127,17 @@ def iter_documents(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId
             f"iterable of (id, text) pairs; got {type(corpus).__name__}"
         )
     seen: set[DocId] = set()
-    for doc_id, text in stream:
+    for doc_id, text, metadata in stream:
         if doc_id in seen:
             raise ValueError(f"corpus: document id {doc_id!r} appears twice")
         seen.add(doc_id)
-        yield doc_id, text
+        yield doc_id, text, metadata
     if not seen:
         raise ValueError("corpus is empty: give at least one document")
 
 
-def chunks(pairs: Iterable[tuple[DocId, str]], size: int) -> Iterator[tuple[list[DocId], list[str]]]:
-    """Group ``(id, text)`` pairs into ``(ids, texts)`` chunks of at most ``size`` documents."""
-    it = iter(pairs)
+def chunks(records: Iterable[tuple], size: int) -> Iterator[tuple[list, ...]]:
+    """Group ``(id, text, ...)`` tuples into ``(ids, texts, ...)`` chunks of at most ``size`` documents."""
+    it = iter(records)
     while block := list(islice(it, size)):
-        ids, texts = zip(*block)
-        yield list(ids), list(texts)
+        yield tuple(list(column) for column in zip(*block))

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from .adapt import Adaptation, adapt_encoder, project_fine, pseudo_query
 from .backends import BACKENDS, Backend, make_backend, open_backend
-from .corpus import Corpus, DocId, check_id, chunks, iter_documents
+from .corpus import Corpus, DocId, check_id, chunks, iter_documents, iter_records
+from .documents import DocumentStore
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .index import FINE_DTYPES
 from .locks import ReadWriteLock
@@ -44,11 +45,14 @@ QUERY_PRECISIONS = ("float32", "int8")
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the document's id, its fine-view cosine score, and its 1-based rank."""
+    """One search result: the document's id, its fine-view cosine score, its 1-based rank, and, in an
+    index that stores texts (``store_text=True``), the text as indexed and the document's metadata."""
 
     doc_id: DocId
     score: float
     rank: int
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass
@@ -122,8 +126,11 @@ class Retriever:
         candidates: int = 100,
         adaptation: Adaptation | None = None,
         calibration: Calibration | None = None,
+        documents: DocumentStore | None = None,
     ) -> None:
         self.encoder = encoder
+        #: the documents' texts and metadata (``store_text=True``), or ``None``
+        self.documents = documents
         #: the engine holding both views of every document: FAISS in this process, Qdrant or Milvus
         self.backend = backend
         self.coarse = coarse
@@ -162,6 +169,7 @@ class Retriever:
         backend: str = "faiss",
         backend_options: dict[str, Any] | None = None,
         adapt: bool = True,
+        store_text: bool = False,
     ) -> Retriever:
         """Encode ``corpus`` once and index both views, the coarse one adapted to the corpus.
 
@@ -198,9 +206,14 @@ class Retriever:
                 document of this index (the first chunk included), for :meth:`add` and for every search,
                 and is saved with the index; :attr:`adaptation` says what was fitted and what it gained
                 on held-out documents. It is kept only when it beats the model's own head there.
+            store_text: keep each document's text (and, for ``{"title", "text", ...}`` documents, its
+                other fields as metadata) in a document store saved with the index
+                (:mod:`adaptive_retrieval.documents`), so that every :class:`Hit` carries them: what the
+                LangChain and LlamaIndex retrievers return.
         """
-        if not isinstance(adapt, bool):
-            raise TypeError(f"adapt must be True or False, got {adapt!r}")
+        for name, flag in (("adapt", adapt), ("store_text", store_text)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
         encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
         retriever = cls._empty(
             encoder,
@@ -215,6 +228,7 @@ class Retriever:
             backend_options,
         )
         retriever._adapt_next = bool(adapt)
+        retriever.documents = DocumentStore.memory() if store_text else None
         try:
             retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
         except BaseException:
@@ -244,20 +258,21 @@ class Retriever:
         bar = tqdm(total=total, desc="index", unit="doc", disable=not show_progress)  # one for the corpus
 
         def encoded():
-            for ids, texts in chunks(iter_documents(corpus, first_id=len(self)), chunk_size):
+            for ids, texts, metadata in chunks(iter_records(corpus, first_id=len(self)), chunk_size):
+                stored = (texts, metadata) if self.documents is not None else ()
                 known = next((d for d in ids if d in self._rows), None)
                 if known is not None:  # before encoding: a repeated id costs no forward pass
                     raise ValueError(
                         f"corpus: document id {known!r} is already in the index; nothing was added"
                     )
                 if self._adapt_next:
-                    yield ids, *self._adapt_to(texts, batch_size, bar)
+                    yield ids, *self._adapt_to(texts, batch_size, bar), *stored
                     continue
                 if self.projection is not None:  # the coarse vectors come from the fine ones
                     fine = self.encoder.encode(
                         self.encoder.as_documents(texts), [self.fine], batch_size=batch_size, progress=bar
                     )
-                    yield ids, self.project(fine[self.fine]), fine[self.fine]
+                    yield ids, self.project(fine[self.fine]), fine[self.fine], *stored
                     continue
                 vectors = self.encoder.encode(
                     self.encoder.as_documents(texts),
@@ -265,7 +280,7 @@ class Retriever:
                     batch_size=batch_size,
                     progress=bar,
                 )
-                yield ids, vectors[self.coarse], vectors[self.fine]
+                yield ids, vectors[self.coarse], vectors[self.fine], *stored
 
         before = (self.encoder, self.adaptation, self._adapt_next)
         try:
@@ -309,7 +324,12 @@ class Retriever:
         return coarse, fine
 
     def add_vectors(
-        self, doc_ids: Sequence[DocId], coarse_vectors: np.ndarray, fine_vectors: np.ndarray
+        self,
+        doc_ids: Sequence[DocId],
+        coarse_vectors: np.ndarray,
+        fine_vectors: np.ndarray,
+        texts: Sequence[str] | None = None,
+        metadata: Sequence[Any] | None = None,
     ) -> None:
         """Add documents whose view vectors are already computed (by this encoder, at these views).
 
@@ -317,29 +337,54 @@ class Retriever:
         are :meth:`project` of the fine ones. Otherwise they must be L2-normalised view vectors, e.g. from
         ``encoder.encode(texts, [retriever.coarse, retriever.fine])``.
         """
-        self.add_vector_batches([(doc_ids, coarse_vectors, fine_vectors)])
+        self.add_vector_batches([(doc_ids, coarse_vectors, fine_vectors, texts, metadata)])
 
-    def add_vector_batches(self, batches: Iterable[tuple[Sequence[DocId], np.ndarray, np.ndarray]]) -> None:
+    def add_vector_batches(self, batches: Iterable[tuple[Any, ...]]) -> None:
         """Add a stream of ``(doc_ids, coarse_vectors, fine_vectors)`` batches computed elsewhere (e.g. by
         :func:`adaptive_retrieval.distributed.encode_with_ray` on a cluster), all-or-nothing over the
-        whole stream: this is the one way documents enter an index (:meth:`add` feeds it its encodings)."""
+        whole stream: this is the one way documents enter an index (:meth:`add` feeds it its encodings).
+        An index that stores texts needs them: ``(doc_ids, coarse_vectors, fine_vectors, texts)``, or
+        ``(..., texts, metadata)`` with a dict (or ``None``) per document."""
         self._check_open()
         seen: set[DocId] = set()
         new_ids: list[DocId] = []
         try:
-            for doc_ids, coarse_vectors, fine_vectors in batches:
-                doc_ids = list(doc_ids)
+            for position, batch in enumerate(batches):
+                if not isinstance(batch, tuple) or not 3 <= len(batch) <= 5:
+                    raise TypeError(
+                        f"batch {position} must be a tuple (doc_ids, coarse_vectors, fine_vectors[, texts[, "
+                        f"metadata]]), got {type(batch).__name__}"
+                    )
+                doc_ids, coarse_vectors, fine_vectors = list(batch[0]), batch[1], batch[2]
                 coarse_vectors, fine_vectors = self._check_batch(doc_ids, coarse_vectors, fine_vectors)
                 self._check_new_ids(doc_ids, seen)
-                self.backend.add(len(self) + len(new_ids), doc_ids, coarse_vectors, fine_vectors)
+                first_row = len(self) + len(new_ids)
+                if self.documents is not None:
+                    texts = list(batch[3]) if len(batch) > 3 and batch[3] is not None else None
+                    metadata = list(batch[4]) if len(batch) > 4 and batch[4] is not None else None
+                    if (
+                        texts is None
+                        or len(texts) != len(doc_ids)
+                        or (metadata is not None and len(metadata) != len(doc_ids))
+                    ):
+                        raise ValueError(
+                            f"this index stores texts: batch {position} needs one text (and, if any, one "
+                            "metadata) per document: (doc_ids, coarse_vectors, fine_vectors, texts[, metadata])"
+                        )
+                    self.documents.add(first_row, doc_ids, texts, metadata)
+                self.backend.add(first_row, doc_ids, coarse_vectors, fine_vectors)
                 new_ids.extend(doc_ids)
             if not new_ids:
                 raise ValueError("corpus is empty: give at least one document")
             with self._lock.write():  # no search sees the new rows without their ids
                 self.backend.commit()
+                if self.documents is not None:
+                    self.documents.commit()
                 self._extend_ids(new_ids)
         except BaseException:
             self.backend.rollback(len(self))
+            if self.documents is not None:
+                self.documents.rollback(len(self))
             raise
 
     def _extend_ids(self, new_ids: list[DocId]) -> None:
@@ -366,7 +411,7 @@ class Retriever:
         for name, vectors, tolerance in (("coarse", coarse_vectors, 1e-3), ("fine", fine_vectors, 1e-2)):
             if not np.issubdtype(vectors.dtype, np.floating):
                 raise TypeError(f"{name} vectors must be floats, got {vectors.dtype}")
-            norms = np.linalg.norm(vectors.astype(np.float32), axis=1)
+            norms = np.linalg.norm(np.asarray(vectors, dtype=np.float32), axis=1)
             bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1) > tolerance))
             if len(bad):
                 raise ValueError(
@@ -591,6 +636,20 @@ class Retriever:
     def __len__(self) -> int:
         return len(self.doc_ids)
 
+    def as_langchain(self, k: int = 4, **search_kwargs: Any) -> Any:
+        """This retriever as a LangChain ``BaseRetriever`` (needs ``store_text=True`` and langchain-core):
+        see :class:`~adaptive_retrieval.integrations.langchain.LangChainRetriever`."""
+        from .integrations.langchain import LangChainRetriever
+
+        return LangChainRetriever(retriever=self, k=_positive_int(k, "k"), search_kwargs=search_kwargs)
+
+    def as_llama_index(self, k: int = 4, **search_kwargs: Any) -> Any:
+        """This retriever as a LlamaIndex ``BaseRetriever`` (needs ``store_text=True`` and
+        llama-index-core): see :class:`~adaptive_retrieval.integrations.llama_index.LlamaIndexRetriever`."""
+        from .integrations.llama_index import LlamaIndexRetriever
+
+        return LlamaIndexRetriever(self, k=_positive_int(k, "k"), search_kwargs=search_kwargs)
+
     def close(self) -> None:
         """Release what this retriever holds open: the fine store's memory map (and its ``grow-*.npy``
         scratch copy, after an ``add`` to a loaded index), and a Qdrant client it created. Searching,
@@ -601,6 +660,8 @@ class Retriever:
         with self._lock.write():  # after any search in flight
             self._closed = True
             self.backend.close()
+            if self.documents is not None:
+                self.documents.close()
 
     def __enter__(self) -> Retriever:
         return self
@@ -763,9 +824,10 @@ class Retriever:
             timings=timings,
             **knobs,
         )
+        stored = {} if self.documents is None else self.documents.get(I[I >= 0].tolist())
         return [
             [
-                Hit(self.doc_ids[i], float(s), rank)
+                Hit(self.doc_ids[i], float(s), rank, *stored.get(i, ()))
                 for rank, (s, i) in enumerate(zip(ds, ids), start=1)
                 if i >= 0
             ]
@@ -887,6 +949,8 @@ class Retriever:
         fitted = self.fitted_head
         heads = {self.coarse.layer: enc.heads[self.coarse.layer]} if fitted else None
         writers = {**self.backend.files(list(self.doc_ids)), **extra_writers(None, heads, self.projection)}
+        if self.documents is not None:
+            writers["texts"] = ("sqlite", self.documents.save)
         write_index(Path(path), manifest, writers)
 
     @classmethod
@@ -963,6 +1027,15 @@ class Retriever:
             if options:
                 raise ValueError("backend_options apply to indexes whose vectors live in Qdrant or Milvus")
             options = {"verify": False, "mmap": mmap}  # verified above
+        documents = None
+        if "texts" in manifest["files"]:
+            documents = DocumentStore.load(Path(path) / manifest["files"]["texts"])
+            if len(documents) != manifest["count"]:
+                documents.close()
+                raise ValueError(
+                    f"index at {str(path)!r} is inconsistent: its document store holds {len(documents)} texts, "
+                    f"the manifest {manifest['count']} documents"
+                )
         backend, doc_ids = open_backend(entry, Path(path), manifest, options)
         return cls(
             model,
@@ -973,4 +1046,5 @@ class Retriever:
             candidates=manifest["candidates"],
             adaptation=adaptation,
             calibration=calibration,
+            documents=documents,
         )

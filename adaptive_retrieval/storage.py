@@ -126,7 +126,7 @@ def write_index(
     keep = set(files.values()) | {MANIFEST}
     for old in path.iterdir():
         if old.name not in keep and old.name.startswith(
-            ("coarse-", "fine-", "ids-", "heads-", "projection-", f".{MANIFEST}.")
+            ("coarse-", "fine-", "ids-", "heads-", "projection-", "texts-", f".{MANIFEST}.")
         ):
             old.unlink(missing_ok=True)
 

@@ -73,6 +73,29 @@ def test_plain_text_lines_are_documents_and_bad_input_says_why(model_dir, tmp_pa
     assert main(["search", str(out), "cell gene", "-k", "2", "--model", str(model_dir)]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
     assert [r[0] for r in rows] == ["1", "2"] and all(0 <= int(r[1]) < 40 for r in rows)  # ids: line numbers
+    texts = random_texts(40, seed=32)
+    stored = tmp_path / "stored"
+    assert (
+        main(
+            [
+                "index",
+                str(lines),
+                "--out",
+                str(stored),
+                "--model",
+                str(model_dir),
+                "--coarse",
+                "2x8",
+                "--quiet",
+                "--store-text",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["search", str(stored), "cell gene", "-k", "2", "--model", str(model_dir), "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [h["text"] for h in hits] == [texts[h["doc_id"]] for h in hits]
     with pytest.raises(SystemExit, match="does not exist"):
         main(["index", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")])
     bad = tmp_path / "bad.jsonl"

@@ -70,11 +70,11 @@ class FaissBackend(Backend):
         return len(self.coarse_index)
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
-        if self._spill is None:
+        self.fine_store.extend(fine)  # first: a loaded store moves to its growing file here
+        if self._spill is None:  # beside an on-disk store, the pending coarse vectors wait on disk too
             path = self.fine_store.path
             pending = None if path is None else path.with_name(path.name + ".pending")
             self._spill = CoarseSpill(self.coarse_index.dim, pending)
-        self.fine_store.extend(fine)
         self._spill.append(coarse)
 
     def commit(self) -> None:
