@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import machine
-from report import settings, write_json
 
 from adaptive_retrieval import Encoder, Retriever, View, document_text
 from adaptive_retrieval.adapt import adapt_head
+from adaptive_retrieval.reporting import machine_line as machine
+from adaptive_retrieval.reporting import settings, write_json
 from adaptive_retrieval.retriever import CHUNK_SIZE
 
 

@@ -24,11 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
-
 from bench_scale import Synthetic
-from report import settings, write_json
+
+from adaptive_retrieval.reporting import settings, write_json
 
 
 def rss_bytes() -> int:

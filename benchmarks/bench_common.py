@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-import torch
-
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1] / "evals")
-)  # one report helper for evals and benchmarks
-
-from report import machine as machine_info
-from report import percentiles_ms
 
 from adaptive_retrieval.corpus import document_text
 from adaptive_retrieval.datasets import default_data_dir
+from adaptive_retrieval.reporting import percentiles_ms
 
 DEFAULT_DATA_DIR = default_data_dir()  # $ADAPTIVE_RETRIEVAL_DATA or the cache folder
 
@@ -34,12 +25,6 @@ def scifact_texts(data_dir: Path, n: int | None = None) -> list[str]:
             if n is not None and len(texts) == n:
                 break
     return texts
-
-
-def machine() -> str:
-    """One line for a benchmark's output, from the same facts results.json files record."""
-    m = machine_info()
-    return f"{m['cpu']}, {m['cores']} cores, torch {torch.__version__} ({m['torch_threads']} threads)"
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import DEFAULT_DATA_DIR, machine, scifact_texts
-from report import settings, write_json
+from bench_common import DEFAULT_DATA_DIR, scifact_texts
 
 from adaptive_retrieval import Encoder
 from adaptive_retrieval.models import resolve_model_path
+from adaptive_retrieval.reporting import machine_line as machine
+from adaptive_retrieval.reporting import settings, write_json
 
 
 def main() -> None:

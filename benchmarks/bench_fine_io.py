@@ -23,11 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
-
-from report import machine, markdown_table, process_memory, settings, write_json
-
 from adaptive_retrieval.index import FineStore
+from adaptive_retrieval.reporting import machine, markdown_table, process_memory, settings, write_json
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 

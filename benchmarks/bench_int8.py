@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 from bench_adapt import corpus_texts
-from bench_common import machine, percentiles
-from report import settings, write_json
+from bench_common import percentiles
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever
+from adaptive_retrieval.reporting import machine_line as machine
+from adaptive_retrieval.reporting import settings, write_json
 
 
 def queries_of(folder: Path, split: str, n: int) -> list[str]:

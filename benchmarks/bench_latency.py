@@ -15,17 +15,14 @@ after encoding.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
+from bench_common import DEFAULT_DATA_DIR, percentiles
 
-from beir_eval import load_beir
-from bench_common import DEFAULT_DATA_DIR, machine, percentiles
-from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
-from report import settings, write_json
-
-from adaptive_retrieval import Encoder, Retriever, SearchTimings, View
+from adaptive_retrieval import Encoder, Retriever, SearchTimings, View, datasets
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from adaptive_retrieval.reporting import machine_line as machine
+from adaptive_retrieval.reporting import settings, write_json
 
 STAGES = ("encode_coarse", "coarse_search", "resume_fine", "rerank")
 
@@ -59,7 +56,7 @@ def main() -> None:
     encoder = Encoder.from_pretrained(args.model)
     coarse = encoder.check_view(args.coarse, name="--coarse")
     fine = encoder.full_view if args.fine is None else encoder.check_view(args.fine, name="--fine")
-    corpus, queries, _ = load_beir(args.data_dir, "scifact", "test")
+    corpus, queries, _ = datasets.load_beir(args.data_dir, "scifact", "test")
     doc_ids, layers = encode_beir_corpus(encoder, corpus, args.cache_dir)
     texts = list(queries.values())[: args.queries]
 

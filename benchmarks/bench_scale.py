@@ -44,11 +44,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
-
-from report import markdown_table, process_memory, settings, write_json
-
+from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.index import CoarseIndex, FineStore
+from adaptive_retrieval.reporting import markdown_table, process_memory, settings, write_json
 
 BLOCK = 65_536  # rows generated per block; block b of a stream is a function of (seed, stream, b)
 METHODS = ("exact-768", "ivfpq-768", "funnel-flat", "funnel-hnsw", "funnel-ivfpq")
@@ -318,7 +316,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="--calibrate against an adapted index's coarse view (fine vectors projected), not the early layer's",
     )
-    ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--data-dir", type=Path, default=default_data_dir())
     ap.add_argument("--worker", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     try:

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
-from report import markdown_table, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View, datasets
 from adaptive_retrieval.adapt import (
@@ -37,6 +35,8 @@ from adaptive_retrieval.adapt import (
     stack_layers,
 )
 from adaptive_retrieval.corpus import iter_documents
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from adaptive_retrieval.reporting import markdown_table, settings, write_json
 from adaptive_retrieval.views import view_vector
 
 

@@ -37,14 +37,21 @@ from typing import Any
 
 from beir.retrieval.evaluation import EvaluateRetrieval
 from beir.retrieval.search.base import BaseSearch
-from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from costs import mean_encoder_flops, search_flops
-from report import markdown_table, model_info, pareto_front, percentiles_ms, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
 from adaptive_retrieval.adapt import Adaptation, adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from adaptive_retrieval.models import NAMED_MODELS
+from adaptive_retrieval.reporting import (
+    markdown_table,
+    model_info,
+    pareto_front,
+    percentiles_ms,
+    settings,
+    write_json,
+)
 from adaptive_retrieval.retriever import CHUNK_SIZE
 
 DEFAULT_DATA_DIR = datasets.default_data_dir()

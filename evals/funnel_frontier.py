@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
-from report import markdown_table, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
 from adaptive_retrieval.adapt import adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from adaptive_retrieval.reporting import markdown_table, settings, write_json
 from adaptive_retrieval.retriever import CHUNK_SIZE
 
 K = 10

@@ -42,7 +42,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from sts_data import STS_YEARS, Pairs, read_sick, read_sts_subset, read_stsb
+from adaptive_retrieval.sts import STS_YEARS, Pairs, read_sick, read_sts_subset, read_stsb
 
 WORDS_PER_PAGE = 250
 SETS = ("stsb-para", "sick-para", "sts12-16-para", "manpages")

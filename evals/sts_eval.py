@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 from beir_eval import grid_views
-from corpus_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
-from report import markdown_table, model_info, settings, write_json
 from scipy.stats import spearmanr
-from sts_data import Pairs, read_all
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
 from adaptive_retrieval.datasets import default_data_dir
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
+from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json
+from adaptive_retrieval.sts import Pairs, read_all
 
 DEFAULT_DATA_DIR = default_data_dir()  # $ADAPTIVE_RETRIEVAL_DATA or the cache folder
 TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICK-R")

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from beir_eval import ADAPT_CHOICES, evaluate_model, load_split
-from corpus_cache import DEFAULT_CACHE_DIR
-from report import markdown_table, model_info, settings, write_json
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR
+from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json
 
 COARSE = View(4, 64)
 COLUMNS = (

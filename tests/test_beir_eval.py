@@ -18,9 +18,9 @@ from beir_eval import (
     top_overlap,
 )
 from conftest import make_encoder, make_model, make_tokenizer, random_texts
-from corpus_cache import encode_all_layers, view_matrix
 
 from adaptive_retrieval import Retriever, View
+from adaptive_retrieval.encoding_cache import encode_all_layers, view_matrix
 
 N_DOCS, N_QUERIES = 40, 6
 

@@ -15,17 +15,13 @@ scores models on the same queries (:func:`split_dev` is the one definition of th
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))  # the STS readers are shared
-
-from sts_data import read_sick, read_stsb
-
 from adaptive_retrieval.corpus import document_text
 from adaptive_retrieval.datasets import split_dev
+from adaptive_retrieval.sts import read_sick, read_stsb
 
 
 @dataclass

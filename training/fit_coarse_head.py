@@ -44,14 +44,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
-
-from beir_eval import load_beir
-from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
-
-from adaptive_retrieval import Encoder
+from adaptive_retrieval import Encoder, datasets
 from adaptive_retrieval.adapt import distil_head, fit_ridge_head
 from adaptive_retrieval.datasets import default_data_dir, split_dev
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
 from adaptive_retrieval.models import HEADS_FILE, save_heads
 
 TEXTS = ("corpus", "titles", "train-queries")
@@ -70,7 +66,7 @@ def query_like_texts(args: argparse.Namespace, corpus: dict) -> tuple[dict[str, 
     if "train-queries" in args.text and not train_qrels.is_file():
         print(f"no train split ({train_qrels} is missing): fitting without train queries", file=sys.stderr)
     elif "train-queries" in args.text:
-        _, queries, qrels = load_beir(args.data_dir, args.dataset, "train")
+        _, queries, qrels = datasets.load_beir(args.data_dir, args.dataset, "train")
         dev = set(split_dev(list(qrels), args.dev_fraction, args.seed))
         kept = [q for q in sorted(qrels) if q not in dev and q in queries]
         texts["train-queries"] = [queries[q] for q in kept]
@@ -139,7 +135,7 @@ def main(argv: list[str] | None = None) -> Path:
     bad = [d for d in args.distil_dims if not 1 <= d <= encoder.hidden_size]
     if bad:
         ap.error(f"--distil-dims must be in 1..{encoder.hidden_size}, got {bad}")
-    corpus, _, _ = load_beir(args.data_dir, args.dataset, "test")  # only the corpus is read
+    corpus, _, _ = datasets.load_beir(args.data_dir, args.dataset, "test")  # only the corpus is read
     doc_ids, layers = encode_beir_corpus(encoder, corpus, args.cache_dir)
     extra, train_qrels = query_like_texts(args, corpus)
     if args.distil_steps and not extra:

@@ -34,11 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from data import PairSet, load_recipes
+from torch import nn
 
 from adaptive_retrieval import Encoder
 from adaptive_retrieval.datasets import default_data_dir

@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-from bench_common import DEFAULT_DATA_DIR, machine
 from data import scifact_titles
 from train import StagedForward, schedule
 
 from adaptive_retrieval import Encoder
+from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.losses import TwoDMatryoshkaLoss, default_dims
 from adaptive_retrieval.models import resolve_model_path
+from adaptive_retrieval.reporting import machine_line as machine
 
 
 def main() -> None:
@@ -38,7 +35,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--data-dir", type=Path, default=default_data_dir())
     args = ap.parse_args()
 
     from sentence_transformers import SentenceTransformer

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaptive_retrieval import Encoder, View
-from adaptive_retrieval.corpus import DocId
+from .corpus import DocId
+from .encoder import Encoder
+from .views import View
 
 DEFAULT_CACHE_DIR = (
     Path(os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval"))

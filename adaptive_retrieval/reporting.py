@@ -1,4 +1,5 @@
-"""Reporting for the evaluations: run settings, markdown tables, results.json and plots."""
+"""Reporting for the evaluation and benchmark scripts: the machine and run settings, markdown tables,
+results.json, latency percentiles, process memory, Pareto fronts."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def machine() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
     }
+
+
+def machine_line() -> str:
+    """One line for a script's output, from the same facts results.json files record."""
+    m = machine()
+    return f"{m['cpu']}, {m['cores']} cores, torch {torch.__version__} ({m['torch_threads']} threads)"
 
 
 def versions() -> dict[str, str]:

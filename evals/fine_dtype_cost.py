@@ -10,16 +10,14 @@ corpus), and the funnel coarse -> fine with 100 candidates, each with float32 an
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
-
 from beir_eval import load_beir, run_config
-from bench_common import DEFAULT_DATA_DIR, machine
-from corpus_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
 
 from adaptive_retrieval import Encoder
+from adaptive_retrieval.datasets import default_data_dir
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
+from adaptive_retrieval.reporting import machine_line as machine
 
 
 def main() -> None:
@@ -27,7 +25,7 @@ def main() -> None:
     ap.add_argument("--model", default="mpnet-base")
     ap.add_argument("--coarse", default="4x64")
     ap.add_argument("--candidates", type=int, default=100)
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--data-dir", type=Path, default=default_data_dir())
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = ap.parse_args()
 
