@@ -149,6 +149,14 @@ class Encoder:
         """The last layer at full width: what the model itself produces."""
         return View(self.n_layers, self.hidden_size)
 
+    def export_sentence_transformers(self, path: Any, view: ViewLike | None = None) -> Any:
+        """Write ``view`` (default: :attr:`full_view`) as a sentence-transformers model folder whose
+        ``encode`` gives this encoder's vectors of that view: layers cut, the head as a ``Dense``
+        module, dims cut (:mod:`adaptive_retrieval.export`). Returns the folder's path."""
+        from .export import export_sentence_transformers
+
+        return export_sentence_transformers(self, path, self.full_view if view is None else view)
+
     def as_queries(self, texts: Sequence[str]) -> list[str]:
         """``texts`` as this model encodes queries: with :attr:`query_prompt` in front (if any)."""
         return [self.query_prompt + t for t in texts] if self.query_prompt else list(texts)
