@@ -124,20 +124,24 @@ def agreement(
 
 
 def calibrate(
-    model: str, data_dir: Path, candidates: int, n_queries: int = 300, projected: bool = False
+    model: str,
+    data_dir: Path,
+    candidates: int,
+    n_queries: int = 300,
+    projected: bool = False,
+    out: Path | None = None,
 ) -> None:
     """Print the agreement of ``model``'s coarse (4,64) and fine (last layer, full) views on SciFact
     (documents held out as queries, searched among the rest), beside the synthetic views' agreement
     for a range of ``coarse_noise`` at the same size. ``projected``: the coarse view as an adapted index
     has it, each vector the fine one projected on the corpus' 64 leading fine directions (documents,
-    and queries searched with ``coarse_query="projected"``)."""
-    from beir_eval import load_beir
-    from corpus_cache import encode_beir_corpus, view_matrix
-
-    from adaptive_retrieval import Encoder
+    and queries searched with ``coarse_query="projected"``). ``out``: also written as
+    ``calibration-<early|projected>.json`` there."""
+    from adaptive_retrieval import Encoder, datasets
+    from adaptive_retrieval.encoding_cache import encode_beir_corpus, view_matrix
 
     encoder = Encoder.from_pretrained(model)
-    corpus, _, _ = load_beir(data_dir, "scifact", "test")
+    corpus, _, _ = datasets.load_beir(data_dir, "scifact", "test")
     _, layers = encode_beir_corpus(encoder, corpus)
     fine = view_matrix(encoder, layers, encoder.full_view)
     held = np.random.default_rng(0).choice(len(fine), n_queries, replace=False)
@@ -151,12 +155,27 @@ def calibrate(
     print(
         f"{model} on SciFact ({len(rest)} docs, {n_queries} held-out docs as queries): agreement {real:.3f}"
     )
+    synthetic = {}
     for noise in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8):
         gen = Synthetic(coarse_noise=noise)
         centres = gen.centres()
         c, f = gen.block(1, 0, len(rest), centres)
         qc, qf = gen.block(2, 0, n_queries, centres)
-        print(f"  synthetic coarse_noise={noise}: agreement {agreement(c, f, qc, qf, candidates):.3f}")
+        synthetic[noise] = agreement(c, f, qc, qf, candidates)
+        print(f"  synthetic coarse_noise={noise}: agreement {synthetic[noise]:.3f}")
+    if out is not None:
+        kind = "projected" if projected else "early"
+        write_json(
+            Path(out) / f"calibration-{kind}.json",
+            {
+                **settings(benchmark="bench_scale --calibrate", model=model, coarse=kind),
+                "labels": "none (SciFact documents held out as queries)",
+                "candidates": candidates,
+                "queries": n_queries,
+                "real_agreement": real,
+                "synthetic_agreement_by_noise": {str(k): v for k, v in synthetic.items()},
+            },
+        )
 
 
 # ------------------------------------------------------------------------------------ preparation
@@ -342,7 +361,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if args.calibrate:
-        calibrate(args.calibrate, args.data_dir, args.candidates[0], projected=args.projected)
+        calibrate(args.calibrate, args.data_dir, args.candidates[0], projected=args.projected, out=args.out)
         return []
     gen = Synthetic(coarse_noise=args.coarse_noise, clusters=args.clusters)
     if args.worker:

@@ -233,6 +233,46 @@ class KeyedRows:
         return D, I
 
 
+class KeyedBackend(Backend):
+    """What the engines that store documents by key (Qdrant, Milvus) share: the :class:`KeyedRows` map
+    (``self.rows``), committing and counting rows, rolling back by deleting keys, scoring a shortlist
+    with fetched fine vectors, and adopting the documents found on reopening."""
+
+    rows: KeyedRows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def commit(self) -> None:
+        self.rows.commit()
+
+    def rollback(self, start: int) -> None:
+        gone = self.rows.rollback(start)
+        if gone:
+            self._delete(gone)
+
+    @abstractmethod
+    def _delete(self, keys: list[Any]) -> None:
+        """Delete these documents from the engine."""
+
+    @abstractmethod
+    def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
+        """The fine vectors of these documents, by key."""
+
+    def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        keys = [self.rows.keys[r] for r in rows.ravel()]
+        vector = self._fetch_fine(sorted(set(keys)))
+        stacked = np.stack([vector[key] for key in keys]).reshape(*rows.shape, -1)
+        return np.einsum("qcd,qd->qc", stacked, np.asarray(fine_q, np.float32))
+
+    def _adopt(self, keys: list[Any], doc_ids: list[DocId]) -> list[DocId]:
+        """Take the documents found in a reopened collection as rows ``0..``; returns their ids."""
+        self.rows.stage(0, keys, doc_ids)
+        self.rows.commit()
+        return doc_ids
+
+
 def make_backend(name: str, coarse_dim: int, fine_dim: int, options: dict[str, Any]) -> Backend:
     """A new, empty engine ``name`` for views of these dimensions; ``options`` are its constructor's."""
     if name == "faiss":

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..corpus import DocId
-from . import Backend, KeyedRows, _clock, point_key
+from . import KeyedBackend, KeyedRows, _clock, point_key
 
 try:
     from pymilvus import DataType, MilvusClient
@@ -89,7 +89,7 @@ def _key(hit: Any) -> int:
         return int(hit["id"])
 
 
-class MilvusBackend(Backend):
+class MilvusBackend(KeyedBackend):
     """A Milvus collection holding a retriever's two views; see the module docstring.
 
     Args:
@@ -214,12 +214,7 @@ class MilvusBackend(Backend):
         finally:
             for q, level in zip(quiet, levels):
                 q.setLevel(level)
-        backend.rows.stage(0, keys, doc_ids)
-        backend.rows.commit()
-        return backend, doc_ids
-
-    def __len__(self) -> int:
-        return len(self.rows)
+        return backend, backend._adopt(keys, doc_ids)
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         names = [json.dumps(d) for d in doc_ids]
@@ -247,13 +242,9 @@ class MilvusBackend(Backend):
                 ],
             )
 
-    def commit(self) -> None:
-        self.rows.commit()
-
-    def rollback(self, start: int) -> None:
-        gone = self.rows.rollback(start)
-        for i in range(0, len(gone), self.upload_batch):
-            self.client.delete(self.collection, ids=gone[i : i + self.upload_batch])
+    def _delete(self, keys: list[Any]) -> None:
+        for i in range(0, len(keys), self.upload_batch):
+            self.client.delete(self.collection, ids=keys[i : i + self.upload_batch])
 
     def _results(self, results: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         keys = [[_key(h) for h in hits] for hits in results]
@@ -278,13 +269,9 @@ class MilvusBackend(Backend):
     ) -> tuple[np.ndarray, np.ndarray]:
         return self._results(self._search(coarse_q, "coarse", depth, params), depth)
 
-    def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        wanted = sorted({self.rows.keys[r] for r in rows.ravel()})
-        got = self.client.get(self.collection, ids=wanted, output_fields=["fine"])
-        vector = {int(e["key"]): np.asarray(e["fine"], dtype=np.float32) for e in got}
-        stacked = np.stack([vector[self.rows.keys[r]] for r in rows.ravel()])
-        return np.einsum("qcd,qd->qc", stacked.reshape(*rows.shape, -1), np.asarray(fine_q, np.float32))
+    def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
+        got = self.client.get(self.collection, ids=keys, output_fields=["fine"])
+        return {int(e["key"]): np.asarray(e["fine"], dtype=np.float32) for e in got}
 
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self._results(self._search(fine_q, "fine", k), k)

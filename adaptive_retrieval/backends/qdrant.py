@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..corpus import DocId
-from . import Backend, KeyedRows, _clock, point_uuid
+from . import KeyedBackend, KeyedRows, _clock, point_uuid
 
 try:
     from qdrant_client import QdrantClient, models
@@ -49,7 +49,7 @@ def _client(location: str | None, path: str | None, client: Any) -> tuple[Any, b
     return (QdrantClient(path=path) if path is not None else QdrantClient(location or ":memory:")), True
 
 
-class QdrantBackend(Backend):
+class QdrantBackend(KeyedBackend):
     """A Qdrant collection holding a retriever's two views; see the module docstring.
 
     Args:
@@ -144,12 +144,7 @@ class QdrantBackend(Backend):
             doc_ids += [p.payload["doc_id"] for p in points]
             if offset is None:
                 break
-        backend.rows.stage(0, keys, doc_ids)
-        backend.rows.commit()
-        return backend, doc_ids
-
-    def __len__(self) -> int:
-        return len(self.rows)
+        return backend, backend._adopt(keys, doc_ids)
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         keys = [point_uuid(d) for d in doc_ids]
@@ -168,13 +163,8 @@ class QdrantBackend(Backend):
                 wait=True,
             )
 
-    def commit(self) -> None:
-        self.rows.commit()
-
-    def rollback(self, start: int) -> None:
-        gone = self.rows.rollback(start)
-        if gone:
-            self.client.delete(self.collection, points_selector=models.PointIdsList(points=gone), wait=True)
+    def _delete(self, keys: list[Any]) -> None:
+        self.client.delete(self.collection, points_selector=models.PointIdsList(points=keys), wait=True)
 
     def _answers(self, answers: list[Any], k: int) -> tuple[np.ndarray, np.ndarray]:
         keys = [[str(p.id) for p in a.points] for a in answers]
@@ -190,13 +180,9 @@ class QdrantBackend(Backend):
         ]
         return self._answers(self.client.query_batch_points(self.collection, requests=requests), depth)
 
-    def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        wanted = sorted({self.rows.keys[r] for r in rows.ravel()})
-        points = self.client.retrieve(self.collection, ids=wanted, with_vectors=["fine"])
-        vector = {str(p.id): np.asarray(p.vector["fine"], dtype=np.float32) for p in points}
-        stacked = np.stack([vector[self.rows.keys[r]] for r in rows.ravel()])
-        return np.einsum("qcd,qd->qc", stacked.reshape(*rows.shape, -1), np.asarray(fine_q, np.float32))
+    def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
+        points = self.client.retrieve(self.collection, ids=keys, with_vectors=["fine"])
+        return {str(p.id): np.asarray(p.vector["fine"], dtype=np.float32) for p in points}
 
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         exact = models.SearchParams(exact=True)
