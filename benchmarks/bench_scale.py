@@ -40,6 +40,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -47,6 +48,7 @@ import numpy as np
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.index import CoarseIndex, FineStore
 from adaptive_retrieval.reporting import markdown_table, process_memory, settings, write_json
+from adaptive_retrieval.shortlist import calibrate_shortlist
 
 BLOCK = 65_536  # rows generated per block; block b of a stream is a function of (seed, stream, b)
 METHODS = ("exact-768", "ivfpq-768", "funnel-flat", "funnel-hnsw", "funnel-ivfpq")
@@ -236,9 +238,12 @@ def _timed(search, coarse_q: np.ndarray, fine_q: np.ndarray) -> tuple[list[float
     return lat, len(fine_q) / (time.perf_counter() - t), ids
 
 
-def run_method(method: str, size: int, folder: Path, gen: Synthetic, candidates: list[int]) -> list[dict]:
+def run_method(
+    method: str, size: int, folder: Path, gen: Synthetic, candidates: list[int], target: float | None = None
+) -> list[dict]:
     """Build one method's index over the prepared data and time its searches (a funnel: once per
-    shortlist size in ``candidates``)."""
+    shortlist size in ``candidates``; with ``target``, also the shortlist calibrated for it: see
+    :func:`calibrated_rows`)."""
     q = np.load(folder / "queries.npz")
     coarse_q, fine_q, truth = q["coarse"], q["fine"], q["truth"]
     nlist = nlist_for(size)
@@ -279,9 +284,9 @@ def run_method(method: str, size: int, folder: Path, gen: Synthetic, candidates:
         if knobs:
             index.set_knobs(**knobs)
 
-        def search(cq, fq, shortlist):
+        def search(cq, fq, shortlist, patience=None):
             _, cand = index.search(cq, shortlist)
-            return store.rerank_with_fallback(fq, cand, 10)[1]
+            return store.rerank_with_fallback(fq, cand, 10, patience=patience)[1]
 
         ram, disk, shortlists = index.nbytes(), (folder / "fine.npy").stat().st_size, candidates
     build_s = time.time() - t0
@@ -308,6 +313,66 @@ def run_method(method: str, size: int, folder: Path, gen: Synthetic, candidates:
                 "recall@10": recall,
             }
         )
+    if target is not None and method.startswith("funnel"):
+        rows += calibrated_rows(rows, index, store, search, coarse_q, fine_q, truth, max(candidates), target)
+    return rows
+
+
+def calibrated_rows(
+    fixed: list[dict],
+    index: CoarseIndex,
+    store: FineStore,
+    search: Any,
+    coarse_q: np.ndarray,
+    fine_q: np.ndarray,
+    truth: np.ndarray,
+    cap: int,
+    target: float,
+) -> list[dict]:
+    """The adaptive funnel beside the fixed ones: :func:`~adaptive_retrieval.shortlist.calibrate_shortlist`
+    (what ``Retriever.calibrate`` runs) chooses a fixed shortlist and a patience for ``target`` recall@10
+    on the first half of the queries (capped at ``cap`` candidates); the second half measures the chosen
+    rule (``rerank_with_fallback(patience=...)``: what a search runs) and, on the same queries, each fixed
+    shortlist, so the rows compare like with like. Adds ``half: "test"`` rows."""
+    half = len(fine_q) // 2
+    fit, test = slice(0, half), slice(half, len(fine_q))
+    _, cand = index.search(coarse_q[fit], cap)
+    valid = cand >= 0
+    scores = np.full(cand.shape, -np.inf, dtype=np.float32)
+    scores[valid] = store.scores(fine_q[fit], np.where(valid, cand, 0))[valid]
+    members = np.array([np.isin(c, t) & v for c, t, v in zip(cand, truth[fit], valid)])
+    choice, _ = calibrate_shortlist(scores, members, 10, target)
+    rules = {"fixed": (choice["candidates"], None), "patient": (cap, choice["patience"])}
+    shortlist, patience = rules[choice["rule"]]
+    rows = []
+    for name, (s, p) in [("calibrated", (shortlist, patience))] + [
+        (f"fixed {c}", (c, None)) for c in sorted({r["candidates"] for r in fixed})
+    ]:
+        lat, _, ids = _timed(lambda cq, fq, s=s, p=p: search(cq, fq, s, p), coarse_q[test], fine_q[test])
+        recall = float(
+            np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth[test].tolist())])
+        )
+        _, got = index.search(coarse_q[test], s)
+        read = (
+            store.rerank_with_fallback(fine_q[test], got, 10, patience=p)[3]
+            if p is not None
+            else (got >= 0).sum(axis=1)
+        )
+        ms = np.asarray(lat) * 1000
+        rows.append(
+            {
+                **{k: fixed[0][k] for k in ("size", "method", "index", "ram_bytes", "disk_bytes", "build_s")},
+                "candidates": name
+                if name != "calibrated"
+                else f"calibrated {target}: {choice['rule']} "
+                f"(fixed {choice['candidates']}, patience {choice['patience']}, cap {cap})",
+                "half": "test",
+                "mean_read": float(np.mean(read)),
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p95_ms": float(np.percentile(ms, 95)),
+                "recall@10": recall,
+            }
+        )
     return rows
 
 
@@ -328,6 +393,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, help="where the vectors go (default: OUT/data)")
     ap.add_argument("--coarse-noise", type=float, default=Synthetic.coarse_noise)
     ap.add_argument("--clusters", type=int, default=Synthetic.clusters)
+    ap.add_argument(
+        "--target",
+        type=float,
+        help="also calibrate each funnel's shortlist for this recall@10 on half the queries and measure it "
+        "on the other half, beside the fixed shortlists on the same half (the adaptive funnel)",
+    )
     ap.add_argument("--fresh", action="store_true", help="redo rows already in results.json")
     ap.add_argument("--calibrate", metavar="MODEL", help="print real vs synthetic view agreement, and stop")
     ap.add_argument(
@@ -366,7 +437,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     gen = Synthetic(coarse_noise=args.coarse_noise, clusters=args.clusters)
     if args.worker:
         size, method = int(args.worker[0]), args.worker[1]
-        rows = run_method(method, size, args.workdir / f"n{size}", gen, args.candidates)
+        rows = run_method(method, size, args.workdir / f"n{size}", gen, args.candidates, args.target)
         print("ROWS " + json.dumps(rows))
         return rows
     results_file = args.out / "results.json"
@@ -377,6 +448,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         queries=args.queries,
         candidates=args.candidates,
         threads=faiss.omp_get_max_threads(),
+        target=args.target,
     )
     for size in args.sizes:
         print(f"n={size:,}: preparing vectors", file=sys.stderr)
@@ -417,6 +489,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     str(args.coarse_noise),
                     "--clusters",
                     str(args.clusters),
+                    *(["--target", str(args.target)] if args.target is not None else []),
                 ]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 line = next((x for x in done.stdout.splitlines() if x.startswith("ROWS ")), None)
@@ -441,6 +514,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def _table(rows: list[dict]) -> str:
+    halves = [r for r in rows if r.get("half") == "test"]
+    rows = [r for r in rows if "half" not in r]
     shown = []
     for r in rows:
         shown.append(
@@ -453,7 +528,7 @@ def _table(rows: list[dict]) -> str:
                 "note": r.get("skipped", ""),
             }
         )
-    return markdown_table(
+    table = markdown_table(
         shown,
         [
             ("docs", "size", ","),
@@ -471,6 +546,25 @@ def _table(rows: list[dict]) -> str:
             ("speed-up vs exact", "speedup_vs_exact", ".1f"),
             ("note", "note", ""),
         ],
+    )
+    if not halves:
+        return table
+    return (
+        table
+        + "\n\nCalibrated (fitted on the first half of the queries) and fixed shortlists, measured on the "
+        + "second half:\n\n"
+        + markdown_table(
+            halves,
+            [
+                ("docs", "size", ","),
+                ("method", "method", ""),
+                ("shortlist", "candidates", ""),
+                ("mean read", "mean_read", ".1f"),
+                ("p50 (ms)", "p50_ms", ".2f"),
+                ("p95 (ms)", "p95_ms", ".2f"),
+                ("recall@10", "recall@10", ".3f"),
+            ],
+        )
     )
 
 
