@@ -104,11 +104,9 @@ def main() -> None:
     built.close()
     (args.dir / "build-fine.npy").unlink()
     build_s = time.perf_counter() - t0
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
+
+    def fresh_process(*flags: str) -> dict:
+        common = [
             "--dir",
             str(args.dir),
             "--docs",
@@ -117,29 +115,14 @@ def main() -> None:
             str(args.add),
             "--chunk",
             str(args.chunk),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    measured = json.loads(out.stdout.strip().splitlines()[-1])
-    alone = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child-faiss",
-            "--dir",
-            str(args.dir),
-            "--docs",
-            str(args.docs),
-            "--add",
-            str(args.add),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    faiss_alone = json.loads(alone.stdout.strip().splitlines()[-1])
+        ]
+        done = subprocess.run(
+            [sys.executable, __file__, *flags, *common], capture_output=True, text=True, check=True
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    measured = fresh_process("--child")
+    faiss_alone = fresh_process("--child-faiss")
     faiss_growth = faiss_alone["peak_during_add"] - faiss_alone["rss_before"]
     growth = measured["peak_during_add"] - measured["rss_before"]
     coarse_growth = args.add * COARSE[1] * 4
