@@ -216,6 +216,11 @@ class CoarseIndex:
                 "coarse vectors; reload the index from its last save"
             ) from None
 
+    def hnsw_ef(self) -> int | None:
+        """The ``efSearch`` an HNSW index searches with by default; ``None`` for other indexes."""
+        index = faiss.downcast_index(self.index)
+        return int(index.hnsw.efSearch) if isinstance(index, faiss.IndexHNSW) else None
+
     def search_parameters(self, **knobs: float) -> faiss.SearchParameters | None:
         """:func:`search_parameters` for this index: per-call parameters, checked, or ``None``."""
         return search_parameters(self.index, knobs, self.factory)

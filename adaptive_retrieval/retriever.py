@@ -609,16 +609,20 @@ class Retriever:
             )
         return project_fine(fine_vectors, self.projection)
 
-    def _shortlist(self, k: int, candidates: int | None, coarse_query: str) -> tuple[int, int | None]:
-        """The coarse candidates a search asks for, and the patience of a patient re-rank (or ``None``)."""
+    def _shortlist(
+        self, k: int, candidates: int | None, coarse_query: str
+    ) -> tuple[int, int | None, int | None]:
+        """The coarse candidates a search asks for, the patience of a patient re-rank (or ``None``), and
+        the depth the shortlist was calibrated at (or ``None``): an index that cannot widen cheaply
+        (HNSW) must search that deep for a shorter shortlist to be the calibration's first candidates."""
         if candidates is not None:
-            return max(_positive_int(candidates, "candidates"), k), None
+            return max(_positive_int(candidates, "candidates"), k), None, None
         cal = self.calibration
         if cal is None or cal.coarse_query != coarse_query:
-            return max(self.candidates, k), None
+            return max(self.candidates, k), None, None
         if cal.rule == "patient":
-            return max(cal.cap, k), cal.patience
-        return max(cal.candidates, k), None
+            return max(cal.cap, k), cal.patience, cal.cap
+        return max(cal.candidates, k), None, cal.cap
 
     def _coarse_query(self, coarse_query: str | None) -> str:
         if coarse_query is None:
@@ -851,12 +855,12 @@ class Retriever:
         queries = _check_queries(queries)
         k = min(_positive_int(k, "k"), max(len(self), 1))  # no index has more to return
         coarse_query = self._coarse_query(coarse_query)
-        shortlist, patience = self._shortlist(k, candidates, coarse_query)
+        shortlist, patience, depth = self._shortlist(k, candidates, coarse_query)
         batch_size = (
             self.encoder.batch_size if batch_size is None else _positive_int(batch_size, "batch_size")
         )
         # checked before any query is encoded; per call: nothing is left set on the index
-        params = self.backend.search_parameters(**knobs)
+        params = self.backend.search_parameters(depth=depth, **knobs)
         timings = timings if timings is not None else SearchTimings()
         parts = []
         for i in range(0, len(queries), batch_size):

@@ -118,3 +118,20 @@ def test_pseudo_queries_calibrate_and_the_calibration_is_saved(built, tmp_path, 
         r.calibrate()
     with pytest.raises(ValueError, match="at least 20 queries"):
         r.calibrate(random_texts(10, seed=3))
+
+
+def test_a_calibrated_hnsw_shortlist_searches_as_deep_as_it_was_calibrated(tiny_encoder):
+    import faiss
+
+    r = Retriever.build(
+        random_texts(200, seed=60), coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="HNSW16"
+    )
+    backend = r.backend
+    ef = backend.coarse_index.hnsw_ef()
+    assert backend.search_parameters() is None and backend.search_parameters(depth=ef) is None
+    deep = backend.search_parameters(depth=ef + 100)
+    assert isinstance(deep, faiss.SearchParametersHNSW) and deep.efSearch == ef + 100
+    assert backend.search_parameters(depth=ef + 100, efSearch=7).efSearch == 7  # the caller's knob wins
+    assert backend.coarse_index.hnsw_ef() == ef  # nothing set on the index
+    flat = Retriever.build(random_texts(30, seed=61), coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    assert flat.backend.coarse_index.hnsw_ef() is None and flat.backend.search_parameters(depth=500) is None

@@ -120,9 +120,12 @@ class Backend(ABC):
             D[short], I[short] = self.exact_search(fine_q[short], k)
         return D, I, int(short.sum())
 
-    def search_parameters(self, **knobs: Any) -> Any:
+    def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
         """Per-call search parameters for ``knobs``, checked (``None`` without any). Nothing is set
-        on the engine: a search with knobs leaves the next one as it was."""
+        on the engine: a search with knobs leaves the next one as it was. ``depth``: the shortlist
+        depth a calibration measured at; an engine whose coarse index explores only as deep as it is
+        asked (HNSW) explores at least that deep, so that a shorter calibrated shortlist holds the
+        calibration's first candidates (the others ignore it)."""
         if knobs:
             raise ValueError(f"backend {self.name!r} takes no search parameters, got {sorted(knobs)}")
         return None

@@ -136,8 +136,14 @@ class FaissBackend(Backend):
         _clock(seconds, t0, t1)
         return found
 
-    def search_parameters(self, **knobs: Any) -> Any:
-        """FAISS's per-call parameters (``nprobe``, ``efSearch``, ``k_factor``, ``max_codes``)."""
+    def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
+        """FAISS's per-call parameters (``nprobe``, ``efSearch``, ``k_factor``, ``max_codes``); an
+        HNSW index given a calibrated ``depth`` searches with ``efSearch`` at least that (FAISS's HNSW
+        explores ``max(efSearch, k)`` candidates, so a shortlist shorter than the depth it was calibrated
+        at would otherwise come from a shallower search than the one measured)."""
+        ef = self.coarse_index.hnsw_ef()
+        if depth is not None and ef is not None and "efSearch" not in knobs and depth > ef:
+            knobs = {**knobs, "efSearch": int(depth)}
         return self.coarse_index.search_parameters(**knobs)
 
     def set_knobs(self, **knobs: Any) -> None:

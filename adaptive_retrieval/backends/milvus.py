@@ -312,7 +312,7 @@ class MilvusBackend(KeyedBackend):
         _clock(seconds, t0, t1)
         return D, I, fallbacks, np.array([len(h) for h in coarse], dtype=np.int64)
 
-    def search_parameters(self, **knobs: Any) -> dict[str, Any] | None:
+    def search_parameters(self, depth: int | None = None, **knobs: Any) -> dict[str, Any] | None:
         """Per-call search parameters of the coarse index: ``ef`` (HNSW), ``nprobe`` (IVF)."""
         for name, value in knobs.items():
             if name not in _KNOBS:

@@ -227,7 +227,7 @@ class QdrantBackend(KeyedBackend):
         )  # one request runs both stages: all of it is the coarse search's
         return D, I, fallbacks, np.full(len(coarse_q), max(shortlist, k), dtype=np.int64)
 
-    def search_parameters(self, **knobs: Any) -> models.SearchParams | None:
+    def search_parameters(self, depth: int | None = None, **knobs: Any) -> models.SearchParams | None:
         """Per-call search parameters: ``hnsw_ef`` (HNSW beam width on a server), ``exact``; checked
         here, over the defaults :meth:`set_knobs` set."""
         unknown = [k for k in knobs if k not in _KNOBS]
