@@ -1,18 +1,22 @@
 """The texts and metadata of an index's documents, so that a ``Hit`` can carry them (``store_text=True``).
 
-One SQLite table, ``documents(row INTEGER PRIMARY KEY, text TEXT, metadata TEXT)``: the retriever's
-row, the text as it was indexed, and the document's other fields as JSON (no pickle). Saved with the
-index as ``texts-<gen>.sqlite`` (SQLite's online backup), opened read-only on load; a loaded store that
-grows is first copied to a scratch file beside it (the saved file belongs to its generation and is
-never written), removed when the store is closed. Adding is two-phase like the engines' (rows written
-in an open transaction, committed or rolled back with the add), and reads are serialised by a lock, so
-searches from many threads may fetch texts while an add writes.
+One SQLite table, ``documents(doc_id TEXT PRIMARY KEY, text TEXT, metadata TEXT)``: the document id as
+JSON (so ``1`` and ``"1"`` stay apart), the text as it was indexed, and the document's other fields as
+JSON (no pickle). Keyed by the document id, not by a row, so the store serves an engine that numbers its
+rows differently when a collection is reopened. Saved with the index as ``texts-<gen>.sqlite``
+(SQLite's online backup), opened read-only on load; a loaded store that grows is first copied (through
+its open connection) to a scratch file beside it, removed when the store is closed: the saved file
+belongs to its generation and is never written.
+
+Adding is two-phase like the engines': :meth:`DocumentStore.add` holds the rows in memory, :meth:`commit`
+writes them in one transaction, :meth:`rollback` forgets them, :meth:`undo_commit` deletes the last
+commit's (when the add it belonged to fails after it). No write transaction is ever left open, so a save never waits on an add; reads and
+writes are serialised by a lock, so searches from many threads may fetch texts while an add commits.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import threading
 import uuid
@@ -23,22 +27,28 @@ from typing import Any
 
 from .corpus import DocId
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS documents (row INTEGER PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)"
+_SCHEMA = "CREATE TABLE IF NOT EXISTS documents (doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)"
 
 
 def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(target, uri=uri, check_same_thread=False, isolation_level="DEFERRED")
-    return conn
+    return sqlite3.connect(target, uri=uri, check_same_thread=False)
+
+
+def _key(doc_id: DocId) -> str:
+    return json.dumps(doc_id)
 
 
 class DocumentStore:
-    """Texts and metadata by row; see the module docstring. Make one with :meth:`memory` or :meth:`load`."""
+    """Texts and metadata by document id; see the module docstring. Make one with :meth:`memory` or
+    :meth:`load`."""
 
     def __init__(self, conn: sqlite3.Connection, *, source: Path | None = None) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._source = source  # a loaded, read-only file: copied before the first write
         self._scratch: weakref.finalize | None = None
+        self._staged: list[tuple[str, str, str | None]] = []
+        self._committed: list[str] = []  # the last commit's keys, for a rollback after it
 
     @classmethod
     def memory(cls) -> DocumentStore:
@@ -50,10 +60,10 @@ class DocumentStore:
 
     @classmethod
     def load(cls, path: Path) -> DocumentStore:
-        """Open a saved store read-only (checked: a file that is not such a store is a ``ValueError``)."""
+        """Open a saved store read-only (a file that is not such a store is a ``ValueError``)."""
         conn = _connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
         try:
-            conn.execute("SELECT row, text, metadata FROM documents LIMIT 1").fetchall()
+            conn.execute("SELECT doc_id, text, metadata FROM documents LIMIT 1").fetchall()
         except sqlite3.DatabaseError as err:
             conn.close()
             raise ValueError(f"{path} is not a readable document store: {err}") from None
@@ -64,61 +74,77 @@ class DocumentStore:
             return int(self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
 
     def _writable(self) -> None:
+        """Move a loaded store to a scratch copy that can grow (copied through the open connection, so
+        the saved file may already be gone: a save over its own folder replaces it)."""
         if self._source is None:
             return
         scratch = self._source.with_name(f"grow-texts-{uuid.uuid4().hex[:12]}.sqlite")
-        shutil.copyfile(self._source, scratch)
-        old, self._conn = self._conn, _connect(str(scratch))
-        old.close()
-        self._source = None
+        target = _connect(str(scratch))
+        self._conn.backup(target)
+        self._conn.close()
+        self._conn, self._source = target, None
         self._scratch = weakref.finalize(self, scratch.unlink, missing_ok=True)
 
-    def add(
-        self, first_row: int, doc_ids: Sequence[DocId], texts: Sequence[str], metadata: Sequence[Any] | None
-    ) -> None:
-        """Write rows ``first_row..`` in the open transaction (not committed until :meth:`commit`)."""
+    def add(self, doc_ids: Sequence[DocId], texts: Sequence[str], metadata: Sequence[Any] | None) -> None:
+        """Hold documents for the next :meth:`commit` (checked here: texts are strings, metadata JSON)."""
         metadata = [None] * len(texts) if metadata is None else metadata
         rows = []
-        for i, (doc_id, text, meta) in enumerate(zip(doc_ids, texts, metadata)):
+        for doc_id, text, meta in zip(doc_ids, texts, metadata):
             if not isinstance(text, str):
                 raise TypeError(f"the text of document {doc_id!r} must be a str, got {type(text).__name__}")
+            if meta is not None and not isinstance(meta, dict):
+                raise TypeError(
+                    f"the metadata of document {doc_id!r} must be a dict, got {type(meta).__name__}"
+                )
             try:
                 encoded = None if meta is None else json.dumps(meta, allow_nan=False)
             except (TypeError, ValueError) as err:
                 raise TypeError(f"the metadata of document {doc_id!r} must be JSON: {err}") from None
-            rows.append((first_row + i, text, encoded))
-        with self._lock:
-            self._writable()
-            self._conn.executemany("INSERT INTO documents VALUES (?, ?, ?)", rows)
+            rows.append((_key(doc_id), text, encoded))
+        self._staged.extend(rows)
 
     def commit(self) -> None:
+        """Write the held documents in one transaction."""
+        staged, self._staged = self._staged, []
         with self._lock:
-            self._conn.commit()
+            self._writable()
+            with self._conn:  # one transaction: committed whole, or rolled back
+                self._conn.executemany("INSERT INTO documents VALUES (?, ?, ?)", staged)
+        self._committed = [key for key, _, _ in staged]
 
-    def rollback(self, start: int) -> None:
-        """Drop every row from ``start`` on, written or committed."""
-        with self._lock:
-            self._conn.rollback()
-            if self._source is None:
-                self._conn.execute("DELETE FROM documents WHERE row >= ?", (start,))
-                self._conn.commit()
+    def rollback(self) -> None:
+        """Forget the held documents (an add failed before its commit)."""
+        self._staged = []
 
-    def get(self, rows: Sequence[int]) -> dict[int, tuple[str, Any]]:
-        """``{row: (text, metadata)}`` for the rows asked for."""
-        wanted = sorted({int(r) for r in rows})
-        out: dict[int, tuple[str, Any]] = {}
+    def undo_commit(self) -> None:
+        """Delete the documents of the last :meth:`commit` (its add failed after it)."""
+        self._staged = []
+        keys, self._committed = self._committed, []
+        if keys:
+            with self._lock, self._conn:
+                self._conn.executemany("DELETE FROM documents WHERE doc_id = ?", [(k,) for k in keys])
+
+    def get(self, doc_ids: Sequence[DocId]) -> dict[str, tuple[str, Any]]:
+        """``{json id: (text, metadata)}`` for the documents asked for (see :meth:`lookup`)."""
+        wanted = sorted({_key(d) for d in doc_ids})
+        out: dict[str, tuple[str, Any]] = {}
         with self._lock:
             for i in range(0, len(wanted), 900):  # SQLite's bound-parameter limit
                 part = wanted[i : i + 900]
                 marks = ",".join("?" * len(part))
-                for row, text, meta in self._conn.execute(
-                    f"SELECT row, text, metadata FROM documents WHERE row IN ({marks})", part
+                for key, text, meta in self._conn.execute(
+                    f"SELECT doc_id, text, metadata FROM documents WHERE doc_id IN ({marks})", part
                 ):
-                    out[row] = (text, None if meta is None else json.loads(meta))
+                    out[key] = (text, None if meta is None else json.loads(meta))
         return out
 
+    @staticmethod
+    def lookup(found: dict[str, tuple[str, Any]], doc_id: DocId) -> tuple[str, Any] | tuple[()]:
+        """One document's ``(text, metadata)`` from :meth:`get`'s answer (``()`` if it has none)."""
+        return found.get(_key(doc_id), ())
+
     def save(self, path: Path) -> None:
-        """Write a copy to ``path`` (SQLite's online backup: consistent, committed rows only)."""
+        """Write a copy to ``path`` (SQLite's online backup of the committed documents)."""
         target = sqlite3.connect(str(path))
         try:
             with self._lock:

@@ -474,13 +474,20 @@ class FineStore:
         return np.einsum("qcd,qd->qc", rows.reshape(*ids.shape, self.dim), queries)
 
     def rerank_with_fallback(
-        self, queries: np.ndarray, candidates: np.ndarray, k: int, *, patience: int | None = None
+        self,
+        queries: np.ndarray,
+        candidates: np.ndarray,
+        k: int,
+        *,
+        patience: int | None = None,
+        rows: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
         """The funnel's second stage: :meth:`rerank`, except that a query whose (approximate) coarse
         stage returned fewer than ``min(k, len(self))`` ids is ranked exactly instead. With
         ``patience``, each query reads its candidates a step at a time and stops when its top ``k``
         has settled (:func:`adaptive_retrieval.shortlist.patient_rerank`). Returns ``(D, I, number of
-        such fallbacks, candidates read per query)``."""
+        such fallbacks, candidates read per query)``. ``rows``: only the first ``rows`` rows exist for
+        this search (the others belong to an add not yet committed), for the fallback too."""
         queries = _as_matrix(queries, self.dim, "queries")
         candidates = np.asarray(candidates, dtype=np.int64)
         if patience is None:
@@ -492,25 +499,29 @@ class FineStore:
             D, I, read = patient_rerank(
                 lambda rows, ids: self.scores(queries[rows], ids), candidates, k, patience
             )
-        short = (I >= 0).sum(axis=1) < min(k, len(self))
+        rows = len(self) if rows is None else rows
+        short = (I >= 0).sum(axis=1) < min(k, rows)
         if short.any():
-            D[short], I[short] = self.search_exact(queries[short], k)
+            D[short], I[short] = self.search_exact(queries[short], k, rows=rows)
         return D, I, int(short.sum()), read
 
     def search_exact(
-        self, queries: np.ndarray, k: int, *, block: int = 65_536
+        self, queries: np.ndarray, k: int, *, block: int = 65_536, rows: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over every stored vector, ``block`` rows at a time: the reference the funnel is
         measured against, and the fallback when a coarse stage comes up short. Each block is read and
         widened to float32 once for all queries (memory: one block, and one score per query and row of
-        it); ties are broken by the lower id, as :meth:`rerank` does."""
+        it); ties are broken by the lower id, as :meth:`rerank` does. ``rows``: only the first ``rows``
+        (default: all)."""
         queries = _as_matrix(queries, self.dim, "queries")
+        vectors = self.vectors  # one matrix for the whole scan, whatever an add does meanwhile
+        n = len(vectors) if rows is None else min(rows, len(vectors))
         n_q = len(queries)
         best_d = [np.empty(0, dtype=np.float32) for _ in range(n_q)]
         best_i = [np.empty(0, dtype=np.int64) for _ in range(n_q)]
-        for start in range(0, len(self), block):
-            prefetch(self.vectors[start : start + block])
-            rows = np.asarray(self.vectors[start : start + block], dtype=np.float32)
+        for start in range(0, n, block):
+            prefetch(vectors[start : min(start + block, n)])
+            rows = np.asarray(vectors[start : min(start + block, n)], dtype=np.float32)
             # einsum, as rerank: the same arithmetic per row, so equal rows score equal and the exact
             # scores are bit for bit the funnel's
             scores = np.einsum("rd,qd->qr", rows, queries)
@@ -528,17 +539,21 @@ class FineStore:
             D[q, : len(best_d[q])], I[q, : len(best_i[q])] = best_d[q], best_i[q]
         return D, I
 
-    def save(self, path: Path) -> None:
-        """Write a ``.npy`` file in pieces of 65,536 rows (a memory-mapped store is never read into RAM
-        whole; an on-disk store's file is copied by the kernel)."""
-        if self.path is not None:
+    def save(self, path: Path, rows: int | None = None) -> None:
+        """Write a ``.npy`` file of the first ``rows`` rows (default: all) in pieces of 65,536 rows (a
+        memory-mapped store is never read into RAM whole; an on-disk store's whole file is copied by
+        the kernel)."""
+        vectors = self.vectors
+        n = len(vectors) if rows is None else min(rows, len(vectors))
+        if self.path is not None and n == len(vectors):
             shutil.copyfile(self.path, path)  # the backing file is already a complete .npy
             return
         with open(path, "wb") as fh:
-            fh.write(_npy_header(self.vectors.dtype, len(self), self.dim))
-            for start in range(0, len(self), _SAVE_ROWS):
-                prefetch(self.vectors[start : start + _SAVE_ROWS])
-                fh.write(np.ascontiguousarray(self.vectors[start : start + _SAVE_ROWS]).tobytes())
+            fh.write(_npy_header(vectors.dtype, n, self.dim))
+            for start in range(0, n, _SAVE_ROWS):
+                end = min(start + _SAVE_ROWS, n)
+                prefetch(vectors[start:end])
+                fh.write(np.ascontiguousarray(vectors[start:end]).tobytes())
 
     @classmethod
     def load(cls, path: Path, *, mmap: bool = True) -> FineStore:

@@ -371,21 +371,34 @@ class Retriever:
                             f"this index stores texts: batch {position} needs one text (and, if any, one "
                             "metadata) per document: (doc_ids, coarse_vectors, fine_vectors, texts[, metadata])"
                         )
-                    self.documents.add(first_row, doc_ids, texts, metadata)
+                    self.documents.add(doc_ids, texts, metadata)
                 self.backend.add(first_row, doc_ids, coarse_vectors, fine_vectors)
                 new_ids.extend(doc_ids)
             if not new_ids:
                 raise ValueError("corpus is empty: give at least one document")
-            with self._lock.write():  # no search sees the new rows without their ids
-                self.backend.commit()
+        except BaseException:  # nothing is visible yet
+            self._rollback()
+            raise
+        with self._lock.write():  # no search sees the new rows without their ids, nor a rollback's middle
+            texts_committed = False
+            try:
                 if self.documents is not None:
                     self.documents.commit()
-                self._extend_ids(new_ids)
-        except BaseException:
+                    texts_committed = True
+                self.backend.commit()
+            except BaseException:
+                self._rollback(texts_committed)
+                raise
+            self._extend_ids(new_ids)
+
+    def _rollback(self, texts_committed: bool = False) -> None:
+        """Undo an add that has not reached the id map: the engine's rows, and the texts it held (or,
+        when they were already committed, wrote)."""
+        try:
             self.backend.rollback(len(self))
+        finally:
             if self.documents is not None:
-                self.documents.rollback(len(self))
-            raise
+                (self.documents.undo_commit if texts_committed else self.documents.rollback)()
 
     def _extend_ids(self, new_ids: list[DocId]) -> None:
         first_row = len(self.doc_ids)
@@ -828,10 +841,11 @@ class Retriever:
             timings=timings,
             **knobs,
         )
-        stored = {} if self.documents is None else self.documents.get(I[I >= 0].tolist())
+        documents = self.documents
+        found = {} if documents is None else documents.get([self.doc_ids[i] for i in I[I >= 0].tolist()])
         return [
             [
-                Hit(self.doc_ids[i], float(s), rank, *stored.get(i, ()))
+                Hit(self.doc_ids[i], float(s), rank, *DocumentStore.lookup(found, self.doc_ids[i]))
                 for rank, (s, i) in enumerate(zip(ds, ids), start=1)
                 if i >= 0
             ]
@@ -952,10 +966,15 @@ class Retriever:
         manifest["library_version"] = __version__
         fitted = self.fitted_head
         heads = {self.coarse.layer: enc.heads[self.coarse.layer]} if fitted else None
-        writers = {**self.backend.files(list(self.doc_ids)), **extra_writers(None, heads, self.projection)}
-        if self.documents is not None:
-            writers["texts"] = ("sqlite", self.documents.save)
-        write_index(Path(path), manifest, writers)
+        with self._lock.read():  # an add commits before or after this save, never during it
+            manifest["count"] = len(self)
+            writers = {
+                **self.backend.files(list(self.doc_ids)),
+                **extra_writers(None, heads, self.projection),
+            }
+            if self.documents is not None:
+                writers["texts"] = ("sqlite", self.documents.save)
+            write_index(Path(path), manifest, writers)
 
     @classmethod
     def load(
@@ -1034,13 +1053,18 @@ class Retriever:
         documents = None
         if "texts" in manifest["files"]:
             documents = DocumentStore.load(Path(path) / manifest["files"]["texts"])
-            if len(documents) != manifest["count"]:
+            if len(documents) > manifest["count"]:  # fewer: documents another writer added without texts
                 documents.close()
                 raise ValueError(
                     f"index at {str(path)!r} is inconsistent: its document store holds {len(documents)} texts, "
                     f"the manifest {manifest['count']} documents"
                 )
-        backend, doc_ids = open_backend(entry, Path(path), manifest, options)
+        try:
+            backend, doc_ids = open_backend(entry, Path(path), manifest, options)
+        except BaseException:
+            if documents is not None:
+                documents.close()
+            raise
         return cls(
             model,
             coarse,

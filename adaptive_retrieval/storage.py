@@ -160,6 +160,15 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ValueError(
             f"{manifest_file} has format version {manifest.get('format_version')}; this library reads {FORMAT_VERSION}"
         )
+    if "backend" not in manifest and isinstance(
+        manifest.get("fine_dtype"), str
+    ):  # saved before engines were named
+        manifest["backend"] = {
+            "name": "faiss",
+            "index": manifest.get("index"),
+            "fine_dtype": manifest["fine_dtype"],
+            "train_size": manifest.get("train_size", 100_000),
+        }
     check_manifest(manifest, manifest_file)
     return manifest
 

@@ -70,7 +70,13 @@ def test_every_engine_returns_the_faiss_hits_and_reopens_from_a_fresh_process(
 ):
     options = engine_options(engine, tmp_path)
     r = Retriever.build(
-        mixed_corpus, model=str(model_dir), chunk_size=50, backend=engine, backend_options=options, **VIEWS
+        mixed_corpus,
+        model=str(model_dir),
+        chunk_size=50,
+        backend=engine,
+        backend_options=options,
+        store_text=True,
+        **VIEWS,
     )
     assert len(r) == len(r.backend) == engine_count(r) == len(mixed_corpus) and engine in repr(r)
     assert r.adaptation.chosen == "ridge" and r.encoder.fingerprint == faiss_r.encoder.fingerprint
@@ -102,13 +108,16 @@ def test_every_engine_returns_the_faiss_hits_and_reopens_from_a_fresh_process(
         from adaptive_retrieval import Retriever
         r = Retriever.load({str(tmp_path / "idx")!r})
         hits = r.search_batch({QUERIES!r}, k=10)
-        print(json.dumps([len(r), [[h.doc_id for h in hs] for hs in hits]]))
+        print(json.dumps([len(r), [[h.doc_id for h in hs] for hs in hits], [[h.text for h in hs] for hs in hits]]))
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    count, reopened = json.loads(out.stdout.strip().splitlines()[-1])
+    count, reopened, texts = json.loads(out.stdout.strip().splitlines()[-1])
     assert count == len(mixed_corpus) and reopened == ranked(faiss_r)
+    # the engine numbers its rows anew on reopening; each text still belongs to its document
+    by_id = {json.dumps(d): t for d, t in mixed_corpus.items()}
+    assert texts == [[by_id[json.dumps(d)] for d in hits] for hits in reopened]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -195,3 +204,17 @@ def test_keys_are_stable_and_the_row_map_refuses_collisions():
     D, I = rows.rows([[12, 99, 11]], [[0.5, 0.9, 0.5]], 4)  # 99: unknown here; equal scores: lower row first
     assert I.tolist() == [[0, 1, -1, -1]] and D[0, :2].tolist() == [0.5, 0.5]
     assert rows.rollback(1) == [12] and len(rows) == 1
+
+
+def test_rows_an_add_has_not_committed_are_neither_found_nor_saved(tiny_encoder, tmp_path):
+    r = Retriever.build(random_texts(30, seed=8), model=tiny_encoder, adapt=False, **VIEWS)
+    vec = r.encoder.encode(["cell gene protein"], [r.coarse, r.fine])
+    r.backend.add(len(r), ["staged"], vec[r.coarse], vec[r.fine])  # written, not committed
+    assert len(r.backend.fine_store) == 31 and len(r.backend) == 30
+    _, exact = r.backend.exact_search(vec[r.fine], 31)
+    _, funnel, _, _ = r.backend.search(vec[r.coarse], vec[r.fine], 31, 31)
+    assert exact.max() < 30 and funnel.max() < 30 and (exact[0, 30:] == -1).all()
+    r.save(tmp_path / "idx")
+    assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 30
+    r.backend.rollback(len(r))
+    assert len(r.backend.fine_store) == len(r) == 30

@@ -97,3 +97,31 @@ def test_frameworks_need_texts(tiny_encoder, corpus):
             make()
     with pytest.raises(TypeError, match="store_text must be True or False"):
         Retriever.build(corpus, model=tiny_encoder, store_text="yes", **VIEWS)
+
+
+def test_a_save_during_an_add_neither_waits_for_it_nor_saves_part_of_it(tiny_encoder, corpus, tmp_path):
+    import threading
+
+    r = Retriever.build(corpus, model=tiny_encoder, store_text=True, **VIEWS)
+    staged, release = threading.Event(), threading.Event()
+
+    def batches():
+        vectors = r.encoder.encode(["alpha beta", "gamma delta"], [r.fine])[r.fine]
+        yield ["x1"], r.project(vectors[:1]), vectors[:1], ["alpha beta"]
+        staged.set()
+        release.wait(30)
+        yield ["x2"], r.project(vectors[1:]), vectors[1:], ["gamma delta"]
+
+    adding = threading.Thread(target=r.add_vector_batches, args=(batches(),))
+    adding.start()
+    assert staged.wait(30)
+    saving = threading.Thread(target=r.save, args=(tmp_path / "idx",))
+    saving.start()
+    saving.join(30)
+    assert not saving.is_alive()  # the held rows never block a save
+    release.set()
+    adding.join(30)
+    assert len(r) == 52
+    saved = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    assert len(saved) == len(saved.documents) == 50  # the add's rows were not in it, nor their texts
+    assert {h.doc_id for h in r.search("alpha beta", k=52)} >= {"x1", "x2"}

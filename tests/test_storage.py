@@ -72,7 +72,7 @@ def test_a_crash_mid_save_leaves_the_previous_index_whole(built, tiny_encoder, t
     expected = ranking(built)
     built.add({"extra": "cell gene protein"})
 
-    def crash(self, path):
+    def crash(self, path, rows=None):
         with open(path, "wb") as fh:
             fh.write(b"half a file")
         raise KeyboardInterrupt("power cut")

@@ -116,7 +116,7 @@ class FaissBackend(Backend):
         return self.fine_store.scores(fine_q, rows)
 
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.fine_store.search_exact(fine_q, k)
+        return self.fine_store.search_exact(fine_q, k, rows=len(self))  # committed rows only
 
     def search(
         self,
@@ -132,7 +132,7 @@ class FaissBackend(Backend):
         t0 = time.perf_counter()
         _, cand = self.coarse_index.search(coarse_q, shortlist, params=params)
         t1 = time.perf_counter()
-        found = self.fine_store.rerank_with_fallback(fine_q, cand, k, patience=patience)
+        found = self.fine_store.rerank_with_fallback(fine_q, cand, k, patience=patience, rows=len(self))
         _clock(seconds, t0, t1)
         return found
 
@@ -153,9 +153,10 @@ class FaissBackend(Backend):
         """The coarse index, the fine store and the document ids (the id list lives here, with them)."""
         from ..storage import extra_writers
 
+        committed = len(self)  # the fine store may hold an add's rows not yet committed
         return {
             "coarse": ("faiss", self.coarse_index.save),
-            "fine": ("npy", self.fine_store.save),
+            "fine": ("npy", lambda path: self.fine_store.save(path, rows=committed)),
             **extra_writers(doc_ids, None, None),
         }
 

@@ -194,27 +194,31 @@ class MilvusBackend(KeyedBackend):
             raise ValueError(
                 f"Milvus collection {entry['collection']!r} does not exist (any more) at {uri!r}"
             )
-        # a collection released (e.g. by a restart) is loaded again before it is read
-        backend.client.load_collection(backend.collection)
-        keys, doc_ids = [], []
-        # Milvus Lite has no timestamp service: the iterator logs that (client and embedded server side)
-        # and reads a snapshot as of now, which is what reopening needs
-        quiet = [logging.getLogger(name) for name in ("pymilvus", "grpc._server")]
-        levels = [q.level for q in quiet]
-        for q in quiet:
-            q.setLevel(logging.CRITICAL)
         try:
-            it = backend.client.query_iterator(
-                backend.collection, batch_size=4096, output_fields=["key", "doc_id"]
-            )
-            while batch := it.next():
-                keys += [int(e["key"]) for e in batch]
-                doc_ids += [json.loads(e["doc_id"]) for e in batch]
-            it.close()
-        finally:
-            for q, level in zip(quiet, levels):
-                q.setLevel(level)
-        return backend, backend._adopt(keys, doc_ids)
+            # a collection released (e.g. by a restart) is loaded again before it is read
+            backend.client.load_collection(backend.collection)
+            keys, doc_ids = [], []
+            # Milvus Lite has no timestamp service: the iterator logs that (client and embedded server side)
+            # and reads a snapshot as of now, which is what reopening needs
+            quiet = [logging.getLogger(name) for name in ("pymilvus", "grpc._server")]
+            levels = [q.level for q in quiet]
+            for q in quiet:
+                q.setLevel(logging.CRITICAL)
+            try:
+                it = backend.client.query_iterator(
+                    backend.collection, batch_size=4096, output_fields=["key", "doc_id"]
+                )
+                while batch := it.next():
+                    keys += [int(e["key"]) for e in batch]
+                    doc_ids += [json.loads(e["doc_id"]) for e in batch]
+                it.close()
+            finally:
+                for q, level in zip(quiet, levels):
+                    q.setLevel(level)
+            return backend, backend._adopt(keys, doc_ids)
+        except BaseException:
+            backend.close()
+            raise
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         names = [json.dumps(d) for d in doc_ids]
@@ -327,7 +331,8 @@ class MilvusBackend(KeyedBackend):
                 "this retriever's Milvus client was passed in, so its URI is unknown here; save() records "
                 "where the collection lives: build with backend_options uri=... to save and reopen it"
             )
-        return {"name": self.name, "collection": self.collection, "uri": self.uri, "rerank": self.rerank}
+        uri = os.path.abspath(self.uri) if _is_lite(self.uri) else self.uri  # loadable from any folder
+        return {"name": self.name, "collection": self.collection, "uri": uri, "rerank": self.rerank}
 
     def discard(self) -> None:
         if self._created:

@@ -20,6 +20,7 @@ run on it.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
@@ -136,15 +137,19 @@ class QdrantBackend(KeyedBackend):
             backend.close()
             raise ValueError(f"Qdrant collection {entry['collection']!r} does not exist (any more) there")
         keys, doc_ids, offset = [], [], None
-        while True:
-            points, offset = backend.client.scroll(
-                backend.collection, limit=4096, offset=offset, with_payload=["doc_id"], with_vectors=False
-            )
-            keys += [str(p.id) for p in points]
-            doc_ids += [p.payload["doc_id"] for p in points]
-            if offset is None:
-                break
-        return backend, backend._adopt(keys, doc_ids)
+        try:
+            while True:
+                points, offset = backend.client.scroll(
+                    backend.collection, limit=4096, offset=offset, with_payload=["doc_id"], with_vectors=False
+                )
+                keys += [str(p.id) for p in points]
+                doc_ids += [p.payload["doc_id"] for p in points]
+                if offset is None:
+                    break
+            return backend, backend._adopt(keys, doc_ids)
+        except BaseException:
+            backend.close()
+            raise
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         keys = [point_uuid(d) for d in doc_ids]
@@ -258,7 +263,7 @@ class QdrantBackend(KeyedBackend):
             "name": self.name,
             "collection": self.collection,
             "location": self.location,
-            "path": self.path,
+            "path": None if self.path is None else os.path.abspath(self.path),  # loadable from any folder
         }
 
     def discard(self) -> None:
