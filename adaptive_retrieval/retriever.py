@@ -193,13 +193,18 @@ class Retriever:
             chunk_size: documents encoded and added per step.
             show_progress: progress bars while encoding (default: on for long work).
             fine_path: a new ``.npy`` file to hold the fine vectors (default: in RAM).
-            backend: ``"faiss"`` (default: the coarse index and fine store in this process) or
-                ``"qdrant"``: both views stored per document in a Qdrant collection, which runs the
-                funnel server-side (coarse ``prefetch``, fine re-rank) in one call; see
-                :class:`~adaptive_retrieval.backends.qdrant.QdrantBackend`.
+            backend: ``"faiss"`` (default: the coarse index and fine store in this process),
+                ``"qdrant"`` (both views per document in a Qdrant collection; the funnel is one
+                server-side query) or ``"milvus"`` (both views per document in a Milvus collection:
+                Milvus Lite for a file path, a server for a URI); see :mod:`adaptive_retrieval.backends`.
+                Every engine returns the same hits; ``save`` records where a collection lives and
+                :meth:`load` reattaches to it.
             backend_options: for ``"qdrant"``: ``location`` (``":memory:"``, the default, or a server
-                URL), ``path`` (a local on-disk store), ``collection``, or ``client`` (a ready
-                ``QdrantClient``), and ``hnsw`` (index the coarse view with HNSW on a server).
+                URL), ``path`` (local mode on disk), ``collection``, ``client`` (a ready
+                ``QdrantClient``), ``hnsw``; for ``"milvus"``: ``uri`` (required: ``"./index.db"`` or
+                ``"http://host:19530"``), ``token``, ``collection``, ``client``, ``coarse_index`` and
+                ``coarse_index_params`` (the coarse vectors' Milvus index), ``rerank`` (``"fetch"`` or
+                ``"server"``).
             adapt: fit the coarse view's head to this corpus, without labels, from the first chunk's
                 documents (their coarse states and fine views come from the one forward pass the build
                 makes anyway): see :mod:`adaptive_retrieval.adapt`. The fitted head is used for every
@@ -669,7 +674,8 @@ class Retriever:
 
     def close(self) -> None:
         """Release what this retriever holds open: the fine store's memory map (and its ``grow-*.npy``
-        scratch copy, after an ``add`` to a loaded index), and a Qdrant client it created. Searching,
+        scratch copy, after an ``add`` to a loaded index), an engine's client it created (a Milvus Lite
+        file's lock with its last user), the document store and its scratch copy. Searching,
         adding or saving afterwards raises ``RuntimeError``; closing twice is harmless. Also the end
         of a ``with`` block."""
         if self._closed:
