@@ -881,6 +881,8 @@ class Retriever:
         )
         # checked before any query is encoded; per call: nothing is left set on the index
         params = self.backend.search_parameters(depth=depth, **knobs)
+        if len(self) == 0:  # e.g. a reopened collection whose documents were all deleted
+            return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
         timings = timings if timings is not None else SearchTimings()
         parts = []
         for i in range(0, len(queries), batch_size):

@@ -218,3 +218,27 @@ def test_rows_an_add_has_not_committed_are_neither_found_nor_saved(tiny_encoder,
     assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 30
     r.backend.rollback(len(r))
     assert len(r.backend.fine_store) == len(r) == 30
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_emptied_collection_reopens_and_answers_with_no_hits(engine, tiny_encoder, tmp_path):
+    options = engine_options(engine, tmp_path, "emptied")
+    r = Retriever.build(
+        random_texts(10, seed=9), model=tiny_encoder, backend=engine, backend_options=options, **VIEWS
+    )
+    r.save(tmp_path / "idx")
+    b = r.backend
+    if engine == "qdrant":
+        from qdrant_client import models
+
+        b.client.delete(b.collection, points_selector=models.FilterSelector(filter=models.Filter()))
+    else:
+        b.client.delete(b.collection, filter="key >= 0")  # every key is a non-negative 63-bit int
+    r.close()
+    again = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    assert (
+        len(again) == 0
+        and again.search("cell gene", k=5) == []
+        and again.search_batch(["a b"] * 2) == [[], []]
+    )
+    again.close()
