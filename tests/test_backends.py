@@ -137,12 +137,19 @@ def test_writers_in_turn_never_overwrite_each_other(engine, model_dir, tmp_path)
     second.add({f"b{i}": t for i, t in enumerate(random_texts(20, seed=4))})
     with pytest.raises(ValueError, match="already in the index"):
         second.add({"a3": "an id the first writer added"})
+    # a writer that opened the collection before another added "c0" refuses to overwrite it
+    late = Retriever.load(tmp_path / "idx", model=enc, backend_options={"client": second.backend.client})
+    second.add({"c0": "the first writer of c0"})
+    with pytest.raises(ValueError, match="'c0' is already in the collection"):
+        late.add({"c1": "fine on its own", "c0": "a second writer of c0"})
+    assert "c0" not in late.doc_ids and "c1" not in late.doc_ids
     second.close()
-    third = Retriever.load(tmp_path / "idx", model=enc)  # sees both writers' documents, none lost
+    third = Retriever.load(tmp_path / "idx", model=enc)  # sees every writer's documents, none lost
     assert sorted(map(str, third.doc_ids)) == sorted(
-        [f"a{i}" for i in range(30)] + [f"b{i}" for i in range(20)]
+        [f"a{i}" for i in range(30)] + [f"b{i}" for i in range(20)] + ["c0"]
     )
-    assert engine_count(third) == 50
+    assert engine_count(third) == 51
+    assert "c0" in {h.doc_id for h in third.search("the first writer of c0", k=51)}
     third.close()
 
 

@@ -168,8 +168,9 @@ def _clock(seconds: dict[str, float] | None, t0: float, t1: float) -> None:
 
 def point_key(doc_id: DocId) -> int:
     """A document's key in an engine: 63 bits of the sha256 of its id (as JSON, so ``1`` and ``"1"``
-    differ). The same document gets the same key in every process, so writers in different processes
-    never overwrite each other's documents; two ids sharing a key (odds about 1 in 10^12 at 10M
+    differ). The same document gets the same key in every process, so a reopened collection knows
+    every id, and an add refuses a key the engine already holds (:meth:`KeyedBackend._refuse_present`):
+    writers never overwrite each other's documents. Two ids sharing a key (odds about 1 in 10^12 at 10M
     documents) are refused when they meet."""
     digest = hashlib.sha256(json.dumps(doc_id).encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
@@ -261,6 +262,22 @@ class KeyedBackend(Backend):
     @abstractmethod
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         """The fine vectors of these documents, by key."""
+
+    @abstractmethod
+    def _present(self, keys: list[Any]) -> set[Any]:
+        """Which of these keys the engine already holds."""
+
+    def _refuse_present(self, keys: list[Any], doc_ids: list[DocId]) -> None:
+        """Refuse documents the engine already holds though this process does not know them (another
+        writer added them since this retriever opened the collection): an upsert would overwrite them.
+        Checked before anything is written or staged, so the failure removes nothing of theirs."""
+        present = self._present(keys)
+        if present:
+            doc_id = next(d for d, key in zip(doc_ids, keys) if key in present)
+            raise ValueError(
+                f"document id {doc_id!r} is already in the collection (another writer added it since this "
+                "retriever opened it); nothing was added. Reopen it with Retriever.load to see its documents"
+            )
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)

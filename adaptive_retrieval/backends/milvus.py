@@ -228,6 +228,7 @@ class MilvusBackend(KeyedBackend):
                 f"document id {long!r:.80} is longer than Milvus stores ({_MAX_ID_CHARS} characters)"
             )
         keys = [point_key(d) for d in doc_ids]
+        self._refuse_present(keys, doc_ids)
         self.rows.stage(first_row, keys, doc_ids)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
@@ -245,6 +246,10 @@ class MilvusBackend(KeyedBackend):
                     for i in range(start, end)
                 ],
             )
+
+    def _present(self, keys: list[Any]) -> set[Any]:
+        found = self.client.get(self.collection, ids=keys, output_fields=["key"])
+        return {int(e["key"]) for e in found}
 
     def _delete(self, keys: list[Any]) -> None:
         for i in range(0, len(keys), self.upload_batch):

@@ -2,9 +2,9 @@
 
 Each document is a point with two named vectors, ``coarse`` and ``fine`` (dot product over
 L2-normalised view vectors: cosine, as the FAISS funnel scores), and its document id as payload. Its
-point id is a UUID made from the document id (:func:`~adaptive_retrieval.backends.point_uuid`), so
-writers in different processes never overwrite each other's documents, and a collection can be
-reopened from any process (:meth:`QdrantBackend.open`). A search is one ``query_points`` per query
+point id is a UUID made from the document id (:func:`~adaptive_retrieval.backends.point_uuid`): an add
+refuses an id the collection already holds, so writers never overwrite each other's documents, and a
+collection can be reopened from any process (:meth:`QdrantBackend.open`). A search is one ``query_points`` per query
 (batched with ``query_batch_points``)::
 
     prefetch: query=coarse vector, using="coarse", limit=candidates     # recall on the coarse view
@@ -153,6 +153,7 @@ class QdrantBackend(KeyedBackend):
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         keys = [point_uuid(d) for d in doc_ids]
+        self._refuse_present(keys, doc_ids)
         self.rows.stage(first_row, keys, doc_ids)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
@@ -167,6 +168,10 @@ class QdrantBackend(KeyedBackend):
                 ),
                 wait=True,
             )
+
+    def _present(self, keys: list[Any]) -> set[Any]:
+        found = self.client.retrieve(self.collection, ids=keys, with_payload=False, with_vectors=False)
+        return {str(p.id) for p in found}
 
     def _delete(self, keys: list[Any]) -> None:
         self.client.delete(self.collection, points_selector=models.PointIdsList(points=keys), wait=True)
