@@ -813,7 +813,7 @@ class Retriever:
         the fine view's top ``k``) or ``"early"`` (the query's own coarse view, from its early layer,
         finds the shortlist, then its pass resumes to the fine layer). Both run every layer of the
         query once. ``knobs`` are FAISS search parameters such as ``nprobe`` or ``efSearch``
-        (``hnsw_ef``, ``exact`` for Qdrant), for this call only: a search changes no shared state, so
+        (``hnsw_ef``, ``exact`` for Qdrant; ``ef``, ``nprobe`` for Milvus), for this call only: a search changes no shared state, so
         searches may run from many threads at once. An empty or whitespace-only query is a ``ValueError``.
         """
         if not isinstance(query, str):

@@ -5,7 +5,7 @@
 - ``qdrant`` (:mod:`.qdrant`): both views per document in a Qdrant collection (local mode or a server);
   the funnel runs server-side in one query.
 - ``milvus`` (:mod:`.milvus`): both views per document in a Milvus collection (Milvus Lite, a file path,
-  or a server/cluster, a URI); coarse search, then the shortlist re-ranked server-side.
+  or a server/cluster, a URI); coarse search, then the shortlist re-ranked (fetched by default, or server-side).
 
 A backend stores rows ``0..len-1`` (the retriever's internal ids; the retriever keeps the map to document
 ids, and the engines store each document's id too, so that a collection can be reopened). Adding is
