@@ -215,24 +215,18 @@ class Encoder:
         return other
 
     def quantized(self) -> Encoder:
-        """A copy whose linear layers run in int8 (torch's dynamic quantization: int8 weights, activations
-        quantized batch by batch), for faster encoding on CPU; the staged forward and the heads are
-        unchanged, and this encoder is left as it was. Its vectors approximate this one's (measure the
-        cost: ``benchmarks/bench_int8.py``); it keeps the fingerprint of the weights it approximates,
-        so an index built in float32 accepts it for queries. CPU only."""
+        """A copy whose linear layers run in int8 (:mod:`adaptive_retrieval.quantization`: int8 weights
+        per output channel, each token's activations quantized on its own, int8 matrix multiplies), for
+        faster encoding on CPU; the staged forward and the heads are unchanged, and this encoder is left
+        as it was. Its vectors approximate this one's (measure the cost: ``benchmarks/bench_int8.py``);
+        it keeps the fingerprint of the weights it approximates, so an index built in float32 accepts
+        it for queries. CPU only."""
         if self.device.type != "cpu":
-            raise ValueError(f"int8 dynamic quantization runs on CPU; this encoder is on {self.device}")
-        import warnings
-
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+            raise ValueError(f"int8 encoding runs on CPU; this encoder is on {self.device}")
+        from .quantization import quantize_linears
 
         fingerprint = self.weights_fingerprint
-        with warnings.catch_warnings():  # torch marks its quantized tensors as deprecated; they still work
-            warnings.simplefilter("ignore")
-            # one scale per output channel: fine vectors' cosine to float32 ~0.98 (per tensor: ~0.96)
-            model = quantize_dynamic(
-                self.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
-            )
+        model = quantize_linears(self.model)
         other = copy.copy(self)
         other.model, other.backbone, other.heads = model, backbone_for(model), dict(self.heads)
         other._weights_fingerprint = fingerprint

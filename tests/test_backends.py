@@ -249,3 +249,42 @@ def test_an_emptied_collection_reopens_and_answers_with_no_hits(engine, tiny_enc
         and again.search_batch(["a b"] * 2) == [[], []]
     )
     again.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_calibrated_depth_reaches_each_engines_hnsw_beam(engine, tiny_encoder, tmp_path):
+    """A calibrated shortlist shorter than its depth must come from a search as deep as the calibration's:
+    each engine's HNSW beam is raised to the depth (never lowered), and a beam the caller names wins."""
+    options = engine_options(engine, tmp_path)
+    if engine == "milvus":
+        options["coarse_index"] = "HNSW"
+    r = Retriever.build(
+        random_texts(40, seed=5), model=tiny_encoder, backend=engine, backend_options=options, **VIEWS
+    )
+    try:
+        b = r.backend
+        beam, default = ("hnsw_ef", 100) if engine == "qdrant" else ("ef", None)
+        params = b.search_parameters(depth=300)
+        got = params.hnsw_ef if engine == "qdrant" else params["ef"]
+        assert got == 300
+        named = b.search_parameters(depth=300, **{beam: 7})
+        assert (named.hnsw_ef if engine == "qdrant" else named["ef"]) == 7
+        assert b.search_parameters() is None
+        if default is not None:  # below the graph's own ef_construct: left to the engine
+            assert b.search_parameters(depth=default - 1) is None
+        coarse_q = r.encoder.encode(QUERIES[:2], [r.coarse])[r.coarse]
+        _, deep = b.coarse_search(coarse_q, 30, params)  # the engine takes the deepened beam
+        _, plain = b.coarse_search(coarse_q, 30)
+        assert (deep >= 0).all() and deep.shape == plain.shape == (2, 30)
+    finally:
+        r.close()
+    flat_options = engine_options(engine, tmp_path, name="flat")
+    if engine == "qdrant":
+        flat_options["hnsw"] = False
+    flat = Retriever.build(
+        random_texts(20, seed=6), model=tiny_encoder, backend=engine, backend_options=flat_options, **VIEWS
+    )
+    try:
+        assert flat.backend.search_parameters(depth=300) is None  # no graph: nothing to deepen
+    finally:
+        flat.close()

@@ -91,9 +91,9 @@ def test_int8_queries_approximate_float32_and_leave_the_index_alone(minilm):
     assert int8.model is not r.encoder.model and "int8" in int8.name
     a, b = (e.encode(queries, [r.fine])[r.fine] for e in (r.encoder, int8))
     cosine = np.sum(a * b, axis=1)
-    assert cosine.min() > 0.9 and cosine.mean() < 0.9999  # close, and really quantized
+    assert cosine.min() > 0.98 and cosine.mean() < 0.9999  # close, and really quantized
     _, got = r.search_arrays(queries, 10)
-    assert np.mean([len(set(x) & set(y)) / 10 for x, y in zip(want, got)]) > 0.7
+    assert np.mean([len(set(x) & set(y)) / 10 for x, y in zip(want, got)]) > 0.85
     np.testing.assert_array_equal(np.array(r.backend.fine_store.vectors), stored)
     with pytest.raises(ValueError, match="choose one of float32, int8"):
         r.set_query_precision("int4")

@@ -141,6 +141,7 @@ class MilvusBackend(KeyedBackend):
         self.upload_batch = upload_batch
         self.rows = KeyedRows()
         self._created = False
+        self._coarse_index: str | None = None if _existing else coarse_index.upper()
         if _existing:
             return
         if self.client.has_collection(self.collection):
@@ -328,7 +329,19 @@ class MilvusBackend(KeyedBackend):
                 raise ValueError(f"unknown Milvus search parameter {name!r}; known: {', '.join(_KNOBS)}")
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"search parameter {name} must be an int >= 1, got {value!r}")
-        return {name: int(value) for name, value in knobs.items()} or None
+        params = {name: int(value) for name, value in knobs.items()}
+        if depth is not None and "ef" not in params and self._coarse_type() == "HNSW":
+            # HNSW explores max(ef, limit) entities: a calibrated shortlist shorter than its depth
+            # searches as deep as the calibration did
+            params["ef"] = int(depth)
+        return params or None
+
+    def _coarse_type(self) -> str:
+        """The coarse vectors' index type (``"FLAT"``, ``"HNSW"``...), read from the engine once."""
+        if self._coarse_index is None:
+            described = self.client.describe_index(self.collection, "coarse")
+            self._coarse_index = str(described.get("index_type", "")).upper()
+        return self._coarse_index
 
     def manifest(self) -> dict[str, Any]:
         if self.uri is None:

@@ -252,7 +252,25 @@ class QdrantBackend(KeyedBackend):
         if "exact" in knobs and not isinstance(knobs["exact"], bool):
             raise ValueError(f"search parameter exact must be True or False, got {knobs['exact']!r}")
         merged = {**self._search_params, **knobs}
+        if depth is not None and "hnsw_ef" not in merged:
+            # HNSW explores max(hnsw_ef, limit) points, hnsw_ef defaulting to the graph's ef_construct: a
+            # calibrated shortlist shorter than its depth searches as deep as the calibration did
+            ef = self._ef_construct()
+            if ef is not None and depth > ef:
+                merged["hnsw_ef"] = int(depth)
         return models.SearchParams(**merged) if merged else None
+
+    def _ef_construct(self) -> int | None:
+        """The coarse vectors' HNSW ``ef_construct`` (``None`` without a graph), read once."""
+        if not hasattr(self, "_ef"):
+            config = self.client.get_collection(self.collection).config
+            own = config.params.vectors["coarse"].hnsw_config  # a diff over the collection's
+            m, ef = (config.hnsw_config.m, config.hnsw_config.ef_construct)
+            if own is not None:
+                m = own.m if own.m is not None else m
+                ef = own.ef_construct if own.ef_construct is not None else ef
+            self._ef = None if m == 0 else ef
+        return self._ef
 
     def set_knobs(self, **knobs: Any) -> None:
         self.search_parameters(**knobs)
