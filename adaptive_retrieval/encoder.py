@@ -214,19 +214,26 @@ class Encoder:
             other.set_head(layer, head)
         return other
 
-    def quantized(self) -> Encoder:
+    def quantized(self, sample_texts: Sequence[str] | None = None) -> Encoder:
         """A copy whose linear layers run in int8 (:mod:`adaptive_retrieval.quantization`: int8 weights
-        per output channel, each token's activations quantized on its own, int8 matrix multiplies), for
-        faster encoding on CPU; the staged forward and the heads are unchanged, and this encoder is left
-        as it was. Its vectors approximate this one's (measure the cost: ``benchmarks/bench_int8.py``);
-        it keeps the fingerprint of the weights it approximates, so an index built in float32 accepts
-        it for queries. CPU only."""
+        per output channel, each token's activations quantized on its own, outlier channels smoothed
+        by their maxima on ``sample_texts``, default a built-in sample of many kinds), for faster
+        encoding on CPU; the staged forward and the heads are unchanged, and this encoder is left as it
+        was. Its vectors approximate this one's (measure the cost: ``benchmarks/bench_int8.py``); it
+        keeps the fingerprint of the weights it approximates, so an index built in float32 accepts it
+        for queries. CPU only."""
         if self.device.type != "cpu":
             raise ValueError(f"int8 encoding runs on CPU; this encoder is on {self.device}")
-        from .quantization import quantize_linears
+        from .quantization import SAMPLE_TEXTS, input_maxima, quantize_linears
 
+        texts = check_texts(SAMPLE_TEXTS if sample_texts is None else sample_texts)
+        if not texts:
+            raise ValueError("sample_texts is empty: give texts like those that will be encoded, or None")
         fingerprint = self.weights_fingerprint
-        model = quantize_linears(self.model)
+        maxima = input_maxima(
+            self.model, lambda: self.encode(texts, [self.full_view], show_progress=False)
+        )
+        model = quantize_linears(self.model, maxima)
         other = copy.copy(self)
         other.model, other.backbone, other.heads = model, backbone_for(model), dict(self.heads)
         other._weights_fingerprint = fingerprint

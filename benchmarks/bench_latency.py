@@ -1,97 +1,146 @@
-"""Query latency of Retriever.search on SciFact (5,183 documents), split by funnel stage.
+"""Query latency of the funnel, fixed and calibrated, beside exact search, in one run.
 
-Side by side in one run, one query at a time over the first --queries SciFact test queries:
-the funnel (coarse view -> Flat FAISS search for `candidates` ids -> resume -> float16 re-rank) and
-exact search of the fine view alone (encode to the fine layer -> Flat FAISS search). Prints p50/p95
-of each stage: encode to the coarse layer, coarse search, resume to the fine layer, re-rank.
+An index is built over a BEIR-format folder's corpus as users build it (``Retriever.build``: the
+default model, the coarse head adapted to the corpus without labels). Then, side by side over the same
+test queries, one query at a time, in alternating rounds:
 
-The corpus vectors come from the evaluation cache (evals/corpus_cache.py: encoded once per model, all
-layers), and the index is made with Retriever.from_vectors, the same path Retriever.build takes
-after encoding.
+- ``fixed @ N``: the funnel with a fixed shortlist of ``--candidates``;
+- ``calibrated``: the funnel after ``Retriever.calibrate(target=--target)`` on the dev queries (no qrels
+  read: the target is overlap@10 with exact search), each query widening its own shortlist when the
+  calibration chose the patient rule;
+- ``calibrated, int8 queries``: the same with the query encoder in int8 (``set_query_precision``);
+- ``exact``: the query encoded to the fine view, then every fine vector scored (the fine store).
 
-    python benchmarks/bench_latency.py --model mpnet-base --coarse 4x64 --candidates 100
+Prints p50/p95 per stage (encode to the coarse layer, coarse search, resume to the fine layer,
+re-rank) and in total, the mean shortlist, and overlap@10 with the exact top 10.
+
+    python benchmarks/bench_latency.py --dataset runs/data/beir/sick-para --out results/latency
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
+import numpy as np
+from bench_adapt import corpus_texts
 from bench_common import DEFAULT_DATA_DIR, percentiles
+from bench_int8 import queries_of
 
-from adaptive_retrieval import Encoder, Retriever, SearchTimings, View, datasets
-from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings
 from adaptive_retrieval.reporting import machine_line as machine
 from adaptive_retrieval.reporting import settings, write_json
 
 STAGES = ("encode_coarse", "coarse_search", "resume_fine", "rerank")
 
 
-def time_queries(r: Retriever, queries: list[str], k: int) -> dict[str, dict[str, float]]:
-    for q in queries[:5]:
-        r.search(q, k=k)  # warm-up
-    per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
-    for q in queries:
-        t = SearchTimings()
-        r.search_batch([q], k=k, timings=t)
-        for s in STAGES:
-            per_stage[s].append(getattr(t, s))
-        per_stage["total"].append(t.total)
-    return {s: percentiles(v) for s, v in per_stage.items()}
+def funnel_query(r: Retriever, q: str, k: int, candidates: int | None) -> tuple[dict[str, float], int, list]:
+    t = SearchTimings()
+    _, ids = r.search_arrays([q], k, candidates=candidates, timings=t)
+    stages = {s: getattr(t, s) for s in STAGES}
+    return {**stages, "total": t.total}, t.shortlists[0], list(ids[0])
+
+
+def exact_query(r: Retriever, q: str, k: int) -> tuple[dict[str, float], int, list]:
+    t0 = time.perf_counter()
+    fine_q = r.encoder.encode(r.encoder.as_queries([q]), [r.fine])[r.fine]  # float32, as documents
+    t1 = time.perf_counter()
+    _, rows = r.backend.exact_search(fine_q, k)
+    t2 = time.perf_counter()
+    return {"encode_fine": t1 - t0, "score_all": t2 - t1, "total": t2 - t0}, len(r), list(rows[0])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="mpnet-base")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--dataset", type=Path, default=DEFAULT_DATA_DIR / "beir" / "scifact")
+    ap.add_argument("--n", type=int, default=None, help="index only the first n documents")
     ap.add_argument("--coarse", default="4x64")
-    ap.add_argument("--fine", default=None, help="default: the model's last layer, full width")
     ap.add_argument("--candidates", type=int, default=100)
+    ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
-    ap.add_argument("--out", type=Path, help="write the figures as JSON here")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", type=Path, help="write the figures as JSON here (results.json)")
     args = ap.parse_args()
+    print(machine(), flush=True)
 
     encoder = Encoder.from_pretrained(args.model)
-    coarse = encoder.check_view(args.coarse, name="--coarse")
-    fine = encoder.full_view if args.fine is None else encoder.check_view(args.fine, name="--fine")
-    corpus, queries, _ = datasets.load_beir(args.data_dir, "scifact", "test")
-    doc_ids, layers = encode_beir_corpus(encoder, corpus, args.cache_dir)
-    texts = list(queries.values())[: args.queries]
+    texts = corpus_texts(args.dataset, args.n or 10**9)
+    dev, test = (queries_of(args.dataset, split, 10**9) for split in ("dev", "test"))
+    test = test[: args.queries]
+    r = Retriever.build(texts, coarse=args.coarse, model=encoder, candidates=args.candidates)
+    t0 = time.perf_counter()
+    cal = r.calibrate(dev, target=args.target, k=args.k)
+    print(f"calibrated on {len(dev)} dev queries in {time.perf_counter() - t0:.0f} s: {cal}", flush=True)
 
-    def retriever(first: View, candidates: int) -> Retriever:
-        return Retriever.from_vectors(
-            encoder,
-            first,
-            fine,
-            doc_ids,
-            view_matrix(encoder, layers, first),
-            view_matrix(encoder, layers, fine),
-            candidates=candidates,
-        )
+    def funnel(precision: str, candidates: int | None):
+        def run(q: str):
+            r.set_query_precision(precision)
+            _ = r.query_encoder  # made once, by the warm-up
+            return funnel_query(r, q, args.k, candidates)
 
-    figures = {
-        f"funnel {coarse} -> {fine} @ {args.candidates}": time_queries(
-            retriever(coarse, args.candidates), texts, args.k
-        ),
-        f"exact {fine}": time_queries(retriever(fine, args.k), texts, args.k),
+        return run
+
+    configs = {
+        f"fixed @ {args.candidates}": funnel("float32", args.candidates),
+        "calibrated": funnel("float32", None),
+        "calibrated, int8 queries": funnel("int8", None),
+        "exact": lambda q: exact_query(r, q, args.k),
     }
-    print(f"\nmachine: {machine()}")
+    seconds: dict[str, dict[str, list[float]]] = {c: {} for c in configs}
+    shortlists: dict[str, list[int]] = {c: [] for c in configs}
+    answers: dict[str, list[list]] = {}
+    for run in configs.values():  # warm-up, and the int8 encoder made
+        run(test[0])
+    for _ in range(args.rounds):
+        for c, run in configs.items():
+            answers[c] = []
+            for q in test:
+                stages, shortlist, ids = run(q)
+                for s, v in stages.items():
+                    seconds[c].setdefault(s, []).append(v)
+                shortlists[c].append(shortlist)
+                answers[c].append(ids)
+    r.set_query_precision("float32")
+
+    figures = {}
+    for c in configs:
+        overlap = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(answers[c], answers["exact"])])
+        figures[c] = {
+            "stages": {s: percentiles(v) for s, v in seconds[c].items()},
+            "mean_shortlist": float(np.mean(shortlists[c])),
+            f"overlap@{args.k}": float(overlap),
+        }
     print(
-        f"model {args.model}, {len(doc_ids)} SciFact docs, Flat coarse index, float16 fine store, "
-        f"k={args.k}, {len(texts)} SciFact test queries one at a time; milliseconds\n"
+        f"\nmodel {args.model}, {len(r)} documents of {args.dataset.name}, {len(test)} test queries one at "
+        f"a time, {args.rounds} rounds; milliseconds; overlap@{args.k} with the exact top {args.k}\n"
     )
-    print("| configuration | stage | p50 ms | p95 ms |\n|---|---|---|---|")
-    for name, stages in figures.items():
-        for s, f in stages.items():
-            print(f"| {name} | {s} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} |")
-    funnel, exact = (f["total"]["p50_ms"] for f in figures.values())
-    print(f"\np50 total, exact / funnel: {exact / funnel:.2f}")
+    print("| configuration | mean shortlist | overlap@10 | p50 total | p95 total | stages p50 |")
+    print("|---|---|---|---|---|---|")
+    for c, f in figures.items():
+        stages = ", ".join(f"{s} {v['p50_ms']:.2f}" for s, v in f["stages"].items() if s != "total")
+        total = f["stages"]["total"]
+        print(
+            f"| {c} | {f['mean_shortlist']:.1f} | {f[f'overlap@{args.k}']:.3f} | {total['p50_ms']:.2f} | "
+            f"{total['p95_ms']:.2f} | {stages} |"
+        )
     if args.out:
         write_json(
-            args.out,
-            settings(args={k: str(v) for k, v in vars(args).items()}, docs=len(doc_ids), figures=figures),
+            args.out / "results.json",
+            {
+                "settings": settings(
+                    model=args.model,
+                    dataset=args.dataset.name,
+                    documents=len(r),
+                    test_queries=len(test),
+                    dev_queries=len(dev),
+                    rounds=args.rounds,
+                    calibration=cal.as_dict(),
+                ),
+                "figures": figures,
+            },
         )
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from adaptive_retrieval.quantization import Int8Linear, quantize_linears
+from adaptive_retrieval.quantization import Int8Linear, input_maxima, quantize_linears, smoothing_factors
 
 
 def relative_errors(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
@@ -49,3 +49,29 @@ def test_quantize_linears_copies_and_leaves_the_original_alone():
     with torch.inference_mode():
         assert relative_errors(quantized(x), model(x)).max() < 0.05  # 8 outputs: a coarse check
         assert quantized[2].bias is None and quantized[2].weight_int8.dtype == torch.int8
+
+
+def test_smoothing_moves_an_outlier_channel_into_the_weights():
+    torch.manual_seed(2)
+    linear = nn.Linear(128, 64)
+    x = torch.randn(40, 128)
+    x[:, 7] *= 60  # one channel far larger than the rest in every token
+    maxima = input_maxima(linear, lambda: linear(x))
+    assert set(maxima) == {""} and torch.allclose(maxima[""], x.abs().amax(0))
+    smooth = smoothing_factors(linear, maxima[""])
+    with torch.inference_mode():
+        want = linear(x)
+        plain = relative_errors(Int8Linear(linear)(x), want).mean()
+        smoothed = relative_errors(Int8Linear(linear, smooth)(x), want).mean()
+    assert smoothed < plain / 2, (smoothed, plain)
+    with pytest.raises(ValueError, match="128 positive factors"):
+        Int8Linear(linear, -smooth)
+
+
+def test_quantize_linears_smooths_the_layers_it_has_maxima_for():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 4))
+    maxima = input_maxima(model, lambda: model(torch.randn(8, 16)))
+    assert set(maxima) == {"0", "1"}
+    quantized = quantize_linears(model, {"1": maxima["1"]})
+    assert quantized[0].inverse_smooth is None and quantized[1].inverse_smooth.shape == (16,)
