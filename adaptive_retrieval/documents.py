@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import uuid
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .corpus import DocId
+from .scratch import scratch_path
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS documents (doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)"
 
@@ -78,7 +78,7 @@ class DocumentStore:
         the saved file may already be gone: a save over its own folder replaces it)."""
         if self._source is None:
             return
-        scratch = self._source.with_name(f"grow-texts-{uuid.uuid4().hex[:12]}.sqlite")
+        scratch = scratch_path(self._source, ".sqlite", kind="texts")
         target = _connect(str(scratch))
         self._conn.backup(target)
         self._conn.close()

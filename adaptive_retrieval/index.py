@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import mmap
 import shutil
-import uuid
 import weakref
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from .scratch import scratch_path
 
 FINE_DTYPES = ("float16", "float32")
 
@@ -571,10 +572,10 @@ class FineStore:
 
     def _grow_on_disk(self) -> None:
         """Turn a loaded, memory-mapped store into an on-disk one that can grow, without reading it into
-        RAM: its file is copied (by the kernel, in blocks) to a new ``grow-<id>.npy`` beside it, which
+        RAM: its file is copied (by the kernel, in blocks) to a new scratch ``grow-*.npy`` beside it (:mod:`.scratch`), which
         is removed when this store is; the loaded file, part of a saved index, is never written."""
         source, offset = self._source
-        target = source.with_name(f"grow-{uuid.uuid4().hex[:12]}.npy")
+        target = scratch_path(source, ".npy")
         n, size = len(self), len(self) * self.dim * self.vectors.itemsize
         with open(source, "rb") as src, open(target, "xb") as dst:
             dst.write(_npy_header(self.vectors.dtype, n, self.dim))

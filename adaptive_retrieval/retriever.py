@@ -28,6 +28,7 @@ from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .index import FINE_DTYPES
 from .locks import ReadWriteLock
 from .models import DEFAULT_MODEL
+from .scratch import sweep
 from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist, check_calibration
 from .storage import check_verify, extra_writers, read_extras, read_manifest, verify_files, write_index
 from .views import View, ViewLike, check_pair
@@ -1006,6 +1007,8 @@ class Retriever:
         those other processes added included."""
         check_verify(verify)
         manifest = read_manifest(Path(path))
+        for stale in sweep(Path(path)):  # scratch copies of a process killed while it grew this index
+            logger.info("removed %s, left by a process that no longer runs", stale)
         saved = manifest["model"]
         # how the index's texts were encoded: the model must encode queries the same way
         settings = {

@@ -5,7 +5,8 @@
 An index is built over the first ``--n`` documents of a BEIR-format folder (``Retriever.build``: float32
 documents, the coarse head adapted to them); then the test queries are searched one at a time with
 float32 queries and with int8 queries (``Retriever.set_query_precision("int8")``: the encoder's linear
-layers dynamically quantized), alternating, ``--rounds`` times each. Reported: p50/p95 per query of each,
+layers in int8, each token quantized on its own, outlier channels smoothed:
+``adaptive_retrieval/quantization.py``), alternating, ``--rounds`` times each. Reported: p50/p95 per query of each,
 their speed ratio, and overlap@10 of the int8 results with the float32 results (the same index, the
 same coarse query, the same shortlist).
 """
