@@ -230,9 +230,7 @@ class Encoder:
         if not texts:
             raise ValueError("sample_texts is empty: give texts like those that will be encoded, or None")
         fingerprint = self.weights_fingerprint
-        maxima = input_maxima(
-            self.model, lambda: self.encode(texts, [self.full_view], show_progress=False)
-        )
+        maxima = input_maxima(self.model, lambda: self.encode(texts, [self.full_view], show_progress=False))
         model = quantize_linears(self.model, maxima)
         other = copy.copy(self)
         other.model, other.backbone, other.heads = model, backbone_for(model), dict(self.heads)

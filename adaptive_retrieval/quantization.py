@@ -128,9 +128,7 @@ def input_maxima(module: nn.Module, run: Callable[[], object]) -> dict[str, torc
     return maxima
 
 
-def smoothing_factors(
-    linear: nn.Linear, maximum: torch.Tensor, alpha: float = SMOOTHING
-) -> torch.Tensor:
+def smoothing_factors(linear: nn.Linear, maximum: torch.Tensor, alpha: float = SMOOTHING) -> torch.Tensor:
     """SmoothQuant's per-channel factors for ``linear`` given its inputs' channel maxima."""
     weight = linear.weight.detach().abs().amax(dim=0).float().clamp(min=1e-5)
     return maximum.float().clamp(min=1e-5) ** alpha / weight ** (1 - alpha)
