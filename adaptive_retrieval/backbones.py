@@ -2,7 +2,8 @@
 
 A Hugging Face ``forward`` always runs every layer. To stop after layer ``i`` and later resume at
 ``i + 1`` we call the model's own submodules (embeddings, then each layer) in the same order and with
-the same arguments its ``forward`` would. Each adapter is tested against the model's own
+the same arguments its ``forward`` would (MPNet's attention excepted: torch's fused attention replaces
+its eager one, see :class:`MPNetBackbone`). Each adapter is tested against the model's own
 ``output_hidden_states``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
@@ -77,19 +79,43 @@ class BertLikeBackbone(Backbone):
 
 
 class MPNetBackbone(Backbone):
-    """MPNet: BERT-like layers plus a relative position bias shared by every layer."""
+    """MPNet: BERT-like layers plus a relative position bias shared by every layer.
+
+    transformers' MPNet attention is eager only: it materialises the (batch, heads, tokens, tokens)
+    scores, divides them, adds the position bias, adds the mask and softmaxes them, four passes over the
+    largest tensor of the layer, in every layer. Here the bias and the mask are added once per batch
+    (:meth:`embed`), and each layer runs the same projections, the same residuals and layer norms
+    (the model's own modules) around torch's fused ``scaled_dot_product_attention``: the same
+    arithmetic (``softmax(q k^T / sqrt(d) + bias + mask) v``), measured 1.3-1.5x faster for documents of
+    ~300 tokens (docs/measurements.md) and equal to the model's own forward to 1e-5 (tests)."""
 
     model_types = ("mpnet",)
 
     def embed(self, input_ids, attention_mask, token_type_ids=None):
         hidden = self.model.embeddings(input_ids=input_ids)
-        return hidden, {
-            "attention_mask": self._mask(hidden, attention_mask),
-            "position_bias": self.model.encoder.compute_position_bias(hidden),
-        }
+        bias = self.model.encoder.compute_position_bias(hidden)  # (batch, heads, tokens, tokens)
+        mask = self._mask(hidden, attention_mask)  # additive, broadcast over heads, or None
+        return hidden, {"attention_bias": bias if mask is None else bias + mask}
 
     def run_layer(self, index, hidden, context):
-        return _first(self.layers[index](hidden, context["attention_mask"], context["position_bias"]))
+        layer = self.layers[index]
+        attention = layer.attention.attn
+        batch, tokens, _ = hidden.shape
+        heads, size = attention.num_attention_heads, attention.attention_head_size
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, tokens, heads, size).transpose(1, 2)
+
+        mixed = F.scaled_dot_product_attention(
+            split(attention.q(hidden)),
+            split(attention.k(hidden)),
+            split(attention.v(hidden)),
+            attn_mask=context["attention_bias"],
+            dropout_p=attention.dropout.p if attention.training else 0.0,
+        )
+        mixed = mixed.transpose(1, 2).reshape(batch, tokens, heads * size)
+        attended = layer.attention.LayerNorm(layer.attention.dropout(attention.o(mixed)) + hidden)
+        return layer.output(layer.intermediate(attended), attended)
 
 
 BACKBONES: tuple[type[Backbone], ...] = (BertLikeBackbone, MPNetBackbone)

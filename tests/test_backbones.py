@@ -44,3 +44,25 @@ def test_unsupported_architecture_lists_supported():
     with pytest.raises(ValueError, match="model type 'gpt2' is not supported; supported model types: bert"):
         backbone_for(model)
     assert "mpnet" in SUPPORTED_MODEL_TYPES
+
+
+def test_mpnet_staged_training_forward_equals_the_models_with_gradients():
+    """The fused attention keeps training's path: with dropout off, the same outputs and gradients."""
+    enc = make_encoder("mpnet", n_layers=4)
+    for m in enc.model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    enc.model.train()
+    token_ids = enc.tokenize(random_texts(4, seed=7))
+    input_ids, mask = enc._pad(token_ids)
+    reference = enc.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    reference.sum().backward()
+    want = {n: p.grad.clone() for n, p in enc.model.named_parameters() if p.grad is not None}
+    enc.model.zero_grad()
+    staged = enc.advance(enc.start(token_ids=token_ids), 4).hidden
+    assert torch.allclose(staged, reference, atol=1e-5)
+    staged.sum().backward()
+    for name, grad in want.items():
+        got = dict(enc.model.named_parameters())[name].grad
+        assert got is not None and torch.allclose(got, grad, atol=1e-4), name
+    enc.model.eval()
