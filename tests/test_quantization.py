@@ -13,7 +13,7 @@ def relative_errors(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     return (got - want).norm(dim=-1) / want.norm(dim=-1)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.ao, the baseline compared with
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")  # torch.ao, the baseline
 def test_each_token_is_quantized_on_its_own_scale():
     torch.manual_seed(0)
     linear = nn.Linear(256, 96)
