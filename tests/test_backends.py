@@ -288,3 +288,31 @@ def test_a_calibrated_depth_reaches_each_engines_hnsw_beam(engine, tiny_encoder,
         assert flat.backend.search_parameters(depth=300) is None  # no graph: nothing to deepen
     finally:
         flat.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_another_writers_documents_take_no_result_slots(engine, model_dir, tmp_path):
+    """Documents another writer added after this retriever opened the collection are unknown to it: its
+    searches skip them without losing a result to them (the engine is asked again, for more)."""
+    enc = Encoder.from_pretrained(str(model_dir))
+    Retriever.build(
+        {f"a{i}": t for i, t in enumerate(random_texts(30, seed=8))},
+        model=enc,
+        backend=engine,
+        backend_options=engine_options(engine, tmp_path, "slots"),
+        **VIEWS,
+    ).save(tmp_path / "idx")
+    writer = Retriever.load(tmp_path / "idx", model=enc)
+    reader = Retriever.load(tmp_path / "idx", model=enc, backend_options={"client": writer.backend.client})
+    before = ranked(reader)
+    fine_q = enc.encode(QUERIES, [reader.fine])[reader.fine]
+    _, exact_before = reader.backend.exact_search(fine_q, 10)
+    # each query, and variants of it, become the other writer's documents: the top of every ranking
+    writer.add({f"q{i}-{j}": q + " x" * j for i, q in enumerate(QUERIES) for j in range(6)})
+    assert engine_count(writer) == 30 + 6 * len(QUERIES)
+    assert ranked(reader) == before and all(len(hits) == 10 for hits in before)
+    _, exact_after = reader.backend.exact_search(fine_q, 10)
+    np.testing.assert_array_equal(exact_after, exact_before)
+    assert writer.search(QUERIES[0], k=1)[0].doc_id == "q0-0"  # the same text: they would compete
+    reader.close()
+    writer.close()

@@ -264,6 +264,16 @@ class KeyedBackend(Backend):
         """The fine vectors of these documents, by key."""
 
     @abstractmethod
+    def _count(self) -> int:
+        """How many documents the engine holds (every writer's, staged ones included)."""
+
+    def _foreign(self) -> bool:
+        """Whether the engine holds documents this retriever does not know (another writer's, or an
+        add of this one in progress): searches then take the path that skips them without losing
+        slots (:meth:`_known`), not a server-side shortlist that cannot."""
+        return self._count() > len(self.rows.keys)
+
+    @abstractmethod
     def _present(self, keys: list[Any]) -> set[Any]:
         """Which of these keys the engine already holds."""
 
@@ -285,6 +295,38 @@ class KeyedBackend(Backend):
         vector = self._fetch_fine(sorted(set(keys)))
         stacked = np.stack([vector[key] for key in keys]).reshape(*rows.shape, -1)
         return np.einsum("qcd,qd->qc", stacked, np.asarray(fine_q, np.float32))
+
+    #: how many times a query whose answer held unknown keys is asked again, for more
+    _REASKS = 4
+
+    def _known(
+        self,
+        ask: Callable[[np.ndarray, int], tuple[list[list[Any]], list[list[float]]]],
+        vectors: np.ndarray,
+        limit: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``ask(vectors, limit)``'s engine answers (keys and scores per query) as ``(D, I)`` rows of
+        this retriever's documents. Keys it does not know (another writer's documents, added since this
+        retriever opened the collection) would take result slots, so a query whose full answer held
+        some is asked again for that many more, until its answer holds ``limit`` known keys or the
+        engine has no more to give."""
+        keys, scores = ask(vectors, limit)
+        asked = [limit] * len(keys)
+        known = self.rows.row_of
+        for _ in range(self._REASKS):
+            again = {}
+            for q, ks in enumerate(keys):
+                unknown = sum(key not in known for key in ks)
+                if unknown and len(ks) >= asked[q]:  # full, with slots taken: there may be more
+                    again[q] = asked[q] + unknown
+            if not again:
+                break
+            rows = sorted(again)
+            wider = max(again.values())
+            more_keys, more_scores = ask(np.asarray(vectors)[rows], wider)
+            for q, ks, ss in zip(rows, more_keys, more_scores):
+                keys[q], scores[q], asked[q] = ks, ss, wider
+        return self.rows.rows(keys, scores, limit)
 
     def _adopt(self, keys: list[Any], doc_ids: list[DocId]) -> list[DocId]:
         """Take the documents found in a reopened collection as rows ``0..``; returns their ids."""

@@ -256,11 +256,6 @@ class MilvusBackend(KeyedBackend):
         for i in range(0, len(keys), self.upload_batch):
             self.client.delete(self.collection, ids=keys[i : i + self.upload_batch])
 
-    def _results(self, results: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        keys = [[_key(h) for h in hits] for hits in results]
-        scores = [[h["distance"] for h in hits] for hits in results]
-        return self.rows.rows(keys, scores, k)
-
     def _search(
         self, vectors: np.ndarray, field: str, limit: int, params: Any = None, filter: str = ""
     ) -> Any:
@@ -274,17 +269,31 @@ class MilvusBackend(KeyedBackend):
             search_params={"metric_type": "IP", "params": params or {}},
         )
 
+    def _count(self) -> int:
+        return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+    def _ask(self, field: str, params: Any = None) -> Any:
+        """``ask(vectors, limit)`` for :meth:`KeyedBackend._known`: one batched search."""
+
+        def ask(vectors: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
+            results = self._search(vectors, field, limit, params)
+            return [[_key(h) for h in hits] for hits in results], [
+                [h["distance"] for h in hits] for hits in results
+            ]
+
+        return ask
+
     def coarse_search(
         self, coarse_q: np.ndarray, depth: int, params: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self._results(self._search(coarse_q, "coarse", depth, params), depth)
+        return self._known(self._ask("coarse", params), coarse_q, depth)
 
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         got = self.client.get(self.collection, ids=keys, output_fields=["fine"])
         return {int(e["key"]): np.asarray(e["fine"], dtype=np.float32) for e in got}
 
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._results(self._search(fine_q, "fine", k), k)
+        return self._known(self._ask("fine"), fine_q, k)
 
     def search(
         self,
@@ -300,7 +309,7 @@ class MilvusBackend(KeyedBackend):
         """Coarse search (one batched request), then each query's shortlist re-ranked: fetched and
         scored here (``rerank="fetch"``, and any patient shortlist: the generic form), or by a fine
         search filtered to it, server-side (``rerank="server"``)."""
-        if patience is not None or self.rerank == "fetch":
+        if patience is not None or self.rerank == "fetch" or self._foreign():
             return super().search(
                 coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
             )

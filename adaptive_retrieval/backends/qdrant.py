@@ -169,6 +169,9 @@ class QdrantBackend(KeyedBackend):
                 wait=True,
             )
 
+    def _count(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
     def _present(self, keys: list[Any]) -> set[Any]:
         found = self.client.retrieve(self.collection, ids=keys, with_payload=False, with_vectors=False)
         return {str(p.id) for p in found}
@@ -176,30 +179,29 @@ class QdrantBackend(KeyedBackend):
     def _delete(self, keys: list[Any]) -> None:
         self.client.delete(self.collection, points_selector=models.PointIdsList(points=keys), wait=True)
 
-    def _answers(self, answers: list[Any], k: int) -> tuple[np.ndarray, np.ndarray]:
-        keys = [[str(p.id) for p in a.points] for a in answers]
-        scores = [[p.score for p in a.points] for a in answers]
-        return self.rows.rows(keys, scores, k)
+    def _ask(self, using: str, params: Any = None) -> Any:
+        """``ask(vectors, limit)`` for :meth:`KeyedBackend._known`: a batch of nearest-point queries."""
+
+        def ask(vectors: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
+            requests = [
+                models.QueryRequest(query=v.tolist(), using=using, limit=limit, params=params)
+                for v in vectors
+            ]
+            return _keys_scores(self.client.query_batch_points(self.collection, requests=requests))
+
+        return ask
 
     def coarse_search(
         self, coarse_q: np.ndarray, depth: int, params: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        requests = [
-            models.QueryRequest(query=c.tolist(), using="coarse", limit=depth, params=params)
-            for c in coarse_q
-        ]
-        return self._answers(self.client.query_batch_points(self.collection, requests=requests), depth)
+        return self._known(self._ask("coarse", params), coarse_q, depth)
 
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         points = self.client.retrieve(self.collection, ids=keys, with_vectors=["fine"])
         return {str(p.id): np.asarray(p.vector["fine"], dtype=np.float32) for p in points}
 
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        exact = models.SearchParams(exact=True)
-        requests = [
-            models.QueryRequest(query=f.tolist(), using="fine", limit=k, params=exact) for f in fine_q
-        ]
-        return self._answers(self.client.query_batch_points(self.collection, requests=requests), k)
+        return self._known(self._ask("fine", models.SearchParams(exact=True)), fine_q, k)
 
     def search(
         self,
@@ -213,8 +215,9 @@ class QdrantBackend(KeyedBackend):
         seconds: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
         """The funnel server-side, one request per query (a patient shortlist runs the generic form,
-        fetching the fine vectors of the candidates it reads)."""
-        if patience is not None:
+        fetching the fine vectors of the candidates it reads; so does any search while the collection
+        holds documents this retriever does not know, whose keys would take shortlist slots unseen)."""
+        if patience is not None or self._foreign():
             return super().search(
                 coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
             )
@@ -230,7 +233,8 @@ class QdrantBackend(KeyedBackend):
             )
             for c, f in zip(coarse_q, fine_q)
         ]
-        D, I = self._answers(self.client.query_batch_points(self.collection, requests=requests), k)
+        answers = self.client.query_batch_points(self.collection, requests=requests)
+        D, I = self.rows.rows(*_keys_scores(answers), k)
         D, I, fallbacks = self._fallback(fine_q, k, D, I)
         _clock(
             seconds, t0, time.perf_counter()
@@ -301,3 +305,7 @@ class QdrantBackend(KeyedBackend):
 
     def describe(self) -> str:
         return f"qdrant:{self.collection}"
+
+
+def _keys_scores(answers: list[Any]) -> tuple[list[list[Any]], list[list[float]]]:
+    return [[str(p.id) for p in a.points] for a in answers], [[p.score for p in a.points] for a in answers]
