@@ -193,6 +193,10 @@ class CoarseIndex:
             raise RuntimeError(f"index={self.factory!r} must be trained before vectors are added")
         self.index.add(_as_matrix(vectors, self.dim, "vectors"))
 
+    def is_hnsw(self) -> bool:
+        """Whether the index is an HNSW graph (which cannot remove rows)."""
+        return isinstance(faiss.downcast_index(self.index), faiss.IndexHNSW)
+
     def can_remove(self) -> bool:
         """Whether rows can be removed (a failed add rolled back in place); HNSW graphs cannot."""
         try:

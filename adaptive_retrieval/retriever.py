@@ -382,6 +382,7 @@ class Retriever:
                 new_ids.extend(doc_ids)
             if not new_ids:
                 raise ValueError("corpus is empty: give at least one document")
+            self.backend.prepare()  # e.g. an HNSW copy with the new rows, built while searches go on
         except BaseException:  # nothing is visible yet
             self._rollback()
             raise

@@ -380,3 +380,31 @@ def test_a_failed_commit_leaves_the_coarse_index_whole(tiny_encoder, monkeypatch
     assert [[h.doc_id for h in r.search(q, k=5)] for q in QUERIES] == before
     r.add(texts[40:])  # and the next add works
     assert len(r.backend.coarse_index) == 60
+
+
+@pytest.mark.parametrize("factory", ["HNSW8", "IVF4,Flat"])
+def test_an_hnsw_add_builds_its_graph_while_searches_go_on(tiny_encoder, monkeypatch, factory):
+    """HNSW cannot remove rows, so an add inserts into a copy: that copy is built before the write lock
+    is taken (searches go on meanwhile) and swapped in under it. Flat and IVF rows go in under the lock,
+    in place, quickly. Either way the add's result is the same as a build of all the documents."""
+    from adaptive_retrieval.index import CoarseIndex
+
+    texts = random_texts(90, seed=31)
+    r = Retriever.build(texts[:60], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index=factory)
+    before = r.backend.coarse_index
+    locked_during_adds: list[bool] = []
+    original = CoarseIndex.add
+
+    def add(self, vectors):
+        locked_during_adds.append(r._lock._writing)
+        return original(self, vectors)
+
+    monkeypatch.setattr(CoarseIndex, "add", add)
+    r.add({f"new{i}": t for i, t in enumerate(texts[60:])})
+    hnsw = factory.startswith("HNSW")
+    assert locked_during_adds and all(locked is not hnsw for locked in locked_during_adds)
+    assert (r.backend.coarse_index is not before) == hnsw and len(r.backend.coarse_index) == 90
+    assert len(before) == (60 if hnsw else 90)  # the searched copy never saw a partial add
+    assert r.backend._prepared is None
+    hits = r.search(texts[75], k=1, candidates=90)
+    assert hits[0].doc_id == "new15"

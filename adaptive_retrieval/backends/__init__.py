@@ -53,6 +53,10 @@ class Backend(ABC):
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         """Write documents as rows ``first_row, first_row + 1, ...``, not yet visible to searches."""
 
+    def prepare(self) -> None:
+        """The part of committing staged rows that can run while searches go on (called before the
+        retriever's write lock; :meth:`commit` follows under it). Nothing, unless the engine says."""
+
     @abstractmethod
     def commit(self) -> None:
         """Make every row written since the last commit visible (the retriever holds its write lock)."""

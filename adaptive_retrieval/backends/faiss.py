@@ -33,6 +33,7 @@ class FaissBackend(Backend):
         self.coarse_index = coarse_index
         self.fine_store = fine_store
         self.train_size = train_size
+        self._prepared: CoarseIndex | None = None  # a copy holding an add's rows, made outside the lock
         self._spill: CoarseSpill | None = None
 
     @classmethod
@@ -77,9 +78,33 @@ class FaissBackend(Backend):
             self._spill = CoarseSpill(self.coarse_index.dim, pending)
         self._spill.append(coarse)
 
+    def prepare(self) -> None:
+        """An index that cannot take rows in place (HNSW: no removal, so no roll-back; or an index not
+        yet trained) gets them in a copy, built here while searches go on; :meth:`commit` swaps it in."""
+        spill = self._spill
+        index = self.coarse_index
+        if spill is None or (index.is_trained and not index.is_hnsw()):
+            return  # added in place by commit: quick for Flat and IVF, and removable on failure
+        self._spill = None
+        try:
+            target = index.clone()
+            if not target.is_trained:
+                target.train(spill.sample(self.train_size))
+            for block in spill.blocks():
+                target.add(block)
+            self._prepared = target
+        finally:
+            spill.close()
+
     def commit(self) -> None:
-        """Train the coarse index if it needs it, then add the pending coarse vectors (removed again if
-        this fails; the caller then rolls back the fine rows)."""
+        """Swap in the copy :meth:`prepare` built (made here if the caller skipped it), or add the
+        pending coarse vectors in place (removed again if this fails; the caller then rolls back the
+        fine rows)."""
+        if self._prepared is None:
+            self.prepare()
+        if self._prepared is not None:
+            self.coarse_index, self._prepared = self._prepared, None
+            return
         spill, self._spill = self._spill, None
         if spill is None:
             return
@@ -88,8 +113,6 @@ class FaissBackend(Backend):
             target = index if index.can_remove() else index.clone()
             before = len(target)
             try:
-                if not target.is_trained:
-                    target.train(spill.sample(self.train_size))
                 for block in spill.blocks():
                     target.add(block)
             except BaseException:
@@ -101,6 +124,7 @@ class FaissBackend(Backend):
             spill.close()
 
     def rollback(self, start: int) -> None:
+        self._prepared = None
         if self._spill is not None:
             self._spill.close()
             self._spill = None
