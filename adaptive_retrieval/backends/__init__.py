@@ -56,6 +56,7 @@ class Backend(ABC):
     def prepare(self) -> None:
         """The part of committing staged rows that can run while searches go on (called before the
         retriever's write lock; :meth:`commit` follows under it). Nothing, unless the engine says."""
+        return None
 
     @abstractmethod
     def commit(self) -> None:
