@@ -224,14 +224,20 @@ class Encoder:
         for queries. CPU only."""
         if self.device.type != "cpu":
             raise ValueError(f"int8 encoding runs on CPU; this encoder is on {self.device}")
-        from .quantization import SAMPLE_TEXTS, input_maxima, quantize_linears
+        from .quantization import SAMPLE_TEXTS, check_int8_matmul, input_maxima, quantize_linears
 
         texts = check_texts(SAMPLE_TEXTS if sample_texts is None else sample_texts)
         if not texts:
             raise ValueError("sample_texts is empty: give texts like those that will be encoded, or None")
         fingerprint = self.weights_fingerprint
-        maxima = input_maxima(self.model, lambda: self.encode(texts, [self.full_view], show_progress=False))
-        model = quantize_linears(self.model, maxima)
+        check_int8_matmul()
+        # calibrated on a private copy: searches running on this encoder meanwhile are neither
+        # recorded nor slowed by the hooks
+        model = copy.deepcopy(self.model)
+        probe = copy.copy(self)
+        probe.model, probe.backbone = model, backbone_for(model)
+        maxima = input_maxima(model, lambda: probe.encode(texts, [self.full_view], show_progress=False))
+        model = quantize_linears(model, maxima, inplace=True)
         other = copy.copy(self)
         other.model, other.backbone, other.heads = model, backbone_for(model), dict(self.heads)
         other._weights_fingerprint = fingerprint

@@ -134,15 +134,33 @@ def smoothing_factors(linear: nn.Linear, maximum: torch.Tensor, alpha: float = S
     return maximum.float().clamp(min=1e-5) ** alpha / weight ** (1 - alpha)
 
 
+def check_int8_matmul() -> None:
+    """Raise unless this torch multiplies int8 matrices on this CPU, and correctly: ``torch._int_mm``
+    has a CPU kernel from torch 2.3, and before 2.6 it gave wrong results on CPUs without AVX512-VNNI."""
+    version = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    if version < (2, 6) or not hasattr(torch, "_int_mm"):
+        raise RuntimeError(
+            f"int8 encoding needs torch >= 2.6 (its CPU int8 matrix product); this is {torch.__version__}"
+        )
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (5, 64), dtype=torch.int8, generator=generator)
+    b = torch.randint(-127, 128, (64, 24), dtype=torch.int8, generator=generator)
+    if not torch.equal(torch._int_mm(a, b), a.int() @ b.int()):  # pragma: no cover - a broken kernel
+        raise RuntimeError("torch's int8 matrix product gives wrong results on this CPU; encode in float32")
+
+
 def quantize_linears(
-    module: nn.Module, maxima: dict[str, torch.Tensor] | None = None, alpha: float = SMOOTHING
+    module: nn.Module,
+    maxima: dict[str, torch.Tensor] | None = None,
+    alpha: float = SMOOTHING,
+    *,
+    inplace: bool = False,
 ) -> nn.Module:
-    """A copy of ``module`` whose ``nn.Linear`` layers are :class:`Int8Linear`, each smoothed where
-    ``maxima`` (:func:`input_maxima`) names it; ``module`` is left as it was. CPU only."""
-    if not hasattr(torch, "_int_mm"):  # pragma: no cover - every supported torch has it
-        raise RuntimeError(f"int8 encoding needs torch._int_mm, which torch {torch.__version__} lacks")
+    """``module`` (a copy, unless ``inplace``) with its ``nn.Linear`` layers replaced by
+    :class:`Int8Linear`, each smoothed where ``maxima`` (:func:`input_maxima`) names it. CPU only."""
+    check_int8_matmul()
     maxima = maxima or {}
-    other = copy.deepcopy(module)
+    other = module if inplace else copy.deepcopy(module)
     for name, child in list(other.named_modules()):
         if isinstance(child, nn.Linear):
             smooth = smoothing_factors(child, maxima[name], alpha) if name in maxima else None

@@ -2,7 +2,8 @@
 
 A loaded index that grows (``add`` after ``load``) copies its fine vectors, or its texts, to a scratch
 file in the index folder and removes it when done. A process killed with SIGKILL cannot remove it, so
-each scratch name carries its host and process id (``grow-[kind-]<host>-<pid>-<random><suffix>``) and
+each scratch name carries its host and process id (``grow-[kind-]<host>-<pid>-<random><suffix>``, the host
+with a digest of its full name and process-id namespace) and
 :func:`sweep` removes those whose process, on this host, is gone. Files of other hosts (a shared folder)
 and of live processes are left alone; so is everything on Windows, where no harmless liveness check of a
 process id exists in the standard library.
@@ -10,6 +11,7 @@ process id exists in the standard library.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -21,7 +23,16 @@ _NAME = re.compile(r"^grow-(?:[a-z]+-)?(?P<host>[A-Za-z0-9.]+)-(?P<pid>\d+)-[0-9
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname()) or "host"
+    """This host as a name part: its name (letters, digits, dots; at most 24) and a digest of its full
+    name and process-id namespace, so that hosts whose names differ only in other characters, and
+    containers that share a name but not their process ids, never take each other's files for theirs."""
+    name = socket.gethostname()
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino  # Linux; containers differ here
+    except OSError:
+        namespace = 0
+    digest = hashlib.sha256(f"{name}\0{namespace}".encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9.]', '', name)[:24] or 'host'}.{digest}"
 
 
 def scratch_path(beside: Path, suffix: str, kind: str = "") -> Path:
@@ -51,6 +62,9 @@ def sweep(folder: Path) -> list[Path]:
         if match is None or match["host"] != host or int(match["pid"]) == os.getpid():
             continue
         if not _alive(int(match["pid"])):
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # a read-only folder, another user's file: it stays, the load goes on
+                continue
             removed.append(path)
     return removed

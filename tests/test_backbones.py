@@ -66,3 +66,17 @@ def test_mpnet_staged_training_forward_equals_the_models_with_gradients():
         got = dict(enc.model.named_parameters())[name].grad
         assert got is not None and torch.allclose(got, grad, atol=1e-4), name
     enc.model.eval()
+
+
+def test_mpnet_takes_a_boolean_mask_as_an_additive_one(monkeypatch):
+    """transformers hands sdpa-style models a boolean mask (True: attend); the fused path reads it right."""
+    enc = make_encoder("mpnet", n_layers=2)
+    token_ids = enc.tokenize(random_texts(4, seed=9))
+    with torch.no_grad():
+        want = enc.advance(enc.start(token_ids=token_ids), 2).hidden
+        _, mask = enc._pad(token_ids)
+        boolean = mask.bool()[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
+        monkeypatch.setattr(type(enc.backbone), "_mask", lambda self, hidden, attention_mask: boolean)
+        got = enc.advance(enc.start(token_ids=token_ids), 2).hidden
+    real = mask.bool()
+    assert torch.allclose(got[real], want[real], atol=1e-5)  # padded positions aside

@@ -275,7 +275,8 @@ def test_a_calibrated_depth_reaches_each_engines_hnsw_beam(engine, tiny_encoder,
         coarse_q = r.encoder.encode(QUERIES[:2], [r.coarse])[r.coarse]
         _, deep = b.coarse_search(coarse_q, 30, params)  # the engine takes the deepened beam
         _, plain = b.coarse_search(coarse_q, 30)
-        assert (deep >= 0).all() and deep.shape == plain.shape == (2, 30)
+        _, narrow = b.coarse_search(coarse_q, 30, b.search_parameters(**{beam: 7}))  # widened to 30
+        assert (deep >= 0).all() and deep.shape == plain.shape == narrow.shape == (2, 30)
     finally:
         r.close()
     flat_options = engine_options(engine, tmp_path, name="flat")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from ..corpus import DocId
+
+logger = logging.getLogger(__name__)
 
 #: The engines by name, as ``Retriever.build(..., backend=)`` takes them.
 BACKENDS = ("faiss", "qdrant", "milvus")
@@ -303,6 +306,8 @@ class KeyedBackend(Backend):
 
     #: how many times a query whose answer held unknown keys is asked again, for more
     _REASKS = 4
+    #: the largest answer the engine gives one query (``None``: no limit of its own)
+    _MAX_LIMIT: int | None = None
 
     def _known(
         self,
@@ -328,9 +333,24 @@ class KeyedBackend(Backend):
                 break
             rows = sorted(again)
             wider = max(again.values())
+            if self._MAX_LIMIT is not None:
+                wider = min(wider, self._MAX_LIMIT)
+            if wider <= min(asked[q] for q in rows):
+                break  # the engine gives no more
             more_keys, more_scores = ask(np.asarray(vectors)[rows], wider)
             for q, ks, ss in zip(rows, more_keys, more_scores):
                 keys[q], scores[q], asked[q] = ks, ss, wider
+        short = sum(
+            any(key not in known for key in ks) and sum(key in known for key in ks) < min(limit, len(self))
+            for ks in keys
+        )
+        if short:
+            logger.warning(
+                "%d queries got fewer than %d of this retriever's documents: other writers' documents, "
+                "unknown here, filled their answers; reopen the collection (Retriever.load) to see them",
+                short,
+                limit,
+            )
         return self.rows.rows(keys, scores, limit)
 
     def _adopt(self, keys: list[Any], doc_ids: list[DocId]) -> list[DocId]:

@@ -106,6 +106,7 @@ class MilvusBackend(KeyedBackend):
     """
 
     name = "milvus"
+    _MAX_LIMIT = 16_384  # Milvus's largest topk
 
     def __init__(
         self,
@@ -259,6 +260,9 @@ class MilvusBackend(KeyedBackend):
     def _search(
         self, vectors: np.ndarray, field: str, limit: int, params: Any = None, filter: str = ""
     ) -> Any:
+        params = dict(params or {})
+        if params.get("ef", limit) < limit:  # Milvus refuses an HNSW beam narrower than the answer
+            params["ef"] = limit
         return self.client.search(
             self.collection,
             data=np.asarray(vectors, dtype=np.float32).tolist(),
@@ -266,7 +270,7 @@ class MilvusBackend(KeyedBackend):
             limit=limit,
             filter=filter,
             output_fields=["key"],
-            search_params={"metric_type": "IP", "params": params or {}},
+            search_params={"metric_type": "IP", "params": params},
         )
 
     def _count(self) -> int:
@@ -339,7 +343,7 @@ class MilvusBackend(KeyedBackend):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"search parameter {name} must be an int >= 1, got {value!r}")
         params = {name: int(value) for name, value in knobs.items()}
-        if depth is not None and "ef" not in params and self._coarse_type() == "HNSW":
+        if depth is not None and "ef" not in params and self._coarse_type().startswith("HNSW"):
             # HNSW explores max(ef, limit) entities: a calibrated shortlist shorter than its depth
             # searches as deep as the calibration did
             params["ef"] = int(depth)
