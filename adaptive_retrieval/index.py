@@ -194,8 +194,17 @@ class CoarseIndex:
         self.index.add(_as_matrix(vectors, self.dim, "vectors"))
 
     def is_hnsw(self) -> bool:
-        """Whether the index is an HNSW graph (which cannot remove rows)."""
-        return isinstance(faiss.downcast_index(self.index), faiss.IndexHNSW)
+        """Whether the index is an HNSW graph (which cannot remove rows), wrapped (``PCA64,HNSW32``,
+        an id map, a refinement) or not; an IVF index whose coarse quantizer is HNSW is not."""
+        index = faiss.downcast_index(self.index)
+        for _ in range(8):  # wrappers nest a few deep at most
+            if isinstance(index, faiss.IndexHNSW):
+                return True
+            inner = getattr(index, "base_index", None) or getattr(index, "index", None)
+            if not isinstance(inner, faiss.Index):
+                return False
+            index = faiss.downcast_index(inner)
+        return False
 
     def can_remove(self) -> bool:
         """Whether rows can be removed (a failed add rolled back in place); HNSW graphs cannot."""

@@ -408,3 +408,21 @@ def test_an_hnsw_add_builds_its_graph_while_searches_go_on(tiny_encoder, monkeyp
     assert r.backend._prepared is None
     hits = r.search(texts[75], k=1, candidates=90)
     assert hits[0].doc_id == "new15"
+
+
+@pytest.mark.parametrize(
+    "factory, hnsw",
+    [
+        ("Flat", False),
+        ("HNSW16", True),
+        ("PCA8,HNSW16", True),
+        ("IDMap,HNSW16", True),
+        ("IVF4_HNSW8,Flat", False),
+    ],
+)
+def test_hnsw_is_seen_through_wrappers(factory, hnsw):
+    """An HNSW graph inside a transform or an id map cannot remove rows either: its adds go to a copy."""
+    from adaptive_retrieval.index import CoarseIndex
+
+    index = faiss.index_factory(16, factory, faiss.METRIC_INNER_PRODUCT)
+    assert CoarseIndex(16, factory, index=index).is_hnsw() is hnsw
