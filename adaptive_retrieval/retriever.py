@@ -9,6 +9,7 @@ Query path (one forward pass, never repeated)::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
@@ -148,6 +149,7 @@ class Retriever:
         self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
         self.query_precision = "float32"
         self._int8: tuple[Encoder, Encoder] | None = None  # (encoder, its int8 copy), made on first use
+        self._int8_lock = threading.Lock()
 
     # ---------------------------------------------------------------------------------------- build
 
@@ -584,7 +586,10 @@ class Retriever:
             return self.encoder
         made = self._int8
         if made is None or made[0] is not self.encoder:
-            made = self._int8 = (self.encoder, self.encoder.quantized())
+            with self._int8_lock:  # made once, however many searches ask for it at first
+                made = self._int8
+                if made is None or made[0] is not self.encoder:
+                    made = self._int8 = (self.encoder, self.encoder.quantized())
         return made[1]
 
     def _set_adaptation(self, adaptation: Adaptation | None) -> None:

@@ -426,3 +426,28 @@ def test_hnsw_is_seen_through_wrappers(factory, hnsw):
 
     index = faiss.index_factory(16, factory, faiss.METRIC_INNER_PRODUCT)
     assert CoarseIndex(16, factory, index=index).is_hnsw() is hnsw
+
+
+def test_the_int8_query_encoder_is_made_once_however_many_threads_ask(tiny_encoder, monkeypatch):
+    import threading
+    import time
+
+    from adaptive_retrieval import Encoder
+
+    r = Retriever.build(random_texts(20, seed=41), coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    made = []
+
+    def quantized(self, sample_texts=None):
+        made.append(self)
+        time.sleep(0.2)  # long enough for every thread to ask meanwhile
+        return self
+
+    monkeypatch.setattr(Encoder, "quantized", quantized)
+    r.set_query_precision("int8")
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(r.query_encoder)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len(got) == 4 and all(g is got[0] for g in got)
