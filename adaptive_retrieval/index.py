@@ -6,9 +6,12 @@ are inner products of L2-normalised vectors (cosine similarity), and missing res
 
 from __future__ import annotations
 
+import itertools
 import mmap
+import os
 import shutil
 import weakref
+from collections.abc import Iterable
 from pathlib import Path
 
 import faiss
@@ -153,7 +156,14 @@ class CoarseIndex:
     on a sample of the vectors before the first :meth:`add`.
     """
 
-    def __init__(self, dim: int, factory: str = "Flat", *, index: faiss.Index | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        factory: str = "Flat",
+        *,
+        index: faiss.Index | None = None,
+        more: list[faiss.Index] | tuple[faiss.Index, ...] = (),
+    ) -> None:
         if not isinstance(factory, str) or not factory.strip():
             raise ValueError(
                 f"index must be a FAISS factory string such as 'Flat' or 'HNSW32', got {factory!r}"
@@ -170,13 +180,61 @@ class CoarseIndex:
                     f"({reason}); try 'Flat', 'HNSW32' or 'IVF256,Flat'"
                 ) from None
         self.index = index
+        # A Flat index grows in shards (see grown): the rows after index's, in order. Never another kind.
+        self._more: list[faiss.Index] = list(more)
+
+    @property
+    def shards(self) -> list[faiss.Index]:
+        """The FAISS indexes holding the rows, in row order: one, unless a Flat index grew by
+        :meth:`grown` (then :attr:`index` is the first and holds the first rows only)."""
+        return [self.index, *self._more]
 
     @property
     def is_trained(self) -> bool:
         return bool(self.index.is_trained)
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.index.ntotal) + sum(int(shard.ntotal) for shard in self._more)
+
+    def is_flat(self) -> bool:
+        """Whether this is an exact Flat index (float32 rows, nothing else), the kind that grows in shards."""
+        return type(faiss.downcast_index(self.index)) in (faiss.IndexFlat, faiss.IndexFlatIP)
+
+    def grown(self, blocks: Iterable[np.ndarray], count: int) -> CoarseIndex:
+        """A Flat index holding this one's rows and then the ``count`` rows of ``blocks``, this one left as
+        it is (searches may go on over it meanwhile).
+
+        FAISS's ``add`` grows a Flat index's array by allocating the larger one and copying: adding to an
+        index of n rows briefly holds 2n + the new rows, which at a million documents is hundreds of MB
+        for a few new ones. Here the new rows go into a shard of their own, allocated once at its final
+        size and filled block by block; the rows already indexed are not copied, unless the trailing
+        shards are not at least twice as large as what follows them, in which case they are merged with
+        the new rows into one shard (so a shard is at least twice the next: at most log2(n) shards, each
+        row copied O(log n) times over any sequence of adds)."""
+        if not self.is_flat():
+            raise TypeError(f"index={self.factory!r} is not Flat: only a Flat index grows in shards")
+        shards = [shard for shard in self.shards if shard.ntotal > 0]
+        total, keep = count, len(shards)
+        while keep > 0 and shards[keep - 1].ntotal < 2 * total:
+            keep -= 1
+            total += int(shards[keep].ntotal)
+        merged = [_flat_rows(shard) for shard in shards[keep:]]
+        checked = (_as_matrix(block, self.dim, "vectors") for block in blocks)
+        last = _flat_of(self.dim, self.index.metric_type, total, itertools.chain(merged, checked))
+        first, *more = [*shards[:keep], last]
+        return CoarseIndex(self.dim, self.factory, index=first, more=more)
+
+    def reconstruct_n(self, start: int, n: int) -> np.ndarray:
+        """Rows ``start .. start + n`` as a float32 ``(n, dim)`` array, across shards."""
+        if not self._more:
+            return self.index.reconstruct_n(start, n)
+        parts, offset = [], 0
+        for shard in self.shards:
+            lo, hi = max(start, offset), min(start + n, offset + shard.ntotal)
+            if lo < hi:
+                parts.append(shard.reconstruct_n(lo - offset, hi - lo))
+            offset += shard.ntotal
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
 
     def train(self, vectors: np.ndarray) -> None:
         vectors = _as_matrix(vectors, self.dim, "vectors")
@@ -216,11 +274,18 @@ class CoarseIndex:
 
     def clone(self) -> CoarseIndex:
         """A deep copy (a staging area for an index that cannot remove rows)."""
-        return CoarseIndex(self.dim, self.factory, index=faiss.clone_index(self.index))
+        first, *more = [faiss.clone_index(shard) for shard in self.shards]
+        return CoarseIndex(self.dim, self.factory, index=first, more=more)
 
     def remove_from(self, start: int) -> None:
         """Remove the vectors with ids ``start..`` (the roll-back of a failed add)."""
         if len(self) <= start:
+            return
+        while self._more and len(self) - self._more[-1].ntotal >= start:
+            self._more.pop()  # whole shards at the end
+        if self._more:
+            offset = len(self) - self._more[-1].ntotal
+            self._more[-1].remove_ids(faiss.IDSelectorRange(start - offset, self._more[-1].ntotal))
             return
         try:
             self.index.remove_ids(faiss.IDSelectorRange(start, len(self)))
@@ -250,6 +315,15 @@ class CoarseIndex:
         if params is None and knobs:
             params = self.search_parameters(**knobs)
         x = _as_matrix(queries, self.dim, "queries")
+        if self._more:  # Flat shards (which take no parameters): each searched, the answers merged
+            found, offset = [], 0
+            for shard in self.shards:
+                D, I = shard.search(x, k)
+                found.append((D, np.where(I >= 0, I + offset, -1)))
+                offset += shard.ntotal
+            return faiss.merge_knn_results(
+                np.stack([D for D, _ in found]), np.stack([I for _, I in found]), keep_max=True
+            )
         return self.index.search(x, k) if params is None else self.index.search(x, k, params=params)
 
     def set_knobs(self, **knobs: float) -> None:
@@ -264,23 +338,66 @@ class CoarseIndex:
                 raise ValueError(f"index={self.factory!r} has no search parameter {name!r}") from None
 
     def nbytes(self) -> int:
-        """Size of the serialised index in bytes."""
-        return int(faiss.serialize_index(self.index).size)
+        """Size of the serialised index (all its shards) in bytes."""
+        return sum(int(faiss.serialize_index(shard).size) for shard in self.shards)
 
-    def save(self, path: Path) -> None:
-        faiss.write_index(self.index, str(path))
+    def save(self, path: Path, shard: int = 0) -> None:
+        """Write shard ``shard`` (of :attr:`shards`) to ``path``, a FAISS index file."""
+        faiss.write_index(self.shards[shard], str(path))
 
     @classmethod
-    def load(cls, path: Path, dim: int, factory: str) -> CoarseIndex:
-        try:
-            index = faiss.read_index(str(path))
-        except RuntimeError as err:
-            raise ValueError(
-                f"{path} is not a readable FAISS index: {str(err).strip().splitlines()[-1][:200]}"
-            ) from None
-        if index.d != dim:
-            raise ValueError(f"{path} holds a {index.d}-dim index, the manifest says {dim}")
-        return cls(dim, factory, index=index)
+    def load(
+        cls, path: Path, dim: int, factory: str, more: list[Path] | tuple[Path, ...] = ()
+    ) -> CoarseIndex:
+        """Read an index written by :meth:`save`; ``more``: the files of its further shards, in order."""
+        shards = []
+        for name in [path, *more]:
+            try:
+                index = faiss.read_index(str(name))
+            except RuntimeError as err:
+                raise ValueError(
+                    f"{name} is not a readable FAISS index: {str(err).strip().splitlines()[-1][:200]}"
+                ) from None
+            if index.d != dim:
+                raise ValueError(f"{name} holds a {index.d}-dim index, the manifest says {dim}")
+            shards.append(index)
+        first, *rest = shards
+        loaded = cls(dim, factory, index=first, more=rest)
+        if rest and not all(type(faiss.downcast_index(s)) is type(faiss.downcast_index(first)) for s in rest):
+            raise ValueError(f"{path}: the index's shard files are not all of one kind")
+        if rest and not loaded.is_flat():
+            raise ValueError(f"{path}: only a Flat index comes in shards, this one is {factory!r}")
+        return loaded
+
+
+def _flat_of(dim: int, metric: int, count: int, blocks: Iterable[np.ndarray]) -> faiss.IndexFlat:
+    """A Flat index of ``count`` rows copied from ``blocks`` (float32 ``(n, dim)`` arrays, ``count`` rows
+    in all) into one array allocated at its final size: the RAM it takes is its own rows and one block,
+    never an old array beside a new one."""
+    index = faiss.IndexFlat(dim, metric)
+    if count == 0:
+        return index
+    index.codes.resize(count * dim * 4)
+    rows = _flat_rows(index, count)
+    filled = 0
+    for block in blocks:
+        if filled + len(block) > count:
+            raise ValueError(f"more than the {count} rows announced")
+        rows[filled : filled + len(block)] = block
+        filled += len(block)
+    if filled != count:
+        raise ValueError(f"{filled} rows given, {count} announced")
+    index.ntotal = count
+    return index
+
+
+def _flat_rows(index: faiss.IndexFlat, count: int | None = None) -> np.ndarray:
+    """The rows of a Flat index as a ``(n, dim)`` float32 view of its own array (no copy); valid while
+    the index lives and does not grow."""
+    count = int(index.ntotal) if count is None else count
+    if count == 0:
+        return np.empty((0, index.d), np.float32)
+    return faiss.rev_swig_ptr(index.get_xb(), count * index.d).reshape(count, index.d)
 
 
 class CoarseSpill:
@@ -307,7 +424,7 @@ class CoarseSpill:
             self._parts.append(vectors)
         else:
             with open(self.path, "ab") as fh:
-                fh.write(vectors.tobytes())
+                fh.write(vectors.data)  # the array's own bytes, not a copy
         self.count += len(vectors)
 
     def _matrix(self) -> np.ndarray:
@@ -329,9 +446,9 @@ class CoarseSpill:
         """The rows in order, ``size`` at a time; from a scratch file by plain reads (not a memory map,
         whose pages would count in the process's RSS until it is closed)."""
         if self.path is None:
-            matrix = self._matrix()
-            for start in range(0, self.count, size):
-                yield matrix[start : start + size]
+            for part in self._parts:  # as appended: no joined copy
+                for start in range(0, len(part), size):
+                    yield part[start : start + size]
             return
         with open(self.path, "rb") as fh:
             for start in range(0, self.count, size):
@@ -419,7 +536,7 @@ class FineStore:
     def extend(self, vectors: np.ndarray) -> None:
         """Append rows (cast to the store's dtype). On disk: written at the file's end, then the header
         is updated, so the file holds a complete matrix after every call."""
-        vectors = _as_matrix(vectors, self.dim, "vectors").astype(self.vectors.dtype)
+        vectors = _as_matrix(vectors, self.dim, "vectors")
         if self.path is None and self._source is not None:
             self._grow_on_disk()  # a loaded index grows on disk, never copied into RAM
         if self.path is None:  # in RAM: a buffer that doubles, so n rows added in chunks cost O(n) copies
@@ -435,7 +552,8 @@ class FineStore:
         n = len(self) + len(vectors)
         with open(self.path, "r+b") as fh:
             fh.seek(_HEADER_BYTES + len(self) * self.dim * self.vectors.itemsize)
-            fh.write(vectors.tobytes())
+            for start in range(0, len(vectors), _CAST_ROWS):  # cast a slice at a time: no copy of all
+                fh.write(vectors[start : start + _CAST_ROWS].astype(self.vectors.dtype, copy=False).data)
             fh.seek(0)
             fh.write(_npy_header(self.vectors.dtype, n, self.dim))
         self._remap(n)
@@ -592,8 +710,8 @@ class FineStore:
         n, size = len(self), len(self) * self.dim * self.vectors.itemsize
         with open(source, "rb") as src, open(target, "xb") as dst:
             dst.write(_npy_header(self.vectors.dtype, n, self.dim))
-            src.seek(offset)
-            shutil.copyfileobj(src, dst, 1 << 24)
+            dst.flush()
+            _copy_file(src, dst, offset)
             copied = dst.tell() - _HEADER_BYTES
         if copied != size:
             target.unlink(missing_ok=True)
@@ -603,8 +721,32 @@ class FineStore:
         self._remap(n)
 
 
+def _copy_file(src, dst, offset: int) -> None:
+    """Copy ``src`` from byte ``offset`` to its end onto the end of ``dst`` (both open, ``dst`` flushed):
+    in the kernel where the OS can (``copy_file_range``; no buffer in this process, whose RSS would keep
+    it), else through a 1 MB buffer."""
+    src.seek(offset)
+    left = os.fstat(src.fileno()).st_size - offset
+    if hasattr(os, "copy_file_range"):
+        try:
+            while left > 0:
+                done = os.copy_file_range(src.fileno(), dst.fileno(), min(left, 1 << 30))
+                if done == 0:
+                    break
+                left -= done
+            dst.seek(0, os.SEEK_END)
+            return
+        except OSError:  # e.g. across file systems on an old kernel: copy the rest by reads
+            src.seek(os.fstat(src.fileno()).st_size - left)
+            dst.seek(0, os.SEEK_END)
+    shutil.copyfileobj(src, dst, 1 << 20)
+
+
 _HEADER_BYTES = 128  # fixed, so the header can be rewritten in place as the matrix grows
 _SAVE_ROWS = 65_536
+# Rows cast to the store's dtype at a time when appended: a small temporary (1.5 MB at 768 float32 dims),
+# which the allocator reuses rather than keeping freed pages of a large one in the process's RSS.
+_CAST_ROWS = 1024
 
 
 def _npy_header(dtype: np.dtype, n: int, dim: int) -> bytes:

@@ -110,6 +110,16 @@ def _check_queries(queries: Any) -> list[str]:
     return queries
 
 
+def _row_norms(vectors: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """The L2 norm of each row, in float32, a slice of ``rows`` at a time (no temporary as large as the
+    batch, as ``np.linalg.norm``'s squares would be)."""
+    out = np.empty(len(vectors), np.float32)
+    for start in range(0, len(vectors), rows):
+        part = np.asarray(vectors[start : start + rows], dtype=np.float32)
+        out[start : start + rows] = np.sqrt(np.einsum("ij,ij->i", part, part))
+    return out
+
+
 class Retriever:
     """A two-stage dense retriever over one encoder's coarse and fine views.
 
@@ -357,33 +367,14 @@ class Retriever:
         seen: set[DocId] = set()
         new_ids: list[DocId] = []
         try:
-            for position, batch in enumerate(batches):
-                if not isinstance(batch, tuple) or not 3 <= len(batch) <= 5:
-                    raise TypeError(
-                        f"batch {position} must be a tuple (doc_ids, coarse_vectors, fine_vectors[, texts[, "
-                        f"metadata]]), got {type(batch).__name__}"
-                    )
-                doc_ids, coarse_vectors, fine_vectors = list(batch[0]), batch[1], batch[2]
-                coarse_vectors, fine_vectors = self._check_batch(doc_ids, coarse_vectors, fine_vectors)
-                self._check_new_ids(doc_ids, seen)
-                first_row = len(self) + len(new_ids)
-                if self.documents is not None:
-                    texts = list(batch[3]) if len(batch) > 3 and batch[3] is not None else None
-                    metadata = list(batch[4]) if len(batch) > 4 and batch[4] is not None else None
-                    if (
-                        texts is None
-                        or len(texts) != len(doc_ids)
-                        or (metadata is not None and len(metadata) != len(doc_ids))
-                    ):
-                        raise ValueError(
-                            f"this index stores texts: batch {position} needs one text (and, if any, one "
-                            "metadata) per document: (doc_ids, coarse_vectors, fine_vectors, texts[, metadata])"
-                        )
-                    self.documents.add(doc_ids, texts, metadata)
-                self.backend.add(first_row, doc_ids, coarse_vectors, fine_vectors)
-                new_ids.extend(doc_ids)
+            position = 0
+            for batch in batches:  # not enumerate(), whose reused tuple keeps the last batch alive
+                self._take_batch(position, batch, seen, new_ids)
+                del batch  # before the next one is made: RAM holds one batch at a time
+                position += 1  # noqa: SIM113 (see the loop)
             if not new_ids:
                 raise ValueError("corpus is empty: give at least one document")
+            del seen  # its room is reused by what follows
             self.backend.prepare()  # e.g. an HNSW copy with the new rows, built while searches go on
         except BaseException:  # nothing is visible yet
             self._rollback()
@@ -399,6 +390,33 @@ class Retriever:
                 self._rollback(texts_committed)
                 raise
             self._extend_ids(new_ids)
+
+    def _take_batch(self, position: int, batch: Any, seen: set[DocId], new_ids: list[DocId]) -> None:
+        """One batch of :meth:`add_vector_batches`, checked, into the engine's uncommitted rows."""
+        if not isinstance(batch, tuple) or not 3 <= len(batch) <= 5:
+            raise TypeError(
+                f"batch {position} must be a tuple (doc_ids, coarse_vectors, fine_vectors[, texts[, "
+                f"metadata]]), got {type(batch).__name__}"
+            )
+        doc_ids, coarse_vectors, fine_vectors = list(batch[0]), batch[1], batch[2]
+        coarse_vectors, fine_vectors = self._check_batch(doc_ids, coarse_vectors, fine_vectors)
+        self._check_new_ids(doc_ids, seen)
+        first_row = len(self) + len(new_ids)
+        if self.documents is not None:
+            texts = list(batch[3]) if len(batch) > 3 and batch[3] is not None else None
+            metadata = list(batch[4]) if len(batch) > 4 and batch[4] is not None else None
+            if (
+                texts is None
+                or len(texts) != len(doc_ids)
+                or (metadata is not None and len(metadata) != len(doc_ids))
+            ):
+                raise ValueError(
+                    f"this index stores texts: batch {position} needs one text (and, if any, one "
+                    "metadata) per document: (doc_ids, coarse_vectors, fine_vectors, texts[, metadata])"
+                )
+            self.documents.add(doc_ids, texts, metadata)
+        self.backend.add(first_row, doc_ids, coarse_vectors, fine_vectors)
+        new_ids.extend(doc_ids)
 
     def _rollback(self, texts_committed: bool = False) -> None:
         """Undo an add that has not reached the id map: the engine's rows, and the texts it held (or,
@@ -433,7 +451,7 @@ class Retriever:
         for name, vectors, tolerance in (("coarse", coarse_vectors, 1e-3), ("fine", fine_vectors, 1e-2)):
             if not np.issubdtype(vectors.dtype, np.floating):
                 raise TypeError(f"{name} vectors must be floats, got {vectors.dtype}")
-            norms = np.linalg.norm(np.asarray(vectors, dtype=np.float32), axis=1)
+            norms = _row_norms(vectors)
             bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1) > tolerance))
             if len(bad):
                 raise ValueError(

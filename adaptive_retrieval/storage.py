@@ -4,6 +4,7 @@ Layout (no pickle anywhere)::
 
     manifest.json            format, version, views, model identity, metric, counts, file names, sha256s
     coarse-<gen>.faiss       faiss.write_index of the coarse index          } the FAISS backend's data;
+    coarse-<i>-<gen>.faiss   its further shards (a Flat index that grew)    }
     fine-<gen>.npy           the fine matrix (float16 by default), mmapped  } Qdrant and Milvus keep
     ids-<gen>.json           the document ids, in internal-id order         } theirs in the engine
     heads-<gen>.safetensors  the coarse head fitted to this corpus at build time, if one was
@@ -281,7 +282,11 @@ def read_data_files(
         if key not in files:
             raise ValueError(f"index at {str(path)!r} is damaged: its manifest lists no {key} file")
     coarse_dim, fine_dim, count = manifest["coarse"][1], manifest["fine"][1], manifest["count"]
-    coarse = CoarseIndex.load(path / files["coarse"], coarse_dim, manifest["index"])
+    shards = {key for key in files if key.startswith("coarse-")}
+    if shards != {f"coarse-{i}" for i in range(1, len(shards) + 1)}:
+        raise ValueError(f"index at {str(path)!r} is damaged: its coarse shards are {sorted(shards)}")
+    more = [path / files[f"coarse-{i}"] for i in range(1, len(shards) + 1)]
+    coarse = CoarseIndex.load(path / files["coarse"], coarse_dim, manifest["index"], more)
     fine = FineStore.load(path / files["fine"], mmap=mmap)
     try:
         doc_ids = json.loads((path / files["ids"]).read_text())

@@ -120,7 +120,7 @@ def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
     assert r.encoder.fingerprint != tiny_encoder.fingerprint
     # the index holds every document's fine view projected on the directions the head predicts (so the
     # documents' side is exact), and the fine views unchanged
-    stored = r.backend.coarse_index.index.reconstruct_n(0, len(texts))
+    stored = r.backend.coarse_index.reconstruct_n(0, len(texts))
     fine = r.encoder.encode(texts, [(12, 32)])[(12, 32)]
     np.testing.assert_allclose(stored, unit(fine @ r.projection), atol=1e-5)
     np.testing.assert_allclose(r.project(fine), unit(fine @ r.projection), atol=1e-6)
@@ -192,7 +192,7 @@ def test_streamed_build_fits_on_the_first_chunk_and_add_uses_its_head(tiny_encod
     )
     assert r.adaptation.documents == 100 and r.fitted_head
     r.add(texts[130:])
-    stored = r.backend.coarse_index.index.reconstruct_n(0, len(texts))
+    stored = r.backend.coarse_index.reconstruct_n(0, len(texts))
     np.testing.assert_allclose(stored, r.project(r.encoder.encode(texts, [(12, 32)])[(12, 32)]), atol=1e-5)
 
 

@@ -62,7 +62,7 @@ def state(r: Retriever) -> tuple:
     b = r.backend
     return (
         list(r.doc_ids),
-        b.coarse_index.index.reconstruct_n(0, len(b.coarse_index)).tobytes(),
+        b.coarse_index.reconstruct_n(0, len(b.coarse_index)).tobytes(),
         np.asarray(b.fine_store.vectors).tobytes(),
     )
 
@@ -70,7 +70,7 @@ def state(r: Retriever) -> tuple:
 def copy(r: Retriever) -> Retriever:
     """A fresh retriever over the same vectors (a fuzzed add must not touch the shared one)."""
     b = r.backend
-    vectors = b.coarse_index.index.reconstruct_n(0, len(r)), np.asarray(b.fine_store.vectors, np.float32)
+    vectors = b.coarse_index.reconstruct_n(0, len(r)), np.asarray(b.fine_store.vectors, np.float32)
     return Retriever.from_vectors(r.encoder, r.coarse, r.fine, list(r.doc_ids), *vectors, candidates=10)
 
 

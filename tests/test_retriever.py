@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import faiss
 import numpy as np
 import pytest
@@ -230,7 +232,7 @@ def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encod
         (3, 8),
         (12, 32),
         r.doc_ids,
-        r.backend.coarse_index.index.reconstruct_n(0, len(r)),
+        r.backend.coarse_index.reconstruct_n(0, len(r)),
         np.asarray(r.backend.fine_store.vectors, dtype=np.float32),
         candidates=10,
         adaptation=r.adaptation,  # the same head: the same (projected) coarse queries
@@ -366,13 +368,24 @@ def test_a_failed_commit_leaves_the_coarse_index_whole(tiny_encoder, monkeypatch
         texts[:40], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index=factory, adapt=False
     )
     before = [[h.doc_id for h in r.search(q, k=5)] for q in QUERIES]
-    add = CoarseIndex.add
+    if factory == "Flat":  # a Flat index's new rows go into a new shard
+        import adaptive_retrieval.index as index_module
 
-    def add_then_fail(self, vectors):  # the rows go in, then the disk fills up
-        add(self, vectors)
-        raise OSError("no space left on device")
+        flat_of = index_module._flat_of
 
-    monkeypatch.setattr(CoarseIndex, "add", add_then_fail)
+        def fill_then_fail(*args):  # the shard is filled, then memory runs out
+            flat_of(*args)
+            raise OSError("no space left on device")
+
+        monkeypatch.setattr(index_module, "_flat_of", fill_then_fail)
+    else:
+        add = CoarseIndex.add
+
+        def add_then_fail(self, vectors):  # the rows go in, then the disk fills up
+            add(self, vectors)
+            raise OSError("no space left on device")
+
+        monkeypatch.setattr(CoarseIndex, "add", add_then_fail)
     with pytest.raises(OSError, match="no space left"):
         r.add(texts[40:])
     monkeypatch.undo()
@@ -380,6 +393,91 @@ def test_a_failed_commit_leaves_the_coarse_index_whole(tiny_encoder, monkeypatch
     assert [[h.doc_id for h in r.search(q, k=5)] for q in QUERIES] == before
     r.add(texts[40:])  # and the next add works
     assert len(r.backend.coarse_index) == 60
+
+
+def test_a_flat_index_grows_in_shards_and_never_copies_large_ones():
+    """New rows go into a shard allocated at its final size; trailing shards less than twice the size
+    of what follows are merged in; searches, row reads and files see one index."""
+    from adaptive_retrieval.index import CoarseIndex
+
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((1270, 16)).astype(np.float32)
+    index = CoarseIndex(16, "Flat")
+    index = index.grown(iter([rows[:600], rows[600:1000]]), 1000)
+    assert [s.ntotal for s in index.shards] == [1000]
+    first = index.index
+    sizes = []
+    for lo, hi in [(1000, 1100), (1100, 1110), (1110, 1170), (1170, 1270)]:
+        before = index
+        index = index.grown(iter([rows[lo:hi]]), hi - lo)
+        assert len(before) == lo  # the index it grew from is left as it was
+        sizes.append([s.ntotal for s in index.shards])
+    # 1000 | 100 | 10 | 60 merges 10 and 100 (< 2 x 70, < 2 x 170) | 100 < 2 x 170: merged, 1000 kept
+    assert sizes == [[1000, 100], [1000, 100, 10], [1000, 170], [1000, 270]]
+    assert index.index is first  # the large shard's rows were never copied
+    np.testing.assert_array_equal(index.reconstruct_n(0, 1270), rows)
+    np.testing.assert_array_equal(index.reconstruct_n(990, 20), rows[990:1010])
+    exact = CoarseIndex(16, "Flat")
+    exact.add(rows)
+    queries = rng.standard_normal((7, 16)).astype(np.float32)
+    D, I = index.search(queries, 25)
+    D_want, I_want = exact.search(queries, 25)
+    np.testing.assert_allclose(D, D_want, rtol=1e-6)
+    assert (I_want == I).all()
+    _, I_all = index.search(queries, 2000)  # more than it holds: every row once, then -1
+    assert sorted(I_all[0][:1270]) == list(range(1270)) and (I_all[:, 1270:] == -1).all()
+    with pytest.raises(ValueError, match="announced"):
+        index.grown(iter([rows[:5]]), 6)
+    with pytest.raises(TypeError, match="not Flat"):
+        CoarseIndex(16, "HNSW8").grown(iter([rows[:5]]), 5)
+    index.remove_from(1105)  # a roll-back across shards
+    np.testing.assert_array_equal(index.reconstruct_n(0, len(index)), rows[:1105])
+
+
+def test_a_loaded_flat_index_grows_by_a_shard_saved_as_its_own_file(tiny_encoder, tmp_path, monkeypatch):
+    """An add to a loaded Flat index leaves the loaded rows where they are: the new ones form a shard,
+    built before the write lock is taken, saved as one more file, and read back as one index."""
+    from adaptive_retrieval.index import CoarseIndex
+
+    texts = random_texts(110, seed=23)
+    r = Retriever.build(texts[:100], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    r.save(tmp_path / "a")
+    loaded = Retriever.load(tmp_path / "a", model=tiny_encoder)
+    first = loaded.backend.coarse_index.index
+    locked: list[bool] = []
+    grown = CoarseIndex.grown
+
+    def spy(self, blocks, count):
+        locked.append(loaded._lock._writing)
+        return grown(self, blocks, count)
+
+    monkeypatch.setattr(CoarseIndex, "grown", spy)
+    loaded.add({f"new{i}": t for i, t in enumerate(texts[100:])})
+    assert locked == [False]
+    assert loaded.backend.coarse_index.index is first
+    assert [s.ntotal for s in loaded.backend.coarse_index.shards] == [100, 10]
+    whole = Retriever.build(
+        {**{i: t for i, t in enumerate(texts[:100])}, **{f"new{i}": t for i, t in enumerate(texts[100:])}},
+        coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False,
+    )  # fmt: skip
+    queries = [*QUERIES, texts[105], texts[3]]
+    want = [[(h.doc_id, round(h.score, 5)) for h in whole.search(q, k=10, candidates=20)] for q in queries]
+    got = [[(h.doc_id, round(h.score, 5)) for h in loaded.search(q, k=10, candidates=20)] for q in queries]
+    assert got == want
+    loaded.save(tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert {"coarse", "coarse-1"} <= set(manifest["files"])
+    again = Retriever.load(tmp_path / "b", model=tiny_encoder)
+    assert [s.ntotal for s in again.backend.coarse_index.shards] == [100, 10]
+    assert [
+        [(h.doc_id, round(h.score, 5)) for h in again.search(q, k=10, candidates=20)] for q in queries
+    ] == want
+    del manifest["files"]["coarse-1"]  # a shard's file missing from the manifest: refused, not misread
+    for key in ("sha256", "sample_sha256", "sizes"):
+        del manifest[key]["coarse-1"]
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="inconsistent"):
+        Retriever.load(tmp_path / "b", model=tiny_encoder)
 
 
 @pytest.mark.parametrize("factory", ["HNSW8", "IVF4,Flat"])

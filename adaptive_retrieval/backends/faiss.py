@@ -9,6 +9,7 @@ HNSW, is staged in a copy swapped in when whole).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import numpy as np
 from ..corpus import DocId
 from ..index import CoarseIndex, CoarseSpill, FineStore
 from . import Backend, FileWriter, _clock
+
+_FILL_ROWS = 16_384  # rows read from the spill at a time into a new Flat shard (4 MB at 64 dims)
 
 
 class FaissBackend(Backend):
@@ -79,14 +82,19 @@ class FaissBackend(Backend):
         self._spill.append(coarse)
 
     def prepare(self) -> None:
-        """An index that cannot take rows in place (HNSW: no removal, so no roll-back; or an index not
-        yet trained) gets them in a copy, built here while searches go on; :meth:`commit` swaps it in."""
+        """Build, while searches go on, what :meth:`commit` swaps in: for a Flat index, a new shard of the
+        pending rows (:meth:`~adaptive_retrieval.index.CoarseIndex.grown`: the indexed rows are not
+        copied, so RAM grows by the new rows and one block); for an index that cannot take rows in place
+        (HNSW: no removal, so no roll-back; or an index not yet trained), a copy holding them."""
         spill = self._spill
         index = self.coarse_index
-        if spill is None or (index.is_trained and not index.is_hnsw()):
-            return  # added in place by commit: quick for Flat and IVF, and removable on failure
+        if spill is None or (index.is_trained and not index.is_hnsw() and not index.is_flat()):
+            return  # added in place by commit: IVF grows list by list, and removes rows on failure
         self._spill = None
         try:
+            if index.is_flat():
+                self._prepared = index.grown(spill.blocks(_FILL_ROWS), spill.count)
+                return
             target = index.clone()
             if not target.is_trained:
                 target.train(spill.sample(self.train_size))
@@ -178,8 +186,13 @@ class FaissBackend(Backend):
         from ..storage import extra_writers
 
         committed = len(self)  # the fine store may hold an add's rows not yet committed
+        coarse = self.coarse_index
+        shards = {
+            "coarse" if i == 0 else f"coarse-{i}": ("faiss", functools.partial(coarse.save, shard=i))
+            for i in range(len(coarse.shards))
+        }
         return {
-            "coarse": ("faiss", self.coarse_index.save),
+            **shards,  # a Flat index that grew after loading: one file per shard, none rewritten
             "fine": ("npy", lambda path: self.fine_store.save(path, rows=committed)),
             **extra_writers(doc_ids, None, None),
         }
