@@ -17,6 +17,14 @@ For each BEIR-format set, the index is built as ``Retriever.build`` builds it (f
    their 1st and 11th coarse scores (a confident coarse ranking has a wide gap), at thresholds taken from
    the dev queries' gaps; the frontier is mean layers per query against overlap@10 on test.
 
+3. **Shortlist rules and what any rule could reach** (projected queries; ``--only-rules`` runs this part
+   alone): on the test queries, the fixed and patient shortlists chosen on the dev queries for the target,
+   a *learned depth* (a ridge regression of each query's log depth needed on label-free features of its
+   coarse scores and its first 20 fine scores, fitted on the dev queries), and an *oracle bound*: the
+   least mean shortlist a rule knowing each test query's exact top 10 could spend for the same overlap
+   (a linear relaxation, so a lower bound), each beside the smallest fixed shortlist reaching that overlap
+   in steps of 10 and of 1.
+
 No qrels are used anywhere: overlap is against the exact fine view's top 10.
 """
 
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,7 @@ from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from adaptive_retrieval.reporting import markdown_table, settings, write_json
 from adaptive_retrieval.retriever import CHUNK_SIZE
+from adaptive_retrieval.shortlist import overlap_at, patient_sizes
 
 K = 10
 EXIT_SHARES = (0.0, 0.1, 0.25, 0.5, 1.0)
@@ -174,6 +183,172 @@ def run(
     return rows, exits
 
 
+DEPTH_PROBE = 20  # candidates a learned-depth query reads before its depth is predicted
+
+
+def depth_features(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Label-free features of how deep a query's fine top 10 lies among its coarse candidates: the gaps
+    of its coarse scores (``(n, M)``, coarse order) and what the fine scores of its first
+    :data:`DEPTH_PROBE` candidates say (their 10th best, how far down its top 10 reaches, how many came
+    from below the coarse top 10, their spread against the coarse scores)."""
+    m, last = DEPTH_PROBE, coarse.shape[1] - 1
+    probe = fine[:, :m]
+    tenth = -np.partition(-probe, K - 1, axis=1)[:, K - 1]
+    top = np.argsort(-probe, axis=1)[:, :K]
+    offset = np.median(probe - coarse[:, :m], axis=1)
+
+    def c(i: int) -> np.ndarray:
+        return coarse[:, min(i, last)]
+
+    return np.column_stack(
+        [
+            c(0) - c(9), c(9) - c(49), c(9) - c(99), c(9) - c(299),
+            tenth - c(m) - offset, tenth - c(100) - offset,
+            top.max(axis=1), (top >= K).sum(axis=1), (probe - coarse[:, :m]).std(axis=1),
+            probe.max(axis=1) - tenth, c(0), tenth,
+        ]
+    )  # fmt: skip
+
+
+def depth_needed(members: np.ndarray) -> np.ndarray:
+    """Per query, the shortlist that holds 9 of its exact top 10 (all it has within the depth, if fewer)."""
+    counts = members.cumsum(axis=1)
+    want = np.minimum(K - 1, counts[:, -1])
+    return np.argmax(counts >= want[:, None], axis=1) + 1
+
+
+def learned_depths(
+    dev: tuple[np.ndarray, np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], target: float
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A shortlist per test query from a ridge regression of log(depth needed) on :func:`depth_features`,
+    fitted on the dev queries; the margin added to its prediction is the smallest that meets ``target`` on
+    the dev queries' out-of-fold predictions (5 folds), so no dev query is judged by a fit it was in."""
+    dev_coarse, dev_fine, dev_members = dev
+    X, y = depth_features(dev_coarse, dev_fine), np.log(depth_needed(dev_members))
+    cap = dev_members.shape[1]
+
+    def fit(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mean, scale = X[rows].mean(axis=0), X[rows].std(axis=0) + 1e-9
+        A = np.column_stack([np.ones(len(rows)), (X[rows] - mean) / scale])
+        w = np.linalg.solve(A.T @ A + 1e-2 * np.eye(A.shape[1]), A.T @ y[rows])
+        return w, mean, scale
+
+    def predict(model: tuple[np.ndarray, np.ndarray, np.ndarray], features: np.ndarray) -> np.ndarray:
+        w, mean, scale = model
+        return np.column_stack([np.ones(len(features)), (features - mean) / scale]) @ w
+
+    def sizes(predicted: np.ndarray, margin: float) -> np.ndarray:
+        return np.clip(np.ceil(np.exp(predicted + margin) / 10) * 10, DEPTH_PROBE, cap).astype(int)
+
+    folds = np.arange(len(X)) % 5
+    out_of_fold = np.empty(len(X))
+    for f in range(5):
+        out_of_fold[folds == f] = predict(fit(np.flatnonzero(folds != f)), X[folds == f])
+    margins = np.arange(-1.0, 4.0, 0.05)
+    margin = next(
+        (m for m in margins if overlap_at(dev_members, sizes(out_of_fold, m), K).mean() >= target),
+        margins[-1],
+    )
+    test_coarse, test_fine = test
+    return sizes(predict(fit(np.arange(len(X))), depth_features(test_coarse, test_fine)), margin), {
+        "margin": float(margin)
+    }
+
+
+def oracle_bound(members: np.ndarray, target: float) -> float:
+    """The least mean shortlist any per-query rule could have for mean overlap@10 ``target``, knowing each
+    query's exact top 10 (a lower bound: the linear relaxation, each query's (depth, members found) curve
+    replaced by its convex hull, the cheapest depth per member bought first)."""
+    n = len(members)
+    segments, have = [], 0
+    for row in members:
+        positions = np.flatnonzero(row) + 1
+        first = int((positions <= K).sum())
+        have += first
+        hull = [(K, first)]
+        for point in [(int(p), j + 1) for j, p in enumerate(positions) if p > K]:
+            while len(hull) >= 2:  # keep the hull convex: members per candidate falling
+                (x1, y1), (x2, y2) = hull[-2], hull[-1]
+                if (x2 - x1) * (point[1] - y1) >= (point[0] - x1) * (y2 - y1):
+                    hull.pop()
+                else:
+                    break
+            hull.append(point)
+        segments += [((x2 - x1) / (y2 - y1), x2 - x1, y2 - y1) for (x1, y1), (x2, y2) in pairwise(hull)]
+    need, cost = target * n * K - have, float(K * n)
+    for _, dx, dy in sorted(segments):
+        if need <= 0:
+            break
+        take = min(1.0, need / dy)
+        cost, need = cost + take * dx, need - take * dy
+    return cost / n
+
+
+def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: float) -> list[dict[str, Any]]:
+    """Shortlist rules side by side on the test queries (each chosen on the dev queries for ``target``):
+    fixed, patient, a learned depth per query, and the oracle's lower bound at the overlap each reached;
+    beside each, the smallest fixed shortlist (in steps of 10, and of 1) reaching the same overlap."""
+    depth = min(len(r), 1000)
+    found = {}
+    for split, queries in (("dev", dev), ("test", test)):
+        fine_q = r.encoder.encode(queries, [r.fine], show_progress=False)[r.fine]
+        _, exact = r.backend.fine_store.search_exact(fine_q, K)
+        coarse, cand = r.backend.coarse_index.search(r.project(fine_q), depth)
+        fine = np.stack(
+            [r.backend.fine_store.scores(fine_q[q : q + 1], cand[q : q + 1])[0] for q in range(len(cand))]
+        )
+        found[split] = (coarse, fine, np.stack([np.isin(c, e) for c, e in zip(cand, exact)]))
+    (_, dev_fine, dev_members), (test_coarse, test_fine, test_members) = found["dev"], found["test"]
+    inside = test_members.cumsum(axis=1)
+
+    def fixed(want: float, grain: int) -> int:
+        return next(
+            (s for s in range(K, depth + 1, grain) if (inside[:, s - 1] / K).mean() >= want - 1e-9), depth
+        )
+
+    fixed_dev = next(
+        s
+        for s in [*range(K, depth, 10), depth]
+        if overlap_at(dev_members, np.full(len(dev_members), s), K).mean() >= target
+    )
+    patience = next(
+        (
+            p
+            for p in range(10, depth, 10)
+            if overlap_at(dev_members, patient_sizes(dev_fine, K, p), K).mean() >= target
+        ),
+        depth,
+    )
+    learned, info = learned_depths(found["dev"], (test_coarse, test_fine), target)
+    chosen = {
+        "fixed": (np.full(len(test_members), fixed_dev), {"candidates": fixed_dev}),
+        "patient": (patient_sizes(test_fine, K, patience), {"patience": patience}),
+        "learned depth": (learned, info),
+    }  # fmt: skip
+    rows = []
+    for rule, (sizes, params) in chosen.items():
+        got = float(overlap_at(test_members, sizes, K).mean())
+        f10, f1 = fixed(got, 10), fixed(got, 1)
+        bound = oracle_bound(test_members, got)
+        rows.append(
+            {
+                "dataset": name, "rule": rule, "params": params, "test_overlap@10": got,
+                "mean_shortlist": float(sizes.mean()), "p95_shortlist": float(np.percentile(sizes, 95)),
+                "fixed_for_same_overlap": f10, "ratio": float(sizes.mean() / f10),
+                "fixed_for_same_overlap_step_1": f1, "ratio_step_1": float(sizes.mean() / f1),
+                "oracle_bound": bound, "oracle_ratio": bound / f10, "oracle_ratio_step_1": bound / f1,
+            }
+        )  # fmt: skip
+        print(
+            f"{name:14s} {rule:13s}: test overlap {got:.3f}, mean shortlist {sizes.mean():6.1f} (fixed for the "
+            f"same: {f10} / {f1} in steps of 1; ratio {sizes.mean() / f10:.2f} / {sizes.mean() / f1:.2f}); "
+            f"oracle bound {bound:.1f} (ratio {bound / f10:.2f} / {bound / f1:.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -184,10 +359,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", type=float, default=0.95, help="the overlap@10 calibrated for")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--only-rules", action="store_true", help="only part 3 (shortlist rules beside the oracle's bound)"
+    )
     args = ap.parse_args(argv)
     encoder = Encoder.from_pretrained(args.model)
     coarse = encoder.check_view(View.parse(args.coarse, name="--coarse"), name="--coarse")
-    rows, exits, info = [], [], {}
+    rows, exits, rule_rows, info = [], [], [], {}
     for folder in args.datasets:
         root, name = folder.parent.parent, folder.name
         corpus, dev_q, _ = datasets.load_split(root, name, "dev")
@@ -197,9 +375,11 @@ def main(argv: list[str] | None = None) -> None:
             f"{name}: {len(corpus)} documents, {len(dev_q)} dev / {len(test_q)} test queries", file=sys.stderr
         )
         r = build(encoder, corpus, coarse, args.cache_dir)
-        mine, exit_rows = run(name, r, list(dev_q.values()), list(test_q.values()), corpus, args.target)
-        rows += mine
-        exits += exit_rows
+        rule_rows += rules(name, r, list(dev_q.values()), list(test_q.values()), args.target)
+        if not args.only_rules:
+            mine, exit_rows = run(name, r, list(dev_q.values()), list(test_q.values()), corpus, args.target)
+            rows += mine
+            exits += exit_rows
     columns = [
         ("dataset", "dataset", "s"),
         ("coarse query", "coarse_query", "s"),
@@ -220,7 +400,23 @@ def main(argv: list[str] | None = None) -> None:
         ("test ∩fine@10", "test_overlap@10", ".3f"),
         ("∩fine@10 of exited", "exited_overlap@10", ".3f"),
     ]
-    table = markdown_table(rows, columns) + "\n\n" + markdown_table(exits, exit_columns)
+    rule_columns = [
+        ("dataset", "dataset", "s"),
+        ("rule (chosen on dev)", "rule", "s"),
+        ("test ∩fine@10", "test_overlap@10", ".3f"),
+        ("mean shortlist", "mean_shortlist", ".1f"),
+        ("p95", "p95_shortlist", ".0f"),
+        ("fixed for same ∩", "fixed_for_same_overlap", "d"),
+        ("ratio", "ratio", ".2f"),
+        ("fixed, steps of 1", "fixed_for_same_overlap_step_1", "d"),
+        ("ratio (steps of 1)", "ratio_step_1", ".2f"),
+        ("oracle bound", "oracle_bound", ".1f"),
+        ("oracle ratio", "oracle_ratio", ".2f"),
+        ("oracle ratio (steps of 1)", "oracle_ratio_step_1", ".2f"),
+    ]
+    table = markdown_table(rule_rows, rule_columns)
+    if not args.only_rules:
+        table = markdown_table(rows, columns) + "\n\n" + markdown_table(exits, exit_columns) + "\n\n" + table
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table + "\n")
@@ -230,6 +426,7 @@ def main(argv: list[str] | None = None) -> None:
             "settings": settings(model=args.model, coarse=args.coarse, k=K, datasets=info),
             "rows": rows,
             "early_exit": exits,
+            "rules": rule_rows,
         },
     )
 
