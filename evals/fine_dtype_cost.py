@@ -4,7 +4,7 @@ Same corpus vectors (the evaluation cache), same queries, scored by BEIR's evalu
 ranking the whole corpus from the fine store ("exact via store": a funnel whose shortlist is the whole
 corpus), and the funnel coarse -> fine with 100 candidates, each with float32 and float16 fine vectors.
 
-    python benchmarks/fine_dtype_cost.py --model mpnet-base --coarse 4x64
+    python evals/fine_dtype_cost.py --model mpnet-base-2dmse --coarse 4x64 --out results/fine-dtype
 """
 
 from __future__ import annotations
@@ -14,19 +14,23 @@ from pathlib import Path
 
 from beir_eval import load_beir, run_config
 
-from adaptive_retrieval import Encoder
+from adaptive_retrieval import DEFAULT_MODEL, Encoder
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
 from adaptive_retrieval.reporting import machine_line as machine
+from adaptive_retrieval.reporting import settings, write_json
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="mpnet-base")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--coarse", default="4x64")
     ap.add_argument("--candidates", type=int, default=100)
     ap.add_argument("--data-dir", type=Path, default=default_data_dir())
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    ap.add_argument(
+        "--out", type=Path, help="write the rows as results.json (with machine and versions) here"
+    )
     args = ap.parse_args()
 
     encoder = Encoder.from_pretrained(args.model)
@@ -39,16 +43,30 @@ def main() -> None:
         (f"fine {fine} over the whole corpus", fine, len(doc_ids)),
         (f"funnel {coarse} -> {fine} @ {args.candidates}", coarse, args.candidates),
     )
+    rows = []
     for label, first, candidates in configs:
         for dtype in ("float32", "float16"):
             row, _ = run_config(
                 encoder, layers, doc_ids, corpus, queries, qrels, first, fine, candidates, dtype
             )
+            rows.append({"search": label, "fine_dtype": dtype, **row})
             print(
                 f"| {label} | {dtype} | {row['ndcg@10']:.4f} | {row['recall@100']:.4f} | "
                 f"{row['fine_bytes_per_doc']:.0f} |",
                 flush=True,
             )
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        labels = "the model as shipped (mpnet-base-2dmse: SciFact train pairs and train query text, no test qrels); test qrels only to score"
+        write_json(
+            args.out / "results.json",
+            {
+                "settings": settings(
+                    model=args.model, coarse=args.coarse, dataset="scifact test", labels=labels
+                ),
+                "rows": rows,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""The shortlist-rule measurements of evals/funnel_frontier.py: the oracle's bound and the learned depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from funnel_frontier import depth_needed, learned_depths, oracle_bound
+
+from adaptive_retrieval.shortlist import overlap_at
+
+
+def members_at(positions: list[list[int]], depth: int = 200) -> np.ndarray:
+    """Rows of booleans: query q's exact top 10 sit at the 1-based coarse ``positions[q]``."""
+    out = np.zeros((len(positions), depth), dtype=bool)
+    for q, row in enumerate(positions):
+        out[q, np.asarray(row) - 1] = True
+    return out
+
+
+def test_the_oracle_bound_buys_the_cheapest_members_first():
+    easy = list(range(1, 11))  # its top 10 in the first 10
+    hard = [*range(1, 10), 100]  # 9 in the first 10, the last at 100
+    members = members_at([easy, hard])
+    assert oracle_bound(members, 1.0) == pytest.approx(55.0)  # (10 + 100) / 2
+    assert oracle_bound(members, 0.95) == pytest.approx(10.0)  # 19 of 20 members within 10 each
+    assert oracle_bound(members, 0.975) == pytest.approx(32.5)  # half the hard member's 90 more candidates
+    # a convex hull: two members at 30 and one at 40 cost 3 members for 30 more, not 2 for 20 then 1 for 10
+    bumpy = members_at([[*range(1, 8), 30, 30 + 1, 40]])
+    assert oracle_bound(bumpy, 1.0) == pytest.approx(40.0)
+    assert oracle_bound(bumpy, 0.8) == pytest.approx(10 + 30 / 3)
+
+
+def test_the_depth_needed_is_where_nine_of_ten_are_in():
+    members = members_at([list(range(1, 11)), [*range(1, 9), 50, 120], [1, 2, 3]])
+    assert depth_needed(members).tolist() == [9, 50, 3]  # the third holds only 3 within the depth
+
+
+def test_a_learned_depth_follows_what_the_scores_say():
+    """Queries whose coarse scores fall slowly need deeper shortlists; a depth learned on dev queries gives
+    them more candidates and meets the target on test queries drawn alike."""
+    rng = np.random.default_rng(0)
+
+    def draw(n: int):
+        slope = rng.uniform(0.0005, 0.01, n)  # how fast coarse scores fall with rank
+        coarse = 0.9 - slope[:, None] * np.arange(400)[None]
+        fine = coarse + rng.normal(0, 0.001, coarse.shape)
+        deepest = np.clip((0.05 / slope).astype(int), 10, 399)  # slow fall: the top 10 spread deeper
+        members = np.zeros(coarse.shape, dtype=bool)
+        for q in range(n):
+            members[q, np.linspace(0, deepest[q], 10).astype(int)] = True
+        return coarse.astype(np.float32), fine.astype(np.float32), members, deepest
+
+    dev, test = draw(200), draw(200)
+    sizes, info = learned_depths(dev[:3], test[:2], 0.95)
+    assert sizes.min() >= 20 and sizes.max() <= 400 and info["margin"] > -1.0
+    assert overlap_at(test[2], sizes, 10).mean() >= 0.93
+    assert np.corrcoef(sizes, test[3])[0, 1] > 0.8  # deeper where the answers lie deeper
+    assert sizes.mean() < 0.8 * test[3].max()  # cheaper than one size for all at the same depth
