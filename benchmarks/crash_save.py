@@ -7,7 +7,8 @@ child process loads it, then loops: ``add_vectors`` 500 more documents, ``save``
 print the saved count. The parent kills it with SIGKILL after a random delay, then loads the directory
 with ``verify="full"`` (every byte hashed) and checks that it holds exactly a count the child had
 saved before (or the one it was saving: the new generation is whole once its manifest is in place),
-and that its vectors are the ones saved under that count. Prints the kill points and the outcome.
+and that its vectors (every coarse row, the last fine ones) are the ones saved under that count. Prints
+the kill points and the outcome.
 """
 
 from __future__ import annotations
@@ -97,8 +98,11 @@ def main() -> None:
                     vectors(n - STEP, STEP, 384, 2),
                     atol=1e-3,
                 )
+                and np.allclose(  # the coarse rows too: a Flat index grown by adds is saved in shards
+                    r.backend.coarse_index.reconstruct_n(0, n), vectors(0, n, 64, 1), atol=1e-6
+                )
             )
-            outcome.update(count=n, whole=bool(whole))
+            outcome.update(count=n, shards=len(r.backend.coarse_index.shards), whole=bool(whole))
             r.close()
         except Exception as err:  # any failure to load is the finding
             outcome.update(error=f"{type(err).__name__}: {err}", whole=False)
