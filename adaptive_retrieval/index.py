@@ -247,9 +247,10 @@ class CoarseIndex:
             ) from None
 
     def add(self, vectors: np.ndarray) -> None:
+        """Append rows in place (to the last shard of a Flat index grown in shards)."""
         if not self.is_trained:
             raise RuntimeError(f"index={self.factory!r} must be trained before vectors are added")
-        self.index.add(_as_matrix(vectors, self.dim, "vectors"))
+        (self._more[-1] if self._more else self.index).add(_as_matrix(vectors, self.dim, "vectors"))
 
     def is_hnsw(self) -> bool:
         """Whether the index is an HNSW graph (which cannot remove rows), wrapped (``PCA64,HNSW32``,
@@ -316,14 +317,16 @@ class CoarseIndex:
             params = self.search_parameters(**knobs)
         x = _as_matrix(queries, self.dim, "queries")
         if self._more:  # Flat shards (which take no parameters): each searched, the answers merged
-            found, offset = [], 0
+            Ds, Is, offset = [], [], 0
             for shard in self.shards:
                 D, I = shard.search(x, k)
-                found.append((D, np.where(I >= 0, I + offset, -1)))
+                Ds.append(D)
+                Is.append(np.where(I >= 0, I + offset, -1))
                 offset += shard.ntotal
-            return faiss.merge_knn_results(
-                np.stack([D for D, _ in found]), np.stack([I for _, I in found]), keep_max=True
-            )
+            D, I = np.concatenate(Ds, axis=1), np.concatenate(Is, axis=1)
+            # best first, ties to the lower id (as the fine re-rank breaks them; not by shard), -1 last
+            order = np.lexsort((np.where(I >= 0, I, np.iinfo(np.int64).max), -D), axis=-1)[:, :k]
+            return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
         return self.index.search(x, k) if params is None else self.index.search(x, k, params=params)
 
     def set_knobs(self, **knobs: float) -> None:
@@ -731,14 +734,15 @@ def _copy_file(src, dst, offset: int) -> None:
         try:
             while left > 0:
                 done = os.copy_file_range(src.fileno(), dst.fileno(), min(left, 1 << 30))
-                if done == 0:
+                if done == 0:  # some file systems copy nothing this way: the rest by reads
                     break
                 left -= done
-            dst.seek(0, os.SEEK_END)
+        except OSError:  # e.g. across file systems on an old kernel: the rest by reads
+            pass
+        src.seek(os.fstat(src.fileno()).st_size - left)
+        dst.seek(0, os.SEEK_END)
+        if left == 0:
             return
-        except OSError:  # e.g. across file systems on an old kernel: copy the rest by reads
-            src.seek(os.fstat(src.fileno()).st_size - left)
-            dst.seek(0, os.SEEK_END)
     shutil.copyfileobj(src, dst, 1 << 20)
 
 

@@ -32,6 +32,9 @@ from .models import load_heads, save_heads
 
 FORMAT = "adaptive-retrieval-index"
 FORMAT_VERSION = 1
+#: The version of a manifest listing coarse shards (``coarse-1``...): a library that reads only version 1
+#: refuses it by its version, rather than finding the index inconsistent.
+SHARDED_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 
 
@@ -103,7 +106,7 @@ def write_index(
         full = dict(
             manifest,
             format=FORMAT,
-            format_version=FORMAT_VERSION,
+            format_version=SHARDED_FORMAT_VERSION if "coarse-1" in files else FORMAT_VERSION,
             files=files,
             sha256={k: _sha256(path / v) for k, v in files.items()},
             sample_bytes=SAMPLE_BYTES,
@@ -157,9 +160,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ValueError(f"{manifest_file} is damaged: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{manifest_file} is not an adaptive-retrieval index manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in (FORMAT_VERSION, SHARDED_FORMAT_VERSION):
         raise ValueError(
-            f"{manifest_file} has format version {manifest.get('format_version')}; this library reads {FORMAT_VERSION}"
+            f"{manifest_file} has format version {manifest.get('format_version')}; this library reads "
+            f"{FORMAT_VERSION} and {SHARDED_FORMAT_VERSION}"
         )
     if "backend" not in manifest and isinstance(
         manifest.get("fine_dtype"), str

@@ -432,6 +432,28 @@ def test_a_flat_index_grows_in_shards_and_never_copies_large_ones():
         CoarseIndex(16, "HNSW8").grown(iter([rows[:5]]), 5)
     index.remove_from(1105)  # a roll-back across shards
     np.testing.assert_array_equal(index.reconstruct_n(0, len(index)), rows[:1105])
+    index.add(rows[1105:1110])  # in place: at the end, in the last shard
+    np.testing.assert_array_equal(index.reconstruct_n(0, len(index)), rows[:1110])
+    same = np.repeat(rows[:1], 12, axis=0)  # ties across shards go to the lower id, as the re-rank does
+    tied = CoarseIndex(16, "Flat").grown(iter([same[:8]]), 8).grown(iter([same[8:]]), 4)
+    assert [s.ntotal for s in tied.shards] == [8, 4]
+    assert tied.search(same[:1], 5)[1].tolist() == [[0, 1, 2, 3, 4]]
+
+
+def test_a_loaded_store_grows_where_the_kernel_copies_nothing(tmp_path, monkeypatch):
+    """``copy_file_range`` may copy nothing on some file systems: the copy to the grow file falls back to reads."""
+    import os
+
+    from adaptive_retrieval.index import FineStore
+
+    rows = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float16)
+    FineStore(rows).save(tmp_path / "fine.npy")
+    loaded = FineStore.load(tmp_path / "fine.npy")
+    monkeypatch.setattr(os, "copy_file_range", lambda *args: 0, raising=False)
+    loaded.extend(np.ones((2, 8), np.float32))
+    np.testing.assert_array_equal(np.asarray(loaded.vectors[:50]), rows)
+    assert len(loaded) == 52
+    loaded.close()
 
 
 def test_a_loaded_flat_index_grows_by_a_shard_saved_as_its_own_file(tiny_encoder, tmp_path, monkeypatch):
@@ -467,6 +489,8 @@ def test_a_loaded_flat_index_grows_by_a_shard_saved_as_its_own_file(tiny_encoder
     loaded.save(tmp_path / "b")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert {"coarse", "coarse-1"} <= set(manifest["files"])
+    assert manifest["format_version"] == 2  # a library reading version 1 only refuses it by its version
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["format_version"] == 1
     again = Retriever.load(tmp_path / "b", model=tiny_encoder)
     assert [s.ntotal for s in again.backend.coarse_index.shards] == [100, 10]
     assert [

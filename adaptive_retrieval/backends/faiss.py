@@ -192,7 +192,7 @@ class FaissBackend(Backend):
             for i in range(len(coarse.shards))
         }
         return {
-            **shards,  # a Flat index that grew after loading: one file per shard, none rewritten
+            **shards,  # a Flat index grown in shards: one file per shard
             "fine": ("npy", lambda path: self.fine_store.save(path, rows=committed)),
             **extra_writers(doc_ids, None, None),
         }
