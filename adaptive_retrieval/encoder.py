@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbones import Backbone, LayerContext, backbone_for
+from .cpu_linear import use_onednn
 from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.model.eval()
+        use_onednn(self.model)  # inference on CPU through oneDNN's matrix multiply (cpu_linear.py)
         #: prepended to every query / document text (E5's "query: ", BGE's instruction); the model's own
         #: sentence-transformers ``prompts`` by default (see :func:`~adaptive_retrieval.models.load_encoder`)
         self.query_prompt, self.document_prompt = query_prompt, document_prompt

@@ -1,0 +1,116 @@
+"""Linear layers through oneDNN at inference: the same results as nn.Linear's own path, taken only where
+meant (CPU, float32, no gradients), and switchable off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_encoder, random_texts
+from torch import nn
+
+from adaptive_retrieval import cpu_linear
+from adaptive_retrieval.cpu_linear import OneDNNLinear, use_onednn
+
+needs_onednn = pytest.mark.skipif(not cpu_linear.available(), reason="no oneDNN linear in this torch build")
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls = []
+    original = cpu_linear._onednn_linear
+    cpu_linear.available()  # probe before counting: the probe's own calls are not the layers'
+
+    def counting(x, weight, bias):
+        calls.append(tuple(x.shape))
+        return original(x, weight, bias)
+
+    monkeypatch.setattr(cpu_linear, "_onednn_linear", counting)
+    return calls
+
+
+class _Int8Like(nn.Linear):
+    pass
+
+
+def test_plain_linears_converted_subclasses_and_state_dict_kept():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _Int8Like(8, 8), nn.Linear(8, 2, bias=False))
+    keys = list(model.state_dict())
+    assert use_onednn(model) == 2
+    assert [type(m) for m in model] == [OneDNNLinear, nn.ReLU, _Int8Like, OneDNNLinear]
+    assert list(model.state_dict()) == keys
+    assert use_onednn(model) == 0  # idempotent
+
+
+@needs_onednn
+@pytest.mark.parametrize("kind", ["bert", "mpnet"])
+def test_inference_runs_onednn_and_equals_the_default_path(kind, counted):
+    enc = make_encoder(kind, n_layers=4, hidden=64)
+    token_ids = enc.tokenize(random_texts(7, seed=3, max_words=50))
+    input_ids, mask = enc._pad(token_ids)
+    with torch.enable_grad():  # gradients on: every linear takes nn.Linear's own (MKL) path
+        reference = enc.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert counted == []
+    with torch.inference_mode():
+        state = enc.advance(enc.start(token_ids=token_ids), 4)
+    assert len(counted) == 4 * 6  # q, k, v, output, intermediate, output per layer
+    torch.testing.assert_close(state.hidden, reference[4].detach(), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(state.hidden, torch.zeros_like(state.hidden))
+
+
+@needs_onednn
+def test_training_keeps_nn_linear_and_its_gradients(counted):
+    layer = OneDNNLinear(16, 4)
+    x = torch.randn(3, 16, requires_grad=True)
+    layer(x).sum().backward()
+    assert counted == [] and layer.weight.grad is not None and x.grad is not None
+    with torch.no_grad():
+        got = layer(x)
+    assert counted == [(3, 16)]
+    torch.testing.assert_close(got, nn.functional.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+    layer.double()
+    with torch.no_grad():
+        layer(x.double())  # float64: nn.Linear's path
+    assert len(counted) == 1
+
+
+def test_switched_off_by_the_environment(monkeypatch, counted):
+    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "0")
+    cpu_linear.available.cache_clear()
+    try:
+        assert not cpu_linear.available()
+        with torch.no_grad():
+            OneDNNLinear(8, 2)(torch.randn(2, 8))
+        assert counted == []
+    finally:
+        monkeypatch.delenv(cpu_linear.ENV_SWITCH)
+        cpu_linear.available.cache_clear()
+
+
+def test_set_enabled_switches_the_path(counted):
+    layer, x = OneDNNLinear(8, 2), torch.randn(2, 8)
+    try:
+        cpu_linear.set_enabled(False)
+        with torch.no_grad():
+            layer(x)
+        assert counted == []
+    finally:
+        cpu_linear.set_enabled(True)
+    with torch.no_grad():
+        layer(x)
+    assert len(counted) == int(cpu_linear.available())
+
+
+def test_a_failing_op_falls_back(monkeypatch):
+    def broken(x, weight, bias):
+        raise RuntimeError("no such op")
+
+    monkeypatch.setattr(cpu_linear, "_onednn_linear", broken)
+    cpu_linear.available.cache_clear()
+    try:
+        assert not cpu_linear.available()
+        layer = OneDNNLinear(8, 2)
+        x = torch.randn(2, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
+    finally:
+        cpu_linear.available.cache_clear()
