@@ -186,16 +186,16 @@ def run(
 DEPTH_PROBE = 20  # candidates a learned-depth query reads before its depth is predicted
 
 
-def depth_features(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
+def depth_features(coarse: np.ndarray, fine: np.ndarray, probe: int = DEPTH_PROBE) -> np.ndarray:
     """Label-free features of how deep a query's fine top 10 lies among its coarse candidates: the gaps
-    of its coarse scores (``(n, M)``, coarse order) and what the fine scores of its first
-    :data:`DEPTH_PROBE` candidates say (their 10th best, how far down its top 10 reaches, how many came
-    from below the coarse top 10, their spread against the coarse scores)."""
-    m, last = DEPTH_PROBE, coarse.shape[1] - 1
-    probe = fine[:, :m]
-    tenth = -np.partition(-probe, K - 1, axis=1)[:, K - 1]
-    top = np.argsort(-probe, axis=1)[:, :K]
-    offset = np.median(probe - coarse[:, :m], axis=1)
+    of its coarse scores (``(n, M)``, coarse order) and what the fine scores of its first ``probe``
+    candidates say (their 10th best, how far down its top 10 reaches, how many came from below the
+    coarse top 10, their spread against the coarse scores)."""
+    m, last = probe, coarse.shape[1] - 1
+    probe_scores = fine[:, :m]
+    tenth = -np.partition(-probe_scores, K - 1, axis=1)[:, K - 1]
+    top = np.argsort(-probe_scores, axis=1)[:, :K]
+    offset = np.median(probe_scores - coarse[:, :m], axis=1)
 
     def c(i: int) -> np.ndarray:
         return coarse[:, min(i, last)]
@@ -204,8 +204,8 @@ def depth_features(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
         [
             c(0) - c(9), c(9) - c(49), c(9) - c(99), c(9) - c(299),
             tenth - c(m) - offset, tenth - c(100) - offset,
-            top.max(axis=1), (top >= K).sum(axis=1), (probe - coarse[:, :m]).std(axis=1),
-            probe.max(axis=1) - tenth, c(0), tenth,
+            top.max(axis=1), (top >= K).sum(axis=1), (probe_scores - coarse[:, :m]).std(axis=1),
+            probe_scores.max(axis=1) - tenth, c(0), tenth,
         ]
     )  # fmt: skip
 
@@ -218,13 +218,18 @@ def depth_needed(members: np.ndarray) -> np.ndarray:
 
 
 def learned_depths(
-    dev: tuple[np.ndarray, np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], target: float
+    dev: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    target: float,
+    probe: int = DEPTH_PROBE,
+    step: int = 10,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """A shortlist per test query from a ridge regression of log(depth needed) on :func:`depth_features`,
-    fitted on the dev queries; the margin added to its prediction is the smallest that meets ``target`` on
-    the dev queries' out-of-fold predictions (5 folds), so no dev query is judged by a fit it was in."""
+    """A shortlist per test query from a ridge regression of log(depth needed) on :func:`depth_features`
+    (of its first ``probe`` candidates), fitted on the dev queries, rounded up to a multiple of ``step``;
+    the margin added to its prediction is the smallest that meets ``target`` on the dev queries'
+    out-of-fold predictions (5 folds), so no dev query is judged by a fit it was in."""
     dev_coarse, dev_fine, dev_members = dev
-    X, y = depth_features(dev_coarse, dev_fine), np.log(depth_needed(dev_members))
+    X, y = depth_features(dev_coarse, dev_fine, probe), np.log(depth_needed(dev_members))
     cap = dev_members.shape[1]
 
     def fit(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,7 +243,7 @@ def learned_depths(
         return np.column_stack([np.ones(len(features)), (features - mean) / scale]) @ w
 
     def sizes(predicted: np.ndarray, margin: float) -> np.ndarray:
-        return np.clip(np.ceil(np.exp(predicted + margin) / 10) * 10, DEPTH_PROBE, cap).astype(int)
+        return np.clip(np.ceil(np.exp(predicted + margin) / step) * step, probe, cap).astype(int)
 
     folds = np.arange(len(X)) % 5
     out_of_fold = np.empty(len(X))
@@ -250,8 +255,11 @@ def learned_depths(
         margins[-1],
     )
     test_coarse, test_fine = test
-    return sizes(predict(fit(np.arange(len(X))), depth_features(test_coarse, test_fine)), margin), {
-        "margin": float(margin)
+    features = depth_features(test_coarse, test_fine, probe)
+    return sizes(predict(fit(np.arange(len(X))), features), margin), {
+        "margin": float(margin),
+        "probe": probe,
+        "step": step,
     }
 
 
@@ -319,11 +327,14 @@ def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: floa
         ),
         depth,
     )
-    learned, info = learned_depths(found["dev"], (test_coarse, test_fine), target)
     chosen = {
         "fixed": (np.full(len(test_members), fixed_dev), {"candidates": fixed_dev}),
         "patient": (patient_sizes(test_fine, K, patience), {"patience": patience}),
-        "learned depth": (learned, info),
+        "learned depth": learned_depths(found["dev"], (test_coarse, test_fine), target),
+        # the same read after the top 10 only, any depth (no floor of 20, no steps of 10)
+        "learned depth, probe 10, steps of 1": learned_depths(
+            found["dev"], (test_coarse, test_fine), target, probe=K, step=1
+        ),
     }  # fmt: skip
     rows = []
     for rule, (sizes, params) in chosen.items():

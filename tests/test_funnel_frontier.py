@@ -56,3 +56,7 @@ def test_a_learned_depth_follows_what_the_scores_say():
     assert overlap_at(test[2], sizes, 10).mean() >= 0.93
     assert np.corrcoef(sizes, test[3])[0, 1] > 0.8  # deeper where the answers lie deeper
     assert sizes.mean() < 0.8 * test[3].max()  # cheaper than one size for all at the same depth
+    # read after the top 10 only, any depth: no floor of 20, sizes not rounded to tens, the target still met
+    fine_sizes, fine_info = learned_depths(dev[:3], test[:2], 0.95, probe=10, step=1)
+    assert fine_sizes.min() >= 10 and (fine_sizes % 10 != 0).any() and fine_info["probe"] == 10
+    assert overlap_at(test[2], fine_sizes, 10).mean() >= 0.93
