@@ -317,3 +317,69 @@ def test_another_writers_documents_take_no_result_slots(engine, model_dir, tmp_p
     assert writer.search(QUERIES[0], k=1)[0].doc_id == "q0-0"  # the same text: they would compete
     reader.close()
     writer.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_add_that_never_committed_is_not_adopted_on_reopening(engine, model_dir, tmp_path, caplog):
+    """A writer killed between writing an add's documents and its commit: the engine holds them, but a
+    reopened retriever does not take them (their add token was never recorded as committed); a reopen
+    with drop_uncommitted deletes them, and the same ids can then be added."""
+    enc = Encoder.from_pretrained(str(model_dir))
+    options = engine_options(engine, tmp_path, "crashed")
+    r = Retriever.build(
+        {f"a{i}": t for i, t in enumerate(random_texts(20, seed=9))},
+        model=enc,
+        backend=engine,
+        backend_options=options,
+        **VIEWS,
+    )
+    r.save(tmp_path / "idx")
+    r.add({"b0": "a committed add"})
+    rng = np.random.default_rng(0)
+
+    def unit(n: int, d: int) -> np.ndarray:
+        v = rng.normal(size=(n, d)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    r.backend.add(len(r), ["x0", "x1", "x2"], unit(3, 8), unit(3, 32))  # written, never committed
+    assert engine_count(r) == 24
+    r.close()  # as a killed writer leaves it: nothing rolled back
+
+    with caplog.at_level("WARNING", logger="adaptive_retrieval.backends"):
+        again = Retriever.load(tmp_path / "idx", model=enc)
+    assert sorted(map(str, again.doc_ids)) == sorted([f"a{i}" for i in range(20)] + ["b0"])
+    assert engine_count(again) == 24 and "3 documents of adds that did not commit" in caplog.text
+    with pytest.raises(ValueError, match="never committed"):
+        again.add({"x1": "the same id again"})
+    again.close()
+
+    cleaned = Retriever.load(tmp_path / "idx", model=enc, backend_options={"drop_uncommitted": True})
+    assert engine_count(cleaned) == 21 and len(cleaned) == 21
+    cleaned.add({"x1": "the same id, now free"})
+    cleaned.close()
+    final = Retriever.load(tmp_path / "idx", model=enc)
+    assert "x1" in final.doc_ids and len(final) == engine_count(final) == 22
+    final.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_collection_without_commit_records_adopts_every_document(engine, model_dir, tmp_path):
+    """A collection made before adds were recorded (no companion collection): every document is adopted,
+    as then."""
+    enc = Encoder.from_pretrained(str(model_dir))
+    r = Retriever.build(
+        random_texts(12, seed=10),
+        model=enc,
+        backend=engine,
+        backend_options=engine_options(engine, tmp_path, "older"),
+        **VIEWS,
+    )
+    r.save(tmp_path / "idx")
+    b = r.backend
+    (b.client.delete_collection if engine == "qdrant" else b.client.drop_collection)(b.commits)
+    r.close()
+    again = Retriever.load(tmp_path / "idx", model=enc)
+    assert len(again) == engine_count(again) == 12 and not again.backend._records_commits
+    again.add(["one more"])  # no token to record: the add still works
+    again.close()
+    assert len(Retriever.load(tmp_path / "idx", model=enc)) == 13

@@ -13,6 +13,12 @@ two-phase, so that the retriever can keep ``add`` all-or-nothing and searches fr
 see part of one: :meth:`Backend.add` writes rows that searches do not see yet, :meth:`Backend.commit`
 makes them visible (called under the retriever's write lock), :meth:`Backend.rollback` removes every row
 from a given one on (the failure path).
+
+The engines that store documents by key (Qdrant, Milvus) write an add's documents before it commits, where
+other processes can see them. Each add therefore tags its documents with a token, and its commit records
+the token in a companion collection (``<collection>_commits``) in one write: a reopened collection adopts
+only documents of committed adds, so a writer killed in the middle of an add leaves nothing a reader
+takes for part of the index (:meth:`KeyedBackend._adopt`; such leftovers are deleted on request).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: The engines by name, as ``Retriever.build(..., backend=)`` takes them.
 BACKENDS = ("faiss", "qdrant", "milvus")
+#: The companion collection of a keyed engine's collection that records its committed adds.
+COMMITS_SUFFIX = "_commits"
 
 #: Writes one file of an index directory: ``(file name suffix, writer(path))``.
 FileWriter = tuple[str, Callable[[Path], None]]
@@ -251,17 +259,40 @@ class KeyedBackend(Backend):
     with fetched fine vectors, and adopting the documents found on reopening."""
 
     rows: KeyedRows
+    #: the token every document of the add in progress carries (``None`` between adds)
+    _add_token: str | None = None
+    #: whether the collection records its commits (one this library created since it began to); an
+    #: older one has no tokens, and reopening it adopts every document
+    _records_commits: bool = True
+    #: whether each document written carries its add's token (a field the collection may require)
+    _tags_adds: bool = True
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _token(self) -> str | None:
+        """The add token for the documents :meth:`add` writes now (``None``: the collection keeps none)."""
+        if not self._tags_adds:
+            return None
+        if self._add_token is None:
+            self._add_token = uuid.uuid4().hex
+        return self._add_token
+
     def commit(self) -> None:
+        if self.rows.staged and self._add_token is not None and self._records_commits:
+            self._record_commit(self._add_token)  # one write: the add is whole from here, or not at all
         self.rows.commit()
+        self._add_token = None
 
     def rollback(self, start: int) -> None:
         gone = self.rows.rollback(start)
+        self._add_token = None
         if gone:
             self._delete(gone)
+
+    @abstractmethod
+    def _record_commit(self, token: str) -> None:
+        """Record in the engine (the companion collection) that the add ``token`` committed."""
 
     @abstractmethod
     def _delete(self, keys: list[Any]) -> None:
@@ -294,7 +325,9 @@ class KeyedBackend(Backend):
             doc_id = next(d for d, key in zip(doc_ids, keys) if key in present)
             raise ValueError(
                 f"document id {doc_id!r} is already in the collection (another writer added it since this "
-                "retriever opened it); nothing was added. Reopen it with Retriever.load to see its documents"
+                "retriever opened it, or an add that never committed left it); nothing was added. Reopen it "
+                "with Retriever.load to see its documents (backend_options={'drop_uncommitted': True} "
+                "deletes uncommitted adds' documents, when no writer is adding)"
             )
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -353,8 +386,37 @@ class KeyedBackend(Backend):
             )
         return self.rows.rows(keys, scores, limit)
 
-    def _adopt(self, keys: list[Any], doc_ids: list[DocId]) -> list[DocId]:
-        """Take the documents found in a reopened collection as rows ``0..``; returns their ids."""
+    def _adopt(
+        self,
+        keys: list[Any],
+        doc_ids: list[DocId],
+        tokens: list[str | None] | None = None,
+        committed: set[str] | None = None,
+        drop_uncommitted: bool = False,
+    ) -> list[DocId]:
+        """Take the documents found in a reopened collection as rows ``0..``; returns their ids.
+
+        With ``tokens`` (each document's add token, ``None`` for one written before adds had tokens)
+        and the ``committed`` ones, documents of adds that never committed are left out: a writer still
+        adding, or one that died before its commit. ``drop_uncommitted`` deletes them (for when no
+        writer is adding); otherwise they stay, unseen, and a warning says how many."""
+        if tokens is not None:
+            done = committed or set()
+            keep = [token is None or token in done for token in tokens]
+            left = [key for key, ok in zip(keys, keep) if not ok]
+            keys = [key for key, ok in zip(keys, keep) if ok]
+            doc_ids = [d for d, ok in zip(doc_ids, keep) if ok]
+            if left and drop_uncommitted:
+                self._delete(left)
+                logger.info("deleted %d documents of uncommitted adds from %s", len(left), self.describe())
+            elif left:
+                logger.warning(
+                    "%s holds %d documents of adds that did not commit (a writer still adding, or one that "
+                    "stopped before its commit): they are not part of this retriever. When no writer is "
+                    "adding, reopen with backend_options={'drop_uncommitted': True} to delete them",
+                    self.describe(),
+                    len(left),
+                )
         self.rows.stage(0, keys, doc_ids)
         self.rows.commit()
         return doc_ids
@@ -399,4 +461,13 @@ def open_backend(
     raise ValueError(f"the index's manifest names backend {name!r}, which this library does not know")
 
 
-__all__ = ["BACKENDS", "Backend", "KeyedRows", "make_backend", "open_backend", "point_key", "point_uuid"]
+__all__ = [
+    "BACKENDS",
+    "COMMITS_SUFFIX",
+    "Backend",
+    "KeyedRows",
+    "make_backend",
+    "open_backend",
+    "point_key",
+    "point_uuid",
+]

@@ -30,12 +30,13 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..corpus import DocId
-from . import KeyedBackend, KeyedRows, _clock, point_key
+from . import COMMITS_SUFFIX, KeyedBackend, KeyedRows, _clock, point_key
 
 try:
     from pymilvus import DataType, MilvusClient
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 _KNOBS = {"ef": "HNSW beam width", "nprobe": "IVF lists probed"}
 _MAX_ID_CHARS = 65_535
+_TOKEN_CHARS = 32  # an add token: a uuid4's hex
 
 
 #: Milvus Lite files open in this process, and how many backends use each: the embedded engine holds a
@@ -139,6 +141,7 @@ class MilvusBackend(KeyedBackend):
         if self._own_client and _is_lite(self.uri):
             _lite_open(self.uri)
         self.collection = collection or f"adaptive_retrieval_{uuid.uuid4().hex[:8]}"
+        self.commits = self.collection + COMMITS_SUFFIX
         self.upload_batch = upload_batch
         self.rows = KeyedRows()
         self._created = False
@@ -156,6 +159,7 @@ class MilvusBackend(KeyedBackend):
         schema.add_field("doc_id", DataType.VARCHAR, max_length=_MAX_ID_CHARS)
         schema.add_field("coarse", DataType.FLOAT_VECTOR, dim=coarse_dim)
         schema.add_field("fine", DataType.FLOAT_VECTOR, dim=fine_dim)
+        schema.add_field("add", DataType.VARCHAR, max_length=_TOKEN_CHARS)  # the add's token
         index_params = self.client.prepare_index_params()
         index_params.add_index(
             "coarse", index_type=coarse_index, metric_type="IP", params=coarse_index_params or {}
@@ -165,6 +169,19 @@ class MilvusBackend(KeyedBackend):
             self.collection, schema=schema, index_params=index_params, consistency_level="Strong"
         )
         self._created = True
+        if not self.client.has_collection(self.commits):  # one left by a removed collection is reused
+            self._create_commits()
+
+    def _create_commits(self) -> None:
+        """The companion collection of committed add tokens (Milvus needs a vector field: a constant)."""
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("token", DataType.VARCHAR, max_length=_TOKEN_CHARS, is_primary=True)
+        schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)
+        index_params = self.client.prepare_index_params()
+        index_params.add_index("v", index_type="FLAT", metric_type="IP")
+        self.client.create_collection(
+            self.commits, schema=schema, index_params=index_params, consistency_level="Strong"
+        )
 
     @classmethod
     def open(
@@ -176,9 +193,11 @@ class MilvusBackend(KeyedBackend):
         token: str | None = None,
         client: Any = None,
         rerank: str | None = None,
+        drop_uncommitted: bool = False,
     ) -> tuple[MilvusBackend, list[DocId]]:
         """Reattach to the collection ``entry`` names (at the saved ``uri``, or ``uri`` / ``client``
-        given here). Every entity present becomes a row, in the order the engine lists them."""
+        given here). Every entity of a committed add becomes a row, in the order the engine lists them;
+        ``drop_uncommitted`` deletes the others (see :meth:`KeyedBackend._adopt`)."""
         if client is None and uri is None:
             uri = entry.get("uri")
         backend = cls(
@@ -199,28 +218,45 @@ class MilvusBackend(KeyedBackend):
         try:
             # a collection released (e.g. by a restart) is loaded again before it is read
             backend.client.load_collection(backend.collection)
-            keys, doc_ids = [], []
-            # Milvus Lite has no timestamp service: the iterator logs that (client and embedded server side)
-            # and reads a snapshot as of now, which is what reopening needs
-            quiet = [logging.getLogger(name) for name in ("pymilvus", "grpc._server")]
-            levels = [q.level for q in quiet]
-            for q in quiet:
-                q.setLevel(logging.CRITICAL)
-            try:
-                it = backend.client.query_iterator(
-                    backend.collection, batch_size=4096, output_fields=["key", "doc_id"]
-                )
-                while batch := it.next():
-                    keys += [int(e["key"]) for e in batch]
-                    doc_ids += [json.loads(e["doc_id"]) for e in batch]
-                it.close()
-            finally:
-                for q, level in zip(quiet, levels):
-                    q.setLevel(level)
-            return backend, backend._adopt(keys, doc_ids)
+            fields = {f["name"] for f in backend.client.describe_collection(backend.collection)["fields"]}
+            backend._tags_adds = "add" in fields  # the schema requires it where it has it
+            backend._records_commits = backend._tags_adds and backend.client.has_collection(backend.commits)
+            committed: set[str] = set()
+            if backend._records_commits:
+                backend.client.load_collection(backend.commits)
+                committed = {e["token"] for e in backend._entities(backend.commits, ["token"])}
+            keys, doc_ids, tokens = [], [], []
+            wanted = ["key", "doc_id", "add"] if backend._tags_adds else ["key", "doc_id"]
+            for e in backend._entities(backend.collection, wanted):
+                keys.append(int(e["key"]))
+                doc_ids.append(json.loads(e["doc_id"]))
+                tokens.append(e.get("add") or None)
+            if not backend._records_commits:
+                return backend, backend._adopt(keys, doc_ids)
+            return backend, backend._adopt(keys, doc_ids, tokens, committed, drop_uncommitted)
         except BaseException:
             backend.close()
             raise
+
+    def _entities(self, collection: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+        """Every entity of ``collection`` (these fields), as the engine lists them."""
+        # Milvus Lite has no timestamp service: the iterator logs that (client and embedded server side)
+        # and reads a snapshot as of now, which is what reopening needs
+        quiet = [logging.getLogger(name) for name in ("pymilvus", "grpc._server")]
+        levels = [q.level for q in quiet]
+        for q in quiet:
+            q.setLevel(logging.CRITICAL)
+        try:
+            it = self.client.query_iterator(collection, batch_size=4096, output_fields=fields)
+            while batch := it.next():
+                yield from batch
+            it.close()
+        finally:
+            for q, level in zip(quiet, levels):
+                q.setLevel(level)
+
+    def _record_commit(self, token: str) -> None:
+        self.client.insert(self.commits, [{"token": token, "v": [1.0, 0.0]}])
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         names = [json.dumps(d) for d in doc_ids]
@@ -231,6 +267,8 @@ class MilvusBackend(KeyedBackend):
             )
         keys = [point_key(d) for d in doc_ids]
         self._refuse_present(keys, doc_ids)
+        token = self._token()
+        extra = {} if token is None else {"add": token}
         self.rows.stage(first_row, keys, doc_ids)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
@@ -244,6 +282,7 @@ class MilvusBackend(KeyedBackend):
                         "doc_id": names[i],
                         "coarse": coarse[i].tolist(),
                         "fine": fine[i].tolist(),
+                        **extra,
                     }
                     for i in range(start, end)
                 ],
@@ -368,6 +407,8 @@ class MilvusBackend(KeyedBackend):
     def discard(self) -> None:
         if self._created:
             self.client.drop_collection(self.collection)
+            if self.client.has_collection(self.commits):
+                self.client.drop_collection(self.commits)
         self.close()
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """The funnel on Qdrant: both views per document as named vectors, the funnel as one server-side query.
 
 Each document is a point with two named vectors, ``coarse`` and ``fine`` (dot product over
-L2-normalised view vectors: cosine, as the FAISS funnel scores), and its document id as payload. Its
+L2-normalised view vectors: cosine, as the FAISS funnel scores), and its document id and its add's
+token as payload (the tokens of committed adds are points of ``<collection>_commits``, which has no
+vectors: see :mod:`adaptive_retrieval.backends`). Its
 point id is a UUID made from the document id (:func:`~adaptive_retrieval.backends.point_uuid`): an add
 refuses an id the collection already holds, so writers never overwrite each other's documents, and a
 collection can be reopened from any process (:meth:`QdrantBackend.open`). A search is one ``query_points`` per query
@@ -23,12 +25,13 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..corpus import DocId
-from . import KeyedBackend, KeyedRows, _clock, point_uuid
+from . import COMMITS_SUFFIX, KeyedBackend, KeyedRows, _clock, point_uuid
 
 try:
     from qdrant_client import QdrantClient, models
@@ -83,6 +86,7 @@ class QdrantBackend(KeyedBackend):
         self.client, self._own_client = _client(location, path, client)
         self.location, self.path = location, path
         self.collection = collection or f"adaptive-retrieval-{uuid.uuid4().hex[:8]}"
+        self.commits = self.collection + COMMITS_SUFFIX
         self.upload_batch = upload_batch
         self.rows = KeyedRows()
         self._search_params: dict[str, Any] = {}
@@ -109,6 +113,8 @@ class QdrantBackend(KeyedBackend):
             },
         )
         self._created = True
+        if not self.client.collection_exists(self.commits):  # one left by a removed collection is reused
+            self.client.create_collection(self.commits, vectors_config={})
 
     @classmethod
     def open(
@@ -119,9 +125,11 @@ class QdrantBackend(KeyedBackend):
         location: str | None = None,
         path: str | None = None,
         client: Any = None,
+        drop_uncommitted: bool = False,
     ) -> tuple[QdrantBackend, list[DocId]]:
         """Reattach to the collection ``entry`` names (where it lives: as saved, or ``location`` /
-        ``path`` / ``client`` given here). Every point present becomes a row, in point-id order."""
+        ``path`` / ``client`` given here). Every point of a committed add becomes a row, in point-id
+        order; ``drop_uncommitted`` deletes the others (see :meth:`KeyedBackend._adopt`)."""
         if client is None and location is None and path is None:
             location, path = entry.get("location"), entry.get("path")
         backend = cls(
@@ -136,24 +144,42 @@ class QdrantBackend(KeyedBackend):
         if not backend.client.collection_exists(backend.collection):
             backend.close()
             raise ValueError(f"Qdrant collection {entry['collection']!r} does not exist (any more) there")
-        keys, doc_ids, offset = [], [], None
+        keys: list[str] = []
+        doc_ids: list[DocId] = []
+        tokens: list[str | None] = []
         try:
-            while True:
-                points, offset = backend.client.scroll(
-                    backend.collection, limit=4096, offset=offset, with_payload=["doc_id"], with_vectors=False
-                )
-                keys += [str(p.id) for p in points]
-                doc_ids += [p.payload["doc_id"] for p in points]
-                if offset is None:
-                    break
-            return backend, backend._adopt(keys, doc_ids)
+            backend._records_commits = backend.client.collection_exists(backend.commits)
+            backend._tags_adds = backend._records_commits
+            committed = set()
+            if backend._records_commits:
+                for record in backend._scroll(backend.commits, ["token"]):
+                    committed.add(record.payload["token"])
+            for p in backend._scroll(backend.collection, ["doc_id", "add"]):
+                keys.append(str(p.id))
+                doc_ids.append(p.payload["doc_id"])
+                tokens.append(p.payload.get("add"))
+            if not backend._records_commits:  # an older collection: every point, as then
+                return backend, backend._adopt(keys, doc_ids)
+            return backend, backend._adopt(keys, doc_ids, tokens, committed, drop_uncommitted)
         except BaseException:
             backend.close()
             raise
 
+    def _scroll(self, collection: str, payload: list[str]) -> Iterator[Any]:
+        """Every point of ``collection`` (these payload fields, no vectors), in point-id order."""
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                collection, limit=4096, offset=offset, with_payload=payload, with_vectors=False
+            )
+            yield from points
+            if offset is None:
+                return
+
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         keys = [point_uuid(d) for d in doc_ids]
         self._refuse_present(keys, doc_ids)
+        token = self._token()
         self.rows.stage(first_row, keys, doc_ids)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
@@ -164,10 +190,17 @@ class QdrantBackend(KeyedBackend):
                 points=models.Batch(
                     ids=keys[start:end],
                     vectors={"coarse": coarse[start:end].tolist(), "fine": fine[start:end].tolist()},
-                    payloads=[{"doc_id": d} for d in doc_ids[start:end]],
+                    payloads=[
+                        {"doc_id": d} if token is None else {"doc_id": d, "add": token}
+                        for d in doc_ids[start:end]
+                    ],
                 ),
                 wait=True,
             )
+
+    def _record_commit(self, token: str) -> None:
+        point = models.PointStruct(id=str(uuid.UUID(hex=token)), vector={}, payload={"token": token})
+        self.client.upsert(self.commits, points=[point], wait=True)
 
     def _count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
@@ -296,6 +329,8 @@ class QdrantBackend(KeyedBackend):
     def discard(self) -> None:
         if self._created:
             self.client.delete_collection(self.collection)
+            if self.client.collection_exists(self.commits):
+                self.client.delete_collection(self.commits)
         self.close()
 
     def close(self) -> None:
