@@ -12,8 +12,9 @@ expect parity there.
 
 :func:`use_onednn` turns a model's ``nn.Linear`` modules into :class:`OneDNNLinear` (the same module,
 the same parameters and state dict; only ``forward`` differs). Training (gradients enabled), other
-devices and other dtypes take ``nn.Linear``'s own path. ``ADAPTIVE_RETRIEVAL_ONEDNN=0`` in the
-environment, or :func:`set_enabled` ``(False)``, sends every call to ``nn.Linear``'s path.
+devices and other dtypes, CPU autocast and ``torch.jit.trace`` take ``nn.Linear``'s own path.
+``ADAPTIVE_RETRIEVAL_ONEDNN=0`` in the environment (read at the first such call of the process), or
+:func:`set_enabled` ``(False)`` at any time, sends every call to ``nn.Linear``'s path.
 """
 
 from __future__ import annotations
@@ -84,16 +85,22 @@ class OneDNNLinear(nn.Linear):
             and self.weight.dtype == torch.float32
             and x.dim() >= 2
             and _enabled
+            and not torch.is_autocast_enabled("cpu")  # autocast casts inside F.linear, not here
+            and not torch.jit.is_tracing()  # a trace records F.linear, as it would without this class
             and available()
         ):
-            return _onednn_linear(x, self.weight, self.bias)
+            # oneDNN reads the bias as dense: a strided one (a view) would be read wrong
+            bias = None if self.bias is None else self.bias.contiguous()
+            return _onednn_linear(x, self.weight, bias)
         return super().forward(x)
 
 
 def use_onednn(model: nn.Module) -> int:
     """Turn every plain ``nn.Linear`` in ``model`` into a :class:`OneDNNLinear`, in place; return how many.
 
-    Subclasses of ``nn.Linear`` (int8 layers, adapters' own layers) are left as they are."""
+    Subclasses of ``nn.Linear`` (int8 layers, adapters' own layers) are left as they are. The model is
+    changed in place (``isinstance(m, nn.Linear)`` still holds; code matching the exact type, such as
+    ``torch.ao.quantization.quantize_dynamic``'s default mapping, no longer sees these layers)."""
     count = 0
     for module in model.modules():
         if type(module) is nn.Linear:

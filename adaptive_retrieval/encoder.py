@@ -76,6 +76,9 @@ class Encoder:
 
     Args:
         model: a supported Hugging Face encoder (BERT family or MPNet; a model with a head is fine).
+            Moved to ``device`` and set to eval mode; on CPU its ``nn.Linear`` layers become
+            :class:`~adaptive_retrieval.cpu_linear.OneDNNLinear` (the same parameters; inference runs
+            oneDNN's matrix multiply), in place.
         tokenizer: its tokenizer.
         pooling: ``"mean"`` or ``"cls"``, as the model was trained.
         max_length: longer texts are truncated to this many tokens (default: the tokenizer's limit,
@@ -118,7 +121,8 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.model.eval()
-        use_onednn(self.model)  # inference on CPU through oneDNN's matrix multiply (cpu_linear.py)
+        if self.device.type == "cpu":  # inference through oneDNN's matrix multiply (cpu_linear.py)
+            use_onednn(self.model)
         #: prepended to every query / document text (E5's "query: ", BGE's instruction); the model's own
         #: sentence-transformers ``prompts`` by default (see :func:`~adaptive_retrieval.models.load_encoder`)
         self.query_prompt, self.document_prompt = query_prompt, document_prompt

@@ -383,3 +383,68 @@ def test_a_collection_without_commit_records_adopts_every_document(engine, model
     again.add(["one more"])  # no token to record: the add still works
     again.close()
     assert len(Retriever.load(tmp_path / "idx", model=enc)) == 13
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_add_failing_after_its_commit_record_leaves_no_record(engine, tiny_encoder, tmp_path, monkeypatch):
+    """The commit record is written before the write lock; an add that fails after it (here: making its
+    rows visible) removes the record before the documents, so no reader adopts any of them."""
+    r = Retriever.build(
+        random_texts(8, seed=11),
+        model=tiny_encoder,
+        backend=engine,
+        backend_options=engine_options(engine, tmp_path, "late"),
+        **VIEWS,
+    )
+    records = r.backend._committed_tokens()
+    assert len(records) == 1  # the build's add
+    rows = r.backend.rows
+
+    def refuse() -> None:
+        raise RuntimeError("made to fail after the record")
+
+    monkeypatch.setattr(rows, "commit", refuse)
+    with pytest.raises(RuntimeError, match="after the record"):
+        r.add(random_texts(5, seed=12))
+    monkeypatch.undo()
+    assert r.backend._committed_tokens() == records and engine_count(r) == len(r) == 8
+    r.add(random_texts(2, seed=13))  # and the next add records its own
+    assert len(r.backend._committed_tokens()) == 2 and engine_count(r) == 10
+    r.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dropping_uncommitted_adds_spares_one_that_committed_meanwhile(
+    engine, model_dir, tmp_path, monkeypatch
+):
+    enc = Encoder.from_pretrained(str(model_dir))
+    r = Retriever.build(
+        random_texts(6, seed=14),
+        model=enc,
+        backend=engine,
+        backend_options=engine_options(engine, tmp_path, "race"),
+        **VIEWS,
+    )
+    r.save(tmp_path / "idx")
+    added = enc.encode(["late one", "late two"], [r.coarse, r.fine])
+    r.backend.add(len(r), ["late1", "late2"], added[r.coarse], added[r.fine])
+    token = r.backend._add_token
+    cls = type(r.backend)
+    real = cls._committed_tokens
+    reads = []
+
+    def racing(self):  # the first read misses the add; it commits before the second
+        reads.append(1)
+        if len(reads) == 1:
+            return real(self) - {token}
+        r.backend._record_commit(token)
+        return real(self)
+
+    monkeypatch.setattr(cls, "_committed_tokens", racing)
+    shared = {"client": r.backend.client, "drop_uncommitted": True}  # Qdrant's local folder: one client
+    reopened = Retriever.load(tmp_path / "idx", model=enc, backend_options=shared)
+    assert len(reads) == 2 and len(reopened) == 6 and engine_count(reopened) == 8  # spared
+    monkeypatch.undo()
+    reopened.close()
+    r.close()
+    assert len(Retriever.load(tmp_path / "idx", model=enc)) == 8  # adopted now: it committed

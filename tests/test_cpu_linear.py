@@ -48,7 +48,9 @@ def test_inference_runs_onednn_and_equals_the_default_path(kind, counted):
     token_ids = enc.tokenize(random_texts(7, seed=3, max_words=50))
     input_ids, mask = enc._pad(token_ids)
     with torch.enable_grad():  # gradients on: every linear takes nn.Linear's own (MKL) path
-        reference = enc.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        reference = enc.model(
+            input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+        ).hidden_states
     assert counted == []
     with torch.inference_mode():
         state = enc.advance(enc.start(token_ids=token_ids), 4)
@@ -114,3 +116,20 @@ def test_a_failing_op_falls_back(monkeypatch):
             torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
     finally:
         cpu_linear.available.cache_clear()
+
+
+@needs_onednn
+def test_a_strided_bias_and_autocast_and_tracing_give_nn_linears_results(counted):
+    layer = OneDNNLinear(8, 6)
+    with torch.no_grad():
+        wide = torch.randn(12)
+        layer.bias = nn.Parameter(wide[::2], requires_grad=False)  # a view: not contiguous
+        assert not layer.bias.is_contiguous()
+        x = torch.randn(5, 8)
+        torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
+        assert len(counted) == 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer(x).dtype == torch.bfloat16  # autocast's cast, as nn.Linear gives
+        traced = torch.jit.trace(layer, x, check_trace=False)  # the check reruns it untraced
+        torch.testing.assert_close(traced(x), nn.functional.linear(x, layer.weight, layer.bias))
+    assert len(counted) == 1  # neither autocast nor tracing took oneDNN's path

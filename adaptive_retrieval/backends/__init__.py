@@ -278,21 +278,44 @@ class KeyedBackend(Backend):
             self._add_token = uuid.uuid4().hex
         return self._add_token
 
+    #: the token :meth:`prepare` recorded as committed (``None`` until it has)
+    _recorded: str | None = None
+
+    def prepare(self) -> None:
+        """Record the add as committed in the engine: one write, before the retriever's write lock (it
+        is a round trip to the engine, which searches need not wait for); from it on, a reopened
+        collection adopts the add whole. Should anything fail after it, :meth:`rollback` removes the
+        record before the documents."""
+        token = self._add_token
+        if self.rows.staged and token is not None and self._records_commits and self._recorded != token:
+            self._record_commit(token)
+            self._recorded = token
+
     def commit(self) -> None:
-        if self.rows.staged and self._add_token is not None and self._records_commits:
-            self._record_commit(self._add_token)  # one write: the add is whole from here, or not at all
+        self.prepare()  # nothing when prepare() already ran
         self.rows.commit()
-        self._add_token = None
+        self._add_token = self._recorded = None
 
     def rollback(self, start: int) -> None:
         gone = self.rows.rollback(start)
-        self._add_token = None
+        recorded = self._recorded
+        self._add_token = self._recorded = None
+        if recorded is not None:  # first: documents partly deleted must not be adopted as an add
+            self._unrecord_commit(recorded)
         if gone:
             self._delete(gone)
 
     @abstractmethod
     def _record_commit(self, token: str) -> None:
         """Record in the engine (the companion collection) that the add ``token`` committed."""
+
+    @abstractmethod
+    def _unrecord_commit(self, token: str) -> None:
+        """Remove the record of ``token`` (a rolled-back add whose record was written)."""
+
+    @abstractmethod
+    def _committed_tokens(self) -> set[str]:
+        """The tokens of every committed add (read from the companion collection)."""
 
     @abstractmethod
     def _delete(self, keys: list[Any]) -> None:
@@ -390,25 +413,27 @@ class KeyedBackend(Backend):
         self,
         keys: list[Any],
         doc_ids: list[DocId],
-        tokens: list[str | None] | None = None,
-        committed: set[str] | None = None,
+        uncommitted: list[str | None] | None = None,
         drop_uncommitted: bool = False,
     ) -> list[DocId]:
         """Take the documents found in a reopened collection as rows ``0..``; returns their ids.
 
-        With ``tokens`` (each document's add token, ``None`` for one written before adds had tokens)
-        and the ``committed`` ones, documents of adds that never committed are left out: a writer still
-        adding, or one that died before its commit. ``drop_uncommitted`` deletes them (for when no
-        writer is adding); otherwise they stay, unseen, and a warning says how many."""
-        if tokens is not None:
-            done = committed or set()
-            keep = [token is None or token in done for token in tokens]
-            left = [key for key, ok in zip(keys, keep) if not ok]
+        ``uncommitted`` gives, per document, the token of its add where that add had not committed when
+        the collection was read (``None`` for the others, and for documents written before adds had
+        tokens): those are left out, a writer still adding, or one that died before its commit.
+        ``drop_uncommitted`` deletes them (for when no writer is adding; an add that committed since the
+        read is spared); otherwise they stay, unseen, and a warning says how many."""
+        if uncommitted is not None:
+            keep = [token is None for token in uncommitted]
+            left = [(key, token) for key, token in zip(keys, uncommitted) if token is not None]
             keys = [key for key, ok in zip(keys, keep) if ok]
             doc_ids = [d for d, ok in zip(doc_ids, keep) if ok]
             if left and drop_uncommitted:
-                self._delete(left)
-                logger.info("deleted %d documents of uncommitted adds from %s", len(left), self.describe())
+                since = self._committed_tokens()  # read again: an add may have committed meanwhile
+                doomed = [key for key, token in left if token not in since]
+                if doomed:
+                    self._delete(doomed)
+                logger.info("deleted %d documents of uncommitted adds from %s", len(doomed), self.describe())
             elif left:
                 logger.warning(
                     "%s holds %d documents of adds that did not commit (a writer still adding, or one that "

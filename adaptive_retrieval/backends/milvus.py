@@ -169,8 +169,15 @@ class MilvusBackend(KeyedBackend):
             self.collection, schema=schema, index_params=index_params, consistency_level="Strong"
         )
         self._created = True
-        if not self.client.has_collection(self.commits):  # one left by a removed collection is reused
+        if not self.client.has_collection(self.commits):
             self._create_commits()
+        elif {f["name"] for f in self.client.describe_collection(self.commits)["fields"]} != {"token", "v"}:
+            self.client.drop_collection(self.collection)
+            self.close()
+            raise ValueError(
+                f"Milvus collection {self.commits!r} exists and is not this library's record of commits; "
+                f"choose another collection= name than {self.collection!r}"
+            )
 
     def _create_commits(self) -> None:
         """The companion collection of committed add tokens (Milvus needs a vector field: a constant)."""
@@ -224,16 +231,17 @@ class MilvusBackend(KeyedBackend):
             committed: set[str] = set()
             if backend._records_commits:
                 backend.client.load_collection(backend.commits)
-                committed = {e["token"] for e in backend._entities(backend.commits, ["token"])}
+                committed = backend._committed_tokens()
             keys, doc_ids, tokens = [], [], []
             wanted = ["key", "doc_id", "add"] if backend._tags_adds else ["key", "doc_id"]
             for e in backend._entities(backend.collection, wanted):
                 keys.append(int(e["key"]))
                 doc_ids.append(json.loads(e["doc_id"]))
-                tokens.append(e.get("add") or None)
+                token = e.get("add") or None
+                tokens.append(None if token is None or token in committed else token)
             if not backend._records_commits:
                 return backend, backend._adopt(keys, doc_ids)
-            return backend, backend._adopt(keys, doc_ids, tokens, committed, drop_uncommitted)
+            return backend, backend._adopt(keys, doc_ids, tokens, drop_uncommitted)
         except BaseException:
             backend.close()
             raise
@@ -257,6 +265,12 @@ class MilvusBackend(KeyedBackend):
 
     def _record_commit(self, token: str) -> None:
         self.client.insert(self.commits, [{"token": token, "v": [1.0, 0.0]}])
+
+    def _unrecord_commit(self, token: str) -> None:
+        self.client.delete(self.commits, ids=[token])
+
+    def _committed_tokens(self) -> set[str]:
+        return {e["token"] for e in self._entities(self.commits, ["token"])}
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         names = [json.dumps(d) for d in doc_ids]

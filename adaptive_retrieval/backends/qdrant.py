@@ -113,8 +113,15 @@ class QdrantBackend(KeyedBackend):
             },
         )
         self._created = True
-        if not self.client.collection_exists(self.commits):  # one left by a removed collection is reused
+        if not self.client.collection_exists(self.commits):
             self.client.create_collection(self.commits, vectors_config={})
+        elif self.client.get_collection(self.commits).config.params.vectors:  # not a record of commits
+            self.client.delete_collection(self.collection)
+            self.close()
+            raise ValueError(
+                f"Qdrant collection {self.commits!r} exists and is not this library's record of commits "
+                f"(which has no vectors); choose another collection= name than {self.collection!r}"
+            )
 
     @classmethod
     def open(
@@ -150,17 +157,15 @@ class QdrantBackend(KeyedBackend):
         try:
             backend._records_commits = backend.client.collection_exists(backend.commits)
             backend._tags_adds = backend._records_commits
-            committed = set()
-            if backend._records_commits:
-                for record in backend._scroll(backend.commits, ["token"]):
-                    committed.add(record.payload["token"])
+            committed = backend._committed_tokens() if backend._records_commits else set()
             for p in backend._scroll(backend.collection, ["doc_id", "add"]):
                 keys.append(str(p.id))
                 doc_ids.append(p.payload["doc_id"])
-                tokens.append(p.payload.get("add"))
+                token = p.payload.get("add")
+                tokens.append(None if token is None or token in committed else token)
             if not backend._records_commits:  # an older collection: every point, as then
                 return backend, backend._adopt(keys, doc_ids)
-            return backend, backend._adopt(keys, doc_ids, tokens, committed, drop_uncommitted)
+            return backend, backend._adopt(keys, doc_ids, tokens, drop_uncommitted)
         except BaseException:
             backend.close()
             raise
@@ -201,6 +206,13 @@ class QdrantBackend(KeyedBackend):
     def _record_commit(self, token: str) -> None:
         point = models.PointStruct(id=str(uuid.UUID(hex=token)), vector={}, payload={"token": token})
         self.client.upsert(self.commits, points=[point], wait=True)
+
+    def _unrecord_commit(self, token: str) -> None:
+        ids = models.PointIdsList(points=[str(uuid.UUID(hex=token))])
+        self.client.delete(self.commits, points_selector=ids, wait=True)
+
+    def _committed_tokens(self) -> set[str]:
+        return {r.payload["token"] for r in self._scroll(self.commits, ["token"]) if "token" in r.payload}
 
     def _count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
