@@ -17,6 +17,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
+from .cpu_linear import intermediate
+
 LayerContext = dict[str, Any]
 
 
@@ -75,7 +77,13 @@ class BertLikeBackbone(Backbone):
         return hidden, {"attention_mask": self._mask(hidden, attention_mask)}
 
     def run_layer(self, index, hidden, context):
-        return _first(self.layers[index](hidden, context["attention_mask"]))
+        layer = self.layers[index]
+        if torch.is_grad_enabled() or layer.is_decoder:  # training (checkpointing...): the layer's own call
+            return _first(layer(hidden, context["attention_mask"]))
+        # the layer's own steps (its forward without a decoder's cross-attention), so that the
+        # intermediate block can run fused (cpu_linear.intermediate)
+        attended = _first(layer.attention(hidden, context["attention_mask"]))
+        return layer.output(intermediate(layer.intermediate, attended), attended)
 
 
 class MPNetBackbone(Backbone):
@@ -119,7 +127,7 @@ class MPNetBackbone(Backbone):
         )
         mixed = mixed.transpose(1, 2).reshape(batch, tokens, heads * size)
         attended = layer.attention.LayerNorm(layer.attention.dropout(attention.o(mixed)) + hidden)
-        return layer.output(layer.intermediate(attended), attended)
+        return layer.output(intermediate(layer.intermediate, attended), attended)
 
 
 BACKBONES: tuple[type[Backbone], ...] = (BertLikeBackbone, MPNetBackbone)

@@ -26,6 +26,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import GELUActivation
 
 logger = logging.getLogger(__name__)
 
@@ -40,36 +41,45 @@ def set_enabled(enabled: bool) -> None:
     _enabled = bool(enabled)
 
 
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+def _onednn_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, post: str = "none"
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` by oneDNN, followed by the exact (erf) GELU when ``post="gelu"``."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post, [], "none" if post == "gelu" else "")
 
 
-@functools.cache
-def available() -> bool:
-    """Whether oneDNN's linear runs here and agrees with ``F.linear`` (checked once per process).
+def available(post: str = "none") -> bool:
+    """Whether oneDNN's linear (followed by ``post``: ``"none"`` or ``"gelu"``) runs here and agrees with
+    ``F.linear`` (and ``F.gelu``), checked once per process.
 
     The op is torch's (``torch.ops.mkldnn._linear_pointwise``, the one ``torch.compile`` emits); a torch
     build without it, or one whose results differ, falls back to ``F.linear`` with a log line."""
+    return _probe(post)
+
+
+@functools.cache
+def _probe(post: str) -> bool:
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if not torch.backends.mkldnn.is_available():
         return False
+    after = F.gelu if post == "gelu" else (lambda y: y)
     try:
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(3, 5, 64, generator=generator)
         weight = torch.randn(48, 64, generator=generator)
         bias = torch.randn(48, generator=generator)
         with torch.no_grad():
-            got, want = _onednn_linear(x, weight, bias), F.linear(x, weight, bias)
-            got_no_bias = _onednn_linear(x, weight, None)
+            got, want = _onednn_linear(x, weight, bias, post), after(F.linear(x, weight, bias))
+            got_no_bias = _onednn_linear(x, weight, None, post)
         agrees = torch.allclose(got, want, rtol=1e-5, atol=1e-5) and torch.allclose(
-            got_no_bias, F.linear(x, weight), rtol=1e-5, atol=1e-5
+            got_no_bias, after(F.linear(x, weight)), rtol=1e-5, atol=1e-5
         )
     except (RuntimeError, AttributeError) as error:
-        logger.info("oneDNN linear not available (%s); using torch's default", error)
+        logger.info("oneDNN linear (%s) not available (%s); using torch's default", post, error)
         return False
     if not agrees:
-        logger.warning("oneDNN linear disagrees with F.linear here; using torch's default")
+        logger.warning("oneDNN linear (%s) disagrees with torch's here; using torch's default", post)
     return agrees
 
 
@@ -77,8 +87,9 @@ class OneDNNLinear(nn.Linear):
     """An ``nn.Linear`` whose forward runs through oneDNN for float32 inputs on CPU when no gradient
     is recorded (``torch.no_grad`` / ``torch.inference_mode``), and as ``nn.Linear`` otherwise."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
+    def fast(self, x: torch.Tensor, post: str = "none") -> bool:
+        """Whether a call on ``x`` takes oneDNN's path (followed by ``post``)."""
+        return (
             not torch.is_grad_enabled()
             and x.device.type == "cpu"
             and x.dtype == torch.float32
@@ -87,12 +98,31 @@ class OneDNNLinear(nn.Linear):
             and _enabled
             and not torch.is_autocast_enabled("cpu")  # autocast casts inside F.linear, not here
             and not torch.jit.is_tracing()  # a trace records F.linear, as it would without this class
-            and available()
-        ):
-            # oneDNN reads the bias as dense: a strided one (a view) would be read wrong
-            bias = None if self.bias is None else self.bias.contiguous()
-            return _onednn_linear(x, self.weight, bias)
-        return super().forward(x)
+            and available(post)
+        )
+
+    def onednn(self, x: torch.Tensor, post: str = "none") -> torch.Tensor:
+        # oneDNN reads the bias as dense: a strided one (a view) would be read wrong
+        bias = None if self.bias is None else self.bias.contiguous()
+        return _onednn_linear(x, self.weight, bias, post)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.onednn(x) if self.fast(x) else super().forward(x)
+
+
+def intermediate(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for a BERT-style intermediate block (``dense``, then ``intermediate_act_fn``), with
+    an exact GELU fused into oneDNN's matrix multiply where both apply: one pass over the layer's widest
+    activation instead of two (``F.gelu`` alone took a fifth of MiniLM's encoding time)."""
+    dense, act = getattr(module, "dense", None), getattr(module, "intermediate_act_fn", None)
+    if (
+        type(dense) is OneDNNLinear  # not wrapped (LoRA) nor replaced (int8)
+        and type(act) is GELUActivation
+        and act.act is F.gelu  # the exact GELU, as torch computes it
+        and dense.fast(x, "gelu")
+    ):
+        return dense.onednn(x, "gelu")
+    return module(x)
 
 
 def use_onednn(model: nn.Module) -> int:

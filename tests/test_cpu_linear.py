@@ -18,11 +18,11 @@ needs_onednn = pytest.mark.skipif(not cpu_linear.available(), reason="no oneDNN 
 def counted(monkeypatch):
     calls = []
     original = cpu_linear._onednn_linear
-    cpu_linear.available()  # probe before counting: the probe's own calls are not the layers'
+    cpu_linear.available(), cpu_linear.available("gelu")  # probe first: its calls are not the layers'
 
-    def counting(x, weight, bias):
-        calls.append(tuple(x.shape))
-        return original(x, weight, bias)
+    def counting(x, weight, bias, post="none"):
+        calls.append(tuple(x.shape) if post == "none" else (*x.shape, post))
+        return original(x, weight, bias, post)
 
     monkeypatch.setattr(cpu_linear, "_onednn_linear", counting)
     return calls
@@ -55,6 +55,7 @@ def test_inference_runs_onednn_and_equals_the_default_path(kind, counted):
     with torch.inference_mode():
         state = enc.advance(enc.start(token_ids=token_ids), 4)
     assert len(counted) == 4 * 6  # q, k, v, output, intermediate, output per layer
+    assert sum(call[-1] == "gelu" for call in counted) == 4  # the intermediate's GELU fused, per layer
     torch.testing.assert_close(state.hidden, reference[4].detach(), rtol=1e-5, atol=1e-5)
     assert not torch.equal(state.hidden, torch.zeros_like(state.hidden))
 
@@ -77,7 +78,7 @@ def test_training_keeps_nn_linear_and_its_gradients(counted):
 
 def test_switched_off_by_the_environment(monkeypatch, counted):
     monkeypatch.setenv(cpu_linear.ENV_SWITCH, "0")
-    cpu_linear.available.cache_clear()
+    cpu_linear._probe.cache_clear()
     try:
         assert not cpu_linear.available()
         with torch.no_grad():
@@ -85,7 +86,7 @@ def test_switched_off_by_the_environment(monkeypatch, counted):
         assert counted == []
     finally:
         monkeypatch.delenv(cpu_linear.ENV_SWITCH)
-        cpu_linear.available.cache_clear()
+        cpu_linear._probe.cache_clear()
 
 
 def test_set_enabled_switches_the_path(counted):
@@ -103,11 +104,11 @@ def test_set_enabled_switches_the_path(counted):
 
 
 def test_a_failing_op_falls_back(monkeypatch):
-    def broken(x, weight, bias):
+    def broken(x, weight, bias, post="none"):
         raise RuntimeError("no such op")
 
     monkeypatch.setattr(cpu_linear, "_onednn_linear", broken)
-    cpu_linear.available.cache_clear()
+    cpu_linear._probe.cache_clear()
     try:
         assert not cpu_linear.available()
         layer = OneDNNLinear(8, 2)
@@ -115,7 +116,7 @@ def test_a_failing_op_falls_back(monkeypatch):
         with torch.no_grad():
             torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
     finally:
-        cpu_linear.available.cache_clear()
+        cpu_linear._probe.cache_clear()
 
 
 @needs_onednn
