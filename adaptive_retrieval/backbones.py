@@ -3,8 +3,9 @@
 A Hugging Face ``forward`` always runs every layer. To stop after layer ``i`` and later resume at
 ``i + 1`` we call the model's own submodules (embeddings, then each layer) in the same order and with
 the same arguments its ``forward`` would (MPNet's attention excepted: torch's fused attention replaces
-its eager one, see :class:`MPNetBackbone`). Each adapter is tested against the model's own
-``output_hidden_states``.
+its eager one, see :class:`MPNetBackbone`); at inference a layer's own steps, so that its intermediate
+block can run as one oneDNN call (:func:`~adaptive_retrieval.cpu_linear.intermediate`). Each adapter is
+tested against the model's own ``output_hidden_states``.
 """
 
 from __future__ import annotations

@@ -60,6 +60,13 @@ def faiss_r(model_dir, mixed_corpus):
     return Retriever.build(mixed_corpus, model=str(model_dir), fine_dtype="float32", chunk_size=50, **VIEWS)
 
 
+def engine_retriever(engine: str, enc, tmp_path, name: str, texts) -> Retriever:
+    """A retriever on ``engine`` over ``texts``, in a collection ``name`` under ``tmp_path``."""
+    return Retriever.build(
+        texts, model=enc, backend=engine, backend_options=engine_options(engine, tmp_path, name), **VIEWS
+    )
+
+
 def ranked(r: Retriever, **kwargs) -> list[list]:
     return [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=10, **kwargs)]
 
@@ -296,12 +303,8 @@ def test_another_writers_documents_take_no_result_slots(engine, model_dir, tmp_p
     """Documents another writer added after this retriever opened the collection are unknown to it: its
     searches skip them without losing a result to them (the engine is asked again, for more)."""
     enc = Encoder.from_pretrained(str(model_dir))
-    Retriever.build(
-        {f"a{i}": t for i, t in enumerate(random_texts(30, seed=8))},
-        model=enc,
-        backend=engine,
-        backend_options=engine_options(engine, tmp_path, "slots"),
-        **VIEWS,
+    engine_retriever(
+        engine, enc, tmp_path, "slots", {f"a{i}": t for i, t in enumerate(random_texts(30, seed=8))}
     ).save(tmp_path / "idx")
     writer = Retriever.load(tmp_path / "idx", model=enc)
     reader = Retriever.load(tmp_path / "idx", model=enc, backend_options={"client": writer.backend.client})
@@ -325,14 +328,8 @@ def test_an_add_that_never_committed_is_not_adopted_on_reopening(engine, model_d
     reopened retriever does not take them (their add token was never recorded as committed); a reopen
     with drop_uncommitted deletes them, and the same ids can then be added."""
     enc = Encoder.from_pretrained(str(model_dir))
-    options = engine_options(engine, tmp_path, "crashed")
-    r = Retriever.build(
-        {f"a{i}": t for i, t in enumerate(random_texts(20, seed=9))},
-        model=enc,
-        backend=engine,
-        backend_options=options,
-        **VIEWS,
-    )
+    texts = {f"a{i}": t for i, t in enumerate(random_texts(20, seed=9))}
+    r = engine_retriever(engine, enc, tmp_path, "crashed", texts)
     r.save(tmp_path / "idx")
     r.add({"b0": "a committed add"})
     rng = np.random.default_rng(0)
@@ -367,13 +364,7 @@ def test_a_collection_without_commit_records_adopts_every_document(engine, model
     """A collection made before adds were recorded (no companion collection): every document is adopted,
     as then."""
     enc = Encoder.from_pretrained(str(model_dir))
-    r = Retriever.build(
-        random_texts(12, seed=10),
-        model=enc,
-        backend=engine,
-        backend_options=engine_options(engine, tmp_path, "older"),
-        **VIEWS,
-    )
+    r = engine_retriever(engine, enc, tmp_path, "older", random_texts(12, seed=10))
     r.save(tmp_path / "idx")
     b = r.backend
     (b.client.delete_collection if engine == "qdrant" else b.client.drop_collection)(b.commits)
@@ -389,13 +380,7 @@ def test_a_collection_without_commit_records_adopts_every_document(engine, model
 def test_an_add_failing_after_its_commit_record_leaves_no_record(engine, tiny_encoder, tmp_path, monkeypatch):
     """The commit record is written before the write lock; an add that fails after it (here: making its
     rows visible) removes the record before the documents, so no reader adopts any of them."""
-    r = Retriever.build(
-        random_texts(8, seed=11),
-        model=tiny_encoder,
-        backend=engine,
-        backend_options=engine_options(engine, tmp_path, "late"),
-        **VIEWS,
-    )
+    r = engine_retriever(engine, tiny_encoder, tmp_path, "late", random_texts(8, seed=11))
     records = r.backend._committed_tokens()
     assert len(records) == 1  # the build's add
     rows = r.backend.rows
@@ -418,13 +403,7 @@ def test_dropping_uncommitted_adds_spares_one_that_committed_meanwhile(
     engine, model_dir, tmp_path, monkeypatch
 ):
     enc = Encoder.from_pretrained(str(model_dir))
-    r = Retriever.build(
-        random_texts(6, seed=14),
-        model=enc,
-        backend=engine,
-        backend_options=engine_options(engine, tmp_path, "race"),
-        **VIEWS,
-    )
+    r = engine_retriever(engine, enc, tmp_path, "race", random_texts(6, seed=14))
     r.save(tmp_path / "idx")
     added = enc.encode(["late one", "late two"], [r.coarse, r.fine])
     r.backend.add(len(r), ["late1", "late2"], added[r.coarse], added[r.fine])
