@@ -7,7 +7,7 @@ float32 products with float32 accumulation, in another order: outputs differ fro
 their magnitude, the encoders' vectors by < 1e-6 (tests).
 
 Measured on an AMD EPYC (AVX-512, 2 cores; ``docs/measurements.md``): the encoders' matrix products
-run 2.3x as fast, encoding runs 1.5-1.6x as fast. On an Intel processor MKL already uses AVX-512, so
+run 2.3x as fast; with the GELU fused (:func:`intermediate`), MiniLM encodes 1.75x as fast. On an Intel processor MKL already uses AVX-512, so
 expect parity there.
 
 :func:`use_onednn` turns a model's ``nn.Linear`` modules into :class:`OneDNNLinear` (the same module,
