@@ -6,9 +6,9 @@ is what ``torch.compile`` uses for linear layers on CPU), picks by the processor
 float32 products with float32 accumulation, in another order: outputs differ from MKL's by ~1e-6 of
 their magnitude, the encoders' vectors by < 1e-6 (tests).
 
-Measured on an AMD EPYC (AVX-512, 2 cores; ``docs/measurements.md``): the encoders' matrix products
-run 2.3x as fast; with the GELU fused (:func:`intermediate`), MiniLM encodes 1.75x as fast. On an Intel processor MKL already uses AVX-512, so
-expect parity there.
+Measured on an AMD EPYC (AVX-512, 2 cores; ``docs/measurements.md``): with the GELU fused too
+(:func:`intermediate`), MiniLM encodes 1.75x as fast as with MKL's linear layers. On an Intel processor
+MKL already uses AVX-512, so expect parity there.
 
 :func:`use_onednn` turns a model's ``nn.Linear`` modules into :class:`OneDNNLinear` (the same module,
 the same parameters and state dict; only ``forward`` differs). Training (gradients enabled), other
@@ -113,7 +113,7 @@ class OneDNNLinear(nn.Linear):
 def intermediate(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` for a BERT-style intermediate block (``dense``, then ``intermediate_act_fn``), with
     an exact GELU fused into oneDNN's matrix multiply where both apply: one pass over the layer's widest
-    activation instead of two (``F.gelu`` alone took a fifth of MiniLM's encoding time)."""
+    activation instead of two."""
     dense, act = getattr(module, "dense", None), getattr(module, "intermediate_act_fn", None)
     if (
         type(dense) is OneDNNLinear  # not wrapped (LoRA) nor replaced (int8)
