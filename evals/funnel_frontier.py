@@ -31,6 +31,7 @@ No qrels are used anywhere: overlap is against the exact fine view's top 10.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from itertools import islice, pairwise
 from pathlib import Path
@@ -263,6 +264,80 @@ def learned_depths(
     }
 
 
+FEEDBACK_FIRST = (
+    DEPTH_PROBE  # read in coarse order (so a learned depth's features are the same on both orders)
+)
+FEEDBACK_RIDGE, FEEDBACK_POOL = 0.3, 400  # chosen on stsb-para's dev queries
+WALK_DEGREES = (2, 4, 8)
+WALKS = list(itertools.product((10, 15, 20, 30, 40), WALK_DEGREES, (2, 3, 4, 6)))  # (first, degree, beam)
+
+
+def feedback_orders(
+    docs: np.ndarray, cand: np.ndarray, coarse_q: np.ndarray, coarse: np.ndarray, fine: np.ndarray
+) -> np.ndarray:
+    """Per query, the order a *feedback* re-rank reads its first ``FEEDBACK_POOL`` coarse candidates in
+    (as columns of ``cand``): the first ``FEEDBACK_FIRST`` in coarse order; then, every 10 candidates,
+    a ridge fit of the fine scores read so far on those documents' coarse vectors (``docs``), shrunk
+    towards the coarse query scaled to the fine scores, orders the unread ones by predicted fine score.
+    ``coarse``/``fine``: each query's coarse and fine scores of its candidates, in coarse order."""
+    pool = min(FEEDBACK_POOL, cand.shape[1])
+    orders = np.empty((len(cand), pool), dtype=np.int64)
+    eye = FEEDBACK_RIDGE * np.eye(docs.shape[1])
+    for q in range(len(cand)):
+        x, c, f = docs[cand[q, :pool]], coarse[q, :pool], fine[q, :pool]
+        read, rest = list(range(min(FEEDBACK_FIRST, pool))), np.arange(min(FEEDBACK_FIRST, pool), pool)
+        while rest.size:
+            r = np.array(read)
+            xc, cc, fc = x[r] - x[r].mean(axis=0), c[r] - c[r].mean(), f[r] - f[r].mean()
+            prior = (cc @ fc) / (cc @ cc + 1e-9) * coarse_q[q]  # the coarse query, scaled
+            w = np.linalg.solve(xc.T @ xc + eye, xc.T @ fc + FEEDBACK_RIDGE * prior)
+            take = rest[np.argsort(-(x[rest] @ w), kind="stable")[:10]]
+            read += take.tolist()
+            rest = np.setdiff1d(rest, take)
+        orders[q] = read
+    return orders
+
+
+def fine_graph(vectors: np.ndarray, degree: int, block: int = 2048) -> np.ndarray:
+    """Each document's ``degree`` nearest documents by fine score (exact; itself left out)."""
+    graph = np.empty((len(vectors), degree), dtype=np.int64)
+    for lo in range(0, len(vectors), block):
+        s = vectors[lo : lo + block] @ vectors.T
+        s[np.arange(len(s)), np.arange(lo, lo + len(s))] = -np.inf
+        part = np.argpartition(-s, degree, axis=1)[:, :degree]
+        graph[lo : lo + block] = np.take_along_axis(
+            part, np.argsort(-np.take_along_axis(s, part, axis=1), axis=1), axis=1
+        )
+    return graph
+
+
+def graph_walk(
+    vectors: np.ndarray,
+    graph: np.ndarray,
+    query: np.ndarray,
+    cand: np.ndarray,
+    first: int,
+    degree: int,
+    beam: int,
+) -> list[int]:
+    """The documents a *graph walk* re-rank reads, in order: the first ``first`` coarse candidates, then
+    best-first on the fine view's nearest-neighbour ``graph``: the best read document not yet expanded
+    among the best ``beam`` read has its ``degree`` nearest neighbours read, until the best ``beam`` are
+    all expanded (the search HNSW runs on its bottom layer, seeded by the coarse stage)."""
+    score = {int(j): float(vectors[j] @ query) for j in cand[:first]}
+    order, expanded = list(score), set()
+    while True:
+        best = sorted(score, key=score.__getitem__, reverse=True)[:beam]
+        node = next((j for j in best if j not in expanded), None)
+        if node is None:
+            return order
+        expanded.add(node)
+        for j in graph[node, :degree].tolist():
+            if j not in score:
+                score[j] = float(vectors[j] @ query)
+                order.append(j)
+
+
 def oracle_bound(members: np.ndarray, target: float) -> float:
     """The least mean shortlist any per-query rule could have for mean overlap@10 ``target``, knowing each
     query's exact top 10 (a lower bound: the linear relaxation, each query's (depth, members found) curve
@@ -297,15 +372,17 @@ def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: floa
     fixed, patient, a learned depth per query, and the oracle's lower bound at the overlap each reached;
     beside each, the smallest fixed shortlist (in steps of 10, and of 1) reaching the same overlap."""
     depth = min(len(r), 1000)
-    found = {}
+    found, queried = {}, {}
     for split, queries in (("dev", dev), ("test", test)):
         fine_q = r.encoder.encode(queries, [r.fine], show_progress=False)[r.fine]
         _, exact = r.backend.fine_store.search_exact(fine_q, K)
-        coarse, cand = r.backend.coarse_index.search(r.project(fine_q), depth)
+        coarse_q = r.project(fine_q)
+        coarse, cand = r.backend.coarse_index.search(coarse_q, depth)
         fine = np.stack(
             [r.backend.fine_store.scores(fine_q[q : q + 1], cand[q : q + 1])[0] for q in range(len(cand))]
         )
         found[split] = (coarse, fine, np.stack([np.isin(c, e) for c, e in zip(cand, exact)]))
+        queried[split] = (fine_q, coarse_q, cand, exact)
     (_, dev_fine, dev_members), (test_coarse, test_fine, test_members) = found["dev"], found["test"]
     inside = test_members.cumsum(axis=1)
 
@@ -336,9 +413,48 @@ def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: floa
             found["dev"], (test_coarse, test_fine), target, probe=K, step=1
         ),
     }  # fmt: skip
+    members = dict.fromkeys(chosen, test_members)
+    # read orders other than the coarse one: feedback (a fixed number read, chosen on dev), graph walk
+    docs = r.backend.coarse_index.reconstruct_n(0, len(r))
+    reordered = {}
+    for split in ("dev", "test"):
+        (coarse, fine, member), (_, coarse_q, cand, _) = found[split], queried[split]
+        reordered[split] = np.take_along_axis(
+            member, feedback_orders(docs, cand, coarse_q, coarse, fine), axis=1
+        )
+    budget = next(
+        (s for s in range(K, FEEDBACK_POOL + 1, 10)
+         if overlap_at(reordered["dev"], np.full(len(dev_members), s), K).mean() >= target),
+        FEEDBACK_POOL,
+    )  # fmt: skip
+    chosen["feedback order"] = (np.full(len(test_members), budget), {"candidates": budget})
+    # the learned depth on the feedback order (its features read the first 20, in coarse order either way)
+    chosen["feedback order, learned depth"] = learned_depths(
+        (*found["dev"][:2], reordered["dev"]), (test_coarse, test_fine), target
+    )
+    members["feedback order"] = members["feedback order, learned depth"] = reordered["test"]
+    vectors = np.asarray(r.backend.fine_store.vectors, dtype=np.float32)
+    graph = fine_graph(vectors, max(WALK_DEGREES))
+    walked = {split: {} for split in ("dev", "test")}
+    for split, (first, degree, beam) in itertools.product(("dev", "test"), WALKS):
+        fine_q, _, cand, exact = queried[split]
+        orders = [graph_walk(vectors, graph, q, c, first, degree, beam) for q, c in zip(fine_q, cand)]
+        width = max(map(len, orders))
+        walked[split][first, degree, beam] = (
+            np.array([len(o) for o in orders]),
+            np.stack([np.isin(np.pad(o, (0, width - len(o)), constant_values=-1), e) for o, e in zip(orders, exact)]),
+        )  # fmt: skip
+    met = [w for w, (read, mem) in walked["dev"].items() if overlap_at(mem, read, K).mean() >= target]
+    walk = (
+        min(met, key=lambda w: walked["dev"][w][0].mean())
+        if met
+        else max(walked["dev"], key=lambda w: overlap_at(walked["dev"][w][1], walked["dev"][w][0], K).mean())
+    )
+    chosen["graph walk"] = (walked["test"][walk][0], dict(zip(("first", "degree", "beam"), walk)))
+    members["graph walk"] = walked["test"][walk][1]
     rows = []
     for rule, (sizes, params) in chosen.items():
-        got = float(overlap_at(test_members, sizes, K).mean())
+        got = float(overlap_at(members[rule], sizes, K).mean())
         f10, f1 = fixed(got, 10), fixed(got, 1)
         bound = oracle_bound(test_members, got)
         rows.append(

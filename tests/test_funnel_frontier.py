@@ -1,10 +1,19 @@
-"""The shortlist-rule measurements of evals/funnel_frontier.py: the oracle's bound and the learned depth."""
+"""The shortlist-rule measurements of evals/funnel_frontier.py: the oracle's bound, the learned depth, the
+feedback order and the graph walk."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from funnel_frontier import depth_needed, learned_depths, oracle_bound
+from funnel_frontier import (
+    FEEDBACK_FIRST,
+    depth_needed,
+    feedback_orders,
+    fine_graph,
+    graph_walk,
+    learned_depths,
+    oracle_bound,
+)
 
 from adaptive_retrieval.shortlist import overlap_at
 
@@ -60,3 +69,57 @@ def test_a_learned_depth_follows_what_the_scores_say():
     fine_sizes, fine_info = learned_depths(dev[:3], test[:2], 0.95, probe=10, step=1)
     assert fine_sizes.min() >= 10 and (fine_sizes % 10 != 0).any() and fine_info["probe"] == 10
     assert overlap_at(test[2], fine_sizes, 10).mean() >= 0.93
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def test_the_fine_graph_holds_each_documents_nearest_others_in_order():
+    vectors = unit(np.random.default_rng(1).normal(size=(300, 16)))
+    graph = fine_graph(vectors, 5, block=64)  # blocks that do not divide the rows
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -np.inf)
+    assert graph.tolist() == np.argsort(-scores, axis=1)[:, :5].tolist()
+
+
+def test_a_graph_walk_reaches_what_the_coarse_order_left_deep():
+    """Documents on a circle: the coarse order reads the query's side only after the far side, the walk
+    steps from its first candidates along the circle to the query's neighbours."""
+    angles = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    vectors = unit(np.column_stack([np.cos(angles), np.sin(angles)]))
+    query = vectors[0]
+    best = np.argsort(-(vectors @ query))[:10]
+    cand = np.argsort(vectors @ query)  # worst first: the best 10 come last
+    cand = np.concatenate([np.argsort(-(vectors @ vectors[20]))[:5], cand])  # five near the 20th first
+    order = graph_walk(vectors, fine_graph(vectors, 4), query, cand, first=5, degree=4, beam=10)
+    assert order[:5] == cand[:5].tolist() and len(set(order)) == len(order)
+    assert (
+        set(best.tolist()) <= set(order) and len(order) < 100
+    )  # found, reading far less than the coarse order
+    again = graph_walk(vectors, fine_graph(vectors, 4), query, cand, first=5, degree=4, beam=10)
+    assert again == order  # no state kept between walks
+
+
+def test_a_feedback_order_reads_the_fine_top_10_sooner_than_the_coarse_order():
+    """The coarse query is off the fine scores' direction in the coarse space: a fit on the first 20 fine
+    scores read corrects it, and the fine top 10 come earlier in the read order."""
+    rng = np.random.default_rng(2)
+    n, dim = 3, 8
+    docs = unit(rng.normal(size=(500, dim)))
+    truth = unit(rng.normal(size=(n, dim)))
+    coarse_q = unit(truth + 0.8 * rng.normal(size=(n, dim)))  # a noisy estimate of each query
+    cand = np.argsort(-(coarse_q @ docs.T), axis=1)
+    coarse = np.take_along_axis(coarse_q @ docs.T, cand, axis=1)
+    fine = np.take_along_axis(truth @ docs.T, cand, axis=1)
+    orders = feedback_orders(docs, cand, coarse_q, coarse, fine)
+    assert orders.shape == (n, 400)
+    for q in range(n):
+        assert orders[q, :FEEDBACK_FIRST].tolist() == list(range(FEEDBACK_FIRST))
+        assert len(set(orders[q].tolist())) == 400
+        top = set(np.argsort(-fine[q])[:10].tolist())  # columns of the fine top 10 among the candidates
+        coarse_last = max(i for i in range(500) if i in top)
+        feedback_last = (
+            max(i for i, c in enumerate(orders[q]) if c in top) if top <= set(orders[q].tolist()) else 500
+        )
+        assert feedback_last < coarse_last
