@@ -23,7 +23,11 @@ For each BEIR-format set, the index is built as ``Retriever.build`` builds it (f
    coarse scores and its first 20 fine scores, fitted on the dev queries), and an *oracle bound*: the
    least mean shortlist a rule knowing each test query's exact top 10 could spend for the same overlap
    (a linear relaxation, so a lower bound), each beside the smallest fixed shortlist reaching that overlap
-   in steps of 10 and of 1.
+   in steps of 10 and of 1. Two rules read in another order than the coarse one: a *feedback order* (after
+   the first 20, a per-query ridge fit of the fine scores read on the documents' coarse vectors orders the
+   rest; a fixed number read, or a learned depth) and a *graph walk* (the first candidates, then a
+   best-first walk on the fine view's exact nearest-neighbour graph, built here); the oracle's bound is
+   that of the coarse order.
 
 No qrels are used anywhere: overlap is against the exact fine view's top 10.
 """
@@ -369,8 +373,9 @@ def oracle_bound(members: np.ndarray, target: float) -> float:
 
 def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: float) -> list[dict[str, Any]]:
     """Shortlist rules side by side on the test queries (each chosen on the dev queries for ``target``):
-    fixed, patient, a learned depth per query, and the oracle's lower bound at the overlap each reached;
-    beside each, the smallest fixed shortlist (in steps of 10, and of 1) reaching the same overlap."""
+    fixed, patient, a learned depth per query, a feedback order, a graph walk, and the oracle's lower
+    bound (for the coarse order) at the overlap each reached; beside each, the smallest fixed shortlist
+    (in steps of 10, and of 1) reaching the same overlap. A shortlist is the fine vectors a query scores."""
     depth = min(len(r), 1000)
     found, queried = {}, {}
     for split, queries in (("dev", dev), ("test", test)):
