@@ -7,6 +7,7 @@ are inner products of L2-normalised vectors (cosine similarity), and missing res
 from __future__ import annotations
 
 import itertools
+import logging
 import mmap
 import os
 import shutil
@@ -18,6 +19,13 @@ import faiss
 import numpy as np
 
 from .scratch import scratch_path
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
 
 FINE_DTYPES = ("float16", "float32")
 
@@ -406,20 +414,18 @@ def _flat_rows(index: faiss.IndexFlat, count: int | None = None) -> np.ndarray:
 class CoarseSpill:
     """Coarse vectors of an add in progress, held until every document is encoded, so that a failed
     add leaves the FAISS index untouched. In RAM, or (``path`` given) in a scratch file that
-    :meth:`close` deletes, so that a streamed build's RAM does not grow with the corpus."""
+    :meth:`close` deletes, so that a streamed build's RAM does not grow with the corpus.
+
+    The scratch file is locked (``flock``) while the add runs, so one left by a killed process (whose
+    lock died with it) is emptied and reused, with a warning, and one in use by another add is refused.
+    Where ``flock`` is missing (Windows), any existing file is refused with a message instead."""
 
     def __init__(self, dim: int, path: Path | None = None) -> None:
         self.dim, self.path, self.count = dim, path, 0
         self._parts: list[np.ndarray] = []
+        self._fd: int | None = None
         if path is not None:
-            try:
-                open(path, "xb").close()
-            except FileExistsError:
-                raise RuntimeError(
-                    f"{path} exists: an add or build into this fine store was killed, or another process is "
-                    "adding to it now. If no other process uses it, delete that file and retry; nothing of "
-                    "the index depends on it"
-                ) from None
+            self._fd = _lock_scratch(path)
 
     def append(self, vectors: np.ndarray) -> None:
         vectors = _as_matrix(vectors, self.dim, "coarse vectors")
@@ -461,7 +467,53 @@ class CoarseSpill:
     def close(self) -> None:
         self._parts = []
         if self.path is not None:
-            self.path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)  # before the lock goes: no one else takes this file
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _lock_scratch(path: Path) -> int | None:
+    """Create or take ``path`` as this process's scratch file, holding an exclusive ``flock`` on it
+    (returned: the descriptor, to close when done). A file whose lock another process holds is refused;
+    one nobody holds was left by a killed add: emptied, with a warning."""
+    busy = (
+        f"{path} is in use: another add or build into this fine store is running now. One add at a time: "
+        "wait for it (or, if no other process uses this index, delete that file and retry)"
+    )
+    if fcntl is None:  # pragma: no cover - Windows: no flock; refuse any leftover
+        try:
+            open(path, "xb").close()
+        except FileExistsError:
+            raise RuntimeError(
+                f"{path} exists: an add or build into this fine store was killed, or another process is "
+                "adding to it now. If no other process uses it, delete that file and retry; nothing of "
+                "the index depends on it"
+            ) from None
+        return None
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(busy) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if not same:  # its holder deleted it between our open and our lock: take the path anew
+            os.close(fd)
+            continue
+        left = os.fstat(fd).st_size
+        if left:
+            logger.warning(
+                "%s: emptied a scratch file of %d bytes left by an add or build that was killed (the index "
+                "never depended on it)", path, left,
+            )  # fmt: skip
+            os.ftruncate(fd, 0)
+        return fd
+    raise RuntimeError(busy)  # pragma: no cover - a path deleted under us 100 times over
 
 
 class FineStore:
