@@ -35,9 +35,8 @@ No qrels are used anywhere: overlap is against the exact fine view's top 10.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
-from itertools import islice, pairwise
+from itertools import islice, pairwise, product
 from pathlib import Path
 from typing import Any
 
@@ -268,12 +267,11 @@ def learned_depths(
     }
 
 
-FEEDBACK_FIRST = (
-    DEPTH_PROBE  # read in coarse order (so a learned depth's features are the same on both orders)
-)
+# the feedback order reads its first DEPTH_PROBE in coarse order: a learned depth's features are the same
+FEEDBACK_FIRST = DEPTH_PROBE
 FEEDBACK_RIDGE, FEEDBACK_POOL = 0.3, 400  # chosen on stsb-para's dev queries
 WALK_DEGREES = (2, 4, 8)
-WALKS = list(itertools.product((10, 15, 20, 30, 40), WALK_DEGREES, (2, 3, 4, 6)))  # (first, degree, beam)
+WALKS = list(product((10, 15, 20, 30, 40), WALK_DEGREES, (2, 3, 4, 6)))  # (first, degree, beam)
 
 
 def feedback_orders(
@@ -441,7 +439,7 @@ def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: floa
     vectors = np.asarray(r.backend.fine_store.vectors, dtype=np.float32)
     graph = fine_graph(vectors, max(WALK_DEGREES))
     walked = {split: {} for split in ("dev", "test")}
-    for split, (first, degree, beam) in itertools.product(("dev", "test"), WALKS):
+    for split, (first, degree, beam) in product(("dev", "test"), WALKS):
         fine_q, _, cand, exact = queried[split]
         orders = [graph_walk(vectors, graph, q, c, first, degree, beam) for q, c in zip(fine_q, cand)]
         width = max(map(len, orders))
