@@ -524,7 +524,8 @@ def span_rows(
     budget = SPAN_BUDGET * sum(count(list(texts))) - sum(count(spans))
     candidates = [(i, pseudo_query(texts[i])) for i in others[:MAX_FIT_SPANS]]
     candidates = [(i, span) for i, span in candidates if span != texts[i].strip()]  # else nothing new
-    for (i, span), length in zip(candidates, count([span for _, span in candidates])):
+    lengths = count([span for _, span in candidates]) if candidates else []  # none: one-sentence documents
+    for (i, span), length in zip(candidates, lengths):
         budget -= length
         if budget < 0:
             break

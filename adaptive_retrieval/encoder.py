@@ -321,6 +321,8 @@ class Encoder:
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, truncated to ``max_length`` (longer texts are cut, never an error)."""
+        if not texts:  # tokenizers fail on an empty batch
+            return []
         return self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)[
             "input_ids"
         ]

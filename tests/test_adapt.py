@@ -238,6 +238,14 @@ def test_span_rows_put_the_held_out_first_and_stay_within_budget():
     assert len(by_chars) != len(rows)
 
 
+def test_a_corpus_of_one_sentence_documents_builds_adapted(tiny_encoder):
+    """Every span is its whole document: nothing to count with the tokenizer, which refuses an empty batch."""
+    texts = [f"short document number {i} about topic {i % 7}." for i in range(80)]
+    r = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
+    assert r.adaptation is not None and len(r) == 80
+    assert tiny_encoder.tokenize([]) == []
+
+
 def test_ridge_solves_the_same_problem_with_fewer_rows_than_features():
     rng = np.random.default_rng(3)
     student, teacher = rng.normal(size=(40, 64)), unit(rng.normal(size=(40, 16)))
