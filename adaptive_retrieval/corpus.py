@@ -3,7 +3,8 @@
 - a list of strings: ids are positions (counted on from ``first_id`` when growing an index);
 - a dict ``id -> text``;
 - a dict ``id -> {"title": ..., "text": ...}`` (BEIR's form; the text is ``title + " " + text``);
-- any other iterable of ``(id, text)`` pairs, e.g. a generator streaming a large corpus.
+- any other iterable of ``(id, text)`` pairs, e.g. a generator streaming a large corpus, or of
+  ``(id, {"title": ..., "text": ...})`` pairs (the fields beside the text kept as metadata).
 
 Ids are ``str`` or ``int``. Every check happens as the pair enters, naming the offending id.
 """
@@ -17,7 +18,13 @@ from typing import Any
 import numpy as np
 
 DocId = str | int
-Corpus = Iterable[str] | Mapping[DocId, str] | Mapping[DocId, Mapping[str, str]] | Iterable[tuple[DocId, str]]
+Corpus = (
+    Iterable[str]
+    | Mapping[DocId, str]
+    | Mapping[DocId, Mapping[str, str]]
+    | Iterable[tuple[DocId, str]]
+    | Iterable[tuple[DocId, Mapping[str, str]]]
+)
 
 
 def check_id(doc_id: Any, where: str) -> DocId:
@@ -32,12 +39,24 @@ def check_id(doc_id: Any, where: str) -> DocId:
     return doc_id
 
 
-def _check_text(text: Any, doc_id: DocId) -> str:
+def _check_text(text: Any, doc_id: DocId, field: str = "text") -> str:
     if not isinstance(text, str):
         raise TypeError(
-            f"corpus: text of document {doc_id!r} must be a str, got {type(text).__name__}: {text!r:.80}"
+            f"corpus: {field} of document {doc_id!r} must be a str, got {type(text).__name__}: {text!r:.80}"
         )
     return text
+
+
+def check_encodable(text: str, what: str) -> None:
+    """``ValueError`` naming ``what`` if ``text`` cannot be written as UTF-8 (a lone surrogate such as
+    ``"\\ud800"``, e.g. from a bad decode): tokenizers refuse it deep inside, naming nothing."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{what} is not valid Unicode text: {err.reason} at character {err.start} "
+            f"({text[err.start : err.end]!r}); decode the source with errors='replace'"
+        ) from None
 
 
 def document_text(doc: Mapping[str, Any]) -> str:
@@ -52,7 +71,7 @@ def _beir_text(doc: Mapping[str, Any], doc_id: DocId) -> str:
         raise ValueError(
             f"corpus: document {doc_id!r} is a dict without a 'text' field (BEIR form is {{'title', 'text'}})"
         )
-    _check_text(doc.get("title") or "", doc_id)
+    _check_text(doc.get("title") or "", doc_id, "title")
     _check_text(doc["text"], doc_id)
     return document_text(doc)
 
@@ -78,8 +97,13 @@ def _from_mapping(corpus: Mapping[Any, Any]) -> Iterator[tuple[DocId, str, Any]]
             raise _mixed(doc_id, form, value)
         if this == "strings":
             yield doc_id, value, None
-        else:  # the fields beside the text (title, url, ...) are the document's metadata
-            yield doc_id, _beir_text(value, doc_id), {k: v for k, v in value.items() if k != "text"} or None
+        else:
+            yield doc_id, _beir_text(value, doc_id), _metadata(value)
+
+
+def _metadata(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fields beside a document's text (title, url, ...): its metadata."""
+    return {k: v for k, v in doc.items() if k != "text"} or None
 
 
 def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId, str, Any]]:
@@ -99,7 +123,10 @@ def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId
             if len(item) != 2:
                 raise ValueError(f"corpus[{position}] must be an (id, text) pair, got a tuple of {len(item)}")
             doc_id = check_id(item[0], f"corpus[{position}]")
-            yield doc_id, _check_text(item[1], doc_id), None
+            if isinstance(item[1], Mapping):  # (id, {"title", "text", ...}): BEIR's fields, kept as metadata
+                yield doc_id, _beir_text(item[1], doc_id), _metadata(item[1])
+            else:
+                yield doc_id, _check_text(item[1], doc_id), None
 
 
 def iter_documents(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, str]]:
@@ -128,6 +155,7 @@ def iter_records(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, 
         )
     seen: set[DocId] = set()
     for doc_id, text, metadata in stream:
+        check_encodable(text, f"corpus: the text of document {doc_id!r}")
         if doc_id in seen:
             raise ValueError(f"corpus: document id {doc_id!r} appears twice")
         seen.add(doc_id)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbones import Backbone, LayerContext, backbone_for
+from .corpus import check_encodable
 from .cpu_linear import use_onednn
 from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, view_vector
 
@@ -68,6 +69,7 @@ def check_texts(texts: Any, *, name: str = "texts") -> list[str]:
     for i, text in enumerate(out):
         if not isinstance(text, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
+        check_encodable(text, f"{name}[{i}]")
     return out
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .adapt import Adaptation, adapt_encoder, project_fine, pseudo_query
 from .backends import BACKENDS, Backend, make_backend, open_backend
-from .corpus import Corpus, DocId, check_id, chunks, iter_documents, iter_records
+from .corpus import Corpus, DocId, check_encodable, check_id, chunks, iter_documents, iter_records
 from .documents import DocumentStore
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .index import FINE_DTYPES
@@ -103,6 +103,7 @@ def _check_queries(queries: Any) -> list[str]:
     for i, q in enumerate(queries):
         if not isinstance(q, str):
             raise TypeError(f"queries[{i}] must be a str, got {type(q).__name__}: {q!r:.80}")
+        check_encodable(q, f"queries[{i}]")
         if not q.strip():
             raise ValueError(
                 f"queries[{i}] is empty or whitespace only; an empty query has no meaning to rank by"
@@ -280,8 +281,15 @@ class Retriever:
                 stored = (texts, metadata) if self.documents is not None else ()
                 known = next((d for d in ids if d in self._rows), None)
                 if known is not None:  # before encoding: a repeated id costs no forward pass
+                    positional = isinstance(corpus, Sequence) and isinstance(corpus[0], str)
+                    hint = (
+                        f" (a list of strings takes the ids {len(self)}, {len(self) + 1}, ... from the index's "
+                        "size; give a dict or (id, text) pairs to choose ids)"
+                        if positional
+                        else ""
+                    )
                     raise ValueError(
-                        f"corpus: document id {known!r} is already in the index; nothing was added"
+                        f"corpus: document id {known!r} is already in the index{hint}; nothing was added"
                     )
                 if self._adapt_next:
                     yield ids, *self._adapt_to(texts, batch_size, bar), *stored
@@ -390,6 +398,13 @@ class Retriever:
                 self._rollback(texts_committed)
                 raise
             self._extend_ids(new_ids)
+            if self.calibration is not None and self.calibration.stale_after(len(self)):
+                logger.warning(
+                    "the index has grown from %d to %d documents since calibrate(): its shortlist no longer "
+                    "holds; calibration dropped (searches read candidates=%d until you calibrate again)",
+                    self.calibration.documents, len(self), self.candidates,
+                )  # fmt: skip
+                self.calibration = None
 
     def _take_batch(self, position: int, batch: Any, seen: set[DocId], new_ids: list[DocId]) -> None:
         """One batch of :meth:`add_vector_batches`, checked, into the engine's uncommitted rows."""
@@ -755,8 +770,9 @@ class Retriever:
         shortlist, and the smallest patience of a shortlist widened per query (capped at ``cap``);
         searches without ``candidates=`` use the one that read fewer candidates, for the coarse query
         calibrated. The result (:attr:`calibration`, saved with the index) says what both measured on
-        the check half. Calibrate again after adding many documents. Raises ``ValueError`` with fewer
-        than 20 usable queries.
+        the check half. Calibrate again after adding many documents: an index grown past twice its size
+        at calibration (or at all, if the shortlist was then the whole index) drops the calibration
+        with a warning. Raises ``ValueError`` with fewer than 20 usable queries.
         """
         self._check_open()
         t0 = time.perf_counter()
@@ -765,6 +781,8 @@ class Retriever:
             _positive_int(x, n) for x, n in ((k, "k"), (cap, "cap"), (max_queries, "max_queries"))
         )
         own = None
+        if queries is not None and documents is not None:
+            raise ValueError("calibrate() takes queries=[...] or documents=<corpus>, not both")
         if queries is not None:
             queries = _check_queries(queries)[:max_queries]
             source = f"{len(queries)} given queries"
@@ -815,6 +833,7 @@ class Retriever:
             queries=source,
             measured=measured,
             seconds=time.perf_counter() - t0,
+            documents=len(self),
             **choice,
         )
         return self.calibration
@@ -849,6 +868,7 @@ class Retriever:
             )
         if not query.strip():
             raise ValueError("query is empty or whitespace only; an empty query has no meaning to rank by")
+        check_encodable(query, "query")
         return self.search_batch([query], k, candidates=candidates, coarse_query=coarse_query, **knobs)[0]
 
     def search_batch(

@@ -117,7 +117,9 @@ class Calibration:
     ``candidates`` is the smallest fixed shortlist that met ``target`` on the fit half; ``patience``
     the smallest patience of a patient shortlist (capped at ``cap``) that did; ``rule`` the one searches
     use (the one that read fewer candidates on the fit half). ``measured`` holds both rules' overlap@k
-    and mean shortlist on the check half (queries not used to choose)."""
+    and mean shortlist on the check half (queries not used to choose). ``documents``: the index's size
+    when calibrated (0: not recorded, an index saved before it was); an index grown past twice that
+    drops its calibration (:meth:`stale_after`)."""
 
     target: float
     k: int
@@ -132,9 +134,19 @@ class Calibration:
     step: int = STEP
     measured: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    documents: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def stale_after(self, documents: int) -> bool:
+        """Whether an index of ``documents`` has outgrown this calibration: more than twice the size it
+        was calibrated at, or any larger when its fixed shortlist was the whole index then (a size
+        chosen because no other existed, not because it sufficed)."""
+        if not self.documents or documents <= self.documents:
+            return False
+        whole = self.rule == "fixed" and self.candidates >= self.documents - 1
+        return whole or documents > 2 * self.documents
 
 
 def check_calibration(queries: int, target: float) -> None:

@@ -119,6 +119,8 @@ def test_search_batch_equals_single_searches_and_times_stages(retriever):
         (lambda r: r.search_batch([]), ValueError, "queries is empty"),
         (lambda r: r.search_batch(["cell", " "]), ValueError, r"queries\[1\] is empty"),
         (lambda r: r.search("cell", nprobe=4), ValueError, "has no search parameter 'nprobe'"),
+        (lambda r: r.search("cell \udc00"), ValueError, "query is not valid Unicode text"),
+        (lambda r: r.search_batch(["a", "\ud800"]), ValueError, r"queries\[1\] is not valid Unicode"),
     ],
 )
 def test_bad_search_input_is_refused_and_the_retriever_still_answers(retriever, call, error, match):
@@ -141,6 +143,9 @@ def test_bad_search_input_is_refused_and_the_retriever_still_answers(retriever, 
         ({"corpus": {"a": {"title": "t"}}}, ValueError, "without a 'text' field"),
         ({"corpus": [("a", "x"), ("a", "y")]}, ValueError, "id 'a' appears twice"),
         ({"corpus": [(1.5, "x")]}, TypeError, "must be a str or int"),
+        ({"corpus": ["ok", "bad \ud800"]}, ValueError, "text of document 1 is not valid Unicode"),
+        ({"corpus": {"a": {"title": 5, "text": "x"}}}, TypeError, "title of document 'a' must be a str"),
+        ({"corpus": [("a", {"title": "t"})]}, ValueError, "document 'a' is a dict without a 'text' field"),
         ({"coarse": (13, 8)}, ValueError, r"coarse=\(13, 8\) is outside tiny-bert, which has layers 1..12"),
         ({"fine": (12, 64)}, ValueError, "dims 1..32"),
         ({"coarse": (8, 8), "fine": (4, 32)}, ValueError, "deeper than fine"),
@@ -163,12 +168,21 @@ def test_corpus_forms_give_the_same_index(tiny_encoder):
         "dict": {f"d{i}": t for i, t in enumerate(texts)},
         "beir": {f"d{i}": {"title": "", "text": t} for i, t in enumerate(texts)},
         "pairs": ((f"d{i}", t) for i, t in enumerate(texts)),
+        "beir pairs": ((f"d{i}", {"title": "", "text": t}) for i, t in enumerate(texts)),
     }
     results = {}
     for name, corpus in forms.items():
         r = Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
         results[name] = [str(h.doc_id).lstrip("d") for h in r.search(QUERIES[0], k=8)]
     assert len({tuple(v) for v in results.values()}) == 1
+
+
+def test_id_and_fields_pairs_keep_their_fields_as_metadata(tiny_encoder):
+    stream = (("x", {"title": "vitamin", "text": "bone", "year": 2001}), ("y", {"text": "gene"}))
+    r = Retriever.build(stream, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, store_text=True)
+    hits = {h.doc_id: h for h in r.search("vitamin bone", k=2)}
+    assert hits["x"].text == "vitamin bone" and hits["x"].metadata == {"title": "vitamin", "year": 2001}
+    assert hits["y"].metadata is None
 
 
 def test_beir_title_is_prepended(tiny_encoder):
@@ -203,6 +217,12 @@ def test_add_list_of_strings_continues_positions(tiny_encoder):
     r = Retriever.build(["cell gene", "bone risk"], coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
     r.add(["virus infection"])
     assert r.doc_ids == [0, 1, 2]
+    r.add({4: "lung tumour"})
+    with pytest.raises(
+        ValueError, match=r"id 4 is already in the index \(a list of strings takes the ids 4, 5"
+    ):
+        r.add(["heart", "liver"])
+    assert r.doc_ids == [0, 1, 2, 4]
 
 
 @pytest.mark.parametrize("factory", ["HNSW16", "IVF4,Flat", "IVF2,PQ2x4"])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -135,3 +136,25 @@ def test_a_calibrated_hnsw_shortlist_searches_as_deep_as_it_was_calibrated(tiny_
     assert backend.coarse_index.hnsw_ef() == ef  # nothing set on the index
     flat = Retriever.build(random_texts(30, seed=61), coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
     assert flat.backend.coarse_index.hnsw_ef() is None and flat.backend.search_parameters(depth=500) is None
+
+
+def test_an_index_that_outgrows_its_calibration_drops_it(tiny_encoder, caplog):
+    """A calibration holds for an index up to twice the size it was made at; past that (or at any growth,
+    if its fixed shortlist was the whole index: no shorter one existed) it is dropped with a warning."""
+    texts = random_texts(400, seed=62)
+    small = Retriever.build(texts[:30], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=50)
+    cal = small.calibrate(documents=texts[:30], target=0.8)
+    assert cal.documents == 30
+    with pytest.raises(ValueError, match="queries=.* or documents=.*, not both"):
+        small.calibrate(texts[:30], documents=texts[:30])
+    small.add(texts[30:60])
+    assert small.calibration == cal  # 60 <= 2 x 30
+    with caplog.at_level("WARNING", logger="adaptive_retrieval.retriever"):
+        small.add(texts[60:70])
+    assert small.calibration is None and "grown from 30 to 70 documents" in caplog.text
+    timings = SearchTimings()
+    small.search_arrays(texts[:2], 5, timings=timings)
+    assert timings.shortlists == [50, 50]  # the index's own candidates again
+    whole = dataclasses.replace(cal, rule="fixed", candidates=29)
+    assert not whole.stale_after(30) and whole.stale_after(31)  # it read every document: no slack
+    assert not dataclasses.replace(cal, documents=0).stale_after(10**6)  # saved before sizes were kept
