@@ -763,10 +763,15 @@ class FineStore:
         source, offset = self._source
         target = scratch_path(source, ".npy")
         n, size = len(self), len(self) * self.dim * self.vectors.itemsize
-        with open(source, "rb") as src, open(target, "xb") as dst:
+        with open(target, "xb") as dst:
             dst.write(_npy_header(self.vectors.dtype, n, self.dim))
             dst.flush()
-            _copy_file(src, dst, offset)
+            try:
+                with open(source, "rb") as src:
+                    _copy_file(src, dst, offset)
+            except FileNotFoundError:  # another writer's save replaced that generation: our map still
+                for start in range(0, n, _SAVE_ROWS):  # holds its rows (the file lives while mapped)
+                    dst.write(np.ascontiguousarray(self.vectors[start : start + _SAVE_ROWS]).data)
             copied = dst.tell() - _HEADER_BYTES
         if copied != size:
             target.unlink(missing_ok=True)

@@ -31,7 +31,15 @@ from .locks import ReadWriteLock
 from .models import DEFAULT_MODEL
 from .scratch import sweep
 from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist, check_calibration
-from .storage import check_verify, extra_writers, read_extras, read_manifest, verify_files, write_index
+from .storage import (
+    check_verify,
+    extra_writers,
+    manifest_digest,
+    read_extras,
+    read_manifest,
+    verify_files,
+    write_index,
+)
 from .views import View, ViewLike, check_pair
 
 logger = logging.getLogger(__name__)
@@ -161,6 +169,7 @@ class Retriever:
         self.query_precision = "float32"
         self._int8: tuple[Encoder, Encoder] | None = None  # (encoder, its int8 copy), made on first use
         self._int8_lock = threading.Lock()
+        self._manifests: dict[Path, str] = {}  # index directories loaded or saved: their manifest's digest
 
     # ---------------------------------------------------------------------------------------- build
 
@@ -1029,7 +1038,11 @@ class Retriever:
             }
             if self.documents is not None:
                 writers["texts"] = ("sqlite", self.documents.save)
-            write_index(Path(path), manifest, writers)
+            # FAISS's data lives in the directory: a save over another writer's would drop its rows (an
+            # engine's stay in its collection, which every writer's manifest names alike)
+            where = Path(path).resolve()
+            expect = self._manifests.get(where) if entry["name"] == "faiss" else None
+            self._manifests[where] = write_index(Path(path), manifest, writers, expect)
 
     @classmethod
     def load(
@@ -1052,6 +1065,7 @@ class Retriever:
         ``uri``/``token``/``client`` for Milvus); every document in the collection becomes searchable,
         those other processes added included."""
         check_verify(verify)
+        digest = manifest_digest(Path(path))  # before reading: a save meanwhile shows as a change
         manifest = read_manifest(Path(path))
         for stale in sweep(Path(path)):  # scratch copies of a process killed while it grew this index
             logger.info("removed %s, left by a process that no longer runs", stale)
@@ -1122,7 +1136,7 @@ class Retriever:
             if documents is not None:
                 documents.close()
             raise
-        return cls(
+        retriever = cls(
             model,
             coarse,
             fine,
@@ -1133,3 +1147,6 @@ class Retriever:
             calibration=calibration,
             documents=documents,
         )
+        if digest is not None:
+            retriever._manifests[Path(path).resolve()] = digest
+        return retriever

@@ -82,18 +82,38 @@ def _check_target(path: Path) -> None:
         )
 
 
+def manifest_digest(path: Path) -> str | None:
+    """The sha256 of the manifest in index directory ``path`` as it is now (``None``: there is none)."""
+    try:
+        return hashlib.sha256((Path(path) / MANIFEST).read_bytes()).hexdigest()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def write_index(
     path: Path,
     manifest: dict[str, Any],
     writers: dict[str, tuple[str, Callable[[Path], None]]],
-) -> None:
+    expect: str | None = None,
+) -> str:
     """Write an index directory atomically (see the module docstring): ``writers`` maps each data
     file's key (``coarse``, ``fine``, ``ids``, ``heads``, ``projection``) to its suffix and a function
     that writes it; the files are named ``<key>-<generation>.<suffix>`` and hashed into the manifest.
-    An engine that keeps its own data (Qdrant, Milvus) writes none: the manifest says where it is."""
+    An engine that keeps its own data (Qdrant, Milvus) writes none: the manifest says where it is.
+
+    ``expect``: the :func:`manifest_digest` the directory had when the caller loaded or last saved it;
+    if another writer has replaced that manifest since, nothing is replaced (``ValueError``): saving
+    would silently drop what it saved. Returns the new manifest's digest."""
     path = Path(path)
     _check_target(path)
     path.mkdir(parents=True, exist_ok=True)
+    changed = ValueError(
+        f"the index at {str(path)!r} was saved by another writer since this retriever loaded or saved it: "
+        "saving here would drop what that writer saved. Load it again (and redo your adds), or save to "
+        "another directory"
+    )
+    if expect is not None and manifest_digest(path) != expect:
+        raise changed  # before any file is written
     gen = uuid.uuid4().hex[:12]
     files = {key: f"{key}-{gen}.{suffix}" for key, (suffix, _) in writers.items()}
     written: list[Path] = []
@@ -115,8 +135,11 @@ def write_index(
         )
         tmp = path / f".{MANIFEST}.{gen}.tmp"
         written.append(tmp)
-        tmp.write_text(json.dumps(full, indent=2))
+        text = json.dumps(full, indent=2).encode()
+        tmp.write_bytes(text)
         _fsync(tmp)
+        if expect is not None and manifest_digest(path) != expect:
+            raise changed  # and once more just before the swap
         os.replace(tmp, path / MANIFEST)
     except BaseException:
         for f in written:
@@ -133,6 +156,7 @@ def write_index(
             ("coarse-", "fine-", "ids-", "heads-", "projection-", "texts-", f".{MANIFEST}.")
         ):
             old.unlink(missing_ok=True)
+    return hashlib.sha256(text).hexdigest()
 
 
 def extra_writers(doc_ids: list | None, heads: dict[int, Any] | None, projection: Any) -> dict:

@@ -96,8 +96,8 @@ def test_plain_text_lines_are_documents_and_bad_input_says_why(model_dir, tmp_pa
     assert main(["search", str(stored), "cell gene", "-k", "2", "--model", str(model_dir), "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [h["text"] for h in hits] == [texts[h["doc_id"]] for h in hits]
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["index", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")])
+    assert main(["index", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.jsonl does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "no id here"}\n')
     assert (
@@ -107,3 +107,55 @@ def test_plain_text_lines_are_documents_and_bad_input_says_why(model_dir, tmp_pa
     assert "needs an '_id' or 'id'" in capsys.readouterr().err
     assert main(["search", str(out), "   ", "--model", str(model_dir)]) == 2
     assert "query is empty" in capsys.readouterr().err
+
+
+def test_corpus_files_as_users_have_them(model_dir, tmp_path, capsys):
+    """JSON lines named .json keep their extra fields as metadata; text-file ids count blank lines; bad
+    input (a line without text, --out a file, a target outside (0, 1]) says why before anything is
+    encoded; a calibration that fails still saves the index it was asked for."""
+    base = ["--model", str(model_dir), "--coarse", "2x8", "--quiet"]
+    docs = tmp_path / "docs.json"
+    docs.write_text(
+        "\n".join(
+            json.dumps({"id": i, "title": f"t{i}", "text": t, "year": 2000 + i})
+            for i, t in enumerate(random_texts(6, seed=40))
+        )
+    )
+    assert main(["index", str(docs), "--out", str(tmp_path / "a"), "--store-text", *base]) == 0
+    capsys.readouterr()
+    assert (
+        main(["search", str(tmp_path / "a"), "cell gene", "-k", "6", "--json", "--model", str(model_dir)])
+        == 0
+    )
+    hits = json.loads(capsys.readouterr().out)
+    assert sorted(h["doc_id"] for h in hits) == list(range(6))
+    assert all(h["metadata"] == {"title": f"t{h['doc_id']}", "year": 2000 + h["doc_id"]} for h in hits)
+    assert all(h["text"].startswith(f"t{h['doc_id']} ") for h in hits)  # the title leads the text
+    lines = tmp_path / "lines.txt"
+    lines.write_text("first\n\n\nfourth line\n")
+    assert main(["index", str(lines), "--out", str(tmp_path / "b"), "--store-text", *base]) == 0
+    capsys.readouterr()
+    assert (
+        main(["search", str(tmp_path / "b"), "fourth line", "-k", "2", "--json", "--model", str(model_dir)])
+        == 0
+    )
+    assert {h["doc_id"]: h["text"] for h in json.loads(capsys.readouterr().out)} == {
+        0: "first",
+        3: "fourth line",
+    }
+    no_text = tmp_path / "no_text.jsonl"
+    no_text.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "body": "y"}\n')
+    assert main(["index", str(no_text), "--out", str(tmp_path / "c"), *base]) == 2
+    assert "no_text.jsonl, line 2: a document needs a 'text' string" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main(["index", str(lines), "--out", str(a_file), *base]) == 2
+    assert "is a file; give a new or empty folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["index", str(lines), "--out", str(tmp_path / "d"), "--calibrate", "2", *base])
+    assert exited.value.code == 2 and "must be in (0, 1], got 2.0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert main(["index", str(lines), "--out", str(tmp_path / "e"), "--calibrate", "0.9", *base]) == 2
+    err = capsys.readouterr().err
+    assert "calibration failed: calibration needs at least 20 queries" in err and "saved uncalibrated" in err
+    assert (tmp_path / "e" / "manifest.json").is_file()

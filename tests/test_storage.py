@@ -195,6 +195,30 @@ def test_memory_mapped_fine_vectors_are_advised_for_random_reads(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_two_writers_of_one_directory_the_second_save_is_refused_and_its_add_still_works(
+    built, tiny_encoder, tmp_path
+):
+    """Two retrievers load one index; the first adds and saves. The second's add still works (its fine
+    rows come from its own map of the replaced generation), and its save is refused rather than
+    silently dropping the first one's document; saved elsewhere, or after loading again, it is fine."""
+    built.save(tmp_path / "idx")
+    first = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    second = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    first.add({"from first": "cell gene protein"})
+    first.save(tmp_path / "idx")
+    second.add({"from second": "bone risk fracture"})
+    assert len(second) == 61 and second.search("bone risk fracture", k=1)[0].doc_id == "from second"
+    with pytest.raises(ValueError, match="saved by another writer since this retriever loaded or saved it"):
+        second.save(tmp_path / "idx")
+    again = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    assert "from first" in again.doc_ids and len(again) == 61  # nothing of the first writer's lost
+    second.save(tmp_path / "elsewhere")
+    assert "from second" in Retriever.load(tmp_path / "elsewhere", model=tiny_encoder).doc_ids
+    first.add({"more": "virus"})
+    first.save(tmp_path / "idx")  # its own last save: no other writer since
+    assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 62
+
+
 def test_add_after_load_grows_on_disk_and_leaves_the_saved_index_alone(tmp_path, tiny_encoder):
     import hashlib
 
