@@ -251,7 +251,8 @@ class CoarseIndex:
         except RuntimeError as err:
             raise ValueError(
                 f"index={self.factory!r} could not be trained on {len(vectors)} vectors: "
-                f"{str(err).strip().splitlines()[-1][:200]}. Use a smaller index (fewer IVF lists) or more documents."
+                f"{str(err).strip().splitlines()[-1][:200]}. Use a smaller index (fewer IVF lists, fewer PQ "
+                "bits per code) or more documents."
             ) from None
 
     def add(self, vectors: np.ndarray) -> None:
