@@ -301,7 +301,7 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    known = ", ".join(f"{n} ({m.description})" for n, m in NAMED_MODELS.items())
+    known = ", ".join(NAMED_MODELS) + " (what each is: the README's Models table)"
     if isinstance(name_or_path, str) and HUB_ID.fullmatch(name_or_path):
         return hub_snapshot(name_or_path, known)
     raise ValueError(
