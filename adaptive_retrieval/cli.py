@@ -213,15 +213,19 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; 0 on success, 2 (with a line saying why) on bad input, as argparse does."""
     args = parser().parse_args(argv)
-    if args.command == "search" or getattr(args, "quiet", False):
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
+    bars = hf_logging.is_progress_bar_enabled()
+    if args.command == "search" or getattr(args, "quiet", False):
         hf_logging.disable_progress_bar()  # its weight-loading bar; ours follow --quiet
     try:
         return args.run(args)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if bars:  # as it was: a caller of main() in-process keeps its own setting
+            hf_logging.enable_progress_bar()
 
 
 if __name__ == "__main__":

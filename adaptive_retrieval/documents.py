@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .corpus import DocId
+from .corpus import DocId, check_encodable
 from .scratch import scratch_path
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS documents (doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)"
@@ -92,6 +92,7 @@ class DocumentStore:
         for doc_id, text, meta in zip(doc_ids, texts, metadata):
             if not isinstance(text, str):
                 raise TypeError(f"the text of document {doc_id!r} must be a str, got {type(text).__name__}")
+            check_encodable(text, f"the text of document {doc_id!r}")
             if meta is not None and not isinstance(meta, dict):
                 raise TypeError(
                     f"the metadata of document {doc_id!r} must be a dict, got {type(meta).__name__}"

@@ -14,6 +14,7 @@ import shutil
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -493,27 +494,38 @@ def _lock_scratch(path: Path) -> int | None:
             ) from None
         return None
     for _ in range(100):
+        existed = path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(busy) from None
+            except OSError:  # a file system without flock: as on Windows, refuse a leftover
+                if existed:
+                    raise RuntimeError(
+                        f"{path} exists: an add or build into this fine store was killed, or another process "
+                        "is adding to it now. If no other process uses it, delete that file and retry"
+                    ) from None
+                os.close(fd)
+                return None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                left = os.fstat(fd).st_size
+                if left:
+                    logger.warning(
+                        "%s: emptied a scratch file of %d bytes left by an add or build that was killed (the "
+                        "index never depended on it)", path, left,
+                    )  # fmt: skip
+                    os.ftruncate(fd, 0)
+                return fd
+        except BaseException:
             os.close(fd)
-            raise RuntimeError(busy) from None
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if not same:  # its holder deleted it between our open and our lock: take the path anew
-            os.close(fd)
-            continue
-        left = os.fstat(fd).st_size
-        if left:
-            logger.warning(
-                "%s: emptied a scratch file of %d bytes left by an add or build that was killed (the index "
-                "never depended on it)", path, left,
-            )  # fmt: skip
-            os.ftruncate(fd, 0)
-        return fd
+            raise
+        os.close(fd)  # its holder deleted it between our open and our lock: take the path anew
     raise RuntimeError(busy)  # pragma: no cover - a path deleted under us 100 times over
 
 
@@ -539,7 +551,9 @@ class FineStore:
             )
         self.vectors = vectors
         self.path = path  # set for an on-disk store that this object grows
-        self._source: tuple[Path, int] | None = None  # the file a loaded, memory-mapped store reads
+        # a loaded, memory-mapped store: its file, its offset, and the file held open, so that it can be
+        # copied to grow even after another writer's save has replaced that generation
+        self._source: tuple[Path, int, BinaryIO] | None = None
         self._grown: weakref.finalize | None = None  # deletes the grow-*.npy copy of such a store
 
     @staticmethod
@@ -571,6 +585,9 @@ class FineStore:
         ``grow-*.npy`` scratch copy; an ``on_disk`` store's file, which the caller named, stays."""
         self.vectors = np.empty((0, self.dim), dtype=self.vectors.dtype)
         self._buffer = None
+        if self._source is not None:
+            self._source[2].close()
+            self._source = None
         if self._grown is not None:
             self._grown()  # the weakref finalizer: runs once
             self.path = None
@@ -754,29 +771,26 @@ class FineStore:
             source = (Path(path), vectors.offset)
             vectors = map_rows(path, vectors.dtype, vectors.offset, vectors.shape)  # random-access advice
         store = cls(vectors)
-        store._source = source  # a memory-mapped store grows on disk: see extend
+        if source is not None:  # a memory-mapped store grows on disk: see extend
+            store._source = (*source, open(path, "rb"))  # noqa: SIM115 (closed by close() or the growth)
         return store
 
     def _grow_on_disk(self) -> None:
         """Turn a loaded, memory-mapped store into an on-disk one that can grow, without reading it into
         RAM: its file is copied (by the kernel, in blocks) to a new scratch ``grow-*.npy`` beside it (:mod:`.scratch`), which
         is removed when this store is; the loaded file, part of a saved index, is never written."""
-        source, offset = self._source
+        source, offset, src = self._source
         target = scratch_path(source, ".npy")
         n, size = len(self), len(self) * self.dim * self.vectors.itemsize
         with open(target, "xb") as dst:
             dst.write(_npy_header(self.vectors.dtype, n, self.dim))
             dst.flush()
-            try:
-                with open(source, "rb") as src:
-                    _copy_file(src, dst, offset)
-            except FileNotFoundError:  # another writer's save replaced that generation: our map still
-                for start in range(0, n, _SAVE_ROWS):  # holds its rows (the file lives while mapped)
-                    dst.write(np.ascontiguousarray(self.vectors[start : start + _SAVE_ROWS]).data)
+            _copy_file(src, dst, offset)  # from the file held open since load, whatever its path holds now
             copied = dst.tell() - _HEADER_BYTES
         if copied != size:
             target.unlink(missing_ok=True)
             raise ValueError(f"{source} holds {copied} bytes of vectors, expected {size}")
+        src.close()
         self.path, self._source = target, None
         self._grown = weakref.finalize(self, target.unlink, missing_ok=True)
         self._remap(n)

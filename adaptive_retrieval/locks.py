@@ -4,8 +4,8 @@
 The rule for a :class:`~adaptive_retrieval.Retriever` shared by threads: any number of searches may run
 at once (a search changes no shared state); an ``add`` encodes its documents beside them and takes the
 write side only to commit them (coarse vectors into FAISS and their ids), so each search sees the index
-either before that add or after it, never a part. Two ``add`` calls at once are not supported (into an
-on-disk store the second is refused: the first holds its scratch file's lock): serialise your writers.
+either before that add or after it, never a part. One ``add`` at a time: a second on the same retriever
+while one runs is refused (``RuntimeError``).
 """
 
 from __future__ import annotations

@@ -169,6 +169,7 @@ class Retriever:
         self.query_precision = "float32"
         self._int8: tuple[Encoder, Encoder] | None = None  # (encoder, its int8 copy), made on first use
         self._int8_lock = threading.Lock()
+        self._adding = threading.Lock()  # held by the add in progress: a second one is refused
         self._manifests: dict[Path, str] = {}  # index directories loaded or saved: their manifest's digest
 
     # ---------------------------------------------------------------------------------------- build
@@ -379,8 +380,19 @@ class Retriever:
         :func:`adaptive_retrieval.distributed.encode_with_ray` on a cluster), all-or-nothing over the
         whole stream: this is the one way documents enter an index (:meth:`add` feeds it its encodings).
         An index that stores texts needs them: ``(doc_ids, coarse_vectors, fine_vectors, texts)``, or
-        ``(..., texts, metadata)`` with a dict (or ``None``) per document."""
+        ``(..., texts, metadata)`` with a dict (or ``None``) per document. One add at a time per
+        retriever: a second while one runs is a ``RuntimeError`` (searches may run beside it)."""
         self._check_open()
+        if not self._adding.acquire(blocking=False):
+            raise RuntimeError(
+                "another add is running on this retriever: one add at a time (searches may run beside it)"
+            )
+        try:
+            self._add_batches(batches)
+        finally:
+            self._adding.release()
+
+    def _add_batches(self, batches: Iterable[tuple[Any, ...]]) -> None:
         seen: set[DocId] = set()
         new_ids: list[DocId] = []
         try:
@@ -407,13 +419,17 @@ class Retriever:
                 self._rollback(texts_committed)
                 raise
             self._extend_ids(new_ids)
-            if self.calibration is not None and self.calibration.stale_after(len(self)):
-                logger.warning(
-                    "the index has grown from %d to %d documents since calibrate(): its shortlist no longer "
-                    "holds; calibration dropped (searches read candidates=%d until you calibrate again)",
-                    self.calibration.documents, len(self), self.candidates,
-                )  # fmt: skip
-                self.calibration = None
+            self._drop_stale_calibration()
+
+    def _drop_stale_calibration(self) -> None:
+        """Drop, with a warning, a calibration this index has outgrown (:meth:`Calibration.stale_after`)."""
+        if self.calibration is not None and self.calibration.stale_after(len(self)):
+            logger.warning(
+                "the index has grown from %d to %d documents since calibrate(): its shortlist no longer "
+                "holds; calibration dropped (searches read candidates=%d until you calibrate again)",
+                self.calibration.documents, len(self), self.candidates,
+            )  # fmt: skip
+            self.calibration = None
 
     def _take_batch(self, position: int, batch: Any, seen: set[DocId], new_ids: list[DocId]) -> None:
         """One batch of :meth:`add_vector_batches`, checked, into the engine's uncommitted rows."""
@@ -1032,16 +1048,19 @@ class Retriever:
         heads = {self.coarse.layer: enc.heads[self.coarse.layer]} if fitted else None
         with self._lock.read():  # an add commits before or after this save, never during it
             manifest["count"] = len(self)
+            # read with the count: an add that committed since the dict above may have dropped it
+            manifest["calibration"] = None if self.calibration is None else self.calibration.as_dict()
             writers = {
                 **self.backend.files(list(self.doc_ids)),
                 **extra_writers(None, heads, self.projection),
             }
             if self.documents is not None:
                 writers["texts"] = ("sqlite", self.documents.save)
-            # FAISS's data lives in the directory: a save over another writer's would drop its rows (an
-            # engine's stay in its collection, which every writer's manifest names alike)
+            # FAISS's rows (and any index's texts) live in the directory: a save over another writer's
+            # would drop them; an engine's rows stay in its collection, which every writer's manifest names
             where = Path(path).resolve()
-            expect = self._manifests.get(where) if entry["name"] == "faiss" else None
+            guarded = entry["name"] == "faiss" or "texts" in writers
+            expect = self._manifests.get(where) if guarded else None
             self._manifests[where] = write_index(Path(path), manifest, writers, expect)
 
     @classmethod
@@ -1110,7 +1129,7 @@ class Retriever:
         adaptation, calibration = manifest["adaptation"], manifest["calibration"]
         try:
             adaptation = None if adaptation is None else Adaptation(**adaptation, projection=projection)
-            calibration = None if calibration is None else Calibration(**calibration)
+            calibration = None if calibration is None else Calibration.from_dict(calibration)
         except TypeError as err:
             raise ValueError(
                 f"the index at {str(path)!r} is damaged: its manifest's records: {err}"
@@ -1149,4 +1168,5 @@ class Retriever:
         )
         if digest is not None:
             retriever._manifests[Path(path).resolve()] = digest
+        retriever._drop_stale_calibration()  # e.g. an engine's collection that other processes grew
         return retriever

@@ -19,7 +19,8 @@ import uuid
 from pathlib import Path
 
 PREFIX = "grow-"
-_NAME = re.compile(r"^grow-(?:[a-z]+-)?(?P<host>[A-Za-z0-9.]+)-(?P<pid>\d+)-[0-9a-f]{12}\.[a-z]+$")
+# the suffix may be double: an add's coarse vectors beside a grown store are ``<store>.npy.pending``
+_NAME = re.compile(r"^grow-(?:[a-z]+-)?(?P<host>[A-Za-z0-9.]+)-(?P<pid>\d+)-[0-9a-f]{12}(?:\.[a-z]+)+$")
 
 
 def _host() -> str:

@@ -137,7 +137,19 @@ class Calibration:
     documents: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As saved in a manifest: ``documents`` rides in ``measured`` (as ``index_documents``), where a
+        library version that predates it reads it as one more figure instead of refusing the record."""
+        out = asdict(self)
+        out["measured"] = {**out["measured"], "index_documents": out.pop("documents")}
+        return out
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Calibration:
+        """The inverse of :meth:`as_dict` (a record saved before ``documents`` was kept has 0)."""
+        record = dict(record)
+        measured = dict(record.get("measured") or {})
+        documents = int(measured.pop("index_documents", record.pop("documents", 0)))
+        return cls(**{**record, "measured": measured, "documents": documents})
 
     def stale_after(self, documents: int) -> bool:
         """Whether an index of ``documents`` has outgrown this calibration: more than twice the size it

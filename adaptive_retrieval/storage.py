@@ -17,11 +17,12 @@ the old manifest with its files or the new one with its files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,57 +107,85 @@ def write_index(
     would silently drop what it saved. Returns the new manifest's digest."""
     path = Path(path)
     _check_target(path)
-    path.mkdir(parents=True, exist_ok=True)
     changed = ValueError(
         f"the index at {str(path)!r} was saved by another writer since this retriever loaded or saved it: "
         "saving here would drop what that writer saved. Load it again (and redo your adds), or save to "
         "another directory"
     )
-    if expect is not None and manifest_digest(path) != expect:
-        raise changed  # before any file is written
-    gen = uuid.uuid4().hex[:12]
-    files = {key: f"{key}-{gen}.{suffix}" for key, (suffix, _) in writers.items()}
-    written: list[Path] = []
-    try:
-        for key, (_, write) in writers.items():
-            written.append(path / files[key])  # listed first, so a half-written file is removed too
-            write(path / files[key])
-        for f in written:
-            _fsync(f)
-        full = dict(
-            manifest,
-            format=FORMAT,
-            format_version=SHARDED_FORMAT_VERSION if "coarse-1" in files else FORMAT_VERSION,
-            files=files,
-            sha256={k: _sha256(path / v) for k, v in files.items()},
-            sample_bytes=SAMPLE_BYTES,
-            sample_sha256={k: _sample_sha256(path / v, SAMPLE_BYTES) for k, v in files.items()},
-            sizes={k: (path / v).stat().st_size for k, v in files.items()},
-        )
-        tmp = path / f".{MANIFEST}.{gen}.tmp"
-        written.append(tmp)
-        text = json.dumps(full, indent=2).encode()
-        tmp.write_bytes(text)
-        _fsync(tmp)
-        if expect is not None and manifest_digest(path) != expect:
-            raise changed  # and once more just before the swap
-        os.replace(tmp, path / MANIFEST)
-    except BaseException:
-        for f in written:
-            f.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    keep = set(files.values()) | {MANIFEST}
-    for old in path.iterdir():
-        if old.name not in keep and old.name.startswith(
-            ("coarse-", "fine-", "ids-", "heads-", "projection-", "texts-", f".{MANIFEST}.")
-        ):
-            old.unlink(missing_ok=True)
+
+    def replaced() -> bool:  # no manifest now (the folder emptied or moved): nothing to drop
+        now = manifest_digest(path)
+        return expect is not None and now is not None and now != expect
+
+    if replaced():
+        raise changed  # before anything is written, the folder included
+    path.mkdir(parents=True, exist_ok=True)
+    with _directory_lock(path):  # two saves into one folder: one after the other, each whole
+        if replaced():
+            raise changed
+        gen = uuid.uuid4().hex[:12]
+        files = {key: f"{key}-{gen}.{suffix}" for key, (suffix, _) in writers.items()}
+        written: list[Path] = []
+        try:
+            for key, (_, write) in writers.items():
+                written.append(path / files[key])  # listed first, so a half-written file is removed too
+                write(path / files[key])
+            for f in written:
+                _fsync(f)
+            full = dict(
+                manifest,
+                format=FORMAT,
+                format_version=SHARDED_FORMAT_VERSION if "coarse-1" in files else FORMAT_VERSION,
+                files=files,
+                sha256={k: _sha256(path / v) for k, v in files.items()},
+                sample_bytes=SAMPLE_BYTES,
+                sample_sha256={k: _sample_sha256(path / v, SAMPLE_BYTES) for k, v in files.items()},
+                sizes={k: (path / v).stat().st_size for k, v in files.items()},
+            )
+            tmp = path / f".{MANIFEST}.{gen}.tmp"
+            written.append(tmp)
+            text = json.dumps(full, indent=2).encode()
+            tmp.write_bytes(text)
+            _fsync(tmp)
+            os.replace(tmp, path / MANIFEST)
+        except BaseException:
+            for f in written:
+                f.unlink(missing_ok=True)
+            raise
+        try:  # the new index stands from here: what follows only tidies
+            dir_fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            keep = set(files.values()) | {MANIFEST}
+            for old in path.iterdir():
+                if old.name not in keep and old.name.startswith(
+                    ("coarse-", "fine-", "ids-", "heads-", "projection-", "texts-", f".{MANIFEST}.")
+                ):
+                    old.unlink(missing_ok=True)
+        except OSError:  # e.g. a file another process holds open on Windows: the next save removes it
+            pass
     return hashlib.sha256(text).hexdigest()
+
+
+@contextlib.contextmanager
+def _directory_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder itself (no lock file to leave behind) where the platform and
+    file system have one; elsewhere, nothing."""
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):  # Windows: no flock, and folders do not open
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):  # a file system without flock: unlocked
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def extra_writers(doc_ids: list | None, heads: dict[int, Any] | None, projection: Any) -> dict:

@@ -159,3 +159,6 @@ def test_corpus_files_as_users_have_them(model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "calibration failed: calibration needs at least 20 queries" in err and "saved uncalibrated" in err
     assert (tmp_path / "e" / "manifest.json").is_file()
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # main() silenced it only while it ran

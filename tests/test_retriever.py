@@ -183,6 +183,10 @@ def test_id_and_fields_pairs_keep_their_fields_as_metadata(tiny_encoder):
     hits = {h.doc_id: h for h in r.search("vitamin bone", k=2)}
     assert hits["x"].text == "vitamin bone" and hits["x"].metadata == {"title": "vitamin", "year": 2001}
     assert hits["y"].metadata is None
+    vectors = r.encoder.encode(["z"], [r.coarse, r.fine])
+    with pytest.raises(ValueError, match="the text of document 'z' is not valid Unicode"):
+        r.add_vectors(["z"], vectors[r.coarse], vectors[r.fine], texts=["bad \ud800"])
+    assert len(r) == 2
 
 
 def test_beir_title_is_prepended(tiny_encoder):
@@ -607,3 +611,32 @@ def test_the_int8_query_encoder_is_made_once_however_many_threads_ask(tiny_encod
     for t in threads:
         t.join()
     assert len(made) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+
+
+def test_a_second_add_while_one_runs_is_refused(tiny_encoder):
+    import threading
+
+    texts = random_texts(30, seed=70)
+    r = Retriever.build(texts[:20], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow():
+        yield ("t1-a", texts[20])
+        entered.set()
+        release.wait(30)
+        yield ("t1-b", texts[21])
+
+    first = threading.Thread(target=r.add, args=(slow(),))
+    first.start()
+    assert entered.wait(30)
+    with pytest.raises(RuntimeError, match="another add is running on this retriever"):
+        r.add({"t2": texts[22]})
+    release.set()
+    first.join(30)
+    assert r.doc_ids[20:] == ["t1-a", "t1-b"]
+    fine = r.encoder.encode([texts[20]], [r.fine])[r.fine][0]
+    assert r.search(texts[20], k=1)[0].doc_id == "t1-a" and np.isclose(
+        r.search(texts[20], k=1)[0].score, fine @ fine, atol=1e-2
+    )
+    r.add({"t2": texts[22]})  # afterwards, fine
+    assert len(r) == 23

@@ -217,6 +217,25 @@ def test_two_writers_of_one_directory_the_second_save_is_refused_and_its_add_sti
     first.add({"more": "virus"})
     first.save(tmp_path / "idx")  # its own last save: no other writer since
     assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 62
+    import shutil
+
+    built.save(tmp_path / "gone")
+    shutil.rmtree(tmp_path / "gone")
+    built.save(tmp_path / "gone")  # no manifest there now: nothing of anyone's to drop
+    assert len(Retriever.load(tmp_path / "gone", model=tiny_encoder)) == 60
+
+
+def test_a_calibration_outgrown_while_saved_is_dropped_at_load(built, tiny_encoder, tmp_path, caplog):
+    cal = built.calibrate(documents=random_texts(60, seed=5), target=0.8)
+    built.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["calibration"]["measured"]["index_documents"] == 60 == cal.documents
+    assert Retriever.load(tmp_path / "idx", model=tiny_encoder).calibration == cal
+    manifest["calibration"]["measured"]["index_documents"] = 20  # as if other writers had tripled it
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="adaptive_retrieval.retriever"):
+        assert Retriever.load(tmp_path / "idx", model=tiny_encoder).calibration is None
+    assert "grown from 20 to 60 documents" in caplog.text
 
 
 def test_add_after_load_grows_on_disk_and_leaves_the_saved_index_alone(tmp_path, tiny_encoder):
@@ -274,16 +293,17 @@ def test_load_sweeps_the_scratch_copies_of_a_killed_writer(tmp_path, tiny_encode
     fine, kept = scratch_path(tmp_path / "idx" / "x", ".npy"), scratch_path(tmp_path / "idx" / "x", ".npy")
     fine = fine.with_name(fine.name.replace(f"-{os.getpid()}-", f"-{child.pid}-"))
     texts_db = fine.with_name(fine.name.replace("grow-", "grow-texts-").replace(".npy", ".sqlite"))
+    pending = fine.with_name(fine.name + ".pending")  # its add's coarse vectors
     other_host = tmp_path / "idx" / f"grow-otherhost-{child.pid}-0123456789ab.npy"
     old_style = tmp_path / "idx" / "grow-0123456789ab.npy"
-    for f in (fine, texts_db, kept, other_host, old_style):
+    for f in (fine, texts_db, pending, kept, other_host, old_style):
         f.write_bytes(b"scratch")
     Retriever.load(tmp_path / "idx", model=tiny_encoder)
-    assert all(f.exists() for f in (fine, texts_db))  # the writer still runs
+    assert all(f.exists() for f in (fine, texts_db, pending))  # the writer still runs
     child.send_signal(signal.SIGKILL)
     child.wait()
     loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
-    assert not fine.exists() and not texts_db.exists()
+    assert not fine.exists() and not texts_db.exists() and not pending.exists()
     assert kept.exists() and other_host.exists() and old_style.exists()  # this process's; unknown
     loaded.add(random_texts(3, seed=23))
     grow = loaded.backend.fine_store.path
