@@ -58,7 +58,12 @@ class CorpusFile:
                         f"{self.path}, line {number}: not JSON ({err}); a {self.path.suffix} corpus holds "
                         "one JSON object per line"
                     ) from None
-                doc_id = doc.get("_id", doc.get("id")) if isinstance(doc, dict) else None
+                if not isinstance(doc, dict):
+                    raise ValueError(
+                        f"{self.path}, line {number}: a JSON {type(doc).__name__}, not an object; a "
+                        f"{self.path.suffix} corpus holds one JSON object per line (JSON lines)"
+                    )
+                doc_id = doc.get("_id", doc.get("id"))
                 if doc_id is None:
                     raise ValueError(f"{self.path}, line {number}: a document needs an '_id' or 'id'")
                 if not isinstance(doc.get("text"), str):

@@ -147,6 +147,10 @@ def test_corpus_files_as_users_have_them(model_dir, tmp_path, capsys):
     no_text.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "body": "y"}\n')
     assert main(["index", str(no_text), "--out", str(tmp_path / "c"), *base]) == 2
     assert "no_text.jsonl, line 2: a document needs a 'text' string" in capsys.readouterr().err
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps([{"_id": "a", "text": "x"}]))
+    assert main(["index", str(array), "--out", str(tmp_path / "f"), *base]) == 2
+    assert "array.json, line 1: a JSON list, not an object" in capsys.readouterr().err
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     assert main(["index", str(lines), "--out", str(a_file), *base]) == 2
