@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .errors import InvalidArgument
 from .views import View, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
@@ -105,12 +106,12 @@ def fit_ridge_heads(
     x = torch.as_tensor(np.asarray(student), dtype=torch.float64)
     f = torch.as_tensor(np.asarray(teacher), dtype=torch.float64)
     if x.ndim != 2 or f.ndim != 2 or len(x) != len(f) or len(x) == 0:
-        raise ValueError(
+        raise InvalidArgument(
             f"student and teacher must be 2-D with the same rows, got {tuple(x.shape)} and {tuple(f.shape)}"
         )
     for ridge in ridges:
         if not ridge > 0:
-            raise ValueError(f"ridge must be > 0, got {ridge!r}")
+            raise InvalidArgument(f"ridge must be > 0, got {ridge!r}")
     s, vh = fine_basis(f, basis_rows) if basis is None else basis
     target = f @ vh.T  # coordinates on the singular vectors, largest first
     n, width = x.shape
@@ -169,7 +170,7 @@ def distil_head(
     anchor_c, anchor_f = anchors
     doc_c, doc_f = docs
     if labelled is not None and (len(labelled[0]) != len(labelled[1]) or labelled[1].shape[1] != len(doc_c)):
-        raise ValueError(
+        raise InvalidArgument(
             f"labelled: {len(labelled[0])} queries and a relevance matrix of shape {tuple(labelled[1].shape)}; "
             f"it must be ({len(labelled[0])}, {len(doc_c)}), one column per document"
         )
@@ -336,7 +337,7 @@ def adapt_head(
         return None, record
     check = check_rows(n, seed) if check is None else np.asarray(check)
     if queries is not None and (len(queries[0]) != len(check) or queries[0].shape[1] != width):
-        raise ValueError(
+        raise InvalidArgument(
             f"queries: {tuple(queries[0].shape)} student rows for {len(check)} held-out documents of "
             f"width {width}; give one row per held-out document"
         )
@@ -453,13 +454,13 @@ def adapt_encoder(
         )
         return encoder, record
     if len(states) < layer:
-        raise ValueError(f"states holds {len(states)} layers; the coarse view needs layers 1..{layer}")
+        raise InvalidArgument(f"states holds {len(states)} layers; the coarse view needs layers 1..{layer}")
     n = len(teacher)
     student = stack_layers([np.asarray(states[i], dtype=np.float32) for i in range(layer)])
     queries, check, extra, encoded_spans = None, None, None, 0
     if texts is not None and n >= MIN_DOCS:
         if len(texts) != n:
-            raise ValueError(f"texts: {len(texts)} for {n} documents")
+            raise InvalidArgument(f"texts: {len(texts)} for {n} documents")
         check = check_rows(n, seed)
         rows, spans = span_rows(texts, check, seed, lambda xs: [len(t) for t in encoder.tokenize(xs)])
         views = [View(i + 1, encoder.hidden_size) for i in range(layer)] + [

@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from .cpu_linear import intermediate
+from .errors import InvalidArgument
 
 LayerContext = dict[str, Any]
 
@@ -142,6 +143,6 @@ def backbone_for(model: PreTrainedModel) -> Backbone:
     for cls in BACKBONES:
         if model_type in cls.model_types:
             return cls(base)
-    raise ValueError(
+    raise InvalidArgument(
         f"model type {model_type!r} is not supported; supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
     )

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import CorpusError, InvalidArgument
+
 JSON_LINES = (".jsonl", ".ndjson", ".json")
 
 
@@ -54,20 +56,20 @@ class CorpusFile:
                 try:
                     doc = json.loads(line)
                 except ValueError as err:
-                    raise ValueError(
+                    raise CorpusError(
                         f"{self.path}, line {number}: not JSON ({err}); a {self.path.suffix} corpus holds "
                         "one JSON object per line"
                     ) from None
                 if not isinstance(doc, dict):
-                    raise ValueError(
+                    raise CorpusError(
                         f"{self.path}, line {number}: a JSON {type(doc).__name__}, not an object; a "
                         f"{self.path.suffix} corpus holds one JSON object per line (JSON lines)"
                     )
                 doc_id = doc.get("_id", doc.get("id"))
                 if doc_id is None:
-                    raise ValueError(f"{self.path}, line {number}: a document needs an '_id' or 'id'")
+                    raise CorpusError(f"{self.path}, line {number}: a document needs an '_id' or 'id'")
                 if not isinstance(doc.get("text"), str):
-                    raise ValueError(f"{self.path}, line {number}: a document needs a 'text' string")
+                    raise CorpusError(f"{self.path}, line {number}: a document needs a 'text' string")
                 yield doc_id, {k: v for k, v in doc.items() if k not in ("_id", "id")}
 
 
@@ -77,9 +79,9 @@ def _index(args: argparse.Namespace) -> int:
     corpus = CorpusFile(args.corpus)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a new or empty folder")
+        raise InvalidArgument(f"--out {out} is a file; give a new or empty folder")
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise ValueError(f"{out} exists and is not an index; give a new or empty folder")
+        raise InvalidArgument(f"{out} exists and is not an index; give a new or empty folder")
     retriever = Retriever.build(
         corpus,
         coarse=args.coarse,

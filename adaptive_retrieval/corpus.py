@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import CorpusError, CorpusTypeError, InvalidArgument
+
 DocId = str | int
 Corpus = (
     Iterable[str]
@@ -33,7 +35,7 @@ def check_id(doc_id: Any, where: str) -> DocId:
     if isinstance(doc_id, np.integer):
         return int(doc_id)
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-        raise TypeError(
+        raise CorpusTypeError(
             f"corpus: document id at {where} must be a str or int, got {type(doc_id).__name__}: {doc_id!r:.80}"
         )
     return doc_id
@@ -41,7 +43,7 @@ def check_id(doc_id: Any, where: str) -> DocId:
 
 def _check_text(text: Any, doc_id: DocId, field: str = "text") -> str:
     if not isinstance(text, str):
-        raise TypeError(
+        raise CorpusTypeError(
             f"corpus: {field} of document {doc_id!r} must be a str, got {type(text).__name__}: {text!r:.80}"
         )
     return text
@@ -53,7 +55,7 @@ def check_encodable(text: str, what: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(
+        raise InvalidArgument(
             f"{what} is not valid Unicode text: {err.reason} at character {err.start} "
             f"({text[err.start : err.end]!r}); decode the source with errors='replace'"
         ) from None
@@ -68,7 +70,7 @@ def document_text(doc: Mapping[str, Any]) -> str:
 
 def _beir_text(doc: Mapping[str, Any], doc_id: DocId) -> str:
     if "text" not in doc:
-        raise ValueError(
+        raise CorpusError(
             f"corpus: document {doc_id!r} is a dict without a 'text' field (BEIR form is {{'title', 'text'}})"
         )
     _check_text(doc.get("title") or "", doc_id, "title")
@@ -76,8 +78,8 @@ def _beir_text(doc: Mapping[str, Any], doc_id: DocId) -> str:
     return document_text(doc)
 
 
-def _mixed(doc_id: DocId, expected: str, value: Any) -> ValueError:
-    return ValueError(
+def _mixed(doc_id: DocId, expected: str, value: Any) -> CorpusError:
+    return CorpusError(
         f"corpus mixes forms: document {doc_id!r} is a {type(value).__name__} where earlier documents are "
         f"{expected}; use one form throughout"
     )
@@ -89,7 +91,7 @@ def _from_mapping(corpus: Mapping[Any, Any]) -> Iterator[tuple[DocId, str, Any]]
         doc_id = check_id(doc_id, repr(doc_id))
         this = "strings" if isinstance(value, str) else "dicts" if isinstance(value, Mapping) else None
         if this is None:
-            raise TypeError(
+            raise CorpusTypeError(
                 f"corpus: document {doc_id!r} must be a str or a {{'title', 'text'}} dict, got {type(value).__name__}"
             )
         form = form or this
@@ -111,7 +113,7 @@ def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId
     for position, item in enumerate(corpus):
         this = "strings" if isinstance(item, str) else "(id, text) pairs" if isinstance(item, tuple) else None
         if this is None:
-            raise TypeError(
+            raise CorpusTypeError(
                 f"corpus[{position}] must be a str or an (id, text) tuple, got {type(item).__name__}: {item!r:.80}"
             )
         form = form or this
@@ -121,7 +123,9 @@ def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId
             yield first_id + position, item, None
         else:
             if len(item) != 2:
-                raise ValueError(f"corpus[{position}] must be an (id, text) pair, got a tuple of {len(item)}")
+                raise CorpusError(
+                    f"corpus[{position}] must be an (id, text) pair, got a tuple of {len(item)}"
+                )
             doc_id = check_id(item[0], f"corpus[{position}]")
             if isinstance(item[1], Mapping):  # (id, {"title", "text", ...}): BEIR's fields, kept as metadata
                 yield doc_id, _beir_text(item[1], doc_id), _metadata(item[1])
@@ -143,13 +147,15 @@ def iter_records(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, 
     """:func:`iter_documents` with each document's metadata: ``(doc_id, text, metadata)``, where the
     metadata of a ``{"title", "text", ...}`` document is its fields but ``text`` (``None`` otherwise)."""
     if isinstance(corpus, (str, bytes)):
-        raise TypeError("corpus must be a collection of documents, not a single string; wrap it in a list")
+        raise CorpusTypeError(
+            "corpus must be a collection of documents, not a single string; wrap it in a list"
+        )
     if isinstance(corpus, Mapping):
         stream = _from_mapping(corpus)
     elif isinstance(corpus, Iterable):
         stream = _from_iterable(corpus, first_id)
     else:
-        raise TypeError(
+        raise CorpusTypeError(
             f"corpus must be a list of strings, a dict id -> text, a dict id -> {{'title', 'text'}} or an "
             f"iterable of (id, text) pairs; got {type(corpus).__name__}"
         )
@@ -157,11 +163,11 @@ def iter_records(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, 
     for doc_id, text, metadata in stream:
         check_encodable(text, f"corpus: the text of document {doc_id!r}")
         if doc_id in seen:
-            raise ValueError(f"corpus: document id {doc_id!r} appears twice")
+            raise CorpusError(f"corpus: document id {doc_id!r} appears twice")
         seen.add(doc_id)
         yield doc_id, text, metadata
     if not seen:
-        raise ValueError("corpus is empty: give at least one document")
+        raise CorpusError("corpus is empty: give at least one document")
 
 
 def chunks(records: Iterable[tuple], size: int) -> Iterator[tuple[list, ...]]:

@@ -20,6 +20,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import InvalidArgument
 from .models import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def load_split(
     if split != "dev" or (data_dir / "beir" / dataset / "qrels" / "dev.tsv").is_file():
         return load_beir(data_dir, dataset, split)
     if not 0 < dev_fraction < 1:
-        raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
+        raise InvalidArgument(f"dev_fraction must be in (0, 1), got {dev_fraction}")
     corpus, queries, qrels = load_beir(data_dir, dataset, "train")
     positive = [q for q, docs in qrels.items() if any(s > 0 for s in docs.values())]
     dev = split_dev(positive, dev_fraction, dev_seed)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .encoder import Encoder
+from .errors import InvalidArgument, ModelMismatch
 from .views import View, ViewLike
 
 try:
@@ -50,7 +51,7 @@ class _EncodeViews:
     ) -> None:
         self.encoder = Encoder.from_pretrained(model)
         if fingerprint is not None and self.encoder.fingerprint != fingerprint:
-            raise ValueError(
+            raise ModelMismatch(
                 f"model {model!r} on this Ray worker has weights sha256 {self.encoder.fingerprint[:12]}..., "
                 f"not the {fingerprint[:12]}... asked for: give every worker the same model"
             )
@@ -91,7 +92,7 @@ def encode_with_ray(
             so that a worker with different weights fails instead of writing vectors the index would mix.
     """
     if text_column not in dataset.columns():
-        raise ValueError(f"dataset has no column {text_column!r}; its columns are {dataset.columns()}")
+        raise InvalidArgument(f"dataset has no column {text_column!r}; its columns are {dataset.columns()}")
     views = [View.parse(coarse, name="coarse").as_tuple(), View.parse(fine, name="fine").as_tuple()]
     return dataset.map_batches(
         _EncodeViews,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import DocId, check_encodable
+from .errors import CorpusTypeError, IndexDamaged
 from .scratch import scratch_path
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS documents (doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, metadata TEXT)"
@@ -66,7 +67,7 @@ class DocumentStore:
             conn.execute("SELECT doc_id, text, metadata FROM documents LIMIT 1").fetchall()
         except sqlite3.DatabaseError as err:
             conn.close()
-            raise ValueError(f"{path} is not a readable document store: {err}") from None
+            raise IndexDamaged(f"{path} is not a readable document store: {err}") from None
         return cls(conn, source=Path(path))
 
     def __len__(self) -> int:
@@ -91,16 +92,18 @@ class DocumentStore:
         rows = []
         for doc_id, text, meta in zip(doc_ids, texts, metadata):
             if not isinstance(text, str):
-                raise TypeError(f"the text of document {doc_id!r} must be a str, got {type(text).__name__}")
+                raise CorpusTypeError(
+                    f"the text of document {doc_id!r} must be a str, got {type(text).__name__}"
+                )
             check_encodable(text, f"the text of document {doc_id!r}")
             if meta is not None and not isinstance(meta, dict):
-                raise TypeError(
+                raise CorpusTypeError(
                     f"the metadata of document {doc_id!r} must be a dict, got {type(meta).__name__}"
                 )
             try:
                 encoded = None if meta is None else json.dumps(meta, allow_nan=False)
             except (TypeError, ValueError) as err:
-                raise TypeError(f"the metadata of document {doc_id!r} must be JSON: {err}") from None
+                raise CorpusTypeError(f"the metadata of document {doc_id!r} must be JSON: {err}") from None
             rows.append((_key(doc_id), text, encoded))
         self._staged.extend(rows)
 

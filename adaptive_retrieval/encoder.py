@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +21,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .backbones import Backbone, LayerContext, backbone_for
+from .backbones import SUPPORTED_MODEL_TYPES, Backbone, LayerContext, backbone_for
 from .corpus import check_encodable
 from .cpu_linear import use_onednn
+from .errors import InvalidArgument, InvalidArgumentType, ModelMismatch
+from .models import locate_model
 from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
@@ -64,11 +67,11 @@ def check_texts(texts: Any, *, name: str = "texts") -> list[str]:
     if isinstance(texts, str):
         return [texts]
     if not isinstance(texts, Iterable):
-        raise TypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
+        raise InvalidArgumentType(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
     out = list(texts)
     for i, text in enumerate(out):
         if not isinstance(text, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
+            raise InvalidArgumentType(f"{name}[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
         check_encodable(text, f"{name}[{i}]")
     return out
 
@@ -108,11 +111,11 @@ class Encoder:
     ) -> None:
         for key, prompt in (("query_prompt", query_prompt), ("document_prompt", document_prompt)):
             if not isinstance(prompt, str):
-                raise TypeError(f'{key} must be a str ("" for none), got {type(prompt).__name__}')
+                raise InvalidArgumentType(f'{key} must be a str ("" for none), got {type(prompt).__name__}')
         if pooling not in POOLING_MODES:
-            raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
+            raise InvalidArgument(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise InvalidArgument(f"batch_size must be a positive int, got {batch_size!r}")
         self.backbone: Backbone = backbone_for(model)
         self.model = model
         self.tokenizer = tokenizer
@@ -126,7 +129,7 @@ class Encoder:
         if self.device.type == "cpu":  # inference through oneDNN's matrix multiply (cpu_linear.py)
             use_onednn(self.model)
         #: prepended to every query / document text (E5's "query: ", BGE's instruction); the model's own
-        #: sentence-transformers ``prompts`` by default (see :func:`~adaptive_retrieval.models.load_encoder`)
+        #: sentence-transformers ``prompts`` by default (see :meth:`from_pretrained`)
         self.query_prompt, self.document_prompt = query_prompt, document_prompt
         self._weights_fingerprint: str | None = None
         self.heads: dict[int, torch.Tensor] = {}
@@ -134,13 +137,66 @@ class Encoder:
             self.set_head(layer, head)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> Encoder:
-        """Load a named offline model (``minilm-l6``, ``mpnet-base``), a Hugging Face model directory or a
-        sentence-transformers model directory. Keyword arguments override what the model's own config says
-        (``pooling``, ``max_length``) and go on to :class:`Encoder`."""
-        from .models import load_encoder
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        pooling: Pooling | None = None,
+        max_length: int | None = None,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+        **kwargs: Any,
+    ) -> Encoder:
+        """Load a named offline model (``minilm-l6``, ``mpnet-base``), a Hugging Face model directory, a
+        sentence-transformers model directory or a Hugging Face id (:func:`~adaptive_retrieval.models.locate_model`
+        finds its files). Keyword arguments override what the model's own config says (``pooling``,
+        ``max_length``) and go on to :class:`Encoder`. ``query_prompt`` / ``document_prompt`` default to
+        the model's own sentence-transformers prompts (E5's ``"query: "`` / ``"passage: "``, BGE's query
+        instruction); ``""`` turns one off."""
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
-        return load_encoder(name_or_path, **kwargs)
+        found = locate_model(name_or_path)
+        config = AutoConfig.from_pretrained(found.model_dir)
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise InvalidArgument(
+                f"model={str(name_or_path)!r} has model type {config.model_type!r}, which is not supported; "
+                f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
+        st = found.settings
+        if pooling is None and "pooling" not in st:
+            logger.info("%s has no sentence-transformers pooling config; using mean pooling", found.path)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its load report would list the pooler we leave out on purpose
+        try:  # views never use the pooler head; do not build it (it would be random where the checkpoint lacks it)
+            model = AutoModel.from_pretrained(found.model_dir, add_pooling_layer=False)
+        except TypeError:  # architectures without a pooler take no such argument
+            model = AutoModel.from_pretrained(found.model_dir)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        tokenizer = AutoTokenizer.from_pretrained(found.model_dir)
+        if found.adapter is not None:
+            import warnings
+
+            from peft import PeftModel
+
+            # peft calls a property transformers 5 deprecates; not the user's concern
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+                )
+                model = PeftModel.from_pretrained(model, str(found.adapter)).merge_and_unload()
+        return cls(
+            model,
+            tokenizer,
+            pooling=pooling or st.get("pooling", "mean"),
+            max_length=max_length if max_length is not None else st.get("max_length"),
+            name=found.name,
+            heads=found.heads,
+            query_prompt=st.get("query_prompt", "") if query_prompt is None else query_prompt,
+            document_prompt=st.get("document_prompt", "") if document_prompt is None else document_prompt,
+            **kwargs,
+        )
 
     # ----------------------------------------------------------------------------------------- facts
 
@@ -179,7 +235,7 @@ class Encoder:
         view = self._check_layer_view(view, name=name)
         head = self.heads.get(view.layer)
         if head is not None and view.dim > head.shape[1]:
-            raise ValueError(
+            raise ModelMismatch(
                 f"{name}={view.as_tuple()}: layer {view.layer} of {self.name or 'the model'} has a coarse head "
                 f"with {head.shape[1]} output dims; choose dim <= {head.shape[1]}"
             )
@@ -199,14 +255,14 @@ class Encoder:
         view costs the same forward pass. Every view of that layer goes through the head, in indexing and
         in search alike; the encoder's :attr:`fingerprint` covers it."""
         if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= self.n_layers:
-            raise ValueError(f"head layer must be an int in 1..{self.n_layers}, got {layer!r}")
+            raise InvalidArgument(f"head layer must be an int in 1..{self.n_layers}, got {layer!r}")
         if head is None:
             self.heads.pop(layer, None)
             return
         head = torch.as_tensor(head, dtype=torch.float32)
         inputs = (self.hidden_size, layer * self.hidden_size)
         if head.ndim != 2 or head.shape[0] not in inputs or not 1 <= head.shape[1] <= self.hidden_size:
-            raise ValueError(
+            raise InvalidArgument(
                 f"a head for layer {layer} must have shape ({self.hidden_size}, out) or, stacked, "
                 f"({layer * self.hidden_size}, out), with out <= {self.hidden_size}; got {tuple(head.shape)}"
             )
@@ -231,12 +287,14 @@ class Encoder:
         keeps the fingerprint of the weights it approximates, so an index built in float32 accepts it
         for queries. CPU only."""
         if self.device.type != "cpu":
-            raise ValueError(f"int8 encoding runs on CPU; this encoder is on {self.device}")
+            raise InvalidArgument(f"int8 encoding runs on CPU; this encoder is on {self.device}")
         from .quantization import SAMPLE_TEXTS, check_int8_matmul, input_maxima, quantize_linears
 
         texts = check_texts(SAMPLE_TEXTS if sample_texts is None else sample_texts)
         if not texts:
-            raise ValueError("sample_texts is empty: give texts like those that will be encoded, or None")
+            raise InvalidArgument(
+                "sample_texts is empty: give texts like those that will be encoded, or None"
+            )
         fingerprint = self.weights_fingerprint
         check_int8_matmul()
         # calibrated on a private copy: searches running on this encoder meanwhile are neither
@@ -264,7 +322,7 @@ class Encoder:
         That is the layer's own state, or, for a stacked head, the states of layers ``1 .. layer``, each
         L2-normalised, side by side ``(batch, layer * hidden)``."""
         if len(pooled) < layer:
-            raise ValueError(f"pooled holds {len(pooled)} layers; layer {layer} needs layers 1..{layer}")
+            raise InvalidArgument(f"pooled holds {len(pooled)} layers; layer {layer} needs layers 1..{layer}")
         if not self.stacked(layer):
             return pooled[layer - 1]
         return stack_pooled([pooled[i] for i in range(layer)])
@@ -275,7 +333,7 @@ class Encoder:
         head = self.heads.get(view.layer)
         width = self.hidden_size if head is None else head.shape[0]
         if pooled.shape[-1] != width:
-            raise ValueError(
+            raise InvalidArgument(
                 f"project: the head of layer {view.layer} reads {width} values per row, got "
                 f"{pooled.shape[-1]}; pass head_input(pooled_layers, {view.layer})"
             )
@@ -316,7 +374,7 @@ class Encoder:
             tok_max = getattr(self.tokenizer, "model_max_length", None) or limit
             return int(min(tok_max, limit))
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+            raise InvalidArgument(f"max_length must be an int >= 2, got {max_length!r}")
         return min(max_length, limit)
 
     # ------------------------------------------------------------------------------- staged forward
@@ -346,7 +404,7 @@ class Encoder:
         if token_ids is None:
             token_ids = self.tokenize(check_texts(texts))
         if len(token_ids) == 0:
-            raise ValueError("texts is empty: nothing to encode")
+            raise InvalidArgument("texts is empty: nothing to encode")
         input_ids, mask = self._pad(token_ids)
         hidden, context = self.backbone.embed(input_ids, mask, torch.zeros_like(input_ids))
         return EncoderState(hidden=hidden, attention_mask=mask, context=context, layer=0)
@@ -357,7 +415,7 @@ class Encoder:
         No layer runs twice: advancing to the layer a state already holds returns it unchanged.
         """
         if not state.layer <= to_layer <= self.n_layers:
-            raise ValueError(
+            raise InvalidArgument(
                 f"to_layer={to_layer} must be between the state's layer ({state.layer}) and the model's "
                 f"last layer ({self.n_layers})"
             )
@@ -415,7 +473,7 @@ class Encoder:
         wanted = self._check_views(views, apply_heads)
         batch_size = self.batch_size if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise InvalidArgument(f"batch_size must be a positive int, got {batch_size!r}")
         out = {v: np.empty((len(items), v.dim), dtype=np.float32) for v in wanted}
         if not items:
             return Embeddings(out)
@@ -443,7 +501,7 @@ class Encoder:
         check = self.check_view if apply_heads else self._check_layer_view
         wanted = sorted({check(v, name="views") for v in views})
         if not wanted:
-            raise ValueError("views is empty: name at least one view, e.g. [(4, 64), (12, 768)]")
+            raise InvalidArgument("views is empty: name at least one view, e.g. [(4, 64), (12, 768)]")
         return wanted
 
     def _encode_batches(

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .corpus import DocId
 from .encoder import Encoder
+from .errors import InvalidArgument
 from .views import View
 
 DEFAULT_CACHE_DIR = (
@@ -84,7 +85,7 @@ def encode_all_layers(
     killed job, a session that ends) resumes at its last whole part instead of starting over.
     """
     if isinstance(part_size, bool) or not isinstance(part_size, int) or part_size < 1:
-        raise ValueError(f"part_size must be a positive int, got {part_size!r}")
+        raise InvalidArgument(f"part_size must be a positive int, got {part_size!r}")
     key = cache_key(encoder, ids, texts)
     shape = (encoder.n_layers, len(ids), encoder.hidden_size)
     views = [View(layer, encoder.hidden_size) for layer in range(1, encoder.n_layers + 1)]

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import InvalidArgument
 from .views import POOLING_MODES, View, ViewLike, pool
 
 try:
@@ -58,7 +59,7 @@ class StackedPooling(Module):
     def __init__(self, hidden_size: int, layer: int, pooling: str = "mean") -> None:
         super().__init__()
         if pooling not in POOLING_MODES:
-            raise ValueError(f"pooling={pooling!r}: choose one of {POOLING_MODES}")
+            raise InvalidArgument(f"pooling={pooling!r}: choose one of {POOLING_MODES}")
         self.hidden_size, self.layer, self.pooling = int(hidden_size), int(layer), pooling
 
     def forward(self, features: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +97,7 @@ def export_sentence_transformers(encoder: Any, path: str | Path, view: ViewLike)
     folder); see the module docstring. Returns the path."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ValueError(f"path={str(path)!r} exists and is not an empty folder")
+        raise InvalidArgument(f"path={str(path)!r} exists and is not an empty folder")
     view = encoder.check_view(view)
     head = encoder.heads.get(view.layer)
     stacked = encoder.stacked(view.layer)

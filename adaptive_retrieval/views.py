@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .errors import InvalidArgument, InvalidArgumentType, ModelMismatch
+
 Pooling = Literal["mean", "cls"]
 POOLING_MODES: tuple[str, ...] = ("mean", "cls")
 
@@ -41,11 +43,13 @@ class View:
         for name in ("layer", "dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"View.{name} must be an int, got {value!r} ({type(value).__name__})")
+                raise InvalidArgumentType(
+                    f"View.{name} must be an int, got {value!r} ({type(value).__name__})"
+                )
         if self.layer < 0:
-            raise ValueError(f"View.layer must be >= 0 (0 is the embedding output), got {self.layer}")
+            raise InvalidArgument(f"View.layer must be >= 0 (0 is the embedding output), got {self.layer}")
         if self.dim < 1:
-            raise ValueError(f"View.dim must be >= 1, got {self.dim}")
+            raise InvalidArgument(f"View.dim must be >= 1, got {self.dim}")
 
     @classmethod
     def parse(cls, value: ViewLike, *, name: str = "view") -> View:
@@ -58,14 +62,14 @@ class View:
         if isinstance(value, str):
             match = _VIEW_RE.match(value)
             if not match:
-                raise ValueError(f"{name}={value!r} is not a view; write it as 'LAYERxDIM', e.g. '4x64'")
+                raise InvalidArgument(f"{name}={value!r} is not a view; write it as 'LAYERxDIM', e.g. '4x64'")
             return cls(int(match.group(1)), int(match.group(2)))
         if isinstance(value, (tuple, list)) and len(value) == 2:
             layer, dim = value
             if any(isinstance(v, bool) or not isinstance(v, int) for v in (layer, dim)):
-                raise TypeError(f"{name}={value!r}: layer and dim must be ints, e.g. (4, 64)")
+                raise InvalidArgumentType(f"{name}={value!r}: layer and dim must be ints, e.g. (4, 64)")
             return cls(layer, dim)
-        raise TypeError(
+        raise InvalidArgumentType(
             f"{name}={value!r} is not a view; give (layer, dim) such as (4, 64), a string such as '4x64', "
             "or a View"
         )
@@ -73,7 +77,7 @@ class View:
     def check(self, n_layers: int, hidden_size: int, *, name: str = "view", model: str = "the model") -> View:
         """Raise ``ValueError`` unless ``1 <= layer <= n_layers`` and ``1 <= dim <= hidden_size``."""
         if not 1 <= self.layer <= n_layers or not 1 <= self.dim <= hidden_size:
-            raise ValueError(
+            raise ModelMismatch(
                 f"{name}={self.as_tuple()} is outside {model}, which has layers 1..{n_layers} and "
                 f"dims 1..{hidden_size}"
             )
@@ -93,12 +97,12 @@ def check_pair(coarse: View, fine: View) -> None:
     """Raise ``ValueError`` if the coarse view is deeper than the fine one (nothing to resume), or on the
     same layer and wider (a shortlist dearer than its re-rank)."""
     if coarse.layer > fine.layer:
-        raise ValueError(
+        raise ModelMismatch(
             f"coarse={coarse.as_tuple()} is deeper than fine={fine.as_tuple()}: the fine view resumes "
             "the coarse forward pass, so its layer must be >= the coarse layer"
         )
     if coarse.layer == fine.layer and coarse.dim > fine.dim:
-        raise ValueError(
+        raise ModelMismatch(
             f"coarse={coarse.as_tuple()} is wider than fine={fine.as_tuple()} on the same layer: the coarse "
             "view must be the cheaper one (an earlier layer, or fewer dims)"
         )
@@ -114,7 +118,7 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
     if pooling == "cls":
         return hidden[:, 0]
-    raise ValueError(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
+    raise InvalidArgument(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")
 
 
 def view_vector(pooled: torch.Tensor, dim: int, head: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidArgument, InvalidArgumentType
+
 
 def check_texts(retriever: Any) -> None:
     """Refuse a retriever whose hits carry no text: a framework needs the texts to hand on."""
     from ..retriever import Retriever
 
     if not isinstance(retriever, Retriever):
-        raise TypeError(f"retriever must be an adaptive_retrieval.Retriever, got {type(retriever).__name__}")
+        raise InvalidArgumentType(
+            f"retriever must be an adaptive_retrieval.Retriever, got {type(retriever).__name__}"
+        )
     if retriever.documents is None:
-        raise ValueError(
+        raise InvalidArgument(
             "this index stores no texts, so its hits carry none to hand on: build it with "
             "Retriever.build(..., store_text=True)"
         )
