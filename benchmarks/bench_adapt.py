@@ -1,6 +1,6 @@
 """What build-time adaptation costs beside the build's own encoding, and how that grows.
 
-    python benchmarks/bench_adapt.py --model minilm-l6 --dataset runs/data/beir/manpages --n 1000
+    python -m benchmarks.bench_adapt --model minilm-l6 --dataset runs/data/beir/manpages --n 1000
 
 1. Side by side on the same texts: ``Retriever.build(adapt=False)`` and ``Retriever.build(adapt=True)``
    (same model, views and texts); the adapted build's fit time (``retriever.adaptation.seconds``)

@@ -1,6 +1,6 @@
 """Peak RSS of adding documents to a loaded on-disk index: does ``add`` read the fine store into RAM?
 
-    python benchmarks/bench_add_rss.py --docs 1000000 --add 100000 --out docs/results/add-rss
+    python -m benchmarks.bench_add_rss --docs 1000000 --add 100000 --out docs/results/add-rss
 
 The parent writes an index of ``--docs`` documents (synthetic unit vectors at ``minilm-l6``'s 2x64 and
 6x384 views; float16 fine store streamed to disk; Flat coarse index) and saves it. A fresh process loads
@@ -154,7 +154,7 @@ def main() -> None:
     coarse_growth = args.add * COARSE[1] * 4
     chunk_bytes = args.chunk * (COARSE[1] + FINE[1]) * 4
     result = {
-        "command": f"python benchmarks/bench_add_rss.py --docs {args.docs} --add {args.add} --chunk {args.chunk}",
+        "command": f"python -m benchmarks.bench_add_rss --docs {args.docs} --add {args.add} --chunk {args.chunk}",
         "machine": machine(),
         "versions": versions(),
         "labels": "none (synthetic vectors)",

@@ -1,6 +1,6 @@
 """Peak RSS of building an index, fine store in RAM vs on disk, as the corpus grows.
 
-    python benchmarks/bench_build_memory.py --sizes 100000,1000000 --out results/build_memory.json
+    python -m benchmarks.bench_build_memory --sizes 100000,1000000 --out results/build_memory.json
 
 Each (size, mode) runs in its own process: load the encoder (its RSS is the baseline), then stream
 synthetic view vectors (:class:`bench_scale.Synthetic`, 4x64 and 12x768) in chunks of ``--chunk``
@@ -24,9 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_scale import Synthetic
-
 from adaptive_retrieval.reporting import settings, write_json
+from benchmarks.bench_scale import Synthetic
 
 
 def rss_bytes() -> int:
@@ -90,7 +89,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         for mode in ("memory", "disk"):
-            cmd = [sys.executable, __file__, "--worker", str(size), mode, "--model", args.model]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_build_memory",
+                "--worker",
+                str(size),
+                mode,
+                "--model",
+                args.model,
+            ]
             done = subprocess.run([*cmd, "--chunk", str(args.chunk)], capture_output=True, text=True)
             line = next((x for x in done.stdout.splitlines() if x.startswith("ROW ")), None)
             if done.returncode or line is None:

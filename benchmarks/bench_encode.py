@@ -5,7 +5,7 @@ neither side gets a warmer machine. Prints docs/s for each and the ratio ours/th
 not slower). A third side, ours with oneDNN switched off (``cpu_linear.set_enabled(False)``: MKL's
 linear layers and a separate GELU, as sentence-transformers runs them), shows what oneDNN contributes.
 
-    python benchmarks/bench_encode.py --model minilm-l6 --n 1000 --batch-size 32
+    python -m benchmarks.bench_encode --model minilm-l6 --n 1000 --batch-size 32
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import DEFAULT_DATA_DIR, scifact_texts
 
 from adaptive_retrieval import Encoder, cpu_linear
 from adaptive_retrieval.models import resolve_model_path
 from adaptive_retrieval.reporting import machine_line as machine
 from adaptive_retrieval.reporting import settings, write_json
+from benchmarks.bench_common import DEFAULT_DATA_DIR, scifact_texts
 
 
 def main() -> None:

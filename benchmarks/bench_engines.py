@@ -1,6 +1,6 @@
 """The same funnel on every engine: FAISS, Qdrant (local mode) and Milvus Lite, side by side in one run.
 
-    python benchmarks/bench_engines.py --docs 20000 --queries 200 --out docs/results/bench-engines
+    python -m benchmarks.bench_engines --docs 20000 --queries 200 --out docs/results/bench-engines
 
 Each engine gets the same documents (unit vectors made to look like two views: the coarse one a noisy
 64-dim projection of the 384-dim fine one, as ``minilm-l6``'s 2x64 and 6x384 views) through
@@ -119,7 +119,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
             r.close()
     result = {
-        "command": f"python benchmarks/bench_engines.py --docs {args.docs} --queries {args.queries} --seed {args.seed}",
+        "command": f"python -m benchmarks.bench_engines --docs {args.docs} --queries {args.queries} --seed {args.seed}",
         "machine": f"{platform.machine()}, {platform.system()}, 2 cores (this project's CPU machine)",
         "docs": args.docs,
         "queries": args.queries,

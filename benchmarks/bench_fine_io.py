@@ -9,8 +9,8 @@ latency, bytes read from disk (``/proc/self/io``) and the page cache the process
 Cold runs drop the page cache first (``/proc/sys/vm/drop_caches``: needs root; without it only warm runs
 are measured, and the output says so). Warm runs repeat the same queries with the pages cached.
 
-    python benchmarks/bench_scale.py --sizes 10000000 --methods funnel-flat --out results/scale  # makes the file
-    python benchmarks/bench_fine_io.py --fine results/scale/data/n10000000/fine.npy --out results/fine-io
+    python -m benchmarks.bench_scale --sizes 10000000 --methods funnel-flat --out results/scale  # makes the file
+    python -m benchmarks.bench_fine_io --fine results/scale/data/n10000000/fine.npy --out results/fine-io
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """int8 query encoding against float32, side by side in one run: speed, and the results it changes.
 
-    python benchmarks/bench_int8.py --dataset runs/data/beir/stsb-para --n 2000 --out results/bench-int8
+    python -m benchmarks.bench_int8 --dataset runs/data/beir/stsb-para --n 2000 --out results/bench-int8
 
 An index is built over the first ``--n`` documents of a BEIR-format folder (``Retriever.build``: float32
 documents, the coarse head adapted to them); then the test queries are searched one at a time with
@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_adapt import corpus_texts
-from bench_common import percentiles
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever
 from adaptive_retrieval.reporting import machine_line as machine
 from adaptive_retrieval.reporting import settings, write_json
+from benchmarks.bench_adapt import corpus_texts
+from benchmarks.bench_common import percentiles
 
 
 def queries_of(folder: Path, split: str, n: int) -> list[str]:
@@ -87,7 +87,7 @@ def main() -> None:
                     documents=len(texts),
                     queries=len(queries),
                     rounds=args.rounds,
-                    coarse_query=r._coarse_query(None),
+                    coarse_query=r.resolve_coarse_query(None),
                 ),
                 "result": row,
             },

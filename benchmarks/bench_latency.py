@@ -14,7 +14,7 @@ test queries, one query at a time, in alternating rounds:
 Prints p50/p95 per stage (encode to the coarse layer, coarse search, resume to the fine layer,
 re-rank) and in total, the mean shortlist, and overlap@10 with the exact top 10.
 
-    python benchmarks/bench_latency.py --dataset runs/data/beir/sick-para --out results/latency
+    python -m benchmarks.bench_latency --dataset runs/data/beir/sick-para --out results/latency
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_adapt import corpus_texts
-from bench_common import DEFAULT_DATA_DIR, percentiles
-from bench_int8 import queries_of
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings
 from adaptive_retrieval.reporting import machine_line as machine
 from adaptive_retrieval.reporting import settings, write_json
+from benchmarks.bench_adapt import corpus_texts
+from benchmarks.bench_common import DEFAULT_DATA_DIR, percentiles
+from benchmarks.bench_int8 import queries_of
 
 STAGES = ("encode_coarse", "coarse_search", "resume_fine", "rerank")
 

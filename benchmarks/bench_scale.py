@@ -1,6 +1,6 @@
 """The funnel at 100k, 1M and 10M documents on one machine, against exact and compressed 768-dim search.
 
-    python benchmarks/bench_scale.py --sizes 100000,1000000,10000000 --out results/scale
+    python -m benchmarks.bench_scale --sizes 100000,1000000,10000000 --out results/scale
 
 Real encoding of millions of texts is out of reach on a 2-core CPU (mpnet-base: ~1.5 SciFact docs/s),
 so the vectors are synthetic, made to behave like a 2DMSE model's two views (see :class:`Synthetic`).

@@ -1,6 +1,6 @@
 """Kill a process with SIGKILL while it saves an index, again and again; the index must load whole.
 
-    python benchmarks/crash_save.py --kills 50 --out results/crash-save.json
+    python -m benchmarks.crash_save --kills 50 --out results/crash-save.json
 
 The parent saves an index of 2,000 random unit vectors (``minilm-l6``'s views 2x64 and 6x384); each
 child process loads it, then loops: ``add_vectors`` 500 more documents, ``save`` to the same directory,

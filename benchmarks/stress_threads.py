@@ -1,6 +1,6 @@
 """8 threads x 1,000 queries against one retriever while another thread adds documents beside them.
 
-    python benchmarks/stress_threads.py --threads 8 --queries 1000 --out docs/results/stress-threads
+    python -m benchmarks.stress_threads --threads 8 --queries 1000 --out docs/results/stress-threads
 
 The rule (``adaptive_retrieval.locks``): searches run at once; an ``add`` commits under the write lock,
 so every search sees the index before or after each add, never a part of one. The index (``minilm-l6``'s
@@ -147,7 +147,7 @@ def main() -> None:
     final_ok = answers(shared, queries) == states[-1] and len(shared) == n
     result = {
         "command": (
-            f"python benchmarks/stress_threads.py --threads {args.threads} --queries {args.queries} --docs "
+            f"python -m benchmarks.stress_threads --threads {args.threads} --queries {args.queries} --docs "
             f"{args.docs} --adds {args.adds} --batch {args.batch} --seed {args.seed}"
         ),
         "machine": f"{platform.machine()}, {platform.system()}, 2 cores (this project's CPU machine)",

@@ -1,6 +1,6 @@
 """What the build-time adaptation chooses between, measured on a split's real queries (choose on dev).
 
-    python evals/adapt_variants.py --dataset runs/data/beir/manpages --split dev --out results/adapt-variants
+    python -m evals.adapt_variants --dataset runs/data/beir/manpages --split dev --out results/adapt-variants
 
 For one BEIR-format set and the default coarse view (4x64 -> 12x768), from the encoding cache of
 ``beir_eval.py``, each variant of the coarse head is fitted on the corpus (no labels) and scored twice:

@@ -1,7 +1,9 @@
 """The recall-cost trade-off on a BEIR dataset: exact search at a grid of views, and funnels.
 
-    python evals/beir_eval.py --dataset scifact                       # mpnet-base, quick grid
-    python evals/beir_eval.py --dataset scifact --model minilm-l6 mpnet-base --grid full --out results/scifact
+    python -m evals.beir_eval --dataset scifact                       # mpnet-base, quick grid
+    python -m evals.beir_eval --dataset scifact --model minilm-l6 mpnet-base --grid full --out results/scifact
+
+``python evals/beir_eval.py ...`` runs the same: this script imports only the library, nothing from ``evals/``.
 
 Per model, the corpus is encoded once at every layer (cached on disk, keyed by model and corpus hash).
 Every configuration is then run through the library's own funnel (``Retriever.from_vectors`` +
@@ -37,11 +39,11 @@ from typing import Any
 
 from beir.retrieval.evaluation import EvaluateRetrieval
 from beir.retrieval.search.base import BaseSearch
-from costs import mean_encoder_flops, search_flops
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
 from adaptive_retrieval.adapt import Adaptation, adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
+from adaptive_retrieval.costs import mean_encoder_flops, search_flops
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from adaptive_retrieval.models import NAMED_MODELS
 from adaptive_retrieval.reporting import (
@@ -254,12 +256,13 @@ def run_config(
         adaptation=None if exact else adaptation,
     )
     k = DEPTH if exact else min(DEPTH, candidates)
-    coarse_query = None if exact else retriever._coarse_query(coarse_query)
+    coarse_query = None if exact else retriever.resolve_coarse_query(coarse_query)
     search = RetrieverSearch(
         retriever, doc_ids, candidates=None if exact else candidates, coarse_query=coarse_query
     )
     results = EvaluateRetrieval(search, k_values=[k]).retrieve(corpus, queries)
     n_docs = len(doc_ids)
+    coarse_bytes, fine_bytes = retriever.backend.nbytes()
     shortlist = DEPTH if exact else max(candidates, k)
     row: dict[str, Any] = {
         "model": encoder.name,
@@ -272,8 +275,8 @@ def run_config(
         "layers_per_query": fine.layer,
         "encoder_flops_per_query": mean_encoder_flops(encoder, list(queries.values()), fine.layer),
         "search_flops_per_query": search_flops(n_docs, first.dim, 0 if exact else shortlist, fine.dim),
-        "coarse_bytes_per_doc": retriever.backend.coarse_index.nbytes() / n_docs,
-        "fine_bytes_per_doc": 0.0 if exact else retriever.backend.fine_store.nbytes() / n_docs,
+        "coarse_bytes_per_doc": coarse_bytes / n_docs,
+        "fine_bytes_per_doc": 0.0 if exact else fine_bytes / n_docs,
     }
     row["flops_per_query"] = row["encoder_flops_per_query"] + row["search_flops_per_query"]
     row["p50_ms"], row["p95_ms"] = percentiles_ms([t.total for t in search.timings])

@@ -4,7 +4,7 @@ Same corpus vectors (the evaluation cache), same queries, scored by BEIR's evalu
 ranking the whole corpus from the fine store ("exact via store": a funnel whose shortlist is the whole
 corpus), and the funnel coarse -> fine with 100 candidates, each with float32 and float16 fine vectors.
 
-    python evals/fine_dtype_cost.py --model mpnet-base-2dmse --coarse 4x64 --out results/fine-dtype
+    python -m evals.fine_dtype_cost --model mpnet-base-2dmse --coarse 4x64 --out results/fine-dtype
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from beir_eval import load_beir, run_config
-
 from adaptive_retrieval import DEFAULT_MODEL, Encoder
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
 from adaptive_retrieval.reporting import machine_line as machine
 from adaptive_retrieval.reporting import settings, write_json
+from evals.beir_eval import load_beir, run_config
 
 
 def main() -> None:

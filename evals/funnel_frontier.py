@@ -1,6 +1,6 @@
 """What a calibrated shortlist and early exit buy, measured through the library's own search path.
 
-    python evals/funnel_frontier.py --datasets ../shared/data/beir/scifact runs/data/beir/manpages \\
+    python -m evals.funnel_frontier --datasets ../shared/data/beir/scifact runs/data/beir/manpages \\
         --out results/funnel-frontier
 
 For each BEIR-format set, the index is built as ``Retriever.build`` builds it (from the encoding cache of

@@ -1,8 +1,8 @@
 """Build out-of-domain retrieval sets in BEIR's layout from data at hand (nothing is downloaded).
 
-    python evals/make_datasets.py --data-dir ../shared/data --out runs/data          # all four
-    python evals/make_datasets.py --data-dir ../shared/data --out runs/data --only manpages
-    python evals/make_datasets.py --data-dir ../shared/data --out runs/data --only stsb-para sick-para \
+    python -m evals.make_datasets --data-dir ../shared/data --out runs/data          # all four
+    python -m evals.make_datasets --data-dir ../shared/data --out runs/data --only manpages
+    python -m evals.make_datasets --data-dir ../shared/data --out runs/data --only stsb-para sick-para \
         sts12-16-para --max-queries 100 --max-docs 300 --suffix=-small     # a few hundred documents
 
 Each set is written to ``<out>/beir/<name>/`` as ``corpus.jsonl``, ``queries.jsonl``, ``qrels/dev.tsv``
@@ -181,7 +181,7 @@ def write_beir(
                     fh.write(f"{q}\t{d}\t1\n")
     counts = {"documents": len(keep), "queries_dev": len(dev), "queries_test": len(picked) - len(dev)}
     (folder / "README.md").write_text(
-        f"{about}\n\nMade by `python evals/make_datasets.py` (seed {seed}, --max-queries {max_queries}, "
+        f"{about}\n\nMade by `python -m evals.make_datasets` (seed {seed}, --max-queries {max_queries}, "
         f"--max-docs {max_docs}): {json.dumps(counts)}\n"
     )
     return counts

@@ -1,7 +1,7 @@
 """Spearman correlation per (layer, dim) view on STS12-16, STS-B test and SICK-R test.
 
-    python evals/sts_eval.py                                   # mpnet-base, every layer x {32..512, full}
-    python evals/sts_eval.py --model minilm-l6 mpnet-base --out results/sts
+    python -m evals.sts_eval                                   # mpnet-base, every layer x {32..512, full}
+    python -m evals.sts_eval --model minilm-l6 mpnet-base --out results/sts
 
 Every unique sentence is encoded once per model at every layer (cached like the BEIR corpus); a view's
 score for a pair is the cosine of the two view vectors. STS12-16 are scored as SentEval's "all" setting
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from beir_eval import grid_views
 from scipy.stats import spearmanr
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
@@ -26,6 +25,7 @@ from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
 from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json
 from adaptive_retrieval.sts import Pairs, read_all
+from evals.beir_eval import grid_views
 
 DEFAULT_DATA_DIR = default_data_dir()  # $ADAPTIVE_RETRIEVAL_DATA or the cache folder
 TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICK-R")

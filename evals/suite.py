@@ -1,7 +1,7 @@
 """One table over many BEIR-format sets: the exact full view, the funnel as shipped, the funnel adapted.
 
-    python evals/make_datasets.py --data-dir ../shared/data --out runs/data
-    python evals/suite.py --datasets ../shared/data/beir/scifact runs/data/beir/stsb-para \\
+    python -m evals.make_datasets --data-dir ../shared/data --out runs/data
+    python -m evals.suite --datasets ../shared/data/beir/scifact runs/data/beir/stsb-para \\
         runs/data/beir/sick-para runs/data/beir/sts12-16-para runs/data/beir/manpages --out results/suite
 
 For each dataset folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) and model, the
@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from beir_eval import ADAPT_CHOICES, evaluate_model, load_split
-
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR
 from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json
+from evals.beir_eval import ADAPT_CHOICES, evaluate_model, load_split
 
 COARSE = View(4, 64)
 COLUMNS = (

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import random_texts
 
 from adaptive_retrieval import Retriever, SearchTimings
 from adaptive_retrieval.adapt import (
@@ -18,6 +17,7 @@ from adaptive_retrieval.adapt import (
     fit_ridge_heads,
     pseudo_query,
 )
+from tests.helpers import random_texts
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_encoder, random_texts
 from transformers import GPT2Config, GPT2Model
 
 from adaptive_retrieval.backbones import SUPPORTED_MODEL_TYPES, backbone_for
+from tests.helpers import make_encoder, random_texts
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta", "xlm-roberta", "electra", "mpnet"])

@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from beir_eval import (
+
+from adaptive_retrieval import Retriever, View
+from adaptive_retrieval.encoding_cache import encode_all_layers, view_matrix
+from evals.beir_eval import (
     evaluate_model,
     grid_views,
     load_beir,
@@ -17,30 +20,7 @@ from beir_eval import (
     series,
     top_overlap,
 )
-from conftest import make_encoder, make_model, make_tokenizer, random_texts
-
-from adaptive_retrieval import Retriever, View
-from adaptive_retrieval.encoding_cache import encode_all_layers, view_matrix
-
-N_DOCS, N_QUERIES = 40, 6
-
-
-def write_dataset(root, n_docs=N_DOCS, n_queries=N_QUERIES):
-    """Each query is the exact text of one document, and that document is its only relevant one."""
-    folder = root / "beir" / "tiny"
-    (folder / "qrels").mkdir(parents=True)
-    texts = random_texts(n_docs, seed=11, min_words=4)
-    with open(folder / "corpus.jsonl", "w") as fh:
-        for i, t in enumerate(texts):
-            fh.write(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n")
-    with open(folder / "queries.jsonl", "w") as fh:
-        for i in range(n_queries):
-            fh.write(json.dumps({"_id": f"q{i}", "text": texts[3 * i]}) + "\n")
-    with open(folder / "qrels" / "test.tsv", "w") as fh:
-        fh.write("query-id\tcorpus-id\tscore\n")
-        for i in range(n_queries):
-            fh.write(f"q{i}\td{3 * i}\t1\n")
-    return root
+from tests.helpers import N_DOCS, make_encoder, make_model, make_tokenizer, random_texts, write_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from bench_fine_io import main
+from benchmarks.bench_fine_io import main
 
 
 def test_both_maps_rerank_the_same_file_and_are_reported(tmp_path):

@@ -12,13 +12,14 @@ import numpy as np
 
 # one FAISS thread: OpenMP's spinning threads slow training tenfold when the machine is busy (CI)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
+SCRIPT = [sys.executable, "-m", "benchmarks.bench_scale"]
+RUN = dict(check=True, capture_output=True, text=True, env=ENV, cwd=Path(__file__).resolve().parents[1])
 
 
 def test_bench_scale_tiny(tmp_path):
     out = tmp_path / "scale"
-    cmd = [sys.executable, str(SCRIPT), "--sizes", "2000", "--queries", "12", "--candidates", "10,2000"]
-    subprocess.run([*cmd, "--out", str(out)], check=True, capture_output=True, text=True, env=ENV)
+    cmd = [*SCRIPT, "--sizes", "2000", "--queries", "12", "--candidates", "10,2000"]
+    subprocess.run([*cmd, "--out", str(out)], **RUN)
     rows = json.loads((out / "results.json").read_text())["rows"]
     by = {(r["method"], r.get("candidates")): r for r in rows}
     assert set(by) == {
@@ -37,6 +38,6 @@ def test_bench_scale_tiny(tmp_path):
     assert by[("funnel-flat", 10)]["ram_bytes"] == 2000 * 64 * 4 + 45  # a 64-dim float32 flat index
     # the prepared fine store is the library's on-disk float16 .npy, and a rerun reuses everything
     assert np.load(out / "data" / "n2000" / "fine.npy", mmap_mode="r").shape == (2000, 768)
-    again = subprocess.run([*cmd, "--out", str(out)], check=True, capture_output=True, text=True, env=ENV)
+    again = subprocess.run([*cmd, "--out", str(out)], **RUN)
     assert json.loads((out / "results.json").read_text())["rows"] == rows
     assert "funnel-flat" in (out / "table.md").read_text() and again.returncode == 0

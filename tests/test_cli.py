@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_model, make_tokenizer, random_texts
 
 from adaptive_retrieval.cli import main
+from tests.helpers import make_model, make_tokenizer, random_texts
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

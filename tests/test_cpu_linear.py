@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_encoder, random_texts
 from torch import nn
 
 from adaptive_retrieval import cpu_linear
 from adaptive_retrieval.cpu_linear import OneDNNLinear, use_onednn
+from tests.helpers import make_encoder, random_texts
 
 needs_onednn = pytest.mark.skipif(not cpu_linear.available(), reason="no oneDNN linear in this torch build")
 

@@ -3,29 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_encoder, random_texts
 
 from adaptive_retrieval import Encoder, View
-
-
-class LayerCounter:
-    """Counts calls of every transformer layer through forward hooks (removed on exit)."""
-
-    def __init__(self, encoder: Encoder) -> None:
-        self.layers = encoder.backbone.layers
-        self.calls = [0] * len(self.layers)
-
-    def __enter__(self) -> LayerCounter:
-        self.handles = [
-            # each layer's last block: every way a backbone runs a layer calls it once
-            layer.output.register_forward_hook(lambda *_, i=i: self.calls.__setitem__(i, self.calls[i] + 1))
-            for i, layer in enumerate(self.layers)
-        ]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
+from tests.helpers import LayerCounter, make_encoder, random_texts
 
 
 def test_encode_returns_every_view_keyed_by_view_or_tuple(tiny_encoder):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import make_encoder, random_texts
+
+from tests.helpers import make_encoder, random_texts
 
 pytest.importorskip("sentence_transformers")
 from sentence_transformers import SentenceTransformer

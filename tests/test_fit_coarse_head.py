@@ -1,18 +1,12 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
 import pytest
-from fit_coarse_head import relevance_matrix
+import torch
 
 from adaptive_retrieval.adapt import distil_head
 from adaptive_retrieval.adapt import fit_ridge_head as fit_head
+from training.fit_coarse_head import relevance_matrix
 
 
 def test_head_recovers_a_linear_relation_and_orders_dims_by_energy():
@@ -112,12 +106,10 @@ def test_the_relevance_term_ranks_the_judged_documents_higher():
 def test_command_line_writes_heads_an_encoder_loads(tmp_path):
     import json
 
-    from conftest import make_model, make_tokenizer
-    from fit_coarse_head import main
-    from test_beir_eval import N_QUERIES, write_dataset
-
     from adaptive_retrieval import Encoder
     from adaptive_retrieval.models import HEADS_FILE, load_heads
+    from tests.helpers import N_QUERIES, make_model, make_tokenizer, write_dataset
+    from training.fit_coarse_head import main
 
     data = write_dataset(tmp_path / "data")
     folder = data / "beir" / "tiny"

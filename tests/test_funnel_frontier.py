@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from funnel_frontier import (
+
+from adaptive_retrieval.shortlist import overlap_at
+from evals.funnel_frontier import (
     FEEDBACK_FIRST,
     depth_needed,
     feedback_orders,
@@ -14,8 +16,6 @@ from funnel_frontier import (
     learned_depths,
     oracle_bound,
 )
-
-from adaptive_retrieval.shortlist import overlap_at
 
 
 def members_at(positions: list[list[int]], depth: int = 200) -> np.ndarray:

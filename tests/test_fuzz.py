@@ -9,9 +9,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import random_texts
 
 from adaptive_retrieval import Retriever
+from tests.helpers import random_texts
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

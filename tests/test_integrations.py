@@ -4,10 +4,9 @@ package on a tiny model."""
 from __future__ import annotations
 
 import pytest
-from conftest import random_texts
-from test_retriever import QUERIES
 
 from adaptive_retrieval import Retriever
+from tests.helpers import QUERIES, random_texts
 
 VIEWS = dict(coarse=(3, 8), fine=(12, 32), candidates=20)
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from conftest import make_encoder, random_texts
 
 from adaptive_retrieval.losses import (
     OBJECTIVES,
@@ -18,6 +17,7 @@ from adaptive_retrieval.losses import (
     starbucks_pairs,
 )
 from adaptive_retrieval.views import view_vector
+from tests.helpers import make_encoder, random_texts
 
 
 def pooled(batch=8, layers=12, hidden=32, seed=0):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_model, make_tokenizer, random_texts
 
 from adaptive_retrieval import Encoder, Retriever
 from adaptive_retrieval.models import (
@@ -19,6 +18,7 @@ from adaptive_retrieval.models import (
     read_sentence_transformers_config,
     write_sentence_transformers_config,
 )
+from tests.helpers import make_model, make_tokenizer, random_texts
 
 WEIGHTS = b"pretend these are weights " * 4000
 

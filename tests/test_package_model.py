@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-import package_model
-import train
+from training import package_model, train
 
 
 def fake_run(tmp_path: Path, argv: list[str]) -> Path:
@@ -50,8 +46,8 @@ def test_rebuilt_command_parses_to_the_same_arguments(tmp_path):
     ]
     run = fake_run(tmp_path, argv)
     command = package_model.train_command(run)
-    assert command.startswith("python training/train.py ")
-    assert vars(train.parse_args(shlex.split(command)[2:])) == vars(train.parse_args(argv))
+    assert command.startswith("python -m training.train ")
+    assert vars(train.parse_args(shlex.split(command)[3:])) == vars(train.parse_args(argv))
     assert "--data-dir" not in command  # the default is a path on this machine: left to the default
     other = package_model.train_command(
         fake_run(tmp_path / "b", [*argv, "--data-dir", str(tmp_path / "data")])
@@ -76,7 +72,7 @@ def test_provenance_lists_files_commands_and_scores(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert set(prov["files"]) == {"adapter_config.json", "adapter_model.safetensors"}
     assert prov["files"]["adapter_model.safetensors"]["bytes"] == len(b"weights")
-    assert prov["training"] == {"seed": 7} and prov["commands"][0].startswith("python training/train.py")
+    assert prov["training"] == {"seed": 7} and prov["commands"][0].startswith("python -m training.train")
     assert [r["ndcg@10"] for r in prov["scifact_test"]["rows"]] == [0.5, 0.6]  # the @100 funnel, not @500
 
 
@@ -84,7 +80,7 @@ def test_heads_only_package_carries_the_fit_provenance(tmp_path):
     heads = tmp_path / "heads"
     heads.mkdir()
     (heads / package_model.HEADS_FILE).write_bytes(b"heads")
-    (heads / "provenance.json").write_text(json.dumps({"command": "python training/fit_coarse_head.py -x"}))
+    (heads / "provenance.json").write_text(json.dumps({"command": "python -m training.fit_coarse_head -x"}))
     (tmp_path / "results.json").write_text(json.dumps({"rows": ROWS}))
     argv = [
         "--heads",
@@ -101,8 +97,8 @@ def test_heads_only_package_carries_the_fit_provenance(tmp_path):
     noted = json.loads((package_model.main([*argv, "--note", note]) / "provenance.json").read_text())
     assert noted["notes"] == [note]
     assert noted["commands"][1].endswith(f" --note '{note}'")  # its command gives the same provenance again
-    assert prov["commands"][0] == "python training/fit_coarse_head.py -x"
-    assert prov["commands"][1].startswith("python training/package_model.py --heads ")
+    assert prov["commands"][0] == "python -m training.fit_coarse_head -x"
+    assert prov["commands"][1].startswith("python -m training.package_model --heads ")
     with pytest.raises(SystemExit):  # neither an adapter nor heads
         package_model.main(["--results", str(tmp_path / "results.json"), "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="holds no coarse_heads"):

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import make_encoder
 
 from adaptive_retrieval import Encoder
+from tests.helpers import make_encoder
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

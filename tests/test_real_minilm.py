@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_encoder import LayerCounter
 
 from adaptive_retrieval import Encoder, Retriever
+from tests.helpers import LayerCounter
 
 TEXTS = [
     "Vitamin D supplementation reduces the risk of hip fracture in elderly women.",
@@ -57,9 +57,8 @@ def test_real_search_runs_each_layer_once_and_finds_the_right_document(minilm):
 
 
 def test_projected_queries_find_more_of_the_fine_top_10_and_run_each_layer_once(minilm):
-    from conftest import random_texts
-
     from adaptive_retrieval.adapt import pseudo_query
+    from tests.helpers import random_texts
 
     texts = random_texts(300, seed=3)
     r = Retriever.build(texts, coarse=(2, 32), fine=(6, 384), model=minilm, candidates=20)
@@ -78,7 +77,7 @@ def test_projected_queries_find_more_of_the_fine_top_10_and_run_each_layer_once(
 
 
 def test_int8_queries_approximate_float32_and_leave_the_index_alone(minilm):
-    from conftest import random_texts
+    from tests.helpers import random_texts
 
     texts = random_texts(200, seed=5)
     r = Retriever.build(texts, coarse=(2, 32), fine=(6, 384), model=minilm, candidates=50)

@@ -6,16 +6,9 @@ import sys
 import faiss
 import numpy as np
 import pytest
-from conftest import random_texts
-from test_encoder import LayerCounter
 
 from adaptive_retrieval import Hit, Retriever, SearchTimings
-
-QUERIES = [
-    "vitamin bone fracture risk",
-    "immune response to virus infection",
-    "gene expression in cancer cells",
-]
+from tests.helpers import QUERIES, LayerCounter, random_texts
 
 
 @pytest.fixture(scope="module")

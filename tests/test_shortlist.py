@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import random_texts
 
 from adaptive_retrieval import Retriever, SearchTimings
 from adaptive_retrieval.shortlist import (
@@ -16,6 +15,7 @@ from adaptive_retrieval.shortlist import (
     patient_sizes,
     settled,
 )
+from tests.helpers import random_texts
 
 
 def test_a_top_k_is_settled_when_nothing_entered_it_for_patience_places():

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_encoder, random_texts
 
 from adaptive_retrieval import Retriever
 from adaptive_retrieval import storage as storage_module
 from adaptive_retrieval.index import FineStore, mapping_of
+from tests.helpers import make_encoder, random_texts
 
 QUERY = "vitamin bone fracture risk"
 

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_texts
-from test_retriever import QUERIES
 
 from adaptive_retrieval import Retriever
 from adaptive_retrieval.index import CoarseIndex, CoarseSpill, FineStore, mapping_of
-
-
-def stream(corpus, fail_after=None):
-    """The corpus as a generator of (id, text) pairs, optionally raising after ``fail_after`` pairs."""
-    for i, text in enumerate(corpus):
-        if fail_after is not None and i == fail_after:
-            raise KeyboardInterrupt("simulated interruption")
-        yield f"d{i}", text
+from tests.helpers import QUERIES, random_texts, stream
 
 
 def test_on_disk_fine_store_is_a_growing_npy_and_rolls_back(tmp_path):

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_model, make_tokenizer, random_texts
-from sts_eval import evaluate_model, main
 
 from adaptive_retrieval import View
 from adaptive_retrieval.sts import STS_YEARS, read_all, read_sick, read_stsb
+from evals.sts_eval import evaluate_model, main
+from tests.helpers import make_model, make_tokenizer, random_texts
 
 KNOWN = View(12, 32)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from beir_eval import load_beir
-from conftest import make_model, make_tokenizer
-from make_datasets import paraphrase_beir, paraphrase_set, parse_page, write_beir
-from suite import main
-from test_beir_eval import write_dataset
+
+from evals.beir_eval import load_beir
+from evals.make_datasets import paraphrase_beir, paraphrase_set, parse_page, write_beir
+from evals.suite import main
+from tests.helpers import make_model, make_tokenizer, write_dataset
 
 RENDERED = """open(2)        System Calls Manual        open(2)
 

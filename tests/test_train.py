@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_model, make_tokenizer, random_texts
 
 from adaptive_retrieval import Encoder
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-from data import dev_query_ids, scifact_train
-from train import main, schedule
+from tests.helpers import make_model, make_tokenizer, random_texts
+from training.data import dev_query_ids, scifact_train
+from training.train import main, schedule
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +138,14 @@ def test_dev_split_is_held_out_and_scored_by_beir_eval(setup, tmp_path):
     }
     assert not {corpus_q[q] for q in dev} & train_queries
     assert corpus_q["999"] not in train_queries
-    from beir_eval import load_split
+    from evals.beir_eval import load_split
 
     _, queries, qrels = load_split(root / "data", "scifact", "dev", dev_fraction=0.2, dev_seed=0)
     assert sorted(queries) == sorted(dev) and sorted(qrels) == sorted(dev)
 
 
 def test_beir_eval_refuses_a_dev_split_the_model_trained_on(setup, tmp_path):
-    from beir_eval import check_dev_split, held_out_ids
+    from evals.beir_eval import check_dev_split, held_out_ids
 
     trained = run(setup, tmp_path / "run")  # --seed 42, --dev-fraction 0.1: one of the 10 queries held out
     held = held_out_ids(str(trained))

@@ -6,7 +6,7 @@ side gets a warmer machine. Both draw one layer and one matryoshka dim per step 
 ours runs one staged forward pass and pools every layer, theirs runs the model with all hidden states.
 Prints the median step time of each and the ratio ours / theirs (target <= 1.0).
 
-    python benchmarks/bench_train_step.py --model minilm-l6 --steps 5 --batch-size 32
+    python -m training.bench_train_step --model minilm-l6 --steps 5 --batch-size 32
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 import torch
-from data import scifact_titles
-from train import StagedForward, schedule
 
 from adaptive_retrieval import Encoder
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.losses import TwoDMatryoshkaLoss, default_dims
 from adaptive_retrieval.models import resolve_model_path
 from adaptive_retrieval.reporting import machine_line as machine
+from training.data import scifact_titles
+from training.train import StagedForward, schedule
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Fit linear coarse heads on a frozen encoder: the cheapest honest alternative to 2DMSE training, and
 the finishing step on top of it.
 
-    python training/fit_coarse_head.py --base mpnet-base --layers 2 4 6 8 --out runs/mpnet-heads
+    python -m training.fit_coarse_head --base mpnet-base --layers 2 4 6 8 --out runs/mpnet-heads
 
 A head maps a coarse layer's pooled state to the fine view's coordinates, so that the coarse view
 ``(layer, d)`` (the head's output cut to d dims) ranks documents as the fine view does. Two stages:
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> Path:
             )
         )
     provenance = {
-        "command": "python training/fit_coarse_head.py "
+        "command": "python -m training.fit_coarse_head "
         + shlex.join(argv if argv is not None else sys.argv[1:]),
         "base_model": args.base,
         "base_weights_fingerprint": encoder.weights_fingerprint,

@@ -1,8 +1,8 @@
 """Package a trained LoRA adapter and/or coarse heads as a small artifact with its provenance.
 
-    python training/package_model.py --run runs/mpnet-2dmse-lora --heads runs/mpnet-2dmse-heads \
+    python -m training.package_model --run runs/mpnet-2dmse-lora --heads runs/mpnet-2dmse-heads \
         --results results/scifact-2dmse-heads/results.json --out adaptive_retrieval/trained/mpnet-base-2dmse
-    python training/package_model.py --heads runs/mpnet-base-heads-distil \
+    python -m training.package_model --heads runs/mpnet-base-heads-distil \
         --results results/scifact-heads-distil/results.json --out adaptive_retrieval/trained/mpnet-base-heads
 
 Copies ``adapter_config.json`` and ``adapter_model.safetensors`` from ``RUN/adapter`` and
@@ -25,7 +25,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from train import DEFAULT_DATA_DIR
+from training.train import DEFAULT_DATA_DIR
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 HEADS_FILE = "coarse_heads.safetensors"
@@ -41,7 +41,7 @@ KEY_ROWS = (
 def train_command(run: Path) -> str:
     """The ``training/train.py`` command of a run, rebuilt from its ``run_args.json``."""
     args = json.loads((run / "run_args.json").read_text())
-    parts = ["python training/train.py"]
+    parts = ["python -m training.train"]
     for key, value in args.items():
         flag = "--" + key.replace("_", "-")
         if key in ("resume",) or value in ("None", "False"):
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> Path:
     if args.run is None and args.heads is None:
         ap.error("give --run (a LoRA adapter), --heads (coarse heads), or both")
     if args.heads and not (args.heads / HEADS_FILE).is_file():
-        raise SystemExit(f"{args.heads} holds no {HEADS_FILE}; fit it with training/fit_coarse_head.py")
+        raise SystemExit(
+            f"{args.heads} holds no {HEADS_FILE}; fit it with python -m training.fit_coarse_head"
+        )
     if args.run:
         adapter = args.run / "adapter"
         missing = [str(adapter / f) for f in ADAPTER_FILES if not (adapter / f).is_file()]
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> Path:
         provenance["commands"].append(heads["command"])
         provenance["heads"] = heads
     provenance["commands"].append(
-        "python training/package_model.py"
+        "python -m training.package_model"
         + (f" --run {args.run}" if args.run else "")
         + (f" --heads {args.heads}" if args.heads else "")
         + f" --results {args.results} --out {args.out}"

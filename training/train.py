@@ -1,10 +1,10 @@
 """Train an encoder with the 2DMSE objective (or an ablation), on CPU, one GPU, or many.
 
-    python training/train.py --base mpnet-base --objective 2dmse --data scifact-train scifact-titles \\
+    python -m training.train --base mpnet-base --objective 2dmse --data scifact-train scifact-titles \\
         --steps 1000 --batch-size 32 --lr 2e-5 --lora --out runs/mpnet-2dmse
-    python training/train.py ... --resume            # continue from the last checkpoint in --out
-    python training/train.py ... --objective st-matryoshka2d   # the peer: sentence-transformers' loss
-    accelerate launch training/train.py ...          # several GPUs or nodes: the same script
+    python -m training.train ... --resume            # continue from the last checkpoint in --out
+    python -m training.train ... --objective st-matryoshka2d   # the peer: sentence-transformers' loss
+    accelerate launch -m training.train ...          # several GPUs or nodes: the same script
 
 Each step takes one batch of pairs from one recipe (recipes are mixed in proportion to their size),
 runs ONE staged forward pass over both sides, pools every layer, and feeds the loss
@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from data import PairSet, load_recipes
 from torch import nn
 
 from adaptive_retrieval import Encoder
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.losses import OBJECTIVES, TwoDMatryoshkaLoss
 from adaptive_retrieval.models import write_sentence_transformers_config
+from training.data import PairSet, load_recipes
 
 #: The peer objective: sentence-transformers' Matryoshka2dLoss (MultipleNegativesRankingLoss inside) run by
 #: this same script, on the same model object, batches, LoRA, optimizer, schedule and seed.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from adaptive_retrieval import Encoder
+from .encoder import Encoder
 
 
 def encoder_flops(encoder: Encoder, n_tokens: int, layers: int) -> float:

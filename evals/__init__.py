@@ -1,0 +1,1 @@
+"""Evaluation scripts: run from the repository root as ``python -m evals.<name>``."""

@@ -1,0 +1,1 @@
+"""Training scripts: run from the repository root as ``python -m training.<name>``."""
