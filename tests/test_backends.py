@@ -11,12 +11,12 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import make_model, make_tokenizer, random_texts
-from test_retriever import QUERIES
-from test_streaming import stream
 
 from adaptive_retrieval import Encoder, Retriever
-from adaptive_retrieval.backends import KeyedRows, point_key, point_uuid
+from adaptive_retrieval.backends import FaissOptions, point_key, point_uuid
+from adaptive_retrieval.errors import CorpusError
+from adaptive_retrieval.ids import IdMap
+from tests.helpers import QUERIES, make_model, make_tokenizer, random_texts, stream
 
 ENGINES = ("qdrant", "milvus")
 VIEWS = dict(coarse=(3, 8), fine=(12, 32), candidates=10)
@@ -98,7 +98,7 @@ def test_every_engine_returns_the_faiss_hits_and_reopens_from_a_fresh_process(
     coarse_q = r.project(fine_q)
     generic = super(type(r.backend), r.backend).search(coarse_q, fine_q, 5, 10)
     if engine == "milvus":  # its default re-ranks the fetched shortlist here; also the server-side way
-        r.backend.rerank = "server"
+        r.backend.rerank_at = "server"
     own = r.backend.search(coarse_q, fine_q, 5, 10)
     np.testing.assert_array_equal(own[1], generic[1])
     np.testing.assert_allclose(own[0], generic[0], atol=1e-5)
@@ -188,9 +188,11 @@ def test_a_failed_build_removes_its_collection(engine, tiny_encoder, tmp_path):
     ("kwargs", "match"),
     [
         ({"backend": "elastic"}, "backend='elastic' is not known; choose one of faiss, qdrant, milvus"),
-        ({"backend_options": {"path": "x"}}, "backend_options apply to backend='qdrant' or 'milvus'"),
-        ({"backend": "qdrant", "fine_path": "f.npy"}, "fine_path applies to the FAISS backend"),
-        ({"backend": "qdrant", "index": "HNSW32"}, "is a FAISS factory string; qdrant takes"),
+        ({"backend_options": {"path": "x"}}, "backend 'faiss' takes no option 'path'; known: index"),
+        ({"backend": "qdrant", "fine_path": "f.npy"}, "fine_path= applies to the FAISS backend"),
+        ({"backend": "qdrant", "index": "HNSW32"}, "index= applies to the FAISS backend; qdrant takes"),
+        ({"backend": FaissOptions(), "index": "HNSW32"}, "backend= is already an options object"),
+        ({"backend": 3}, "backend must be an engine's name"),
         ({"backend": "milvus"}, "backend='milvus' needs backend_options uri="),
     ],
 )
@@ -207,17 +209,30 @@ def test_an_in_memory_collection_cannot_be_saved(tiny_encoder, tmp_path):
     assert not (tmp_path / "idx").exists()
 
 
-def test_keys_are_stable_and_the_row_map_refuses_collisions():
+def test_keys_are_stable_and_the_id_map_refuses_collisions():
     assert point_key("a") == point_key("a") != point_key(1) != point_key("1")
     assert 0 <= point_key("a") < 2**63 and point_uuid(7).count("-") == 4
-    rows = KeyedRows()
-    rows.stage(0, [11, 12], ["x", "y"])
-    with pytest.raises(ValueError, match="engine key of a document already"):
-        rows.stage(2, [12], ["z"])
-    rows.commit()
-    D, I = rows.rows([[12, 99, 11]], [[0.5, 0.9, 0.5]], 4)  # 99: unknown here; equal scores: lower row first
+    keys = {"x": 11, "y": 12, "z": 12, "w": 13}  # "z" collides with "y"
+    ids = IdMap(key=keys.__getitem__)
+    assert ids.stage(["x", "y"]) == 0
+    with pytest.raises(CorpusError, match="engine key of a document already"):
+        ids.stage(["z"])
+    with pytest.raises(CorpusError, match="already in the index"):
+        ids.stage(["w", "x"])
+    assert list(ids.staged) == ["x", "y"]  # a refused stage leaves nothing of its ids
+    ids.commit()
+    assert len(ids) == 2 and ids.row("y") == 1 and ids.key_of(1) == 12 and ids.row_of_key(99) is None
+    assert ids.stage(["w"]) == 2 and ids.tail_keys(1) == [12, 13] and ids.tail(1) == ["y", "w"]
+    ids.rollback()
+    assert len(ids) == 2 and not ids.staged and "w" not in ids
+
+
+def test_keyed_answers_become_rows_unknown_keys_left_out_and_ties_to_the_lower_row(tiny_encoder):
+    pytest.importorskip("qdrant_client")
+    r = Retriever.build(random_texts(3, seed=7), model=tiny_encoder, backend="qdrant", adapt=False, **VIEWS)
+    k0, k1 = r.ids.key_of(0), r.ids.key_of(1)
+    D, I = r.backend.rows_of([[k1, "unknown", k0]], [[0.5, 0.9, 0.5]], 4)
     assert I.tolist() == [[0, 1, -1, -1]] and D[0, :2].tolist() == [0.5, 0.5]
-    assert rows.rollback(1) == [12] and len(rows) == 1
 
 
 def test_rows_an_add_has_not_committed_are_neither_found_nor_saved(tiny_encoder, tmp_path):
@@ -383,12 +398,11 @@ def test_an_add_failing_after_its_commit_record_leaves_no_record(engine, tiny_en
     r = engine_retriever(engine, tiny_encoder, tmp_path, "late", random_texts(8, seed=11))
     records = r.backend._committed_tokens()
     assert len(records) == 1  # the build's add
-    rows = r.backend.rows
 
     def refuse() -> None:
         raise RuntimeError("made to fail after the record")
 
-    monkeypatch.setattr(rows, "commit", refuse)
+    monkeypatch.setattr(r.ids, "commit", refuse)  # the last step of a commit: the rows made visible
     with pytest.raises(RuntimeError, match="after the record"):
         r.add(random_texts(5, seed=12))
     monkeypatch.undo()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_model, make_tokenizer, random_texts
 
 from adaptive_retrieval import Encoder, Retriever
+from tests.helpers import make_model, make_tokenizer, random_texts
 
 ray = pytest.importorskip("ray")
 
@@ -46,7 +46,7 @@ def test_ray_encoding_builds_the_same_index_as_build(local_ray, tmp_path):
     direct = Retriever.build(
         dict(zip(ids, texts)), coarse=(2, 8), fine=(4, 32), model=encoder, fine_dtype="float32"
     )
-    order = [via_ray._rows[d] for d in direct.doc_ids]  # Ray may hand batches back in any order
+    order = [via_ray.ids.row(d) for d in direct.doc_ids]  # Ray may hand batches back in any order
     np.testing.assert_allclose(
         via_ray.backend.fine_store.vectors[order], direct.backend.fine_store.vectors, atol=1e-5
     )

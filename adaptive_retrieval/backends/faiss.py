@@ -9,18 +9,56 @@ HNSW, is staged in a copy swapped in when whole).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..corpus import DocId
-from ..index import CoarseIndex, CoarseSpill, FineStore
-from . import Backend, FileWriter, _clock
+from ..errors import InvalidArgument, InvalidArgumentType
+from ..index import FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
+from ..storage import extra_writers, read_data_files
+from .base import Backend, EngineOptions, FileWriter
 
 _FILL_ROWS = 16_384  # rows read from the spill at a time into a new Flat shard (4 MB at 64 dims)
+
+
+@dataclasses.dataclass
+class FaissOptions(EngineOptions):
+    """The FAISS engine's build options (``Retriever.build(backend=FaissOptions(index="HNSW32"))``).
+
+    Args:
+        index: FAISS factory string for the coarse index (``"Flat"``, ``"HNSW32"``, ``"IVF1024,PQ16"``...),
+            inner product.
+        fine_dtype: ``"float16"`` (half the memory) or ``"float32"``: how the fine vectors are stored.
+        fine_path: a new ``.npy`` file to hold the fine vectors as they are encoded (default: in RAM;
+            saved, they are memory-mapped either way).
+        train_size: how many coarse vectors, drawn at random, train an index that needs training.
+    """
+
+    engine: ClassVar[str] = "faiss"
+    index: str = "Flat"
+    fine_dtype: str = "float16"
+    fine_path: str | Path | None = None
+    train_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, str) or not self.index.strip():
+            raise InvalidArgumentType(
+                f"index must be a FAISS factory string such as 'Flat', got {self.index!r}"
+            )
+        if self.fine_dtype not in FINE_DTYPES:
+            raise InvalidArgument(
+                f"fine_dtype={self.fine_dtype!r} is not supported; choose one of {FINE_DTYPES}"
+            )
+        if (
+            isinstance(self.train_size, bool)
+            or not isinstance(self.train_size, (int, np.integer))
+            or self.train_size < 1
+        ):
+            raise InvalidArgument(f"train_size must be a positive int, got {self.train_size!r}")
 
 
 class FaissBackend(Backend):
@@ -29,6 +67,7 @@ class FaissBackend(Backend):
     ``train_size``: how many coarse vectors, drawn at random, train an index that needs training."""
 
     name = "faiss"
+    Options = FaissOptions
 
     def __init__(
         self, coarse_index: CoarseIndex, fine_store: FineStore, *, train_size: int = 100_000
@@ -40,34 +79,26 @@ class FaissBackend(Backend):
         self._spill: CoarseSpill | None = None
 
     @classmethod
-    def create(
-        cls,
-        coarse_dim: int,
-        fine_dim: int,
-        *,
-        index: str = "Flat",
-        fine_dtype: str = "float16",
-        fine_path: str | Path | None = None,
-        train_size: int = 100_000,
-    ) -> FaissBackend:
-        """An empty backend: a coarse index from the FAISS factory string ``index``, and a fine store
-        in RAM or (``fine_path``) in a new ``.npy`` file."""
-        coarse_index = CoarseIndex(coarse_dim, index)
+    def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> FaissBackend:
+        """An empty backend: a coarse index from the FAISS factory string ``options.index``, and a fine
+        store in RAM or (``options.fine_path``) in a new ``.npy`` file."""
+        assert isinstance(options, FaissOptions)
+        coarse_index = CoarseIndex(coarse_dim, options.index)
         fine_store = (
-            FineStore.empty(fine_dim, fine_dtype)
-            if fine_path is None
-            else FineStore.on_disk(fine_path, fine_dim, fine_dtype)
+            FineStore.empty(fine_dim, options.fine_dtype)
+            if options.fine_path is None
+            else FineStore.on_disk(options.fine_path, fine_dim, options.fine_dtype)
         )
-        return cls(coarse_index, fine_store, train_size=train_size)
+        return cls(coarse_index, fine_store, train_size=options.train_size)
 
     @classmethod
     def open(
-        cls, path: Path, manifest: dict[str, Any], *, verify: bool | str = True, mmap: bool = True
+        cls, directory: Path, manifest: dict[str, Any], *, verify: bool | str = True, mmap: bool = True
     ) -> tuple[FaissBackend, list[DocId]]:
-        from ..storage import read_data_files
-
-        coarse_index, fine_store, doc_ids = read_data_files(path, manifest, verify=verify, mmap=mmap)
-        train_size = manifest["backend"].get("train_size", 100_000)
+        """The coarse index, fine store and ids saved in ``directory`` (``mmap``: the fine store
+        memory-mapped; ``verify``: as :func:`adaptive_retrieval.storage.verify_files`)."""
+        coarse_index, fine_store, doc_ids = read_data_files(directory, manifest, verify=verify, mmap=mmap)
+        train_size = manifest["backend"].get("train_size", FaissOptions.train_size)
         return cls(coarse_index, fine_store, train_size=train_size), doc_ids
 
     def __len__(self) -> int:
@@ -131,7 +162,7 @@ class FaissBackend(Backend):
         finally:
             spill.close()
 
-    def rollback(self, start: int) -> None:
+    def rollback(self, start: int, committed: bool = False) -> None:
         self._prepared = None
         if self._spill is not None:
             self._spill.close()
@@ -150,24 +181,6 @@ class FaissBackend(Backend):
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.fine_store.search_exact(fine_q, k, rows=len(self))  # committed rows only
 
-    def search(
-        self,
-        coarse_q: np.ndarray,
-        fine_q: np.ndarray,
-        k: int,
-        shortlist: int,
-        *,
-        params: Any = None,
-        patience: int | None = None,
-        seconds: dict[str, float] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        t0 = time.perf_counter()
-        _, cand = self.coarse_index.search(coarse_q, shortlist, params=params)
-        t1 = time.perf_counter()
-        found = self.fine_store.rerank_with_fallback(fine_q, cand, k, patience=patience, rows=len(self))
-        _clock(seconds, t0, t1)
-        return found
-
     def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
         """FAISS's per-call parameters (``nprobe``, ``efSearch``, ``k_factor``, ``max_codes``); an
         HNSW index given a calibrated ``depth`` searches with ``efSearch`` at least that (FAISS's HNSW
@@ -181,10 +194,8 @@ class FaissBackend(Backend):
     def set_knobs(self, **knobs: Any) -> None:
         self.coarse_index.set_knobs(**knobs)
 
-    def files(self, doc_ids: list[DocId]) -> dict[str, FileWriter]:
+    def files(self) -> dict[str, FileWriter]:
         """The coarse index, the fine store and the document ids (the id list lives here, with them)."""
-        from ..storage import extra_writers
-
         committed = len(self)  # the fine store may hold an add's rows not yet committed
         coarse = self.coarse_index
         shards = {
@@ -194,7 +205,7 @@ class FaissBackend(Backend):
         return {
             **shards,  # a Flat index grown in shards: one file per shard
             "fine": ("npy", lambda path: self.fine_store.save(path, rows=committed)),
-            **extra_writers(doc_ids, None, None),
+            **extra_writers(list(self.ids.ids), None, None),
         }
 
     def manifest(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ crosses the network (100 x 384 float32: 150 KB a query), measure ``"server"`` to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,20 +32,20 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..corpus import DocId
-from . import COMMITS_SUFFIX, KeyedBackend, KeyedRows, _clock, point_key
+from ..errors import CorpusError, EngineError, IndexConflict, InvalidArgument
+from .base import EngineOptions, clock
+from .keyed import COMMITS_SUFFIX, KeyedBackend, point_key
 
 try:
     from pymilvus import DataType, MilvusClient
-except ImportError as err:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "backend='milvus' needs pymilvus (and milvus-lite for a local file): "
-        "pip install 'adaptive-retrieval[milvus]'"
-    ) from err
+except ImportError:  # pragma: no cover - depends on the installation
+    DataType = MilvusClient = None
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,34 @@ _TOKEN_CHARS = 32  # an add token: a uuid4's hex
 #: can then open it).
 _LITE_USERS: dict[str, int] = {}
 _LITE_GUARD = threading.Lock()
+
+
+@dataclasses.dataclass
+class MilvusOptions(EngineOptions):
+    """A Milvus collection's build options (``Retriever.build(backend=MilvusOptions(uri=...))``).
+
+    Args:
+        uri: a file path ending in ``.db`` (Milvus Lite) or a server URI (``http://host:19530``);
+            required unless ``client`` is given.
+        token: a server's credentials (``"user:password"`` or an API key).
+        collection: the collection name (default: a new unique name); an existing one is refused
+            (reopen one with ``Retriever.load`` of the directory its retriever was saved to).
+        client: a ready ``pymilvus.MilvusClient`` (instead of ``uri``).
+        coarse_index: the coarse vectors' Milvus index type (``"FLAT"``, ``"HNSW"``, ``"IVF_FLAT"``...)
+            and ``coarse_index_params`` its build parameters (e.g. ``{"M": 16, "efConstruction": 200}``).
+        rerank: ``"fetch"`` or ``"server"``: where a shortlist is re-ranked (see the module docstring).
+        upload_batch: entities per insert request.
+    """
+
+    engine: ClassVar[str] = "milvus"
+    uri: str | None = None
+    token: str | None = None
+    collection: str | None = None
+    client: Any = None
+    coarse_index: str = "FLAT"
+    coarse_index_params: dict[str, Any] | None = None
+    rerank: str = "fetch"
+    upload_batch: int = 1000
 
 
 def _is_lite(uri: str) -> bool:
@@ -92,22 +121,12 @@ def _key(hit: Any) -> int:
 
 
 class MilvusBackend(KeyedBackend):
-    """A Milvus collection holding a retriever's two views; see the module docstring.
-
-    Args:
-        coarse_dim, fine_dim: the views' dimensions.
-        uri: a file path ending in ``.db`` (Milvus Lite) or a server URI (``http://host:19530``).
-        token: a server's credentials (``"user:password"`` or an API key).
-        collection: the collection name (default: a new unique name); an existing one is refused
-            (reopen one with ``Retriever.load`` of the directory its retriever was saved to).
-        client: a ready ``pymilvus.MilvusClient`` (instead of ``uri``).
-        coarse_index: the coarse vectors' Milvus index type (``"FLAT"``, ``"HNSW"``, ``"IVF_FLAT"``...)
-            and ``coarse_index_params`` its build parameters (e.g. ``{"M": 16, "efConstruction": 200}``).
-        rerank: ``"fetch"`` or ``"server"``: where a shortlist is re-ranked (see the module docstring).
-        upload_batch: entities per insert request.
-    """
+    """A Milvus collection holding a retriever's two views; see the module docstring and
+    :class:`MilvusOptions` for the arguments (``coarse_dim``, ``fine_dim``: the views' dimensions)."""
 
     name = "milvus"
+    Options = MilvusOptions
+    key = staticmethod(point_key)
     _MAX_LIMIT = 16_384  # Milvus's largest topk
 
     def __init__(
@@ -125,16 +144,21 @@ class MilvusBackend(KeyedBackend):
         upload_batch: int = 1000,
         _existing: bool = False,
     ) -> None:
+        if MilvusClient is None:
+            raise ImportError(
+                "backend='milvus' needs pymilvus (and milvus-lite for a local file): "
+                "pip install 'adaptive-retrieval[milvus]'"
+            )
         if rerank not in ("fetch", "server"):
-            raise ValueError(f"rerank={rerank!r}: choose 'fetch' (the default) or 'server'")
-        self.rerank = rerank
+            raise InvalidArgument(f"rerank={rerank!r}: choose 'fetch' (the default) or 'server'")
+        self.rerank_at = rerank  # where a shortlist is re-ranked: "fetch" or "server"
         if client is None and not uri:
-            raise ValueError(
+            raise InvalidArgument(
                 "backend='milvus' needs backend_options uri=...: a file path such as './index.db' (Milvus "
                 "Lite, embedded) or a server URI such as 'http://localhost:19530'"
             )
         if client is not None and uri is not None:
-            raise ValueError("give backend_options client= or uri=, not both")
+            raise InvalidArgument("give backend_options client= or uri=, not both")
         self._own_client = client is None
         self.uri = None if client is not None else str(uri)
         self.client = client if client is not None else MilvusClient(self.uri, token=token or "")
@@ -143,14 +167,13 @@ class MilvusBackend(KeyedBackend):
         self.collection = collection or f"adaptive_retrieval_{uuid.uuid4().hex[:8]}"
         self.commits = self.collection + COMMITS_SUFFIX
         self.upload_batch = upload_batch
-        self.rows = KeyedRows()
         self._created = False
         self._coarse_index: str | None = None if _existing else coarse_index.upper()
         if _existing:
             return
         if self.client.has_collection(self.collection):
             self.close()
-            raise ValueError(
+            raise IndexConflict(
                 f"Milvus collection {self.collection!r} already exists; choose another collection= name, "
                 "or reopen it with Retriever.load of the directory its retriever was saved to"
             )
@@ -174,7 +197,7 @@ class MilvusBackend(KeyedBackend):
         elif {f["name"] for f in self.client.describe_collection(self.commits)["fields"]} != {"token", "v"}:
             self.client.drop_collection(self.collection)
             self.close()
-            raise ValueError(
+            raise IndexConflict(
                 f"Milvus collection {self.commits!r} exists and is not this library's record of commits; "
                 f"choose another collection= name than {self.collection!r}"
             )
@@ -191,9 +214,13 @@ class MilvusBackend(KeyedBackend):
         )
 
     @classmethod
+    def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> MilvusBackend:
+        return cls(coarse_dim, fine_dim, **options.as_kwargs())
+
+    @classmethod
     def open(
         cls,
-        entry: dict[str, Any],
+        directory: Path,
         manifest: dict[str, Any],
         *,
         uri: str | None = None,
@@ -204,7 +231,8 @@ class MilvusBackend(KeyedBackend):
     ) -> tuple[MilvusBackend, list[DocId]]:
         """Reattach to the collection ``entry`` names (at the saved ``uri``, or ``uri`` / ``client``
         given here). Every entity of a committed add becomes a row, in the order the engine lists them;
-        ``drop_uncommitted`` deletes the others (see :meth:`KeyedBackend._adopt`)."""
+        ``drop_uncommitted`` deletes the others (see :meth:`KeyedBackend.adopt`)."""
+        entry = manifest["backend"]
         if client is None and uri is None:
             uri = entry.get("uri")
         backend = cls(
@@ -219,7 +247,7 @@ class MilvusBackend(KeyedBackend):
         )
         if not backend.client.has_collection(backend.collection):
             backend.close()
-            raise ValueError(
+            raise EngineError(
                 f"Milvus collection {entry['collection']!r} does not exist (any more) at {uri!r}"
             )
         try:
@@ -240,8 +268,8 @@ class MilvusBackend(KeyedBackend):
                 token = e.get("add") or None
                 tokens.append(None if token is None or token in committed else token)
             if not backend._records_commits:
-                return backend, backend._adopt(keys, doc_ids)
-            return backend, backend._adopt(keys, doc_ids, tokens, drop_uncommitted)
+                return backend, backend.adopt(keys, doc_ids)
+            return backend, backend.adopt(keys, doc_ids, tokens, drop_uncommitted)
         except BaseException:
             backend.close()
             raise
@@ -276,14 +304,12 @@ class MilvusBackend(KeyedBackend):
         names = [json.dumps(d) for d in doc_ids]
         long = next((d for d, n in zip(doc_ids, names) if len(n) > _MAX_ID_CHARS), None)
         if long is not None:
-            raise ValueError(
+            raise CorpusError(
                 f"document id {long!r:.80} is longer than Milvus stores ({_MAX_ID_CHARS} characters)"
             )
         keys = [point_key(d) for d in doc_ids]
-        self._refuse_present(keys, doc_ids)
-        token = self._token()
+        token = self._stage(keys, doc_ids)
         extra = {} if token is None else {"add": token}
-        self.rows.stage(first_row, keys, doc_ids)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
         for start in range(0, len(keys), self.upload_batch):
@@ -330,7 +356,7 @@ class MilvusBackend(KeyedBackend):
         return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
     def _ask(self, field: str, params: Any = None) -> Any:
-        """``ask(vectors, limit)`` for :meth:`KeyedBackend._known`: one batched search."""
+        """``ask(vectors, limit)`` for :meth:`KeyedBackend.known_rows`: one batched search."""
 
         def ask(vectors: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
             results = self._search(vectors, field, limit, params)
@@ -343,14 +369,14 @@ class MilvusBackend(KeyedBackend):
     def coarse_search(
         self, coarse_q: np.ndarray, depth: int, params: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self._known(self._ask("coarse", params), coarse_q, depth)
+        return self.known_rows(self._ask("coarse", params), coarse_q, depth)
 
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         got = self.client.get(self.collection, ids=keys, output_fields=["fine"])
         return {int(e["key"]): np.asarray(e["fine"], dtype=np.float32) for e in got}
 
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._known(self._ask("fine"), fine_q, k)
+        return self.known_rows(self._ask("fine"), fine_q, k)
 
     def search(
         self,
@@ -366,7 +392,7 @@ class MilvusBackend(KeyedBackend):
         """Coarse search (one batched request), then each query's shortlist re-ranked: fetched and
         scored here (``rerank="fetch"``, and any patient shortlist: the generic form), or by a fine
         search filtered to it, server-side (``rerank="server"``)."""
-        if patience is not None or self.rerank == "fetch" or self._foreign():
+        if patience is not None or self.rerank_at == "fetch" or self._foreign():
             return super().search(
                 coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
             )
@@ -383,18 +409,18 @@ class MilvusBackend(KeyedBackend):
             fine = self._search(f[None], "fine", k, filter=f"key in {listed}")[0]
             keys.append([_key(h) for h in fine])
             scores.append([h["distance"] for h in fine])
-        D, I = self.rows.rows(keys, scores, k)
-        D, I, fallbacks = self._fallback(fine_q, k, D, I)
-        _clock(seconds, t0, t1)
+        D, I = self.rows_of(keys, scores, k)
+        D, I, fallbacks = self.fallback(fine_q, k, D, I)
+        clock(seconds, t0, t1)
         return D, I, fallbacks, np.array([len(h) for h in coarse], dtype=np.int64)
 
     def search_parameters(self, depth: int | None = None, **knobs: Any) -> dict[str, Any] | None:
         """Per-call search parameters of the coarse index: ``ef`` (HNSW), ``nprobe`` (IVF)."""
         for name, value in knobs.items():
             if name not in _KNOBS:
-                raise ValueError(f"unknown Milvus search parameter {name!r}; known: {', '.join(_KNOBS)}")
+                raise InvalidArgument(f"unknown Milvus search parameter {name!r}; known: {', '.join(_KNOBS)}")
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"search parameter {name} must be an int >= 1, got {value!r}")
+                raise InvalidArgument(f"search parameter {name} must be an int >= 1, got {value!r}")
         params = {name: int(value) for name, value in knobs.items()}
         if depth is not None and "ef" not in params and self._coarse_type().startswith("HNSW"):
             # HNSW explores max(ef, limit) entities: a calibrated shortlist shorter than its depth
@@ -411,12 +437,12 @@ class MilvusBackend(KeyedBackend):
 
     def manifest(self) -> dict[str, Any]:
         if self.uri is None:
-            raise ValueError(
+            raise InvalidArgument(
                 "this retriever's Milvus client was passed in, so its URI is unknown here; save() records "
                 "where the collection lives: build with backend_options uri=... to save and reopen it"
             )
         uri = os.path.abspath(self.uri) if _is_lite(self.uri) else self.uri  # loadable from any folder
-        return {"name": self.name, "collection": self.collection, "uri": uri, "rerank": self.rerank}
+        return {"name": self.name, "collection": self.collection, "uri": uri, "rerank": self.rerank_at}
 
     def discard(self) -> None:
         if self._created:

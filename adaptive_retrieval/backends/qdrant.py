@@ -22,42 +22,34 @@ run on it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..corpus import DocId
-from . import COMMITS_SUFFIX, KeyedBackend, KeyedRows, _clock, point_uuid
+from ..errors import EngineError, IndexConflict, InvalidArgument
+from .base import EngineOptions, clock
+from .keyed import COMMITS_SUFFIX, KeyedBackend, point_uuid
 
 try:
     from qdrant_client import QdrantClient, models
-except ImportError as err:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "backend='qdrant' needs the qdrant-client package: pip install 'adaptive-retrieval[scale]'"
-    ) from err
+except ImportError:  # pragma: no cover - depends on the installation
+    QdrantClient = models = None
 
 _KNOBS = ("hnsw_ef", "exact")
 
 
-def _client(location: str | None, path: str | None, client: Any) -> tuple[Any, bool]:
-    if client is not None:
-        if location is not None or path is not None:
-            raise ValueError("give backend_options client= or location=/path=, not both")
-        return client, False
-    if location is not None and path is not None:
-        raise ValueError("give backend_options location= or path=, not both")
-    return (QdrantClient(path=path) if path is not None else QdrantClient(location or ":memory:")), True
-
-
-class QdrantBackend(KeyedBackend):
-    """A Qdrant collection holding a retriever's two views; see the module docstring.
+@dataclasses.dataclass
+class QdrantOptions(EngineOptions):
+    """A Qdrant collection's build options (``Retriever.build(backend=QdrantOptions(...))``).
 
     Args:
-        coarse_dim, fine_dim: the views' dimensions.
         location: ``":memory:"`` (default), or a server URL such as ``"http://localhost:6333"``.
         path: a folder for Qdrant's local on-disk mode (instead of ``location``).
         collection: the collection name (default: a new unique name); an existing one is refused
@@ -68,7 +60,36 @@ class QdrantBackend(KeyedBackend):
         upload_batch: points per upsert request.
     """
 
+    engine: ClassVar[str] = "qdrant"
+    location: str | None = None
+    path: str | None = None
+    collection: str | None = None
+    client: Any = None
+    hnsw: bool = True
+    upload_batch: int = 256
+
+
+def _client(location: str | None, path: str | None, client: Any) -> tuple[Any, bool]:
+    if QdrantClient is None:
+        raise ImportError(
+            "backend='qdrant' needs the qdrant-client package: pip install 'adaptive-retrieval[scale]'"
+        )
+    if client is not None:
+        if location is not None or path is not None:
+            raise InvalidArgument("give backend_options client= or location=/path=, not both")
+        return client, False
+    if location is not None and path is not None:
+        raise InvalidArgument("give backend_options location= or path=, not both")
+    return (QdrantClient(path=path) if path is not None else QdrantClient(location or ":memory:")), True
+
+
+class QdrantBackend(KeyedBackend):
+    """A Qdrant collection holding a retriever's two views; see the module docstring and
+    :class:`QdrantOptions` for the arguments (``coarse_dim``, ``fine_dim``: the views' dimensions)."""
+
     name = "qdrant"
+    Options = QdrantOptions
+    key = staticmethod(point_uuid)
 
     def __init__(
         self,
@@ -88,14 +109,13 @@ class QdrantBackend(KeyedBackend):
         self.collection = collection or f"adaptive-retrieval-{uuid.uuid4().hex[:8]}"
         self.commits = self.collection + COMMITS_SUFFIX
         self.upload_batch = upload_batch
-        self.rows = KeyedRows()
         self._search_params: dict[str, Any] = {}
         self._created = False
         if _existing:
             return
         if self.client.collection_exists(self.collection):
             self.close()
-            raise ValueError(
+            raise IndexConflict(
                 f"Qdrant collection {self.collection!r} already exists; choose another collection= name, "
                 "or reopen it with Retriever.load of the directory its retriever was saved to"
             )
@@ -118,15 +138,19 @@ class QdrantBackend(KeyedBackend):
         elif self.client.get_collection(self.commits).config.params.vectors:  # not a record of commits
             self.client.delete_collection(self.collection)
             self.close()
-            raise ValueError(
+            raise IndexConflict(
                 f"Qdrant collection {self.commits!r} exists and is not this library's record of commits "
                 f"(which has no vectors); choose another collection= name than {self.collection!r}"
             )
 
     @classmethod
+    def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> QdrantBackend:
+        return cls(coarse_dim, fine_dim, **options.as_kwargs())
+
+    @classmethod
     def open(
         cls,
-        entry: dict[str, Any],
+        directory: Path,
         manifest: dict[str, Any],
         *,
         location: str | None = None,
@@ -136,7 +160,8 @@ class QdrantBackend(KeyedBackend):
     ) -> tuple[QdrantBackend, list[DocId]]:
         """Reattach to the collection ``entry`` names (where it lives: as saved, or ``location`` /
         ``path`` / ``client`` given here). Every point of a committed add becomes a row, in point-id
-        order; ``drop_uncommitted`` deletes the others (see :meth:`KeyedBackend._adopt`)."""
+        order; ``drop_uncommitted`` deletes the others (see :meth:`KeyedBackend.adopt`)."""
+        entry = manifest["backend"]
         if client is None and location is None and path is None:
             location, path = entry.get("location"), entry.get("path")
         backend = cls(
@@ -150,7 +175,7 @@ class QdrantBackend(KeyedBackend):
         )
         if not backend.client.collection_exists(backend.collection):
             backend.close()
-            raise ValueError(f"Qdrant collection {entry['collection']!r} does not exist (any more) there")
+            raise EngineError(f"Qdrant collection {entry['collection']!r} does not exist (any more) there")
         keys: list[str] = []
         doc_ids: list[DocId] = []
         tokens: list[str | None] = []
@@ -164,8 +189,8 @@ class QdrantBackend(KeyedBackend):
                 token = p.payload.get("add")
                 tokens.append(None if token is None or token in committed else token)
             if not backend._records_commits:  # an older collection: every point, as then
-                return backend, backend._adopt(keys, doc_ids)
-            return backend, backend._adopt(keys, doc_ids, tokens, drop_uncommitted)
+                return backend, backend.adopt(keys, doc_ids)
+            return backend, backend.adopt(keys, doc_ids, tokens, drop_uncommitted)
         except BaseException:
             backend.close()
             raise
@@ -183,9 +208,7 @@ class QdrantBackend(KeyedBackend):
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
         keys = [point_uuid(d) for d in doc_ids]
-        self._refuse_present(keys, doc_ids)
-        token = self._token()
-        self.rows.stage(first_row, keys, doc_ids)
+        token = self._stage(keys, doc_ids)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
         for start in range(0, len(coarse), self.upload_batch):
@@ -225,7 +248,7 @@ class QdrantBackend(KeyedBackend):
         self.client.delete(self.collection, points_selector=models.PointIdsList(points=keys), wait=True)
 
     def _ask(self, using: str, params: Any = None) -> Any:
-        """``ask(vectors, limit)`` for :meth:`KeyedBackend._known`: a batch of nearest-point queries."""
+        """``ask(vectors, limit)`` for :meth:`KeyedBackend.known_rows`: a batch of nearest-point queries."""
 
         def ask(vectors: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
             requests = [
@@ -239,14 +262,14 @@ class QdrantBackend(KeyedBackend):
     def coarse_search(
         self, coarse_q: np.ndarray, depth: int, params: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self._known(self._ask("coarse", params), coarse_q, depth)
+        return self.known_rows(self._ask("coarse", params), coarse_q, depth)
 
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         points = self.client.retrieve(self.collection, ids=keys, with_vectors=["fine"])
         return {str(p.id): np.asarray(p.vector["fine"], dtype=np.float32) for p in points}
 
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._known(self._ask("fine", models.SearchParams(exact=True)), fine_q, k)
+        return self.known_rows(self._ask("fine", models.SearchParams(exact=True)), fine_q, k)
 
     def search(
         self,
@@ -279,9 +302,9 @@ class QdrantBackend(KeyedBackend):
             for c, f in zip(coarse_q, fine_q)
         ]
         answers = self.client.query_batch_points(self.collection, requests=requests)
-        D, I = self.rows.rows(*_keys_scores(answers), k)
-        D, I, fallbacks = self._fallback(fine_q, k, D, I)
-        _clock(
+        D, I = self.rows_of(*_keys_scores(answers), k)
+        D, I, fallbacks = self.fallback(fine_q, k, D, I)
+        clock(
             seconds, t0, time.perf_counter()
         )  # one request runs both stages: all of it is the coarse search's
         return D, I, fallbacks, np.full(len(coarse_q), max(shortlist, k), dtype=np.int64)
@@ -291,15 +314,17 @@ class QdrantBackend(KeyedBackend):
         here, over the defaults :meth:`set_knobs` set."""
         unknown = [k for k in knobs if k not in _KNOBS]
         if unknown:
-            raise ValueError(f"unknown Qdrant search parameter {unknown[0]!r}; known: {', '.join(_KNOBS)}")
+            raise InvalidArgument(
+                f"unknown Qdrant search parameter {unknown[0]!r}; known: {', '.join(_KNOBS)}"
+            )
         if "hnsw_ef" in knobs and (
             isinstance(knobs["hnsw_ef"], bool)
             or not isinstance(knobs["hnsw_ef"], int)
             or knobs["hnsw_ef"] < 1
         ):
-            raise ValueError(f"search parameter hnsw_ef must be an int >= 1, got {knobs['hnsw_ef']!r}")
+            raise InvalidArgument(f"search parameter hnsw_ef must be an int >= 1, got {knobs['hnsw_ef']!r}")
         if "exact" in knobs and not isinstance(knobs["exact"], bool):
-            raise ValueError(f"search parameter exact must be True or False, got {knobs['exact']!r}")
+            raise InvalidArgument(f"search parameter exact must be True or False, got {knobs['exact']!r}")
         merged = {**self._search_params, **knobs}
         if depth is not None and "hnsw_ef" not in merged:
             # HNSW explores max(hnsw_ef, limit) points, hnsw_ef defaulting to the graph's ef_construct: a
@@ -327,7 +352,7 @@ class QdrantBackend(KeyedBackend):
 
     def manifest(self) -> dict[str, Any]:
         if self.path is None and self.location in (None, ":memory:"):
-            raise ValueError(
+            raise InvalidArgument(
                 "this retriever's Qdrant collection is in memory and ends with this process; build it with "
                 "backend_options path=... (local mode on disk) or location=<server URL> to save and reopen it"
             )

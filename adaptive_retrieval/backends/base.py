@@ -1,0 +1,242 @@
+"""The engine interface: what a retriever needs of the store that holds its vectors.
+
+An engine stores rows ``0..len-1`` of two views per document (a coarse vector and a fine vector),
+numbered by the retriever's :class:`~adaptive_retrieval.ids.IdMap` (given to :meth:`Backend.attach`).
+Scores are inner products of L2-normalised vectors; results are FAISS's ``(D, I)``: ``(n_queries, k)``,
+best first, ties to the lower row, padded with ``-inf`` / ``-1``.
+
+Writing is two-phase, so that the index writer (:mod:`adaptive_retrieval.writer`) keeps every write
+all-or-nothing and searches never see part of one: :meth:`Backend.add` writes rows that searches do not
+see yet; :meth:`Backend.prepare` does what can run beside searches; :meth:`Backend.commit` (under the
+retriever's write lock) makes them visible; :meth:`Backend.rollback` removes every row from a given one
+on. The funnel (:meth:`Backend.search`: coarse shortlist, fine re-rank, exact fallback) is written once
+here; an engine that re-ranks where its vectors live overrides :meth:`Backend.search` for that case and
+ends with :meth:`Backend.fallback`.
+
+Engine options are dataclasses (:class:`EngineOptions` subclasses, one per engine, in the engine's
+module), the engines are found by name in :data:`adaptive_retrieval.backends.ENGINES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..corpus import DocId
+from ..errors import InvalidArgument, InvalidArgumentType
+from ..ids import IdMap
+from ..shortlist import STEP, patient_rerank
+
+#: Writes one file of an index directory: ``(file name suffix, writer(path))``.
+FileWriter = tuple[str, Callable[[Path], None]]
+
+
+@dataclasses.dataclass
+class EngineOptions:
+    """What an engine is built with; each engine's module defines its own (``FaissOptions``,
+    ``QdrantOptions``, ``MilvusOptions``) with every default written there once."""
+
+    #: the engine's name in :data:`adaptive_retrieval.backends.ENGINES`
+    engine: ClassVar[str] = ""
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any] | None) -> EngineOptions:
+        """These options from a dict (``backend_options=``), an unknown key refused by name."""
+        if options is None:
+            return cls()
+        if not isinstance(options, dict):
+            raise InvalidArgumentType(f"backend_options must be a dict, got {type(options).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise InvalidArgument(
+                f"backend {cls.engine!r} takes no option {unknown[0]!r}; known: {', '.join(known)}"
+            )
+        return cls(**options)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments (shallow: a client given stays that client)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+class Backend(ABC):
+    """What the retriever needs of an engine (see the module docstring)."""
+
+    #: the name ``Retriever.build(backend=...)`` takes and the manifest records
+    name: ClassVar[str] = ""
+    #: the dataclass of this engine's build options
+    Options: ClassVar[type[EngineOptions]] = EngineOptions
+    #: the engine's key of a document id, for an engine that addresses documents by key (else ``None``)
+    key: ClassVar[Callable[[DocId], Hashable] | None] = None
+    #: the id map this engine's rows are numbered by (set by :meth:`attach`)
+    ids: IdMap
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    @classmethod
+    @abstractmethod
+    def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> Backend:
+        """A new, empty engine for views of these dimensions. Must refuse bad options before creating
+        anything (a file, a collection) that would outlive the error."""
+
+    @classmethod
+    @abstractmethod
+    def open(cls, directory: Path, manifest: dict[str, Any], **options: Any) -> tuple[Backend, list[DocId]]:
+        """Reattach to the engine that a saved manifest's ``backend`` entry describes (``directory``: the
+        index directory); ``options`` override where it lives (``Retriever.load(backend_options=)``).
+        Returns the engine and the document ids of its rows, in row order."""
+
+    def attach(self, ids: IdMap) -> None:
+        """Number this engine's rows by ``ids`` (the retriever's map; the engine never changes it)."""
+        self.ids = ids
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release files and clients this engine opened; an engine given a client keeps it open."""
+
+    def discard(self) -> None:  # noqa: B027 - optional
+        """Remove what a failed build created (a file, a collection); called before the error goes up."""
+
+    # ---------------------------------------------------------------------------------- writing
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Committed rows: what searches see."""
+
+    @abstractmethod
+    def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
+        """Write documents as rows ``first_row, first_row + 1, ...``, not yet visible to searches
+        (their ids are already staged in :attr:`ids`)."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional
+        """The part of committing staged rows that can run while searches go on (called before the
+        write lock; :meth:`commit` follows under it). Nothing, unless the engine says."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make every row written since the last commit visible (the retriever holds its write lock)."""
+
+    @abstractmethod
+    def rollback(self, start: int, committed: bool = False) -> None:
+        """Remove every row from ``start`` on, written or committed: the failure path of a write. Must
+        leave the engine as it was before the write, whatever step failed. ``committed``: this engine's
+        :meth:`commit` of the write had returned (a later store of the transaction failed)."""
+
+    # -------------------------------------------------------------------------------- searching
+
+    @abstractmethod
+    def coarse_search(
+        self, coarse_q: np.ndarray, depth: int, params: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``depth`` best committed rows for each coarse query vector, in coarse order."""
+
+    @abstractmethod
+    def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Fine scores ``(n, c)`` of each query with its ``rows`` (``(n, c)``, all valid), float32."""
+
+    @abstractmethod
+    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search of the fine view over every committed row: the funnel's reference and its
+        fallback."""
+
+    def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
+        """Per-call search parameters for ``knobs``, checked (``None`` without any). Nothing is set on
+        the engine: a search with knobs leaves the next one as it was. ``depth``: the shortlist depth a
+        calibration measured at; an engine whose coarse index explores only as deep as it is asked
+        (HNSW) explores at least that deep (the others ignore it)."""
+        if knobs:
+            raise InvalidArgument(f"backend {self.name!r} takes no search parameters, got {sorted(knobs)}")
+        return None
+
+    def set_knobs(self, **knobs: Any) -> None:
+        """Default search parameters of later searches (a configuration step, never done by a search)."""
+        if knobs:
+            raise InvalidArgument(f"backend {self.name!r} takes no search parameters, got {sorted(knobs)}")
+
+    def search(
+        self,
+        coarse_q: np.ndarray,
+        fine_q: np.ndarray,
+        k: int,
+        shortlist: int,
+        *,
+        params: Any = None,
+        patience: int | None = None,
+        seconds: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """The funnel: the coarse view shortlists ``shortlist`` rows per query, :meth:`rerank` re-ranks
+        them. Returns ``(D, I, fallbacks, read)``. ``seconds``, if given, receives the seconds spent in
+        ``coarse_search`` and in ``rerank``."""
+        t0 = time.perf_counter()
+        _, candidates = self.coarse_search(coarse_q, shortlist, params)
+        t1 = time.perf_counter()
+        found = self.rerank(fine_q, candidates, k, patience=patience)
+        clock(seconds, t0, t1)
+        return found
+
+    def rerank(
+        self, fine_q: np.ndarray, candidates: np.ndarray, k: int, *, patience: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """The funnel's second stage over ``candidates`` (``(n, c)`` rows in coarse order, ``-1``:
+        none): every candidate scored by the fine view (:meth:`fine_scores`), or with ``patience`` a
+        step at a time until the top ``k`` settles (:func:`~adaptive_retrieval.shortlist.patient_rerank`);
+        then :meth:`fallback`. Returns ``(D, I, fallbacks, read)``: the queries ranked exactly, and the
+        candidates each query's fine stage read."""
+        fine_q = np.asarray(fine_q, dtype=np.float32)
+        candidates = np.asarray(candidates, dtype=np.int64)
+        width = max(candidates.shape[1], 1)
+        D, I, read = patient_rerank(
+            lambda rows, ids: self.fine_scores(fine_q[rows], ids),
+            candidates,
+            k,
+            width if patience is None else patience,  # no patience: the whole shortlist in one step
+            step=width if patience is None else STEP,
+        )
+        if patience is None:  # what was read: the real candidates
+            read = (candidates >= 0).sum(axis=1)
+        D, I, fallbacks = self.fallback(fine_q, k, D, I)
+        return D, I, fallbacks, read
+
+    def fallback(
+        self, fine_q: np.ndarray, k: int, D: np.ndarray, I: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Rank exactly every query whose (approximate) coarse stage found fewer than
+        ``min(k, len(self))`` rows; returns ``(D, I, how many were)``."""
+        short = (I >= 0).sum(axis=1) < min(k, len(self))
+        if short.any():
+            D[short], I[short] = self.exact_search(fine_q[short], k)
+        return D, I, int(short.sum())
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def manifest(self) -> dict[str, Any]:
+        """What the manifest records to reopen this engine's data (``name`` and where it lives). An
+        engine that cannot be reopened (an in-memory collection) refuses here, before any write."""
+        return {"name": self.name}
+
+    def files(self) -> dict[str, FileWriter]:
+        """The index directory's data files this engine writes on ``Retriever.save`` (none for an
+        engine that keeps its own data, the document ids included)."""
+        return {}
+
+    # ---------------------------------------------------------------------------------- reports
+
+    def nbytes(self) -> tuple[int, int]:
+        """Bytes of the coarse and the fine vectors as stored (``(0, 0)`` where the engine does not say)."""
+        return 0, 0
+
+    def describe(self) -> str:
+        """A short description for ``repr``."""
+        return self.name
+
+
+def clock(seconds: dict[str, float] | None, t0: float, t1: float) -> None:
+    """Record a funnel's stages: ``coarse_search`` from ``t0`` to ``t1``, ``rerank`` from ``t1`` to now."""
+    if seconds is not None:
+        seconds["coarse_search"] = seconds.get("coarse_search", 0.0) + t1 - t0
+        seconds["rerank"] = seconds.get("rerank", 0.0) + time.perf_counter() - t1

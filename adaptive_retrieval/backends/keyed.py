@@ -1,0 +1,273 @@
+"""What the engines that store documents by key share (Qdrant, Milvus): :class:`KeyedBackend`.
+
+Such an engine addresses a document by a key made from its id (:func:`point_key`), the same in every
+process, so a reopened collection knows every id. The retriever's :class:`~adaptive_retrieval.ids.IdMap`
+keeps the keys beside the ids (the engine's :attr:`~KeyedBackend.key`), and turns the engine's answers
+into rows.
+
+These engines write an add's documents before it commits, where other processes can see them. Each add
+therefore tags its documents with a token, and its commit records the token in a companion collection
+(``<collection>_commits``) in one write: a reopened collection adopts only documents of committed adds,
+so a writer killed in the middle of an add leaves nothing a reader takes for part of the index
+(:meth:`KeyedBackend.adopt`; such leftovers are deleted on request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from abc import abstractmethod
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+
+from ..corpus import DocId
+from ..errors import CorpusError
+from .base import Backend
+
+logger = logging.getLogger(__name__)
+
+#: The companion collection of a keyed engine's collection that records its committed adds.
+COMMITS_SUFFIX = "_commits"
+
+
+def point_key(doc_id: DocId) -> int:
+    """A document's key in an engine: 63 bits of the sha256 of its id (as JSON, so ``1`` and ``"1"``
+    differ). The same document gets the same key in every process, so a reopened collection knows
+    every id, and an add refuses a key the engine already holds (:meth:`KeyedBackend._refuse_present`):
+    writers never overwrite each other's documents. Two ids sharing a key (odds about 1 in 10^12 at 10M
+    documents) are refused when they meet."""
+    digest = hashlib.sha256(json.dumps(doc_id).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def point_uuid(doc_id: DocId) -> str:
+    """:func:`point_key` as a UUID string (Qdrant's point ids are unsigned ints or UUIDs)."""
+    return str(uuid.UUID(int=point_key(doc_id)))
+
+
+class KeyedBackend(Backend):
+    """What the engines that store documents by key (Qdrant, Milvus) share: rows counted by the id map,
+    adds recorded as committed, roll-back by deleting keys, a shortlist scored with fetched fine vectors,
+    engine answers turned into rows, and the documents found on reopening adopted."""
+
+    key: Callable[[DocId], Hashable]
+    #: the token every document of the add in progress carries (``None`` between adds)
+    _add_token: str | None = None
+    #: whether the collection records its commits (one this library created since it began to); an
+    #: older one has no tokens, and reopening it adopts every document
+    _records_commits: bool = True
+    #: whether each document written carries its add's token (a field the collection may require)
+    _tags_adds: bool = True
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _token(self) -> str | None:
+        """The add token for the documents :meth:`add` writes now (``None``: the collection keeps none)."""
+        if not self._tags_adds:
+            return None
+        if self._add_token is None:
+            self._add_token = uuid.uuid4().hex
+        return self._add_token
+
+    #: the token :meth:`prepare` recorded as committed (``None`` until it has)
+    _recorded: str | None = None
+
+    def prepare(self) -> None:
+        """Record the add as committed in the engine: one write, before the retriever's write lock (it
+        is a round trip to the engine, which searches need not wait for); from it on, a reopened
+        collection adopts the add whole. Should anything fail after it, :meth:`rollback` removes the
+        record before the documents."""
+        token = self._add_token
+        if self.ids.staged and token is not None and self._records_commits and self._recorded != token:
+            self._record_commit(token)
+            self._recorded = token
+
+    def commit(self) -> None:
+        self.prepare()  # nothing when prepare() already ran (the id map commits the rows after)
+        self._undo = (self._recorded, self._written)  # until the transaction is over: see rollback()
+        self._written = []
+        self._add_token = self._recorded = None
+
+    def rollback(self, start: int, committed: bool = False) -> None:
+        """Delete the add's documents (those it wrote; never another writer's that it refused) and,
+        first, its commit record; ``committed``: this engine's :meth:`commit` of the add had returned."""
+        recorded, written = self._undo if committed else (self._recorded, self._written)
+        gone = self.ids.tail_keys(start)[: max(len(self.ids) - start, 0)] + written
+        self._add_token = self._recorded = None
+        self._written, self._undo = [], (None, [])
+        if recorded is not None:  # first: documents partly deleted must not be adopted as an add
+            self._unrecord_commit(recorded)
+        if gone:
+            self._delete(gone)
+
+    @abstractmethod
+    def _record_commit(self, token: str) -> None:
+        """Record in the engine (the companion collection) that the add ``token`` committed."""
+
+    @abstractmethod
+    def _unrecord_commit(self, token: str) -> None:
+        """Remove the record of ``token`` (a rolled-back add whose record was written)."""
+
+    @abstractmethod
+    def _committed_tokens(self) -> set[str]:
+        """The tokens of every committed add (read from the companion collection)."""
+
+    @abstractmethod
+    def _delete(self, keys: list[Any]) -> None:
+        """Delete these documents from the engine."""
+
+    @abstractmethod
+    def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
+        """The fine vectors of these documents, by key."""
+
+    @abstractmethod
+    def _count(self) -> int:
+        """How many documents the engine holds (every writer's, staged ones included)."""
+
+    def _foreign(self) -> bool:
+        """Whether the engine holds documents this retriever does not know (another writer's, or an
+        add of this one in progress): searches then take the path that skips them without losing
+        slots (:meth:`known_rows`), not a server-side shortlist that cannot."""
+        return self._count() > len(self.ids)
+
+    @abstractmethod
+    def _present(self, keys: list[Any]) -> set[Any]:
+        """Which of these keys the engine already holds."""
+
+    #: the keys the add in progress has written (or begun to): what a roll-back deletes, and nothing more
+    _written: list[Any] = []  # noqa: RUF012 - replaced per instance on first write
+    #: the last commit's token and written keys, for a roll-back of a transaction that failed after it
+    _undo: tuple[str | None, list[Any]] = (None, [])
+
+    def _stage(self, keys: list[Any], doc_ids: list[DocId]) -> str | None:
+        """Before an add writes ``keys``: refuse those the engine already holds, note the rest as written
+        by this add, and return the add's token."""
+        if self._add_token is None:  # a new add: the last one's transaction is over
+            self._undo = (None, [])
+        self._refuse_present(keys, doc_ids)
+        self._written = [*self._written, *keys]
+        return self._token()
+
+    def _refuse_present(self, keys: list[Any], doc_ids: list[DocId]) -> None:
+        """Refuse documents the engine already holds though this process does not know them (another
+        writer added them since this retriever opened the collection): an upsert would overwrite them.
+        Checked before anything is written or staged, so the failure removes nothing of theirs."""
+        present = self._present(keys)
+        if present:
+            doc_id = next(d for d, key in zip(doc_ids, keys) if key in present)
+            raise CorpusError(
+                f"document id {doc_id!r} is already in the collection (another writer added it since this "
+                "retriever opened it, or an add that never committed left it); nothing was added. Reopen it "
+                "with Retriever.load to see its documents (backend_options={'drop_uncommitted': True} "
+                "deletes uncommitted adds' documents, when no writer is adding)"
+            )
+
+    def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        keys = [self.ids.key_of(r) for r in rows.ravel()]
+        vector = self._fetch_fine(sorted(set(keys)))
+        stacked = np.stack([vector[key] for key in keys]).reshape(*rows.shape, -1)
+        return np.einsum("qcd,qd->qc", stacked, np.asarray(fine_q, np.float32))
+
+    #: how many times a query whose answer held unknown keys is asked again, for more
+    _REASKS = 4
+    #: the largest answer the engine gives one query (``None``: no limit of its own)
+    _MAX_LIMIT: int | None = None
+
+    def known_rows(
+        self,
+        ask: Callable[[np.ndarray, int], tuple[list[list[Any]], list[list[float]]]],
+        vectors: np.ndarray,
+        limit: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``ask(vectors, limit)``'s engine answers (keys and scores per query) as ``(D, I)`` rows of
+        this retriever's documents. Keys it does not know (another writer's documents, added since this
+        retriever opened the collection) would take result slots, so a query whose full answer held
+        some is asked again for that many more, until its answer holds ``limit`` known keys or the
+        engine has no more to give."""
+        keys, scores = ask(vectors, limit)
+        asked = [limit] * len(keys)
+        known = self.ids.knows_key
+        for _ in range(self._REASKS):
+            again = {}
+            for q, ks in enumerate(keys):
+                unknown = sum(not known(key) for key in ks)
+                if unknown and len(ks) >= asked[q]:  # full, with slots taken: there may be more
+                    again[q] = asked[q] + unknown
+            if not again:
+                break
+            rows = sorted(again)
+            wider = max(again.values())
+            if self._MAX_LIMIT is not None:
+                wider = min(wider, self._MAX_LIMIT)
+            if wider <= min(asked[q] for q in rows):
+                break  # the engine gives no more
+            more_keys, more_scores = ask(np.asarray(vectors)[rows], wider)
+            for q, ks, ss in zip(rows, more_keys, more_scores):
+                keys[q], scores[q], asked[q] = ks, ss, wider
+        short = sum(
+            any(not known(key) for key in ks) and sum(map(known, ks)) < min(limit, len(self)) for ks in keys
+        )
+        if short:
+            logger.warning(
+                "%d queries got fewer than %d of this retriever's documents: other writers' documents, "
+                "unknown here, filled their answers; reopen the collection (Retriever.load) to see them",
+                short,
+                limit,
+            )
+        return self.rows_of(keys, scores, limit)
+
+    def rows_of(
+        self, keys: list[list[Any]], scores: list[list[float]], k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per query, engine ``(key, score)`` results as ``(D, I)`` rows, keys the id map does not know
+        left out, equal scores ordered by the lower row (as the FAISS funnel orders them), padded to ``k``."""
+        D = np.full((len(keys), k), -np.inf, dtype=np.float32)
+        I = np.full((len(keys), k), -1, dtype=np.int64)
+        row_of_key = self.ids.row_of_key
+        for q, (ks, ss) in enumerate(zip(keys, scores)):
+            found = ((-float(s), row_of_key(key)) for key, s in zip(ks, ss))
+            hits = sorted((s, r) for s, r in found if r is not None)[:k]
+            D[q, : len(hits)] = [-s for s, _ in hits]
+            I[q, : len(hits)] = [r for _, r in hits]
+        return D, I
+
+    def adopt(
+        self,
+        keys: list[Any],
+        doc_ids: list[DocId],
+        uncommitted: list[str | None] | None = None,
+        drop_uncommitted: bool = False,
+    ) -> list[DocId]:
+        """The ids of the documents found in a reopened collection that become its rows ``0..``.
+
+        ``uncommitted`` gives, per document, the token of its add where that add had not committed when
+        the collection was read (``None`` for the others, and for documents written before adds had
+        tokens): those are left out, a writer still adding, or one that died before its commit.
+        ``drop_uncommitted`` deletes them (for when no writer is adding; an add that committed since the
+        read is spared); otherwise they stay, unseen, and a warning says how many."""
+        if uncommitted is not None:
+            keep = [token is None for token in uncommitted]
+            left = [(key, token) for key, token in zip(keys, uncommitted) if token is not None]
+            keys = [key for key, ok in zip(keys, keep) if ok]
+            doc_ids = [d for d, ok in zip(doc_ids, keep) if ok]
+            if left and drop_uncommitted:
+                since = self._committed_tokens()  # read again: an add may have committed meanwhile
+                doomed = [key for key, token in left if token not in since]
+                if doomed:
+                    self._delete(doomed)
+                logger.info("deleted %d documents of uncommitted adds from %s", len(doomed), self.describe())
+            elif left:
+                logger.warning(
+                    "%s holds %d documents of adds that did not commit (a writer still adding, or one that "
+                    "stopped before its commit): they are not part of this retriever. When no writer is "
+                    "adding, reopen with backend_options={'drop_uncommitted': True} to delete them",
+                    self.describe(),
+                    len(left),
+                )
+        return doc_ids

@@ -1,0 +1,76 @@
+"""Calibrating a retriever's shortlist to a fidelity target: the sample queries and what they measure.
+
+:func:`sample_queries` draws the queries (the users' own, or pseudo-queries: first sentences of
+documents); :func:`shortlist_evidence` measures, for each, the fine scores of its coarse candidates in
+coarse order and which of them belong to its exact fine top ``k``; the rules that turn this evidence
+into a shortlist, and the :class:`~adaptive_retrieval.shortlist.Calibration` record, are in
+:mod:`adaptive_retrieval.shortlist`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .adapt import pseudo_query
+from .backends.base import Backend
+from .checks import check_queries
+from .corpus import Corpus, DocId, iter_documents
+from .errors import InvalidArgument
+
+
+def sample_queries(
+    queries: Sequence[str] | None,
+    documents: Corpus | None,
+    *,
+    max_queries: int,
+    seed: int,
+    row_of: Callable[[DocId], int | None],
+) -> tuple[list[str], np.ndarray | None, str]:
+    """The calibration's queries, the row of the document each pseudo-query came from (``-1``: not
+    indexed; ``None`` for given queries) and a description of their source."""
+    if queries is not None and documents is not None:
+        raise InvalidArgument("calibrate() takes queries=[...] or documents=<corpus>, not both")
+    if queries is not None:
+        queries = check_queries(queries)[:max_queries]
+        return queries, None, f"{len(queries)} given queries"
+    if documents is None:
+        raise InvalidArgument(
+            "calibrate() needs sample queries: queries=[...] (the users' own) or documents=<corpus> "
+            "to draw pseudo-queries from"
+        )
+    docs = list(iter_documents(documents))
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.choice(len(docs), size=min(max_queries, len(docs)), replace=False))
+    pairs = [(docs[i][0], pseudo_query(docs[i][1])) for i in picked]
+    pairs = [(d, q) for d, q in pairs if q.strip()]
+    own = np.array([-1 if (r := row_of(d)) is None else r for d, _ in pairs], dtype=np.int64)
+    queries = [q for _, q in pairs]
+    return queries, own, f"pseudo-queries: first sentences of {len(queries)} documents"
+
+
+def shortlist_evidence(
+    engine: Backend, fine_q: np.ndarray, coarse_q: np.ndarray, k: int, cap: int, own: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each query, the fine scores of its first ``cap`` coarse candidates in coarse order (``-inf``:
+    none) and whether each is one of its exact fine top ``k``; a pseudo-query's own document (``own``)
+    is left out of both. The caller holds the retriever's read lock."""
+    spare = 0 if own is None else 1
+    _, exact = engine.exact_search(fine_q, k + spare)
+    _, cand = engine.coarse_search(coarse_q, cap + spare)
+    n = len(fine_q)
+    scores = np.full((n, cap), -np.inf, dtype=np.float32)
+    members = np.zeros((n, cap), dtype=bool)
+    for q in range(n):
+        skip = -2 if own is None else own[q]
+        want = [d for d in exact[q] if d != skip and d >= 0][:k]
+        got = np.array([d for d in cand[q] if d != skip][:cap], dtype=np.int64)
+        valid = got >= 0
+        if valid.any():
+            scores[q, : len(got)][valid] = engine.fine_scores(fine_q[q : q + 1], got[valid][None])[0]
+        members[q, : len(got)] = np.isin(got, want) & valid
+    return scores, members
+
+
+__all__ = ["sample_queries", "shortlist_evidence"]

@@ -1,0 +1,226 @@
+"""What an index directory's manifest records of a retriever, and how a retriever is saved and reopened.
+
+:mod:`adaptive_retrieval.storage` owns the directory itself (atomic generations of files, their hashes,
+the format's schema check); this module owns what goes into it: the :class:`Manifest` (the model's
+identity, the views, the engine's entry, the adaptation and calibration records), the files each part
+writes (:func:`save_index`), and the checks that a reopened index and its model belong together
+(:func:`open_index`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .adapt import Adaptation
+from .backends import Backend, open_engine
+from .corpus import DocId
+from .documents import DocumentStore
+from .encoder import Encoder
+from .errors import IndexDamaged, InvalidArgument, ModelMismatch, ModelNotFound
+from .scratch import sweep
+from .shortlist import Calibration
+from .storage import (
+    check_verify,
+    extra_writers,
+    manifest_digest,
+    read_extras,
+    read_manifest,
+    verify_files,
+    write_index,
+)
+from .version import __version__
+from .views import View
+
+logger = logging.getLogger(__name__)
+
+
+def model_record(encoder: Encoder) -> dict[str, Any]:
+    """The model's identity as a manifest records it: what a model must match to search the index."""
+    return {
+        "name": encoder.name,
+        "fingerprint": encoder.fingerprint,
+        "model_type": encoder.model.config.model_type,
+        "pooling": encoder.pooling,
+        "max_length": encoder.max_length,
+        "query_prompt": encoder.query_prompt,
+        "document_prompt": encoder.document_prompt,
+        "n_layers": encoder.n_layers,
+        "hidden_size": encoder.hidden_size,
+    }
+
+
+@dataclass
+class Manifest:
+    """The retriever's part of ``manifest.json`` (the directory's part, file names and hashes, is added
+    by :func:`~adaptive_retrieval.storage.write_index`)."""
+
+    model: dict[str, Any]
+    coarse: View
+    fine: View
+    backend: dict[str, Any]
+    index: str
+    count: int
+    candidates: int
+    adaptation: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    metric: str = "inner_product"
+    saved_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    library_version: str = __version__
+
+    def as_dict(self) -> dict[str, Any]:
+        """As written to ``manifest.json``."""
+        out = asdict(self)
+        out["coarse"], out["fine"] = list(self.coarse.as_tuple()), list(self.fine.as_tuple())
+        return out
+
+
+@dataclass
+class OpenedIndex:
+    """What :func:`open_index` read: the parts a retriever is made of."""
+
+    encoder: Encoder
+    coarse: View
+    fine: View
+    engine: Backend
+    doc_ids: list[DocId]
+    candidates: int
+    adaptation: Adaptation | None
+    calibration: Calibration | None
+    documents: DocumentStore | None
+    digest: str | None
+
+
+def save_index(
+    path: Path,
+    manifest: Manifest,
+    engine: Backend,
+    *,
+    heads: dict[int, Any] | None,
+    projection: np.ndarray | None,
+    documents: DocumentStore | None,
+    expect: str | None,
+) -> str:
+    """Write the index directory ``path`` atomically: the engine's files, the fitted head and its
+    projection, the texts, then the manifest. ``expect``: the manifest digest this retriever last read
+    or wrote there (a save over another writer's is refused; see
+    :func:`~adaptive_retrieval.storage.write_index`). Returns the new manifest's digest. The caller
+    holds the read lock, so no add commits during the save."""
+    writers = {**engine.files(), **extra_writers(None, heads, projection)}
+    if documents is not None:
+        writers["texts"] = ("sqlite", documents.save)
+    return write_index(Path(path), manifest.as_dict(), writers, expect)
+
+
+def guards_directory(manifest: Manifest, documents: DocumentStore | None) -> bool:
+    """Whether a save must refuse to replace another writer's manifest: FAISS's rows (and any index's
+    texts) live in the directory, and would be dropped; an engine's rows stay in its collection."""
+    return manifest.backend["name"] == "faiss" or documents is not None
+
+
+def _model_for(path: Path, saved: dict[str, Any], model: str | Encoder | None) -> Encoder:
+    """The encoder to search the index with: ``model`` or the one the manifest names, set as the index
+    was encoded (pooling, max length, prompts)."""
+    settings = {
+        "pooling": saved["pooling"],
+        "max_length": saved["max_length"],
+        "query_prompt": saved.get("query_prompt", ""),
+        "document_prompt": saved.get("document_prompt", ""),
+    }
+    if isinstance(model, Encoder):
+        return model
+    if model is not None:
+        return Encoder.from_pretrained(model, **settings)
+    if not saved.get("name"):
+        raise ModelNotFound(f"the index at {str(path)!r} records no model name; pass model=... to load it")
+    try:
+        return Encoder.from_pretrained(saved["name"], **settings)
+    except ValueError as err:
+        raise ModelNotFound(
+            f"the index at {str(path)!r} was built with model {saved['name']!r}, which cannot be found "
+            f"here ({err}); pass model=... to load it"
+        ) from None
+
+
+def _check_model(path: Path, saved: dict[str, Any], model: Encoder) -> None:
+    if model.fingerprint != saved["fingerprint"]:
+        raise ModelMismatch(
+            f"model {model.name!r} does not match the index at {str(path)!r}, which was built with "
+            f"{saved['name']!r} (weights sha256 {saved['fingerprint'][:12]}..., given {model.fingerprint[:12]}...)"
+        )
+    for key in ("pooling", "max_length", "query_prompt", "document_prompt"):
+        value = saved[key] if key in ("pooling", "max_length") else saved.get(key, "")
+        if getattr(model, key) != value:
+            raise ModelMismatch(
+                f"model {key}={getattr(model, key)!r} does not match the index at {str(path)!r} ({value!r})"
+            )
+
+
+def open_index(
+    path: Path,
+    model: str | Encoder | None = None,
+    *,
+    verify: bool | str = True,
+    mmap: bool = True,
+    backend_options: dict[str, Any] | None = None,
+) -> OpenedIndex:
+    """Read a saved index (see :meth:`Retriever.load` for the arguments): its manifest, files and
+    model, each checked against the others."""
+    path = Path(path)
+    check_verify(verify)
+    digest = manifest_digest(path)  # before reading: a save meanwhile shows as a change
+    manifest = read_manifest(path)
+    for stale in sweep(path):  # scratch copies of a process killed while it grew this index
+        logger.info("removed %s, left by a process that no longer runs", stale)
+    saved = manifest["model"]
+    encoder = _model_for(path, saved, model)
+    verify_files(path, manifest, verify)
+    heads, projection = read_extras(path, manifest)
+    if heads:  # the head fitted to this corpus at build time
+        encoder = encoder.with_heads(heads)
+    _check_model(path, saved, encoder)
+    coarse = encoder.check_view(manifest["coarse"], name="coarse")
+    fine = encoder.check_view(manifest["fine"], name="fine")
+    adaptation, calibration = manifest["adaptation"], manifest["calibration"]
+    try:
+        adaptation = None if adaptation is None else Adaptation(**adaptation, projection=projection)
+        calibration = None if calibration is None else Calibration.from_dict(calibration)
+    except TypeError as err:
+        raise IndexDamaged(f"the index at {str(path)!r} is damaged: its manifest's records: {err}") from None
+    options = dict(backend_options or {})
+    if manifest["backend"]["name"] == "faiss":
+        if options:
+            raise InvalidArgument("backend_options apply to indexes whose vectors live in Qdrant or Milvus")
+        options = {"verify": False, "mmap": mmap}  # verified above
+    documents = None
+    if "texts" in manifest["files"]:
+        documents = DocumentStore.load(path / manifest["files"]["texts"])
+        if len(documents) > manifest["count"]:  # fewer: documents another writer added without texts
+            documents.close()
+            raise IndexDamaged(
+                f"index at {str(path)!r} is inconsistent: its document store holds {len(documents)} texts, "
+                f"the manifest {manifest['count']} documents"
+            )
+    try:
+        engine, doc_ids = open_engine(path, manifest, options)
+    except BaseException:
+        if documents is not None:
+            documents.close()
+        raise
+    return OpenedIndex(
+        encoder=encoder,
+        coarse=coarse,
+        fine=fine,
+        engine=engine,
+        doc_ids=doc_ids,
+        candidates=manifest["candidates"],
+        adaptation=adaptation,
+        calibration=calibration,
+        documents=documents,
+        digest=digest,
+    )

@@ -1,0 +1,125 @@
+"""Queries on their way to the engine: how they are encoded, and which shortlist they get.
+
+- :class:`QueryPrecision`: float32, or an int8 copy of the encoder made once (:meth:`Encoder.quantized`).
+- :func:`encode_queries`: one forward pass per query, every layer once: the early layer's coarse view (an
+  ``"early"`` coarse query), then the same state resumed to the fine layer; a ``"projected"`` coarse
+  query is the fine vector projected into the coarse space.
+- :func:`resolve_coarse_query` and :func:`shortlist_plan`: the coarse query and the shortlist a search
+  runs with, from its arguments, the index's projection and its calibration.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+
+from .adapt import project_fine
+from .checks import positive_int
+from .encoder import Encoder
+from .errors import InvalidArgument
+from .shortlist import Calibration
+from .views import View
+
+#: What searches the coarse index for a query (see :meth:`Retriever.search`).
+COARSE_QUERIES = ("projected", "early")
+#: How queries may be encoded (see :meth:`Retriever.set_query_precision`).
+QUERY_PRECISIONS = ("float32", "int8")
+
+
+class QueryPrecision:
+    """How a retriever's queries are encoded: ``"float32"`` (as the documents were) or ``"int8"`` (the
+    encoder's linear layers in int8, each token quantized on its own; a copy made on first use)."""
+
+    def __init__(self) -> None:
+        self.precision = "float32"
+        self._int8: tuple[Encoder, Encoder] | None = None  # (encoder, its int8 copy)
+        self._lock = threading.Lock()
+
+    def set(self, precision: str) -> None:
+        if precision not in QUERY_PRECISIONS:
+            raise InvalidArgument(f"precision={precision!r}: choose one of {', '.join(QUERY_PRECISIONS)}")
+        self.precision = precision
+
+    def encoder(self, encoder: Encoder) -> Encoder:
+        """The encoder queries go through: ``encoder`` or its int8 copy, made once however many searches
+        ask for it at first."""
+        if self.precision == "float32":
+            return encoder
+        made = self._int8
+        if made is None or made[0] is not encoder:
+            with self._lock:
+                made = self._int8
+                if made is None or made[0] is not encoder:
+                    made = self._int8 = (encoder, encoder.quantized())
+        return made[1]
+
+
+def resolve_coarse_query(coarse_query: str | None, projection: np.ndarray | None) -> str:
+    """The coarse query a search runs: ``None`` gives the index's default (``"projected"`` with a
+    projection, else ``"early"``); a given one is checked."""
+    if coarse_query is None:
+        return "early" if projection is None else "projected"
+    if coarse_query not in COARSE_QUERIES:
+        raise InvalidArgument(f"coarse_query={coarse_query!r}: choose one of {', '.join(COARSE_QUERIES)}")
+    if coarse_query == "projected" and projection is None:
+        raise InvalidArgument(
+            "coarse_query='projected' needs the projection of a coarse head fitted to this corpus at "
+            "build (Retriever.build(..., adapt=True), the default, when the fit was kept: see "
+            "retriever.adaptation); this index has none, so its queries search with coarse_query='early'"
+        )
+    return coarse_query
+
+
+def shortlist_plan(
+    k: int, candidates: int | None, default: int, calibration: Calibration | None, coarse_query: str
+) -> tuple[int, int | None, int | None]:
+    """The coarse candidates a search asks for, the patience of a patient re-rank (or ``None``), and the
+    depth the shortlist was calibrated at (or ``None``): an index that cannot widen cheaply (HNSW) must
+    search that deep for a shorter shortlist to be the calibration's first candidates."""
+    if candidates is not None:
+        return max(positive_int(candidates, "candidates"), k), None, None
+    if calibration is None or calibration.coarse_query != coarse_query:
+        return max(default, k), None, None
+    if calibration.rule == "patient":
+        return max(calibration.cap, k), calibration.patience, calibration.cap
+    return max(calibration.candidates, k), None, calibration.cap
+
+
+def encode_queries(
+    enc: Encoder,
+    queries: list[str],
+    coarse: View,
+    fine: View,
+    coarse_query: str,
+    projection: np.ndarray | None,
+    seconds: dict[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse and fine query vectors, each layer run once: layers ``1..coarse.layer``, then the same
+    state resumed to ``fine.layer``. ``seconds``, if given, receives ``encode_coarse`` and
+    ``resume_fine``."""
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        state = enc.advance(enc.start(enc.as_queries(queries)), coarse.layer)
+        coarse_q = enc.view(state, coarse.dim).float().cpu().numpy() if coarse_query == "early" else None
+        t1 = time.perf_counter()
+        fine_q = enc.view(enc.advance(state, fine.layer), fine.dim).float().cpu().numpy()
+        if coarse_q is None:
+            coarse_q = project_fine(fine_q, projection)
+        t2 = time.perf_counter()
+    if seconds is not None:
+        seconds["encode_coarse"] = seconds.get("encode_coarse", 0.0) + t1 - t0
+        seconds["resume_fine"] = seconds.get("resume_fine", 0.0) + t2 - t1
+    return coarse_q, fine_q
+
+
+__all__ = [
+    "COARSE_QUERIES",
+    "QUERY_PRECISIONS",
+    "QueryPrecision",
+    "encode_queries",
+    "resolve_coarse_query",
+    "shortlist_plan",
+]

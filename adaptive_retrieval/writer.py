@@ -1,0 +1,264 @@
+"""Writing to an index: one all-or-nothing transaction over every store it holds.
+
+An index is several stores numbered by the same rows: the engine (coarse and fine vectors), the
+document store (texts and metadata, when kept) and the :class:`~adaptive_retrieval.ids.IdMap`. A write
+goes through :class:`Transaction`, the same protocol for each of them:
+
+1. *stage*: each store takes its part, invisible to searches (the engine's new rows, the texts, the ids);
+2. *prepare*: each store does what can run beside searches (e.g. a new HNSW graph holding the rows);
+3. *commit*, under the retriever's write lock: each store makes its part visible, the id map last;
+4. *rollback* on any error before the last commit returns: each store undoes its part, committed or not,
+   so that the index is exactly as it was.
+
+A search holds the read lock, so it sees the index before or after a write, never a part of one.
+:class:`IndexWriter` runs adds through it; deletes and upserts will be transactions of the same kind.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .backends.base import Backend
+from .corpus import DocId, check_id
+from .documents import DocumentStore
+from .errors import CorpusError, CorpusTypeError, RetrieverBusy
+from .ids import IdMap
+from .locks import ReadWriteLock
+from .views import View
+
+
+class Participant(Protocol):
+    """A store that takes part in a :class:`Transaction`."""
+
+    def prepare(self) -> None:
+        """Do what can run while searches go on (before the write lock)."""
+
+    def commit(self) -> None:
+        """Make the staged part visible (under the write lock)."""
+
+    def rollback(self, committed: bool) -> None:
+        """Undo the staged part; ``committed``: this participant's :meth:`commit` already returned."""
+
+
+@dataclass
+class EngineWrite:
+    """The engine's part of a write: its rows from ``start`` on."""
+
+    engine: Backend
+    start: int
+
+    def prepare(self) -> None:
+        self.engine.prepare()
+
+    def commit(self) -> None:
+        self.engine.commit()
+
+    def rollback(self, committed: bool) -> None:
+        self.engine.rollback(self.start, committed)
+
+
+@dataclass
+class DocumentWrite:
+    """The document store's part of a write: the texts and metadata it staged."""
+
+    store: DocumentStore
+
+    def prepare(self) -> None:
+        return None
+
+    def commit(self) -> None:
+        self.store.commit()
+
+    def rollback(self, committed: bool) -> None:
+        (self.store.undo_commit if committed else self.store.rollback)()
+
+
+@dataclass
+class IdWrite:
+    """The id map's part of a write: the ids it staged (committed last: it cannot fail half-way)."""
+
+    ids: IdMap
+
+    def prepare(self) -> None:
+        return None
+
+    def commit(self) -> None:
+        self.ids.commit()
+
+    def rollback(self, committed: bool) -> None:
+        self.ids.rollback()
+
+
+class Transaction:
+    """Prepare, commit or roll back ``participants`` together (see the module docstring). Roll-back runs
+    in the participants' order too: the id map, last, still names the staged rows for the others."""
+
+    def __init__(
+        self, lock: ReadWriteLock, participants: list[Participant], after: Callable[[], None] | None = None
+    ) -> None:
+        self.lock = lock
+        self.participants = participants
+        self.after = after  # run under the write lock once every participant has committed
+
+    def rollback(self, committed: int = 0) -> None:
+        """Undo every participant (the first ``committed`` of them had committed); every one is tried,
+        the first error raised after."""
+        error: BaseException | None = None
+        for i, p in enumerate(self.participants):
+            try:
+                p.rollback(i < committed)
+            except BaseException as err:  # the others must still be undone
+                error = error or err
+        if error is not None:
+            raise error
+
+    def commit(self) -> None:
+        """Prepare every participant, then commit them under the write lock; on any error, roll back
+        and raise it."""
+        try:
+            for p in self.participants:
+                p.prepare()
+        except BaseException:
+            self.rollback()
+            raise
+        with self.lock.write():  # no search sees a part of the write, nor a roll-back's middle
+            done = 0
+            try:
+                for p in self.participants:
+                    p.commit()
+                    done += 1
+            except BaseException:
+                self.rollback(done)
+                raise
+            if self.after is not None:
+                self.after()
+
+
+def row_norms(vectors: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """The L2 norm of each row, in float32, a slice of ``rows`` at a time (no temporary as large as the
+    batch, as ``np.linalg.norm``'s squares would be)."""
+    out = np.empty(len(vectors), np.float32)
+    for start in range(0, len(vectors), rows):
+        part = np.asarray(vectors[start : start + rows], dtype=np.float32)
+        out[start : start + rows] = np.sqrt(np.einsum("ij,ij->i", part, part))
+    return out
+
+
+class IndexWriter:
+    """Adds documents to an index's stores (:meth:`add_batches`), one add at a time.
+
+    Args:
+        ids: the index's id map.
+        engine: the engine holding the vectors.
+        documents: the document store, or ``None`` when texts are not kept.
+        coarse, fine: the index's views (the vectors' shapes are checked against them).
+        lock: the retriever's read-write lock (searches read; commits write).
+        after_commit: called under the write lock after each add commits (e.g. to drop a calibration
+            the index outgrew).
+    """
+
+    def __init__(
+        self,
+        ids: IdMap,
+        engine: Backend,
+        documents: DocumentStore | None,
+        coarse: View,
+        fine: View,
+        lock: ReadWriteLock,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.ids, self.engine, self.documents = ids, engine, documents
+        self.coarse, self.fine, self.lock = coarse, fine, lock
+        self.after_commit = after_commit
+        self._adding = threading.Lock()  # held by the add in progress: a second one is refused
+
+    def add_batches(self, batches: Iterable[tuple[Any, ...]]) -> int:
+        """Stage every ``(doc_ids, coarse_vectors, fine_vectors[, texts[, metadata]])`` batch, then
+        commit them all, or nothing (see :meth:`Retriever.add_vector_batches`). Returns the number of
+        documents added. A second add while one runs is a :class:`~adaptive_retrieval.errors.RetrieverBusy`."""
+        if not self._adding.acquire(blocking=False):
+            raise RetrieverBusy(
+                "another add is running on this retriever: one add at a time (searches may run beside it)"
+            )
+        try:
+            return self._add(batches)
+        finally:
+            self._adding.release()
+
+    def _add(self, batches: Iterable[tuple[Any, ...]]) -> int:
+        participants: list[Participant] = [] if self.documents is None else [DocumentWrite(self.documents)]
+        participants += [EngineWrite(self.engine, len(self.ids)), IdWrite(self.ids)]
+        transaction = Transaction(self.lock, participants, self.after_commit)
+        try:
+            position = 0
+            for batch in batches:  # not enumerate(), whose reused tuple keeps the last batch alive
+                self._stage(position, batch)
+                del batch  # before the next one is made: RAM holds one batch at a time
+                position += 1  # noqa: SIM113 (see the loop)
+            if not self.ids.staged:
+                raise CorpusError("corpus is empty: give at least one document")
+        except BaseException:  # nothing is visible yet
+            transaction.rollback()
+            raise
+        added = len(self.ids.staged)
+        transaction.commit()
+        return added
+
+    def _stage(self, position: int, batch: Any) -> None:
+        """One batch, checked, into every store's staged part."""
+        if not isinstance(batch, tuple) or not 3 <= len(batch) <= 5:
+            raise CorpusTypeError(
+                f"batch {position} must be a tuple (doc_ids, coarse_vectors, fine_vectors[, texts[, "
+                f"metadata]]), got {type(batch).__name__}"
+            )
+        doc_ids = [check_id(d, f"doc_ids[{i}]") for i, d in enumerate(batch[0])]
+        coarse_vectors, fine_vectors = self.check_vectors(doc_ids, batch[1], batch[2])
+        texts = metadata = None
+        if self.documents is not None:
+            texts = list(batch[3]) if len(batch) > 3 and batch[3] is not None else None
+            metadata = list(batch[4]) if len(batch) > 4 and batch[4] is not None else None
+            if (
+                texts is None
+                or len(texts) != len(doc_ids)
+                or (metadata is not None and len(metadata) != len(doc_ids))
+            ):
+                raise CorpusError(
+                    f"this index stores texts: batch {position} needs one text (and, if any, one "
+                    "metadata) per document: (doc_ids, coarse_vectors, fine_vectors, texts[, metadata])"
+                )
+        first_row = self.ids.stage(doc_ids)
+        if self.documents is not None:
+            self.documents.add(doc_ids, texts, metadata)
+        self.engine.add(first_row, doc_ids, coarse_vectors, fine_vectors)
+
+    def check_vectors(
+        self, doc_ids: list[DocId], coarse_vectors: Any, fine_vectors: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's vectors as arrays, refused unless they have this index's shapes and are
+        L2-normalised and finite."""
+        if not doc_ids:
+            raise CorpusError("doc_ids is empty: give at least one document")
+        coarse_vectors = np.asarray(coarse_vectors, dtype=np.float32)
+        fine_vectors = np.asarray(fine_vectors)
+        n = len(doc_ids)
+        if coarse_vectors.shape != (n, self.coarse.dim) or fine_vectors.shape != (n, self.fine.dim):
+            raise CorpusError(
+                f"{n} ids need coarse vectors of shape {(n, self.coarse.dim)} and fine vectors "
+                f"of shape {(n, self.fine.dim)}; got {coarse_vectors.shape} and {fine_vectors.shape}"
+            )
+        for name, vectors, tolerance in (("coarse", coarse_vectors, 1e-3), ("fine", fine_vectors, 1e-2)):
+            if not np.issubdtype(vectors.dtype, np.floating):
+                raise CorpusTypeError(f"{name} vectors must be floats, got {vectors.dtype}")
+            norms = row_norms(vectors)
+            bad = np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1) > tolerance))
+            if len(bad):
+                raise CorpusError(
+                    f"{name} vector of document {doc_ids[bad[0]]!r} has norm {norms[bad[0]]:.4g}: view vectors "
+                    "are L2-normalised and finite (e.g. from encoder.encode(texts, [coarse, fine]))"
+                )
+        return coarse_vectors, fine_vectors
