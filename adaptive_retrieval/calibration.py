@@ -9,15 +9,18 @@ into a shortlist, and the :class:`~adaptive_retrieval.shortlist.Calibration` rec
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .adapt import pseudo_query
 from .backends.base import Backend
-from .checks import check_queries
+from .checks import check_queries, positive_int
 from .corpus import Corpus, DocId, iter_documents
 from .errors import InvalidArgument
+from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist, check_calibration
 
 
 def sample_queries(
@@ -73,4 +76,62 @@ def shortlist_evidence(
     return scores, members
 
 
-__all__ = ["sample_queries", "shortlist_evidence"]
+# Retriever.calibrate, defined here with the work it orchestrates (retriever.py attaches it).
+def calibrate(
+    self: Any,
+    queries: Sequence[str] | None = None,
+    *,
+    documents: Corpus | None = None,
+    target: float = 0.95,
+    k: int = 10,
+    coarse_query: str | None = None,
+    max_queries: int = 1000,
+    cap: int = MAX_CANDIDATES,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> Calibration:
+    """Choose the shortlist that returns ``target`` of the exact fine top ``k`` (overlap@k,
+    label-free) and use it from now on (:mod:`adaptive_retrieval.shortlist`).
+
+    Args:
+        queries: sample queries (the users' own, best); or
+        documents: a corpus whose documents' first sentences serve as pseudo-queries.
+        target: the overlap@k to reach; k: its depth; coarse_query: the coarse query calibrated.
+        max_queries, cap, seed, batch_size: how many queries, the deepest shortlist, the split's seed,
+            the encoder batch.
+
+    Returns:
+        The :class:`Calibration` (also :attr:`calibration`, saved with the index).
+
+    Raises:
+        InvalidArgument: fewer than 20 usable queries, or both or neither of queries and documents.
+    """
+    self._check_open()
+    t0 = time.perf_counter()
+    coarse_query = self.resolve_coarse_query(coarse_query)
+    k, cap, max_queries = (
+        positive_int(x, n) for x, n in ((k, "k"), (cap, "cap"), (max_queries, "max_queries"))
+    )
+    queries, own, source = sample_queries(
+        queries, documents, max_queries=max_queries, seed=seed, row_of=self.ids.row
+    )
+    check_calibration(len(queries), target)  # before any query is encoded
+    spare = 0 if own is None else 1
+    k, cap = min(k, len(self) - spare), min(cap, len(self) - spare)
+    if k < 1:
+        raise InvalidArgument(f"the index holds {len(self)} documents: too few to calibrate")
+    enc = self.query_encoder
+    vectors = enc.encode(enc.as_queries(queries), [self.coarse, self.fine], batch_size=batch_size)
+    fine_q = vectors[self.fine]
+    coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
+    with self._lock.read():
+        scores, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, cap, own)
+    choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
+    self.calibration = Calibration(
+        target=float(target), k=k, coarse_query=coarse_query, queries=source, measured=measured,
+        seconds=time.perf_counter() - t0, documents=len(self), **choice,
+    )  # fmt: skip
+    return self.calibration
+
+
+__all__ = ["calibrate", "sample_queries", "shortlist_evidence"]

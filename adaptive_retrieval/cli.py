@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .backends import FaissOptions
 from .errors import CorpusError, InvalidArgument
 
 JSON_LINES = (".jsonl", ".ndjson", ".json")
@@ -88,8 +89,7 @@ def _index(args: argparse.Namespace) -> int:
         fine=args.fine,
         model=args.model,
         candidates=args.candidates,
-        index=args.index,
-        fine_dtype=args.fine_dtype,
+        backend=FaissOptions(index=args.index, fine_dtype=args.fine_dtype),
         batch_size=args.batch_size,
         adapt=not args.no_adapt,
         store_text=args.store_text,

@@ -14,7 +14,8 @@ Each Ray actor loads the encoder once and turns batches of texts into both view 
     encoded = encode_with_ray(ds, "mpnet-base", (4, 64), (12, 768), concurrency=8, num_gpus=1,
                               fingerprint=encoder.fingerprint)
     retriever = Retriever.from_vector_batches(
-        encoder, (4, 64), (12, 768), vector_batches(encoded, (4, 64), (12, 768)), fine_path="fine.npy"
+        encoder, (4, 64), (12, 768), vector_batches(encoded, (4, 64), (12, 768)),
+        backend=FaissOptions(fine_path="fine.npy"),
     )
 
 The same code runs on the local machine (``ray.init()`` starts a local cluster) and on a Ray cluster

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .backbones import SUPPORTED_MODEL_TYPES, Backbone, LayerContext, backbone_for
+from . import loading
+from .backbones import Backbone, LayerContext, backbone_for
 from .corpus import check_encodable
 from .cpu_linear import use_onednn
 from .errors import InvalidArgument, InvalidArgumentType, ModelMismatch
-from .models import locate_model
 from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
@@ -136,67 +135,8 @@ class Encoder:
         for layer, head in (heads or {}).items():
             self.set_head(layer, head)
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike[str],
-        *,
-        pooling: Pooling | None = None,
-        max_length: int | None = None,
-        query_prompt: str | None = None,
-        document_prompt: str | None = None,
-        **kwargs: Any,
-    ) -> Encoder:
-        """Load a named offline model (``minilm-l6``, ``mpnet-base``), a Hugging Face model directory, a
-        sentence-transformers model directory or a Hugging Face id (:func:`~adaptive_retrieval.models.locate_model`
-        finds its files). Keyword arguments override what the model's own config says (``pooling``,
-        ``max_length``) and go on to :class:`Encoder`. ``query_prompt`` / ``document_prompt`` default to
-        the model's own sentence-transformers prompts (E5's ``"query: "`` / ``"passage: "``, BGE's query
-        instruction); ``""`` turns one off."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        found = locate_model(name_or_path)
-        config = AutoConfig.from_pretrained(found.model_dir)
-        if config.model_type not in SUPPORTED_MODEL_TYPES:
-            raise InvalidArgument(
-                f"model={str(name_or_path)!r} has model type {config.model_type!r}, which is not supported; "
-                f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
-        st = found.settings
-        if pooling is None and "pooling" not in st:
-            logger.info("%s has no sentence-transformers pooling config; using mean pooling", found.path)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # its load report would list the pooler we leave out on purpose
-        try:  # views never use the pooler head; do not build it (it would be random where the checkpoint lacks it)
-            model = AutoModel.from_pretrained(found.model_dir, add_pooling_layer=False)
-        except TypeError:  # architectures without a pooler take no such argument
-            model = AutoModel.from_pretrained(found.model_dir)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        tokenizer = AutoTokenizer.from_pretrained(found.model_dir)
-        if found.adapter is not None:
-            import warnings
-
-            from peft import PeftModel
-
-            # peft calls a property transformers 5 deprecates; not the user's concern
-            with warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-                )
-                model = PeftModel.from_pretrained(model, str(found.adapter)).merge_and_unload()
-        return cls(
-            model,
-            tokenizer,
-            pooling=pooling or st.get("pooling", "mean"),
-            max_length=max_length if max_length is not None else st.get("max_length"),
-            name=found.name,
-            heads=found.heads,
-            query_prompt=st.get("query_prompt", "") if query_prompt is None else query_prompt,
-            document_prompt=st.get("document_prompt", "") if document_prompt is None else document_prompt,
-            **kwargs,
-        )
+    #: Load a named model, a model directory or a Hugging Face id: :func:`adaptive_retrieval.loading.from_pretrained`.
+    from_pretrained = classmethod(loading.from_pretrained)
 
     # ----------------------------------------------------------------------------------------- facts
 

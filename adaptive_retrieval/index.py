@@ -1,25 +1,31 @@
-"""The two stores of the funnel: a FAISS index over coarse vectors, and a matrix of fine vectors.
+"""The coarse store of the funnel: a FAISS index over coarse vectors (:class:`CoarseIndex`, grown in
+shards), its per-call search parameters, and the spill where an add's coarse vectors wait for their
+commit (:class:`CoarseSpill`). The fine store is :mod:`adaptive_retrieval.fine_store` (re-exported here).
 
-Both speak FAISS's vocabulary: searches return ``(D, I)`` arrays of shape ``(n_queries, k)``, scores
-are inner products of L2-normalised vectors (cosine similarity), and missing results are ``-1``.
+Searches return FAISS's ``(D, I)`` arrays of shape ``(n_queries, k)``, scores are inner products of
+L2-normalised vectors (cosine similarity), and missing results are ``-1``.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import mmap
 import os
-import shutil
-import weakref
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 import faiss
 import numpy as np
 
-from .scratch import scratch_path
+from .errors import (
+    CorpusError,
+    EngineError,
+    IndexDamaged,
+    InvalidArgument,
+    InvalidArgumentType,
+    RetrieverBusy,
+)
+from .fine_store import FINE_DTYPES, FineStore, as_matrix, map_rows, mapping_of, prefetch
 
 try:  # POSIX
     import fcntl
@@ -28,7 +34,6 @@ except ImportError:  # pragma: no cover - Windows
 
 logger = logging.getLogger(__name__)
 
-FINE_DTYPES = ("float16", "float32")
 
 # Search-time knobs of FAISS indexes: per call through faiss.SearchParameters*, or set on the index.
 _KNOBS = ("nprobe", "efSearch", "k_factor", "max_codes")  # (polysemous "ht" is L2-only)
@@ -38,7 +43,7 @@ def _knob_value(name: str, value: object) -> int | float:
     if name == "k_factor":
         ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
         if not ok or not value >= 1:  # type: ignore[operator]
-            raise ValueError(f"search parameter k_factor must be a number >= 1, got {value!r}")
+            raise InvalidArgument(f"search parameter k_factor must be a number >= 1, got {value!r}")
         return float(value)  # type: ignore[arg-type]
     if (
         isinstance(value, bool)
@@ -46,7 +51,7 @@ def _knob_value(name: str, value: object) -> int | float:
         or value < (0 if name == "ht" else 1)
     ):
         least = 0 if name == "ht" else 1
-        raise ValueError(f"search parameter {name} must be an int >= {least}, got {value!r}")
+        raise InvalidArgument(f"search parameter {name} must be an int >= {least}, got {value!r}")
     return int(value)
 
 
@@ -63,7 +68,7 @@ def search_parameters(
         return None
     for name in knobs:
         if name not in _KNOBS:
-            raise ValueError(f"unknown search parameter {name!r}; known: {', '.join(_KNOBS)}")
+            raise InvalidArgument(f"unknown search parameter {name!r}; known: {', '.join(_KNOBS)}")
     values = {name: _knob_value(name, value) for name, value in knobs.items()}
     used: set[str] = set()
     keep: list[faiss.SearchParameters] = []
@@ -104,57 +109,12 @@ def search_parameters(
     params = build(index)
     missing = [name for name in values if name not in used]
     if missing:
-        raise ValueError(
+        raise InvalidArgument(
             f"index={factory or type(index).__name__!r} has no search parameter {missing[0]!r}"
             + (" (Flat search is exact and takes none)" if factory == "Flat" else "")
         )
     params._keep = keep  # SWIG holds raw pointers to the nested objects
     return params
-
-
-def map_rows(path: Path, dtype: np.dtype, offset: int, shape: tuple[int, int]) -> np.ndarray:
-    """A read-only ``(rows, dim)`` array over ``path`` from byte ``offset``, through a memory map advised
-    for random access (``MADV_RANDOM`` where the OS has it).
-
-    The funnel reads a few scattered rows per query. Under the default advice each page fault also
-    reads ahead neighbours it will not use: measured on a 15 GB float16 store with a cold page cache,
-    400 rows a query read 154 MB from disk per query by default and 2.2 MB with random advice (p95
-    950 ms vs 26 ms; ``benchmarks/bench_fine_io.py``). Sequential scans ask for their block explicitly
-    (:func:`prefetch`).
-    """
-    with open(path, "rb") as fh:
-        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    if hasattr(mmap, "MADV_RANDOM"):  # not on Windows
-        mapped.madvise(mmap.MADV_RANDOM)
-    count = shape[0] * shape[1]
-    return np.frombuffer(mapped, dtype=dtype, count=count, offset=offset).reshape(shape)
-
-
-def mapping_of(rows: np.ndarray) -> mmap.mmap | None:
-    """The memory map behind a :func:`map_rows` array (or a view of one); ``None`` for arrays in RAM."""
-    base = rows.base
-    while isinstance(base, (np.ndarray, memoryview)):  # slice -> frombuffer array -> memoryview -> map
-        base = base.base if isinstance(base, np.ndarray) else base.obj
-    return base if isinstance(base, mmap.mmap) else None
-
-
-def prefetch(rows: np.ndarray) -> None:
-    """Ask the OS to read a contiguous block of a :func:`map_rows` array ahead (``MADV_WILLNEED``): an
-    exact scan would otherwise fault it in one page at a time under random advice. A no-op for arrays
-    in RAM."""
-    mapped = mapping_of(rows)
-    if mapped is None or not hasattr(mmap, "MADV_WILLNEED") or rows.size == 0:
-        return
-    start = rows.ctypes.data - np.frombuffer(mapped, np.uint8, count=1).ctypes.data
-    aligned = start - start % mmap.PAGESIZE
-    mapped.madvise(mmap.MADV_WILLNEED, aligned, start - aligned + rows.nbytes)
-
-
-def _as_matrix(x: np.ndarray, dim: int, name: str) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (n, {dim}), got {x.shape}")
-    return x
 
 
 class CoarseIndex:
@@ -174,7 +134,7 @@ class CoarseIndex:
         more: list[faiss.Index] | tuple[faiss.Index, ...] = (),
     ) -> None:
         if not isinstance(factory, str) or not factory.strip():
-            raise ValueError(
+            raise InvalidArgument(
                 f"index must be a FAISS factory string such as 'Flat' or 'HNSW32', got {factory!r}"
             )
         self.dim = dim
@@ -184,7 +144,7 @@ class CoarseIndex:
                 index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
             except RuntimeError as err:
                 reason = str(err).strip().splitlines()[-1][:200]
-                raise ValueError(
+                raise InvalidArgument(
                     f"index={factory!r} is not a FAISS factory string FAISS can build for {dim} dims "
                     f"({reason}); try 'Flat', 'HNSW32' or 'IVF256,Flat'"
                 ) from None
@@ -221,14 +181,16 @@ class CoarseIndex:
         the new rows into one shard (so a shard is at least twice the next: at most log2(n) shards, each
         row copied O(log n) times over any sequence of adds)."""
         if not self.is_flat():
-            raise TypeError(f"index={self.factory!r} is not Flat: only a Flat index grows in shards")
+            raise InvalidArgumentType(
+                f"index={self.factory!r} is not Flat: only a Flat index grows in shards"
+            )
         shards = [shard for shard in self.shards if shard.ntotal > 0]
         total, keep = count, len(shards)
         while keep > 0 and shards[keep - 1].ntotal < 2 * total:
             keep -= 1
             total += int(shards[keep].ntotal)
         merged = [_flat_rows(shard) for shard in shards[keep:]]
-        checked = (_as_matrix(block, self.dim, "vectors") for block in blocks)
+        checked = (as_matrix(block, self.dim, "vectors") for block in blocks)
         last = _flat_of(self.dim, self.index.metric_type, total, itertools.chain(merged, checked))
         first, *more = [*shards[:keep], last]
         return CoarseIndex(self.dim, self.factory, index=first, more=more)
@@ -246,11 +208,11 @@ class CoarseIndex:
         return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
 
     def train(self, vectors: np.ndarray) -> None:
-        vectors = _as_matrix(vectors, self.dim, "vectors")
+        vectors = as_matrix(vectors, self.dim, "vectors")
         try:
             self.index.train(vectors)
         except RuntimeError as err:
-            raise ValueError(
+            raise CorpusError(
                 f"index={self.factory!r} could not be trained on {len(vectors)} vectors: "
                 f"{str(err).strip().splitlines()[-1][:200]}. Use a smaller index (fewer IVF lists, fewer PQ "
                 "bits per code) or more documents."
@@ -259,8 +221,8 @@ class CoarseIndex:
     def add(self, vectors: np.ndarray) -> None:
         """Append rows in place (to the last shard of a Flat index grown in shards)."""
         if not self.is_trained:
-            raise RuntimeError(f"index={self.factory!r} must be trained before vectors are added")
-        (self._more[-1] if self._more else self.index).add(_as_matrix(vectors, self.dim, "vectors"))
+            raise EngineError(f"index={self.factory!r} must be trained before vectors are added")
+        (self._more[-1] if self._more else self.index).add(as_matrix(vectors, self.dim, "vectors"))
 
     def is_hnsw(self) -> bool:
         """Whether the index is an HNSW graph (which cannot remove rows), wrapped (``PCA64,HNSW32``,
@@ -301,7 +263,7 @@ class CoarseIndex:
         try:
             self.index.remove_ids(faiss.IDSelectorRange(start, len(self)))
         except RuntimeError:
-            raise RuntimeError(
+            raise EngineError(
                 f"index={self.factory!r} cannot remove vectors, so a failed add left {len(self) - start} extra "
                 "coarse vectors; reload the index from its last save"
             ) from None
@@ -325,7 +287,7 @@ class CoarseIndex:
         """
         if params is None and knobs:
             params = self.search_parameters(**knobs)
-        x = _as_matrix(queries, self.dim, "queries")
+        x = as_matrix(queries, self.dim, "queries")
         if self._more:  # Flat shards (which take no parameters): each searched, the answers merged
             Ds, Is, offset = [], [], 0
             for shard in self.shards:
@@ -348,7 +310,7 @@ class CoarseIndex:
             try:
                 space.set_index_parameter(self.index, name, value)
             except RuntimeError:
-                raise ValueError(f"index={self.factory!r} has no search parameter {name!r}") from None
+                raise InvalidArgument(f"index={self.factory!r} has no search parameter {name!r}") from None
 
     def nbytes(self) -> int:
         """Size of the serialised index (all its shards) in bytes."""
@@ -368,18 +330,18 @@ class CoarseIndex:
             try:
                 index = faiss.read_index(str(name))
             except RuntimeError as err:
-                raise ValueError(
+                raise IndexDamaged(
                     f"{name} is not a readable FAISS index: {str(err).strip().splitlines()[-1][:200]}"
                 ) from None
             if index.d != dim:
-                raise ValueError(f"{name} holds a {index.d}-dim index, the manifest says {dim}")
+                raise IndexDamaged(f"{name} holds a {index.d}-dim index, the manifest says {dim}")
             shards.append(index)
         first, *rest = shards
         loaded = cls(dim, factory, index=first, more=rest)
         if rest and not all(type(faiss.downcast_index(s)) is type(faiss.downcast_index(first)) for s in rest):
-            raise ValueError(f"{path}: the index's shard files are not all of one kind")
+            raise IndexDamaged(f"{path}: the index's shard files are not all of one kind")
         if rest and not loaded.is_flat():
-            raise ValueError(f"{path}: only a Flat index comes in shards, this one is {factory!r}")
+            raise IndexDamaged(f"{path}: only a Flat index comes in shards, this one is {factory!r}")
         return loaded
 
 
@@ -395,11 +357,11 @@ def _flat_of(dim: int, metric: int, count: int, blocks: Iterable[np.ndarray]) ->
     filled = 0
     for block in blocks:
         if filled + len(block) > count:
-            raise ValueError(f"more than the {count} rows announced")
+            raise CorpusError(f"more than the {count} rows announced")
         rows[filled : filled + len(block)] = block
         filled += len(block)
     if filled != count:
-        raise ValueError(f"{filled} rows given, {count} announced")
+        raise CorpusError(f"{filled} rows given, {count} announced")
     index.ntotal = count
     return index
 
@@ -430,7 +392,7 @@ class CoarseSpill:
             self._fd = _lock_scratch(path)
 
     def append(self, vectors: np.ndarray) -> None:
-        vectors = _as_matrix(vectors, self.dim, "coarse vectors")
+        vectors = as_matrix(vectors, self.dim, "coarse vectors")
         if self.path is None:
             self._parts.append(vectors)
         else:
@@ -487,7 +449,7 @@ def _lock_scratch(path: Path) -> int | None:
         try:
             open(path, "xb").close()
         except FileExistsError:
-            raise RuntimeError(
+            raise RetrieverBusy(
                 f"{path} exists: an add or build into this fine store was killed, or another process is "
                 "adding to it now. If no other process uses it, delete that file and retry; nothing of "
                 "the index depends on it"
@@ -500,10 +462,10 @@ def _lock_scratch(path: Path) -> int | None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(busy) from None
+                raise RetrieverBusy(busy) from None
             except OSError:  # a file system without flock: as on Windows, refuse a leftover
                 if existed:
-                    raise RuntimeError(
+                    raise RetrieverBusy(
                         f"{path} exists: an add or build into this fine store was killed, or another process "
                         "is adding to it now. If no other process uses it, delete that file and retry"
                     ) from None
@@ -526,312 +488,16 @@ def _lock_scratch(path: Path) -> int | None:
             os.close(fd)
             raise
         os.close(fd)  # its holder deleted it between our open and our lock: take the path anew
-    raise RuntimeError(busy)  # pragma: no cover - a path deleted under us 100 times over
+    raise RetrieverBusy(busy)  # pragma: no cover - a path deleted under us 100 times over
 
 
-class FineStore:
-    """The fine view of every document: a ``(n_docs, dim)`` matrix, float16 by default.
-
-    Row ``i`` belongs to the document with internal id ``i``. Two forms:
-
-    - in memory (:meth:`empty`): a numpy array;
-    - on disk (:meth:`on_disk`): a ``.npy`` file that grows as documents are added, read through a
-      memory map, so RAM holds only the pages of recently re-ranked candidates, never the matrix.
-      The file is a valid ``.npy`` at every commit (its header is rewritten in place), so
-      ``np.load(path, mmap_mode="r")`` opens it.
-
-    Loaded stores are memory-mapped too. :meth:`extend` and :meth:`truncate` grow and roll back either
-    form, which is how the retriever keeps ``add`` all-or-nothing.
-    """
-
-    def __init__(self, vectors: np.ndarray, *, path: Path | None = None) -> None:
-        if vectors.ndim != 2 or vectors.dtype.name not in FINE_DTYPES:
-            raise ValueError(
-                f"fine vectors must be a 2-D float16/float32 matrix, got {vectors.shape} {vectors.dtype}"
-            )
-        self.vectors = vectors
-        self.path = path  # set for an on-disk store that this object grows
-        # a loaded, memory-mapped store: its file, its offset, and the file held open, so that it can be
-        # copied to grow even after another writer's save has replaced that generation
-        self._source: tuple[Path, int, BinaryIO] | None = None
-        self._grown: weakref.finalize | None = None  # deletes the grow-*.npy copy of such a store
-
-    @staticmethod
-    def _check_dtype(dtype: str) -> np.dtype:
-        if dtype not in FINE_DTYPES:
-            raise ValueError(f"fine_dtype={dtype!r} is not supported; choose one of {FINE_DTYPES}")
-        return np.dtype(dtype)
-
-    @classmethod
-    def empty(cls, dim: int, dtype: str = "float16") -> FineStore:
-        """An empty in-memory store."""
-        return cls(np.empty((0, dim), dtype=cls._check_dtype(dtype)))
-
-    @classmethod
-    def on_disk(cls, path: str | Path, dim: int, dtype: str = "float16") -> FineStore:
-        """An empty store backed by the new file ``path`` (an existing file is refused, never overwritten)."""
-        path = Path(path)
-        np_dtype = cls._check_dtype(dtype)
-        if path.exists():
-            raise ValueError(f"fine_path={str(path)!r} already exists; give a new file name")
-        if not path.parent.is_dir():
-            raise ValueError(f"fine_path={str(path)!r}: directory {str(path.parent)!r} does not exist")
-        with open(path, "xb") as fh:
-            fh.write(_npy_header(np_dtype, 0, dim))
-        return cls(np.empty((0, dim), dtype=np_dtype), path=path)
-
-    def close(self) -> None:
-        """Drop the rows (a memory map is unmapped once nothing else refers to it) and delete a
-        ``grow-*.npy`` scratch copy; an ``on_disk`` store's file, which the caller named, stays."""
-        self.vectors = np.empty((0, self.dim), dtype=self.vectors.dtype)
-        self._buffer = None
-        if self._source is not None:
-            self._source[2].close()
-            self._source = None
-        if self._grown is not None:
-            self._grown()  # the weakref finalizer: runs once
-            self.path = None
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-    @property
-    def dtype(self) -> str:
-        return self.vectors.dtype.name
-
-    def __len__(self) -> int:
-        return int(self.vectors.shape[0])
-
-    def nbytes(self) -> int:
-        return int(self.vectors.nbytes)
-
-    def extend(self, vectors: np.ndarray) -> None:
-        """Append rows (cast to the store's dtype). On disk: written at the file's end, then the header
-        is updated, so the file holds a complete matrix after every call."""
-        vectors = _as_matrix(vectors, self.dim, "vectors")
-        if self.path is None and self._source is not None:
-            self._grow_on_disk()  # a loaded index grows on disk, never copied into RAM
-        if self.path is None:  # in RAM: a buffer that doubles, so n rows added in chunks cost O(n) copies
-            n, end = len(self), len(self) + len(vectors)
-            buffer = getattr(self, "_buffer", None)
-            if buffer is None or buffer.shape[0] < end or not np.may_share_memory(buffer, self.vectors):
-                buffer = np.empty((max(end, 2 * n, 1024), self.dim), dtype=self.vectors.dtype)
-                buffer[:n] = self.vectors
-                self._buffer = buffer
-            buffer[n:end] = vectors
-            self.vectors = buffer[:end]
-            return
-        n = len(self) + len(vectors)
-        with open(self.path, "r+b") as fh:
-            fh.seek(_HEADER_BYTES + len(self) * self.dim * self.vectors.itemsize)
-            for start in range(0, len(vectors), _CAST_ROWS):  # cast a slice at a time: no copy of all
-                fh.write(vectors[start : start + _CAST_ROWS].astype(self.vectors.dtype, copy=False).data)
-            fh.seek(0)
-            fh.write(_npy_header(self.vectors.dtype, n, self.dim))
-        self._remap(n)
-
-    def truncate(self, n: int) -> None:
-        """Keep the first ``n`` rows: the roll-back of a failed :meth:`extend`."""
-        if not 0 <= n <= len(self):
-            raise ValueError(f"cannot truncate a store of {len(self)} rows to {n}")
-        if self.path is None:
-            self.vectors = self.vectors[:n]
-            return
-        with open(self.path, "r+b") as fh:
-            fh.write(_npy_header(self.vectors.dtype, n, self.dim))
-            fh.truncate(_HEADER_BYTES + n * self.dim * self.vectors.itemsize)
-        self._remap(n)
-
-    def _remap(self, n: int) -> None:
-        if n == 0:
-            self.vectors = np.empty((0, self.dim), dtype=self.vectors.dtype)
-        else:
-            self.vectors = map_rows(self.path, self.vectors.dtype, _HEADER_BYTES, (n, self.dim))
-
-    def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Score each query's candidate ids with the fine vectors; keep the best ``k``.
-
-        ``candidates`` is ``(n_queries, c)`` with ``-1`` for none. Returns ``(D, I)`` of shape
-        ``(n_queries, k)``, best first, ties broken by the lower id, padded with ``-1`` / ``-inf``.
-        Scores are float32 inner products (the stored float16 vectors are widened first). Only the
-        candidates' rows are read, so a memory-mapped store costs one page read per candidate.
-        """
-        queries = _as_matrix(queries, self.dim, "queries")
-        candidates = np.asarray(candidates, dtype=np.int64)
-        n_q, n_c = candidates.shape
-        valid = candidates >= 0
-        vectors = np.asarray(self.vectors[np.where(valid, candidates, 0).ravel()], dtype=np.float32)
-        scores = np.einsum("qcd,qd->qc", vectors.reshape(n_q, n_c, self.dim), queries)
-        scores[~valid] = -np.inf
-        order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), -scores), axis=-1)[:, :k]
-        top_scores = np.take_along_axis(scores, order, axis=1)
-        top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(candidates, order, axis=1), -1)
-        if top_ids.shape[1] < k:  # fewer candidates than k: pad as FAISS does
-            pad = k - top_ids.shape[1]
-            top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            top_ids = np.pad(top_ids, ((0, 0), (0, pad)), constant_values=-1)
-        return top_scores.astype(np.float32), top_ids
-
-    def scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Fine scores ``(n, c)`` of each query with its ``ids`` (``(n, c)``, all valid rows), float32."""
-        rows = np.asarray(self.vectors[np.asarray(ids, dtype=np.int64).ravel()], dtype=np.float32)
-        return np.einsum("qcd,qd->qc", rows.reshape(*ids.shape, self.dim), queries)
-
-    def rerank_with_fallback(
-        self,
-        queries: np.ndarray,
-        candidates: np.ndarray,
-        k: int,
-        *,
-        patience: int | None = None,
-        rows: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        """The funnel's second stage: :meth:`rerank`, except that a query whose (approximate) coarse
-        stage returned fewer than ``min(k, len(self))`` ids is ranked exactly instead. With
-        ``patience``, each query reads its candidates a step at a time and stops when its top ``k``
-        has settled (:func:`adaptive_retrieval.shortlist.patient_rerank`). Returns ``(D, I, number of
-        such fallbacks, candidates read per query)``. ``rows``: only the first ``rows`` rows exist for
-        this search (the others belong to an add not yet committed), for the fallback too."""
-        queries = _as_matrix(queries, self.dim, "queries")
-        candidates = np.asarray(candidates, dtype=np.int64)
-        if patience is None:
-            D, I = self.rerank(queries, candidates, k)
-            read = (candidates >= 0).sum(axis=1)
-        else:
-            from .shortlist import patient_rerank
-
-            D, I, read = patient_rerank(
-                lambda rows, ids: self.scores(queries[rows], ids), candidates, k, patience
-            )
-        rows = len(self) if rows is None else rows
-        short = (I >= 0).sum(axis=1) < min(k, rows)
-        if short.any():
-            D[short], I[short] = self.search_exact(queries[short], k, rows=rows)
-        return D, I, int(short.sum()), read
-
-    def search_exact(
-        self, queries: np.ndarray, k: int, *, block: int = 65_536, rows: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search over every stored vector, ``block`` rows at a time: the reference the funnel is
-        measured against, and the fallback when a coarse stage comes up short. Each block is read and
-        widened to float32 once for all queries (memory: one block, and one score per query and row of
-        it); ties are broken by the lower id, as :meth:`rerank` does. ``rows``: only the first ``rows``
-        (default: all)."""
-        queries = _as_matrix(queries, self.dim, "queries")
-        vectors = self.vectors  # one matrix for the whole scan, whatever an add does meanwhile
-        n = len(vectors) if rows is None else min(rows, len(vectors))
-        n_q = len(queries)
-        best_d = [np.empty(0, dtype=np.float32) for _ in range(n_q)]
-        best_i = [np.empty(0, dtype=np.int64) for _ in range(n_q)]
-        for start in range(0, n, block):
-            prefetch(vectors[start : min(start + block, n)])
-            rows = np.asarray(vectors[start : min(start + block, n)], dtype=np.float32)
-            # einsum, as rerank: the same arithmetic per row, so equal rows score equal and the exact
-            # scores are bit for bit the funnel's
-            scores = np.einsum("rd,qd->qr", rows, queries)
-            keep = min(k, rows.shape[0])
-            kth = np.partition(scores, rows.shape[0] - keep, axis=1)[:, rows.shape[0] - keep]
-            for q in range(n_q):
-                hit = np.flatnonzero(scores[q] >= kth[q])  # the block's top k, and every tie with it
-                d = np.concatenate([best_d[q], scores[q, hit]])
-                i = np.concatenate([best_i[q], start + hit])
-                order = np.lexsort((i, -d))[:k]
-                best_d[q], best_i[q] = d[order], i[order]
-        D = np.full((n_q, k), -np.inf, dtype=np.float32)
-        I = np.full((n_q, k), -1, dtype=np.int64)
-        for q in range(n_q):
-            D[q, : len(best_d[q])], I[q, : len(best_i[q])] = best_d[q], best_i[q]
-        return D, I
-
-    def save(self, path: Path, rows: int | None = None) -> None:
-        """Write a ``.npy`` file of the first ``rows`` rows (default: all) in pieces of 65,536 rows (a
-        memory-mapped store is never read into RAM whole; an on-disk store's whole file is copied by
-        the kernel)."""
-        vectors = self.vectors
-        n = len(vectors) if rows is None else min(rows, len(vectors))
-        if self.path is not None and n == len(vectors):
-            shutil.copyfile(self.path, path)  # the backing file is already a complete .npy
-            return
-        with open(path, "wb") as fh:
-            fh.write(_npy_header(vectors.dtype, n, self.dim))
-            for start in range(0, n, _SAVE_ROWS):
-                end = min(start + _SAVE_ROWS, n)
-                prefetch(vectors[start:end])
-                fh.write(np.ascontiguousarray(vectors[start:end]).tobytes())
-
-    @classmethod
-    def load(cls, path: Path, *, mmap: bool = True) -> FineStore:
-        try:
-            vectors = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{path} is not a readable fine-vector file: {err}") from None
-        source = None
-        if mmap and isinstance(vectors, np.memmap) and vectors.ndim == 2 and vectors.flags.c_contiguous:
-            source = (Path(path), vectors.offset)
-            vectors = map_rows(path, vectors.dtype, vectors.offset, vectors.shape)  # random-access advice
-        store = cls(vectors)
-        if source is not None:  # a memory-mapped store grows on disk: see extend
-            store._source = (*source, open(path, "rb"))  # noqa: SIM115 (closed by close() or the growth)
-        return store
-
-    def _grow_on_disk(self) -> None:
-        """Turn a loaded, memory-mapped store into an on-disk one that can grow, without reading it into
-        RAM: its file is copied (by the kernel, in blocks) to a new scratch ``grow-*.npy`` beside it (:mod:`.scratch`), which
-        is removed when this store is; the loaded file, part of a saved index, is never written."""
-        source, offset, src = self._source
-        target = scratch_path(source, ".npy")
-        n, size = len(self), len(self) * self.dim * self.vectors.itemsize
-        with open(target, "xb") as dst:
-            dst.write(_npy_header(self.vectors.dtype, n, self.dim))
-            dst.flush()
-            _copy_file(src, dst, offset)  # from the file held open since load, whatever its path holds now
-            copied = dst.tell() - _HEADER_BYTES
-        if copied != size:
-            target.unlink(missing_ok=True)
-            raise ValueError(f"{source} holds {copied} bytes of vectors, expected {size}")
-        src.close()
-        self.path, self._source = target, None
-        self._grown = weakref.finalize(self, target.unlink, missing_ok=True)
-        self._remap(n)
-
-
-def _copy_file(src, dst, offset: int) -> None:
-    """Copy ``src`` from byte ``offset`` to its end onto the end of ``dst`` (both open, ``dst`` flushed):
-    in the kernel where the OS can (``copy_file_range``; no buffer in this process, whose RSS would keep
-    it), else through a 1 MB buffer."""
-    src.seek(offset)
-    left = os.fstat(src.fileno()).st_size - offset
-    if hasattr(os, "copy_file_range"):
-        try:
-            while left > 0:
-                done = os.copy_file_range(src.fileno(), dst.fileno(), min(left, 1 << 30))
-                if done == 0:  # some file systems copy nothing this way: the rest by reads
-                    break
-                left -= done
-        except OSError:  # e.g. across file systems on an old kernel: the rest by reads
-            pass
-        src.seek(os.fstat(src.fileno()).st_size - left)
-        dst.seek(0, os.SEEK_END)
-        if left == 0:
-            return
-    shutil.copyfileobj(src, dst, 1 << 20)
-
-
-_HEADER_BYTES = 128  # fixed, so the header can be rewritten in place as the matrix grows
-_SAVE_ROWS = 65_536
-# Rows cast to the store's dtype at a time when appended: a small temporary (1.5 MB at 768 float32 dims),
-# which the allocator reuses rather than keeping freed pages of a large one in the process's RSS.
-_CAST_ROWS = 1024
-
-
-def _npy_header(dtype: np.dtype, n: int, dim: int) -> bytes:
-    """A ``.npy`` version 1.0 header padded to :data:`_HEADER_BYTES` (the format allows space padding)."""
-    text = repr(
-        {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n, dim)}
-    )
-    body = text.encode("latin1")
-    pad = _HEADER_BYTES - 10 - len(body) - 1
-    if pad < 0:
-        raise ValueError(f"a {n} x {dim} matrix does not fit the fixed .npy header")
-    return b"\x93NUMPY\x01\x00" + (_HEADER_BYTES - 10).to_bytes(2, "little") + body + b" " * pad + b"\n"
+__all__ = [
+    "FINE_DTYPES",
+    "CoarseIndex",
+    "CoarseSpill",
+    "FineStore",
+    "map_rows",
+    "mapping_of",
+    "prefetch",
+    "search_parameters",
+]

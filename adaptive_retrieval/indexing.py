@@ -9,17 +9,26 @@ every document's coarse vector is its fine vector projected (:func:`~adaptive_re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .adapt import Adaptation, adapt_encoder, project_fine
+from .backends import EngineOptions, create_engine, engine_options
+from .checks import positive_int
 from .corpus import Corpus, DocId, chunks, iter_records
-from .encoder import Encoder
-from .errors import CorpusError
-from .views import View
+from .documents import DocumentStore
+from .encoder import PROGRESS_MIN_BATCHES, Encoder
+from .errors import CorpusError, InvalidArgumentType
+from .models import DEFAULT_MODEL
+from .views import View, ViewLike, check_pair
+
+#: Documents encoded and added per step of a build; build-time adaptation fits on the first chunk.
+CHUNK_SIZE = 10_000
 
 
 def projection_of(adaptation: Adaptation | None) -> np.ndarray | None:
@@ -138,3 +147,167 @@ class CorpusEncoding:
         pooled = [torch.from_numpy(s).to(enc.device) for s in states]
         head_input = self.encoder.head_input(pooled, self.coarse.layer)
         return self.encoder.project(head_input, self.coarse).float().cpu().numpy(), fine
+
+
+# ------------------------------------------------------------------------------------------------------
+# Retriever's constructors and add, defined here with the work they orchestrate; retriever.py attaches
+# them (``Retriever.build = classmethod(indexing.build)``, ...). ``cls``/``self`` are the Retriever.
+
+
+def build(
+    cls: Any,
+    corpus: Corpus,
+    coarse: ViewLike = (4, 64),
+    fine: ViewLike | None = None,
+    *,
+    model: str | Encoder = DEFAULT_MODEL,
+    candidates: int = 100,
+    backend: str | EngineOptions = "faiss",
+    backend_options: dict[str, Any] | None = None,
+    adapt: bool = True,
+    store_text: bool = False,
+    batch_size: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    show_progress: bool | None = None,
+    **faiss_options: Any,
+) -> Any:
+    """Encode ``corpus`` once and index both views, the coarse one adapted to the corpus.
+
+    The corpus streams through in chunks of ``chunk_size`` documents; their vectors leave RAM before
+    the next chunk (with ``FaissOptions(fine_path=...)`` the fine vectors go straight to disk).
+
+    Args:
+        corpus: a list of strings (ids are positions), a dict id -> text, a dict id ->
+            ``{"title", "text", ...}`` (BEIR form; other fields are metadata), or ``(id, text)`` pairs.
+        coarse: the recall view, e.g. ``(4, 64)`` or ``"4x64"``.
+        fine: the re-ranking view; default the model's last layer at full width.
+        model: a named model, a model directory, a Hugging Face id, or an :class:`Encoder`.
+        candidates: how many coarse hits the fine view re-ranks (widened to ``k`` when smaller).
+        backend: the engine: ``"faiss"`` (default), ``"qdrant"``, ``"milvus"``, or its options:
+            ``FaissOptions(index="HNSW32")``, ``QdrantOptions(path=...)``, ``MilvusOptions(uri=...)``
+            (:mod:`adaptive_retrieval.backends`).
+        backend_options: an engine name's options as a dict (``{"uri": "./index.db"}``).
+        adapt: fit the coarse view's head to this corpus, without labels, on the first chunk
+            (:mod:`adaptive_retrieval.adapt`); kept only when it beats the model's own head.
+        store_text: keep texts and metadata (:mod:`adaptive_retrieval.documents`) so hits carry them.
+        batch_size: encoder batch size (default: the encoder's).
+        chunk_size: documents encoded and added per step.
+        show_progress: progress bars while encoding (default: on for long work).
+        **faiss_options: ``index=``, ``fine_dtype=``, ``fine_path=``, ``train_size=``: deprecated
+            spellings of :class:`~adaptive_retrieval.backends.FaissOptions`.
+
+    Returns:
+        The retriever, searchable at once.
+
+    Raises:
+        InvalidArgument: a bad view, option or engine; CorpusError: a document that cannot be indexed.
+    """
+    for name, flag in (("adapt", adapt), ("store_text", store_text)):
+        if not isinstance(flag, bool):
+            raise InvalidArgumentType(f"{name} must be True or False, got {flag!r}")
+    options = engine_options(backend, backend_options, faiss_options)
+    encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
+    retriever = empty(cls, encoder, coarse, fine, candidates, options, store_text)
+    retriever._adapt_next = adapt
+    with discarding(retriever):
+        retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
+    return retriever
+
+
+def from_vectors(
+    cls: Any,
+    encoder: Encoder,
+    coarse: ViewLike,
+    fine: ViewLike,
+    doc_ids: Sequence[DocId],
+    coarse_vectors: np.ndarray,
+    fine_vectors: np.ndarray,
+    *,
+    candidates: int = 100,
+    adaptation: Adaptation | None = None,
+    backend: str | EngineOptions = "faiss",
+    **faiss_options: Any,
+) -> Any:
+    """A retriever over precomputed view vectors (:meth:`build`'s checks, no encoding).
+    ``adaptation``: what :func:`~adaptive_retrieval.adapt.adapt_encoder` returned with ``encoder``
+    when the coarse vectors went through the head it fitted."""
+    options = engine_options(backend, None, faiss_options)
+    retriever = empty(cls, encoder, coarse, fine, candidates, options)
+    retriever.set_adaptation(adaptation)
+    with discarding(retriever):
+        retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors)
+    return retriever
+
+
+def from_vector_batches(
+    cls: Any,
+    encoder: Encoder,
+    coarse: ViewLike,
+    fine: ViewLike,
+    batches: Iterable[tuple[Any, ...]],
+    *,
+    candidates: int = 100,
+    backend: str | EngineOptions = "faiss",
+    backend_options: dict[str, Any] | None = None,
+    **faiss_options: Any,
+) -> Any:
+    """A retriever over a stream of ``(doc_ids, coarse_vectors, fine_vectors)`` batches encoded
+    elsewhere (e.g. :func:`adaptive_retrieval.distributed.vector_batches`)."""
+    options = engine_options(backend, backend_options, faiss_options)
+    retriever = empty(cls, encoder, coarse, fine, candidates, options)
+    with discarding(retriever):
+        retriever.add_vector_batches(batches)
+    return retriever
+
+
+def empty(
+    cls: Any, encoder: Encoder, coarse: ViewLike, fine: ViewLike | None, candidates: int, options: EngineOptions,
+    store_text: bool = False,
+) -> Any:  # fmt: skip
+    """An empty retriever of class ``cls`` for these views, on a new engine made from ``options``."""
+    coarse_view = encoder.check_view(coarse, name="coarse")
+    fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
+    check_pair(coarse_view, fine_view)
+    positive_int(candidates, "candidates")
+    engine = create_engine(options, coarse_view.dim, fine_view.dim)
+    documents = DocumentStore.memory() if store_text else None
+    return cls(encoder, coarse_view, fine_view, engine, candidates=candidates, documents=documents)
+
+
+@contextlib.contextmanager
+def discarding(retriever: Any) -> Iterator[None]:
+    """A failed build removes what its engine created (a file, a collection)."""
+    try:
+        yield
+    except BaseException:
+        retriever.backend.discard()
+        raise
+
+
+def add(
+    self: Any,
+    corpus: Corpus,
+    *,
+    batch_size: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    show_progress: bool | None = None,
+) -> None:
+    """Encode and add documents, ``chunk_size`` at a time, all-or-nothing: on any error (a repeated
+    id, a bad text, an interrupted encode) the index is left exactly as it was. A list of strings
+    gets the ids ``len(self)``, ``len(self) + 1``, ..."""
+    chunk_size = positive_int(chunk_size, "chunk_size")
+    total = len(corpus) if isinstance(corpus, Sized) else None
+    if show_progress is None:  # long work: many batches, or a stream of unknown length
+        show_progress = total is None or total >= PROGRESS_MIN_BATCHES * self.encoder.batch_size
+    bar = tqdm(total=total, desc="index", unit="doc", disable=not show_progress)  # one for the corpus
+    try:
+        encoding = CorpusEncoding(
+            corpus, self.encoder, self.coarse, self.fine, adaptation=self.adaptation, adapt=self._adapt_next,
+            candidates=self.candidates, known=self.ids.__contains__, first_id=len(self),
+            store_text=self.documents is not None, chunk_size=chunk_size, batch_size=batch_size, bar=bar,
+        )  # fmt: skip
+        self.add_vector_batches(encoding)
+    finally:
+        bar.close()
+    self.encoder, self._adapt_next = encoding.encoder, False
+    self.set_adaptation(encoding.adaptation)

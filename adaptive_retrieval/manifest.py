@@ -224,3 +224,67 @@ def open_index(
         documents=documents,
         digest=digest,
     )
+
+
+# Retriever.save and Retriever.load, defined here with the work they orchestrate (retriever.py
+# attaches them).
+
+
+def save(self: Any, path: str | Path) -> None:
+    """Save to directory ``path`` atomically: an interrupted save leaves the previous index whole.
+
+    Raises:
+        IndexConflict: another writer saved there since this retriever loaded or saved it.
+    """
+    self._check_open()
+    entry = self.backend.manifest()  # an engine that cannot be reopened refuses here, before any write
+    heads = {self.coarse.layer: self.encoder.heads[self.coarse.layer]} if self.fitted_head else None
+    with self._lock.read():  # a write commits before or after this save, never during it
+        manifest = Manifest(
+            model=model_record(self.encoder), coarse=self.coarse, fine=self.fine, backend=entry,
+            index=self.backend.describe(), count=len(self), candidates=self.candidates,
+            adaptation=None if self.adaptation is None else self.adaptation.as_dict(),
+            calibration=None if self.calibration is None else self.calibration.as_dict(),
+        )  # fmt: skip
+        where = Path(path).resolve()
+        expect = self._manifests.get(where) if guards_directory(manifest, self.documents) else None
+        self._manifests[where] = save_index(
+            Path(path), manifest, self.backend, heads=heads, projection=self.projection,
+            documents=self.documents, expect=expect,
+        )  # fmt: skip
+
+
+def load(
+    cls: Any,
+    path: str | Path,
+    model: str | Encoder | None = None,
+    *,
+    verify: bool | str = True,
+    mmap: bool = True,
+    backend_options: dict[str, Any] | None = None,
+) -> Any:
+    """Load a saved index.
+
+    Args:
+        path: the index directory.
+        model: default the one the manifest names; a model whose weights, pooling, max length or
+            prompts differ from the index's is refused.
+        verify: ``True`` checks every file's size and sha256 (files over 64 MB: their first and last
+            4 MB), ``"full"`` hashes every byte, ``False`` checks sizes only.
+        mmap: memory-map the fine matrix.
+        backend_options: where a Qdrant or Milvus collection lives now, if not where it was saved
+            (``location``/``path``/``client``; ``uri``/``token``/``client``; ``drop_uncommitted``).
+
+    Raises:
+        IndexDamaged: missing, altered or inconsistent files; ModelMismatch: the wrong model.
+    """
+    opened = open_index(Path(path), model, verify=verify, mmap=mmap, backend_options=backend_options)
+    retriever = cls(
+        opened.encoder, opened.coarse, opened.fine, opened.engine, opened.doc_ids,
+        candidates=opened.candidates, adaptation=opened.adaptation, calibration=opened.calibration,
+        documents=opened.documents,
+    )  # fmt: skip
+    if opened.digest is not None:
+        retriever._manifests[Path(path).resolve()] = opened.digest
+    retriever._drop_stale_calibration()  # e.g. an engine's collection that other processes grew
+    return retriever

@@ -13,40 +13,34 @@ The work lives elsewhere: encoding a corpus in :mod:`~adaptive_retrieval.indexin
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from . import calibration, indexing, manifest
 from .adapt import Adaptation, project_fine
-from .backends import Backend, EngineOptions, create_engine, engine_options
-from .calibration import sample_queries, shortlist_evidence
+from .backends import Backend
 from .checks import check_queries, check_query, positive_int
-from .corpus import Corpus, DocId
+from .corpus import DocId
 from .documents import DocumentStore
-from .encoder import PROGRESS_MIN_BATCHES, Encoder
+from .encoder import Encoder
 from .errors import InvalidArgument, InvalidArgumentType, RetrieverClosed
 from .ids import IdMap
-from .indexing import CorpusEncoding, projection_of
+from .indexing import CHUNK_SIZE, projection_of
 from .locks import ReadWriteLock
-from .manifest import Manifest, guards_directory, model_record, open_index, save_index
-from .models import DEFAULT_MODEL
 from .querying import QueryPrecision, encode_queries, resolve_coarse_query, shortlist_plan
 from .results import Hit, SearchTimings
-from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist, check_calibration
-from .views import View, ViewLike, check_pair
+from .shortlist import Calibration
+from .views import View
 from .writer import IndexWriter
 
 logger = logging.getLogger(__name__)
 
-#: Documents encoded and added per step of a build; build-time adaptation fits on the first chunk.
-CHUNK_SIZE = 10_000
+__all__ = ["CHUNK_SIZE", "Hit", "Retriever", "SearchTimings"]
 
 
 class Retriever:
@@ -90,10 +84,9 @@ class Retriever:
         self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
         self._manifests: dict[Path, str] = {}  # index directories loaded or saved: their manifest's digest
         self._precision = QueryPrecision()
+        # the writer calls back through a weak reference: no cycle, so a dropped retriever is freed at once
+        drop = weakref.WeakMethod(self._drop_stale_calibration)
         #: the index writer every add goes through (:class:`~adaptive_retrieval.writer.IndexWriter`)
-        drop = weakref.WeakMethod(
-            self._drop_stale_calibration
-        )  # no cycle: a dropped retriever is freed at once
         self.writer = IndexWriter(self.ids, backend, documents, coarse, fine, self._lock, lambda: drop()())
 
     @property
@@ -104,162 +97,17 @@ class Retriever:
     def __len__(self) -> int:
         return len(self.ids)
 
-    # ---------------------------------------------------------------------------------------- build
-
-    @classmethod
-    def build(
-        cls,
-        corpus: Corpus,
-        coarse: ViewLike = (4, 64),
-        fine: ViewLike | None = None,
-        *,
-        model: str | Encoder = DEFAULT_MODEL,
-        candidates: int = 100,
-        backend: str | EngineOptions = "faiss",
-        backend_options: dict[str, Any] | None = None,
-        adapt: bool = True,
-        store_text: bool = False,
-        batch_size: int | None = None,
-        chunk_size: int = CHUNK_SIZE,
-        show_progress: bool | None = None,
-        **faiss_options: Any,
-    ) -> Retriever:
-        """Encode ``corpus`` once and index both views, the coarse one adapted to the corpus.
-
-        The corpus streams through in chunks of ``chunk_size`` documents; their vectors leave RAM before
-        the next chunk (with ``FaissOptions(fine_path=...)`` the fine vectors go straight to disk).
-
-        Args:
-            corpus: a list of strings (ids are positions), a dict id -> text, a dict id ->
-                ``{"title", "text", ...}`` (BEIR form; other fields are metadata), or ``(id, text)`` pairs.
-            coarse: the recall view, e.g. ``(4, 64)`` or ``"4x64"``.
-            fine: the re-ranking view; default the model's last layer at full width.
-            model: a named model, a model directory, a Hugging Face id, or an :class:`Encoder`.
-            candidates: how many coarse hits the fine view re-ranks (widened to ``k`` when smaller).
-            backend: the engine: ``"faiss"`` (default), ``"qdrant"``, ``"milvus"``, or its options:
-                ``FaissOptions(index="HNSW32")``, ``QdrantOptions(path=...)``, ``MilvusOptions(uri=...)``
-                (:mod:`adaptive_retrieval.backends`).
-            backend_options: an engine name's options as a dict (``{"uri": "./index.db"}``).
-            adapt: fit the coarse view's head to this corpus, without labels, on the first chunk
-                (:mod:`adaptive_retrieval.adapt`); kept only when it beats the model's own head.
-            store_text: keep texts and metadata (:mod:`adaptive_retrieval.documents`) so hits carry them.
-            batch_size: encoder batch size (default: the encoder's).
-            chunk_size: documents encoded and added per step.
-            show_progress: progress bars while encoding (default: on for long work).
-            **faiss_options: ``index=``, ``fine_dtype=``, ``fine_path=``, ``train_size=``: deprecated
-                spellings of :class:`~adaptive_retrieval.backends.FaissOptions`.
-
-        Returns:
-            The retriever, searchable at once.
-
-        Raises:
-            InvalidArgument: a bad view, option or engine; CorpusError: a document that cannot be indexed.
-        """
-        for name, flag in (("adapt", adapt), ("store_text", store_text)):
-            if not isinstance(flag, bool):
-                raise InvalidArgumentType(f"{name} must be True or False, got {flag!r}")
-        options = engine_options(backend, backend_options, faiss_options)
-        encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
-        retriever = cls._empty(encoder, coarse, fine, candidates, options, store_text)
-        retriever._adapt_next = adapt
-        with retriever._discard_on_error():
-            retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
-        return retriever
-
-    @classmethod
-    def from_vectors(
-        cls,
-        encoder: Encoder,
-        coarse: ViewLike,
-        fine: ViewLike,
-        doc_ids: Sequence[DocId],
-        coarse_vectors: np.ndarray,
-        fine_vectors: np.ndarray,
-        *,
-        candidates: int = 100,
-        adaptation: Adaptation | None = None,
-        backend: str | EngineOptions = "faiss",
-        **faiss_options: Any,
-    ) -> Retriever:
-        """A retriever over precomputed view vectors (:meth:`build`'s checks, no encoding).
-        ``adaptation``: what :func:`~adaptive_retrieval.adapt.adapt_encoder` returned with ``encoder``
-        when the coarse vectors went through the head it fitted."""
-        options = engine_options(backend, None, faiss_options)
-        retriever = cls._empty(encoder, coarse, fine, candidates, options)
-        retriever.set_adaptation(adaptation)
-        with retriever._discard_on_error():
-            retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors)
-        return retriever
-
-    @classmethod
-    def from_vector_batches(
-        cls,
-        encoder: Encoder,
-        coarse: ViewLike,
-        fine: ViewLike,
-        batches: Iterable[tuple[Any, ...]],
-        *,
-        candidates: int = 100,
-        backend: str | EngineOptions = "faiss",
-        backend_options: dict[str, Any] | None = None,
-        **faiss_options: Any,
-    ) -> Retriever:
-        """A retriever over a stream of ``(doc_ids, coarse_vectors, fine_vectors)`` batches encoded
-        elsewhere (e.g. :func:`adaptive_retrieval.distributed.vector_batches`)."""
-        options = engine_options(backend, backend_options, faiss_options)
-        retriever = cls._empty(encoder, coarse, fine, candidates, options)
-        with retriever._discard_on_error():
-            retriever.add_vector_batches(batches)
-        return retriever
-
-    @classmethod
-    def _empty(
-        cls, encoder: Encoder, coarse: ViewLike, fine: ViewLike | None, candidates: int, options: EngineOptions,
-        store_text: bool = False,
-    ) -> Retriever:  # fmt: skip
-        coarse_view = encoder.check_view(coarse, name="coarse")
-        fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
-        check_pair(coarse_view, fine_view)
-        positive_int(candidates, "candidates")
-        engine = create_engine(options, coarse_view.dim, fine_view.dim)
-        documents = DocumentStore.memory() if store_text else None
-        return cls(encoder, coarse_view, fine_view, engine, candidates=candidates, documents=documents)
-
-    @contextlib.contextmanager
-    def _discard_on_error(self) -> Iterator[None]:
-        """A failed build removes what its engine created (a file, a collection)."""
-        try:
-            yield
-        except BaseException:
-            self.backend.discard()
-            raise
+    # Building, adding, calibrating and persistence are written beside the work they orchestrate, and
+    # attached here: the methods of one class, each module holding one job.
+    build = classmethod(indexing.build)
+    from_vectors = classmethod(indexing.from_vectors)
+    from_vector_batches = classmethod(indexing.from_vector_batches)
+    add = indexing.add
+    calibrate = calibration.calibrate
+    save = manifest.save
+    load = classmethod(manifest.load)
 
     # ----------------------------------------------------------------------------------------- add
-
-    def add(
-        self,
-        corpus: Corpus,
-        *,
-        batch_size: int | None = None,
-        chunk_size: int = CHUNK_SIZE,
-        show_progress: bool | None = None,
-    ) -> None:
-        """Encode and add documents, ``chunk_size`` at a time, all-or-nothing: on any error (a repeated
-        id, a bad text, an interrupted encode) the index is left exactly as it was. A list of strings
-        gets the ids ``len(self)``, ``len(self) + 1``, ..."""
-        chunk_size = positive_int(chunk_size, "chunk_size")
-        total = len(corpus) if isinstance(corpus, Sized) else None
-        if show_progress is None:  # long work: many batches, or a stream of unknown length
-            show_progress = total is None or total >= PROGRESS_MIN_BATCHES * self.encoder.batch_size
-        with tqdm(total=total, desc="index", unit="doc", disable=not show_progress) as bar:
-            encoding = CorpusEncoding(
-                corpus, self.encoder, self.coarse, self.fine, adaptation=self.adaptation, adapt=self._adapt_next,
-                candidates=self.candidates, known=self.ids.__contains__, first_id=len(self),
-                store_text=self.documents is not None, chunk_size=chunk_size, batch_size=batch_size, bar=bar,
-            )  # fmt: skip
-            self.add_vector_batches(encoding)
-        self.encoder, self._adapt_next = encoding.encoder, False
-        self.set_adaptation(encoding.adaptation)
 
     def add_vectors(
         self,
@@ -289,64 +137,6 @@ class Retriever:
                 self.calibration.documents, len(self), self.candidates,
             )  # fmt: skip
             self.calibration = None
-
-    # ---------------------------------------------------------------------------------- calibration
-
-    def calibrate(
-        self,
-        queries: Sequence[str] | None = None,
-        *,
-        documents: Corpus | None = None,
-        target: float = 0.95,
-        k: int = 10,
-        coarse_query: str | None = None,
-        max_queries: int = 1000,
-        cap: int = MAX_CANDIDATES,
-        seed: int = 0,
-        batch_size: int | None = None,
-    ) -> Calibration:
-        """Choose the shortlist that returns ``target`` of the exact fine top ``k`` (overlap@k,
-        label-free) and use it from now on (:mod:`adaptive_retrieval.shortlist`).
-
-        Args:
-            queries: sample queries (the users' own, best); or
-            documents: a corpus whose documents' first sentences serve as pseudo-queries.
-            target: the overlap@k to reach; k: its depth; coarse_query: the coarse query calibrated.
-            max_queries, cap, seed, batch_size: how many queries, the deepest shortlist, the split's seed,
-                the encoder batch.
-
-        Returns:
-            The :class:`Calibration` (also :attr:`calibration`, saved with the index).
-
-        Raises:
-            InvalidArgument: fewer than 20 usable queries, or both or neither of queries and documents.
-        """
-        self._check_open()
-        t0 = time.perf_counter()
-        coarse_query = self.resolve_coarse_query(coarse_query)
-        k, cap, max_queries = (
-            positive_int(x, n) for x, n in ((k, "k"), (cap, "cap"), (max_queries, "max_queries"))
-        )
-        queries, own, source = sample_queries(
-            queries, documents, max_queries=max_queries, seed=seed, row_of=self.ids.row
-        )
-        check_calibration(len(queries), target)  # before any query is encoded
-        spare = 0 if own is None else 1
-        k, cap = min(k, len(self) - spare), min(cap, len(self) - spare)
-        if k < 1:
-            raise InvalidArgument(f"the index holds {len(self)} documents: too few to calibrate")
-        enc = self.query_encoder
-        vectors = enc.encode(enc.as_queries(queries), [self.coarse, self.fine], batch_size=batch_size)
-        fine_q = vectors[self.fine]
-        coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
-        with self._lock.read():
-            scores, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, cap, own)
-        choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
-        self.calibration = Calibration(
-            target=float(target), k=k, coarse_query=coarse_query, queries=source, measured=measured,
-            seconds=time.perf_counter() - t0, documents=len(self), **choice,
-        )  # fmt: skip
-        return self.calibration
 
     # --------------------------------------------------------------------------------------- search
 
@@ -468,8 +258,12 @@ class Retriever:
 
     @property
     def query_precision(self) -> str:
-        """``"float32"`` or ``"int8"`` (:meth:`set_query_precision`)."""
+        """``"float32"`` or ``"int8"`` (:meth:`set_query_precision`; assigning it is the same)."""
         return self._precision.precision
+
+    @query_precision.setter
+    def query_precision(self, precision: str) -> None:
+        self._precision.set(precision)
 
     @property
     def query_encoder(self) -> Encoder:
@@ -518,67 +312,6 @@ class Retriever:
     def resolve_coarse_query(self, coarse_query: str | None = None) -> str:
         """The coarse query a search with ``coarse_query=`` runs (``None``: this index's default)."""
         return resolve_coarse_query(coarse_query, self.projection)
-
-    # ---------------------------------------------------------------------------------- persistence
-
-    def save(self, path: str | Path) -> None:
-        """Save to directory ``path`` atomically: an interrupted save leaves the previous index whole.
-
-        Raises:
-            IndexConflict: another writer saved there since this retriever loaded or saved it.
-        """
-        self._check_open()
-        entry = self.backend.manifest()  # an engine that cannot be reopened refuses here, before any write
-        heads = {self.coarse.layer: self.encoder.heads[self.coarse.layer]} if self.fitted_head else None
-        with self._lock.read():  # a write commits before or after this save, never during it
-            manifest = Manifest(
-                model=model_record(self.encoder), coarse=self.coarse, fine=self.fine, backend=entry,
-                index=self.backend.describe(), count=len(self), candidates=self.candidates,
-                adaptation=None if self.adaptation is None else self.adaptation.as_dict(),
-                calibration=None if self.calibration is None else self.calibration.as_dict(),
-            )  # fmt: skip
-            where = Path(path).resolve()
-            expect = self._manifests.get(where) if guards_directory(manifest, self.documents) else None
-            self._manifests[where] = save_index(
-                Path(path), manifest, self.backend, heads=heads, projection=self.projection,
-                documents=self.documents, expect=expect,
-            )  # fmt: skip
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        model: str | Encoder | None = None,
-        *,
-        verify: bool | str = True,
-        mmap: bool = True,
-        backend_options: dict[str, Any] | None = None,
-    ) -> Retriever:
-        """Load a saved index.
-
-        Args:
-            path: the index directory.
-            model: default the one the manifest names; a model whose weights, pooling, max length or
-                prompts differ from the index's is refused.
-            verify: ``True`` checks every file's size and sha256 (files over 64 MB: their first and last
-                4 MB), ``"full"`` hashes every byte, ``False`` checks sizes only.
-            mmap: memory-map the fine matrix.
-            backend_options: where a Qdrant or Milvus collection lives now, if not where it was saved
-                (``location``/``path``/``client``; ``uri``/``token``/``client``; ``drop_uncommitted``).
-
-        Raises:
-            IndexDamaged: missing, altered or inconsistent files; ModelMismatch: the wrong model.
-        """
-        opened = open_index(Path(path), model, verify=verify, mmap=mmap, backend_options=backend_options)
-        retriever = cls(
-            opened.encoder, opened.coarse, opened.fine, opened.engine, opened.doc_ids,
-            candidates=opened.candidates, adaptation=opened.adaptation, calibration=opened.calibration,
-            documents=opened.documents,
-        )  # fmt: skip
-        if opened.digest is not None:
-            retriever._manifests[Path(path).resolve()] = opened.digest
-        retriever._drop_stale_calibration()  # e.g. an engine's collection that other processes grew
-        return retriever
 
     # ------------------------------------------------------------------------------------ lifecycle
 

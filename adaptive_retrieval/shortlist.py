@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidArgument
+
 #: Candidates read per step of a patient shortlist (and the granularity of calibrated sizes).
 STEP = 10
 #: The fewest queries :func:`calibrate_shortlist` accepts (half fit, half check).
@@ -165,11 +167,11 @@ def check_calibration(queries: int, target: float) -> None:
     """Refuse a calibration that cannot work (too few queries, a target outside (0, 1]), before any
     query is encoded."""
     if queries < MIN_QUERIES:
-        raise ValueError(
+        raise InvalidArgument(
             f"calibration needs at least {MIN_QUERIES} queries (half to fit, half to check), got {queries}"
         )
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
-        raise ValueError(f"target must be in (0, 1], got {target!r}")
+        raise InvalidArgument(f"target must be in (0, 1], got {target!r}")
 
 
 def calibrate_shortlist(

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import IndexConflict, IndexDamaged, InvalidArgument
 from .index import CoarseIndex, FineStore
 from .models import load_heads, save_heads
 
@@ -76,9 +77,9 @@ def _fsync(path: Path) -> None:
 
 def _check_target(path: Path) -> None:
     if path.exists() and not path.is_dir():
-        raise ValueError(f"path={str(path)!r} is a file; an index is saved as a directory")
+        raise InvalidArgument(f"path={str(path)!r} is a file; an index is saved as a directory")
     if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).is_file():
-        raise ValueError(
+        raise InvalidArgument(
             f"path={str(path)!r} is a non-empty directory that holds no index; choose a new or empty directory"
         )
 
@@ -107,7 +108,7 @@ def write_index(
     would silently drop what it saved. Returns the new manifest's digest."""
     path = Path(path)
     _check_target(path)
-    changed = ValueError(
+    changed = IndexConflict(
         f"the index at {str(path)!r} was saved by another writer since this retriever loaded or saved it: "
         "saving here would drop what that writer saved. Load it again (and redo your adds), or save to "
         "another directory"
@@ -206,15 +207,15 @@ def read_manifest(path: Path) -> dict[str, Any]:
     path = Path(path)
     manifest_file = path / MANIFEST
     if not manifest_file.is_file():
-        raise ValueError(f"path={str(path)!r} holds no index ({MANIFEST} is missing)")
+        raise IndexDamaged(f"path={str(path)!r} holds no index ({MANIFEST} is missing)")
     try:
         manifest = json.loads(manifest_file.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{manifest_file} is damaged: {err}") from None
+        raise IndexDamaged(f"{manifest_file} is damaged: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{manifest_file} is not an adaptive-retrieval index manifest")
+        raise IndexDamaged(f"{manifest_file} is not an adaptive-retrieval index manifest")
     if manifest.get("format_version") not in (FORMAT_VERSION, SHARDED_FORMAT_VERSION):
-        raise ValueError(
+        raise IndexDamaged(
             f"{manifest_file} has format version {manifest.get('format_version')}; this library reads "
             f"{FORMAT_VERSION} and {SHARDED_FORMAT_VERSION}"
         )
@@ -287,17 +288,17 @@ def check_manifest(manifest: dict[str, Any], where: Path | str) -> None:
     nothing downstream meets a ``KeyError`` or a ``None`` where an index's fact should be."""
     for key, (form, ok) in _MANIFEST_FIELDS.items():
         if key not in manifest:
-            raise ValueError(f"{where} is damaged: it has no {key!r}")
+            raise IndexDamaged(f"{where} is damaged: it has no {key!r}")
         if not ok(manifest[key]):
-            raise ValueError(f"{where} is damaged: {key!r} must be {form}, got {manifest[key]!r:.80}")
+            raise IndexDamaged(f"{where} is damaged: {key!r} must be {form}, got {manifest[key]!r:.80}")
     for key in ("sizes", "sha256", "sample_sha256"):
         if set(manifest[key]) != set(manifest["files"]):
-            raise ValueError(f"{where} is damaged: {key!r} does not cover the same files as 'files'")
+            raise IndexDamaged(f"{where} is damaged: {key!r} does not cover the same files as 'files'")
 
 
 def check_verify(verify: object) -> None:
     if verify is not True and verify is not False and verify != "full":
-        raise ValueError(f"verify must be True, False or 'full', got {verify!r}")
+        raise InvalidArgument(f"verify must be True, False or 'full', got {verify!r}")
 
 
 def verify_files(path: Path, manifest: dict[str, Any], verify: bool | str = True) -> None:
@@ -308,9 +309,9 @@ def verify_files(path: Path, manifest: dict[str, Any], verify: bool | str = True
     for key, name in manifest["files"].items():
         f = path / name
         if not f.is_file():
-            raise ValueError(f"index at {str(path)!r} is damaged: {name} is missing")
+            raise IndexDamaged(f"index at {str(path)!r} is damaged: {name} is missing")
         if f.stat().st_size != manifest["sizes"][key]:
-            raise ValueError(
+            raise IndexDamaged(
                 f"index at {str(path)!r} is damaged: {name} has {f.stat().st_size} bytes, "
                 f"the manifest says {manifest['sizes'][key]} (truncated or overwritten)"
             )
@@ -322,7 +323,7 @@ def verify_files(path: Path, manifest: dict[str, Any], verify: bool | str = True
         else:
             bad = _sha256(f) != manifest["sha256"][key]
         if bad:
-            raise ValueError(
+            raise IndexDamaged(
                 f"index at {str(path)!r} is damaged: {name} does not match its sha256 in the manifest"
             )
 
@@ -337,20 +338,20 @@ def read_data_files(
     files = manifest["files"]
     for key in ("coarse", "fine", "ids"):
         if key not in files:
-            raise ValueError(f"index at {str(path)!r} is damaged: its manifest lists no {key} file")
+            raise IndexDamaged(f"index at {str(path)!r} is damaged: its manifest lists no {key} file")
     coarse_dim, fine_dim, count = manifest["coarse"][1], manifest["fine"][1], manifest["count"]
     shards = {key for key in files if key.startswith("coarse-")}
     if shards != {f"coarse-{i}" for i in range(1, len(shards) + 1)}:
-        raise ValueError(f"index at {str(path)!r} is damaged: its coarse shards are {sorted(shards)}")
+        raise IndexDamaged(f"index at {str(path)!r} is damaged: its coarse shards are {sorted(shards)}")
     more = [path / files[f"coarse-{i}"] for i in range(1, len(shards) + 1)]
     coarse = CoarseIndex.load(path / files["coarse"], coarse_dim, manifest["index"], more)
     fine = FineStore.load(path / files["fine"], mmap=mmap)
     try:
         doc_ids = json.loads((path / files["ids"]).read_text())
     except ValueError as err:
-        raise ValueError(f"index at {str(path)!r} is damaged: {files['ids']}: {err}") from None
+        raise IndexDamaged(f"index at {str(path)!r} is damaged: {files['ids']}: {err}") from None
     if len(coarse) != count or len(fine) != count or len(doc_ids) != count or fine.dim != fine_dim:
-        raise ValueError(
+        raise IndexDamaged(
             f"index at {str(path)!r} is inconsistent: manifest says {count} documents, the coarse index has "
             f"{len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)}"
         )
@@ -367,7 +368,7 @@ def read_extras(path: Path, manifest: dict[str, Any]) -> tuple[dict[int, Any], n
         projection = np.load(path / files["projection"], allow_pickle=False)
         want = (manifest["fine"][1], manifest["coarse"][1])
         if projection.shape != want:
-            raise ValueError(
+            raise IndexDamaged(
                 f"index at {str(path)!r} is inconsistent: its projection is {projection.shape}, the views "
                 f"need {want}"
             )

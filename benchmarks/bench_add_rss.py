@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_retrieval import Encoder, Retriever
+from adaptive_retrieval import Encoder, FaissOptions, Retriever
 from adaptive_retrieval.reporting import machine, versions
 
 COARSE, FINE = (2, 64), (6, 384)
@@ -65,20 +65,14 @@ def child(index: Path, docs: int, add: int, chunk: int) -> None:
 
 
 def child_ids(index: Path, docs: int, add: int, chunk: int) -> None:
-    """The document ids alone: the same ids, in the same chunks, through the retriever's own checks and
-    id map (new rows' ids are part of what an index must hold, beside their coarse rows)."""
+    """The document ids alone: the same ids, in the same chunks, staged and committed in the retriever's
+    own id map (new rows' ids are part of what an index must hold, beside their coarse rows)."""
     r = Retriever.load(index, model=Encoder.from_pretrained("minilm-l6"))
     Path("/proc/self/clear_refs").write_text("5")
     before = status("VmRSS")
-    seen: set = set()
-    new_ids: list = []
     for lo in range(docs, docs + add, chunk):
-        ids = list(range(lo, min(lo + chunk, docs + add)))
-        r._check_new_ids(ids, seen)
-        new_ids.extend(ids)
-        del ids
-    del seen
-    r._extend_ids(new_ids)
+        r.ids.stage(list(range(lo, min(lo + chunk, docs + add))))
+    r.ids.commit()
     print(json.dumps({"rss_before": before, "peak_during_add": status("VmHWM")}))
 
 
@@ -122,7 +116,11 @@ def main() -> None:
     t0 = time.perf_counter()
     encoder = Encoder.from_pretrained("minilm-l6")
     built = Retriever.from_vector_batches(
-        encoder, COARSE, FINE, batches(0, args.docs, 100_000), fine_path=args.dir / "build-fine.npy"
+        encoder,
+        COARSE,
+        FINE,
+        batches(0, args.docs, 100_000),
+        backend=FaissOptions(fine_path=args.dir / "build-fine.npy"),
     )
     built.save(index)
     built.close()

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from adaptive_retrieval import FaissOptions
 from adaptive_retrieval.reporting import settings, write_json
 from benchmarks.bench_scale import Synthetic
 
@@ -56,7 +57,7 @@ def worker(size: int, mode: str, model: str, chunk: int) -> dict:
             (4, 64),
             encoder.full_view,
             batches(),
-            fine_path=Path(tmp) / "fine.npy" if mode == "disk" else None,
+            backend=FaissOptions(fine_path=Path(tmp) / "fine.npy" if mode == "disk" else None),
         )
         seconds = time.time() - t0
         assert len(r) == size

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_retrieval import Encoder, Retriever
-from adaptive_retrieval.backends import Backend
+from adaptive_retrieval.backends import Backend, FaissOptions
 
 COARSE, FINE = (2, 64), (6, 384)
 
@@ -94,8 +94,7 @@ def main() -> None:
                     (doc_ids[i : i + 5000], coarse[i : i + 5000], fine[i : i + 5000])
                     for i in range(0, args.docs, 5000)
                 ],
-                fine_dtype="float32",
-                backend=name,
+                backend=FaissOptions(fine_dtype="float32") if name == "faiss" else name,
                 **({} if options is None else {"backend_options": options}),
             )
             add_s = time.perf_counter() - t0

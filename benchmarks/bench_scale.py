@@ -16,7 +16,7 @@ Methods, side by side per size (each one runs in its own process, so its peak RS
 - ``funnel-flat`` / ``funnel-hnsw`` / ``funnel-ivfpq``: the library's funnel, a 64-dim coarse
   :class:`~adaptive_retrieval.index.CoarseIndex` (``Flat``, ``HNSW32``, ``IVF<nlist>,PQ32np``) shortlisting
   ``--candidates`` (100 and 400) that the float16 768-dim :class:`~adaptive_retrieval.index.FineStore`, memory-mapped
-  from disk, re-ranks (``rerank_with_fallback``: the retriever's own second stage).
+  from disk, re-ranks (``FaissBackend.rerank``: the retriever's own second stage).
 
 Every row: ``size, method, candidates`` (funnels; one row per ``--candidates`` value), ``ram_bytes`` (what must be resident to search: the index; the fine store is
 on disk), ``disk_bytes``, ``rss_peak_bytes`` (of the method's process, build included; pages of
@@ -45,6 +45,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from adaptive_retrieval.backends import FaissBackend
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.index import CoarseIndex, FineStore
 from adaptive_retrieval.reporting import markdown_table, process_memory, settings, write_json
@@ -284,9 +285,11 @@ def run_method(
         if knobs:
             index.set_knobs(**knobs)
 
+        engine = FaissBackend(index, store)  # the retriever's own second stage
+
         def search(cq, fq, shortlist, patience=None, params=None):
             _, cand = index.search(cq, shortlist, params=params)
-            return store.rerank_with_fallback(fq, cand, 10, patience=patience)[1]
+            return engine.rerank(fq, cand, 10, patience=patience)[1]
 
         ram, disk, shortlists = index.nbytes(), (folder / "fine.npy").stat().st_size, candidates
     build_s = time.time() - t0
@@ -332,7 +335,7 @@ def calibrated_rows(
     """The adaptive funnel beside the fixed ones: :func:`~adaptive_retrieval.shortlist.calibrate_shortlist`
     (what ``Retriever.calibrate`` runs) chooses a fixed shortlist and a patience for ``target`` recall@10
     on the first half of the queries (capped at ``cap`` candidates); the second half measures the chosen
-    rule (``rerank_with_fallback(patience=...)``: what a search runs) and, on the same queries, each fixed
+    rule (``rerank(patience=...)``: what a search runs) and, on the same queries, each fixed
     shortlist, so the rows compare like with like. Adds ``half: "test"`` rows."""
     half = len(fine_q) // 2
     fit, test = slice(0, half), slice(half, len(fine_q))
@@ -359,7 +362,7 @@ def calibrated_rows(
         )
         _, got = index.search(coarse_q[test], s, params=params)
         read = (
-            store.rerank_with_fallback(fine_q[test], got, 10, patience=p)[3]
+            FaissBackend(index, store).rerank(fine_q[test], got, 10, patience=p)[3]
             if p is not None
             else (got >= 0).sum(axis=1)
         )

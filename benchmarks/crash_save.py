@@ -94,12 +94,12 @@ def main() -> None:
                 n in allowed
                 and n >= START
                 and np.allclose(
-                    r.backend.fine_store.vectors[n - STEP :].astype(np.float32),
+                    r.backend.vectors("fine", n - STEP, n),
                     vectors(n - STEP, STEP, 384, 2),
                     atol=1e-3,
                 )
                 and np.allclose(  # the coarse rows too: a Flat index grown by adds is saved in shards
-                    r.backend.coarse_index.reconstruct_n(0, n), vectors(0, n, 64, 1), atol=1e-6
+                    r.backend.vectors("coarse", 0, n), vectors(0, n, 64, 1), atol=1e-6
                 )
             )
             outcome.update(count=n, shards=len(r.backend.coarse_index.shards), whole=bool(whole))

@@ -40,7 +40,7 @@ from typing import Any
 from beir.retrieval.evaluation import EvaluateRetrieval
 from beir.retrieval.search.base import BaseSearch
 
-from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, View, datasets
+from adaptive_retrieval import DEFAULT_MODEL, Encoder, FaissOptions, Retriever, SearchTimings, View, datasets
 from adaptive_retrieval.adapt import Adaptation, adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.costs import mean_encoder_flops, search_flops
@@ -252,7 +252,7 @@ def run_config(
         first_docs,
         fine_docs,
         candidates=DEPTH if exact else candidates,
-        fine_dtype=fine_dtype or ("float32" if exact else "float16"),
+        backend=FaissOptions(fine_dtype=fine_dtype or ("float32" if exact else "float16")),
         adaptation=None if exact else adaptation,
     )
     k = DEPTH if exact else min(DEPTH, candidates)

@@ -87,16 +87,16 @@ def run(
     name: str, r: Retriever, dev: list[str], test: list[str], corpus: dict, target: float
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The test queries are encoded once; each configuration then runs the search path after encoding
-    (``CoarseIndex.search``, ``FineStore.rerank_with_fallback``: what ``Retriever.search_arrays`` runs,
+    (the engine's ``coarse_search`` and ``rerank``: what ``Retriever.search_arrays`` runs,
     checked against it once per coarse query)."""
     vectors = r.encoder.encode(test, [r.coarse, r.fine], show_progress=False)
     fine_q = vectors[r.fine]
-    _, exact = r.backend.fine_store.search_exact(fine_q, K)
+    _, exact = r.backend.exact_search(fine_q, K)
     depth = min(len(r), 2000)
     rows, exits = [], []
     for coarse_query in ("projected", "early"):
         coarse_q = r.project(fine_q) if coarse_query == "projected" else vectors[r.coarse]
-        _, cand = r.backend.coarse_index.search(coarse_q, depth)
+        _, cand = r.backend.coarse_search(coarse_q, depth)
         inside = np.stack([np.isin(c, e) for c, e in zip(cand, exact)]).cumsum(axis=1)
         for source in ("dev queries", "pseudo-queries"):
             if source == "dev queries":
@@ -105,13 +105,9 @@ def run(
                 cal = r.calibrate(documents=corpus, target=target, coarse_query=coarse_query, max_queries=500)
             for rule in ("fixed", "patient"):
                 if rule == "fixed":
-                    _, got, _, read = r.backend.fine_store.rerank_with_fallback(
-                        fine_q, cand[:, : cal.candidates], K
-                    )
+                    _, got, _, read = r.backend.rerank(fine_q, cand[:, : cal.candidates], K)
                 else:
-                    _, got, _, read = r.backend.fine_store.rerank_with_fallback(
-                        fine_q, cand[:, : cal.cap], K, patience=cal.patience
-                    )
+                    _, got, _, read = r.backend.rerank(fine_q, cand[:, : cal.cap], K, patience=cal.patience)
                 searched_overlap = None
                 if source == "dev queries" and rule == cal.rule:  # the same through the whole search path
                     timings = SearchTimings()
@@ -378,11 +374,11 @@ def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: floa
     found, queried = {}, {}
     for split, queries in (("dev", dev), ("test", test)):
         fine_q = r.encoder.encode(queries, [r.fine], show_progress=False)[r.fine]
-        _, exact = r.backend.fine_store.search_exact(fine_q, K)
+        _, exact = r.backend.exact_search(fine_q, K)
         coarse_q = r.project(fine_q)
-        coarse, cand = r.backend.coarse_index.search(coarse_q, depth)
+        coarse, cand = r.backend.coarse_search(coarse_q, depth)
         fine = np.stack(
-            [r.backend.fine_store.scores(fine_q[q : q + 1], cand[q : q + 1])[0] for q in range(len(cand))]
+            [r.backend.fine_scores(fine_q[q : q + 1], cand[q : q + 1])[0] for q in range(len(cand))]
         )
         found[split] = (coarse, fine, np.stack([np.isin(c, e) for c, e in zip(cand, exact)]))
         queried[split] = (fine_q, coarse_q, cand, exact)
@@ -418,7 +414,7 @@ def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: floa
     }  # fmt: skip
     members = dict.fromkeys(chosen, test_members)
     # read orders other than the coarse one: feedback (a fixed number read, chosen on dev), graph walk
-    docs = r.backend.coarse_index.reconstruct_n(0, len(r))
+    docs = r.backend.vectors("coarse", 0, len(r))
     reordered = {}
     for split in ("dev", "test"):
         (coarse, fine, member), (_, coarse_q, cand, _) = found[split], queried[split]
@@ -436,7 +432,7 @@ def rules(name: str, r: Retriever, dev: list[str], test: list[str], target: floa
         (*found["dev"][:2], reordered["dev"]), (test_coarse, test_fine), target
     )
     members["feedback order"] = members["feedback order, learned depth"] = reordered["test"]
-    vectors = np.asarray(r.backend.fine_store.vectors, dtype=np.float32)
+    vectors = r.backend.vectors("fine", 0, len(r))
     graph = fine_graph(vectors, max(WALK_DEGREES))
     walked = {split: {} for split in ("dev", "test")}
     for split, (first, degree, beam) in product(("dev", "test"), WALKS):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptive_retrieval import Retriever, SearchTimings
+from adaptive_retrieval import FaissOptions, Retriever, SearchTimings
 from adaptive_retrieval.adapt import (
     MIN_DOCS,
     SPAN_WORDS,
@@ -200,7 +200,11 @@ def test_failed_build_leaves_nothing_behind_and_small_corpora_are_left_alone(tin
     texts = random_texts(60, seed=7)
     with pytest.raises(TypeError, match="must be a str"):
         Retriever.build(
-            [*texts, None], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, fine_path=tmp_path / "f.npy"
+            [*texts, None],
+            coarse=(3, 8),
+            fine=(12, 32),
+            model=tiny_encoder,
+            backend=FaissOptions(fine_path=tmp_path / "f.npy"),
         )
     assert not (tmp_path / "f.npy").exists() and 3 not in tiny_encoder.heads
     small = Retriever.build(texts[:20], coarse=(3, 8), fine=(12, 32), model=tiny_encoder)

@@ -57,7 +57,9 @@ def mixed_corpus():
 
 @pytest.fixture(scope="module")
 def faiss_r(model_dir, mixed_corpus):
-    return Retriever.build(mixed_corpus, model=str(model_dir), fine_dtype="float32", chunk_size=50, **VIEWS)
+    return Retriever.build(
+        mixed_corpus, model=str(model_dir), backend=FaissOptions(fine_dtype="float32"), chunk_size=50, **VIEWS
+    )
 
 
 def engine_retriever(engine: str, enc, tmp_path, name: str, texts) -> Retriever:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptive_retrieval import Encoder, Retriever
+from adaptive_retrieval import Encoder, FaissOptions, Retriever
 from tests.helpers import make_model, make_tokenizer, random_texts
 
 ray = pytest.importorskip("ray")
@@ -41,10 +41,18 @@ def test_ray_encoding_builds_the_same_index_as_build(local_ray, tmp_path):
     )
     assert set(encoded.columns()) == {"doc_id", column(encoder.check_view((2, 8))), "view_4x32"}
     via_ray = Retriever.from_vector_batches(
-        encoder, (2, 8), (4, 32), vector_batches(encoded, (2, 8), (4, 32), batch_size=7), fine_dtype="float32"
+        encoder,
+        (2, 8),
+        (4, 32),
+        vector_batches(encoded, (2, 8), (4, 32), batch_size=7),
+        backend=FaissOptions(fine_dtype="float32"),
     )
     direct = Retriever.build(
-        dict(zip(ids, texts)), coarse=(2, 8), fine=(4, 32), model=encoder, fine_dtype="float32"
+        dict(zip(ids, texts)),
+        coarse=(2, 8),
+        fine=(4, 32),
+        model=encoder,
+        backend=FaissOptions(fine_dtype="float32"),
     )
     order = [via_ray.ids.row(d) for d in direct.doc_ids]  # Ray may hand batches back in any order
     np.testing.assert_allclose(

@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
-from adaptive_retrieval import Hit, Retriever, SearchTimings
+from adaptive_retrieval import FaissOptions, Hit, Retriever, SearchTimings
 from tests.helpers import QUERIES, LayerCounter, random_texts
 
 
@@ -41,7 +41,12 @@ def test_candidates_covering_the_corpus_equal_exact_fine_search(retriever):
 
 def test_coarse_equal_to_fine_equals_exact_fine_search(tiny_encoder, corpus):
     r = Retriever.build(
-        corpus, coarse=(12, 32), fine=(12, 32), model=tiny_encoder, candidates=10, fine_dtype="float32"
+        corpus,
+        coarse=(12, 32),
+        fine=(12, 32),
+        model=tiny_encoder,
+        candidates=10,
+        backend=FaissOptions(fine_dtype="float32"),
     )
     for q in QUERIES:
         assert [h.doc_id for h in r.search(q, k=10)] == exact_ids(r, q, 10)
@@ -49,7 +54,12 @@ def test_coarse_equal_to_fine_equals_exact_fine_search(tiny_encoder, corpus):
 
 def test_funnel_agrees_with_numpy_brute_force(tiny_encoder, corpus):
     r = Retriever.build(
-        corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=7, fine_dtype="float32"
+        corpus,
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        candidates=7,
+        backend=FaissOptions(fine_dtype="float32"),
     )
     vec = r.encoder.encode(corpus, [(3, 8), (12, 32)])  # the index's views (its coarse head fitted at build)
     for q in QUERIES:
@@ -237,7 +247,12 @@ def test_approximate_coarse_indexes(tiny_encoder, corpus, factory):
 def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encoder, corpus):
     texts = random_texts(400, seed=11)
     r = Retriever.build(
-        texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="IVF8,Flat", candidates=10
+        texts,
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        backend=FaissOptions(index="IVF8,Flat"),
+        candidates=10,
     )
     ivf = faiss.extract_index_ivf(r.backend.coarse_index.index)
     default = [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=5)]
@@ -256,7 +271,9 @@ def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encod
         adaptation=r.adaptation,  # the same head: the same (projected) coarse queries
     )
     assert wide == [[h.doc_id for h in hits] for hits in flat.search_batch(QUERIES, k=5)]
-    hnsw = Retriever.build(texts[:50], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="HNSW8")
+    hnsw = Retriever.build(
+        texts[:50], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, backend=FaissOptions(index="HNSW8")
+    )
     hnsw.search(QUERIES[0], efSearch=7)
     assert faiss.downcast_index(hnsw.backend.coarse_index.index).hnsw.efSearch == 16
     for knobs, message in (
@@ -274,7 +291,12 @@ def test_searches_from_many_threads_give_the_serial_results(tiny_encoder):
 
     texts = random_texts(300, seed=12)
     r = Retriever.build(
-        texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="IVF4,Flat", candidates=20
+        texts,
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        backend=FaissOptions(index="IVF4,Flat"),
+        candidates=20,
     )
     queries = random_texts(64, seed=13)
     knobs = [{"nprobe": 1 + i % 4} for i in range(len(queries))]  # each thread its own parameters
@@ -340,7 +362,11 @@ def test_a_scratch_file_left_by_a_killed_add_is_swept_and_one_in_use_refused(tin
     pending.write_bytes(b"left by a killed build")  # nobody holds its lock: its writer died
     with caplog.at_level("WARNING", logger="adaptive_retrieval.index"):
         r = Retriever.build(
-            ["a", "b"], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, fine_path=tmp_path / "fine.npy"
+            ["a", "b"],
+            coarse=(3, 8),
+            fine=(12, 32),
+            model=tiny_encoder,
+            backend=FaissOptions(fine_path=tmp_path / "fine.npy"),
         )
     assert "emptied a scratch file of 22 bytes" in caplog.text and not pending.exists()
     assert r.search("a", k=1)[0].doc_id == 0  # the leftover bytes did not become coarse vectors

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from adaptive_retrieval import Retriever, SearchTimings
+from adaptive_retrieval import FaissOptions, Retriever, SearchTimings
 from adaptive_retrieval.shortlist import (
     MIN_QUERIES,
     calibrate_shortlist,
@@ -125,7 +125,11 @@ def test_a_calibrated_hnsw_shortlist_searches_as_deep_as_it_was_calibrated(tiny_
     import faiss
 
     r = Retriever.build(
-        random_texts(200, seed=60), coarse=(3, 8), fine=(12, 32), model=tiny_encoder, index="HNSW16"
+        random_texts(200, seed=60),
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        backend=FaissOptions(index="HNSW16"),
     )
     backend = r.backend
     ef = backend.coarse_index.hnsw_ef()

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from adaptive_retrieval import Retriever
+from adaptive_retrieval import FaissOptions, Retriever
 from adaptive_retrieval import storage as storage_module
 from adaptive_retrieval.index import FineStore, mapping_of
 from tests.helpers import make_encoder, random_texts
@@ -24,7 +24,7 @@ def built(tiny_encoder, corpus):
         fine=(12, 32),
         model=tiny_encoder,
         candidates=12,
-        index="HNSW16",
+        backend=FaissOptions(index="HNSW16"),
     )
 
 

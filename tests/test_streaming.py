@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptive_retrieval import Retriever
+from adaptive_retrieval import FaissOptions, Retriever
 from adaptive_retrieval.index import CoarseIndex, CoarseSpill, FineStore, mapping_of
 from tests.helpers import QUERIES, random_texts, stream
 
@@ -66,7 +66,7 @@ def test_streamed_build_on_disk_equals_in_memory_build(tiny_encoder, corpus, tmp
         fine=(12, 32),
         model=tiny_encoder,
         chunk_size=7,
-        fine_path=tmp_path / "fine.npy",
+        backend=FaissOptions(fine_path=tmp_path / "fine.npy"),
     )
     assert mapping_of(disk.backend.fine_store.vectors) is not None
     assert np.load(tmp_path / "fine.npy").shape == (len(corpus), 32)
@@ -80,7 +80,11 @@ def test_streamed_build_on_disk_equals_in_memory_build(tiny_encoder, corpus, tmp
 
 def test_interrupted_stream_into_disk_store_leaves_the_index_as_it_was(tiny_encoder, corpus, tmp_path):
     r = Retriever.build(
-        corpus[:10], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, fine_path=tmp_path / "fine.npy"
+        corpus[:10],
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        backend=FaissOptions(fine_path=tmp_path / "fine.npy"),
     )
     before = (tmp_path / "fine.npy").read_bytes()
     hits = r.search(QUERIES[1], k=5)
@@ -100,14 +104,16 @@ def test_failed_build_removes_its_fine_file(tiny_encoder, corpus, tmp_path):
             coarse=(3, 8),
             model=tiny_encoder,
             chunk_size=4,
-            fine_path=tmp_path / "fine.npy",
+            backend=FaissOptions(fine_path=tmp_path / "fine.npy"),
         )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_coarse_add_is_rolled_back(tiny_encoder, corpus, monkeypatch):
     # IVF takes rows in place (Flat builds a new shard: tests/test_retriever.py), so they are removed again
-    r = Retriever.build(corpus[:10], coarse=(3, 8), model=tiny_encoder, index="IVF2,Flat")
+    r = Retriever.build(
+        corpus[:10], coarse=(3, 8), model=tiny_encoder, backend=FaissOptions(index="IVF2,Flat")
+    )
     real_add = CoarseIndex.add
 
     def add_then_fail(self, vectors):
@@ -124,7 +130,12 @@ def test_failed_coarse_add_is_rolled_back(tiny_encoder, corpus, monkeypatch):
 
 
 def test_ivf_is_trained_on_a_random_sample(tiny_encoder, corpus):
-    r = Retriever.build(corpus, coarse=(3, 8), model=tiny_encoder, index="IVF4,Flat", train_size=20)
+    r = Retriever.build(
+        corpus,
+        coarse=(3, 8),
+        model=tiny_encoder,
+        backend=FaissOptions(index="IVF4,Flat", train_size=20),
+    )
     assert r.backend.coarse_index.is_trained and len(r.backend.coarse_index) == len(corpus)
     wide = r.search(QUERIES[0], k=5, nprobe=4)  # every list probed: the funnel equals the Flat one
     flat = Retriever.build(corpus, coarse=(3, 8), model=tiny_encoder)
@@ -133,11 +144,16 @@ def test_ivf_is_trained_on_a_random_sample(tiny_encoder, corpus):
 
 def test_bad_fine_path_is_refused_before_encoding(tiny_encoder, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        Retriever.build(["a b"], coarse=(3, 8), model=tiny_encoder, fine_path=tmp_path / "no" / "f.npy")
+        Retriever.build(
+            ["a b"],
+            coarse=(3, 8),
+            model=tiny_encoder,
+            backend=FaissOptions(fine_path=tmp_path / "no" / "f.npy"),
+        )
 
 
 def test_a_streamed_add_shows_one_bar_for_the_whole_corpus(tiny_encoder, monkeypatch):
-    import adaptive_retrieval.retriever as retriever_module
+    import adaptive_retrieval.indexing as indexing_module
 
     bars = []
 
@@ -152,7 +168,7 @@ def test_a_streamed_add_shows_one_bar_for_the_whole_corpus(tiny_encoder, monkeyp
         def close(self):
             self.closed = True
 
-    monkeypatch.setattr(retriever_module, "tqdm", Recorder)
+    monkeypatch.setattr(indexing_module, "tqdm", Recorder)
     texts = random_texts(90, seed=30)
     r = Retriever.build(
         texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, chunk_size=20, show_progress=True

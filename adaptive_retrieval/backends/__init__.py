@@ -108,6 +108,26 @@ def open_engine(
     return ENGINES[name].open(Path(directory), manifest, **(options or {}))
 
 
+def make_backend(name: str, coarse_dim: int, fine_dim: int, options: dict[str, Any]) -> Backend:
+    """Deprecated: :func:`create_engine` with :func:`engine_options`."""
+    _warn_renamed("make_backend", "create_engine(engine_options(name, options), coarse_dim, fine_dim)")
+    return create_engine(ENGINES[name].Options.from_dict(options), coarse_dim, fine_dim)
+
+
+def open_backend(
+    entry: dict[str, Any], path: Path, manifest: dict[str, Any], options: dict[str, Any]
+) -> tuple[Backend, list[DocId]]:
+    """Deprecated: :func:`open_engine` (the manifest holds the ``backend`` entry)."""
+    _warn_renamed("open_backend", "open_engine(path, manifest, options)")
+    return open_engine(path, {**manifest, "backend": entry}, options)
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    if old not in _LEGACY_WARNED:
+        _LEGACY_WARNED.add(old)
+        warnings.warn(f"{old}() is deprecated; use {new}", DeprecationWarning, stacklevel=3)
+
+
 __all__ = [
     "BACKENDS",
     "COMMITS_SUFFIX",
@@ -124,6 +144,8 @@ __all__ = [
     "QdrantOptions",
     "create_engine",
     "engine_options",
+    "make_backend",
+    "open_backend",
     "open_engine",
     "point_key",
     "point_uuid",

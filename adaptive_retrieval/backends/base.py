@@ -212,6 +212,11 @@ class Backend(ABC):
             D[short], I[short] = self.exact_search(fine_q[short], k)
         return D, I, int(short.sum())
 
+    def vectors(self, view: str, start: int, stop: int) -> np.ndarray:
+        """The stored ``"coarse"`` or ``"fine"`` vectors of rows ``start..stop-1`` as float32 (for
+        evaluations; an engine that cannot read its vectors back refuses)."""
+        raise InvalidArgument(f"backend {self.name!r} does not read its {view} vectors back")
+
     # ------------------------------------------------------------------------------ persistence
 
     def manifest(self) -> dict[str, Any]:

@@ -181,6 +181,13 @@ class FaissBackend(Backend):
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.fine_store.search_exact(fine_q, k, rows=len(self))  # committed rows only
 
+    def vectors(self, view: str, start: int, stop: int) -> np.ndarray:
+        if view == "coarse":
+            return self.coarse_index.reconstruct_n(start, max(stop - start, 0))
+        if view == "fine":
+            return np.asarray(self.fine_store.vectors[start:stop], dtype=np.float32)
+        raise InvalidArgument(f"view must be 'coarse' or 'fine', got {view!r}")
+
     def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
         """FAISS's per-call parameters (``nprobe``, ``efSearch``, ``k_factor``, ``max_codes``); an
         HNSW index given a calibrated ``depth`` searches with ``efSearch`` at least that (FAISS's HNSW

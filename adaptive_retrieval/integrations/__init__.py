@@ -18,9 +18,9 @@ from ..errors import InvalidArgument, InvalidArgumentType
 
 def check_texts(retriever: Any) -> None:
     """Refuse a retriever whose hits carry no text: a framework needs the texts to hand on."""
-    from ..retriever import Retriever
-
-    if not isinstance(retriever, Retriever):
+    # checked by what it offers, not by class: importing Retriever here would make a circle with
+    # Retriever.as_langchain(), which imports this package
+    if not (callable(getattr(retriever, "search", None)) and hasattr(retriever, "documents")):
         raise InvalidArgumentType(
             f"retriever must be an adaptive_retrieval.Retriever, got {type(retriever).__name__}"
         )
