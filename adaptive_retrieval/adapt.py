@@ -3,7 +3,7 @@
 One forward pass per document gives both the coarse layer's pooled states (the *student*: those of
 layers ``1 .. layer``, all computed on the way) and the fine view (the *teacher*). A linear head maps the
 first onto the coordinates of the second, so that the coarse view ``(layer, dim)`` (the head's output
-cut to ``dim`` and normalised, as :func:`~adaptive_retrieval.views.view_vector` makes every view) ranks
+cut to ``dim`` and normalised, as :func:`adaptive_retrieval.views.view_vector` makes every view) ranks
 the corpus as the fine view does. A head fitted here is *stacked* (see
 :meth:`adaptive_retrieval.Encoder.set_head`): it reads the normalised pooled states of every layer up to
 the coarse one side by side, which costs no extra layer and recovers more of the fine view than the
@@ -50,18 +50,18 @@ from .views import View, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
 
-#: Ridge strengths tried, as fractions of the mean diagonal of the student's Gram matrix.
 RIDGES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
-#: A pseudo-query is a held-out document's first sentence, cut to at most this many words.
+"""Ridge strengths tried, as fractions of the mean diagonal of the student's Gram matrix."""
 SPAN_WORDS = 16
-#: Spans of documents that are not held out are fitted on too (query-like rows), at most this many, and
-#: all spans' tokens at most this share of the documents' (so encoding them stays a small part of the build).
+"""A pseudo-query is a held-out document's first sentence, cut to at most this many words."""
 MAX_FIT_SPANS = 2000
+"""Spans of documents that are not held out are fitted on too (query-like rows), at most this many, and
+all spans' tokens at most this share of the documents' (so encoding them stays a small part of the build)."""
 SPAN_BUDGET = 0.1
-#: Fewer documents than this: nothing is fitted (too few to hold any out and learn from the rest).
 MIN_DOCS = 50
-#: Pseudo-queries held out of the fit, at most; the fraction of the documents otherwise.
+"""Fewer documents than this: nothing is fitted (too few to hold any out and learn from the rest)."""
 MAX_CHECK = 500
+"""Pseudo-queries held out of the fit, at most; the fraction of the documents otherwise."""
 CHECK_FRACTION = 0.2
 
 
@@ -241,7 +241,7 @@ def pseudo_query(text: str, words: int = SPAN_WORDS) -> str:
 def project_fine(fine: np.ndarray, projection: np.ndarray) -> np.ndarray:
     """Fine view vectors ``(n, fine_dim)`` projected on ``projection`` (``(fine_dim, dim)``, e.g.
     :attr:`Adaptation.projection`) and normalised: the coarse vectors of an adapted index (its documents,
-    and its ``"projected"`` queries). The one definition; :meth:`Retriever.project` applies it."""
+    and its ``"projected"`` queries). The one definition; :meth:`adaptive_retrieval.Retriever.project` applies it."""
     x = np.asarray(fine, dtype=np.float32) @ np.asarray(projection, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -266,24 +266,25 @@ class Adaptation:
     layer: int
     dim: int
     documents: int
-    #: ``"ridge"`` when a fitted head is used, ``"kept"`` when the model's own head (or none) won
     chosen: str
+    """``"ridge"`` when a fitted head is used, ``"kept"`` when the model's own head (or none) won"""
     pseudo_queries: str
     candidates: int
     k: int
-    #: the layers whose pooled states the fitted head reads (``1 .. layer``: stacked; set by adapt_encoder)
     head_layers: list[int] = field(default_factory=list)
+    """The layers whose pooled states the fitted head reads (``1 .. layer``: stacked; set by adapt_encoder)"""
     ridge: float | None = None
     fidelity_before: float | None = None
     fidelity_after: float | None = None
     fidelity_by_ridge: dict[str, float] = field(default_factory=dict)
-    #: the whole adaptation's time (with :func:`adapt_encoder`: the pseudo-queries' encoding included)
     seconds: float = 0.0
+    """The whole adaptation's time (with :func:`adapt_encoder`: the pseudo-queries' encoding included)"""
     stats: dict[str, float] = field(default_factory=dict)
-    #: ``(fine_dim, dim)``: the fine view's directions whose coordinates the fitted head predicts, first
-    #: ``dim``; ``fine_query @ projection``, normalised, is a query's coarse vector computed from its fine
-    #: view (the ``"projected"`` coarse query of :meth:`Retriever.search`). Saved beside the manifest.
     projection: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """``(fine_dim, dim)``: the fine view's directions whose coordinates the fitted head predicts, first
+    ``dim``; ``fine_query @ projection``, normalised, is a query's coarse vector computed from its fine
+    view (the ``"projected"`` coarse query of :meth:`adaptive_retrieval.Retriever.search`). Saved beside
+    the manifest."""
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the manifest holds it (the projection matrix is saved as a file)."""
@@ -309,7 +310,7 @@ def adapt_head(
 
     ``student``: what the fitted head will read for each document, ``(n, width)`` without any head: the
     layer's pooled state (``width`` = hidden) or, stacked, the normalised pooled states of layers
-    ``1 .. layer`` side by side (``width`` = ``layer * hidden``; :meth:`Encoder.head_input`).
+    ``1 .. layer`` side by side (``width`` = ``layer * hidden``; :meth:`adaptive_retrieval.Encoder.head_input`).
     ``teacher``: the documents' fine view vectors. ``prior`` is the head the model has for ``layer``
     (or ``None``); a ``(hidden, out)`` prior reads the last ``hidden`` columns of a stacked student.
     ``check``: the documents held out of the fit (default :func:`check_rows`); ``queries``: the

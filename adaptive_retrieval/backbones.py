@@ -4,7 +4,7 @@ A Hugging Face ``forward`` always runs every layer. To stop after layer ``i`` an
 ``i + 1`` we call the model's own submodules (embeddings, then each layer) in the same order and with
 the same arguments its ``forward`` would (MPNet's attention excepted: torch's fused attention replaces
 its eager one, see :class:`MPNetBackbone`); at inference a layer's own steps, so that its intermediate
-block can run as one oneDNN call (:func:`~adaptive_retrieval.cpu_linear.intermediate`). Each adapter is
+block can run as one oneDNN call (:func:`adaptive_retrieval.cpu_linear.intermediate`). Each adapter is
 tested against the model's own ``output_hidden_states``.
 """
 
@@ -97,7 +97,8 @@ class MPNetBackbone(Backbone):
     (:meth:`embed`), and each layer runs the same projections, the same residuals and layer norms
     (the model's own modules) around torch's fused ``scaled_dot_product_attention``: the same
     arithmetic (``softmax(q k^T / sqrt(d) + bias + mask) v``), equal to the model's own forward to 1e-5
-    (tests); with it mpnet-base encodes SciFact 1.8x as fast as sentence-transformers (docs/measurements.md)."""
+    (tests); with it mpnet-base encodes faster than sentence-transformers (``python -m benchmarks.bench_encode``;
+    the figures, with their results files: docs/measurements.md, "Encoding throughput")."""
 
     model_types = ("mpnet",)
 

@@ -3,7 +3,7 @@
 :func:`sample_queries` draws the queries (the users' own, or pseudo-queries: first sentences of
 documents); :func:`shortlist_evidence` measures, for each, the fine scores of its coarse candidates in
 coarse order and which of them belong to its exact fine top ``k``; the rules that turn this evidence
-into a shortlist, and the :class:`~adaptive_retrieval.shortlist.Calibration` record, are in
+into a shortlist, and the :class:`adaptive_retrieval.shortlist.Calibration` record, are in
 :mod:`adaptive_retrieval.shortlist`.
 """
 
@@ -93,18 +93,34 @@ def calibrate(
     """Choose the shortlist that returns ``target`` of the exact fine top ``k`` (overlap@k,
     label-free) and use it from now on (:mod:`adaptive_retrieval.shortlist`).
 
+    Half of the queries choose the shortlist, the other half measure it (``Calibration.measured``).
+
     Args:
-        queries: sample queries (the users' own, best); or
+        queries: sample queries (the users' own, best); give these or ``documents``.
         documents: a corpus whose documents' first sentences serve as pseudo-queries.
-        target: the overlap@k to reach; k: its depth; coarse_query: the coarse query calibrated.
-        max_queries, cap, seed, batch_size: how many queries, the deepest shortlist, the split's seed,
-            the encoder batch.
+        target: the overlap@k to reach, in ``(0, 1]``.
+        k: the depth of the overlap (at most the index's size).
+        coarse_query: the coarse query calibrated (default: the index's,
+            :meth:`adaptive_retrieval.Retriever.resolve_coarse_query`).
+        max_queries: at most this many queries are used.
+        cap: the deepest shortlist considered.
+        seed: the seed of the draw of pseudo-queries and of the fit/check split.
+        batch_size: encoder batch size (default: the encoder's).
 
     Returns:
-        The :class:`Calibration` (also :attr:`calibration`, saved with the index).
+        The :class:`adaptive_retrieval.shortlist.Calibration` (also
+        :attr:`adaptive_retrieval.Retriever.calibration`, saved with the index).
 
     Raises:
-        InvalidArgument: fewer than 20 usable queries, or both or neither of queries and documents.
+        InvalidArgument: fewer than 20 usable queries, both or neither of ``queries`` and ``documents``,
+            a ``target`` outside ``(0, 1]``, a bad ``k``/``cap``/``max_queries``/``coarse_query``, or an
+            index too small to calibrate.
+        QueryError: an empty query (QueryTypeError: not a string).
+        RetrieverClosed: the retriever was closed.
+
+    Example:
+        >>> cal = retriever.calibrate(documents=corpus, target=0.95)  # doctest: +SKIP
+        >>> cal.rule, cal.candidates, cal.measured  # doctest: +SKIP
     """
     self._check_open()
     t0 = time.perf_counter()

@@ -63,7 +63,21 @@ def check_encodable(text: str, what: str) -> None:
 
 def document_text(doc: Mapping[str, Any]) -> str:
     """The one definition of a document's text: ``title + " " + text`` (the text alone without a title).
-    Indexing, training and every benchmark use it."""
+    Indexing, training and every benchmark use it.
+
+    Args:
+        doc: a BEIR-style document: ``{"text": ..., "title": ...}`` (the title optional).
+
+    Returns:
+        The text to encode.
+
+    Raises:
+        KeyError: a document without ``"text"``.
+
+    Example:
+        >>> document_text({"title": "Vitamin D", "text": "It helps bones."})
+        'Vitamin D It helps bones.'
+    """
     title = doc.get("title") or ""
     return f"{title} {doc['text']}".strip() if title else doc["text"]
 
@@ -136,8 +150,24 @@ def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId
 def iter_documents(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, str]]:
     """Yield ``(doc_id, text)`` from any accepted corpus form, checking each document as it enters.
 
-    Raises ``ValueError`` for an empty corpus, mixed forms or a repeated id, and ``TypeError`` for a
-    text that is not a string or an id that is neither str nor int.
+    Args:
+        corpus: a list of strings (ids are positions), a dict id -> text, a dict id ->
+            ``{"title", "text", ...}`` (BEIR form; :func:`document_text`), or ``(id, text)`` pairs.
+        first_id: the id of a list's first string.
+
+    Yields:
+        ``(doc_id, text)``, in the corpus' order.
+
+    Raises:
+        CorpusError: an empty corpus, mixed forms, a repeated id or a document without text (a
+            ``ValueError``).
+        CorpusTypeError: a text that is not a string, an id that is neither str nor int, or a corpus that
+            is a single string (a ``TypeError``).
+        InvalidArgument: a text that is not valid Unicode.
+
+    Example:
+        >>> list(iter_documents(["first", "second"], first_id=10))
+        [(10, 'first'), (11, 'second')]
     """
     for doc_id, text, _ in iter_records(corpus, first_id=first_id):
         yield doc_id, text

@@ -6,9 +6,10 @@ is what ``torch.compile`` uses for linear layers on CPU), picks by the processor
 float32 products with float32 accumulation, in another order: outputs differ from MKL's by ~1e-6 of
 their magnitude, the encoders' vectors by < 1e-6 (tests).
 
-Measured on an AMD EPYC (AVX-512, 2 cores; ``docs/measurements.md``): with the GELU fused too
-(:func:`intermediate`), MiniLM encodes 1.75x as fast as with MKL's linear layers. On an Intel processor
-MKL already uses AVX-512, so expect parity there.
+With the GELU fused too (:func:`intermediate`), an encoder runs faster on an AMD processor with AVX-512
+than with MKL's linear layers; on an Intel processor MKL already uses AVX-512, so expect parity there.
+``python -m benchmarks.bench_encode`` measures both paths (``cpu_linear.set_enabled(False)`` is the
+MKL side); the figures, with their results files, are in docs/measurements.md ("Encoding throughput").
 
 :func:`use_onednn` turns a model's ``nn.Linear`` modules into :class:`OneDNNLinear` (the same module,
 the same parameters and state dict; only ``forward`` differs). Training (gradients enabled), other

@@ -26,12 +26,14 @@ from .models import cache_dir
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "ADAPTIVE_RETRIEVAL_DATA"
-#: BEIR's public datasets, as ``beir.util.download_and_unzip`` fetches them (BEIR's README lists them).
+"""The environment variable that names the data folder (see the module docstring)."""
 BEIR_DOWNLOAD = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
 BEIR_PUBLIC = (
     "msmarco", "trec-covid", "nfcorpus", "nq", "hotpotqa", "fiqa", "arguana", "webis-touche2020",
     "cqadupstack", "quora", "dbpedia-entity", "scidocs", "fever", "climate-fever", "scifact",
 )  # fmt: skip
+"""BEIR's public datasets, as ``beir.util.download_and_unzip`` fetches them from ``BEIR_DOWNLOAD``
+(BEIR's README lists them)."""
 
 
 def default_data_dir() -> Path:
@@ -46,8 +48,18 @@ def _missing(folder: Path, split: str) -> list[Path]:
 
 
 def download_beir(data_dir: Path, dataset: str) -> Path:
-    """Download and unzip a public BEIR dataset into ``data_dir/beir/`` with BEIR's own helper; raise
-    ``FileNotFoundError`` naming where to put a copy when that fails (e.g. offline)."""
+    """Download and unzip a public BEIR dataset into ``data_dir/beir/`` with BEIR's own helper.
+
+    Args:
+        data_dir: the data folder.
+        dataset: a name in ``BEIR_PUBLIC``.
+
+    Returns:
+        The dataset's folder.
+
+    Raises:
+        FileNotFoundError: the download failed (e.g. offline); the message names where to put a copy.
+    """
     from beir import util
 
     target = Path(data_dir) / "beir"
@@ -69,9 +81,23 @@ def download_beir(data_dir: Path, dataset: str) -> Path:
 def load_beir(
     data_dir: Path | None, dataset: str, split: str, *, download: bool = True
 ) -> tuple[dict, dict, dict]:
-    """``(corpus, queries, qrels)`` of ``data_dir/beir/<dataset>`` by BEIR's own loader
-    (``data_dir=None``: :func:`default_data_dir`). A missing public BEIR dataset is downloaded first
-    (``download=False``: never); anything else missing is a ``FileNotFoundError`` saying what and where."""
+    """A BEIR dataset by BEIR's own loader; a missing public one is downloaded first.
+
+    Args:
+        data_dir: the data folder (``None``: :func:`default_data_dir`); the dataset is in ``beir/<dataset>``.
+        dataset: the dataset's folder name.
+        split: the qrels split (``"test"``, ``"train"``, ``"dev"``).
+        download: ``False``: never download.
+
+    Returns:
+        ``(corpus, queries, qrels)`` as BEIR's ``GenericDataLoader`` returns them.
+
+    Raises:
+        FileNotFoundError: a file still missing (or a failed download), saying what and where.
+
+    Example:
+        >>> corpus, queries, qrels = load_beir(None, "scifact", "test")  # doctest: +SKIP
+    """
     from beir.datasets.data_loader import GenericDataLoader
 
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
@@ -94,8 +120,21 @@ def _id_order(qid: str) -> tuple[int, int | str]:
 
 
 def split_dev(query_ids: Sequence[str], dev_fraction: float, seed: int) -> list[str]:
-    """The query ids held out for model selection: a ``dev_fraction`` sample, deterministic in ``seed``
-    and independent of the order ``query_ids`` come in."""
+    """The query ids held out for model selection.
+
+    Args:
+        query_ids: the candidates (train queries); their order does not matter.
+        dev_fraction: the share held out.
+        seed: the sample's seed.
+
+    Returns:
+        A ``dev_fraction`` sample of the ids, deterministic in ``seed``, in id order.
+
+    Example:
+        >>> ids = [str(i) for i in range(10)]
+        >>> split_dev(ids, 0.2, seed=42) == split_dev(ids[::-1], 0.2, seed=42)
+        True
+    """
     qids = sorted(set(query_ids), key=_id_order)
     return sorted(random.Random(seed).sample(qids, round(len(qids) * dev_fraction)), key=_id_order)
 
@@ -104,7 +143,20 @@ def load_split(
     data_dir: Path | None, dataset: str, split: str, *, dev_fraction: float = 0.1, dev_seed: int = 42
 ) -> tuple[dict, dict, dict]:
     """:func:`load_beir`, plus ``split="dev"`` for datasets without a ``qrels/dev.tsv``: the train queries
-    (with a relevant document) that training holds out with the same ``dev_fraction`` and seed."""
+    (with a relevant document) that training holds out with the same ``dev_fraction`` and seed.
+
+    Args:
+        data_dir, dataset, split: as :func:`load_beir` takes them.
+        dev_fraction: the share of train queries in the dev split (:func:`split_dev`).
+        dev_seed: its seed.
+
+    Returns:
+        ``(corpus, queries, qrels)``, the queries and qrels of the split only.
+
+    Raises:
+        InvalidArgument: ``dev_fraction`` outside ``(0, 1)``.
+        FileNotFoundError: as :func:`load_beir`.
+    """
     data_dir = default_data_dir() if data_dir is None else Path(data_dir)
     if split != "dev" or (data_dir / "beir" / dataset / "qrels" / "dev.tsv").is_file():
         return load_beir(data_dir, dataset, split)

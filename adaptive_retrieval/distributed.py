@@ -1,9 +1,9 @@
 """Corpus encoding on a Ray cluster (or on this machine), through Ray Data's ``map_batches``.
 
 Each Ray actor loads the encoder once and turns batches of texts into both view vectors with
-:meth:`Encoder.encode`, the library's one encoding path. The result streams back, batch by batch, into
-:meth:`Retriever.add_vector_batches` (or into any other sink, e.g. a Qdrant cluster through
-``backend="qdrant"``)::
+:meth:`adaptive_retrieval.Encoder.encode`, the library's one encoding path. The result streams back, batch
+by batch, into :meth:`adaptive_retrieval.Retriever.add_vector_batches` (or into any other sink, e.g. a
+Qdrant cluster through ``backend="qdrant"``)::
 
     import ray
     from adaptive_retrieval import Encoder, Retriever
@@ -119,7 +119,7 @@ def vector_batches(
     batch_size: int = 10_000,
 ) -> Iterator[tuple[list[Any], np.ndarray, np.ndarray]]:
     """Stream ``(doc_ids, coarse_vectors, fine_vectors)`` out of :func:`encode_with_ray`'s dataset, in
-    the form :meth:`Retriever.add_vector_batches` takes."""
+    the form :meth:`adaptive_retrieval.Retriever.add_vector_batches` takes."""
     c, f = column(View.parse(coarse, name="coarse")), column(View.parse(fine, name="fine"))
     for batch in encoded.iter_batches(batch_size=batch_size, batch_format="numpy"):
         yield [x.item() if hasattr(x, "item") else x for x in batch[id_column]], batch[c], batch[f]

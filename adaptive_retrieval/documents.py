@@ -8,8 +8,9 @@ rows differently when a collection is reopened. Saved with the index as ``texts-
 its open connection) to a scratch file beside it, removed when the store is closed: the saved file
 belongs to its generation and is never written.
 
-Adding is two-phase like the engines': :meth:`DocumentStore.add` holds the rows in memory, :meth:`commit`
-writes them in one transaction, :meth:`rollback` forgets them, :meth:`undo_commit` deletes the last
+Adding is two-phase like the engines': :meth:`DocumentStore.add` holds the rows in memory,
+:meth:`DocumentStore.commit` writes them in one transaction, :meth:`DocumentStore.rollback` forgets
+them, :meth:`DocumentStore.undo_commit` deletes the last
 commit's (when the add it belonged to fails after it). No write transaction is ever left open, so a save never waits on an add; reads and
 writes are serialised by a lock, so searches from many threads may fetch texts while an add commits.
 """

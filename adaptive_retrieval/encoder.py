@@ -1,9 +1,19 @@
 """The encoder: tokenizer + transformer, run in stages so that a forward pass can stop and resume.
 
 ``start`` tokenizes and embeds a batch (hidden state 0), ``advance`` runs the next layers on a saved
-state, and ``view`` turns the current state into a view vector through :func:`views.pool` and
-:func:`views.view_vector`. ``encode`` does all of that for many texts and many views in one pass per
-batch, stopping at the deepest requested layer.
+state, and ``view`` turns the current state into a view vector through :func:`adaptive_retrieval.views.pool`
+and :func:`adaptive_retrieval.views.view_vector`. ``encode`` does all of that for many texts and many views
+in one pass per batch, stopping at the deepest requested layer: each requested layer is pooled once and
+cut to each requested dim. Batches are sorted by token length (less padding) and the original order is
+restored. ``encode(..., apply_heads=False)`` leaves the coarse heads out: each view is then its layer's
+own pooled state, cut and normalised (what a cache of the weights' states holds, to which
+``Encoder.project`` applies the heads later).
+
+Coarse heads (``Encoder.set_head``): a linear map (no bias) of a layer's pooled state, applied before the
+view is cut, in indexing and in search alike. A ``(hidden, out)`` head reads the layer's pooled state; a
+*stacked* ``(layer * hidden, out)`` head reads the normalised pooled states of layers ``1 .. layer`` side
+by side (``Encoder.head_input``): every one of them is computed on the way to ``layer`` anyway, so a
+stacked view costs the same forward pass.
 """
 
 from __future__ import annotations
@@ -29,8 +39,8 @@ from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, v
 
 logger = logging.getLogger(__name__)
 
-#: Show a progress bar by default when an ``encode`` call has at least this many batches.
 PROGRESS_MIN_BATCHES = 8
+"""Show a progress bar by default when an ``encode`` call has at least this many batches."""
 
 
 @dataclass
@@ -79,10 +89,9 @@ class Encoder:
     """A Hugging Face encoder with stage-wise forward passes and the one view definition.
 
     Args:
-        model: a supported Hugging Face encoder (BERT family or MPNet; a model with a head is fine).
-            Moved to ``device`` and set to eval mode; on CPU its ``nn.Linear`` layers become
-            :class:`~adaptive_retrieval.cpu_linear.OneDNNLinear` (the same parameters; inference runs
-            oneDNN's matrix multiply), in place.
+        model: a supported Hugging Face encoder (BERT family or MPNet; a model with a head is fine), moved
+            to ``device`` and set to eval mode; on CPU its ``nn.Linear`` layers become
+            :class:`adaptive_retrieval.cpu_linear.OneDNNLinear` (same parameters; oneDNN's product), in place.
         tokenizer: its tokenizer.
         pooling: ``"mean"`` or ``"cls"``, as the model was trained.
         max_length: longer texts are truncated to this many tokens (default: the tokenizer's limit,
@@ -90,9 +99,13 @@ class Encoder:
         name: the model's name or path, recorded in saved indexes.
         device: where to run; default CUDA when available, else CPU.
         batch_size: default batch size of :meth:`encode`.
-        heads: linear coarse heads ``{layer: (hidden, out) or (layer * hidden, out) matrix}`` (see
-            :meth:`set_head`).
-    """
+        heads: linear coarse heads ``{layer: (hidden, out) or (layer * hidden, out) matrix}`` (:meth:`set_head`).
+        query_prompt, document_prompt: prepended to every query / document text (E5's ``"query: "``, BGE's
+            instruction), kept as attributes of those names; by default the model's own (:meth:`from_pretrained`).
+
+    Raises:
+        InvalidArgument: an unsupported model type, an unknown pooling, a bad ``batch_size``, ``max_length``
+            or head (InvalidArgumentType: a prompt that is not a string)."""
 
     def __init__(
         self,
@@ -127,25 +140,24 @@ class Encoder:
         self.model.eval()
         if self.device.type == "cpu":  # inference through oneDNN's matrix multiply (cpu_linear.py)
             use_onednn(self.model)
-        #: prepended to every query / document text (E5's "query: ", BGE's instruction); the model's own
-        #: sentence-transformers ``prompts`` by default (see :meth:`from_pretrained`)
         self.query_prompt, self.document_prompt = query_prompt, document_prompt
         self._weights_fingerprint: str | None = None
         self.heads: dict[int, torch.Tensor] = {}
         for layer, head in (heads or {}).items():
             self.set_head(layer, head)
 
-    #: Load a named model, a model directory or a Hugging Face id: :func:`adaptive_retrieval.loading.from_pretrained`.
     from_pretrained = classmethod(loading.from_pretrained)
 
     # ----------------------------------------------------------------------------------------- facts
 
     @property
     def n_layers(self) -> int:
+        """The number of transformer layers (views take layers ``1 .. n_layers``)."""
         return self.backbone.n_layers
 
     @property
     def hidden_size(self) -> int:
+        """The width of the hidden states (views take dims ``1 .. hidden_size``)."""
         return self.backbone.hidden_size
 
     @property
@@ -154,24 +166,24 @@ class Encoder:
         return View(self.n_layers, self.hidden_size)
 
     def export_sentence_transformers(self, path: Any, view: ViewLike | None = None) -> Any:
-        """Write ``view`` (default: :attr:`full_view`) as a sentence-transformers model folder whose
-        ``encode`` gives this encoder's vectors of that view: layers cut, the head as a ``Dense``
+        """Write ``view`` (default :attr:`full_view`) into ``path`` (new or empty) as a sentence-transformers
+        model whose ``encode`` gives this encoder's vectors of that view: layers cut, the head as a ``Dense``
         module, dims cut (:mod:`adaptive_retrieval.export`). Returns the folder's path."""
         from .export import export_sentence_transformers
 
         return export_sentence_transformers(self, path, self.full_view if view is None else view)
 
     def as_queries(self, texts: Sequence[str]) -> list[str]:
-        """``texts`` as this model encodes queries: with :attr:`query_prompt` in front (if any)."""
+        """``texts`` as this model encodes queries: with the ``query_prompt`` in front (if any)."""
         return [self.query_prompt + t for t in texts] if self.query_prompt else list(texts)
 
     def as_documents(self, texts: Sequence[str]) -> list[str]:
-        """``texts`` as this model encodes documents: with :attr:`document_prompt` in front (if any)."""
+        """``texts`` as this model encodes documents: with the ``document_prompt`` in front (if any)."""
         return [self.document_prompt + t for t in texts] if self.document_prompt else list(texts)
 
     def check_view(self, view: ViewLike, *, name: str = "view") -> View:
-        """Parse ``view`` and check it fits this model and its layer's coarse head, if any; the error names
-        the model's limits."""
+        """Parse ``view`` and check it fits this model and its layer's coarse head, if any: a
+        ``ModelMismatch`` naming the model's limits if not (``name``: the argument named in errors)."""
         view = self._check_layer_view(view, name=name)
         head = self.heads.get(view.layer)
         if head is not None and view.dim > head.shape[1]:
@@ -188,12 +200,10 @@ class Encoder:
         )
 
     def set_head(self, layer: int, head: torch.Tensor | None) -> None:
-        """Give ``layer`` a linear coarse head (no bias), applied before the view is cut (``None`` removes
-        it). A ``(hidden, out)`` head reads the layer's pooled state; a *stacked* ``(layer * hidden, out)``
-        head reads the normalised pooled states of layers ``1 .. layer`` side by side (see
-        :meth:`head_input`): every one of them is computed on the way to ``layer`` anyway, so a stacked
-        view costs the same forward pass. Every view of that layer goes through the head, in indexing and
-        in search alike; the encoder's :attr:`fingerprint` covers it."""
+        """Give ``layer`` (``1 .. n_layers``) a linear coarse head (no bias): ``(hidden, out)`` or, stacked,
+        ``(layer * hidden, out)`` (:meth:`head_input`), ``out <= hidden``; ``None`` removes it. Every view of
+        that layer goes through it, in indexing and search alike (:mod:`adaptive_retrieval.encoder`), and
+        the :attr:`fingerprint` covers it. Another layer or shape raises ``InvalidArgument``."""
         if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= self.n_layers:
             raise InvalidArgument(f"head layer must be an int in 1..{self.n_layers}, got {layer!r}")
         if head is None:
@@ -223,9 +233,9 @@ class Encoder:
         per output channel, each token's activations quantized on its own, outlier channels smoothed
         by their maxima on ``sample_texts``, default a built-in sample of many kinds), for faster
         encoding on CPU; the staged forward and the heads are unchanged, and this encoder is left as it
-        was. Its vectors approximate this one's (measure the cost: ``benchmarks/bench_int8.py``); it
-        keeps the fingerprint of the weights it approximates, so an index built in float32 accepts it
-        for queries. CPU only."""
+        was. Its vectors approximate this one's (measure the cost: ``python -m benchmarks.bench_int8``); it
+        keeps the fingerprint of the weights it approximates, so an index built in float32 accepts it. CPU
+        only (else ``InvalidArgument``); a torch without a working int8 product raises ``InstallationError``."""
         if self.device.type != "cpu":
             raise InvalidArgument(f"int8 encoding runs on CPU; this encoder is on {self.device}")
         from .quantization import SAMPLE_TEXTS, check_int8_matmul, input_maxima, quantize_linears
@@ -237,8 +247,7 @@ class Encoder:
             )
         fingerprint = self.weights_fingerprint
         check_int8_matmul()
-        # calibrated on a private copy: searches running on this encoder meanwhile are neither
-        # recorded nor slowed by the hooks
+        # calibrated on a private copy: searches on this encoder meanwhile are neither recorded nor slowed
         model = copy.deepcopy(self.model)
         probe = copy.copy(self)
         probe.model, probe.backbone = model, backbone_for(model)
@@ -396,18 +405,22 @@ class Encoder:
         apply_heads: bool = True,
         progress: Any = None,
     ) -> Embeddings:
-        """Encode ``texts`` at every view in ``views`` with one forward pass per batch.
+        """Encode ``texts`` at every view in ``views``, one forward pass per batch (:mod:`adaptive_retrieval.encoder`).
 
-        The pass stops at the deepest requested layer; each requested layer is pooled once and cut to
-        each requested dim. Batches are sorted by token length (less padding) and the original order is
-        restored. Returns ``{View: float32 array (n, dim)}`` (1-D arrays when ``texts`` is one string);
-        ``views`` defaults to :attr:`full_view`. ``show_progress`` defaults to a bar when there are at
-        least ``PROGRESS_MIN_BATCHES`` batches. ``apply_heads=False`` leaves the coarse heads out: each
-        view is its layer's own pooled state, cut and normalised (what a cache of the weights' states
-        holds, to which :meth:`project` applies the heads later). ``progress``, a ``tqdm`` bar of the
-        caller's (e.g. one over a whole corpus), is advanced by each batch's texts instead of a bar of
-        this call's own.
-        """
+        Args:
+            texts: a string or a list of strings.
+            views: one view or many (``(4, 64)``, ``"4x64"``, a ``View``); default :attr:`full_view`.
+            batch_size: default the encoder's.
+            show_progress: default a bar from ``PROGRESS_MIN_BATCHES`` batches on.
+            apply_heads: ``False``: each view is its layer's own pooled state, cut and normalised.
+            progress: a ``tqdm`` bar of the caller's (one over a corpus) advanced instead of one of its own.
+
+        Returns:
+            :class:`Embeddings` ``{View: float32 array (n, dim)}`` (1-D arrays when ``texts`` is one string).
+
+        Raises:
+            InvalidArgument: no views, a bad ``batch_size``, or a text that is not valid Unicode
+                (InvalidArgumentType: not strings). ModelMismatch: a view outside the model or its head."""
         single = isinstance(texts, str)
         items = check_texts(texts)
         wanted = self._check_views(views, apply_heads)

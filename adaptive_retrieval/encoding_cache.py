@@ -33,12 +33,12 @@ DEFAULT_CACHE_DIR = (
     Path(os.environ.get("ADAPTIVE_RETRIEVAL_CACHE", Path.home() / ".cache" / "adaptive-retrieval"))
     / "eval-encodings"
 )
-#: Documents per saved part of an encoding in progress (mpnet-base on SciFact here: ~3 min a part).
 DEFAULT_PART_SIZE = 256
+"""Documents per saved part of an encoding in progress: an interrupted encoding loses at most one part's work."""
 
 
-#: What a cache holds: 2 = the layers' states without coarse heads (see the module docstring).
 CACHE_FORMAT = 2
+"""What a cache holds: 2 = the layers' states without coarse heads (see the module docstring)."""
 
 
 def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
@@ -125,7 +125,7 @@ def _encode_in_parts(
     """Encode ``texts`` part by part into ``parts/`` (each part written atomically), reusing the parts
     a previous run of the same key and part size left there; returns all parts stacked.
 
-    Parts follow the texts sorted by token count, longest first, as :meth:`Encoder.encode` batches
+    Parts follow the texts sorted by token count, longest first, as :meth:`adaptive_retrieval.Encoder.encode` batches
     them: with ``part_size`` a multiple of the batch size, the batches (and so the vectors) are those
     of one uninterrupted pass, and no part pads short texts to a long one's width."""
     parts.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def _encode_in_parts(
 
 def view_matrix(encoder: Encoder, all_layers: np.ndarray, view: View) -> np.ndarray:
     """The ``(n_docs, view.dim)`` matrix of ``view``, through the encoder's own view function
-    (:meth:`Encoder.project`: the layer's coarse head if any, cut, normalise)."""
+    (:meth:`adaptive_retrieval.Encoder.project`: the layer's coarse head if any, cut, normalise)."""
     layers = range(view.layer) if encoder.stacked(view.layer) else [view.layer - 1]
     pooled = {i: torch.from_numpy(np.array(all_layers[i], dtype=np.float32)) for i in layers}  # writable
     full = encoder.head_input([pooled.get(i) for i in range(view.layer)], view.layer)

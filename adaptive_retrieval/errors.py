@@ -85,7 +85,7 @@ class RetrieverBusy(AdaptiveRetrievalError, RuntimeError):
 
 
 class RetrieverClosed(AdaptiveRetrievalError, RuntimeError):
-    """A retriever used after :meth:`~adaptive_retrieval.Retriever.close`."""
+    """A retriever used after :meth:`adaptive_retrieval.Retriever.close`."""
 
 
 class InstallationError(AdaptiveRetrievalError, RuntimeError):

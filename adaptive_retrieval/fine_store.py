@@ -30,10 +30,10 @@ def map_rows(path: Path, dtype: np.dtype, offset: int, shape: tuple[int, int]) -
     for random access (``MADV_RANDOM`` where the OS has it).
 
     The funnel reads a few scattered rows per query. Under the default advice each page fault also
-    reads ahead neighbours it will not use: measured on a 15 GB float16 store with a cold page cache,
-    400 rows a query read 154 MB from disk per query by default and 2.2 MB with random advice (p95
-    950 ms vs 26 ms; ``benchmarks/bench_fine_io.py``). Sequential scans ask for their block explicitly
-    (:func:`prefetch`).
+    reads ahead neighbours it will not use, so with a cold page cache a re-rank reads far more from disk
+    than its rows (``python -m benchmarks.bench_fine_io`` measures both maps; the figures, with their
+    results file, are in docs/measurements.md and docs/scaling.md). Sequential scans ask for their block
+    explicitly (:func:`prefetch`).
     """
     with open(path, "rb") as fh:
         mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -84,6 +84,21 @@ class FineStore:
 
     Loaded stores are memory-mapped too. :meth:`extend` and :meth:`truncate` grow and roll back either
     form, which is how the retriever keeps ``add`` all-or-nothing.
+
+    Args:
+        vectors: the ``(n_docs, dim)`` float16 or float32 rows (use :meth:`empty`, :meth:`on_disk` or
+            :meth:`load` rather than this constructor).
+        path: the ``.npy`` file of an on-disk store that this object grows.
+
+    Raises:
+        InvalidArgument: vectors that are not a 2-D float16/float32 matrix.
+
+    Example:
+        >>> import numpy as np
+        >>> store = FineStore.empty(3)
+        >>> store.extend(np.eye(3, dtype=np.float32))
+        >>> store.search_exact(np.array([[0.0, 1.0, 0.0]]), 1)[1]
+        array([[1]])
     """
 
     def __init__(self, vectors: np.ndarray, *, path: Path | None = None) -> None:
@@ -106,12 +121,18 @@ class FineStore:
 
     @classmethod
     def empty(cls, dim: int, dtype: str = "float16") -> FineStore:
-        """An empty in-memory store."""
+        """An empty in-memory store of ``dim`` columns (``dtype``: ``"float16"`` or ``"float32"``).
+
+        Raises:
+            InvalidArgument: another dtype."""
         return cls(np.empty((0, dim), dtype=cls._check_dtype(dtype)))
 
     @classmethod
     def on_disk(cls, path: str | Path, dim: int, dtype: str = "float16") -> FineStore:
-        """An empty store backed by the new file ``path`` (an existing file is refused, never overwritten)."""
+        """An empty store of ``dim`` columns backed by the new file ``path`` (``dtype``: as :meth:`empty`).
+
+        Raises:
+            InvalidArgument: ``path`` exists (it is never overwritten), its folder does not, or another dtype."""
         path = Path(path)
         np_dtype = cls._check_dtype(dtype)
         if path.exists():
@@ -136,21 +157,27 @@ class FineStore:
 
     @property
     def dim(self) -> int:
+        """The fine view's dimension (the matrix's columns)."""
         return int(self.vectors.shape[1])
 
     @property
     def dtype(self) -> str:
+        """``"float16"`` or ``"float32"``: how the rows are stored."""
         return self.vectors.dtype.name
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
 
     def nbytes(self) -> int:
+        """Bytes of the rows as stored."""
         return int(self.vectors.nbytes)
 
     def extend(self, vectors: np.ndarray) -> None:
-        """Append rows (cast to the store's dtype). On disk: written at the file's end, then the header
-        is updated, so the file holds a complete matrix after every call."""
+        """Append rows ``(n, dim)`` (cast to the store's dtype). On disk: written at the file's end, then
+        the header is updated, so the file holds a complete matrix after every call.
+
+        Raises:
+            InvalidArgument: vectors of another width."""
         vectors = as_matrix(vectors, self.dim, "vectors")
         if self.path is None and self._source is not None:
             self._grow_on_disk()  # a loaded index grows on disk, never copied into RAM
@@ -174,7 +201,10 @@ class FineStore:
         self._remap(n)
 
     def truncate(self, n: int) -> None:
-        """Keep the first ``n`` rows: the roll-back of a failed :meth:`extend`."""
+        """Keep the first ``n`` rows: the roll-back of a failed :meth:`extend`.
+
+        Raises:
+            InvalidArgument: ``n`` outside ``0 .. len(self)``."""
         if not 0 <= n <= len(self):
             raise InvalidArgument(f"cannot truncate a store of {len(self)} rows to {n}")
         if self.path is None:
@@ -202,8 +232,21 @@ class FineStore:
         """Exact search over every stored vector, ``block`` rows at a time: the reference the funnel is
         measured against, and the fallback when a coarse stage comes up short. Each block is read and
         widened to float32 once for all queries (memory: one block, and one score per query and row of
-        it); ties are broken by the lower id, as the funnel's re-rank does (:meth:`Backend.rerank`). ``rows``: only the first ``rows``
-        (default: all)."""
+        it); ties are broken by the lower id, as the funnel's re-rank does
+        (:meth:`adaptive_retrieval.backends.Backend.rerank`).
+
+        Args:
+            queries: ``(n_queries, dim)`` query vectors.
+            k: rows per query.
+            block: rows read (and widened to float32) at a time.
+            rows: only the first ``rows`` (default: all).
+
+        Returns:
+            ``(D, I)``, each ``(n_queries, k)``, best first, padded with ``-inf`` / ``-1``.
+
+        Raises:
+            InvalidArgument: queries of another width.
+        """
         queries = as_matrix(queries, self.dim, "queries")
         vectors = self.vectors  # one matrix for the whole scan, whatever an add does meanwhile
         n = len(vectors) if rows is None else min(rows, len(vectors))
@@ -248,6 +291,11 @@ class FineStore:
 
     @classmethod
     def load(cls, path: Path, *, mmap: bool = True) -> FineStore:
+        """Read a ``.npy`` file written by :meth:`save`; ``mmap``: memory-mapped for random access (it grows
+        into a scratch copy, never into its file), else read into RAM.
+
+        Raises:
+            IndexDamaged: a file numpy cannot read as a matrix (InvalidArgument: not 2-D float16/float32)."""
         try:
             vectors = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError) as err:
@@ -312,7 +360,7 @@ _CAST_ROWS = 1024
 
 
 def _npy_header(dtype: np.dtype, n: int, dim: int) -> bytes:
-    """A ``.npy`` version 1.0 header padded to :data:`_HEADER_BYTES` (the format allows space padding)."""
+    """A ``.npy`` version 1.0 header padded to ``_HEADER_BYTES`` (the format allows space padding)."""
     text = repr(
         {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n, dim)}
     )

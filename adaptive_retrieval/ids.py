@@ -25,6 +25,17 @@ class IdMap:
     Args:
         ids: the committed documents' ids, in row order.
         key: the engine's key of a document id (``None``: the engine addresses documents by row).
+
+    Raises:
+        CorpusError: an id twice in ``ids``, or two ids sharing an engine key.
+
+    Example:
+        >>> ids = IdMap(["a", "b"])
+        >>> ids.stage(["c"]), len(ids), ids.row("c")
+        (2, 2, None)
+        >>> ids.commit()
+        >>> ids.row("c"), ids[2]
+        (2, 'c')
     """
 
     def __init__(self, ids: Iterable[DocId] = (), key: Callable[[DocId], Hashable] | None = None) -> None:
@@ -56,7 +67,12 @@ class IdMap:
         return self._ids
 
     def row(self, doc_id: DocId, default: int | None = None) -> int | None:
-        """The row of a committed document (``default`` for an id the index does not hold)."""
+        """The row of a committed document.
+
+        Args:
+            doc_id: the document's id.
+            default: what an id the index does not hold (or holds only staged) gives.
+        """
         return self._row.get(doc_id, default)
 
     # ----------------------------------------------------------------------- keyed engines only
@@ -82,9 +98,18 @@ class IdMap:
         return self._staged
 
     def stage(self, ids: Sequence[DocId]) -> int:
-        """Stage new documents as the next rows; returns the first of their rows. A repeated id (in the
-        index, staged already, or twice in ``ids``) or, in a keyed map, two ids sharing an engine key
-        is a :class:`~adaptive_retrieval.errors.CorpusError`, and nothing of ``ids`` is staged."""
+        """Stage new documents as the next rows, invisible until :meth:`commit`.
+
+        Args:
+            ids: the new documents' ids.
+
+        Returns:
+            The first of their rows.
+
+        Raises:
+            CorpusError: a repeated id (in the index, staged already, or twice in ``ids``) or, in a keyed
+                map, two ids sharing an engine key; nothing of ``ids`` is staged.
+        """
         first = len(self._ids) + len(self._staged)
         seen: set[DocId] = set()
         for doc_id in ids:
@@ -137,7 +162,11 @@ class IdMap:
 
     def tail(self, start: int) -> list[DocId]:
         """The ids of rows ``start..``, committed and then staged (what a roll-back from ``start``
-        removes)."""
+        removes).
+
+        Args:
+            start: the first row.
+        """
         return self._ids[start:] + self._staged[max(start - len(self._ids), 0) :]
 
     def tail_keys(self, start: int) -> list[Hashable]:

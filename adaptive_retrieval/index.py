@@ -120,9 +120,25 @@ def search_parameters(
 class CoarseIndex:
     """A FAISS index over the coarse view, built from a factory string with inner-product metric.
 
-    ``factory`` is any FAISS factory string: ``"Flat"`` (exact, the default), ``"HNSW32"``,
-    ``"IVF1024,Flat"``, ``"IVF4096,PQ16"``, ... Indexes that need training are trained with :meth:`train`
-    on a sample of the vectors before the first :meth:`add`.
+    Indexes that need training are trained with :meth:`train` on a sample of the vectors before the
+    first :meth:`add`.
+
+    Args:
+        dim: the coarse view's dimension.
+        factory: any FAISS factory string: ``"Flat"`` (exact, the default), ``"HNSW32"``,
+            ``"IVF1024,Flat"``, ``"IVF4096,PQ16"``, ...
+        index: an existing FAISS index of that kind (instead of building one), e.g. one read from a file.
+        more: the further shards of a Flat index grown in shards (:meth:`grown`), in row order.
+
+    Raises:
+        InvalidArgument: a factory string FAISS cannot build for ``dim`` dims.
+
+    Example:
+        >>> import numpy as np
+        >>> coarse = CoarseIndex(4)
+        >>> coarse.add(np.eye(4, dtype=np.float32))
+        >>> coarse.search(np.eye(4, dtype=np.float32)[:1], 2)[1]
+        array([[0, 1]])
     """
 
     def __init__(
@@ -160,6 +176,7 @@ class CoarseIndex:
 
     @property
     def is_trained(self) -> bool:
+        """Whether vectors can be added (an index that needs no training always is)."""
         return bool(self.index.is_trained)
 
     def __len__(self) -> int:
@@ -179,7 +196,10 @@ class CoarseIndex:
         size and filled block by block; the rows already indexed are not copied, unless the trailing
         shards are not at least twice as large as what follows them, in which case they are merged with
         the new rows into one shard (so a shard is at least twice the next: at most log2(n) shards, each
-        row copied O(log n) times over any sequence of adds)."""
+        row copied O(log n) times over any sequence of adds).
+
+        Raises:
+            InvalidArgumentType: this index is not Flat. InvalidArgument: a block of another width."""
         if not self.is_flat():
             raise InvalidArgumentType(
                 f"index={self.factory!r} is not Flat: only a Flat index grows in shards"
@@ -208,6 +228,11 @@ class CoarseIndex:
         return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
 
     def train(self, vectors: np.ndarray) -> None:
+        """Train an index that needs it (IVF, PQ) on ``vectors`` ``(n, dim)``: a sample of the corpus.
+
+        Raises:
+            CorpusError: FAISS could not train the index on them (e.g. fewer vectors than IVF lists).
+            InvalidArgument: vectors of another width."""
         vectors = as_matrix(vectors, self.dim, "vectors")
         try:
             self.index.train(vectors)
@@ -219,7 +244,10 @@ class CoarseIndex:
             ) from None
 
     def add(self, vectors: np.ndarray) -> None:
-        """Append rows in place (to the last shard of a Flat index grown in shards)."""
+        """Append rows ``(n, dim)`` in place (to the last shard of a Flat index grown in shards).
+
+        Raises:
+            EngineError: an index not yet trained. InvalidArgument: vectors of another width."""
         if not self.is_trained:
             raise EngineError(f"index={self.factory!r} must be trained before vectors are added")
         (self._more[-1] if self._more else self.index).add(as_matrix(vectors, self.dim, "vectors"))
@@ -251,7 +279,10 @@ class CoarseIndex:
         return CoarseIndex(self.dim, self.factory, index=first, more=more)
 
     def remove_from(self, start: int) -> None:
-        """Remove the vectors with ids ``start..`` (the roll-back of a failed add)."""
+        """Remove the vectors with ids ``start..`` (the roll-back of a failed add).
+
+        Raises:
+            EngineError: an index that cannot remove rows (HNSW: :meth:`can_remove`)."""
         if len(self) <= start:
             return
         while self._more and len(self) - self._more[-1].ntotal >= start:
@@ -280,10 +311,20 @@ class CoarseIndex:
     def search(
         self, queries: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None, **knobs: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS search: ``(D, I)``, each ``(n_queries, k)``, padded with ``-1`` ids.
+        """FAISS search over every shard.
 
-        ``knobs`` (or ``params`` from :meth:`search_parameters`) are search-time parameters such as
-        ``nprobe`` (IVF) or ``efSearch`` (HNSW) for this call only; the index is left as it was.
+        Args:
+            queries: ``(n_queries, dim)`` query vectors.
+            k: rows per query.
+            params: per-call parameters from :meth:`search_parameters` (instead of ``knobs``).
+            **knobs: search-time parameters such as ``nprobe`` (IVF) or ``efSearch`` (HNSW) for this call
+                only; the index is left as it was.
+
+        Returns:
+            ``(D, I)``, each ``(n_queries, k)``, best first, padded with ``-1`` ids.
+
+        Raises:
+            InvalidArgument: queries of another width, or an unknown knob or bad value.
         """
         if params is None and knobs:
             params = self.search_parameters(**knobs)
@@ -303,7 +344,10 @@ class CoarseIndex:
 
     def set_knobs(self, **knobs: float) -> None:
         """Set search-time parameters (``nprobe``, ``efSearch``, ...) on the index itself, as the defaults
-        of later searches (a configuration step, never done by a search)."""
+        of later searches (a configuration step, never done by a search).
+
+        Raises:
+            InvalidArgument: a knob this index does not have, or a bad value."""
         self.search_parameters(**knobs)  # the same checks as per call
         space = faiss.ParameterSpace()
         for name, value in knobs.items():
@@ -324,7 +368,17 @@ class CoarseIndex:
     def load(
         cls, path: Path, dim: int, factory: str, more: list[Path] | tuple[Path, ...] = ()
     ) -> CoarseIndex:
-        """Read an index written by :meth:`save`; ``more``: the files of its further shards, in order."""
+        """Read an index written by :meth:`save`.
+
+        Args:
+            path: the first shard's file.
+            dim: the dimension the manifest records.
+            factory: the factory string the manifest records.
+            more: the files of its further shards, in order.
+
+        Raises:
+            IndexDamaged: a file FAISS cannot read, of another dimension, or shards of mixed or non-Flat kinds.
+        """
         shards = []
         for name in [path, *more]:
             try:

@@ -2,9 +2,9 @@
 
 :class:`CorpusEncoding` streams a corpus in chunks through the encoder and yields the
 ``(doc_ids, coarse_vectors, fine_vectors[, texts, metadata])`` batches that
-:class:`~adaptive_retrieval.writer.IndexWriter` commits. At a build with ``adapt=True`` the first chunk
-also fits the coarse head to the corpus (:func:`~adaptive_retrieval.adapt.adapt_encoder`); from then on
-every document's coarse vector is its fine vector projected (:func:`~adaptive_retrieval.adapt.project_fine`).
+:class:`adaptive_retrieval.writer.IndexWriter` commits. At a build with ``adapt=True`` the first chunk
+also fits the coarse head to the corpus (:func:`adaptive_retrieval.adapt.adapt_encoder`); from then on
+every document's coarse vector is its fine vector projected (:func:`adaptive_retrieval.adapt.project_fine`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from .errors import CorpusError, InvalidArgumentType
 from .models import DEFAULT_MODEL
 from .views import View, ViewLike, check_pair
 
-#: Documents encoded and added per step of a build; build-time adaptation fits on the first chunk.
 CHUNK_SIZE = 10_000
+"""Documents encoded and added per step of a build; build-time adaptation fits on the first chunk."""
 
 
 def projection_of(adaptation: Adaptation | None) -> np.ndarray | None:
@@ -42,7 +42,7 @@ def projection_of(adaptation: Adaptation | None) -> np.ndarray | None:
 class CorpusEncoding:
     """The batches of one add: ``corpus`` in chunks of ``chunk_size``, encoded by ``encoder`` at the
     views ``coarse`` and ``fine``. With ``adapt``, the first chunk fits the coarse head; afterwards
-    :attr:`encoder` and :attr:`adaptation` hold what the index should use from then on.
+    ``encoder`` and ``adaptation`` hold what the index should use from then on.
 
     Args:
         known: whether a document id is already in the index (refused before any encoding).
@@ -181,7 +181,8 @@ def build(
             ``{"title", "text", ...}`` (BEIR form; other fields are metadata), or ``(id, text)`` pairs.
         coarse: the recall view, e.g. ``(4, 64)`` or ``"4x64"``.
         fine: the re-ranking view; default the model's last layer at full width.
-        model: a named model, a model directory, a Hugging Face id, or an :class:`Encoder`.
+        model: a named model, a model directory, a Hugging Face id, or an
+            :class:`adaptive_retrieval.Encoder`.
         candidates: how many coarse hits the fine view re-ranks (widened to ``k`` when smaller).
         backend: the engine: ``"faiss"`` (default), ``"qdrant"``, ``"milvus"``, or its options:
             ``FaissOptions(index="HNSW32")``, ``QdrantOptions(path=...)``, ``MilvusOptions(uri=...)``
@@ -194,13 +195,26 @@ def build(
         chunk_size: documents encoded and added per step.
         show_progress: progress bars while encoding (default: on for long work).
         **faiss_options: ``index=``, ``fine_dtype=``, ``fine_path=``, ``train_size=``: deprecated
-            spellings of :class:`~adaptive_retrieval.backends.FaissOptions`.
+            spellings of :class:`adaptive_retrieval.backends.FaissOptions`.
 
     Returns:
         The retriever, searchable at once.
 
     Raises:
-        InvalidArgument: a bad view, option or engine; CorpusError: a document that cannot be indexed.
+        InvalidArgument: a bad view, option or engine (InvalidArgumentType: one of the wrong type).
+        ModelMismatch: a view outside the model, or a coarse view deeper (or wider) than the fine one.
+        ModelNotFound: a model name, directory or hub id that cannot be resolved here.
+        InstallationError: a named model's parts missing (ImportError: an engine's client library).
+        CorpusError: a document, id or text that cannot be indexed, or an empty corpus
+            (CorpusTypeError: one of the wrong type); nothing is left behind.
+        IndexConflict: an engine collection of that name exists already.
+        EngineError: the engine (Qdrant, Milvus) refused or failed.
+
+    Example:
+        >>> from adaptive_retrieval import FaissOptions, Retriever
+        >>> corpus = {"d1": "Vitamin D and bone health.", "d2": "Exercise lowers blood pressure."}
+        >>> options = FaissOptions(index="HNSW32")
+        >>> retriever = Retriever.build(corpus, coarse="4x64", backend=options)  # doctest: +SKIP
     """
     for name, flag in (("adapt", adapt), ("store_text", store_text)):
         if not isinstance(flag, bool):
@@ -229,8 +243,27 @@ def from_vectors(
     **faiss_options: Any,
 ) -> Any:
     """A retriever over precomputed view vectors (:meth:`build`'s checks, no encoding).
-    ``adaptation``: what :func:`~adaptive_retrieval.adapt.adapt_encoder` returned with ``encoder``
-    when the coarse vectors went through the head it fitted."""
+
+    Args:
+        encoder: the encoder the vectors came from (queries go through it).
+        coarse, fine: the views the vectors are of.
+        doc_ids, coarse_vectors, fine_vectors: the documents, as
+            :meth:`adaptive_retrieval.Retriever.add_vectors` takes them.
+        candidates: how many coarse hits the fine view re-ranks.
+        adaptation: what :func:`adaptive_retrieval.adapt.adapt_encoder` returned with ``encoder`` when the
+            coarse vectors went through the head it fitted.
+        backend: an engine's name or options, as :meth:`build` takes it.
+        **faiss_options: deprecated spellings of :class:`adaptive_retrieval.backends.FaissOptions`.
+
+    Returns:
+        The retriever.
+
+    Raises:
+        InvalidArgument: a bad view, option or engine (InvalidArgumentType: one of the wrong type).
+        ModelMismatch: views outside the encoder, or that do not pair (see :meth:`build`).
+        CorpusError: ids or vectors :meth:`adaptive_retrieval.Retriever.add_vectors` refuses
+            (CorpusTypeError: of the wrong type).
+    """
     options = engine_options(backend, None, faiss_options)
     retriever = empty(cls, encoder, coarse, fine, candidates, options)
     retriever.set_adaptation(adaptation)
@@ -252,7 +285,20 @@ def from_vector_batches(
     **faiss_options: Any,
 ) -> Any:
     """A retriever over a stream of ``(doc_ids, coarse_vectors, fine_vectors)`` batches encoded
-    elsewhere (e.g. :func:`adaptive_retrieval.distributed.vector_batches`)."""
+    elsewhere (e.g. :func:`adaptive_retrieval.distributed.vector_batches`), one batch in RAM at a time.
+
+    Args:
+        encoder: the encoder the vectors came from (queries go through it).
+        coarse, fine: the views the vectors are of.
+        batches: the stream, as :meth:`adaptive_retrieval.Retriever.add_vector_batches` takes it.
+        candidates, backend, backend_options, **faiss_options: as :meth:`build` takes them.
+
+    Returns:
+        The retriever.
+
+    Raises:
+        InvalidArgument, ModelMismatch, CorpusError: as :meth:`from_vectors` (an empty stream: CorpusError).
+    """
     options = engine_options(backend, backend_options, faiss_options)
     retriever = empty(cls, encoder, coarse, fine, candidates, options)
     with discarding(retriever):
@@ -293,8 +339,24 @@ def add(
     show_progress: bool | None = None,
 ) -> None:
     """Encode and add documents, ``chunk_size`` at a time, all-or-nothing: on any error (a repeated
-    id, a bad text, an interrupted encode) the index is left exactly as it was. A list of strings
-    gets the ids ``len(self)``, ``len(self) + 1``, ..."""
+    id, a bad text, an interrupted encode) the index is left exactly as it was.
+
+    Args:
+        corpus: as :meth:`build` takes it; a list of strings gets the ids ``len(self)``,
+            ``len(self) + 1``, ...
+        batch_size: encoder batch size (default: the encoder's).
+        chunk_size: documents encoded and added per step.
+        show_progress: a progress bar while encoding (default: on for long work).
+
+    Raises:
+        CorpusError: a document, id or text that cannot be indexed (one already in the index, too), or an
+            empty corpus (CorpusTypeError: one of the wrong type).
+        InvalidArgument: a bad ``chunk_size`` or ``batch_size``.
+        RetrieverBusy: another add is running. RetrieverClosed: the retriever was closed.
+
+    Example:
+        >>> retriever.add({"d3": "Sleep and memory consolidation."})  # doctest: +SKIP
+    """
     chunk_size = positive_int(chunk_size, "chunk_size")
     total = len(corpus) if isinstance(corpus, Sized) else None
     if show_progress is None:  # long work: many batches, or a stream of unknown length

@@ -1,6 +1,6 @@
-"""Loading a model's weights into an :class:`~adaptive_retrieval.encoder.Encoder`: the transformer and
+"""Loading a model's weights into an :class:`adaptive_retrieval.encoder.Encoder`: the transformer and
 tokenizer through transformers, a LoRA adapter merged through peft, the coarse heads and the
-sentence-transformers settings that :func:`~adaptive_retrieval.models.locate_model` found.
+sentence-transformers settings that :func:`adaptive_retrieval.models.locate_model` found.
 ``Encoder.from_pretrained`` is :func:`from_pretrained`."""
 
 from __future__ import annotations
@@ -28,11 +28,29 @@ def from_pretrained(
     **kwargs: Any,
 ) -> Any:
     """Load a named offline model (``minilm-l6``, ``mpnet-base``), a Hugging Face model directory, a
-    sentence-transformers model directory or a Hugging Face id (:func:`~adaptive_retrieval.models.locate_model`
-    finds its files). Keyword arguments override what the model's own config says (``pooling``,
-    ``max_length``) and go on to :class:`Encoder`. ``query_prompt`` / ``document_prompt`` default to
-    the model's own sentence-transformers prompts (E5's ``"query: "`` / ``"passage: "``, BGE's query
-    instruction); ``""`` turns one off."""
+    sentence-transformers model directory or a Hugging Face id (:func:`adaptive_retrieval.models.locate_model`
+    finds its files).
+
+    Args:
+        name_or_path: the name (``adaptive_retrieval.NAMED_MODELS``), directory or hub id.
+        pooling, max_length: override what the model's own config says.
+        query_prompt, document_prompt: default the model's own sentence-transformers prompts (E5's
+            ``"query: "`` / ``"passage: "``, BGE's query instruction); ``""`` turns one off.
+        **kwargs: go on to :class:`adaptive_retrieval.Encoder` (``device``, ``batch_size``, ...).
+
+    Returns:
+        The encoder, with the model's coarse heads (a named model's own, or saved beside the weights).
+
+    Raises:
+        ModelNotFound: a name, directory or hub id that cannot be resolved here.
+        InstallationError: a named model's parts missing or damaged.
+        InvalidArgument: an unsupported model type, or a bad option or sentence-transformers config.
+
+    Example:
+        >>> encoder = Encoder.from_pretrained("minilm-l6", device="cpu")  # doctest: +SKIP
+        >>> encoder.encode("a query", ["3x128"])["3x128"].shape  # doctest: +SKIP
+        (128,)
+    """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

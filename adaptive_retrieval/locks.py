@@ -1,7 +1,7 @@
 """Locks: one between the threads of a process (:class:`ReadWriteLock`), one between processes
 (:func:`file_lock`).
 
-The rule for a :class:`~adaptive_retrieval.Retriever` shared by threads: any number of searches may run
+The rule for a :class:`adaptive_retrieval.Retriever` shared by threads: any number of searches may run
 at once (a search changes no shared state); an ``add`` encodes its documents beside them and takes the
 write side only to commit them (coarse vectors into FAISS and their ids), so each search sees the index
 either before that add or after it, never a part. One ``add`` at a time: a second on the same retriever

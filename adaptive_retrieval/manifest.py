@@ -58,7 +58,7 @@ def model_record(encoder: Encoder) -> dict[str, Any]:
 @dataclass
 class Manifest:
     """The retriever's part of ``manifest.json`` (the directory's part, file names and hashes, is added
-    by :func:`~adaptive_retrieval.storage.write_index`)."""
+    by :func:`adaptive_retrieval.storage.write_index`)."""
 
     model: dict[str, Any]
     coarse: View
@@ -109,7 +109,7 @@ def save_index(
     """Write the index directory ``path`` atomically: the engine's files, the fitted head and its
     projection, the texts, then the manifest. ``expect``: the manifest digest this retriever last read
     or wrote there (a save over another writer's is refused; see
-    :func:`~adaptive_retrieval.storage.write_index`). Returns the new manifest's digest. The caller
+    :func:`adaptive_retrieval.storage.write_index`). Returns the new manifest's digest. The caller
     holds the read lock, so no add commits during the save."""
     writers = {**engine.files(), **extra_writers(None, heads, projection)}
     if documents is not None:
@@ -169,7 +169,7 @@ def open_index(
     mmap: bool = True,
     backend_options: dict[str, Any] | None = None,
 ) -> OpenedIndex:
-    """Read a saved index (see :meth:`Retriever.load` for the arguments): its manifest, files and
+    """Read a saved index (see :meth:`adaptive_retrieval.Retriever.load` for the arguments): its manifest, files and
     model, each checked against the others."""
     path = Path(path)
     check_verify(verify)
@@ -233,8 +233,17 @@ def open_index(
 def save(self: Any, path: str | Path) -> None:
     """Save to directory ``path`` atomically: an interrupted save leaves the previous index whole.
 
+    Args:
+        path: the index directory: new, empty, or holding an index (which is replaced).
+
     Raises:
         IndexConflict: another writer saved there since this retriever loaded or saved it.
+        InvalidArgument: ``path`` is a file or a non-empty directory holding no index, or the engine
+            cannot be reopened (an in-memory Qdrant collection, say).
+        RetrieverClosed: the retriever was closed.
+
+    Example:
+        >>> retriever.save("my-index")  # doctest: +SKIP
     """
     self._check_open()
     entry = self.backend.manifest()  # an engine that cannot be reopened refuses here, before any write
@@ -275,8 +284,19 @@ def load(
         backend_options: where a Qdrant or Milvus collection lives now, if not where it was saved
             (``location``/``path``/``client``; ``uri``/``token``/``client``; ``drop_uncommitted``).
 
+    Returns:
+        The retriever, as it was saved (its calibration dropped, with a warning, when another writer
+        has grown the engine's collection past it).
+
     Raises:
-        IndexDamaged: missing, altered or inconsistent files; ModelMismatch: the wrong model.
+        IndexDamaged: no index at ``path``, or missing, altered or inconsistent files.
+        ModelMismatch: a ``model`` whose weights, pooling, max length or prompts differ from the index's.
+        ModelNotFound: the model cannot be resolved here (InstallationError: a named model's parts missing).
+        InvalidArgument: a bad ``verify``, or ``backend_options`` for a FAISS index.
+        EngineError: the engine (Qdrant, Milvus) refused or failed.
+
+    Example:
+        >>> retriever = Retriever.load("my-index", verify="full")  # doctest: +SKIP
     """
     opened = open_index(Path(path), model, verify=verify, mmap=mmap, backend_options=backend_options)
     retriever = cls(

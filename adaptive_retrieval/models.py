@@ -1,5 +1,5 @@
 """Resolving a model name to its files, offline: what
-:meth:`Encoder.from_pretrained <adaptive_retrieval.encoder.Encoder.from_pretrained>` loads.
+:meth:`adaptive_retrieval.encoder.Encoder.from_pretrained` loads.
 
 Accepted: the named offline models in :data:`NAMED_MODELS`, a Hugging Face model directory, or a
 sentence-transformers model directory (its pooling mode and max length are read from it).
@@ -53,8 +53,8 @@ class NamedModel:
 
 
 HEADS_FILE = "coarse_heads.safetensors"
-#: Small trained artifacts shipped inside the package, each with its provenance beside it.
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
+"""Small trained artifacts shipped inside the package, each with its provenance beside it."""
 
 
 def save_heads(path: Path, heads: dict[int, Any], metadata: dict[str, str] | None = None) -> None:
@@ -290,8 +290,10 @@ NAMED_MODELS: dict[str, NamedModel] = {
         ),
     )
 }
-#: The model ``Retriever.build`` uses when none is named; its coarse heads saw no benchmark's labels (README).
+"""The models that load by name, offline (``Retriever.build(corpus, model="minilm-l6")``,
+``Encoder.from_pretrained("mpnet-base")``): each :class:`NamedModel` with its description."""
 DEFAULT_MODEL = "mpnet-base-2dmse"
+"""The model ``Retriever.build`` uses when none is named; its coarse heads saw no benchmark's labels (README)."""
 
 
 # --------------------------------------------------------------------------------------- resolving
@@ -313,9 +315,8 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
-#: What a Hugging Face model id looks like: ``name`` or ``owner/name``.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-#: Files of a hub repository that a PyTorch encoder never reads (other frameworks' weights, exports).
+"""What a Hugging Face model id looks like: ``name`` or ``owner/name``."""
 HUB_IGNORE = [
     "*.onnx",
     "onnx/*",
@@ -328,6 +329,7 @@ HUB_IGNORE = [
     "*.tflite",
     "coreml/*",
 ]
+"""Files of a hub repository that a PyTorch encoder never reads (other frameworks' weights, exports)."""
 
 
 def _is_hub_id(name_or_path: str | os.PathLike[str]) -> bool:
@@ -414,8 +416,8 @@ def read_sentence_transformers_config(path: Path) -> dict[str, Any]:
     return out
 
 
-#: The names sentence-transformers models give their query and document prompts, in order of preference.
 QUERY_PROMPT_NAMES = ("query",)
+"""The names sentence-transformers models give their query and document prompts, in order of preference."""
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
@@ -476,22 +478,22 @@ def write_sentence_transformers_config(
 @dataclass(frozen=True)
 class ModelFiles:
     """What :func:`locate_model` found for a model name or directory: everything
-    :meth:`Encoder.from_pretrained <adaptive_retrieval.encoder.Encoder.from_pretrained>` needs besides the
+    :meth:`adaptive_retrieval.encoder.Encoder.from_pretrained` needs besides the
     weights themselves."""
 
-    #: the name recorded in saved indexes: a named model's name, a hub id, or the directory's absolute path
     name: str
-    #: the folder resolved (a sentence-transformers model's root)
+    """The name recorded in saved indexes: a named model's name, a hub id, or the directory's absolute path"""
     path: Path
-    #: the transformer's folder (``path`` itself for a plain Hugging Face model)
+    """The folder resolved (a sentence-transformers model's root)"""
     model_dir: Path
-    #: what a sentence-transformers config says: ``pooling``, ``max_length``, ``query_prompt``,
-    #: ``document_prompt`` (only those it names)
+    """The transformer's folder (``path`` itself for a plain Hugging Face model)"""
     settings: dict[str, Any]
-    #: coarse heads ``{layer: tensor}``: saved beside the weights, then a named model's own
+    """What a sentence-transformers config says: ``pooling``, ``max_length``, ``query_prompt``,
+    ``document_prompt`` (only those it names)"""
     heads: dict[int, Any]
-    #: a named model's LoRA adapter folder, to merge into the weights
+    """Coarse heads ``{layer: tensor}``: saved beside the weights, then a named model's own"""
     adapter: Path | None = None
+    """A named model's LoRA adapter folder, to merge into the weights"""
 
 
 def locate_model(name_or_path: str | os.PathLike[str]) -> ModelFiles:

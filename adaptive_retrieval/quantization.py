@@ -2,11 +2,11 @@
 
 torch's dynamic quantization (``torch.ao.quantization.quantize_dynamic``) gives a whole batch one
 activation scale. In these encoders a few tokens (the special tokens, mostly) carry activations tens of
-times larger than the rest, so one scale leaves the other tokens a handful of levels: measured on
-mpnet-base-2dmse, query vectors kept a cosine of 0.72 to their float32 selves and 64% of the float32 top
-10 (``docs/measurements.md``). Here every token (row) gets its own scale and every output channel its
-own weight scale (symmetric, 127 levels), and the product runs as an int8 matrix multiply with int32
-accumulation (``torch._int_mm``: oneDNN's VNNI/AMX kernels on CPU), dequantized by the two scales:
+times larger than the rest, so one scale leaves the other tokens a handful of levels, and the queries'
+results drift far from float32's (docs/measurements.md, "int8 queries", with its results file). Here
+every token (row) gets its own scale and every output channel its own weight scale (symmetric, 127
+levels), and the product runs as an int8 matrix multiply with int32 accumulation (``torch._int_mm``:
+oneDNN's VNNI/AMX kernels on CPU), dequantized by the two scales:
 
     y = (round(x / s_x) @ round(W / s_w).T) * s_x * s_w + b,   s_x = max|x_row| / 127, s_w = max|W_row| / 127
 
@@ -15,8 +15,9 @@ channels reach on sample texts, each channel j is first divided by ``s_j = max|x
 and the weight's column j multiplied by it (SmoothQuant's migration, a = 0.5: exact in float, it moves
 the outliers' range from the activations into the weights, which are quantized per output channel).
 
-Measured on mpnet-base-2dmse (``docs/measurements.md``): query vectors' cosine to float32 0.996 per token,
-0.998 smoothed; ~2x the float32 speed for one query at a time (``benchmarks/bench_int8.py``).
+``python -m benchmarks.bench_int8`` measures the speed-up over float32 and the overlap of the results with
+float32's, one query at a time; the figures, with their results files, are in docs/measurements.md
+("int8 queries").
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from torch import nn
 from .errors import InstallationError, InvalidArgument
 
 LEVELS = 127  # symmetric int8: -127 .. 127
-#: Sample texts whose activations set the smoothing when no texts are given: a few of many kinds (the
-#: outlier channels are the model's own; calibrating on another domain's texts measured the same).
 SAMPLE_TEXTS = (
     "What is the capital of Australia?",
     "how to reset a forgotten password on a laptop",
@@ -60,8 +59,10 @@ SAMPLE_TEXTS = (
     "The river flooded the lower town twice in one decade, and the council finally built a levee.",
     "Configure the network interface with a static IP address by editing /etc/network/interfaces.",
 )
-#: SmoothQuant's migration strength: 0 leaves activations as they are, 1 moves all their range to weights.
+"""Sample texts whose activations set the smoothing when no texts are given: a few of many kinds (the
+outlier channels are the model's own; another domain's texts calibrate it as well: docs/measurements.md)."""
 SMOOTHING = 0.5
+"""SmoothQuant's migration strength: 0 leaves activations as they are, 1 moves all their range to weights."""
 
 
 def _scales(x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +91,7 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + b`` in int8: each row of ``x`` (smoothed) quantized on its own scale, the product dequantized."""
         rows = x.reshape(-1, self.in_features).float()
         if self.inverse_smooth is not None:
             rows = rows * self.inverse_smooth

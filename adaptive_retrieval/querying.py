@@ -1,6 +1,7 @@
 """Queries on their way to the engine: how they are encoded, and which shortlist they get.
 
-- :class:`QueryPrecision`: float32, or an int8 copy of the encoder made once (:meth:`Encoder.quantized`).
+- :class:`QueryPrecision`: float32, or an int8 copy of the encoder made once
+  (:meth:`adaptive_retrieval.Encoder.quantized`).
 - :func:`encode_queries`: one forward pass per query, every layer once: the early layer's coarse view (an
   ``"early"`` coarse query), then the same state resumed to the fine layer; a ``"projected"`` coarse
   query is the fine vector projected into the coarse space.
@@ -23,10 +24,10 @@ from .errors import InvalidArgument
 from .shortlist import Calibration
 from .views import View
 
-#: What searches the coarse index for a query (see :meth:`Retriever.search`).
 COARSE_QUERIES = ("projected", "early")
-#: How queries may be encoded (see :meth:`Retriever.set_query_precision`).
+"""What searches the coarse index for a query (see :meth:`adaptive_retrieval.Retriever.search`)."""
 QUERY_PRECISIONS = ("float32", "int8")
+"""How queries may be encoded (see :meth:`adaptive_retrieval.Retriever.set_query_precision`)."""
 
 
 class QueryPrecision:

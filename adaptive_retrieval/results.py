@@ -11,7 +11,12 @@ from .corpus import DocId
 @dataclass(frozen=True)
 class Hit:
     """One search result: the document's id, its fine-view cosine score, its 1-based rank, and, in an
-    index that stores texts (``store_text=True``), the text as indexed and the document's metadata."""
+    index that stores texts (``store_text=True``), the text as indexed and the document's metadata.
+
+    Example:
+        >>> hit = retriever.search("does vitamin D reduce fracture risk?", k=1)[0]  # doctest: +SKIP
+        >>> hit.doc_id, hit.rank, hit.score, hit.text  # doctest: +SKIP
+    """
 
     doc_id: DocId
     score: float
@@ -22,24 +27,36 @@ class Hit:
 
 @dataclass
 class SearchTimings:
-    """Seconds spent in each stage of the funnel, summed over the searches it is passed to."""
+    """Seconds spent in each stage of the funnel, summed over the searches it is passed to.
+
+    Example:
+        >>> timings = SearchTimings()
+        >>> hits = retriever.search_batch(queries, timings=timings)  # doctest: +SKIP
+        >>> timings.total / timings.queries, timings.reranked / timings.queries  # doctest: +SKIP
+    """
 
     encode_coarse: float = 0.0
+    """Encoding the queries up to the coarse layer (and their coarse views)."""
     coarse_search: float = 0.0
+    """The engine's coarse search."""
     resume_fine: float = 0.0
+    """Resuming the queries' forward pass to the fine layer (and the fine views)."""
     rerank: float = 0.0
+    """The fine re-rank of the shortlists (and any exact fallback)."""
     queries: int = 0
-    #: queries whose approximate coarse stage returned fewer than k ids, ranked exactly instead
+    """Queries searched."""
     fallbacks: int = 0
-    #: encoder layers run, summed over the queries (``fine.layer`` each while every query runs them all)
+    """Queries whose approximate coarse stage returned fewer than k ids, ranked exactly instead"""
     layers: int = 0
-    #: for each query, the candidates whose fine vectors were read and scored
+    """Encoder layers run, summed over the queries (``fine.layer`` each while every query runs them all)"""
     shortlists: list[int] = field(default_factory=list)
-    #: queries by the vector that searched the coarse index: ``{"early": n, "projected": n}``
+    """For each query, the candidates whose fine vectors were read and scored"""
     coarse_queries: dict[str, int] = field(default_factory=dict)
+    """Queries by the vector that searched the coarse index: ``{"early": n, "projected": n}``"""
 
     @property
     def total(self) -> float:
+        """Seconds of all four stages."""
         return self.encode_coarse + self.coarse_search + self.resume_fine + self.rerank
 
     @property
@@ -48,8 +65,14 @@ class SearchTimings:
         return int(sum(self.shortlists))
 
     def count(self, queries: int, layers: int, coarse_query: str, read: list[int]) -> None:
-        """Record ``queries`` searches that ran ``layers`` encoder layers each, searched the coarse
-        index with ``coarse_query`` vectors and read ``read`` candidates each."""
+        """Record searches.
+
+        Args:
+            queries: how many searches.
+            layers: encoder layers each ran.
+            coarse_query: the vectors that searched the coarse index (``"early"`` or ``"projected"``).
+            read: the candidates each read, one entry per query.
+        """
         self.queries += queries
         self.layers += queries * layers
         self.shortlists += read

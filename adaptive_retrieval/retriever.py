@@ -5,10 +5,10 @@ Query path (one forward pass, never repeated)::
     tokens -> layers 1..Lc -> (early coarse vector) -> resume layers Lc+1..Lf -> fine vector
            -> (projected coarse vector) -> engine: coarse shortlist -> fine re-rank -> top k
 
-The work lives elsewhere: encoding a corpus in :mod:`~adaptive_retrieval.indexing`, writing in
-:mod:`~adaptive_retrieval.writer`, the ids in :mod:`~adaptive_retrieval.ids`, the engines in
-:mod:`~adaptive_retrieval.backends`, queries in :mod:`~adaptive_retrieval.querying`, calibration in
-:mod:`~adaptive_retrieval.calibration`, persistence in :mod:`~adaptive_retrieval.manifest`.
+The work lives elsewhere: encoding a corpus in :mod:`adaptive_retrieval.indexing`, writing in
+:mod:`adaptive_retrieval.writer`, the ids in :mod:`adaptive_retrieval.ids`, the engines in
+:mod:`adaptive_retrieval.backends`, queries in :mod:`adaptive_retrieval.querying`, calibration in
+:mod:`adaptive_retrieval.calibration`, persistence in :mod:`adaptive_retrieval.manifest`.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ __all__ = ["CHUNK_SIZE", "Hit", "Retriever", "SearchTimings"]
 class Retriever:
     """A two-stage dense retriever over one encoder's coarse and fine views.
 
-    Build one with :meth:`build` (or :meth:`from_vectors`), or :meth:`load` a saved one; then
-    :meth:`search`. The engine that holds the vectors is :attr:`backend`; the ids are :attr:`ids`.
+    Build one with :meth:`build` (or :meth:`from_vectors`), or :meth:`load` a saved one; then :meth:`search`.
+    The constructor keeps its parts as attributes: ``encoder``, the views ``coarse`` and ``fine``, the
+    engine (:attr:`backend`) and its rows' ids (:attr:`ids`), ``candidates``, ``adaptation``
+    (:meth:`set_adaptation`), ``calibration`` and ``documents``.
 
     Example:
         >>> retriever = Retriever.build(corpus, coarse=(4, 64))  # doctest: +SKIP
@@ -68,17 +70,18 @@ class Retriever:
         documents: DocumentStore | None = None,
     ) -> None:
         self.encoder, self.coarse, self.fine = encoder, coarse, fine
-        #: the engine holding both views of every document: FAISS in this process, Qdrant or Milvus
         self.backend = backend
-        #: the one map of document ids to rows (:class:`~adaptive_retrieval.ids.IdMap`)
+        """The engine holding both views of every document: FAISS in this process, Qdrant or Milvus"""
         self.ids = IdMap(doc_ids, key=backend.key)
+        """The one map of document ids to rows (:class:`adaptive_retrieval.ids.IdMap`)"""
         backend.attach(self.ids)
-        #: the documents' texts and metadata (``store_text=True``), or ``None``
         self.documents = documents
+        """The documents' texts and metadata (``store_text=True``), or ``None``"""
         self.candidates = positive_int(candidates, "candidates")
+        """How many coarse hits the fine view re-ranks when no calibration applies (widened to ``k``)."""
         self.set_adaptation(adaptation)
-        #: the shortlist rule :meth:`calibrate` chose for a fidelity target; ``None``: ``candidates`` fixed
         self.calibration = calibration
+        """The shortlist rule :meth:`calibrate` chose for a fidelity target; ``None``: ``candidates`` fixed"""
         self._lock = ReadWriteLock()  # searches read; the commit of a write writes
         self._closed = False
         self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
@@ -86,8 +89,8 @@ class Retriever:
         self._precision = QueryPrecision()
         # the writer calls back through a weak reference: no cycle, so a dropped retriever is freed at once
         drop = weakref.WeakMethod(self._drop_stale_calibration)
-        #: the index writer every add goes through (:class:`~adaptive_retrieval.writer.IndexWriter`)
         self.writer = IndexWriter(self.ids, backend, documents, coarse, fine, self._lock, lambda: drop()())
+        """The index writer every add goes through (:class:`adaptive_retrieval.writer.IndexWriter`)"""
 
     @property
     def doc_ids(self) -> Sequence[DocId]:
@@ -118,18 +121,36 @@ class Retriever:
         metadata: Sequence[Any] | None = None,
     ) -> None:
         """Add documents whose view vectors are already computed (by this encoder, at these views; in an
-        index with a :attr:`projection`, coarse vectors made by :meth:`project`), all-or-nothing."""
+        index with a :attr:`projection`, coarse vectors made by :meth:`project`), all-or-nothing.
+
+        Args:
+            doc_ids: the new documents' ids (strings or ints; none in the index already, none twice).
+            coarse_vectors, fine_vectors: ``(n, coarse.dim)`` and ``(n, fine.dim)``, L2-normalised.
+            texts, metadata: one text (required where the index stores texts) and one JSON record per document.
+
+        Raises:
+            CorpusError: a known or repeated id, a wrong shape, a vector not normalised or not finite, or
+                missing texts (CorpusTypeError: an id or vectors of the wrong type).
+            RetrieverBusy: another add is running. RetrieverClosed: the retriever was closed.
+        """
         self.add_vector_batches([(doc_ids, coarse_vectors, fine_vectors, texts, metadata)])
 
     def add_vector_batches(self, batches: Iterable[tuple[Any, ...]]) -> None:
-        """Add a stream of ``(doc_ids, coarse_vectors, fine_vectors[, texts[, metadata]])`` batches,
-        all-or-nothing over the whole stream: the one way documents enter an index. An index that
-        stores texts needs them. One add at a time (searches may run beside it)."""
+        """Add a stream of ``(doc_ids, coarse_vectors, fine_vectors[, texts[, metadata]])`` batches, all-or-
+        nothing over the stream: the one way documents enter an index. One add at a time (searches run beside).
+
+        Args:
+            batches: such tuples (as :meth:`add_vectors` takes them), consumed one at a time.
+
+        Raises:
+            CorpusError: an empty stream, or a batch :meth:`add_vectors` refuses (CorpusTypeError: not such
+                a tuple); nothing is added. RetrieverBusy, RetrieverClosed: as :meth:`add_vectors`.
+        """
         self._check_open()
         self.writer.add_batches(batches)
 
     def _drop_stale_calibration(self) -> None:
-        """Drop, with a warning, a calibration this index has outgrown (:meth:`Calibration.stale_after`)."""
+        """Drop, with a warning, a calibration this index has outgrown (``Calibration.stale_after``)."""
         if self.calibration is not None and self.calibration.stale_after(len(self)):
             logger.warning(
                 "the index has grown from %d to %d documents since calibrate(): its shortlist no longer "
@@ -155,17 +176,18 @@ class Retriever:
             query: a non-empty string.
             k: how many hits.
             candidates: the shortlist for this call (default: the calibrated rule, else :attr:`candidates`).
-            coarse_query: ``"projected"`` (default with a fitted head: the query's fine vector projected
-                into the coarse space finds the shortlist) or ``"early"`` (its early layer's view does).
-                Either way every layer of the query runs once.
+            coarse_query: ``"projected"`` (default with a fitted head: the fine vector projected into the
+                coarse space finds the shortlist) or ``"early"`` (the early layer's view); one pass either way.
             **knobs: engine search parameters for this call only (FAISS ``nprobe``, ``efSearch``;
                 Qdrant ``hnsw_ef``, ``exact``; Milvus ``ef``, ``nprobe``): a search changes no shared state.
 
         Returns:
-            :class:`Hit` s with id, score, rank (and text and metadata when stored).
+            The hits (:class:`adaptive_retrieval.results.Hit`: id, score, rank; stored text and metadata).
 
         Raises:
-            QueryError: an empty query (QueryTypeError: not a string); InvalidArgument: a bad option.
+            QueryError: an empty query (QueryTypeError: not a string).
+            InvalidArgument: a bad ``k``, ``candidates``, ``coarse_query`` or knob, or invalid Unicode.
+            RetrieverClosed: the retriever was closed.
         """
         check_query(query)
         return self._hits(self._search([query], k, candidates, coarse_query, None, None, knobs))[0]
@@ -174,8 +196,20 @@ class Retriever:
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
         batch_size: int | None = None, timings: SearchTimings | None = None, **knobs: Any,
     ) -> list[list[Hit]]:  # fmt: skip
-        """:meth:`search` for many queries, encoded ``batch_size`` at a time; ``timings``, if given,
-        accumulates the seconds of each stage and what the searches ran."""
+        """:meth:`search` for many queries, encoded ``batch_size`` at a time.
+
+        Args:
+            queries: a non-empty list of non-empty strings (``k``, ``candidates``, ``coarse_query``,
+                ``**knobs``: as :meth:`search` takes them); ``batch_size``: default the encoder's.
+            timings: if given, accumulates the seconds of each stage and what the searches ran.
+
+        Returns:
+            One list of hits per query, in the queries' order.
+
+        Raises:
+            QueryError: no queries, or an empty one (QueryTypeError: a string, or a query not a string).
+            InvalidArgument, RetrieverClosed: as :meth:`search`.
+        """
         queries = check_queries(queries)
         return self._hits(self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs))
 
@@ -183,8 +217,12 @@ class Retriever:
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
         batch_size: int | None = None, timings: SearchTimings | None = None, **knobs: Any,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """The funnel in FAISS's form: ``(D, I)`` of shape ``(n_queries, min(k, len(self)))`` with
-        rows of :attr:`doc_ids`, padded with ``-1`` where a search found fewer."""
+        """The funnel in FAISS's form, without building hits: :meth:`search_batch`'s arguments and errors.
+
+        Returns:
+            ``(D, I)`` of shape ``(n_queries, min(k, len(self)))``: fine scores and rows of
+            :attr:`doc_ids`, best first, padded with ``-1`` where a search found fewer.
+        """
         queries = check_queries(queries)
         return self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs)
 
@@ -251,9 +289,17 @@ class Retriever:
     # ------------------------------------------------------------------------------ query settings
 
     def set_query_precision(self, precision: str) -> None:
-        """Encode queries in ``"float32"`` (the default: as the documents were) or ``"int8"`` (the encoder's
-        linear layers in int8, :meth:`Encoder.quantized`; torch >= 2.6; ``benchmarks.bench_int8``
-        measures both on your CPU). Documents are always encoded in float32."""
+        """Encode queries in ``"float32"`` (the default) or ``"int8"`` (:meth:`adaptive_retrieval.Encoder.quantized`;
+        torch >= 2.6); documents are always encoded in float32. ``python -m benchmarks.bench_int8``
+        measures both on your CPU (figures: docs/measurements.md).
+
+        Args:
+            precision: ``"float32"`` or ``"int8"``.
+
+        Raises:
+            InvalidArgument: another precision. (The int8 copy is made at the next search, which raises
+                what :meth:`adaptive_retrieval.Encoder.quantized` raises.)
+        """
         self._precision.set(precision)
 
     @property
@@ -267,11 +313,19 @@ class Retriever:
 
     @property
     def query_encoder(self) -> Encoder:
-        """The encoder queries go through: :attr:`encoder`, or its int8 copy."""
+        """The encoder queries go through: the retriever's ``encoder``, or its int8 copy."""
         return self._precision.encoder(self.encoder)
 
     def set_adaptation(self, adaptation: Adaptation | None) -> None:
-        """Set what was fitted to this corpus (:attr:`adaptation`), checked against the views."""
+        """Set what was fitted to this corpus (the ``adaptation`` attribute), checked against the views.
+
+        Args:
+            adaptation: what :func:`adaptive_retrieval.adapt.adapt_encoder` returned, or ``None``.
+
+        Raises:
+            InvalidArgumentType: not an ``Adaptation``.
+            InvalidArgument: fitted for another coarse view, or a projection of the wrong shape.
+        """
         if adaptation is not None:
             if not isinstance(adaptation, Adaptation):
                 raise InvalidArgumentType(
@@ -301,8 +355,18 @@ class Retriever:
         return projection_of(self.adaptation)
 
     def project(self, fine_vectors: np.ndarray) -> np.ndarray:
-        """Fine view vectors ``(n, fine_dim)`` as this index's coarse vectors (:attr:`projection`, then
-        normalised): how its documents' coarse vectors and its ``"projected"`` queries are made."""
+        """Fine view vectors as this index's coarse vectors (:attr:`projection`, then normalised): how its
+        documents' coarse vectors and its ``"projected"`` queries are made.
+
+        Args:
+            fine_vectors: ``(n, fine_dim)``.
+
+        Returns:
+            ``(n, coarse_dim)`` float32, L2-normalised.
+
+        Raises:
+            InvalidArgument: the index has no projection (no coarse head was fitted to its corpus).
+        """
         if self.projection is None:
             raise InvalidArgument(
                 "this index has no projection (no coarse head was fitted to its corpus at build)"
@@ -310,21 +374,42 @@ class Retriever:
         return project_fine(fine_vectors, self.projection)
 
     def resolve_coarse_query(self, coarse_query: str | None = None) -> str:
-        """The coarse query a search with ``coarse_query=`` runs (``None``: this index's default)."""
+        """The coarse query a search with ``coarse_query=`` runs.
+
+        Args:
+            coarse_query: ``"projected"``, ``"early"`` or ``None`` (``"projected"`` with a :attr:`projection`).
+
+        Returns:
+            ``"projected"`` or ``"early"``.
+
+        Raises:
+            InvalidArgument: another value, or ``"projected"`` in an index without a projection.
+        """
         return resolve_coarse_query(coarse_query, self.projection)
 
     # ------------------------------------------------------------------------------------ lifecycle
 
     def as_langchain(self, k: int = 4, **search_kwargs: Any) -> Any:
-        """This retriever as a LangChain ``BaseRetriever`` (needs ``store_text=True`` and langchain-core):
-        see :class:`~adaptive_retrieval.integrations.langchain.LangChainRetriever`."""
+        """This retriever as a LangChain ``BaseRetriever`` returning ``k`` hits, ``search_kwargs`` passed to
+        :meth:`search` (needs ``store_text=True`` and langchain-core): see
+        :class:`adaptive_retrieval.integrations.langchain.LangChainRetriever`.
+
+        Raises:
+            InvalidArgument: ``k`` not a positive int. ImportError: langchain-core is not installed.
+            ValueError: an index that stores no texts (pydantic's ``ValidationError`` around InvalidArgument).
+        """
         from .integrations.langchain import LangChainRetriever
 
         return LangChainRetriever(retriever=self, k=positive_int(k, "k"), search_kwargs=search_kwargs)
 
     def as_llama_index(self, k: int = 4, **search_kwargs: Any) -> Any:
-        """This retriever as a LlamaIndex ``BaseRetriever`` (needs ``store_text=True`` and
-        llama-index-core): see :class:`~adaptive_retrieval.integrations.llama_index.LlamaIndexRetriever`."""
+        """This retriever as a LlamaIndex ``BaseRetriever`` returning ``k`` hits, ``search_kwargs`` passed
+        to :meth:`search` (needs ``store_text=True`` and llama-index-core): see
+        :class:`adaptive_retrieval.integrations.llama_index.LlamaIndexRetriever`.
+
+        Raises:
+            InvalidArgument: ``k`` not a positive int, or no texts stored. ImportError: no llama-index-core.
+        """
         from .integrations.llama_index import LlamaIndexRetriever
 
         return LlamaIndexRetriever(self, k=positive_int(k, "k"), search_kwargs=search_kwargs)
@@ -332,7 +417,7 @@ class Retriever:
     def close(self) -> None:
         """Release what this retriever holds open (the fine store's memory map and scratch copies, an
         engine client it created, the document store). Using it afterwards raises
-        :class:`~adaptive_retrieval.errors.RetrieverClosed`; closing twice is harmless; also the end of
+        :class:`adaptive_retrieval.errors.RetrieverClosed`; closing twice is harmless; also the end of
         a ``with`` block."""
         if self._closed:
             return

@@ -21,12 +21,12 @@ import numpy as np
 
 from .errors import InvalidArgument
 
-#: Candidates read per step of a patient shortlist (and the granularity of calibrated sizes).
 STEP = 10
-#: The fewest queries :func:`calibrate_shortlist` accepts (half fit, half check).
+"""Candidates read per step of a patient shortlist (and the granularity of calibrated sizes)."""
 MIN_QUERIES = 20
-#: The deepest shortlist a calibration considers, unless the corpus is smaller.
+"""The fewest queries :func:`calibrate_shortlist` accepts (half fit, half check)."""
 MAX_CANDIDATES = 1000
+"""The deepest shortlist a calibration considers, unless the corpus is smaller."""
 
 
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
@@ -114,7 +114,7 @@ def overlap_at(members: np.ndarray, sizes: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass
 class Calibration:
-    """What :meth:`Retriever.calibrate` chose for a fidelity target, and what it measured.
+    """What :meth:`adaptive_retrieval.Retriever.calibrate` chose for a fidelity target, and what it measured.
 
     ``candidates`` is the smallest fixed shortlist that met ``target`` on the fit half; ``patience``
     the smallest patience of a patient shortlist (capped at ``cap``) that did; ``rule`` the one searches

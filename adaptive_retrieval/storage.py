@@ -34,9 +34,9 @@ from .models import load_heads, save_heads
 
 FORMAT = "adaptive-retrieval-index"
 FORMAT_VERSION = 1
-#: The version of a manifest listing coarse shards (``coarse-1``...): a library that reads only version 1
-#: refuses it by its version, rather than finding the index inconsistent.
 SHARDED_FORMAT_VERSION = 2
+"""The version of a manifest listing coarse shards (``coarse-1``...): a library that reads only version 1
+refuses it by its version, rather than finding the index inconsistent."""
 MANIFEST = "manifest.json"
 
 
@@ -48,10 +48,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-#: With ``verify=True`` a file larger than this is checked by :func:`_sample_sha256`, not a full hash.
 FULL_HASH_LIMIT = 1 << 26
-#: The bytes at each end of a file that :func:`_sample_sha256` hashes.
+"""With ``verify=True`` a file larger than this is checked by ``_sample_sha256`` (its first and last
+``SAMPLE_BYTES``), not a full hash."""
 SAMPLE_BYTES = 1 << 22
+"""The bytes at each end of a file that ``_sample_sha256`` hashes."""
 
 
 def _sample_sha256(path: Path, nbytes: int) -> str:
@@ -303,7 +304,7 @@ def check_verify(verify: object) -> None:
 
 def verify_files(path: Path, manifest: dict[str, Any], verify: bool | str = True) -> None:
     """Refuse missing, truncated or altered data files. ``verify``: ``True`` hashes every file up to
-    ``FULL_HASH_LIMIT`` bytes and samples larger ones (:func:`_sample_sha256`), ``"full"`` hashes every byte, ``False`` checks sizes only."""
+    ``FULL_HASH_LIMIT`` bytes and samples larger ones (``_sample_sha256``), ``"full"`` hashes every byte, ``False`` checks sizes only."""
     check_verify(verify)
     samples = manifest["sample_sha256"]
     for key, name in manifest["files"].items():

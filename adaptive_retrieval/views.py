@@ -31,9 +31,21 @@ _VIEW_RE = re.compile(r"^\s*(\d+)\s*[xX:,]\s*(\d+)\s*$")
 class View:
     """A ``(layer, dim)`` pair. Ordered by layer, then dimension (cheapest first).
 
-    Build one from a tuple, a string or another view with :meth:`parse`::
+    Build one from a tuple, a string or another view with :meth:`parse`.
 
-        View.parse((4, 64)) == View.parse("4x64") == View(4, 64)
+    Args:
+        layer: the transformer layer, 1-based (0: the embedding output).
+        dim: how many leading dimensions are kept.
+
+    Raises:
+        InvalidArgumentType: a layer or dim that is not an int.
+        InvalidArgument: a negative layer or a dim below 1.
+
+    Example:
+        >>> View.parse((4, 64)) == View.parse("4x64") == View(4, 64)
+        True
+        >>> str(View(4, 64)), View(4, 64) < View(4, 128) < View(6, 32)
+        ('4x64', True)
     """
 
     layer: int
@@ -55,7 +67,13 @@ class View:
     def parse(cls, value: ViewLike, *, name: str = "view") -> View:
         """Turn ``(layer, dim)``, ``"LxD"`` (e.g. ``"4x64"``) or a :class:`View` into a :class:`View`.
 
-        ``name`` is the argument name used in error messages.
+        Args:
+            value: the view in any of those forms.
+            name: the argument name used in error messages.
+
+        Raises:
+            InvalidArgument: a string that is not ``"LxD"``, or a layer or dim out of range.
+            InvalidArgumentType: anything else, or a pair that is not two ints.
         """
         if isinstance(value, View):
             return value
@@ -75,7 +93,15 @@ class View:
         )
 
     def check(self, n_layers: int, hidden_size: int, *, name: str = "view", model: str = "the model") -> View:
-        """Raise ``ValueError`` unless ``1 <= layer <= n_layers`` and ``1 <= dim <= hidden_size``."""
+        """This view, checked against a model's shape.
+
+        Args:
+            n_layers, hidden_size: the model's shape.
+            name, model: the argument and the model named in the error.
+
+        Raises:
+            ModelMismatch: unless ``1 <= layer <= n_layers`` and ``1 <= dim <= hidden_size``.
+        """
         if not 1 <= self.layer <= n_layers or not 1 <= self.dim <= hidden_size:
             raise ModelMismatch(
                 f"{name}={self.as_tuple()} is outside {model}, which has layers 1..{n_layers} and "
@@ -94,8 +120,9 @@ ViewLike = View | tuple[int, int] | list[int] | str
 
 
 def check_pair(coarse: View, fine: View) -> None:
-    """Raise ``ValueError`` if the coarse view is deeper than the fine one (nothing to resume), or on the
-    same layer and wider (a shortlist dearer than its re-rank)."""
+    """Raise :class:`adaptive_retrieval.errors.ModelMismatch` (a ``ValueError``) if the coarse view is deeper
+    than the fine one (nothing to resume), or on the same layer and wider (a shortlist dearer than its
+    re-rank)."""
     if coarse.layer > fine.layer:
         raise ModelMismatch(
             f"coarse={coarse.as_tuple()} is deeper than fine={fine.as_tuple()}: the fine view resumes "
@@ -111,7 +138,16 @@ def check_pair(coarse: View, fine: View) -> None:
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
     """Pool token states ``(batch, seq, hidden)`` to ``(batch, hidden)``.
 
-    ``mean`` averages the tokens the attention mask keeps; ``cls`` takes the first token.
+    Args:
+        hidden: the token states ``(batch, seq, hidden)``.
+        attention_mask: ``(batch, seq)``, 1 for a real token, 0 for padding.
+        pooling: ``"mean"`` averages the tokens the attention mask keeps; ``"cls"`` takes the first token.
+
+    Returns:
+        ``(batch, hidden)``, in ``hidden``'s dtype.
+
+    Raises:
+        InvalidArgument: another pooling.
     """
     if pooling == "mean":
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -124,10 +160,23 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
 def view_vector(pooled: torch.Tensor, dim: int, head: torch.Tensor | None = None) -> torch.Tensor:
     """Cut pooled states ``(batch, hidden)`` to their first ``dim`` dims and L2-normalise them.
 
-    ``head``, if given, is a linear coarse head ``(hidden, out)`` (no bias) applied to the pooled state
-    first; see :meth:`Encoder.set_head`. Cutting commutes with pooling (both are linear in the token
-    states), so one pooled state serves every dimension of the same layer; and because a head is linear
-    and the result is normalised, a head may be applied to an already-normalised pooled state.
+    Cutting commutes with pooling (both are linear in the token states), so one pooled state serves every
+    dimension of the same layer; and because a head is linear and the result is normalised, a head may be
+    applied to an already-normalised pooled state.
+
+    Args:
+        pooled: ``(batch, hidden)`` pooled states (or what a stacked head reads).
+        dim: the dimensions kept.
+        head: a linear coarse head ``(hidden, out)`` (no bias) applied to the pooled state first; see
+            :meth:`adaptive_retrieval.Encoder.set_head`.
+
+    Returns:
+        ``(batch, min(dim, width))``, each row of unit length.
+
+    Example:
+        >>> import torch
+        >>> view_vector(torch.tensor([[3.0, 4.0, 12.0]]), 2)
+        tensor([[0.6000, 0.8000]])
     """
     if head is not None:
         pooled = pooled @ head.to(device=pooled.device, dtype=pooled.dtype)
@@ -136,5 +185,5 @@ def view_vector(pooled: torch.Tensor, dim: int, head: torch.Tensor | None = None
 
 def stack_pooled(pooled: Sequence[torch.Tensor]) -> torch.Tensor:
     """What a *stacked* coarse head reads: pooled states ``(batch, hidden)`` of layers ``1 .. L``, each
-    L2-normalised, side by side ``(batch, L * hidden)`` (see :meth:`Encoder.set_head`)."""
+    L2-normalised, side by side ``(batch, L * hidden)`` (see :meth:`adaptive_retrieval.Encoder.set_head`)."""
     return torch.cat([F.normalize(p, p=2, dim=-1) for p in pooled], dim=-1)

@@ -1,7 +1,7 @@
 """Writing to an index: one all-or-nothing transaction over every store it holds.
 
 An index is several stores numbered by the same rows: the engine (coarse and fine vectors), the
-document store (texts and metadata, when kept) and the :class:`~adaptive_retrieval.ids.IdMap`. A write
+document store (texts and metadata, when kept) and the :class:`adaptive_retrieval.ids.IdMap`. A write
 goes through :class:`Transaction`, the same protocol for each of them:
 
 1. *stage*: each store takes its part, invisible to searches (the engine's new rows, the texts, the ids);
@@ -96,7 +96,13 @@ class IdWrite:
 
 class Transaction:
     """Prepare, commit or roll back ``participants`` together (see the module docstring). Roll-back runs
-    in the participants' order too: the id map, last, still names the staged rows for the others."""
+    in the participants' order too: the id map, last, still names the staged rows for the others.
+
+    Args:
+        lock: the retriever's read-write lock; commits run under its write side.
+        participants: the stores, each with its part staged, the id map last.
+        after: run under the write lock once every participant has committed.
+    """
 
     def __init__(
         self, lock: ReadWriteLock, participants: list[Participant], after: Callable[[], None] | None = None
@@ -106,8 +112,14 @@ class Transaction:
         self.after = after  # run under the write lock once every participant has committed
 
     def rollback(self, committed: int = 0) -> None:
-        """Undo every participant (the first ``committed`` of them had committed); every one is tried,
-        the first error raised after."""
+        """Undo every participant; every one is tried, the first error raised after.
+
+        Args:
+            committed: how many participants (the first ones) had committed.
+
+        Raises:
+            BaseException: the first error a participant's roll-back raised, once all were tried.
+        """
         error: BaseException | None = None
         for i, p in enumerate(self.participants):
             try:
@@ -118,8 +130,12 @@ class Transaction:
             raise error
 
     def commit(self) -> None:
-        """Prepare every participant, then commit them under the write lock; on any error, roll back
-        and raise it."""
+        """Prepare every participant, then commit them under the write lock.
+
+        Raises:
+            BaseException: whatever a participant raised (a library error, ``KeyboardInterrupt``...),
+                after every participant was rolled back.
+        """
         try:
             for p in self.participants:
                 p.prepare()
@@ -178,9 +194,21 @@ class IndexWriter:
         self._adding = threading.Lock()  # held by the add in progress: a second one is refused
 
     def add_batches(self, batches: Iterable[tuple[Any, ...]]) -> int:
-        """Stage every ``(doc_ids, coarse_vectors, fine_vectors[, texts[, metadata]])`` batch, then
-        commit them all, or nothing (see :meth:`Retriever.add_vector_batches`). Returns the number of
-        documents added. A second add while one runs is a :class:`~adaptive_retrieval.errors.RetrieverBusy`."""
+        """Stage every batch, then commit them all, or nothing.
+
+        Args:
+            batches: ``(doc_ids, coarse_vectors, fine_vectors[, texts[, metadata]])`` tuples (see
+                :meth:`adaptive_retrieval.Retriever.add_vector_batches`), consumed one at a time.
+
+        Returns:
+            The number of documents added.
+
+        Raises:
+            RetrieverBusy: another add is running on this writer.
+            CorpusError: an empty stream, a known or repeated id, vectors of the wrong shape, not
+                normalised or not finite, missing texts (CorpusTypeError: a batch, id or vectors of the
+                wrong type). Nothing is added.
+        """
         if not self._adding.acquire(blocking=False):
             raise RetrieverBusy(
                 "another add is running on this retriever: one add at a time (searches may run beside it)"
@@ -240,7 +268,19 @@ class IndexWriter:
         self, doc_ids: list[DocId], coarse_vectors: Any, fine_vectors: Any
     ) -> tuple[np.ndarray, np.ndarray]:
         """The batch's vectors as arrays, refused unless they have this index's shapes and are
-        L2-normalised and finite."""
+        L2-normalised and finite.
+
+        Args:
+            doc_ids: the batch's ids (one vector each).
+            coarse_vectors, fine_vectors: array-likes ``(n, coarse.dim)`` and ``(n, fine.dim)``.
+
+        Returns:
+            ``(coarse_vectors, fine_vectors)``: float32, and the fine ones in their own float dtype.
+
+        Raises:
+            CorpusError: no ids, a wrong shape, or a vector not normalised or not finite.
+            CorpusTypeError: vectors that are not floats.
+        """
         if not doc_ids:
             raise CorpusError("doc_ids is empty: give at least one document")
         coarse_vectors = np.asarray(coarse_vectors, dtype=np.float32)

@@ -8,8 +8,8 @@
   or a server/cluster, a URI); coarse search, then the shortlist re-ranked (fetched by default, or
   server-side).
 
-:data:`ENGINES` is the one registry: adding an engine is its own module (a :class:`~.base.Backend`
-subclass and its :class:`~.base.EngineOptions` dataclass) and one line here. The engines that store
+:data:`ENGINES` is the one registry: adding an engine is its own module (a :class:`.base.Backend`
+subclass and its :class:`.base.EngineOptions` dataclass) and one line here. The engines that store
 documents by key share :mod:`.keyed`. An engine's client library is imported when the engine is used,
 so a missing one fails with an install hint only then.
 """
@@ -28,14 +28,14 @@ from .keyed import COMMITS_SUFFIX, KeyedBackend, point_key, point_uuid
 from .milvus import MilvusBackend, MilvusOptions
 from .qdrant import QdrantBackend, QdrantOptions
 
-#: The engines by name, as ``Retriever.build(backend=...)`` takes them and manifests record them.
 ENGINES: dict[str, type[Backend]] = {
     "faiss": FaissBackend,
     "qdrant": QdrantBackend,
     "milvus": MilvusBackend,
 }
-#: The engines' names (kept for callers of earlier versions).
+"""The engines by name, as ``Retriever.build(backend=...)`` takes them and manifests record them."""
 BACKENDS = tuple(ENGINES)
+"""The engines' names (kept for callers of earlier versions)."""
 
 _LEGACY_WARNED: set[str] = set()
 
@@ -45,11 +45,28 @@ def engine_options(
     backend_options: dict[str, Any] | None = None,
     faiss_options: dict[str, Any] | None = None,
 ) -> EngineOptions:
-    """The options an engine is built with, from what ``Retriever.build`` was given: an
-    :class:`EngineOptions` (``FaissOptions(index="HNSW32")``), or an engine's name with
-    ``backend_options`` as a dict. ``faiss_options``: the FAISS options earlier versions took as
-    ``build`` arguments (``index=``, ``fine_dtype=``, ``fine_path=``, ``train_size=``), accepted for
-    ``backend="faiss"`` with a deprecation warning (once per name)."""
+    """The options an engine is built with, from what ``Retriever.build`` was given.
+
+    Args:
+        backend: an :class:`EngineOptions` (``FaissOptions(index="HNSW32")``), or an engine's name in
+            :data:`ENGINES`.
+        backend_options: with an engine's name, its options as a dict (``{"uri": "./index.db"}``).
+        faiss_options: the FAISS options earlier versions took as ``build`` arguments (``index=``,
+            ``fine_dtype=``, ``fine_path=``, ``train_size=``), accepted for ``backend="faiss"`` with a
+            ``DeprecationWarning`` (once per name).
+
+    Returns:
+        ``backend`` itself when it is options already, else that engine's options class made from the rest.
+
+    Raises:
+        InvalidArgument: an unknown engine or option, or options given twice (an options object and a
+            dict, or FAISS arguments for another engine).
+        InvalidArgumentType: ``backend`` neither a name nor options, or ``backend_options`` not a dict.
+
+    Example:
+        >>> engine_options("faiss", {"index": "HNSW32"})
+        FaissOptions(index='HNSW32', fine_dtype='float16', fine_path=None, train_size=100000)
+    """
     legacy = {name: value for name, value in (faiss_options or {}).items()}
     if isinstance(backend, EngineOptions):
         if backend_options is not None or legacy:
@@ -90,16 +107,42 @@ def engine_options(
 
 
 def create_engine(options: EngineOptions, coarse_dim: int, fine_dim: int) -> Backend:
-    """A new, empty engine of the kind ``options`` belong to, for views of these dimensions."""
+    """A new, empty engine of the kind ``options`` belong to, for views of these dimensions.
+
+    Args:
+        options: the engine's options (from :func:`engine_options`).
+        coarse_dim: the coarse view's dimension.
+        fine_dim: the fine view's dimension.
+
+    Returns:
+        The engine, holding no rows.
+
+    Raises:
+        InvalidArgument: options the engine refuses (checked before anything is created).
+        IndexConflict: a Qdrant or Milvus collection of that name exists already.
+        EngineError: the engine refused or failed. ImportError: the engine's client library is missing.
+    """
     return ENGINES[options.engine].create(coarse_dim, fine_dim, options)
 
 
 def open_engine(
     directory: Path, manifest: dict[str, Any], options: dict[str, Any] | None = None
 ) -> tuple[Backend, list[DocId]]:
-    """Reattach to the engine a manifest's ``backend`` entry names (``directory``: the index directory);
-    ``options`` override where it lives (e.g. a ``client``). Returns the engine and the document ids of
-    its rows, in row order."""
+    """Reattach to the engine a saved index's manifest names.
+
+    Args:
+        directory: the index directory.
+        manifest: its manifest, as read (its ``backend`` entry names the engine and where it lives).
+        options: override where the engine lives (``Retriever.load(backend_options=)``, e.g. a ``client``).
+
+    Returns:
+        The engine and the document ids of its rows, in row order.
+
+    Raises:
+        IndexDamaged: an engine this library does not know, or its data damaged or missing.
+        InvalidArgumentType: ``options`` not a dict (an option the engine does not take: ``TypeError``).
+        EngineError: the engine refused or failed.
+    """
     name = manifest["backend"].get("name")
     if name not in ENGINES:
         raise IndexDamaged(f"the index's manifest names backend {name!r}, which this library does not know")
@@ -109,7 +152,7 @@ def open_engine(
 
 
 def make_backend(name: str, coarse_dim: int, fine_dim: int, options: dict[str, Any]) -> Backend:
-    """Deprecated: :func:`create_engine` with :func:`engine_options`."""
+    """Deprecated (a ``DeprecationWarning``, once): :func:`create_engine` with :func:`engine_options`."""
     _warn_renamed("make_backend", "create_engine(engine_options(name, options), coarse_dim, fine_dim)")
     return create_engine(ENGINES[name].Options.from_dict(options), coarse_dim, fine_dim)
 
@@ -117,7 +160,8 @@ def make_backend(name: str, coarse_dim: int, fine_dim: int, options: dict[str, A
 def open_backend(
     entry: dict[str, Any], path: Path, manifest: dict[str, Any], options: dict[str, Any]
 ) -> tuple[Backend, list[DocId]]:
-    """Deprecated: :func:`open_engine` (the manifest holds the ``backend`` entry)."""
+    """Deprecated (a ``DeprecationWarning``, once): :func:`open_engine` (the manifest holds the ``backend``
+    entry)."""
     _warn_renamed("open_backend", "open_engine(path, manifest, options)")
     return open_engine(path, {**manifest, "backend": entry}, options)
 

@@ -1,7 +1,7 @@
 """The engine interface: what a retriever needs of the store that holds its vectors.
 
 An engine stores rows ``0..len-1`` of two views per document (a coarse vector and a fine vector),
-numbered by the retriever's :class:`~adaptive_retrieval.ids.IdMap` (given to :meth:`Backend.attach`).
+numbered by the retriever's :class:`adaptive_retrieval.ids.IdMap` (given to :meth:`Backend.attach`).
 Scores are inner products of L2-normalised vectors; results are FAISS's ``(D, I)``: ``(n_queries, k)``,
 best first, ties to the lower row, padded with ``-inf`` / ``-1``.
 
@@ -33,8 +33,8 @@ from ..errors import InvalidArgument, InvalidArgumentType
 from ..ids import IdMap
 from ..shortlist import STEP, patient_rerank
 
-#: Writes one file of an index directory: ``(file name suffix, writer(path))``.
 FileWriter = tuple[str, Callable[[Path], None]]
+"""Writes one file of an index directory: ``(file name suffix, writer(path))``."""
 
 
 @dataclasses.dataclass
@@ -42,12 +42,22 @@ class EngineOptions:
     """What an engine is built with; each engine's module defines its own (``FaissOptions``,
     ``QdrantOptions``, ``MilvusOptions``) with every default written there once."""
 
-    #: the engine's name in :data:`adaptive_retrieval.backends.ENGINES`
     engine: ClassVar[str] = ""
+    """The engine's name in :data:`adaptive_retrieval.backends.ENGINES`"""
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> EngineOptions:
-        """These options from a dict (``backend_options=``), an unknown key refused by name."""
+        """These options from a dict (``backend_options=``).
+
+        Args:
+            options: the options by field name; ``None``: every default.
+
+        Returns:
+            The options object.
+
+        Raises:
+            InvalidArgument: an unknown key, refused by name (InvalidArgumentType: not a dict).
+        """
         if options is None:
             return cls()
         if not isinstance(options, dict):
@@ -68,14 +78,14 @@ class EngineOptions:
 class Backend(ABC):
     """What the retriever needs of an engine (see the module docstring)."""
 
-    #: the name ``Retriever.build(backend=...)`` takes and the manifest records
     name: ClassVar[str] = ""
-    #: the dataclass of this engine's build options
+    """The name ``Retriever.build(backend=...)`` takes and the manifest records"""
     Options: ClassVar[type[EngineOptions]] = EngineOptions
-    #: the engine's key of a document id, for an engine that addresses documents by key (else ``None``)
+    """The dataclass of this engine's build options"""
     key: ClassVar[Callable[[DocId], Hashable] | None] = None
-    #: the id map this engine's rows are numbered by (set by :meth:`attach`)
+    """The engine's key of a document id, for an engine that addresses documents by key (else ``None``)"""
     ids: IdMap
+    """The id map this engine's rows are numbered by (set by :meth:`attach`)"""
 
     # ------------------------------------------------------------------------------- lifecycle
 
@@ -83,14 +93,38 @@ class Backend(ABC):
     @abstractmethod
     def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> Backend:
         """A new, empty engine for views of these dimensions. Must refuse bad options before creating
-        anything (a file, a collection) that would outlive the error."""
+        anything (a file, a collection) that would outlive the error.
+
+        Args:
+            coarse_dim: the coarse view's dimension.
+            fine_dim: the fine view's dimension.
+            options: this engine's :attr:`Options`.
+
+        Returns:
+            The engine, holding no rows.
+
+        Raises:
+            InvalidArgument: options this engine refuses. IndexConflict: its collection exists already.
+            EngineError: the engine refused or failed.
+        """
 
     @classmethod
     @abstractmethod
     def open(cls, directory: Path, manifest: dict[str, Any], **options: Any) -> tuple[Backend, list[DocId]]:
-        """Reattach to the engine that a saved manifest's ``backend`` entry describes (``directory``: the
-        index directory); ``options`` override where it lives (``Retriever.load(backend_options=)``).
-        Returns the engine and the document ids of its rows, in row order."""
+        """Reattach to the engine that a saved manifest's ``backend`` entry describes.
+
+        Args:
+            directory: the index directory.
+            manifest: the index's manifest.
+            **options: override where it lives (``Retriever.load(backend_options=)``).
+
+        Returns:
+            The engine and the document ids of its rows, in row order.
+
+        Raises:
+            IndexDamaged: the engine's data is missing or does not match the manifest.
+            EngineError: the engine refused or failed.
+        """
 
     def attach(self, ids: IdMap) -> None:
         """Number this engine's rows by ``ids`` (the retriever's map; the engine never changes it)."""
@@ -110,8 +144,18 @@ class Backend(ABC):
 
     @abstractmethod
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
-        """Write documents as rows ``first_row, first_row + 1, ...``, not yet visible to searches
-        (their ids are already staged in :attr:`ids`)."""
+        """Write documents as rows ``first_row, first_row + 1, ...``, not yet visible to searches.
+
+        Args:
+            first_row: the row of the first document.
+            doc_ids: their ids (already staged in :attr:`ids`).
+            coarse: ``(n, coarse_dim)`` coarse vectors, L2-normalised.
+            fine: ``(n, fine_dim)`` fine vectors, L2-normalised.
+
+        Raises:
+            CorpusError: a document the engine cannot hold (an id too long for Milvus), or one another
+                writer has added meanwhile (a keyed engine). EngineError: the engine failed.
+        """
 
     def prepare(self) -> None:  # noqa: B027 - optional
         """The part of committing staged rows that can run while searches go on (called before the
@@ -124,8 +168,13 @@ class Backend(ABC):
     @abstractmethod
     def rollback(self, start: int, committed: bool = False) -> None:
         """Remove every row from ``start`` on, written or committed: the failure path of a write. Must
-        leave the engine as it was before the write, whatever step failed. ``committed``: this engine's
-        :meth:`commit` of the write had returned (a later store of the transaction failed)."""
+        leave the engine as it was before the write, whatever step failed.
+
+        Args:
+            start: the first row of the write.
+            committed: this engine's :meth:`commit` of the write had returned (a later store of the
+                transaction failed).
+        """
 
     # -------------------------------------------------------------------------------- searching
 
@@ -133,28 +182,68 @@ class Backend(ABC):
     def coarse_search(
         self, coarse_q: np.ndarray, depth: int, params: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``depth`` best committed rows for each coarse query vector, in coarse order."""
+        """The ``depth`` best committed rows for each coarse query vector, in coarse order.
+
+        Args:
+            coarse_q: ``(n, coarse_dim)`` query vectors.
+            depth: rows per query.
+            params: per-call parameters from :meth:`search_parameters`.
+
+        Returns:
+            ``(D, I)``, each ``(n, depth)``: coarse scores and rows, padded with ``-inf`` / ``-1``.
+        """
 
     @abstractmethod
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Fine scores ``(n, c)`` of each query with its ``rows`` (``(n, c)``, all valid), float32."""
+        """The fine scores of each query with its rows.
+
+        Args:
+            fine_q: ``(n, fine_dim)`` query vectors.
+            rows: ``(n, c)`` committed rows (no ``-1``).
+
+        Returns:
+            ``(n, c)`` float32 inner products.
+        """
 
     @abstractmethod
     def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact search of the fine view over every committed row: the funnel's reference and its
-        fallback."""
+        fallback.
+
+        Args:
+            fine_q: ``(n, fine_dim)`` query vectors.
+            k: rows per query.
+
+        Returns:
+            ``(D, I)``, each ``(n, k)``, best first, padded with ``-inf`` / ``-1``.
+        """
 
     def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
-        """Per-call search parameters for ``knobs``, checked (``None`` without any). Nothing is set on
-        the engine: a search with knobs leaves the next one as it was. ``depth``: the shortlist depth a
-        calibration measured at; an engine whose coarse index explores only as deep as it is asked
-        (HNSW) explores at least that deep (the others ignore it)."""
+        """Per-call search parameters for ``knobs``, checked. Nothing is set on the engine: a search with
+        knobs leaves the next one as it was.
+
+        Args:
+            depth: the shortlist depth a calibration measured at; an engine whose coarse index explores
+                only as deep as it is asked (HNSW) explores at least that deep (the others ignore it).
+            **knobs: the engine's search parameters (FAISS ``nprobe``, ``efSearch``; Qdrant ``hnsw_ef``,
+                ``exact``; Milvus ``ef``, ``nprobe``).
+
+        Returns:
+            What :meth:`search` takes as ``params`` (``None`` without any).
+
+        Raises:
+            InvalidArgument: a knob this engine does not take, or a bad value.
+        """
         if knobs:
             raise InvalidArgument(f"backend {self.name!r} takes no search parameters, got {sorted(knobs)}")
         return None
 
     def set_knobs(self, **knobs: Any) -> None:
-        """Default search parameters of later searches (a configuration step, never done by a search)."""
+        """Default search parameters of later searches (a configuration step, never done by a search).
+
+        Raises:
+            InvalidArgument: a knob this engine does not take, or a bad value.
+        """
         if knobs:
             raise InvalidArgument(f"backend {self.name!r} takes no search parameters, got {sorted(knobs)}")
 
@@ -170,8 +259,19 @@ class Backend(ABC):
         seconds: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
         """The funnel: the coarse view shortlists ``shortlist`` rows per query, :meth:`rerank` re-ranks
-        them. Returns ``(D, I, fallbacks, read)``. ``seconds``, if given, receives the seconds spent in
-        ``coarse_search`` and in ``rerank``."""
+        them.
+
+        Args:
+            coarse_q, fine_q: ``(n, coarse_dim)`` and ``(n, fine_dim)`` query vectors.
+            k: hits per query.
+            shortlist: coarse candidates per query.
+            params: per-call parameters from :meth:`search_parameters`.
+            patience: re-rank a step at a time until the top ``k`` settles (see :meth:`rerank`).
+            seconds: if given, receives the seconds spent in ``coarse_search`` and in ``rerank``.
+
+        Returns:
+            ``(D, I, fallbacks, read)``, as :meth:`rerank` returns them.
+        """
         t0 = time.perf_counter()
         _, candidates = self.coarse_search(coarse_q, shortlist, params)
         t1 = time.perf_counter()
@@ -182,11 +282,20 @@ class Backend(ABC):
     def rerank(
         self, fine_q: np.ndarray, candidates: np.ndarray, k: int, *, patience: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        """The funnel's second stage over ``candidates`` (``(n, c)`` rows in coarse order, ``-1``:
-        none): every candidate scored by the fine view (:meth:`fine_scores`), or with ``patience`` a
-        step at a time until the top ``k`` settles (:func:`~adaptive_retrieval.shortlist.patient_rerank`);
-        then :meth:`fallback`. Returns ``(D, I, fallbacks, read)``: the queries ranked exactly, and the
-        candidates each query's fine stage read."""
+        """The funnel's second stage: every candidate scored by the fine view (:meth:`fine_scores`), or
+        with ``patience`` a step at a time until the top ``k`` settles
+        (:func:`adaptive_retrieval.shortlist.patient_rerank`); then :meth:`fallback`.
+
+        Args:
+            fine_q: ``(n, fine_dim)`` query vectors.
+            candidates: ``(n, c)`` rows in coarse order (``-1``: none).
+            k: hits per query.
+            patience: ``None``: the whole shortlist in one step.
+
+        Returns:
+            ``(D, I, fallbacks, read)``: the top ``k`` per query, how many queries were ranked exactly,
+            and the candidates each query's fine stage read.
+        """
         fine_q = np.asarray(fine_q, dtype=np.float32)
         candidates = np.asarray(candidates, dtype=np.int64)
         width = max(candidates.shape[1], 1)
@@ -206,22 +315,39 @@ class Backend(ABC):
         self, fine_q: np.ndarray, k: int, D: np.ndarray, I: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Rank exactly every query whose (approximate) coarse stage found fewer than
-        ``min(k, len(self))`` rows; returns ``(D, I, how many were)``."""
+        ``min(k, len(self))`` rows.
+
+        Returns:
+            ``(D, I, how many were)``: ``D`` and ``I`` with those queries' rows replaced.
+        """
         short = (I >= 0).sum(axis=1) < min(k, len(self))
         if short.any():
             D[short], I[short] = self.exact_search(fine_q[short], k)
         return D, I, int(short.sum())
 
     def vectors(self, view: str, start: int, stop: int) -> np.ndarray:
-        """The stored ``"coarse"`` or ``"fine"`` vectors of rows ``start..stop-1`` as float32 (for
-        evaluations; an engine that cannot read its vectors back refuses)."""
+        """The stored vectors of rows ``start..stop-1`` as float32 (for evaluations).
+
+        Args:
+            view: ``"coarse"`` or ``"fine"``.
+            start, stop: the rows.
+
+        Returns:
+            ``(stop - start, dim)`` float32.
+
+        Raises:
+            InvalidArgument: an engine that cannot read its vectors back (or another ``view``).
+        """
         raise InvalidArgument(f"backend {self.name!r} does not read its {view} vectors back")
 
     # ------------------------------------------------------------------------------ persistence
 
     def manifest(self) -> dict[str, Any]:
-        """What the manifest records to reopen this engine's data (``name`` and where it lives). An
-        engine that cannot be reopened (an in-memory collection) refuses here, before any write."""
+        """What the manifest records to reopen this engine's data (``name`` and where it lives).
+
+        Raises:
+            InvalidArgument: an engine that cannot be reopened (an in-memory collection), before any write.
+        """
         return {"name": self.name}
 
     def files(self) -> dict[str, FileWriter]:

@@ -36,6 +36,14 @@ class FaissOptions(EngineOptions):
         fine_path: a new ``.npy`` file to hold the fine vectors as they are encoded (default: in RAM;
             saved, they are memory-mapped either way).
         train_size: how many coarse vectors, drawn at random, train an index that needs training.
+
+    Raises:
+        InvalidArgumentType: ``index`` not a non-empty string.
+        InvalidArgument: an unknown ``fine_dtype``, or ``train_size`` not a positive int.
+
+    Example:
+        >>> FaissOptions(index="IVF1024,PQ16", fine_path="/data/fine.npy", train_size=50_000)
+        FaissOptions(index='IVF1024,PQ16', fine_dtype='float16', fine_path='/data/fine.npy', train_size=50000)
     """
 
     engine: ClassVar[str] = "faiss"
@@ -62,7 +70,7 @@ class FaissOptions(EngineOptions):
 
 
 class FaissBackend(Backend):
-    """A :class:`~adaptive_retrieval.index.CoarseIndex` and a :class:`~adaptive_retrieval.index.FineStore`.
+    """A :class:`adaptive_retrieval.index.CoarseIndex` and a :class:`adaptive_retrieval.index.FineStore`.
 
     ``train_size``: how many coarse vectors, drawn at random, train an index that needs training."""
 
@@ -114,7 +122,7 @@ class FaissBackend(Backend):
 
     def prepare(self) -> None:
         """Build, while searches go on, what :meth:`commit` swaps in: for a Flat index, a new shard of the
-        pending rows (:meth:`~adaptive_retrieval.index.CoarseIndex.grown`: the indexed rows are not
+        pending rows (:meth:`adaptive_retrieval.index.CoarseIndex.grown`: the indexed rows are not
         copied, so RAM grows by the new rows and one block); for an index that cannot take rows in place
         (HNSW: no removal, so no roll-back; or an index not yet trained), a copy holding them."""
         spill = self._spill

@@ -1,8 +1,8 @@
 """What the engines that store documents by key share (Qdrant, Milvus): :class:`KeyedBackend`.
 
 Such an engine addresses a document by a key made from its id (:func:`point_key`), the same in every
-process, so a reopened collection knows every id. The retriever's :class:`~adaptive_retrieval.ids.IdMap`
-keeps the keys beside the ids (the engine's :attr:`~KeyedBackend.key`), and turns the engine's answers
+process, so a reopened collection knows every id. The retriever's :class:`adaptive_retrieval.ids.IdMap`
+keeps the keys beside the ids (the engine's :attr:`KeyedBackend.key`), and turns the engine's answers
 into rows.
 
 These engines write an add's documents before it commits, where other processes can see them. Each add
@@ -30,14 +30,14 @@ from .base import Backend
 
 logger = logging.getLogger(__name__)
 
-#: The companion collection of a keyed engine's collection that records its committed adds.
 COMMITS_SUFFIX = "_commits"
+"""The companion collection of a keyed engine's collection that records its committed adds."""
 
 
 def point_key(doc_id: DocId) -> int:
     """A document's key in an engine: 63 bits of the sha256 of its id (as JSON, so ``1`` and ``"1"``
     differ). The same document gets the same key in every process, so a reopened collection knows
-    every id, and an add refuses a key the engine already holds (:meth:`KeyedBackend._refuse_present`):
+    every id, and an add refuses a key the engine already holds (``KeyedBackend._refuse_present``):
     writers never overwrite each other's documents. Two ids sharing a key (odds about 1 in 10^12 at 10M
     documents) are refused when they meet."""
     digest = hashlib.sha256(json.dumps(doc_id).encode()).digest()

@@ -16,10 +16,10 @@ in one of two ways (``rerank=``):
 - ``"server"``: one fine search per query, filtered to its shortlist (``filter="key in [...]"``), so the
   re-rank runs where the vectors live and only ``k`` keys and scores come back.
 
-Measured on Milvus Lite (``benchmarks/bench_engines.py``, docs/results/bench-engines: 10,000 documents,
-shortlist 100, one query at a time, this 2-core machine), fetching was 4.6x faster at p50 (164 ms vs
-752 ms; the same top 10 either way), so it is the default; on a remote server, where a fetched shortlist
-crosses the network (100 x 384 float32: 150 KB a query), measure ``"server"`` too.
+On Milvus Lite fetching is the faster of the two, with the same top 10 either way
+(``python -m benchmarks.bench_engines``; the figures, with their results file, are in docs/scaling.md),
+so it is the default; on a remote server, where a fetched shortlist crosses the network (100 x 384
+float32: 150 KB a query), measure ``"server"`` too.
 """
 
 from __future__ import annotations
@@ -76,6 +76,14 @@ class MilvusOptions(EngineOptions):
             and ``coarse_index_params`` its build parameters (e.g. ``{"M": 16, "efConstruction": 200}``).
         rerank: ``"fetch"`` or ``"server"``: where a shortlist is re-ranked (see the module docstring).
         upload_batch: entities per insert request.
+
+    The engine checks these when it is created (``Retriever.build``, ``create_engine``), not here: it
+    raises ``InvalidArgument`` for a missing ``uri``, ``client`` beside ``uri`` or another ``rerank``,
+    ``IndexConflict`` for an existing collection, and ``ImportError`` without pymilvus.
+
+    Example:
+        >>> MilvusOptions(uri="./index.db", coarse_index="HNSW", coarse_index_params={"M": 16}).rerank
+        'fetch'
     """
 
     engine: ClassVar[str] = "milvus"
@@ -231,7 +239,7 @@ class MilvusBackend(KeyedBackend):
     ) -> tuple[MilvusBackend, list[DocId]]:
         """Reattach to the collection ``entry`` names (at the saved ``uri``, or ``uri`` / ``client``
         given here). Every entity of a committed add becomes a row, in the order the engine lists them;
-        ``drop_uncommitted`` deletes the others (see :meth:`KeyedBackend.adopt`)."""
+        ``drop_uncommitted`` deletes the others (see :meth:`adaptive_retrieval.backends.KeyedBackend.adopt`)."""
         entry = manifest["backend"]
         if client is None and uri is None:
             uri = entry.get("uri")
@@ -356,7 +364,8 @@ class MilvusBackend(KeyedBackend):
         return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
     def _ask(self, field: str, params: Any = None) -> Any:
-        """``ask(vectors, limit)`` for :meth:`KeyedBackend.known_rows`: one batched search."""
+        """``ask(vectors, limit)`` for :meth:`adaptive_retrieval.backends.KeyedBackend.known_rows`: one
+        batched search."""
 
         def ask(vectors: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
             results = self._search(vectors, field, limit, params)

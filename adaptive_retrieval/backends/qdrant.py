@@ -4,7 +4,7 @@ Each document is a point with two named vectors, ``coarse`` and ``fine`` (dot pr
 L2-normalised view vectors: cosine, as the FAISS funnel scores), and its document id and its add's
 token as payload (the tokens of committed adds are points of ``<collection>_commits``, which has no
 vectors: see :mod:`adaptive_retrieval.backends`). Its
-point id is a UUID made from the document id (:func:`~adaptive_retrieval.backends.point_uuid`): an add
+point id is a UUID made from the document id (:func:`adaptive_retrieval.backends.point_uuid`): an add
 refuses an id the collection already holds, so writers never overwrite each other's documents, and a
 collection can be reopened from any process (:meth:`QdrantBackend.open`). A search is one ``query_points`` per query
 (batched with ``query_batch_points``)::
@@ -54,10 +54,19 @@ class QdrantOptions(EngineOptions):
         path: a folder for Qdrant's local on-disk mode (instead of ``location``).
         collection: the collection name (default: a new unique name); an existing one is refused
             (reopen one with ``Retriever.load`` of the directory ``save`` wrote).
-        client: a ready :class:`qdrant_client.QdrantClient` (instead of ``location``/``path``).
+        client: a ready ``qdrant_client.QdrantClient`` (instead of ``location``/``path``).
         hnsw: build an HNSW graph on the coarse vectors (a server's default); the fine vectors never
             get one. Local mode always searches exactly.
         upload_batch: points per upsert request.
+
+    The engine checks these when it is created (``Retriever.build``, ``create_engine``), not here: it
+    raises ``InvalidArgument`` for ``client`` beside ``location``/``path`` (or both of those),
+    ``IndexConflict`` for an existing collection, and ``ImportError`` without qdrant-client.
+
+    Example:
+        >>> options = QdrantOptions(path="./qdrant-data", collection="papers")
+        >>> options.location, options.hnsw, options.upload_batch
+        (None, True, 256)
     """
 
     engine: ClassVar[str] = "qdrant"
@@ -160,7 +169,7 @@ class QdrantBackend(KeyedBackend):
     ) -> tuple[QdrantBackend, list[DocId]]:
         """Reattach to the collection ``entry`` names (where it lives: as saved, or ``location`` /
         ``path`` / ``client`` given here). Every point of a committed add becomes a row, in point-id
-        order; ``drop_uncommitted`` deletes the others (see :meth:`KeyedBackend.adopt`)."""
+        order; ``drop_uncommitted`` deletes the others (see :meth:`adaptive_retrieval.backends.KeyedBackend.adopt`)."""
         entry = manifest["backend"]
         if client is None and location is None and path is None:
             location, path = entry.get("location"), entry.get("path")
@@ -248,7 +257,7 @@ class QdrantBackend(KeyedBackend):
         self.client.delete(self.collection, points_selector=models.PointIdsList(points=keys), wait=True)
 
     def _ask(self, using: str, params: Any = None) -> Any:
-        """``ask(vectors, limit)`` for :meth:`KeyedBackend.known_rows`: a batch of nearest-point queries."""
+        """``ask(vectors, limit)`` for :meth:`adaptive_retrieval.backends.KeyedBackend.known_rows`: a batch of nearest-point queries."""
 
         def ask(vectors: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
             requests = [

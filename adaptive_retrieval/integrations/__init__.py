@@ -1,4 +1,4 @@
-"""Retrievers for the RAG frameworks, over a :class:`~adaptive_retrieval.Retriever` built with
+"""Retrievers for the RAG frameworks, over a :class:`adaptive_retrieval.Retriever` built with
 ``store_text=True`` (the frameworks pass texts on to the model):
 
 - :class:`.langchain.LangChainRetriever` (``retriever.as_langchain()``): a LangChain ``BaseRetriever``

@@ -1,4 +1,4 @@
-"""A LangChain retriever over an :class:`~adaptive_retrieval.Retriever` (see :mod:`..integrations`)."""
+"""A LangChain retriever over an :class:`adaptive_retrieval.Retriever` (see :mod:`..integrations`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from . import check_texts, hit_metadata
 class LangChainRetriever(BaseRetriever):
     """``retriever.as_langchain(k=4)``: ``invoke(query)`` returns the top ``k`` as ``Document``s
     (``page_content``: the text as indexed; ``metadata``: the document's fields, ``doc_id``, ``score``,
-    ``rank``). ``search_kwargs`` go to :meth:`~adaptive_retrieval.Retriever.search` (``candidates``,
+    ``rank``). ``search_kwargs`` go to :meth:`adaptive_retrieval.Retriever.search` (``candidates``,
     ``coarse_query``, FAISS knobs)."""
 
     retriever: Any

@@ -1,4 +1,4 @@
-"""A LlamaIndex retriever over an :class:`~adaptive_retrieval.Retriever` (see :mod:`..integrations`)."""
+"""A LlamaIndex retriever over an :class:`adaptive_retrieval.Retriever` (see :mod:`..integrations`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class LlamaIndexRetriever(BaseRetriever):
     """``retriever.as_llama_index(k=4)``: ``retrieve(query)`` returns the top ``k`` as ``NodeWithScore``s
     (a ``TextNode`` with the text as indexed, the document id as ``id_``, and metadata: the document's
     fields, ``doc_id``, ``score``, ``rank``). ``search_kwargs`` go to
-    :meth:`~adaptive_retrieval.Retriever.search`."""
+    :meth:`adaptive_retrieval.Retriever.search`."""
 
     def __init__(
         self, retriever: Any, k: int = 4, search_kwargs: dict[str, Any] | None = None, **kwargs: Any
