@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, InvalidArgumentType
 from .views import View, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
@@ -289,6 +289,27 @@ class Adaptation:
     def as_dict(self) -> dict[str, Any]:
         """The record as the manifest holds it (the projection matrix is saved as a file)."""
         return {k: v for k, v in asdict(self).items() if k != "projection"}
+
+
+def check_adaptation(adaptation: Any, coarse: Any, fine: Any) -> Adaptation | None:
+    """``adaptation`` (or ``None``) if it was fitted for these views, else refused.
+
+    Raises:
+        InvalidArgumentType: not an :class:`Adaptation`.
+        InvalidArgument: fitted for another coarse view, or a projection of the wrong shape.
+    """
+    if adaptation is None:
+        return None
+    if not isinstance(adaptation, Adaptation):
+        raise InvalidArgumentType(f"adaptation must be an Adaptation, got {type(adaptation).__name__}")
+    if (adaptation.layer, adaptation.dim) != coarse.as_tuple():
+        raise InvalidArgument(
+            f"adaptation was fitted for the coarse view ({adaptation.layer}, {adaptation.dim}), not {coarse}"
+        )
+    p = adaptation.projection
+    if p is not None and p.shape != (fine.dim, coarse.dim):
+        raise InvalidArgument(f"adaptation.projection is {p.shape}, the views need {(fine.dim, coarse.dim)}")
+    return adaptation
 
 
 def adapt_head(

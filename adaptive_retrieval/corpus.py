@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorpusError, CorpusTypeError, InvalidArgument
+from .errors import CorpusError, CorpusTypeError, InvalidArgument, InvalidArgumentType
 
 DocId = str | int
 Corpus = (
@@ -205,3 +205,17 @@ def chunks(records: Iterable[tuple], size: int) -> Iterator[tuple[list, ...]]:
     it = iter(records)
     while block := list(islice(it, size)):
         yield tuple(list(column) for column in zip(*block))
+
+
+def check_texts(texts: Any, *, name: str = "texts") -> list[str]:
+    """Return ``texts`` as a list of strings, or raise naming the first bad item."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Iterable):
+        raise InvalidArgumentType(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
+    out = list(texts)
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise InvalidArgumentType(f"{name}[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
+        check_encodable(text, f"{name}[{i}]")
+    return out

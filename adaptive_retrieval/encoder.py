@@ -32,9 +32,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import loading
 from .backbones import Backbone, LayerContext, backbone_for
-from .corpus import check_encodable
+from .corpus import check_texts
 from .cpu_linear import use_onednn
 from .errors import InvalidArgument, InvalidArgumentType, ModelMismatch
+from .quantization import quantize_encoder
 from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
@@ -69,20 +70,6 @@ class Embeddings(dict):
 
     def get(self, key: ViewLike, default: Any = None) -> Any:
         return self[key] if key in self else default  # noqa: SIM401 - dict.get would bypass parsing
-
-
-def check_texts(texts: Any, *, name: str = "texts") -> list[str]:
-    """Return ``texts`` as a list of strings, or raise naming the first bad item."""
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Iterable):
-        raise InvalidArgumentType(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
-    out = list(texts)
-    for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise InvalidArgumentType(f"{name}[{i}] must be a str, got {type(text).__name__}: {text!r:.80}")
-        check_encodable(text, f"{name}[{i}]")
-    return out
 
 
 class Encoder:
@@ -236,28 +223,7 @@ class Encoder:
         was. Its vectors approximate this one's (measure the cost: ``python -m benchmarks.bench_int8``); it
         keeps the fingerprint of the weights it approximates, so an index built in float32 accepts it. CPU
         only (else ``InvalidArgument``); a torch without a working int8 product raises ``InstallationError``."""
-        if self.device.type != "cpu":
-            raise InvalidArgument(f"int8 encoding runs on CPU; this encoder is on {self.device}")
-        from .quantization import SAMPLE_TEXTS, check_int8_matmul, input_maxima, quantize_linears
-
-        texts = check_texts(SAMPLE_TEXTS if sample_texts is None else sample_texts)
-        if not texts:
-            raise InvalidArgument(
-                "sample_texts is empty: give texts like those that will be encoded, or None"
-            )
-        fingerprint = self.weights_fingerprint
-        check_int8_matmul()
-        # calibrated on a private copy: searches on this encoder meanwhile are neither recorded nor slowed
-        model = copy.deepcopy(self.model)
-        probe = copy.copy(self)
-        probe.model, probe.backbone = model, backbone_for(model)
-        maxima = input_maxima(model, lambda: probe.encode(texts, [self.full_view], show_progress=False))
-        model = quantize_linears(model, maxima, inplace=True)
-        other = copy.copy(self)
-        other.model, other.backbone, other.heads = model, backbone_for(model), dict(self.heads)
-        other._weights_fingerprint = fingerprint
-        other.name = f"{self.name} (int8)" if self.name else "int8"
-        return other
+        return quantize_encoder(self, sample_texts)
 
     def stacked(self, layer: int) -> bool:
         """Whether the head of ``layer`` reads the pooled states of layers ``1 .. layer`` (see

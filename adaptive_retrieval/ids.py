@@ -48,6 +48,8 @@ class IdMap:
         self._staged_set: set[DocId] = set()
         self._staged_keys: list[Hashable] = []
         self._staged_key_set: set[Hashable] = set()
+        self._first = 0  # the first row of the write in progress
+        self._last: tuple[int, list[DocId], list[Hashable]] = (0, [], [])  # the last commit's rows
         self.stage(list(ids))
         self.commit()
 
@@ -111,6 +113,8 @@ class IdMap:
                 map, two ids sharing an engine key; nothing of ``ids`` is staged.
         """
         first = len(self._ids) + len(self._staged)
+        if not self._staged:  # a new write: where its rows begin
+            self._first, self._last = first, (first, [], [])
         seen: set[DocId] = set()
         for doc_id in ids:
             if doc_id in self._row or doc_id in self._staged_set or doc_id in seen:
@@ -141,17 +145,31 @@ class IdMap:
         """Nothing to prepare: committing is a list extension."""
 
     def commit(self) -> None:
-        """Make the staged ids rows; done last in a transaction (it cannot fail half-way)."""
+        """Make the staged ids rows (searches are kept out by the caller's write lock)."""
         first = len(self._ids)
         if self.key is not None:
             self._row_of_key.update((k, first + i) for i, k in enumerate(self._staged_keys))
             self._keys.extend(self._staged_keys)
         self._row.update((d, first + i) for i, d in enumerate(self._staged))
         self._ids.extend(self._staged)
+        self._last = (first, self._staged, self._staged_keys)  # what a roll-back after this commit removes
         self._clear()
 
-    def rollback(self) -> None:
-        """Forget the staged ids."""
+    def rollback(self, committed: bool = False) -> None:
+        """Forget the staged ids; ``committed``: the last :meth:`commit` had returned (a later store of the
+        transaction failed), so its rows go too. Safe after a commit interrupted half-way."""
+        if not committed and not self._staged:  # nothing staged: nothing to undo
+            self._clear()
+            return
+        first, ids, keys = self._last if committed else (self._first, self._staged, self._staged_keys)
+        for doc_id in ids:
+            if self._row.get(doc_id, -1) >= first:
+                del self._row[doc_id]
+        for key in keys:
+            if self._row_of_key.get(key, -1) >= first:
+                del self._row_of_key[key]
+        del self._ids[first:], self._keys[first:]
+        self._last = (len(self._ids), [], [])
         self._clear()
 
     def _clear(self) -> None:

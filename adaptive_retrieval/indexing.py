@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .adapt import Adaptation, adapt_encoder, project_fine
+from .adapt import Adaptation, adapt_encoder, check_adaptation, project_fine
 from .backends import EngineOptions, create_engine, engine_options
 from .checks import positive_int
 from .corpus import Corpus, DocId, chunks, iter_records
@@ -265,6 +265,10 @@ def from_vectors(
             (CorpusTypeError: of the wrong type).
     """
     options = engine_options(backend, None, faiss_options)
+    # checked before the engine exists: a refusal leaves no collection or file behind
+    check_adaptation(
+        adaptation, encoder.check_view(coarse, name="coarse"), encoder.check_view(fine, name="fine")
+    )
     retriever = empty(cls, encoder, coarse, fine, candidates, options)
     retriever.set_adaptation(adaptation)
     with discarding(retriever):

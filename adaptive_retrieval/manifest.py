@@ -22,7 +22,7 @@ from .backends import Backend, open_engine
 from .corpus import DocId
 from .documents import DocumentStore
 from .encoder import Encoder
-from .errors import IndexDamaged, InvalidArgument, ModelMismatch, ModelNotFound
+from .errors import CorpusError, IndexDamaged, InvalidArgument, ModelMismatch, ModelNotFound
 from .scratch import sweep
 from .shortlist import Calibration
 from .storage import (
@@ -299,11 +299,19 @@ def load(
         >>> retriever = Retriever.load("my-index", verify="full")  # doctest: +SKIP
     """
     opened = open_index(Path(path), model, verify=verify, mmap=mmap, backend_options=backend_options)
-    retriever = cls(
-        opened.encoder, opened.coarse, opened.fine, opened.engine, opened.doc_ids,
-        candidates=opened.candidates, adaptation=opened.adaptation, calibration=opened.calibration,
-        documents=opened.documents,
-    )  # fmt: skip
+    try:
+        retriever = cls(
+            opened.encoder, opened.coarse, opened.fine, opened.engine, opened.doc_ids,
+            candidates=opened.candidates, adaptation=opened.adaptation, calibration=opened.calibration,
+            documents=opened.documents,
+        )  # fmt: skip
+    except BaseException as err:  # e.g. a repeated id: nothing of the index stays open
+        opened.engine.close()
+        if opened.documents is not None:
+            opened.documents.close()
+        if isinstance(err, (CorpusError, InvalidArgument)):
+            raise IndexDamaged(f"the index at {str(path)!r} is damaged: {err}") from None
+        raise
     if opened.digest is not None:
         retriever._manifests[Path(path).resolve()] = opened.digest
     retriever._drop_stale_calibration()  # e.g. an engine's collection that other processes grew

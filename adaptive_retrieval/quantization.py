@@ -23,11 +23,14 @@ float32's, one query at a time; the figures, with their results files, are in do
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from .backbones import backbone_for
+from .corpus import check_texts
 from .errors import InstallationError, InvalidArgument
 
 LEVELS = 127  # symmetric int8: -127 .. 127
@@ -172,4 +175,27 @@ def quantize_linears(
             smooth = smoothing_factors(child, maxima[name], alpha) if name in maxima else None
             parent, _, attr = name.rpartition(".")
             setattr(other.get_submodule(parent) if parent else other, attr, Int8Linear(child, smooth))
+    return other
+
+
+def quantize_encoder(encoder: Any, sample_texts: Sequence[str] | None = None) -> Any:
+    """:meth:`adaptive_retrieval.Encoder.quantized`: a copy of ``encoder`` whose linear layers run in
+    int8, calibrated on ``sample_texts`` (default :data:`SAMPLE_TEXTS`); ``encoder`` is left as it was."""
+    if encoder.device.type != "cpu":
+        raise InvalidArgument(f"int8 encoding runs on CPU; this encoder is on {encoder.device}")
+    texts = check_texts(SAMPLE_TEXTS if sample_texts is None else sample_texts)
+    if not texts:
+        raise InvalidArgument("sample_texts is empty: give texts like those that will be encoded, or None")
+    fingerprint = encoder.weights_fingerprint
+    check_int8_matmul()
+    # calibrated on a private copy: searches on this encoder meanwhile are neither recorded nor slowed
+    model = copy.deepcopy(encoder.model)
+    probe = copy.copy(encoder)
+    probe.model, probe.backbone = model, backbone_for(model)
+    maxima = input_maxima(model, lambda: probe.encode(texts, [encoder.full_view], show_progress=False))
+    model = quantize_linears(model, maxima, inplace=True)
+    other = copy.copy(encoder)
+    other.model, other.backbone, other.heads = model, backbone_for(model), dict(encoder.heads)
+    other._weights_fingerprint = fingerprint
+    other.name = f"{encoder.name} (int8)" if encoder.name else "int8"
     return other

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .corpus import DocId
+from .documents import DocumentStore
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,19 @@ class SearchTimings:
         self.layers += queries * layers
         self.shortlists += read
         self.coarse_queries[coarse_query] = self.coarse_queries.get(coarse_query, 0) + queries
+
+
+def hits_of(
+    ids: Sequence[DocId], documents: DocumentStore | None, D: np.ndarray, I: np.ndarray
+) -> list[list[Hit]]:
+    """The funnel's ``(D, I)`` rows as :class:`Hit` lists, one per query (``-1`` padding left out), each
+    hit with its text and metadata when ``documents`` holds them (read in one query for the batch)."""
+    stored = {} if documents is None else documents.get([ids[i] for i in I[I >= 0].tolist()])
+    return [
+        [
+            Hit(ids[i], float(s), rank, *DocumentStore.lookup(stored, ids[i]))
+            for rank, (s, i) in enumerate(zip(ds, rows), start=1)
+            if i >= 0
+        ]
+        for ds, rows in zip(D, I)
+    ]

@@ -22,18 +22,18 @@ from typing import Any
 import numpy as np
 
 from . import calibration, indexing, manifest
-from .adapt import Adaptation, project_fine
+from .adapt import Adaptation, check_adaptation, project_fine
 from .backends import Backend
 from .checks import check_queries, check_query, positive_int
 from .corpus import DocId
 from .documents import DocumentStore
 from .encoder import Encoder
-from .errors import InvalidArgument, InvalidArgumentType, RetrieverClosed
+from .errors import InvalidArgument, RetrieverClosed
 from .ids import IdMap
 from .indexing import CHUNK_SIZE, projection_of
 from .locks import ReadWriteLock
 from .querying import QueryPrecision, encode_queries, resolve_coarse_query, shortlist_plan
-from .results import Hit, SearchTimings
+from .results import Hit, SearchTimings, hits_of
 from .shortlist import Calibration
 from .views import View
 from .writer import IndexWriter
@@ -113,13 +113,9 @@ class Retriever:
     # ----------------------------------------------------------------------------------------- add
 
     def add_vectors(
-        self,
-        doc_ids: Sequence[DocId],
-        coarse_vectors: np.ndarray,
-        fine_vectors: np.ndarray,
-        texts: Sequence[str] | None = None,
-        metadata: Sequence[Any] | None = None,
-    ) -> None:
+        self, doc_ids: Sequence[DocId], coarse_vectors: np.ndarray, fine_vectors: np.ndarray,
+        texts: Sequence[str] | None = None, metadata: Sequence[Any] | None = None,
+    ) -> None:  # fmt: skip
         """Add documents whose view vectors are already computed (by this encoder, at these views; in an
         index with a :attr:`projection`, coarse vectors made by :meth:`project`), all-or-nothing.
 
@@ -190,28 +186,23 @@ class Retriever:
             RetrieverClosed: the retriever was closed.
         """
         check_query(query)
-        return self._hits(self._search([query], k, candidates, coarse_query, None, None, knobs))[0]
+        return hits_of(
+            self.ids, self.documents, *self._search([query], k, candidates, coarse_query, None, None, knobs)
+        )[0]
 
     def search_batch(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
         batch_size: int | None = None, timings: SearchTimings | None = None, **knobs: Any,
     ) -> list[list[Hit]]:  # fmt: skip
-        """:meth:`search` for many queries, encoded ``batch_size`` at a time.
-
-        Args:
-            queries: a non-empty list of non-empty strings (``k``, ``candidates``, ``coarse_query``,
-                ``**knobs``: as :meth:`search` takes them); ``batch_size``: default the encoder's.
-            timings: if given, accumulates the seconds of each stage and what the searches ran.
-
-        Returns:
-            One list of hits per query, in the queries' order.
-
-        Raises:
-            QueryError: no queries, or an empty one (QueryTypeError: a string, or a query not a string).
-            InvalidArgument, RetrieverClosed: as :meth:`search`.
-        """
+        """:meth:`search` for a non-empty list of queries, encoded ``batch_size`` at a time (default the
+        encoder's); one list of hits per query, in order. ``timings``, if given, accumulates the seconds
+        of each stage and what the searches ran. Raises as :meth:`search` does (QueryError: no queries)."""
         queries = check_queries(queries)
-        return self._hits(self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs))
+        return hits_of(
+            self.ids,
+            self.documents,
+            *self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs),
+        )
 
     def search_arrays(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
@@ -273,32 +264,15 @@ class Retriever:
         timings.count(len(queries), self.fine.layer, coarse_query, read.tolist())
         return D, I
 
-    def _hits(self, found: tuple[np.ndarray, np.ndarray]) -> list[list[Hit]]:
-        D, I = found
-        ids = self.ids
-        stored = {} if self.documents is None else self.documents.get([ids[i] for i in I[I >= 0].tolist()])
-        return [
-            [
-                Hit(ids[i], float(s), rank, *DocumentStore.lookup(stored, ids[i]))
-                for rank, (s, i) in enumerate(zip(ds, rows), start=1)
-                if i >= 0
-            ]
-            for ds, rows in zip(D, I)
-        ]
-
     # ------------------------------------------------------------------------------ query settings
 
     def set_query_precision(self, precision: str) -> None:
-        """Encode queries in ``"float32"`` (the default) or ``"int8"`` (:meth:`adaptive_retrieval.Encoder.quantized`;
-        torch >= 2.6); documents are always encoded in float32. ``python -m benchmarks.bench_int8``
-        measures both on your CPU (figures: docs/measurements.md).
-
-        Args:
-            precision: ``"float32"`` or ``"int8"``.
+        """Encode queries in ``"float32"`` (the default) or ``"int8"`` (a copy made at the next search by
+        :meth:`adaptive_retrieval.Encoder.quantized`, raising what it raises); documents stay float32.
+        ``python -m benchmarks.bench_int8`` measures both on your CPU (figures: docs/measurements.md).
 
         Raises:
-            InvalidArgument: another precision. (The int8 copy is made at the next search, which raises
-                what :meth:`adaptive_retrieval.Encoder.quantized` raises.)
+            InvalidArgument: a precision other than ``"float32"`` or ``"int8"``.
         """
         self._precision.set(precision)
 
@@ -317,31 +291,10 @@ class Retriever:
         return self._precision.encoder(self.encoder)
 
     def set_adaptation(self, adaptation: Adaptation | None) -> None:
-        """Set what was fitted to this corpus (the ``adaptation`` attribute), checked against the views.
-
-        Args:
-            adaptation: what :func:`adaptive_retrieval.adapt.adapt_encoder` returned, or ``None``.
-
-        Raises:
-            InvalidArgumentType: not an ``Adaptation``.
-            InvalidArgument: fitted for another coarse view, or a projection of the wrong shape.
-        """
-        if adaptation is not None:
-            if not isinstance(adaptation, Adaptation):
-                raise InvalidArgumentType(
-                    f"adaptation must be an Adaptation, got {type(adaptation).__name__}"
-                )
-            if (adaptation.layer, adaptation.dim) != self.coarse.as_tuple():
-                raise InvalidArgument(
-                    f"adaptation was fitted for the coarse view ({adaptation.layer}, {adaptation.dim}), not {self.coarse}"
-                )
-            p = adaptation.projection
-            if p is not None and p.shape != (self.fine.dim, self.coarse.dim):
-                raise InvalidArgument(
-                    f"adaptation.projection is {p.shape}, the views need {(self.fine.dim, self.coarse.dim)}"
-                )
+        """Set what was fitted to this corpus (``adaptation``: what :func:`adaptive_retrieval.adapt.adapt_encoder`
+        returned, or ``None``), refused as :func:`adaptive_retrieval.adapt.check_adaptation` refuses it."""
         #: what the build fitted to its corpus (:mod:`adaptive_retrieval.adapt`); ``None``: not adapted
-        self.adaptation = adaptation
+        self.adaptation = check_adaptation(adaptation, self.coarse, self.fine)
 
     @property
     def fitted_head(self) -> bool:
@@ -355,14 +308,9 @@ class Retriever:
         return projection_of(self.adaptation)
 
     def project(self, fine_vectors: np.ndarray) -> np.ndarray:
-        """Fine view vectors as this index's coarse vectors (:attr:`projection`, then normalised): how its
-        documents' coarse vectors and its ``"projected"`` queries are made.
-
-        Args:
-            fine_vectors: ``(n, fine_dim)``.
-
-        Returns:
-            ``(n, coarse_dim)`` float32, L2-normalised.
+        """Fine view vectors ``(n, fine_dim)`` as this index's coarse vectors, ``(n, coarse_dim)`` float32
+        (:attr:`projection`, then L2-normalised): how its documents' coarse vectors and its
+        ``"projected"`` queries are made.
 
         Raises:
             InvalidArgument: the index has no projection (no coarse head was fitted to its corpus).
@@ -374,13 +322,8 @@ class Retriever:
         return project_fine(fine_vectors, self.projection)
 
     def resolve_coarse_query(self, coarse_query: str | None = None) -> str:
-        """The coarse query a search with ``coarse_query=`` runs.
-
-        Args:
-            coarse_query: ``"projected"``, ``"early"`` or ``None`` (``"projected"`` with a :attr:`projection`).
-
-        Returns:
-            ``"projected"`` or ``"early"``.
+        """The coarse query (``"projected"`` or ``"early"``) a search with ``coarse_query=`` runs: ``None``
+        gives ``"projected"`` in an index with a :attr:`projection`, else ``"early"``.
 
         Raises:
             InvalidArgument: another value, or ``"projected"`` in an index without a projection.
@@ -391,25 +334,21 @@ class Retriever:
 
     def as_langchain(self, k: int = 4, **search_kwargs: Any) -> Any:
         """This retriever as a LangChain ``BaseRetriever`` returning ``k`` hits, ``search_kwargs`` passed to
-        :meth:`search` (needs ``store_text=True`` and langchain-core): see
-        :class:`adaptive_retrieval.integrations.langchain.LangChainRetriever`.
+        :meth:`search`: :class:`adaptive_retrieval.integrations.langchain.LangChainRetriever`.
 
         Raises:
-            InvalidArgument: ``k`` not a positive int. ImportError: langchain-core is not installed.
-            ValueError: an index that stores no texts (pydantic's ``ValidationError`` around InvalidArgument).
+            InvalidArgument: ``k`` not a positive int, or no texts stored (build with ``store_text=True``).
+            ImportError: langchain-core is not installed.
         """
+        from .integrations import check_texts
         from .integrations.langchain import LangChainRetriever
 
+        check_texts(self)  # here, not inside pydantic's validation, which would wrap the error
         return LangChainRetriever(retriever=self, k=positive_int(k, "k"), search_kwargs=search_kwargs)
 
     def as_llama_index(self, k: int = 4, **search_kwargs: Any) -> Any:
-        """This retriever as a LlamaIndex ``BaseRetriever`` returning ``k`` hits, ``search_kwargs`` passed
-        to :meth:`search` (needs ``store_text=True`` and llama-index-core): see
-        :class:`adaptive_retrieval.integrations.llama_index.LlamaIndexRetriever`.
-
-        Raises:
-            InvalidArgument: ``k`` not a positive int, or no texts stored. ImportError: no llama-index-core.
-        """
+        """This retriever as a LlamaIndex ``BaseRetriever``: as :meth:`as_langchain`, for llama-index-core
+        (:class:`adaptive_retrieval.integrations.llama_index.LlamaIndexRetriever`)."""
         from .integrations.llama_index import LlamaIndexRetriever
 
         return LlamaIndexRetriever(self, k=positive_int(k, "k"), search_kwargs=search_kwargs)

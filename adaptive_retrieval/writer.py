@@ -6,7 +6,7 @@ goes through :class:`Transaction`, the same protocol for each of them:
 
 1. *stage*: each store takes its part, invisible to searches (the engine's new rows, the texts, the ids);
 2. *prepare*: each store does what can run beside searches (e.g. a new HNSW graph holding the rows);
-3. *commit*, under the retriever's write lock: each store makes its part visible, the id map last;
+3. *commit*, under the retriever's write lock: each store makes its part visible, the engine last;
 4. *rollback* on any error before the last commit returns: each store undoes its part, committed or not,
    so that the index is exactly as it was.
 
@@ -80,7 +80,7 @@ class DocumentWrite:
 
 @dataclass
 class IdWrite:
-    """The id map's part of a write: the ids it staged (committed last: it cannot fail half-way)."""
+    """The id map's part of a write: the ids it staged."""
 
     ids: IdMap
 
@@ -91,16 +91,17 @@ class IdWrite:
         self.ids.commit()
 
     def rollback(self, committed: bool) -> None:
-        self.ids.rollback()
+        self.ids.rollback(committed)
 
 
 class Transaction:
     """Prepare, commit or roll back ``participants`` together (see the module docstring). Roll-back runs
-    in the participants' order too: the id map, last, still names the staged rows for the others.
+    in the participants' order too. The engine commits last: a participant committed before it is
+    rolled back with ``committed=True`` if the engine's commit fails.
 
     Args:
         lock: the retriever's read-write lock; commits run under its write side.
-        participants: the stores, each with its part staged, the id map last.
+        participants: the stores, each with its part staged, the engine last.
         after: run under the write lock once every participant has committed.
     """
 
@@ -136,23 +137,25 @@ class Transaction:
             BaseException: whatever a participant raised (a library error, ``KeyboardInterrupt``...),
                 after every participant was rolled back.
         """
+        done = 0
         try:
             for p in self.participants:
                 p.prepare()
+            with self.lock.write():  # no search sees a part of the write, nor a roll-back's middle
+                try:
+                    for p in self.participants:
+                        p.commit()
+                        done += 1
+                except BaseException:
+                    self.rollback(done)
+                    done = -1  # rolled back here, under the lock
+                    raise
+                if self.after is not None:
+                    self.after()
         except BaseException:
-            self.rollback()
+            if done == 0:  # failed in prepare, or interrupted while waiting for the lock
+                self.rollback()
             raise
-        with self.lock.write():  # no search sees a part of the write, nor a roll-back's middle
-            done = 0
-            try:
-                for p in self.participants:
-                    p.commit()
-                    done += 1
-            except BaseException:
-                self.rollback(done)
-                raise
-            if self.after is not None:
-                self.after()
 
 
 def row_norms(vectors: np.ndarray, rows: int = 4096) -> np.ndarray:
@@ -220,7 +223,7 @@ class IndexWriter:
 
     def _add(self, batches: Iterable[tuple[Any, ...]]) -> int:
         participants: list[Participant] = [] if self.documents is None else [DocumentWrite(self.documents)]
-        participants += [EngineWrite(self.engine, len(self.ids)), IdWrite(self.ids)]
+        participants += [IdWrite(self.ids), EngineWrite(self.engine, len(self.ids))]  # the engine last
         transaction = Transaction(self.lock, participants, self.after_commit)
         try:
             position = 0

@@ -7,7 +7,7 @@ Fails (exit status 1, each offender listed) on:
     (``TYPE_CHECKING`` included). ``from pkg import name`` is an import of ``pkg.name`` when that is a
     module, else of ``pkg`` (its ``__init__``). A parent package that Python runs first on the way to a
     submodule is not counted: the edges are the imports the code writes;
-(b) a module of the package over 600 lines, or a class over 400 lines;
+(b) a module of the package over 600 lines, or a class over 400 lines (Retriever: 350);
 (c) an edit of ``sys.path`` in any ``.py`` file of the repository (``.venv`` and hidden folders aside);
 (d) a private name of the package (one starting with ``_``, dunders aside) used by ``evals/``,
     ``benchmarks/`` or ``training/``: ``from adaptive_retrieval.x import _y``, ``import
@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "adaptive_retrieval"
 MAX_MODULE_LINES = 600
 MAX_CLASS_LINES = 400
+#: Classes held to a tighter limit: the façade stays thin.
+CLASS_LIMITS = {"Retriever": 350}
 SCRIPT_DIRS = ("evals", "benchmarks", "training")
 SKIP_DIRS = {"__pycache__", "build", "dist", "node_modules"}  # besides hidden folders (.venv, .git, ...)
 #: named tuples' public methods and fields, spelled with a leading underscore
@@ -177,9 +179,10 @@ def check_sizes(trees: dict[str, tuple[Path, ast.Module]]) -> list[str]:
             if isinstance(node, ast.ClassDef):
                 first = min([node.lineno] + [d.lineno for d in node.decorator_list])
                 length = (node.end_lineno or node.lineno) - first + 1
-                if length > MAX_CLASS_LINES:
+                limit = CLASS_LIMITS.get(node.name, MAX_CLASS_LINES)
+                if length > limit:
                     problems.append(
-                        f"{rel(path)}:{node.lineno}: class {node.name} of {length} lines (at most {MAX_CLASS_LINES})"
+                        f"{rel(path)}:{node.lineno}: class {node.name} of {length} lines (at most {limit})"
                     )
     return problems
 

@@ -8,7 +8,7 @@ import pytest
 
 from adaptive_retrieval import FaissOptions, Retriever, backends
 from adaptive_retrieval.backends import engine_options
-from adaptive_retrieval.errors import CorpusError, InvalidArgument
+from adaptive_retrieval.errors import CorpusError, IndexDamaged, InvalidArgument
 from adaptive_retrieval.ids import IdMap
 from adaptive_retrieval.locks import ReadWriteLock
 from adaptive_retrieval.writer import Transaction
@@ -104,3 +104,66 @@ def test_a_dropped_retriever_is_freed_at_once(tiny_encoder):
     gone = weakref.ref(r)
     del r
     assert gone() is None
+
+
+class InterruptedLock(ReadWriteLock):
+    """A lock whose write side is interrupted while waiting (Ctrl-C while searches finish)."""
+
+    def write(self):  # type: ignore[override]
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_while_waiting_for_the_lock_rolls_back_every_participant():
+    log: list = []
+    with pytest.raises(KeyboardInterrupt):
+        Transaction(InterruptedLock(), [Store(log, "a"), Store(log, "b")]).commit()
+    assert log[-2:] == [("a", "rollback"), ("b", "rollback")]
+
+
+def test_the_id_map_undoes_a_commit_and_a_half_done_one():
+    ids = IdMap(["a"], key=str.upper)
+    ids.stage(["b", "c"])
+    ids.commit()
+    ids.rollback(committed=True)  # a later store of the transaction failed
+    assert list(ids.ids) == ["a"] and "b" not in ids and ids.row_of_key("B") is None and ids.stage(["b"]) == 1
+    ids.rollback()
+    ids.stage(["d", "e"])
+    ids._row["d"] = 1  # a commit interrupted after its first step
+    ids._row_of_key["D"] = 1
+    ids.rollback()
+    assert list(ids.ids) == ["a"] and "d" not in ids and ids.row_of_key("D") is None
+    ids.stage([])  # a write that staged nothing rolls back nothing
+    ids.rollback()
+    assert list(ids.ids) == ["a"]
+
+
+def test_an_engine_failing_its_commit_leaves_ids_and_rows_as_they_were(tiny_encoder, monkeypatch):
+    texts = random_texts(20, seed=5)
+    r = Retriever.build(texts, model=tiny_encoder, coarse=(2, 16), fine=(4, 32), adapt=False)
+    before = [h.doc_id for h in r.search(texts[3])]
+
+    def refuse() -> None:
+        raise RuntimeError("engine commit failed")
+
+    monkeypatch.setattr(r.backend, "commit", refuse)
+    with pytest.raises(RuntimeError, match="engine commit failed"):
+        r.add({"new": "a new document about cells"})
+    monkeypatch.undo()
+    assert len(r) == len(r.backend) == 20 and "new" not in r.ids and len(r.backend.fine_store) == 20
+    assert [h.doc_id for h in r.search(texts[3])] == before
+    r.add({"new": "a new document about cells"})  # the same id goes in afterwards
+    assert len(r) == 21 and r.ids.row("new") == 20
+
+
+def test_a_saved_index_with_a_repeated_id_is_refused_as_damaged_and_closed(tiny_encoder, tmp_path):
+    import json
+
+    r = Retriever.build(
+        random_texts(6, seed=6), model=tiny_encoder, coarse=(2, 16), fine=(4, 32), adapt=False
+    )
+    r.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    ids_file = tmp_path / "idx" / manifest["files"]["ids"]
+    ids_file.write_text(json.dumps([0, 1, 2, 3, 4, 4]))  # the same size, so only the ids are wrong
+    with pytest.raises(IndexDamaged, match="'4' is already|4 is already"):
+        Retriever.load(tmp_path / "idx", model=tiny_encoder, verify=False)

@@ -67,7 +67,10 @@ def engine_options(
         >>> engine_options("faiss", {"index": "HNSW32"})
         FaissOptions(index='HNSW32', fine_dtype='float16', fine_path=None, train_size=100000)
     """
-    legacy = {name: value for name, value in (faiss_options or {}).items()}
+    legacy = dict(faiss_options or {})
+    unexpected = sorted(set(legacy) - set(LEGACY_FAISS_ARGUMENTS))
+    if unexpected:  # as Python says it for any function
+        raise InvalidArgumentType(f"got an unexpected keyword argument {unexpected[0]!r}")
     if isinstance(backend, EngineOptions):
         if backend_options is not None or legacy:
             raise InvalidArgument(
@@ -84,26 +87,42 @@ def engine_options(
         raise InvalidArgument(f"backend={backend!r} is not known; choose one of {', '.join(ENGINES)}")
     options_class = ENGINES[backend].Options
     if legacy:
-        if backend != "faiss":
-            name = next(iter(legacy))
-            raise InvalidArgument(
-                f"{name}= applies to the FAISS backend; {backend} takes its options as "
-                f"backend={options_class.__name__}(...) (see adaptive_retrieval.backends)"
-            )
+        _warn_legacy(legacy)
+        if backend != "faiss":  # as before options objects: FAISS's defaults pass, anything else is refused
+            FaissOptions(**legacy)  # a bad value is refused as for FAISS
+            given = {
+                n: v
+                for n, v in legacy.items()
+                if n in ("index", "fine_path") and v != getattr(FaissOptions, n)
+            }
+            if given:
+                name = next(iter(given))
+                raise InvalidArgument(
+                    f"{name}= applies to the FAISS backend; {backend} takes its options as "
+                    f"backend={options_class.__name__}(...) (see adaptive_retrieval.backends)"
+                )
+            return options_class.from_dict(backend_options)
         if backend_options is not None:
             raise InvalidArgument(
                 "backend_options apply to backend='qdrant' or 'milvus'; give FaissOptions(...)"
             )
-        for name in legacy:
-            if name not in _LEGACY_WARNED:
-                _LEGACY_WARNED.add(name)
-                warnings.warn(
-                    f"{name}= is deprecated as a build argument; give backend=FaissOptions({name}=...)",
-                    DeprecationWarning,
-                    stacklevel=3,
-                )
         return options_class(**legacy)
     return options_class.from_dict(backend_options)
+
+
+#: The FAISS options that ``Retriever.build`` took as arguments before :class:`FaissOptions`.
+LEGACY_FAISS_ARGUMENTS = ("index", "fine_dtype", "fine_path", "train_size")
+
+
+def _warn_legacy(legacy: dict[str, Any]) -> None:
+    for name in legacy:
+        if name not in _LEGACY_WARNED:
+            _LEGACY_WARNED.add(name)
+            warnings.warn(
+                f"{name}= is deprecated as a build argument; give backend=FaissOptions({name}=...)",
+                DeprecationWarning,
+                stacklevel=4,
+            )
 
 
 def create_engine(options: EngineOptions, coarse_dim: int, fine_dim: int) -> Backend:
@@ -154,7 +173,7 @@ def open_engine(
 def make_backend(name: str, coarse_dim: int, fine_dim: int, options: dict[str, Any]) -> Backend:
     """Deprecated (a ``DeprecationWarning``, once): :func:`create_engine` with :func:`engine_options`."""
     _warn_renamed("make_backend", "create_engine(engine_options(name, options), coarse_dim, fine_dim)")
-    return create_engine(ENGINES[name].Options.from_dict(options), coarse_dim, fine_dim)
+    return create_engine(engine_options(name, options), coarse_dim, fine_dim)
 
 
 def open_backend(

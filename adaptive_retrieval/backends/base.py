@@ -70,10 +70,6 @@ class EngineOptions:
             )
         return cls(**options)
 
-    def as_kwargs(self) -> dict[str, Any]:
-        """The options as keyword arguments (shallow: a client given stays that client)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
 
 class Backend(ABC):
     """What the retriever needs of an engine (see the module docstring)."""
@@ -273,11 +269,28 @@ class Backend(ABC):
             ``(D, I, fallbacks, read)``, as :meth:`rerank` returns them.
         """
         t0 = time.perf_counter()
-        _, candidates = self.coarse_search(coarse_q, shortlist, params)
-        t1 = time.perf_counter()
-        found = self.rerank(fine_q, candidates, k, patience=patience)
+        served = (
+            None if patience is not None else self.funnel_in_engine(coarse_q, fine_q, k, shortlist, params)
+        )
+        if served is None:
+            _, candidates = self.coarse_search(coarse_q, shortlist, params)
+            t1 = time.perf_counter()
+            found = self.rerank(fine_q, candidates, k, patience=patience)
+        else:
+            D, I, read, t1 = served
+            D, I, fallbacks = self.fallback(fine_q, k, D, I)
+            found = D, I, fallbacks, read
         clock(seconds, t0, t1)
         return found
+
+    def funnel_in_engine(
+        self, coarse_q: np.ndarray, fine_q: np.ndarray, k: int, shortlist: int, params: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+        """Optional: the fixed-shortlist funnel run where the vectors live (both stages in the engine),
+        for :meth:`search`, which then applies :meth:`fallback`. Returns ``(D, I, read, t1)`` (``t1``:
+        ``time.perf_counter()`` when the coarse stage ended), or ``None`` to take the generic path
+        (:meth:`coarse_search`, then :meth:`rerank` over :meth:`fine_scores`), as the base does."""
+        return None
 
     def rerank(
         self, fine_q: np.ndarray, candidates: np.ndarray, k: int, *, patience: int | None = None

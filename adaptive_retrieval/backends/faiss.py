@@ -175,8 +175,10 @@ class FaissBackend(Backend):
         if self._spill is not None:
             self._spill.close()
             self._spill = None
-        self.coarse_index.remove_from(start)
-        self.fine_store.truncate(min(start, len(self.fine_store)))
+        try:
+            self.coarse_index.remove_from(start)
+        finally:  # the fine rows go whatever the coarse index can do
+            self.fine_store.truncate(min(start, len(self.fine_store)))
 
     def coarse_search(
         self, coarse_q: np.ndarray, depth: int, params: Any = None

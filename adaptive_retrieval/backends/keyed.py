@@ -20,13 +20,14 @@ import logging
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Hashable
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..corpus import DocId
-from ..errors import CorpusError
-from .base import Backend
+from ..errors import CorpusError, InvalidArgumentType
+from .base import Backend, EngineOptions
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,55 @@ class KeyedBackend(Backend):
     #: whether each document written carries its add's token (a field the collection may require)
     _tags_adds: bool = True
 
+    @classmethod
+    def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> KeyedBackend:
+        """A new collection for views of these dimensions, made as the engine's options say."""
+        return cls(coarse_dim, fine_dim, options)
+
+    #: the ``Retriever.load(backend_options=...)`` keys that say where a saved collection lives now
+    WHERE: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def open(
+        cls, directory: Path, manifest: dict[str, Any], *, drop_uncommitted: bool = False, **where: Any
+    ) -> tuple[KeyedBackend, list[DocId]]:
+        """Reattach to the collection a saved manifest names, where it was saved or where ``where`` says
+        (the engine's :attr:`WHERE` keys: a ``client``, a server address). Every document of a committed
+        add becomes a row; ``drop_uncommitted`` deletes the others (see :meth:`adopt`).
+
+        Raises:
+            InvalidArgumentType: a key that is not one of :attr:`WHERE` (a ``TypeError``, as an unknown
+                keyword argument is).
+            IndexDamaged: the collection does not exist (any more) there.
+        """
+        unknown = sorted(set(where) - set(cls.WHERE))
+        if unknown:
+            raise InvalidArgumentType(
+                f"backend_options to reopen a {cls.name} collection take {', '.join(cls.WHERE)} and "
+                f"drop_uncommitted, not {unknown[0]!r}"
+            )
+        options = cls.saved_options(manifest["backend"], where)
+        backend = cls(manifest["coarse"][1], manifest["fine"][1], options, existing=True)
+        try:
+            keys, doc_ids, tokens = backend.stored_documents()
+            return backend, backend.adopt(keys, doc_ids, tokens, drop_uncommitted)
+        except BaseException:
+            backend.close()
+            raise
+
+    @classmethod
+    @abstractmethod
+    def saved_options(cls, entry: dict[str, Any], where: dict[str, Any]) -> EngineOptions:
+        """The options that reach a saved collection: the manifest's ``backend`` entry, overridden by
+        ``where``."""
+
+    @abstractmethod
+    def stored_documents(self) -> tuple[list[Any], list[DocId], list[str | None] | None]:
+        """Every document the reopened collection holds: keys, ids and, per document, the token of its
+        add when that add has not committed (``None`` for the others); the token list is ``None`` for a
+        collection made before adds were recorded (every document is adopted). Raises
+        :class:`adaptive_retrieval.errors.IndexDamaged` when the collection does not exist."""
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -83,7 +133,7 @@ class KeyedBackend(Backend):
         collection adopts the add whole. Should anything fail after it, :meth:`rollback` removes the
         record before the documents."""
         token = self._add_token
-        if self.ids.staged and token is not None and self._records_commits and self._recorded != token:
+        if self._written and token is not None and self._records_commits and self._recorded != token:
             self._record_commit(token)
             self._recorded = token
 
@@ -166,6 +216,25 @@ class KeyedBackend(Backend):
                 "with Retriever.load to see its documents (backend_options={'drop_uncommitted': True} "
                 "deletes uncommitted adds' documents, when no writer is adding)"
             )
+
+    @abstractmethod
+    def _ask(
+        self, field: str, params: Any = None
+    ) -> Callable[[np.ndarray, int], tuple[list[list[Any]], list[list[float]]]]:
+        """``ask(vectors, limit)``: the engine's nearest documents by the ``"coarse"`` or ``"fine"`` vectors
+        (keys and scores per query), one batched request, with these search parameters."""
+
+    def _exact_params(self) -> Any:
+        """The search parameters that make a fine search exact (``None``: it always is)."""
+        return None
+
+    def coarse_search(
+        self, coarse_q: np.ndarray, depth: int, params: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.known_rows(self._ask("coarse", params), coarse_q, depth)
+
+    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.known_rows(self._ask("fine", self._exact_params()), fine_q, k)
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)

@@ -32,14 +32,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..corpus import DocId
-from ..errors import CorpusError, EngineError, IndexConflict, InvalidArgument
-from .base import EngineOptions, clock
+from ..errors import CorpusError, IndexConflict, IndexDamaged, InvalidArgument
+from .base import EngineOptions
 from .keyed import COMMITS_SUFFIX, KeyedBackend, point_key
 
 try:
@@ -138,20 +137,10 @@ class MilvusBackend(KeyedBackend):
     _MAX_LIMIT = 16_384  # Milvus's largest topk
 
     def __init__(
-        self,
-        coarse_dim: int,
-        fine_dim: int,
-        *,
-        uri: str | None = None,
-        token: str | None = None,
-        collection: str | None = None,
-        client: Any = None,
-        coarse_index: str = "FLAT",
-        coarse_index_params: dict[str, Any] | None = None,
-        rerank: str = "fetch",
-        upload_batch: int = 1000,
-        _existing: bool = False,
+        self, coarse_dim: int, fine_dim: int, options: MilvusOptions, *, existing: bool = False
     ) -> None:
+        o = options
+        uri, client, rerank = o.uri, o.client, o.rerank
         if MilvusClient is None:
             raise ImportError(
                 "backend='milvus' needs pymilvus (and milvus-lite for a local file): "
@@ -169,15 +158,15 @@ class MilvusBackend(KeyedBackend):
             raise InvalidArgument("give backend_options client= or uri=, not both")
         self._own_client = client is None
         self.uri = None if client is not None else str(uri)
-        self.client = client if client is not None else MilvusClient(self.uri, token=token or "")
+        self.client = client if client is not None else MilvusClient(self.uri, token=o.token or "")
         if self._own_client and _is_lite(self.uri):
             _lite_open(self.uri)
-        self.collection = collection or f"adaptive_retrieval_{uuid.uuid4().hex[:8]}"
+        self.collection = o.collection or f"adaptive_retrieval_{uuid.uuid4().hex[:8]}"
         self.commits = self.collection + COMMITS_SUFFIX
-        self.upload_batch = upload_batch
+        self.upload_batch = o.upload_batch
         self._created = False
-        self._coarse_index: str | None = None if _existing else coarse_index.upper()
-        if _existing:
+        self._coarse_index: str | None = None if existing else o.coarse_index.upper()
+        if existing:
             return
         if self.client.has_collection(self.collection):
             self.close()
@@ -193,7 +182,7 @@ class MilvusBackend(KeyedBackend):
         schema.add_field("add", DataType.VARCHAR, max_length=_TOKEN_CHARS)  # the add's token
         index_params = self.client.prepare_index_params()
         index_params.add_index(
-            "coarse", index_type=coarse_index, metric_type="IP", params=coarse_index_params or {}
+            "coarse", index_type=o.coarse_index, metric_type="IP", params=o.coarse_index_params or {}
         )
         index_params.add_index("fine", index_type="FLAT", metric_type="IP")
         self.client.create_collection(
@@ -221,66 +210,39 @@ class MilvusBackend(KeyedBackend):
             self.commits, schema=schema, index_params=index_params, consistency_level="Strong"
         )
 
-    @classmethod
-    def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> MilvusBackend:
-        return cls(coarse_dim, fine_dim, **options.as_kwargs())
+    WHERE = ("uri", "token", "client", "rerank")
 
     @classmethod
-    def open(
-        cls,
-        directory: Path,
-        manifest: dict[str, Any],
-        *,
-        uri: str | None = None,
-        token: str | None = None,
-        client: Any = None,
-        rerank: str | None = None,
-        drop_uncommitted: bool = False,
-    ) -> tuple[MilvusBackend, list[DocId]]:
-        """Reattach to the collection ``entry`` names (at the saved ``uri``, or ``uri`` / ``client``
-        given here). Every entity of a committed add becomes a row, in the order the engine lists them;
-        ``drop_uncommitted`` deletes the others (see :meth:`adaptive_retrieval.backends.KeyedBackend.adopt`)."""
-        entry = manifest["backend"]
-        if client is None and uri is None:
-            uri = entry.get("uri")
-        backend = cls(
-            manifest["coarse"][1],
-            manifest["fine"][1],
-            uri=uri,
-            token=token,
-            client=client,
-            collection=entry["collection"],
-            rerank=rerank or entry.get("rerank", "fetch"),
-            _existing=True,
-        )
-        if not backend.client.has_collection(backend.collection):
-            backend.close()
-            raise EngineError(
-                f"Milvus collection {entry['collection']!r} does not exist (any more) at {uri!r}"
+    def saved_options(cls, entry: dict[str, Any], where: dict[str, Any]) -> MilvusOptions:
+        where = dict(where)
+        if where.get("client") is None and where.get("uri") is None:  # where it was saved
+            where["uri"] = entry.get("uri")
+        where["rerank"] = where.get("rerank") or entry.get("rerank", "fetch")
+        return MilvusOptions(**where, collection=entry["collection"])
+
+    def stored_documents(self) -> tuple[list[Any], list[DocId], list[str | None] | None]:
+        """Every entity, in the order the engine lists them (its add's token where that add has not
+        committed); a collection released (e.g. by a restart) is loaded again first."""
+        if not self.client.has_collection(self.collection):
+            raise IndexDamaged(
+                f"Milvus collection {self.collection!r} does not exist (any more) at {self.uri!r}"
             )
-        try:
-            # a collection released (e.g. by a restart) is loaded again before it is read
-            backend.client.load_collection(backend.collection)
-            fields = {f["name"] for f in backend.client.describe_collection(backend.collection)["fields"]}
-            backend._tags_adds = "add" in fields  # the schema requires it where it has it
-            backend._records_commits = backend._tags_adds and backend.client.has_collection(backend.commits)
-            committed: set[str] = set()
-            if backend._records_commits:
-                backend.client.load_collection(backend.commits)
-                committed = backend._committed_tokens()
-            keys, doc_ids, tokens = [], [], []
-            wanted = ["key", "doc_id", "add"] if backend._tags_adds else ["key", "doc_id"]
-            for e in backend._entities(backend.collection, wanted):
-                keys.append(int(e["key"]))
-                doc_ids.append(json.loads(e["doc_id"]))
-                token = e.get("add") or None
-                tokens.append(None if token is None or token in committed else token)
-            if not backend._records_commits:
-                return backend, backend.adopt(keys, doc_ids)
-            return backend, backend.adopt(keys, doc_ids, tokens, drop_uncommitted)
-        except BaseException:
-            backend.close()
-            raise
+        self.client.load_collection(self.collection)
+        fields = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
+        self._tags_adds = "add" in fields  # the schema requires it where it has it
+        self._records_commits = self._tags_adds and self.client.has_collection(self.commits)
+        committed: set[str] = set()
+        if self._records_commits:
+            self.client.load_collection(self.commits)
+            committed = self._committed_tokens()
+        keys, doc_ids, tokens = [], [], []
+        wanted = ["key", "doc_id", "add"] if self._tags_adds else ["key", "doc_id"]
+        for e in self._entities(self.collection, wanted):
+            keys.append(int(e["key"]))
+            doc_ids.append(json.loads(e["doc_id"]))
+            token = e.get("add") or None
+            tokens.append(None if token is None or token in committed else token)
+        return keys, doc_ids, tokens if self._records_commits else None
 
     def _entities(self, collection: str, fields: list[str]) -> Iterator[dict[str, Any]]:
         """Every entity of ``collection`` (these fields), as the engine lists them."""
@@ -375,38 +337,20 @@ class MilvusBackend(KeyedBackend):
 
         return ask
 
-    def coarse_search(
-        self, coarse_q: np.ndarray, depth: int, params: Any = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.known_rows(self._ask("coarse", params), coarse_q, depth)
-
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         got = self.client.get(self.collection, ids=keys, output_fields=["fine"])
         return {int(e["key"]): np.asarray(e["fine"], dtype=np.float32) for e in got}
 
-    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.known_rows(self._ask("fine"), fine_q, k)
-
-    def search(
-        self,
-        coarse_q: np.ndarray,
-        fine_q: np.ndarray,
-        k: int,
-        shortlist: int,
-        *,
-        params: Any = None,
-        patience: int | None = None,
-        seconds: dict[str, float] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        """Coarse search (one batched request), then each query's shortlist re-ranked: fetched and
-        scored here (``rerank="fetch"``, and any patient shortlist: the generic form), or by a fine
-        search filtered to it, server-side (``rerank="server"``)."""
-        if patience is not None or self.rerank_at == "fetch" or self._foreign():
-            return super().search(
-                coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
-            )
+    def funnel_in_engine(
+        self, coarse_q: np.ndarray, fine_q: np.ndarray, k: int, shortlist: int, params: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+        """With ``rerank="server"``: a coarse search (one batched request), then each query's shortlist
+        re-ranked by a fine search filtered to it, where the vectors live. ``None`` (the generic path:
+        the shortlist's fine vectors fetched and scored here) with ``rerank="fetch"``, or while the
+        collection holds documents this retriever does not know."""
+        if self.rerank_at == "fetch" or self._foreign():
+            return None
         shortlist = max(shortlist, k)
-        t0 = time.perf_counter()
         coarse = self._search(coarse_q, "coarse", shortlist, params)
         t1 = time.perf_counter()
         keys, scores = [], []
@@ -419,9 +363,7 @@ class MilvusBackend(KeyedBackend):
             keys.append([_key(h) for h in fine])
             scores.append([h["distance"] for h in fine])
         D, I = self.rows_of(keys, scores, k)
-        D, I, fallbacks = self.fallback(fine_q, k, D, I)
-        clock(seconds, t0, t1)
-        return D, I, fallbacks, np.array([len(h) for h in coarse], dtype=np.int64)
+        return D, I, np.array([len(h) for h in coarse], dtype=np.int64), t1
 
     def search_parameters(self, depth: int | None = None, **knobs: Any) -> dict[str, Any] | None:
         """Per-call search parameters of the coarse index: ``ef`` (HNSW), ``nprobe`` (IVF)."""

@@ -27,14 +27,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..corpus import DocId
-from ..errors import EngineError, IndexConflict, InvalidArgument
-from .base import EngineOptions, clock
+from ..errors import IndexConflict, IndexDamaged, InvalidArgument
+from .base import EngineOptions
 from .keyed import COMMITS_SUFFIX, KeyedBackend, point_uuid
 
 try:
@@ -101,26 +100,17 @@ class QdrantBackend(KeyedBackend):
     key = staticmethod(point_uuid)
 
     def __init__(
-        self,
-        coarse_dim: int,
-        fine_dim: int,
-        *,
-        location: str | None = None,
-        path: str | None = None,
-        collection: str | None = None,
-        client: Any = None,
-        hnsw: bool = True,
-        upload_batch: int = 256,
-        _existing: bool = False,
+        self, coarse_dim: int, fine_dim: int, options: QdrantOptions, *, existing: bool = False
     ) -> None:
-        self.client, self._own_client = _client(location, path, client)
-        self.location, self.path = location, path
-        self.collection = collection or f"adaptive-retrieval-{uuid.uuid4().hex[:8]}"
+        o = options
+        self.client, self._own_client = _client(o.location, o.path, o.client)
+        self.location, self.path = o.location, o.path
+        self.collection = o.collection or f"adaptive-retrieval-{uuid.uuid4().hex[:8]}"
         self.commits = self.collection + COMMITS_SUFFIX
-        self.upload_batch = upload_batch
+        self.upload_batch = o.upload_batch
         self._search_params: dict[str, Any] = {}
         self._created = False
-        if _existing:
+        if existing:
             return
         if self.client.collection_exists(self.collection):
             self.close()
@@ -134,7 +124,7 @@ class QdrantBackend(KeyedBackend):
                 "coarse": models.VectorParams(
                     size=coarse_dim,
                     distance=models.Distance.DOT,
-                    hnsw_config=None if hnsw else models.HnswConfigDiff(m=0),
+                    hnsw_config=None if o.hnsw else models.HnswConfigDiff(m=0),
                 ),
                 "fine": models.VectorParams(
                     size=fine_dim, distance=models.Distance.DOT, hnsw_config=models.HnswConfigDiff(m=0)
@@ -152,57 +142,29 @@ class QdrantBackend(KeyedBackend):
                 f"(which has no vectors); choose another collection= name than {self.collection!r}"
             )
 
-    @classmethod
-    def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> QdrantBackend:
-        return cls(coarse_dim, fine_dim, **options.as_kwargs())
+    WHERE = ("location", "path", "client")
 
     @classmethod
-    def open(
-        cls,
-        directory: Path,
-        manifest: dict[str, Any],
-        *,
-        location: str | None = None,
-        path: str | None = None,
-        client: Any = None,
-        drop_uncommitted: bool = False,
-    ) -> tuple[QdrantBackend, list[DocId]]:
-        """Reattach to the collection ``entry`` names (where it lives: as saved, or ``location`` /
-        ``path`` / ``client`` given here). Every point of a committed add becomes a row, in point-id
-        order; ``drop_uncommitted`` deletes the others (see :meth:`adaptive_retrieval.backends.KeyedBackend.adopt`)."""
-        entry = manifest["backend"]
-        if client is None and location is None and path is None:
-            location, path = entry.get("location"), entry.get("path")
-        backend = cls(
-            manifest["coarse"][1],
-            manifest["fine"][1],
-            location=location,
-            path=path,
-            client=client,
-            collection=entry["collection"],
-            _existing=True,
-        )
-        if not backend.client.collection_exists(backend.collection):
-            backend.close()
-            raise EngineError(f"Qdrant collection {entry['collection']!r} does not exist (any more) there")
+    def saved_options(cls, entry: dict[str, Any], where: dict[str, Any]) -> QdrantOptions:
+        if not where:  # where it was saved
+            where = {"location": entry.get("location"), "path": entry.get("path")}
+        return QdrantOptions(**where, collection=entry["collection"])
+
+    def stored_documents(self) -> tuple[list[Any], list[DocId], list[str | None] | None]:
+        """Every point, in point-id order (its add's token where that add has not committed)."""
+        if not self.client.collection_exists(self.collection):
+            raise IndexDamaged(f"Qdrant collection {self.collection!r} does not exist (any more) there")
+        self._records_commits = self._tags_adds = self.client.collection_exists(self.commits)
+        committed = self._committed_tokens() if self._records_commits else set()
         keys: list[str] = []
         doc_ids: list[DocId] = []
         tokens: list[str | None] = []
-        try:
-            backend._records_commits = backend.client.collection_exists(backend.commits)
-            backend._tags_adds = backend._records_commits
-            committed = backend._committed_tokens() if backend._records_commits else set()
-            for p in backend._scroll(backend.collection, ["doc_id", "add"]):
-                keys.append(str(p.id))
-                doc_ids.append(p.payload["doc_id"])
-                token = p.payload.get("add")
-                tokens.append(None if token is None or token in committed else token)
-            if not backend._records_commits:  # an older collection: every point, as then
-                return backend, backend.adopt(keys, doc_ids)
-            return backend, backend.adopt(keys, doc_ids, tokens, drop_uncommitted)
-        except BaseException:
-            backend.close()
-            raise
+        for p in self._scroll(self.collection, ["doc_id", "add"]):
+            keys.append(str(p.id))
+            doc_ids.append(p.payload["doc_id"])
+            token = p.payload.get("add")
+            tokens.append(None if token is None or token in committed else token)
+        return keys, doc_ids, tokens if self._records_commits else None  # an older collection: all
 
     def _scroll(self, collection: str, payload: list[str]) -> Iterator[Any]:
         """Every point of ``collection`` (these payload fields, no vectors), in point-id order."""
@@ -268,37 +230,22 @@ class QdrantBackend(KeyedBackend):
 
         return ask
 
-    def coarse_search(
-        self, coarse_q: np.ndarray, depth: int, params: Any = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return self.known_rows(self._ask("coarse", params), coarse_q, depth)
-
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         points = self.client.retrieve(self.collection, ids=keys, with_vectors=["fine"])
         return {str(p.id): np.asarray(p.vector["fine"], dtype=np.float32) for p in points}
 
-    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.known_rows(self._ask("fine", models.SearchParams(exact=True)), fine_q, k)
+    def _exact_params(self) -> Any:
+        return models.SearchParams(exact=True)
 
-    def search(
-        self,
-        coarse_q: np.ndarray,
-        fine_q: np.ndarray,
-        k: int,
-        shortlist: int,
-        *,
-        params: Any = None,
-        patience: int | None = None,
-        seconds: dict[str, float] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-        """The funnel server-side, one request per query (a patient shortlist runs the generic form,
-        fetching the fine vectors of the candidates it reads; so does any search while the collection
-        holds documents this retriever does not know, whose keys would take shortlist slots unseen)."""
-        if patience is not None or self._foreign():
-            return super().search(
-                coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
-            )
-        t0 = time.perf_counter()
+    def funnel_in_engine(
+        self, coarse_q: np.ndarray, fine_q: np.ndarray, k: int, shortlist: int, params: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+        """The funnel server-side, one request per query (batched): the coarse prefetch, then the fine
+        re-rank of its candidates. ``None`` (the generic path, fetching fine vectors) while the collection
+        holds documents this retriever does not know, whose keys would take shortlist slots unseen. One
+        request runs both stages: all of its time counts as the coarse search's."""
+        if self._foreign():
+            return None
         requests = [
             models.QueryRequest(
                 prefetch=models.Prefetch(
@@ -312,11 +259,7 @@ class QdrantBackend(KeyedBackend):
         ]
         answers = self.client.query_batch_points(self.collection, requests=requests)
         D, I = self.rows_of(*_keys_scores(answers), k)
-        D, I, fallbacks = self.fallback(fine_q, k, D, I)
-        clock(
-            seconds, t0, time.perf_counter()
-        )  # one request runs both stages: all of it is the coarse search's
-        return D, I, fallbacks, np.full(len(coarse_q), max(shortlist, k), dtype=np.int64)
+        return D, I, np.full(len(coarse_q), max(shortlist, k), dtype=np.int64), time.perf_counter()
 
     def search_parameters(self, depth: int | None = None, **knobs: Any) -> models.SearchParams | None:
         """Per-call search parameters: ``hnsw_ef`` (HNSW beam width on a server), ``exact``; checked
