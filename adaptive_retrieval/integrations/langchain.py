@@ -15,6 +15,8 @@ except ImportError as err:  # pragma: no cover - depends on the installation
 
 from pydantic import ConfigDict, Field
 
+from ..checks import positive_int
+from ..errors import InvalidArgument
 from . import check_texts, hit_metadata
 
 
@@ -34,7 +36,17 @@ class LangChainRetriever(BaseRetriever):
         check_texts(self.retriever)
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        hits = self.retriever.search(query, k=self.k, **self.search_kwargs)
+        """The top ``k`` for ``query``; ``kwargs`` (``invoke(query, k=2, candidates=50)``) override ``k``
+        and ``search_kwargs`` for this call, and an argument :meth:`adaptive_retrieval.Retriever.search`
+        does not take is refused (raised, never ignored)."""
+        if "filter" in kwargs:
+            raise InvalidArgument(
+                "filter= is not supported: this index has no metadata filters yet, and a filter silently "
+                "ignored would return documents the caller excluded"
+            )
+        options = {**self.search_kwargs, **kwargs}
+        k = positive_int(options.pop("k", self.k), "k")
+        hits = self.retriever.search(query, k=k, **options)
         return [Document(page_content=h.text or "", metadata=hit_metadata(h)) for h in hits]

@@ -1,0 +1,50 @@
+"""LangChain's own standard test suite for retrievers (langchain-tests), run on our LangChain retriever."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+pytest.importorskip("langchain_core")
+integration = pytest.importorskip("langchain_tests.integration_tests")
+
+from adaptive_retrieval import Retriever  # noqa: E402
+from adaptive_retrieval.integrations.langchain import LangChainRetriever  # noqa: E402
+from tests.helpers import QUERIES, make_encoder, random_texts  # noqa: E402
+
+
+@functools.cache
+def stored_retriever() -> Retriever:
+    """One small index that stores texts, built once for the suite (the standard tests construct the
+    LangChain retriever anew for each test, around it)."""
+    corpus = {f"d{i}": {"title": f"doc {i}", "text": t} for i, t in enumerate(random_texts(40, seed=21))}
+    return Retriever.build(
+        corpus, coarse=(2, 16), fine=(4, 32), model=make_encoder(), store_text=True, adapt=False
+    )
+
+
+class TestLangChainRetrieverStandard(integration.RetrieversIntegrationTests):
+    @property
+    def retriever_constructor(self) -> type[LangChainRetriever]:
+        return LangChainRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict:
+        return {"retriever": stored_retriever(), "k": 4}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return QUERIES[0]
+
+
+def test_per_call_arguments_are_honoured_or_refused():
+    lc = stored_retriever().as_langchain(k=4)
+    assert len(lc.invoke(QUERIES[1], k=2)) == 2 and len(lc.invoke(QUERIES[1])) == 4
+    assert len(lc.invoke(QUERIES[1], k=3, candidates=5)) == 3
+    with pytest.raises(ValueError, match="filter= is not supported"):
+        lc.invoke(QUERIES[1], filter={"title": "doc 1"})
+    with pytest.raises(ValueError, match="unknown search parameter 'colour'|takes no search parameters"):
+        lc.invoke(QUERIES[1], colour="blue")
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        lc.invoke(QUERIES[1], k=0)
