@@ -83,6 +83,10 @@ def _index(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"--out {out} is a file; give a new or empty folder")
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
         raise InvalidArgument(f"{out} exists and is not an index; give a new or empty folder")
+    if (out / "manifest.json").is_file() and not args.overwrite:  # before any encoding
+        raise InvalidArgument(
+            f"{out} already holds an index; give --overwrite to replace it, or another --out folder"
+        )
     retriever = Retriever.build(
         corpus,
         coarse=args.coarse,
@@ -178,6 +182,9 @@ def parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="encode a corpus file and save an index")
     index.add_argument("corpus", help="a .jsonl file, a BEIR folder, or a text file (one document per line)")
     index.add_argument("--out", required=True, help="the index folder to write")
+    index.add_argument(
+        "--overwrite", action="store_true", help="replace the index already in --out (refused without it)"
+    )
     index.add_argument(
         "--model",
         default=DEFAULT_MODEL,

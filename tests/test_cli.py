@@ -166,3 +166,17 @@ def test_corpus_files_as_users_have_them(model_dir, tmp_path, capsys):
     from transformers.utils import logging as hf_logging
 
     assert hf_logging.is_progress_bar_enabled()  # main() silenced it only while it ran
+
+
+def test_an_existing_index_is_replaced_only_with_overwrite(model_dir, tmp_path, capsys):
+    lines = tmp_path / "docs.txt"
+    lines.write_text("\n".join(random_texts(12, seed=33)) + "\n")
+    out = tmp_path / "idx"
+    base = ["--out", str(out), "--model", str(model_dir), "--coarse", "2x8", "--quiet", "--no-adapt"]
+    assert main(["index", str(lines), *base]) == 0
+    manifest = (out / "manifest.json").read_bytes()
+    assert main(["index", str(lines), *base]) == 2
+    assert "already holds an index; give --overwrite" in capsys.readouterr().err
+    assert (out / "manifest.json").read_bytes() == manifest  # untouched
+    assert main(["index", str(lines), *base, "--overwrite"]) == 0
+    assert (out / "manifest.json").read_bytes() != manifest
