@@ -1,26 +1,31 @@
 """The command line: index a corpus file, search an index, say what an index holds.
 
-    adaptive-retrieval index corpus.jsonl --out my-index [--coarse 4x64] [--calibrate 0.95]
-    adaptive-retrieval search my-index "does vitamin D reduce fracture risk?" [-k 10] [--json]
-    adaptive-retrieval info my-index
+    adaptive-retrieval index corpus.jsonl --out my-index [--coarse 4x64] [--calibrate 0.95] [--overwrite]
+    adaptive-retrieval search my-index "does vitamin D reduce fracture risk?" ["another query" ...] [-k 10] [--json]
+    adaptive-retrieval search my-index - < queries.txt          # one query per line, one model load
+    adaptive-retrieval info my-index [--json] [--verify]
 
 A corpus is a JSON-lines file (``.jsonl``, ``.ndjson`` or ``.json``; one document per line: ``_id`` or
 ``id``, ``text``, optional ``title``; other fields are kept as metadata with ``--store-text``), a BEIR
 folder (its ``corpus.jsonl``), or a plain text file (one document per line; ids are line numbers from 0,
-blank lines skipped). ``python -m adaptive_retrieval`` is the same program.
+blank lines skipped); either may be gzip-compressed (``corpus.jsonl.gz``). ``python -m adaptive_retrieval``
+is the same program. Bad input (a missing or undecodable file, an empty query, ``-k 0``, a malformed
+view) is refused with exit status 2 before any model loads; Ctrl-C stops with one line and status 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .backends import FaissOptions
 from .errors import CorpusError, InvalidArgument
+from .version import __version__
 
 JSON_LINES = (".jsonl", ".ndjson", ".json")
 
@@ -38,45 +43,59 @@ class CorpusFile:
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist")
         self.path = path
-        self.jsonl = path.suffix.lower() in JSON_LINES
-        with open(path, encoding="utf-8") as fh:
-            self.count = sum(1 for line in fh if line.strip())
+        self.gzipped = path.suffix.lower() == ".gz"
+        self.jsonl = Path(path.stem if self.gzipped else path.name).suffix.lower() in JSON_LINES
+        self.count = sum(1 for _, line in self._lines() if line.strip())  # reads it all once: errors now
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        """``(line number from 1, text)``; a line that is not UTF-8 (a binary file, a gzip file not named
+        ``.gz``) is refused naming the file and the line."""
+        opener = gzip.open if self.gzipped else open
+        try:
+            with opener(self.path, "rb") as fh:
+                for number, raw in enumerate(fh, start=1):
+                    try:
+                        yield number, raw.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        raise CorpusError(
+                            f"{self.path}, line {number}: not UTF-8 text ({err.reason} at byte {err.start}); a "
+                            "corpus is UTF-8 text: JSON lines or one document per line (gzip: name it .gz)"
+                        ) from None
+        except (OSError, EOFError) as err:  # e.g. a damaged gzip file
+            raise CorpusError(f"{self.path}: cannot be read ({err})") from None
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         """``(line number from 0, text)`` for a text file; ``(id, its other fields)`` for JSON lines."""
-        with open(self.path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                if not self.jsonl:
-                    yield number - 1, line.rstrip("\n")
-                    continue
-                try:
-                    doc = json.loads(line)
-                except ValueError as err:
-                    raise CorpusError(
-                        f"{self.path}, line {number}: not JSON ({err}); a {self.path.suffix} corpus holds "
-                        "one JSON object per line"
-                    ) from None
-                if not isinstance(doc, dict):
-                    raise CorpusError(
-                        f"{self.path}, line {number}: a JSON {type(doc).__name__}, not an object; a "
-                        f"{self.path.suffix} corpus holds one JSON object per line (JSON lines)"
-                    )
-                doc_id = doc.get("_id", doc.get("id"))
-                if doc_id is None:
-                    raise CorpusError(f"{self.path}, line {number}: a document needs an '_id' or 'id'")
-                if not isinstance(doc.get("text"), str):
-                    raise CorpusError(f"{self.path}, line {number}: a document needs a 'text' string")
-                yield doc_id, {k: v for k, v in doc.items() if k not in ("_id", "id")}
+        for number, line in self._lines():
+            if not line.strip():
+                continue
+            if not self.jsonl:
+                yield number - 1, line.rstrip("\r\n")
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError as err:
+                raise CorpusError(
+                    f"{self.path}, line {number}: not JSON ({err}); a {self.path.suffix} corpus holds "
+                    "one JSON object per line"
+                ) from None
+            if not isinstance(doc, dict):
+                raise CorpusError(
+                    f"{self.path}, line {number}: a JSON {type(doc).__name__}, not an object; a "
+                    f"{self.path.suffix} corpus holds one JSON object per line (JSON lines)"
+                )
+            doc_id = doc.get("_id", doc.get("id"))
+            if doc_id is None:
+                raise CorpusError(f"{self.path}, line {number}: a document needs an '_id' or 'id'")
+            if not isinstance(doc.get("text"), str):
+                raise CorpusError(f"{self.path}, line {number}: a document needs a 'text' string")
+            yield doc_id, {k: v for k, v in doc.items() if k not in ("_id", "id")}
 
 
 def _index(args: argparse.Namespace) -> int:
-    from .retriever import Retriever
-
     corpus = CorpusFile(args.corpus)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -87,6 +106,9 @@ def _index(args: argparse.Namespace) -> int:
         raise InvalidArgument(
             f"{out} already holds an index; give --overwrite to replace it, or another --out folder"
         )
+    from .backends import FaissOptions  # the model and torch load from here on: every check above is instant
+    from .retriever import Retriever
+
     retriever = Retriever.build(
         corpus,
         coarse=args.coarse,
@@ -114,7 +136,19 @@ def _index(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     retriever.save(out)
-    print(f"indexed {len(retriever)} documents into {out} ({retriever!r})", file=sys.stderr)
+    cal = retriever.calibration
+    shortlist = (
+        f"{retriever.candidates} candidates (fixed)"
+        if cal is None
+        else f"{cal.candidates} candidates (calibrated, fixed)"
+        if cal.rule == "fixed"
+        else f"a patient shortlist (calibrated: patience {cal.patience}, at most {cal.cap})"
+    )
+    print(
+        f"indexed {len(retriever)} documents into {out}: coarse {retriever.coarse}, fine {retriever.fine}, "
+        f"{retriever.backend.describe()}, searches re-rank {shortlist}",
+        file=sys.stderr,
+    )
     if failed is not None:
         print(f"error: calibration failed: {failed}; the index was saved uncalibrated", file=sys.stderr)
         return 2
@@ -132,17 +166,49 @@ def _target(text: str) -> float:
     return value
 
 
+def _queries(given: list[str]) -> list[str]:
+    """The queries of a ``search`` call: the arguments, or stdin's lines for ``-``; empty ones refused."""
+    queries = [line.rstrip("\r\n") for line in sys.stdin] if given == ["-"] else list(given)
+    queries = [q for q in queries if q.strip()] if given == ["-"] else queries
+    if not queries:
+        raise InvalidArgument("no queries: give one or more, or - to read them from stdin, one per line")
+    for i, q in enumerate(queries):
+        if not q.strip():
+            which = "query" if len(queries) == 1 else f"query {i + 1} of {len(queries)}"
+            raise InvalidArgument(f"{which} is empty or whitespace only; there is nothing to rank by")
+    return queries
+
+
+def _index_dir(path: str) -> Path:
+    """An index folder, checked (its manifest read) before any model loads."""
+    from .storage import read_manifest
+
+    read_manifest(Path(path))
+    return Path(path)
+
+
 def _search(args: argparse.Namespace) -> int:
+    queries = _queries(args.query)
+    index_dir = _index_dir(args.index_dir)
     from .retriever import Retriever
 
-    retriever = Retriever.load(args.index_dir, model=args.model)
-    hits = retriever.search(args.query, k=args.k, candidates=args.candidates)
+    retriever = Retriever.load(index_dir, model=args.model)
+    found = retriever.search_batch(queries, k=args.k, candidates=args.candidates)
+    several = len(queries) > 1
     if args.json:
-        rows = [{"rank": h.rank, "doc_id": h.doc_id, "score": h.score} for h in hits]
-        if retriever.documents is not None:
-            rows = [{**row, "text": h.text, "metadata": h.metadata} for row, h in zip(rows, hits)]
-        print(json.dumps(rows))
-    else:
+        rows = [
+            [
+                {"rank": h.rank, "doc_id": h.doc_id, "score": h.score}
+                | ({"text": h.text, "metadata": h.metadata} if retriever.documents is not None else {})
+                for h in hits
+            ]
+            for hits in found
+        ]
+        print(json.dumps([{"query": q, "hits": r} for q, r in zip(queries, rows)] if several else rows[0]))
+        return 0
+    for q, hits in zip(queries, found):
+        if several:
+            print(f"# {q}")
         for h in hits:
             text = "" if h.text is None else "\t" + " ".join(h.text.split())[:100]
             print(f"{h.rank}\t{h.doc_id}\t{h.score:.4f}{text}")
@@ -150,26 +216,61 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .storage import read_manifest
+    from .storage import read_manifest, verify_files
 
-    manifest = read_manifest(Path(args.index_dir))
-    keys = (
-        "model",
-        "coarse",
-        "fine",
-        "backend",
-        "count",
-        "candidates",
-        "adaptation",
-        "calibration",
+    path = Path(args.index_dir)
+    manifest = read_manifest(path)
+    if args.verify:  # every file's size and sha256 (the whole file, however large)
+        verify_files(path, manifest, "full")
+    keys = ("model", "coarse", "fine", "backend", "count", "candidates", "adaptation", "calibration")
+    summary = {key: manifest.get(key) for key in (*keys, "saved_at", "library_version")}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    model, backend, cal, adapt = (
+        manifest["model"],
+        manifest["backend"],
+        manifest["calibration"],
+        manifest["adaptation"],
     )
-    summary = {key: manifest.get(key) for key in keys}
-    summary["saved_at"], summary["library_version"] = (
-        manifest.get("saved_at"),
-        manifest.get("library_version"),
-    )
-    print(json.dumps(summary, indent=2))
+    where = {k: v for k, v in backend.items() if k != "name"}
+    lines = [
+        f"index      {path}: {manifest['count']} documents, saved {manifest['saved_at']} "
+        f"(library {manifest['library_version']})",
+        f"model      {model.get('name')} ({model.get('model_type')}, {model['pooling']} pooling, "
+        f"max length {model['max_length']}; weights sha256 {model['fingerprint'][:12]}...)",
+        f"views      coarse {manifest['coarse'][0]}x{manifest['coarse'][1]}, fine {manifest['fine'][0]}x{manifest['fine'][1]}",
+        f"engine     {backend['name']} {' '.join(f'{k}={v}' for k, v in where.items())}".rstrip(),
+        "adapted    no"
+        if adapt is None
+        else f"adapted    {adapt.get('chosen')} head on {adapt.get('documents')} documents",
+        f"shortlist  {manifest['candidates']} candidates (fixed)"
+        if cal is None
+        else f"shortlist  calibrated for overlap@{cal['k']} {cal['target']}: {cal['rule']} "
+        f"(fixed {cal['candidates']}, patience {cal['patience']})",
+        f"files      {len(manifest['files'])}"
+        + (", every byte verified" if args.verify else " (--verify checks them)"),
+    ]
+    print("\n".join(lines))
     return 0
+
+
+def _positive(text: str) -> int:
+    """An argument that must be a positive int, checked before anything loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _view(text: str) -> str:
+    """A view argument, ``LAYERxDIM``, checked for its form before the model loads (its range after)."""
+    if not re.fullmatch(r"\d+x\d+", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a view; write it as LAYERxDIM, e.g. 4x64")
+    return text.strip()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -178,9 +279,12 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="adaptive-retrieval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--version", action="version", version=f"adaptive-retrieval {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     index = sub.add_parser("index", help="encode a corpus file and save an index")
-    index.add_argument("corpus", help="a .jsonl file, a BEIR folder, or a text file (one document per line)")
+    index.add_argument(
+        "corpus", help="a .jsonl file, a BEIR folder, or a text file (one document per line); .gz too"
+    )
     index.add_argument("--out", required=True, help="the index folder to write")
     index.add_argument(
         "--overwrite", action="store_true", help="replace the index already in --out (refused without it)"
@@ -190,12 +294,16 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_MODEL,
         help=f"a model name, Hugging Face id or folder (default {DEFAULT_MODEL})",
     )
-    index.add_argument("--coarse", default="4x64", help="the recall view, LAYERxDIM")
-    index.add_argument("--fine", help="the re-rank view (default: the model's last layer, full width)")
-    index.add_argument("--candidates", type=int, default=100, help="the shortlist the fine view re-ranks")
+    index.add_argument("--coarse", type=_view, default="4x64", help="the recall view, LAYERxDIM")
+    index.add_argument(
+        "--fine", type=_view, help="the re-rank view (default: the model's last layer, full width)"
+    )
+    index.add_argument(
+        "--candidates", type=_positive, default=100, help="the shortlist the fine view re-ranks"
+    )
     index.add_argument("--index", default="Flat", help="FAISS factory string of the coarse index")
     index.add_argument("--fine-dtype", default="float16", choices=("float16", "float32"))
-    index.add_argument("--batch-size", type=int, help="texts per forward pass (default: the model's)")
+    index.add_argument("--batch-size", type=_positive, help="texts per forward pass (default: the model's)")
     index.add_argument(
         "--no-adapt", action="store_true", help="keep the model's coarse head (no fit to the corpus)"
     )
@@ -212,14 +320,24 @@ def parser() -> argparse.ArgumentParser:
     index.set_defaults(run=_index)
     search = sub.add_parser("search", help="search a saved index")
     search.add_argument("index_dir", help="a folder written by 'index'")
-    search.add_argument("query", help="the query text")
-    search.add_argument("-k", type=int, default=10, help="how many hits (default 10)")
-    search.add_argument("--candidates", type=int, help="a fixed shortlist for this search")
+    search.add_argument(
+        "query", nargs="+", help="one or more queries (one model load), or - to read them from stdin"
+    )
+    search.add_argument("-k", type=_positive, default=10, help="how many hits per query (default 10)")
+    search.add_argument("--candidates", type=_positive, help="a fixed shortlist for this search")
     search.add_argument("--model", help="the model to load the index with (default: the one it names)")
-    search.add_argument("--json", action="store_true", help="print hits as a JSON list")
+    search.add_argument(
+        "--json",
+        action="store_true",
+        help="print hits as JSON (one query: a list; several: query and hits each)",
+    )
     search.set_defaults(run=_search)
     info = sub.add_parser("info", help="what an index's manifest holds")
     info.add_argument("index_dir", help="a folder written by 'index'")
+    info.add_argument("--json", action="store_true", help="the manifest's summary as JSON")
+    info.add_argument(
+        "--verify", action="store_true", help="check every file's sha256; exit 2 if any differs"
+    )
     info.set_defaults(run=_info)
     return ap
 
@@ -237,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # one line, the shell's status for SIGINT; a save in progress is atomic
+        print("interrupted; nothing was saved unless said above", file=sys.stderr)
+        return 130
     finally:
         if bars:  # as it was: a caller of main() in-process keeps its own setting
             hf_logging.enable_progress_bar()

@@ -54,9 +54,33 @@ def test_index_search_and_info_from_a_jsonl_corpus(model_dir, tmp_path):
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["doc_id"] == "d7"  # the text finds itself
-    info = json.loads(run("info", str(out)).stdout)
+    info = json.loads(run("info", str(out), "--json").stdout)
     assert info["count"] == 300 and info["coarse"] == [2, 8] and info["calibration"]["target"] == 0.9
     assert info["adaptation"]["documents"] == 300
+    shown = run("info", str(out), "--verify")
+    assert shown.returncode == 0 and "300 documents" in shown.stdout and "every byte verified" in shown.stdout
+    assert "calibrated for overlap@10 0.9" in shown.stdout
+    both = run("search", str(out), texts[7], texts[9], "-k", "2", "--json", "--model", str(model_dir))
+    answers = json.loads(both.stdout)
+    assert [a["query"] for a in answers] == [texts[7], texts[9]] and answers[1]["hits"][0]["doc_id"] == "d9"
+    piped = subprocess.run(
+        [sys.executable, "-m", "adaptive_retrieval", "search", str(out), "-", "-k", "1", "--model", str(model_dir)],
+        input=f"{texts[3]}\n\n{texts[4]}\n", capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert piped.returncode == 0 and [
+        line.split("\t")[1] for line in piped.stdout.splitlines() if "\t" in line
+    ] == [
+        "d3",
+        "d4",
+    ]
+    fine = json.loads((out / "manifest.json").read_text())["files"]["fine"]
+    with open(out / fine, "r+b") as fh:  # one byte changed: the size stays, the hash does not
+        fh.seek(200)
+        byte = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([byte[0] ^ 1]))
+    damaged = run("info", str(out), "--verify")
+    assert damaged.returncode == 2 and "does not match its sha256" in damaged.stderr
 
 
 def test_plain_text_lines_are_documents_and_bad_input_says_why(model_dir, tmp_path, capsys):
@@ -180,3 +204,49 @@ def test_an_existing_index_is_replaced_only_with_overwrite(model_dir, tmp_path, 
     assert (out / "manifest.json").read_bytes() == manifest  # untouched
     assert main(["index", str(lines), *base, "--overwrite"]) == 0
     assert (out / "manifest.json").read_bytes() != manifest
+
+
+def test_bad_input_is_refused_before_any_model_loads(tmp_path):
+    """Each answers with exit 2 and a message naming what is wrong, without importing torch."""
+    binary = tmp_path / "corpus.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    cases = [
+        (["search", str(tmp_path / "none"), "q"], "holds no index"),
+        (["search", str(tmp_path), "q", "   "], "query 2 of 2 is empty"),
+        (["index", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")], "does not exist"),
+        (
+            ["index", str(binary), "--out", str(tmp_path / "o")],
+            "line 2: not UTF-8 text",
+        ),  # line 1: bytes 0-10
+    ]
+    for argv, message in cases:
+        probe = (
+            "import sys; from adaptive_retrieval.cli import main; "
+            f"rc = main({argv!r}); print(rc, 'torch' in sys.modules)"
+        )
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+        assert done.stdout.split() == ["2", "False"], (argv, done.stdout, done.stderr)
+        assert message in done.stderr, (argv, done.stderr)
+    assert run("--version").stdout.startswith("adaptive-retrieval ")
+    assert run("search", str(tmp_path), "q", "-k", "0").returncode == 2  # argparse: -k must be >= 1
+
+
+def test_a_gzipped_corpus_is_read_and_ctrl_c_is_one_line(model_dir, tmp_path, capsys, monkeypatch):
+    import gzip
+
+    corpus = tmp_path / "docs.jsonl.gz"
+    with gzip.open(corpus, "wt") as fh:
+        for i, text in enumerate(random_texts(15, seed=34)):
+            fh.write(json.dumps({"_id": f"g{i}", "text": text}) + "\n")
+    out = tmp_path / "idx"
+    base = ["--out", str(out), "--model", str(model_dir), "--coarse", "2x8", "--quiet", "--no-adapt"]
+    assert main(["index", str(corpus), *base]) == 0
+    assert "indexed 15 documents" in capsys.readouterr().err and (out / "manifest.json").is_file()
+    from adaptive_retrieval.retriever import Retriever
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Retriever, "load", classmethod(interrupted))
+    assert main(["search", str(out), "a query"]) == 130
+    assert capsys.readouterr().err.strip().startswith("interrupted")

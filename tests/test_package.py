@@ -1,0 +1,27 @@
+"""The package's front: its names load on first use, and every one of them resolves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import adaptive_retrieval
+
+
+def test_importing_the_package_loads_no_torch_and_every_public_name_resolves():
+    probe = "import sys, adaptive_retrieval; print('torch' in sys.modules, adaptive_retrieval.__version__)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", adaptive_retrieval.__version__], done.stderr
+    for name in adaptive_retrieval.__all__:
+        assert getattr(adaptive_retrieval, name) is not None, name
+    assert set(dir(adaptive_retrieval)) >= set(adaptive_retrieval.__all__)
+    from adaptive_retrieval import Retriever
+    from adaptive_retrieval.retriever import Retriever as Defined
+
+    assert Retriever is Defined
+    try:
+        adaptive_retrieval.not_a_name  # noqa: B018
+    except AttributeError as err:
+        assert "not_a_name" in str(err)
+    else:
+        raise AssertionError("an unknown name resolved")
