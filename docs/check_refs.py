@@ -70,6 +70,10 @@ def sphinx_only(reference: str) -> str:
 
 
 def main() -> int:
+    import adaptive_retrieval
+
+    for name in adaptive_retrieval.__all__:  # its names load on first use; pdoc reads them as they are
+        getattr(adaptive_retrieval, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         modules = {name: pdoc.doc.Module.from_name(name) for name in module_names()}
