@@ -497,6 +497,7 @@ def adapt_encoder(
                 batch_size=batch_size,
                 show_progress=show_progress,
                 apply_heads=False,
+                desc="fitting the coarse head (pseudo-queries)",
             )
             span_student[fresh] = stack_layers([encoded[v] for v in views[:layer]])
             span_teacher[fresh] = encoder.project(torch.from_numpy(encoded[views[-1]]), fine).numpy()

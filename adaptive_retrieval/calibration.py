@@ -137,7 +137,12 @@ def calibrate(
     if k < 1:
         raise InvalidArgument(f"the index holds {len(self)} documents: too few to calibrate")
     enc = self.query_encoder
-    vectors = enc.encode(enc.as_queries(queries), [self.coarse, self.fine], batch_size=batch_size)
+    vectors = enc.encode(
+        enc.as_queries(queries),
+        [self.coarse, self.fine],
+        batch_size=batch_size,
+        desc="calibrating (sample queries)",
+    )
     fine_q = vectors[self.fine]
     coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
     with self._lock.read():

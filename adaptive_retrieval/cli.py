@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -350,6 +351,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     bars = hf_logging.is_progress_bar_enabled()
     if args.command == "search" or getattr(args, "quiet", False):
         hf_logging.disable_progress_bar()  # its weight-loading bar; ours follow --quiet
+    said = logging.getLogger("adaptive_retrieval.models")  # what is downloaded or assembled, and where
+    shown = logging.StreamHandler(sys.stderr)
+    shown.setFormatter(logging.Formatter("%(message)s"))
+    level = said.level
+    if not getattr(args, "quiet", False):
+        said.setLevel(logging.INFO)
+        said.addHandler(shown)
     try:
         return args.run(args)
     except (ValueError, TypeError, FileNotFoundError) as err:
@@ -359,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; nothing was saved unless said above", file=sys.stderr)
         return 130
     finally:
+        said.removeHandler(shown)
+        said.setLevel(level)
         if bars:  # as it was: a caller of main() in-process keeps its own setting
             hf_logging.enable_progress_bar()
 

@@ -370,6 +370,7 @@ class Encoder:
         show_progress: bool | None = None,
         apply_heads: bool = True,
         progress: Any = None,
+        desc: str = "encode",
     ) -> Embeddings:
         """Encode ``texts`` at every view in ``views``, one forward pass per batch (:mod:`adaptive_retrieval.encoder`).
 
@@ -380,6 +381,7 @@ class Encoder:
             show_progress: default a bar from ``PROGRESS_MIN_BATCHES`` batches on.
             apply_heads: ``False``: each view is its layer's own pooled state, cut and normalised.
             progress: a ``tqdm`` bar of the caller's (one over a corpus) advanced instead of one of its own.
+            desc: what its own bar says it is doing.
 
         Returns:
             :class:`Embeddings` ``{View: float32 array (n, dim)}`` (1-D arrays when ``texts`` is one string).
@@ -398,7 +400,9 @@ class Encoder:
             return Embeddings(out)
         if progress is not None:
             show_progress = False
-        for rows, vectors in self._encode_batches(items, wanted, batch_size, show_progress, apply_heads):
+        for rows, vectors in self._encode_batches(
+            items, wanted, batch_size, show_progress, apply_heads, desc
+        ):
             for v, array in vectors.items():
                 out[v][rows] = array
             if progress is not None:
@@ -430,6 +434,7 @@ class Encoder:
         batch_size: int,
         show_progress: bool | None,
         apply_heads: bool = True,
+        desc: str = "encode",
     ) -> Iterator[tuple[np.ndarray, dict[View, np.ndarray]]]:
         token_ids = self.tokenize(texts)
         order = np.argsort([-len(x) for x in token_ids], kind="stable")
@@ -438,7 +443,7 @@ class Encoder:
             show_progress = len(batches) >= PROGRESS_MIN_BATCHES
         layers = sorted({v.layer for v in views})
         with torch.inference_mode():
-            for rows in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
+            for rows in tqdm(batches, desc=desc, unit="batch", disable=not show_progress):
                 state = self.start(token_ids=[token_ids[i] for i in rows])
                 vectors: dict[View, np.ndarray] = {}
                 for layer in layers:

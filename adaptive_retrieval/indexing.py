@@ -365,7 +365,9 @@ def add(
     total = len(corpus) if isinstance(corpus, Sized) else None
     if show_progress is None:  # long work: many batches, or a stream of unknown length
         show_progress = total is None or total >= PROGRESS_MIN_BATCHES * self.encoder.batch_size
-    bar = tqdm(total=total, desc="index", unit="doc", disable=not show_progress)  # one for the corpus
+    bar = tqdm(
+        total=total, desc="encoding documents", unit="doc", disable=not show_progress
+    )  # one for the corpus
     try:
         encoding = CorpusEncoding(
             corpus, self.encoder, self.coarse, self.fine, adaptation=self.adaptation, adapt=self._adapt_next,

