@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import sys
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class CorpusFile:
                             f"{self.path}, line {number}: not UTF-8 text ({err.reason} at byte {err.start}); a "
                             "corpus is UTF-8 text: JSON lines or one document per line (gzip: name it .gz)"
                         ) from None
-        except (OSError, EOFError) as err:  # e.g. a damaged gzip file
+        except (OSError, EOFError, zlib.error) as err:  # e.g. a damaged gzip file
             raise CorpusError(f"{self.path}: cannot be read ({err})") from None
 
     def __len__(self) -> int:
@@ -195,7 +196,7 @@ def _search(args: argparse.Namespace) -> int:
 
     retriever = Retriever.load(index_dir, model=args.model)
     found = retriever.search_batch(queries, k=args.k, candidates=args.candidates)
-    several = len(queries) > 1
+    several = len(queries) > 1 or args.query == ["-"]  # from stdin: always query + hits each
     if args.json:
         rows = [
             [
@@ -247,8 +248,8 @@ def _info(args: argparse.Namespace) -> int:
         else f"adapted    {adapt.get('chosen')} head on {adapt.get('documents')} documents",
         f"shortlist  {manifest['candidates']} candidates (fixed)"
         if cal is None
-        else f"shortlist  calibrated for overlap@{cal['k']} {cal['target']}: {cal['rule']} "
-        f"(fixed {cal['candidates']}, patience {cal['patience']})",
+        else f"shortlist  calibrated for overlap@{cal.get('k')} {cal.get('target')}: {cal.get('rule')} "
+        f"(fixed {cal.get('candidates')}, patience {cal.get('patience')})",
         f"files      {len(manifest['files'])}"
         + (", every byte verified" if args.verify else " (--verify checks them)"),
     ]
@@ -269,7 +270,7 @@ def _positive(text: str) -> int:
 
 def _view(text: str) -> str:
     """A view argument, ``LAYERxDIM``, checked for its form before the model loads (its range after)."""
-    if not re.fullmatch(r"\d+x\d+", text.strip()):
+    if not re.fullmatch(r"\s*\d+\s*[xX:,]\s*\d+\s*", text):  # the forms View.parse takes
         raise argparse.ArgumentTypeError(f"{text!r} is not a view; write it as LAYERxDIM, e.g. 4x64")
     return text.strip()
 
@@ -330,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--json",
         action="store_true",
-        help="print hits as JSON (one query: a list; several: query and hits each)",
+        help="print hits as JSON (one query: a list of hits; several, or -: query and hits each)",
     )
     search.set_defaults(run=_search)
     info = sub.add_parser("info", help="what an index's manifest holds")
@@ -344,21 +345,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; 0 on success, 2 (with a line saying why) on bad input, as argparse does."""
+    """Run one command; 0 on success, 2 (with a line saying why) on bad input, as argparse does; 130 on
+    Ctrl-C (one line)."""
     args = parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    if args.command == "search" or getattr(args, "quiet", False):
-        hf_logging.disable_progress_bar()  # its weight-loading bar; ours follow --quiet
     said = logging.getLogger("adaptive_retrieval.models")  # what is downloaded or assembled, and where
     shown = logging.StreamHandler(sys.stderr)
     shown.setFormatter(logging.Formatter("%(message)s"))
-    level = said.level
-    if not getattr(args, "quiet", False):
-        said.setLevel(logging.INFO)
-        said.addHandler(shown)
+    level, propagate, bars = said.level, said.propagate, None
     try:
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        if args.command == "search" or getattr(args, "quiet", False):
+            hf_logging.disable_progress_bar()  # its weight-loading bar; ours follow --quiet
+        if not getattr(args, "quiet", False):
+            said.setLevel(logging.INFO)
+            said.propagate = False  # shown here once, not again by a caller's root handler
+            said.addHandler(shown)
         return args.run(args)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -369,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         said.removeHandler(shown)
         said.setLevel(level)
+        said.propagate = propagate
         if bars:  # as it was: a caller of main() in-process keeps its own setting
             hf_logging.enable_progress_bar()
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 
 import pytest
 
-from adaptive_retrieval.cli import main
+from adaptive_retrieval.cli import main, parser
 from tests.helpers import make_model, make_tokenizer, random_texts
 
 
@@ -227,13 +228,18 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path):
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
         assert done.stdout.split() == ["2", "False"], (argv, done.stdout, done.stderr)
         assert message in done.stderr, (argv, done.stderr)
+    damaged = tmp_path / "corpus.jsonl.gz"
+    damaged.write_bytes(gzip.compress(b'{"_id": "a", "text": "x"}\n' * 50)[:30] + b"\x00" * 40)
+    assert main(["index", str(damaged), "--out", str(tmp_path / "o")]) == 2  # a damaged gzip body
+    assert (
+        parser().parse_args(["index", "c.txt", "--out", "o", "--coarse", "4X64", "--fine", " 6:384 "]).coarse
+        == "4X64"
+    )
     assert run("--version").stdout.startswith("adaptive-retrieval ")
     assert run("search", str(tmp_path), "q", "-k", "0").returncode == 2  # argparse: -k must be >= 1
 
 
 def test_a_gzipped_corpus_is_read_and_ctrl_c_is_one_line(model_dir, tmp_path, capsys, monkeypatch):
-    import gzip
-
     corpus = tmp_path / "docs.jsonl.gz"
     with gzip.open(corpus, "wt") as fh:
         for i, text in enumerate(random_texts(15, seed=34)):

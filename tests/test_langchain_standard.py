@@ -42,6 +42,7 @@ def test_per_call_arguments_are_honoured_or_refused():
     lc = stored_retriever().as_langchain(k=4)
     assert len(lc.invoke(QUERIES[1], k=2)) == 2 and len(lc.invoke(QUERIES[1])) == 4
     assert len(lc.invoke(QUERIES[1], k=3, candidates=5)) == 3
+    assert len(lc.invoke(QUERIES[1], verbose=True)) == 4  # LangChain's own keyword, not a search's
     with pytest.raises(ValueError, match="filter= is not supported"):
         lc.invoke(QUERIES[1], filter={"title": "doc 1"})
     with pytest.raises(ValueError, match="unknown search parameter 'colour'|takes no search parameters"):

@@ -46,6 +46,7 @@ class LangChainRetriever(BaseRetriever):
                 "filter= is not supported: this index has no metadata filters yet, and a filter silently "
                 "ignored would return documents the caller excluded"
             )
+        kwargs.pop("verbose", None)  # LangChain's own, passed through by BaseRetriever.invoke
         options = {**self.search_kwargs, **kwargs}
         k = positive_int(options.pop("k", self.k), "k")
         hits = self.retriever.search(query, k=k, **options)
