@@ -48,11 +48,32 @@ def versions() -> dict[str, str]:
     return out
 
 
+def source() -> dict[str, Any]:
+    """The code a result came from: the git commit of the working directory and whether the tree had
+    uncommitted changes (``None`` each outside a git checkout)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
 def settings(**extra: Any) -> dict[str, Any]:
+    """A results file's header: the date, the machine (CPU model, cores), the load average when written,
+    the library versions, the git commit, and ``extra`` (the command, the labels the model saw...)."""
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "versions": versions(),
+        "source": source(),
         **extra,
     }
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_retrieval import Encoder, Retriever
+from adaptive_retrieval.reporting import settings
 
 COARSE, FINE, START, STEP = (2, 64), (6, 384), 2000, 500
 
@@ -115,7 +116,18 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             json.dumps(
-                {"kills": args.kills, "mid_save": mid_save, "not_whole": len(bad), "outcomes": outcomes},
+                {
+                    **settings(
+                        command=f"python -m benchmarks.crash_save --kills {args.kills} --seed {args.seed} "
+                        f"--max-delay {args.max_delay} --out {args.out}",
+                        model="minilm-l6's views 2x64 and 6x384 (vectors synthetic: random unit vectors)",
+                        labels="none",
+                    ),
+                    "kills": args.kills,
+                    "mid_save": mid_save,
+                    "not_whole": len(bad),
+                    "outcomes": outcomes,
+                },
                 indent=2,
             )
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_retrieval import Encoder, Retriever
+from adaptive_retrieval.reporting import settings
 
 COARSE, FINE = (2, 64), (6, 384)
 WORDS = [
@@ -150,7 +150,7 @@ def main() -> None:
             f"python -m benchmarks.stress_threads --threads {args.threads} --queries {args.queries} --docs "
             f"{args.docs} --adds {args.adds} --batch {args.batch} --seed {args.seed}"
         ),
-        "machine": f"{platform.machine()}, {platform.system()}, 2 cores (this project's CPU machine)",
+        **settings(),
         "model": "minilm-l6 (queries encoded for real; document vectors synthetic)",
         "labels": "none",
         "threads": args.threads,
