@@ -7,6 +7,8 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,14 +50,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def source() -> dict[str, Any]:
-    """The code a result came from: the git commit of the working directory and whether the tree had
-    uncommitted changes (``None`` each outside a git checkout)."""
+def source(folder: str | Path | None = None) -> dict[str, Any]:
+    """The code a result came from: the git commit of ``folder`` (default: the working directory) and
+    whether its tree had uncommitted changes (``None`` each outside a git checkout)."""
     import subprocess
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=folder)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -65,10 +67,22 @@ def source() -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+def command_line() -> str:
+    """How this process was started, as a user types it: ``python -m package.module ARGS`` for a module
+    run (``sys.argv[0]`` is then the file's path), else ``python SCRIPT ARGS``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    head = (
+        f"python -m {spec.name}" if spec is not None and spec.name != "__main__" else f"python {sys.argv[0]}"
+    )
+    return " ".join([head, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
 def settings(**extra: Any) -> dict[str, Any]:
-    """A results file's header: the date, the machine (CPU model, cores), the load average when written,
-    the library versions, the git commit, and ``extra`` (the command, the labels the model saw...)."""
+    """A results file's header: the command that ran (``extra`` may state it instead), the date, the
+    machine (CPU model, cores), the load average when written, the library versions, the git commit, and
+    ``extra`` (the labels the model saw, ...)."""
     return {
+        "command": command_line(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,

@@ -139,7 +139,7 @@ def main() -> None:
             str(args.chunk),
         ]
         done = subprocess.run(
-            [sys.executable, __file__, *flags, *common], capture_output=True, text=True, check=True
+            [sys.executable, "-m", __spec__.name, *flags, *common], capture_output=True, text=True, check=True
         )
         return json.loads(done.stdout.strip().splitlines()[-1])
 

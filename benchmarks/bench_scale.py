@@ -481,7 +481,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 cmd = [
                     sys.executable,
                     "-u",
-                    __file__,
+                    "-m",
+                    __spec__.name,  # this module, by its package name
                     "--worker",
                     str(size),
                     method,

@@ -75,7 +75,7 @@ def main() -> None:
     outcomes = []
     for kill in range(args.kills):
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", str(args.dir)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", __spec__.name, "--child", str(args.dir)], stdout=subprocess.PIPE, text=True
         )
         ready = proc.stdout.readline()  # loaded: from here on it adds and saves
         delay = rng.uniform(0.0, args.max_delay)

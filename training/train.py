@@ -27,7 +27,6 @@ import math
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from adaptive_retrieval import Encoder
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.losses import OBJECTIVES, TwoDMatryoshkaLoss
 from adaptive_retrieval.models import write_sentence_transformers_config
+from adaptive_retrieval.reporting import source
 from training.data import PairSet, load_recipes
 
 #: The peer objective: sentence-transformers' Matryoshka2dLoss (MultipleNegativesRankingLoss inside) run by
@@ -81,16 +81,8 @@ def schedule(sets: list[PairSet], steps: int, batch_size: int, seed: int) -> lis
 
 
 def git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    """The commit of the code that trains (this file's checkout), or ``None`` outside one."""
+    return source(Path(__file__).resolve().parent)["commit"]
 
 
 def save_model(encoder: Encoder, peft_model: Any, out: Path, metadata: dict[str, Any]) -> Path:
