@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..checks import positive_int
 from ..corpus import DocId
 from ..errors import InvalidArgument, InvalidArgumentType
 from ..index import FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
@@ -61,12 +62,7 @@ class FaissOptions(EngineOptions):
             raise InvalidArgument(
                 f"fine_dtype={self.fine_dtype!r} is not supported; choose one of {FINE_DTYPES}"
             )
-        if (
-            isinstance(self.train_size, bool)
-            or not isinstance(self.train_size, (int, np.integer))
-            or self.train_size < 1
-        ):
-            raise InvalidArgument(f"train_size must be a positive int, got {self.train_size!r}")
+        self.train_size = positive_int(self.train_size, "train_size")
 
 
 class FaissBackend(Backend):
