@@ -50,7 +50,9 @@ class DocumentStore:
         self._source = source  # a loaded, read-only file: copied before the first write
         self._scratch: weakref.finalize | None = None
         self._staged: list[tuple[str, str, str | None]] = []
-        self._committed: list[str] = []  # the last commit's keys, for a rollback after it
+        self._deleting: list[str] = []
+        # the last commit's keys and the rows they replaced or deleted, for a rollback after it
+        self._committed: tuple[list[str], list[tuple[str, str, str | None]]] = ([], [])
 
     @classmethod
     def memory(cls) -> DocumentStore:
@@ -87,8 +89,11 @@ class DocumentStore:
         self._conn, self._source = target, None
         self._scratch = weakref.finalize(self, scratch.unlink, missing_ok=True)
 
-    def add(self, doc_ids: Sequence[DocId], texts: Sequence[str], metadata: Sequence[Any] | None) -> None:
-        """Hold documents for the next :meth:`commit` (checked here: texts are strings, metadata JSON)."""
+    def add(
+        self, doc_ids: Sequence[DocId], texts: Sequence[str], metadata: Sequence[Any] | None, *, replace: bool = False
+    ) -> None:
+        """Hold documents for the next :meth:`commit` (checked here: texts are strings, metadata JSON);
+        ``replace``: documents of the same ids are replaced (an upsert)."""
         metadata = [None] * len(texts) if metadata is None else metadata
         rows = []
         for doc_id, text, meta in zip(doc_ids, texts, metadata):
@@ -107,27 +112,49 @@ class DocumentStore:
                 raise CorpusTypeError(f"the metadata of document {doc_id!r} must be JSON: {err}") from None
             rows.append((_key(doc_id), text, encoded))
         self._staged.extend(rows)
+        if replace:
+            self._deleting.extend(key for key, _, _ in rows)
+
+    def stage_delete(self, doc_ids: Sequence[DocId]) -> None:
+        """Hold the deletion of documents for the next :meth:`commit`."""
+        self._deleting.extend(_key(d) for d in doc_ids)
 
     def commit(self) -> None:
-        """Write the held documents in one transaction."""
+        """Write the held documents (replacing those of the same ids) and deletions in one transaction."""
         staged, self._staged = self._staged, []
+        deleting, self._deleting = self._deleting, []
+        keys = sorted(set(deleting))  # deleted or replaced: kept aside for a roll-back
         with self._lock:
             self._writable()
+            old = self._rows(keys)
             with self._conn:  # one transaction: committed whole, or rolled back
+                self._conn.executemany("DELETE FROM documents WHERE doc_id = ?", [(k,) for k in keys])
                 self._conn.executemany("INSERT INTO documents VALUES (?, ?, ?)", staged)
-        self._committed = [key for key, _, _ in staged]
+        self._committed = (sorted(set(keys) | {key for key, _, _ in staged}), old)
+
+    def _rows(self, keys: list[str]) -> list[tuple[str, str, str | None]]:
+        out = []
+        for i in range(0, len(keys), 900):  # SQLite's bound-parameter limit
+            part = keys[i : i + 900]
+            marks = ",".join("?" * len(part))
+            out += self._conn.execute(
+                f"SELECT doc_id, text, metadata FROM documents WHERE doc_id IN ({marks})", part
+            ).fetchall()
+        return out
 
     def rollback(self) -> None:
-        """Forget the held documents (an add failed before its commit)."""
-        self._staged = []
+        """Forget the held documents and deletions (a write failed before its commit)."""
+        self._staged, self._deleting = [], []
 
     def undo_commit(self) -> None:
-        """Delete the documents of the last :meth:`commit` (its add failed after it)."""
-        self._staged = []
-        keys, self._committed = self._committed, []
+        """Undo the last :meth:`commit` (its write failed after it): its documents go, those it replaced
+        or deleted come back."""
+        self.rollback()
+        (keys, old), self._committed = self._committed, ([], [])
         if keys:
             with self._lock, self._conn:
                 self._conn.executemany("DELETE FROM documents WHERE doc_id = ?", [(k,) for k in keys])
+                self._conn.executemany("INSERT INTO documents VALUES (?, ?, ?)", old)
 
     def get(self, doc_ids: Sequence[DocId]) -> dict[str, tuple[str, Any]]:
         """``{json id: (text, metadata)}`` for the documents asked for (see :meth:`lookup`)."""

@@ -227,7 +227,13 @@ class FineStore:
         return np.einsum("qcd,qd->qc", rows.reshape(*ids.shape, self.dim), queries)
 
     def search_exact(
-        self, queries: np.ndarray, k: int, *, block: int = 65_536, rows: int | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        block: int = 65_536,
+        rows: int | None = None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over every stored vector, ``block`` rows at a time: the reference the funnel is
         measured against, and the fallback when a coarse stage comes up short. Each block is read and
@@ -240,6 +246,8 @@ class FineStore:
             k: rows per query.
             block: rows read (and widened to float32) at a time.
             rows: only the first ``rows`` (default: all).
+            allowed: ``(rows,)`` bool: only the rows it marks (a filter, the live rows); the others are
+                never read.
 
         Returns:
             ``(D, I)``, each ``(n_queries, k)``, best first, padded with ``-inf`` / ``-1``.
@@ -253,18 +261,24 @@ class FineStore:
         n_q = len(queries)
         best_d = [np.empty(0, dtype=np.float32) for _ in range(n_q)]
         best_i = [np.empty(0, dtype=np.int64) for _ in range(n_q)]
-        for start in range(0, n, block):
-            prefetch(vectors[start : min(start + block, n)])
-            rows = np.asarray(vectors[start : min(start + block, n)], dtype=np.float32)
+        chosen = None if allowed is None else np.flatnonzero(np.asarray(allowed[:n], dtype=bool))
+        for start in range(0, n if chosen is None else len(chosen), block):
+            if chosen is None:
+                ids = np.arange(start, min(start + block, n))
+                prefetch(vectors[start : min(start + block, n)])
+                part = np.asarray(vectors[start : min(start + block, n)], dtype=np.float32)
+            else:
+                ids = chosen[start : start + block]
+                part = np.asarray(vectors[ids], dtype=np.float32)
             # einsum, as scores(): the same arithmetic per row, so equal rows score equal and the exact
             # scores are bit for bit the funnel's
-            scores = np.einsum("rd,qd->qr", rows, queries)
-            keep = min(k, rows.shape[0])
-            kth = np.partition(scores, rows.shape[0] - keep, axis=1)[:, rows.shape[0] - keep]
+            scores = np.einsum("rd,qd->qr", part, queries)
+            keep = min(k, part.shape[0])
+            kth = np.partition(scores, part.shape[0] - keep, axis=1)[:, part.shape[0] - keep]
             for q in range(n_q):
                 hit = np.flatnonzero(scores[q] >= kth[q])  # the block's top k, and every tie with it
                 d = np.concatenate([best_d[q], scores[q, hit]])
-                i = np.concatenate([best_i[q], start + hit])
+                i = np.concatenate([best_i[q], ids[hit]])
                 order = np.lexsort((i, -d))[:k]
                 best_d[q], best_i[q] = d[order], i[order]
         D = np.full((n_q, k), -np.inf, dtype=np.float32)
@@ -272,6 +286,43 @@ class FineStore:
         for q in range(n_q):
             D[q, : len(best_d[q])], I[q, : len(best_i[q])] = best_d[q], best_i[q]
         return D, I
+
+    def compacted(self, keep: np.ndarray, block: int = 65_536) -> FineStore:
+        """A new store of rows ``keep`` (ascending), this one left as it is: in RAM for a store in RAM,
+        else in a new file beside this one's, written ``block`` rows at a time (RAM: one block).
+
+        Args:
+            keep: the rows to keep, ascending.
+            block: rows copied at a time."""
+        vectors = self.vectors
+        if self.path is None and self._source is None:
+            return FineStore(np.ascontiguousarray(vectors[keep]))
+        beside = self.path if self.path is not None else self._source[0]
+        target = scratch_path(beside, ".npy")
+        with open(target, "xb") as fh:
+            fh.write(_npy_header(vectors.dtype, len(keep), self.dim))
+            for start in range(0, len(keep), block):
+                fh.write(np.ascontiguousarray(vectors[keep[start : start + block]]).tobytes())
+        store = FineStore(np.empty((0, self.dim), vectors.dtype), path=target)
+        store._remap(len(keep))
+        store._grown = weakref.finalize(store, target.unlink, missing_ok=True)
+        return store
+
+    def adopt(self, other: FineStore) -> None:
+        """Take ``other``'s rows (:meth:`compacted`) as this store's: an on-disk store's file is replaced
+        by ``other``'s (renamed over it, so a reader's memory map keeps the old rows); a loaded or in-RAM
+        store takes ``other``'s file or array. ``other`` is not used afterwards."""
+        if self.path is not None and self._grown is None and other.path is not None:  # the user's fine_path
+            other._grown.detach()
+            os.replace(other.path, self.path)
+            self._remap(len(other))
+            return
+        if self._source is not None:
+            self._source[2].close()
+        if self._grown is not None:
+            self._grown()  # this store's old scratch copy
+        self.vectors, self.path, self._source, self._grown = other.vectors, other.path, None, other._grown
+        self.__dict__.pop("_buffer", None)
 
     def save(self, path: Path, rows: int | None = None) -> None:
         """Write a ``.npy`` file of the first ``rows`` rows (default: all) in pieces of 65,536 rows (a

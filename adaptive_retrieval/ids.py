@@ -6,14 +6,20 @@ documents by a key of its own (Qdrant, Milvus: :func:`adaptive_retrieval.backend
 gives the map that key function, and the map keeps the keys beside the ids, so that the engine's
 answers (keys) become rows without a second map.
 
-A write stages ids (:meth:`IdMap.stage`), which searches do not see, then commits them (they become
-rows ``n, n+1, ...``) or rolls them back: the id map is a participant of the index writer's transaction
-(:mod:`adaptive_retrieval.writer`), and commits last.
+A row never changes its document. A deleted document's row stays, *dead* (:attr:`IdMap.alive`: the
+mask searches skip), until :meth:`IdMap.compact` renumbers the live rows ``0..``; an upsert kills the
+document's old row and gives it a new one at the end.
+
+A write stages ids (:meth:`IdMap.stage`) and deaths (:meth:`IdMap.stage_delete`), which searches do not
+see, then commits them (new ids become rows ``n, n+1, ...``) or rolls them back: the id map is a
+participant of the index writer's transaction (:mod:`adaptive_retrieval.writer`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
+
+import numpy as np
 
 from .corpus import DocId
 from .errors import CorpusError
@@ -23,7 +29,8 @@ class IdMap:
     """Document ids by row, rows by document id (and, for a keyed engine, rows by engine key).
 
     Args:
-        ids: the committed documents' ids, in row order.
+        ids: the committed documents' ids, in row order; ``None`` marks a dead row (a deleted document
+            whose row was not yet reclaimed).
         key: the engine's key of a document id (``None``: the engine addresses documents by row).
 
     Raises:
@@ -36,37 +43,67 @@ class IdMap:
         >>> ids.commit()
         >>> ids.row("c"), ids[2]
         (2, 'c')
+        >>> ids.stage_delete(["a"]); ids.commit()
+        >>> ids.count, ids.row("a"), ids.alive.tolist()
+        (2, None, [False, True, True])
     """
 
-    def __init__(self, ids: Iterable[DocId] = (), key: Callable[[DocId], Hashable] | None = None) -> None:
+    def __init__(self, ids: Iterable[DocId | None] = (), key: Callable[[DocId], Hashable] | None = None) -> None:
         self.key = key
-        self._ids: list[DocId] = []
+        self._ids: list[DocId | None] = []
         self._row: dict[DocId, int] = {}
         self._keys: list[Hashable] = []
         self._row_of_key: dict[Hashable, int] = {}
-        self._staged: list[DocId] = []
-        self._staged_set: set[DocId] = set()
-        self._staged_keys: list[Hashable] = []
-        self._staged_key_set: set[Hashable] = set()
+        self.alive: np.ndarray | None = None
+        """``(rows,)`` bool, False at a dead row; ``None`` while every row is alive. Replaced, never
+        changed in place, by a commit: a search holding it reads one state."""
+        self._dead = 0
+        self._clear()
         self._first = 0  # the first row of the write in progress
-        self._last: tuple[int, list[DocId], list[Hashable]] = (0, [], [])  # the last commit's rows
-        self.stage(list(ids))
+        self._last: dict = {}  # the last commit's changes, for a roll-back after it
+        given = list(ids)
+        self.stage([d for d in given if d is not None])
         self.commit()
+        if any(d is None for d in given):  # dead rows: renumber the live ones into place
+            live = [d for d in given if d is not None]
+            self._ids = list(given)
+            self._row = {d: r for r, d in enumerate(given) if d is not None}
+            if self.key is not None:
+                self._keys = [None if d is None else self.key(d) for d in given]
+                self._row_of_key = {k: r for r, k in enumerate(self._keys) if k is not None}
+            self.alive = np.array([d is not None for d in given], dtype=bool)
+            self._dead = len(given) - len(live)
+        self._last = {}
 
     def __len__(self) -> int:
-        """Committed documents: what searches see."""
+        """Committed rows, dead ones included: the rows every store holds (:attr:`count`: documents)."""
         return len(self._ids)
+
+    @property
+    def count(self) -> int:
+        """Committed documents: the live rows, what searches can return."""
+        return len(self._ids) - self._dead
+
+    @property
+    def dead(self) -> int:
+        """Dead rows: deleted or replaced documents whose rows :meth:`compact` has not yet reclaimed."""
+        return self._dead
 
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._row
 
     def __getitem__(self, row: int) -> DocId:
-        return self._ids[row]
+        return self._ids[row]  # type: ignore[return-value]
 
     @property
-    def ids(self) -> Sequence[DocId]:
-        """The committed ids in row order (read only: the map changes them through a commit)."""
+    def ids(self) -> Sequence[DocId | None]:
+        """The committed ids in row order, ``None`` at a dead row (read only: the map changes them
+        through a commit)."""
         return self._ids
+
+    def live_ids(self) -> list[DocId]:
+        """The documents' ids, in row order."""
+        return [d for d in self._ids if d is not None]
 
     def row(self, doc_id: DocId, default: int | None = None) -> int | None:
         """The row of a committed document.
@@ -99,41 +136,81 @@ class IdMap:
         """The ids of the write in progress (rows ``len(self)..``), not yet visible."""
         return self._staged
 
-    def stage(self, ids: Sequence[DocId]) -> int:
+    @property
+    def staged_deaths(self) -> list[int]:
+        """The rows the write in progress kills at its commit (deleted, or replaced by an upsert)."""
+        return sorted(self._killing)
+
+    def stage(self, ids: Sequence[DocId], *, replace: bool = False) -> int:
         """Stage new documents as the next rows, invisible until :meth:`commit`.
 
         Args:
             ids: the new documents' ids.
+            replace: an id the index holds is allowed: its row dies at the commit (an upsert).
 
         Returns:
             The first of their rows.
 
         Raises:
-            CorpusError: a repeated id (in the index, staged already, or twice in ``ids``) or, in a keyed
-                map, two ids sharing an engine key; nothing of ``ids`` is staged.
+            CorpusError: a repeated id (staged already, twice in ``ids``, or, unless ``replace``, in the
+                index) or, in a keyed map, two ids sharing an engine key; nothing of ``ids`` is staged.
         """
         first = len(self._ids) + len(self._staged)
-        if not self._staged:  # a new write: where its rows begin
-            self._first, self._last = first, (first, [], [])
+        if not self._staged and not self._killing:  # a new write: where its rows begin
+            self._first = first
         seen: set[DocId] = set()
+        replaced: list[int] = []
         for doc_id in ids:
-            if doc_id in self._row or doc_id in self._staged_set or doc_id in seen:
+            if doc_id in self._staged_set or doc_id in seen or (doc_id in self._row and not replace):
                 raise CorpusError(f"document id {doc_id!r} is already in the index; nothing was added")
             seen.add(doc_id)
-        keys = self._new_keys(ids)
+            if doc_id in self._row:
+                replaced.append(self._row[doc_id])
+        keys = self._new_keys(ids, replace)
         self._staged.extend(ids)
         self._staged_set.update(seen)
         self._staged_keys.extend(keys)
         self._staged_key_set.update(keys)
+        self._killing.update(replaced)
         return first
 
-    def _new_keys(self, ids: Sequence[DocId]) -> list[Hashable]:
+    def stage_delete(self, ids: Sequence[DocId], *, missing: str = "raise") -> list[DocId]:
+        """Stage the deletion of committed documents: their rows die at :meth:`commit`.
+
+        Args:
+            ids: the documents' ids.
+            missing: ``"raise"``: an id the index does not hold is an error; ``"ignore"``: skipped.
+
+        Returns:
+            The ids whose deletion was staged (each once).
+
+        Raises:
+            CorpusError: (``missing="raise"``) an id the index does not hold; nothing is staged.
+        """
+        if not self._staged and not self._killing:
+            self._first = len(self._ids)
+        rows: dict[DocId, int] = {}
+        for doc_id in ids:
+            row = self._row.get(doc_id)
+            if row is None:
+                if missing == "raise":
+                    raise CorpusError(
+                        f"document id {doc_id!r} is not in the index; nothing was deleted "
+                        "(missing='ignore' skips unknown ids)"
+                    )
+                continue
+            rows[doc_id] = row
+        self._killing.update(rows.values())
+        return list(rows)
+
+    def _new_keys(self, ids: Sequence[DocId], replace: bool) -> list[Hashable]:
         if self.key is None:
             return []
         keys = [self.key(d) for d in ids]
         seen: set[Hashable] = set()
         for doc_id, key in zip(ids, keys):
-            if key in self._row_of_key or key in self._staged_key_set or key in seen:
+            taken = key in self._row_of_key and not (replace and self._ids[self._row_of_key[key]] == doc_id)
+            if taken or key in self._staged_key_set or key in seen:
                 raise CorpusError(
                     f"document id {doc_id!r} has the engine key of a document already in the index "
                     "(a hash collision): nothing was added"
@@ -145,23 +222,50 @@ class IdMap:
         """Nothing to prepare: committing is a list extension."""
 
     def commit(self) -> None:
-        """Make the staged ids rows (searches are kept out by the caller's write lock)."""
+        """Make the staged ids rows and the staged deaths dead (searches are kept out by the caller's
+        write lock)."""
         first = len(self._ids)
+        killed = sorted(self._killing)
+        removed = {}  # id -> its old row, for a roll-back
+        for row in killed:
+            doc_id = self._ids[row]
+            removed[doc_id] = row
+            self._ids[row] = None
+            if self._row.get(doc_id) == row:
+                del self._row[doc_id]
+            if self.key is not None and self._row_of_key.get(self._keys[row]) == row:
+                del self._row_of_key[self._keys[row]]
         if self.key is not None:
             self._row_of_key.update((k, first + i) for i, k in enumerate(self._staged_keys))
             self._keys.extend(self._staged_keys)
         self._row.update((d, first + i) for i, d in enumerate(self._staged))
         self._ids.extend(self._staged)
-        self._last = (first, self._staged, self._staged_keys)  # what a roll-back after this commit removes
+        if killed or (self.alive is not None and self._staged):
+            alive = np.ones(len(self._ids), dtype=bool)
+            if self.alive is not None:
+                alive[: len(self.alive)] = self.alive
+            alive[killed] = False
+            self.alive = alive  # a new array: a search holding the old one reads one state
+        self._dead += len(killed)
+        self._last = {"first": first, "ids": self._staged, "keys": self._staged_keys, "killed": removed}
         self._clear()
 
     def rollback(self, committed: bool = False) -> None:
-        """Forget the staged ids; ``committed``: the last :meth:`commit` had returned (a later store of the
-        transaction failed), so its rows go too. Safe after a commit interrupted half-way."""
-        if not committed and not self._staged:  # nothing staged: nothing to undo
+        """Forget the staged ids and deaths; ``committed``: the last :meth:`commit` had returned (a later
+        store of the transaction failed), so its rows go and its deaths are undone too. Safe after a
+        commit interrupted half-way."""
+        if not committed:
+            if self._staged:  # a commit interrupted half-way may have written part: undo from _first
+                self._undo(self._first, self._staged, self._staged_keys, {})
             self._clear()
             return
-        first, ids, keys = self._last if committed else (self._first, self._staged, self._staged_keys)
+        last = self._last
+        if last:
+            self._undo(last["first"], last["ids"], last["keys"], last["killed"])
+        self._last = {}
+        self._clear()
+
+    def _undo(self, first: int, ids: list, keys: list, killed: dict) -> None:
         for doc_id in ids:
             if self._row.get(doc_id, -1) >= first:
                 del self._row[doc_id]
@@ -169,16 +273,25 @@ class IdMap:
             if self._row_of_key.get(key, -1) >= first:
                 del self._row_of_key[key]
         del self._ids[first:], self._keys[first:]
-        self._last = (len(self._ids), [], [])
-        self._clear()
+        for doc_id, row in killed.items():
+            self._ids[row] = doc_id
+            self._row[doc_id] = row
+            if self.key is not None:
+                self._row_of_key[self._keys[row]] = row
+        if self.alive is not None:
+            alive = self.alive[: len(self._ids)].copy()
+            alive[list(killed.values())] = True
+            self._dead = int((~alive).sum())
+            self.alive = alive if self._dead else None
 
     def _clear(self) -> None:
-        self._staged = []
-        self._staged_set = set()
-        self._staged_keys = []
-        self._staged_key_set = set()
+        self._staged: list[DocId] = []
+        self._staged_set: set[DocId] = set()
+        self._staged_keys: list[Hashable] = []
+        self._staged_key_set: set[Hashable] = set()
+        self._killing: set[int] = set()
 
-    def tail(self, start: int) -> list[DocId]:
+    def tail(self, start: int) -> list[DocId | None]:
         """The ids of rows ``start..``, committed and then staged (what a roll-back from ``start``
         removes).
 
@@ -190,3 +303,22 @@ class IdMap:
     def tail_keys(self, start: int) -> list[Hashable]:
         """The engine keys of rows ``start..`` (a keyed map), as :meth:`tail`."""
         return self._keys[start:] + self._staged_keys[max(start - len(self._keys), 0) :]
+
+    # ---------------------------------------------------------------------------- compaction
+
+    def live_rows(self) -> np.ndarray:
+        """The live rows, ascending (int64)."""
+        if self.alive is None:
+            return np.arange(len(self._ids), dtype=np.int64)
+        return np.flatnonzero(self.alive).astype(np.int64)
+
+    def compact(self) -> None:
+        """Renumber the live rows ``0..count-1`` in order, dropping the dead (the engine and the other
+        stores drop the same rows, in the same commit)."""
+        keep = self.live_rows()
+        self._ids = [self._ids[r] for r in keep]
+        self._row = {d: r for r, d in enumerate(self._ids)}
+        if self.key is not None:
+            self._keys = [self._keys[r] for r in keep]
+            self._row_of_key = {k: r for r, k in enumerate(self._keys)}
+        self.alive, self._dead, self._last = None, 0, {}

@@ -56,15 +56,16 @@ def _knob_value(name: str, value: object) -> int | float:
 
 
 def search_parameters(
-    index: faiss.Index, knobs: dict[str, object], factory: str = ""
+    index: faiss.Index, knobs: dict[str, object], factory: str = "", sel: faiss.IDSelector | None = None
 ) -> faiss.SearchParameters | None:
     """Per-call FAISS search parameters for ``knobs`` (``nprobe``, ``efSearch``, ``max_codes``,
     ``k_factor``) on ``index``, or ``None`` without knobs. Nothing is set on the index, so a
     search with knobs leaves the next search as it was and searches in other threads untouched.
+    ``sel``: the rows the search may return (set on the index that holds the codes, inside any wrapper).
 
     Raises ``ValueError`` for an unknown knob, a bad value, or a knob no part of the index has. The
     returned object keeps the nested parameter objects it points to alive (``_keep``)."""
-    if not knobs:
+    if not knobs and sel is None:
         return None
     for name in knobs:
         if name not in _KNOBS:
@@ -73,48 +74,62 @@ def search_parameters(
     used: set[str] = set()
     keep: list[faiss.SearchParameters] = []
 
-    def build(idx: faiss.Index) -> faiss.SearchParameters | None:
+    def build(idx: faiss.Index, leaf_sel: faiss.IDSelector | None = None) -> faiss.SearchParameters | None:
         idx = faiss.downcast_index(idx)
         params = None
         if isinstance(idx, faiss.IndexPreTransform):
-            inner = build(idx.index)
+            inner = build(idx.index, leaf_sel)
             if inner is not None:
                 params = faiss.SearchParametersPreTransform()
                 params.index_params = inner
         elif isinstance(idx, faiss.IndexRefine):
-            inner = build(idx.base_index)
+            inner = build(idx.base_index, leaf_sel)
             if inner is not None or "k_factor" in values:
                 params = faiss.IndexRefineSearchParameters()
                 params.k_factor = values.get("k_factor", idx.k_factor)
                 used.add("k_factor")
                 if inner is not None:
                     params.base_index_params = inner
-        elif isinstance(idx, faiss.IndexHNSW) and "efSearch" in values:
+        elif isinstance(idx, faiss.IndexHNSW) and ("efSearch" in values or leaf_sel is not None):
             params = faiss.SearchParametersHNSW()
-            params.efSearch = values["efSearch"]
+            params.efSearch = values.get("efSearch", idx.hnsw.efSearch)
             used.add("efSearch")
         elif isinstance(idx, faiss.IndexIVF):
             quantizer = build(idx.quantizer)  # e.g. efSearch of an HNSW coarse quantizer
-            if quantizer is not None or {"nprobe", "max_codes"} & set(values):
+            if quantizer is not None or {"nprobe", "max_codes"} & set(values) or leaf_sel is not None:
                 params = faiss.SearchParametersIVF()
                 params.nprobe = values.get("nprobe", idx.nprobe)
                 params.max_codes = values.get("max_codes", idx.max_codes)
                 used.update({"nprobe", "max_codes"} & set(values))
                 if quantizer is not None:
                     params.quantizer_params = quantizer
+        elif leaf_sel is not None:
+            params = faiss.SearchParameters()
+        if params is not None and leaf_sel is not None and not isinstance(
+            idx, (faiss.IndexPreTransform, faiss.IndexRefine)
+        ):
+            params.sel = leaf_sel
         if params is not None:
             keep.append(params)
         return params
 
-    params = build(index)
+    params = build(index, sel)
     missing = [name for name in values if name not in used]
     if missing:
         raise InvalidArgument(
             f"index={factory or type(index).__name__!r} has no search parameter {missing[0]!r}"
             + (" (Flat search is exact and takes none)" if factory == "Flat" else "")
         )
-    params._keep = keep  # SWIG holds raw pointers to the nested objects
+    params._keep = [keep, sel]  # SWIG holds raw pointers to the nested objects
     return params
+
+
+def selector(allowed: np.ndarray) -> faiss.IDSelector:
+    """A FAISS selector of the rows ``allowed`` marks (a bitmap; it keeps its bits alive)."""
+    bits = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+    sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+    sel._bits = bits
+    return sel
 
 
 class CoarseIndex:
@@ -299,6 +314,55 @@ class CoarseIndex:
                 "coarse vectors; reload the index from its last save"
             ) from None
 
+    def compacted(self, keep: np.ndarray, block: int = 65_536) -> CoarseIndex:
+        """A new index of rows ``keep`` (ascending), renumbered ``0..``; this one left as it is. A Flat
+        index is copied row by row (exact); an IVF index drops the other rows' codes and renumbers its
+        lists (its codes unchanged); any other (HNSW) is rebuilt from its rows as it reconstructs them
+        (exact for HNSW over Flat storage).
+
+        Args:
+            keep: the rows to keep, ascending.
+            block: rows copied at a time."""
+        keep = np.asarray(keep, dtype=np.int64)
+        if self.is_flat():
+            blocks = (self.rows_of(keep[s : s + block]) for s in range(0, len(keep), block))
+            return CoarseIndex(self.dim, self.factory, index=_flat_of(self.dim, self.index.metric_type, len(keep), blocks))
+        if _ivf_of(self.index) is not None and self.can_remove():
+            target = faiss.clone_index(self.index)
+            inner = _ivf_of(target)
+            dead = np.setdiff1d(np.arange(len(self), dtype=np.int64), keep)
+            target.remove_ids(faiss.IDSelectorBatch(len(dead), faiss.swig_ptr(dead)))
+            new_row = np.full(len(self), -1, dtype=np.int64)
+            new_row[keep] = np.arange(len(keep))
+            lists = inner.invlists
+            for list_no in range(inner.nlist):
+                size = lists.list_size(list_no)
+                if size:
+                    ids = faiss.rev_swig_ptr(lists.get_ids(list_no), size)
+                    ids[:] = new_row[ids]
+            if inner.direct_map.type != faiss.DirectMap.NoMap:
+                inner.make_direct_map(True)
+            return CoarseIndex(self.dim, self.factory, index=target)
+        target = faiss.clone_index(self.index)
+        target.reset()
+        for start in range(0, len(keep), block):
+            target.add(self.rows_of(keep[start : start + block]))
+        return CoarseIndex(self.dim, self.factory, index=target)
+
+    def rows_of(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (ascending) as float32 ``(len(rows), dim)``, as the index reconstructs them."""
+        if len(rows) == 0:
+            return np.empty((0, self.dim), np.float32)
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        return self.reconstruct_n(lo, hi - lo)[rows - lo]
+
+    def ivf(self) -> faiss.IndexIVF | None:
+        """The IVF index inside this one (for its ``nprobe`` and ``nlist``), or ``None``."""
+        try:
+            return faiss.extract_index_ivf(self.index)
+        except RuntimeError:
+            return None
+
     def hnsw_ef(self) -> int | None:
         """The ``efSearch`` an HNSW index searches with by default; ``None`` for other indexes."""
         index = faiss.downcast_index(self.index)
@@ -309,7 +373,13 @@ class CoarseIndex:
         return search_parameters(self.index, knobs, self.factory)
 
     def search(
-        self, queries: np.ndarray, k: int, *, params: faiss.SearchParameters | None = None, **knobs: float
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        params: faiss.SearchParameters | None = None,
+        allowed: np.ndarray | None = None,
+        **knobs: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search over every shard.
 
@@ -317,6 +387,8 @@ class CoarseIndex:
             queries: ``(n_queries, dim)`` query vectors.
             k: rows per query.
             params: per-call parameters from :meth:`search_parameters` (instead of ``knobs``).
+            allowed: ``(len(self),)`` bool: only these rows can be returned (a FAISS selector, with
+                ``knobs``; not with ``params``).
             **knobs: search-time parameters such as ``nprobe`` (IVF) or ``efSearch`` (HNSW) for this call
                 only; the index is left as it was.
 
@@ -326,13 +398,20 @@ class CoarseIndex:
         Raises:
             InvalidArgument: queries of another width, or an unknown knob or bad value.
         """
-        if params is None and knobs:
+        if allowed is not None and not self._more:
+            params = search_parameters(self.index, knobs, self.factory, sel=selector(allowed[: len(self)]))
+        elif params is None and knobs:
             params = self.search_parameters(**knobs)
         x = as_matrix(queries, self.dim, "queries")
-        if self._more:  # Flat shards (which take no parameters): each searched, the answers merged
+        if self._more:  # Flat shards (which take no knobs): each searched, the answers merged
             Ds, Is, offset = [], [], 0
             for shard in self.shards:
-                D, I = shard.search(x, k)
+                if allowed is None:
+                    D, I = shard.search(x, k)
+                else:
+                    part = faiss.SearchParameters()
+                    part.sel = selector(allowed[offset : offset + shard.ntotal])
+                    D, I = shard.search(x, k, params=part)
                 Ds.append(D)
                 Is.append(np.where(I >= 0, I + offset, -1))
                 offset += shard.ntotal
@@ -397,6 +476,16 @@ class CoarseIndex:
         if rest and not loaded.is_flat():
             raise IndexDamaged(f"{path}: only a Flat index comes in shards, this one is {factory!r}")
         return loaded
+
+
+def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The IVF index inside ``index`` whose lists can be renumbered in place (array lists), else ``None``."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    return ivf if isinstance(lists, faiss.ArrayInvertedLists) else None
 
 
 def _flat_of(dim: int, metric: int, count: int, blocks: Iterable[np.ndarray]) -> faiss.IndexFlat:
@@ -554,4 +643,5 @@ __all__ = [
     "mapping_of",
     "prefetch",
     "search_parameters",
+    "selector",
 ]

@@ -45,9 +45,10 @@ class CorpusEncoding:
     ``encoder`` and ``adaptation`` hold what the index should use from then on.
 
     Args:
-        known: whether a document id is already in the index (refused before any encoding).
+        known: whether a document id is already in the index (refused before any encoding; ``None``:
+            known ids are allowed, an upsert).
         first_id: the id a list of strings starts from (the index's size).
-        store_text: whether the batches carry texts and metadata.
+        store_text: whether the batches carry texts (they always carry metadata).
         bar: a tqdm bar advanced by documents encoded.
     """
 
@@ -61,7 +62,7 @@ class CorpusEncoding:
         adaptation: Adaptation | None,
         adapt: bool,
         candidates: int,
-        known: Callable[[DocId], bool],
+        known: Callable[[DocId], bool] | None,
         first_id: int,
         store_text: bool,
         chunk_size: int,
@@ -77,10 +78,10 @@ class CorpusEncoding:
         for ids, texts, metadata in chunks(
             iter_records(self.corpus, first_id=self.first_id), self.chunk_size
         ):
-            self._refuse_known(ids)
-            stored = (texts, metadata) if self.store_text else ()
+            if self.known is not None:
+                self._refuse_known(ids)
             coarse, fine = self._fit(texts) if self.adapt else self._encode(texts)
-            yield ids, coarse, fine, *stored
+            yield ids, coarse, fine, texts if self.store_text else None, metadata
 
     def _refuse_known(self, ids: list[DocId]) -> None:
         """Before encoding: a repeated id costs no forward pass."""
@@ -346,8 +347,8 @@ def add(
     id, a bad text, an interrupted encode) the index is left exactly as it was.
 
     Args:
-        corpus: as :meth:`build` takes it; a list of strings gets the ids ``len(self)``,
-            ``len(self) + 1``, ...
+        corpus: as :meth:`build` takes it; a list of strings gets the ids from the index's row count on
+            (``len(self.doc_ids)``, then ``+ 1``...).
         batch_size: encoder batch size (default: the encoder's).
         chunk_size: documents encoded and added per step.
         show_progress: a progress bar while encoding (default: on for long work).
@@ -356,12 +357,46 @@ def add(
         CorpusError: a document, id or text that cannot be indexed (one already in the index, too), or an
             empty corpus (CorpusTypeError: one of the wrong type).
         InvalidArgument: a bad ``chunk_size`` or ``batch_size``.
-        RetrieverBusy: another add is running. RetrieverClosed: the retriever was closed.
+        RetrieverBusy: another write is running. RetrieverClosed: the retriever was closed.
 
     Example:
         >>> retriever.add({"d3": "Sleep and memory consolidation."})  # doctest: +SKIP
     """
+    _encode_and_write(self, corpus, batch_size, chunk_size, show_progress, replace=False)
+
+
+def upsert(
+    self: Any,
+    corpus: Corpus,
+    *,
+    batch_size: int | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    show_progress: bool | None = None,
+) -> None:
+    """Add documents, replacing those whose ids the index holds (text, metadata and vectors), all or
+    nothing, as :meth:`add`. A replaced document's old row is dead from the commit on (searches never see
+    both); :meth:`compact` reclaims it.
+
+    Args:
+        corpus: as :meth:`add` takes it (give ids: a dict or ``(id, text)`` pairs).
+        batch_size, chunk_size, show_progress: as :meth:`add`.
+
+    Raises:
+        CorpusError: an id twice in ``corpus``, a bad text, an empty corpus; as :meth:`add` otherwise.
+        EngineError: an engine that does not replace documents yet (Qdrant, Milvus); nothing changes.
+
+    Example:
+        >>> retriever.upsert({"d3": {"text": "Sleep consolidates memory.", "section": "neuro"}})  # doctest: +SKIP
+    """
+    _encode_and_write(self, corpus, batch_size, chunk_size, show_progress, replace=True)
+    compact_if_due(self)
+
+
+def _encode_and_write(
+    self: Any, corpus: Corpus, batch_size: int | None, chunk_size: int, show_progress: bool | None, replace: bool
+) -> None:  # fmt: skip
     chunk_size = positive_int(chunk_size, "chunk_size")
+    self._check_open()
     total = len(corpus) if isinstance(corpus, Sized) else None
     if show_progress is None:  # long work: many batches, or a stream of unknown length
         show_progress = total is None or total >= PROGRESS_MIN_BATCHES * self.encoder.batch_size
@@ -371,11 +406,62 @@ def add(
     try:
         encoding = CorpusEncoding(
             corpus, self.encoder, self.coarse, self.fine, adaptation=self.adaptation, adapt=self._adapt_next,
-            candidates=self.candidates, known=self.ids.__contains__, first_id=len(self),
-            store_text=self.documents is not None, chunk_size=chunk_size, batch_size=batch_size, bar=bar,
+            candidates=self.candidates, known=None if replace else self.ids.__contains__,
+            first_id=len(self.ids), store_text=self.documents is not None, chunk_size=chunk_size,
+            batch_size=batch_size, bar=bar,
         )  # fmt: skip
-        self.add_vector_batches(encoding)
+        self.writer.add_batches(encoding, replace=replace)
     finally:
         bar.close()
     self.encoder, self._adapt_next = encoding.encoder, False
     self.set_adaptation(encoding.adaptation)
+
+
+def delete(self: Any, ids: Iterable[DocId], *, missing: str = "raise") -> int:
+    """Delete documents by id, all or none: the next search no longer finds them (searches running
+    beside see the index before or after, never a part); their rows are reclaimed by :meth:`compact`,
+    run once dead rows pass :attr:`compact_at` of the index.
+
+    Args:
+        ids: the documents' ids (a list; ``[]`` deletes nothing).
+        missing: ``"raise"``: an id the index does not hold is an error and nothing is deleted;
+            ``"ignore"``: such ids are skipped.
+
+    Returns:
+        How many documents were deleted.
+
+    Raises:
+        CorpusError: an unknown id (``missing="raise"``). CorpusTypeError: a single id, not a list.
+        InvalidArgument: another ``missing``. EngineError: an engine that does not delete yet (Qdrant, Milvus).
+        RetrieverBusy: another write is running. RetrieverClosed: the retriever was closed.
+
+    Example:
+        >>> retriever.delete(["d1", "d2"])  # doctest: +SKIP
+        2
+    """
+    self._check_open()
+    deleted = self.writer.delete(ids, missing=missing)
+    compact_if_due(self)
+    return deleted
+
+
+def compact(self: Any) -> int:
+    """Reclaim the rows of deleted and replaced documents: the engine's coarse index and fine store keep
+    only the live rows, renumbered in order (built beside searches, swapped in at once). Rows, as
+    :meth:`search_arrays` returns them, change; ids do not.
+
+    Returns:
+        How many rows were reclaimed.
+
+    Raises:
+        EngineError: an engine that does not compact. RetrieverBusy: another write is running.
+    """
+    self._check_open()
+    return self.writer.compact()
+
+
+def compact_if_due(self: Any) -> None:
+    """:func:`compact` when the dead rows reach :attr:`compact_at` of the rows."""
+    share = self.compact_at
+    if share is not None and self.ids.dead and self.ids.dead >= share * len(self.ids):
+        self.writer.compact()

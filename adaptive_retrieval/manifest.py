@@ -21,6 +21,7 @@ from .adapt import Adaptation
 from .backends import Backend, open_engine
 from .corpus import DocId
 from .documents import DocumentStore
+from .metadata import MetadataStore
 from .encoder import Encoder
 from .errors import CorpusError, IndexDamaged, InvalidArgument, ModelMismatch, ModelNotFound
 from .scratch import sweep
@@ -70,6 +71,8 @@ class Manifest:
     adaptation: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
     metric: str = "inner_product"
+    rows: int | None = None
+    """Rows the stores hold, those of deleted documents included (``None``: ``count``)"""
     saved_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     library_version: str = __version__
 
@@ -77,6 +80,8 @@ class Manifest:
         """As written to ``manifest.json``."""
         out = asdict(self)
         out["coarse"], out["fine"] = list(self.coarse.as_tuple()), list(self.fine.as_tuple())
+        if self.rows is None:  # no dead rows: the manifest a library that never deleted writes
+            del out["rows"]
         return out
 
 
@@ -93,6 +98,7 @@ class OpenedIndex:
     adaptation: Adaptation | None
     calibration: Calibration | None
     documents: DocumentStore | None
+    metadata: MetadataStore
     digest: str | None
 
 
@@ -104,6 +110,7 @@ def save_index(
     heads: dict[int, Any] | None,
     projection: np.ndarray | None,
     documents: DocumentStore | None,
+    metadata: MetadataStore | None = None,
     expect: str | None,
 ) -> str:
     """Write the index directory ``path`` atomically: the engine's files, the fitted head and its
@@ -114,6 +121,9 @@ def save_index(
     writers = {**engine.files(), **extra_writers(None, heads, projection)}
     if documents is not None:
         writers["texts"] = ("sqlite", documents.save)
+    if metadata is not None and not metadata.empty:
+        rows = manifest.rows if manifest.rows is not None else manifest.count
+        writers["metadata"] = ("jsonl", lambda p: metadata.save(p, rows))
     return write_index(Path(path), manifest.as_dict(), writers, expect)
 
 
@@ -208,6 +218,8 @@ def open_index(
             )
     try:
         engine, doc_ids = open_engine(path, manifest, options)
+        where = manifest["files"].get("metadata")
+        metadata = MetadataStore.load(None if where is None else path / where, len(doc_ids))
     except BaseException:
         if documents is not None:
             documents.close()
@@ -222,6 +234,7 @@ def open_index(
         adaptation=adaptation,
         calibration=calibration,
         documents=documents,
+        metadata=metadata,
         digest=digest,
     )
 
@@ -252,6 +265,7 @@ def save(self: Any, path: str | Path) -> None:
         manifest = Manifest(
             model=model_record(self.encoder), coarse=self.coarse, fine=self.fine, backend=entry,
             index=self.backend.describe(), count=len(self), candidates=self.candidates,
+            rows=len(self.ids) if self.ids.dead else None,
             adaptation=None if self.adaptation is None else self.adaptation.as_dict(),
             calibration=None if self.calibration is None else self.calibration.as_dict(),
         )  # fmt: skip
@@ -259,7 +273,7 @@ def save(self: Any, path: str | Path) -> None:
         expect = self._manifests.get(where) if guards_directory(manifest, self.documents) else None
         self._manifests[where] = save_index(
             Path(path), manifest, self.backend, heads=heads, projection=self.projection,
-            documents=self.documents, expect=expect,
+            documents=self.documents, metadata=self.metadata, expect=expect,
         )  # fmt: skip
 
 
@@ -303,7 +317,7 @@ def load(
         retriever = cls(
             opened.encoder, opened.coarse, opened.fine, opened.engine, opened.doc_ids,
             candidates=opened.candidates, adaptation=opened.adaptation, calibration=opened.calibration,
-            documents=opened.documents,
+            documents=opened.documents, metadata=opened.metadata,
         )  # fmt: skip
     except BaseException as err:  # e.g. a repeated id: nothing of the index stays open
         opened.engine.close()

@@ -7,12 +7,15 @@
   query is the fine vector projected into the coarse space.
 - :func:`resolve_coarse_query` and :func:`shortlist_plan`: the coarse query and the shortlist a search
   runs with, from its arguments, the index's projection and its calibration.
+- :func:`allowed_rows`: the rows a search may return (live, matching its filter) and whether it ranks
+  them exactly.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +24,8 @@ from .adapt import project_fine
 from .checks import positive_int
 from .encoder import Encoder
 from .errors import InvalidArgument
+from .ids import IdMap
+from .metadata import MetadataStore
 from .shortlist import Calibration
 from .views import View
 
@@ -124,3 +129,26 @@ __all__ = [
     "resolve_coarse_query",
     "shortlist_plan",
 ]
+
+
+def allowed_rows(ids: IdMap, metadata: MetadataStore, node: Any, exact_below: int) -> tuple[np.ndarray | None, bool, str]:
+    """The rows a search may return, and how it runs (called under the search's read lock).
+
+    Args:
+        ids: the index's id map (its live rows).
+        metadata: the index's metadata (a filter's columns).
+        node: a parsed filter (:func:`adaptive_retrieval.filters.parse`), or ``None``.
+        exact_below: a filter matching at most this many rows ranks them exactly.
+
+    Returns:
+        ``(allowed, exact, path)``: ``(rows,)`` bool or ``None`` (every row), whether to rank the allowed
+        rows exactly, and the path's name (:attr:`adaptive_retrieval.results.SearchTimings.paths`).
+    """
+    alive = ids.alive
+    if node is None:
+        return alive, False, "funnel"
+    allowed = metadata.mask(node, len(ids))
+    if alive is not None:
+        allowed &= alive[: len(allowed)]
+    exact = int(np.count_nonzero(allowed)) <= exact_below
+    return allowed, exact, "filtered exact" if exact else "filtered funnel"

@@ -57,6 +57,11 @@ class SearchTimings:
     """For each query, the candidates whose fine vectors were read and scored"""
     coarse_queries: dict[str, int] = field(default_factory=dict)
     """Queries by the vector that searched the coarse index: ``{"early": n, "projected": n}``"""
+    paths: dict[str, int] = field(default_factory=dict)
+    """Queries by the path that ran: ``"funnel"``; under a filter ``"filtered funnel"`` (the coarse
+    search limited to the matching documents) or ``"filtered exact"`` (few matched: each scored by the fine view)"""
+    matched: list[int] = field(default_factory=list)
+    """For each filtered query, how many documents matched its filter"""
 
     @property
     def total(self) -> float:
@@ -84,16 +89,16 @@ class SearchTimings:
 
 
 def hits_of(
-    ids: Sequence[DocId], documents: DocumentStore | None, D: np.ndarray, I: np.ndarray
+    found: list[list[tuple[DocId, dict[str, Any] | None]]], documents: DocumentStore | None, D: np.ndarray
 ) -> list[list[Hit]]:
-    """The funnel's ``(D, I)`` rows as :class:`Hit` lists, one per query (``-1`` padding left out), each
-    hit with its text and metadata when ``documents`` holds them (read in one query for the batch)."""
-    stored = {} if documents is None else documents.get([ids[i] for i in I[I >= 0].tolist()])
+    """The funnel's answers as :class:`Hit` lists, one per query: ``found`` holds each query's documents
+    (id and metadata, read under the search's lock), best first, ``D`` their scores; each hit gets its
+    text (and metadata) when ``documents`` holds them (read in one query for the batch)."""
+    stored = {} if documents is None else documents.get([d for docs in found for d, _ in docs])
     return [
         [
-            Hit(ids[i], float(s), rank, *DocumentStore.lookup(stored, ids[i]))
-            for rank, (s, i) in enumerate(zip(ds, rows), start=1)
-            if i >= 0
+            Hit(d, float(s), rank, *(DocumentStore.lookup(stored, d) or (None, meta)))
+            for rank, (s, (d, meta)) in enumerate(zip(ds, docs), start=1)
         ]
-        for ds, rows in zip(D, I)
+        for ds, docs in zip(D, found)
     ]

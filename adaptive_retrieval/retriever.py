@@ -32,7 +32,9 @@ from .errors import InvalidArgument, RetrieverClosed
 from .ids import IdMap
 from .indexing import CHUNK_SIZE, projection_of
 from .locks import ReadWriteLock
-from .querying import QueryPrecision, encode_queries, resolve_coarse_query, shortlist_plan
+from .filters import parse as parse_filter
+from .metadata import MetadataStore
+from .querying import QueryPrecision, allowed_rows, encode_queries, resolve_coarse_query, shortlist_plan
 from .results import Hit, SearchTimings, hits_of
 from .shortlist import Calibration
 from .views import View
@@ -68,6 +70,7 @@ class Retriever:
         adaptation: Adaptation | None = None,
         calibration: Calibration | None = None,
         documents: DocumentStore | None = None,
+        metadata: MetadataStore | None = None,
     ) -> None:
         self.encoder, self.coarse, self.fine = encoder, coarse, fine
         self.backend = backend
@@ -77,6 +80,14 @@ class Retriever:
         backend.attach(self.ids)
         self.documents = documents
         """The documents' texts and metadata (``store_text=True``), or ``None``"""
+        self.metadata = MetadataStore.load(None, len(self.ids)) if metadata is None else metadata
+        """Every row's metadata, filterable (:class:`adaptive_retrieval.metadata.MetadataStore`)"""
+        self.compact_at = 0.25
+        """The share of dead rows (deleted or replaced documents) at which a delete or upsert reclaims them
+        (:meth:`compact`); ``None``: only when called"""
+        self.exact_below = 20_000
+        """A filter matching at most this many documents (or the shortlist, if more) ranks them exactly by
+        the fine view, with no coarse stage"""
         self.candidates = positive_int(candidates, "candidates")
         """How many coarse hits the fine view re-ranks when no calibration applies (widened to ``k``)."""
         self.set_adaptation(adaptation)
@@ -89,16 +100,23 @@ class Retriever:
         self._precision = QueryPrecision()
         # the writer calls back through a weak reference: no cycle, so a dropped retriever is freed at once
         drop = weakref.WeakMethod(self._drop_stale_calibration)
-        self.writer = IndexWriter(self.ids, backend, documents, coarse, fine, self._lock, lambda: drop()())
+        self.writer = IndexWriter(
+            self.ids, backend, documents, self.metadata, coarse, fine, self._lock, lambda: drop()()
+        )
         """The index writer every add goes through (:class:`adaptive_retrieval.writer.IndexWriter`)"""
 
     @property
-    def doc_ids(self) -> Sequence[DocId]:
-        """The documents' ids in row order (read only)."""
+    def doc_ids(self) -> Sequence[DocId | None]:
+        """The ids by row, as :meth:`search_arrays` returns rows (read only; ``None`` at the row of a
+        deleted document until :meth:`compact`)."""
         return self.ids.ids
 
     def __len__(self) -> int:
-        return len(self.ids)
+        """The documents in the index."""
+        return self.ids.count
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.ids
 
     # Building, adding, calibrating and persistence are written beside the work they orchestrate, and
     # attached here: the methods of one class, each module holding one job.
@@ -106,6 +124,9 @@ class Retriever:
     from_vectors = classmethod(indexing.from_vectors)
     from_vector_batches = classmethod(indexing.from_vector_batches)
     add = indexing.add
+    upsert = indexing.upsert
+    delete = indexing.delete
+    compact = indexing.compact
     calibrate = calibration.calibrate
     save = manifest.save
     load = classmethod(manifest.load)
@@ -164,6 +185,7 @@ class Retriever:
         *,
         candidates: int | None = None,
         coarse_query: str | None = None,
+        filter: dict[str, Any] | None = None,
         **knobs: Any,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first (``min(k, len(self))`` hits).
@@ -174,54 +196,58 @@ class Retriever:
             candidates: the shortlist for this call (default: the calibrated rule, else :attr:`candidates`).
             coarse_query: ``"projected"`` (default with a fitted head: the fine vector projected into the
                 coarse space finds the shortlist) or ``"early"`` (the early layer's view); one pass either way.
+            filter: only documents whose metadata matches (:mod:`adaptive_retrieval.filters`:
+                ``{"section": "libs", "size": {"$gt": 1000}}``); the hits are the exact fine view's top
+                ``k`` among them at the fidelity of an unfiltered search (few matches: each scored exactly).
             **knobs: engine search parameters for this call only (FAISS ``nprobe``, ``efSearch``;
                 Qdrant ``hnsw_ef``, ``exact``; Milvus ``ef``, ``nprobe``): a search changes no shared state.
 
         Returns:
-            The hits (:class:`adaptive_retrieval.results.Hit`: id, score, rank; stored text and metadata).
+            The hits (:class:`adaptive_retrieval.results.Hit`: id, score, rank; metadata; stored text).
 
         Raises:
             QueryError: an empty query (QueryTypeError: not a string).
-            InvalidArgument: a bad ``k``, ``candidates``, ``coarse_query`` or knob, or invalid Unicode.
+            InvalidArgument: a bad ``k``, ``candidates``, ``coarse_query``, ``filter`` or knob, or invalid
+                Unicode (InvalidArgumentType: a filter of the wrong type).
             RetrieverClosed: the retriever was closed.
         """
         check_query(query)
-        return hits_of(
-            self.ids, self.documents, *self._search([query], k, candidates, coarse_query, None, None, knobs)
-        )[0]
+        D, _, found = self._search([query], k, candidates, coarse_query, None, None, knobs, filter)
+        return hits_of(found, self.documents, D)[0]
 
     def search_batch(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
-        batch_size: int | None = None, timings: SearchTimings | None = None, **knobs: Any,
+        batch_size: int | None = None, timings: SearchTimings | None = None, filter: dict[str, Any] | None = None,
+        **knobs: Any,
     ) -> list[list[Hit]]:  # fmt: skip
         """:meth:`search` for a non-empty list of queries, encoded ``batch_size`` at a time (default the
         encoder's); one list of hits per query, in order. ``timings``, if given, accumulates the seconds
         of each stage and what the searches ran. Raises as :meth:`search` does (QueryError: no queries)."""
         queries = check_queries(queries)
-        return hits_of(
-            self.ids,
-            self.documents,
-            *self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs),
-        )
+        D, _, found = self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs, filter)
+        return hits_of(found, self.documents, D)
 
     def search_arrays(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
-        batch_size: int | None = None, timings: SearchTimings | None = None, **knobs: Any,
+        batch_size: int | None = None, timings: SearchTimings | None = None, filter: dict[str, Any] | None = None,
+        **knobs: Any,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The funnel in FAISS's form, without building hits: :meth:`search_batch`'s arguments and errors.
 
         Returns:
             ``(D, I)`` of shape ``(n_queries, min(k, len(self)))``: fine scores and rows of
-            :attr:`doc_ids`, best first, padded with ``-1`` where a search found fewer.
+            :attr:`doc_ids` (rows change at :meth:`compact`), best first, padded with ``-1`` where a search
+            found fewer.
         """
         queries = check_queries(queries)
-        return self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs)
+        return self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs, filter)[:2]
 
     def _search(
         self, queries: list[str], k: int, candidates: int | None, coarse_query: str | None,
-        batch_size: int | None, timings: SearchTimings | None, knobs: dict[str, Any],
-    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        batch_size: int | None, timings: SearchTimings | None, knobs: dict[str, Any], filter: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray, list[list[tuple[DocId, Any]]]]:  # fmt: skip
         self._check_open()
+        node = parse_filter(filter)
         k = min(positive_int(k, "k"), max(len(self), 1))  # no index has more to return
         coarse_query = self.resolve_coarse_query(coarse_query)
         shortlist, patience, depth = shortlist_plan(
@@ -230,22 +256,27 @@ class Retriever:
         batch_size = self.encoder.batch_size if batch_size is None else positive_int(batch_size, "batch_size")
         # checked before any query is encoded; per call: nothing is left set on the index
         params = self.backend.search_parameters(depth=depth, **knobs)
-        if len(self) == 0:  # e.g. a reopened collection whose documents were all deleted
-            return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+        if len(self) == 0:  # e.g. every document deleted
+            empty = [[] for _ in queries]
+            return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64), empty
         timings = timings if timings is not None else SearchTimings()
         parts = []
         for i in range(0, len(queries), batch_size):
             with self._lock.read():  # many searches at once; a write's commit waits for them, and they for it
-                parts.append(
-                    self._funnel(
-                        queries[i : i + batch_size], k, shortlist, timings, params, coarse_query, patience
-                    )
+                D, I = self._funnel(
+                    queries[i : i + batch_size], k, shortlist, timings, params, coarse_query, patience, node
                 )
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+                found = [[(self.ids[r], self.metadata.get(r)) for r in row if r >= 0] for row in I.tolist()]
+                parts.append((D, I, found))
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            [docs for p in parts for docs in p[2]],
+        )
 
     def _funnel(
         self, queries: list[str], k: int, shortlist: int, timings: SearchTimings, params: Any, coarse_query: str,
-        patience: int | None,
+        patience: int | None, node: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         seconds: dict[str, float] = {}
         enc = self.query_encoder
@@ -253,9 +284,16 @@ class Retriever:
             enc, queries, self.coarse, self.fine, coarse_query, self.projection, seconds
         )
         shortlist = min(shortlist, len(self))
+        allowed, exact, path = allowed_rows(self.ids, self.metadata, node, max(shortlist, self.exact_below))
+        if allowed is not None and not exact:
+            patience = None  # a filtered coarse stage returns the shortlist whole
         D, I, fallbacks, read = self.backend.search(
-            coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds
-        )
+            coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds,
+            allowed=allowed, exact=exact,
+        )  # fmt: skip
+        timings.paths[path] = timings.paths.get(path, 0) + len(queries)
+        if node is not None:
+            timings.matched += [int(np.count_nonzero(allowed))] * len(queries)
         if fallbacks:
             logger.debug("coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks)
         for stage in ("encode_coarse", "resume_fine", "coarse_search", "rerank"):

@@ -292,6 +292,9 @@ def check_manifest(manifest: dict[str, Any], where: Path | str) -> None:
             raise IndexDamaged(f"{where} is damaged: it has no {key!r}")
         if not ok(manifest[key]):
             raise IndexDamaged(f"{where} is damaged: {key!r} must be {form}, got {manifest[key]!r:.80}")
+    rows = manifest.get("rows")  # optional: written by a library that deletes
+    if rows is not None and not (_is_int(rows) and rows >= manifest["count"]):
+        raise IndexDamaged(f"{where} is damaged: 'rows' must be null or an int >= count, got {rows!r:.80}")
     for key in ("sizes", "sha256", "sample_sha256"):
         if set(manifest[key]) != set(manifest["files"]):
             raise IndexDamaged(f"{where} is damaged: {key!r} does not cover the same files as 'files'")
@@ -351,10 +354,13 @@ def read_data_files(
         doc_ids = json.loads((path / files["ids"]).read_text())
     except ValueError as err:
         raise IndexDamaged(f"index at {str(path)!r} is damaged: {files['ids']}: {err}") from None
-    if len(coarse) != count or len(fine) != count or len(doc_ids) != count or fine.dim != fine_dim:
+    rows = manifest.get("rows") or count  # rows of deleted documents (null ids) included
+    live = sum(d is not None for d in doc_ids) if isinstance(doc_ids, list) else -1
+    if len(coarse) != rows or len(fine) != rows or len(doc_ids) != rows or live != count or fine.dim != fine_dim:
         raise IndexDamaged(
-            f"index at {str(path)!r} is inconsistent: manifest says {count} documents, the coarse index has "
-            f"{len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)}"
+            f"index at {str(path)!r} is inconsistent: manifest says {count} documents in {rows} rows, the coarse "
+            f"index has {len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)} "
+            f"({live} live)"
         )
     return coarse, fine, doc_ids
 

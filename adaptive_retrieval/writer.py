@@ -11,13 +11,15 @@ goes through :class:`Transaction`, the same protocol for each of them:
    so that the index is exactly as it was.
 
 A search holds the read lock, so it sees the index before or after a write, never a part of one.
-:class:`IndexWriter` runs adds through it; deletes and upserts will be transactions of the same kind.
+:class:`IndexWriter` runs adds, upserts (an add whose known ids replace their documents) and deletes
+through it; a delete kills rows (:mod:`adaptive_retrieval.ids`), which :meth:`IndexWriter.compact` reclaims.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,9 +28,10 @@ import numpy as np
 from .backends.base import Backend
 from .corpus import DocId, check_id
 from .documents import DocumentStore
-from .errors import CorpusError, CorpusTypeError, RetrieverBusy
+from .errors import CorpusError, CorpusTypeError, InvalidArgument, RetrieverBusy
 from .ids import IdMap
 from .locks import ReadWriteLock
+from .metadata import MetadataStore
 from .views import View
 
 
@@ -76,6 +79,22 @@ class DocumentWrite:
 
     def rollback(self, committed: bool) -> None:
         (self.store.undo_commit if committed else self.store.rollback)()
+
+
+@dataclass
+class MetadataWrite:
+    """The metadata store's part of a write: one record per new row."""
+
+    store: MetadataStore
+
+    def prepare(self) -> None:
+        return None
+
+    def commit(self) -> None:
+        self.store.commit()
+
+    def rollback(self, committed: bool) -> None:
+        self.store.rollback(committed)
 
 
 @dataclass
@@ -175,6 +194,7 @@ class IndexWriter:
         ids: the index's id map.
         engine: the engine holding the vectors.
         documents: the document store, or ``None`` when texts are not kept.
+        metadata: the metadata store (one record per row).
         coarse, fine: the index's views (the vectors' shapes are checked against them).
         lock: the retriever's read-write lock (searches read; commits write).
         after_commit: called under the write lock after each add commits (e.g. to drop a calibration
@@ -186,22 +206,24 @@ class IndexWriter:
         ids: IdMap,
         engine: Backend,
         documents: DocumentStore | None,
+        metadata: MetadataStore,
         coarse: View,
         fine: View,
         lock: ReadWriteLock,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
-        self.ids, self.engine, self.documents = ids, engine, documents
+        self.ids, self.engine, self.documents, self.metadata = ids, engine, documents, metadata
         self.coarse, self.fine, self.lock = coarse, fine, lock
         self.after_commit = after_commit
         self._adding = threading.Lock()  # held by the add in progress: a second one is refused
 
-    def add_batches(self, batches: Iterable[tuple[Any, ...]]) -> int:
+    def add_batches(self, batches: Iterable[tuple[Any, ...]], *, replace: bool = False) -> int:
         """Stage every batch, then commit them all, or nothing.
 
         Args:
             batches: ``(doc_ids, coarse_vectors, fine_vectors[, texts[, metadata]])`` tuples (see
                 :meth:`adaptive_retrieval.Retriever.add_vector_batches`), consumed one at a time.
+            replace: a known id is an update (an upsert): its old row dies as the new one commits.
 
         Returns:
             The number of documents added.
@@ -212,27 +234,99 @@ class IndexWriter:
                 normalised or not finite, missing texts (CorpusTypeError: a batch, id or vectors of the
                 wrong type). Nothing is added.
         """
+        with self.exclusive():
+            return self._add(batches, replace)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this writer for one write (searches go on beside it).
+
+        Raises:
+            RetrieverBusy: another write is running."""
         if not self._adding.acquire(blocking=False):
             raise RetrieverBusy(
-                "another add is running on this retriever: one add at a time (searches may run beside it)"
+                "another write (add, upsert, delete, compact) is running on this retriever: one at a time "
+                "(searches may run beside it)"
             )
         try:
-            return self._add(batches)
+            yield
         finally:
             self._adding.release()
 
-    def _add(self, batches: Iterable[tuple[Any, ...]]) -> int:
+    def _transaction(self) -> Transaction:
         participants: list[Participant] = [] if self.documents is None else [DocumentWrite(self.documents)]
-        participants += [IdWrite(self.ids), EngineWrite(self.engine, len(self.ids))]  # the engine last
-        transaction = Transaction(self.lock, participants, self.after_commit)
+        participants += [MetadataWrite(self.metadata), IdWrite(self.ids)]
+        participants.append(EngineWrite(self.engine, len(self.ids)))  # the engine last
+        return Transaction(self.lock, participants, self.after_commit)
+
+    def delete(self, doc_ids: Iterable[DocId], missing: str = "raise") -> int:
+        """Delete documents, all or none: their rows die (searches skip them at once; :meth:`compact`
+        reclaims them).
+
+        Args:
+            doc_ids: the documents' ids.
+            missing: ``"raise"`` (an unknown id is an error, nothing deleted) or ``"ignore"``.
+
+        Returns:
+            How many documents were deleted.
+
+        Raises:
+            CorpusError: an unknown id (``missing="raise"``). InvalidArgument: another ``missing``.
+            RetrieverBusy: another write is running.
+        """
+        if missing not in ("raise", "ignore"):
+            raise InvalidArgument(f"missing must be 'raise' or 'ignore', got {missing!r}")
+        if isinstance(doc_ids, (str, bytes, int)):
+            raise CorpusTypeError(f"ids must be a list of document ids, got the single id {doc_ids!r}")
+        checked = [check_id(d, f"ids[{i}]") for i, d in enumerate(doc_ids)]
+        with self.exclusive():
+            transaction = self._transaction()
+            try:
+                gone = self.ids.stage_delete(checked, missing=missing)
+                if self.documents is not None:
+                    self.documents.stage_delete(gone)
+                self.engine.delete(self.ids.staged_deaths)
+            except BaseException:
+                transaction.rollback()
+                raise
+            if gone:
+                transaction.commit()
+            else:
+                transaction.rollback()
+            return len(gone)
+
+    def compact(self) -> int:
+        """Reclaim the dead rows: every store keeps only the live ones, renumbered ``0..`` in order
+        (the new engine parts built beside searches, swapped in under the write lock).
+
+        Returns:
+            How many rows were reclaimed.
+
+        Raises:
+            RetrieverBusy: another write is running."""
+        with self.exclusive():
+            dead = self.ids.dead
+            if not dead:
+                return 0
+            keep = self.ids.live_rows()
+            swap = self.engine.compacted(keep)  # the long part, beside searches
+            with self.lock.write():
+                swap()
+                self.metadata.compact(keep)
+                self.ids.compact()
+            return dead
+
+    def _add(self, batches: Iterable[tuple[Any, ...]], replace: bool) -> int:
+        transaction = self._transaction()
         try:
             position = 0
             for batch in batches:  # not enumerate(), whose reused tuple keeps the last batch alive
-                self._stage(position, batch)
+                self._stage(position, batch, replace)
                 del batch  # before the next one is made: RAM holds one batch at a time
                 position += 1  # noqa: SIM113 (see the loop)
             if not self.ids.staged:
                 raise CorpusError("corpus is empty: give at least one document")
+            self.engine.delete(self.ids.staged_deaths)  # an upsert's replaced rows
         except BaseException:  # nothing is visible yet
             transaction.rollback()
             raise
@@ -240,7 +334,7 @@ class IndexWriter:
         transaction.commit()
         return added
 
-    def _stage(self, position: int, batch: Any) -> None:
+    def _stage(self, position: int, batch: Any, replace: bool) -> None:
         """One batch, checked, into every store's staged part."""
         if not isinstance(batch, tuple) or not 3 <= len(batch) <= 5:
             raise CorpusTypeError(
@@ -249,22 +343,19 @@ class IndexWriter:
             )
         doc_ids = [check_id(d, f"doc_ids[{i}]") for i, d in enumerate(batch[0])]
         coarse_vectors, fine_vectors = self.check_vectors(doc_ids, batch[1], batch[2])
-        texts = metadata = None
+        texts = list(batch[3]) if len(batch) > 3 and batch[3] is not None else None
+        metadata = list(batch[4]) if len(batch) > 4 and batch[4] is not None else None
+        if metadata is not None and len(metadata) != len(doc_ids):
+            raise CorpusError(f"batch {position} has {len(metadata)} metadata records for {len(doc_ids)} ids")
+        if self.documents is not None and (texts is None or len(texts) != len(doc_ids)):
+            raise CorpusError(
+                f"this index stores texts: batch {position} needs one text per document: (doc_ids, "
+                "coarse_vectors, fine_vectors, texts[, metadata])"
+            )
+        first_row = self.ids.stage(doc_ids, replace=replace)
+        self.metadata.stage([None] * len(doc_ids) if metadata is None else metadata, doc_ids)
         if self.documents is not None:
-            texts = list(batch[3]) if len(batch) > 3 and batch[3] is not None else None
-            metadata = list(batch[4]) if len(batch) > 4 and batch[4] is not None else None
-            if (
-                texts is None
-                or len(texts) != len(doc_ids)
-                or (metadata is not None and len(metadata) != len(doc_ids))
-            ):
-                raise CorpusError(
-                    f"this index stores texts: batch {position} needs one text (and, if any, one "
-                    "metadata) per document: (doc_ids, coarse_vectors, fine_vectors, texts[, metadata])"
-                )
-        first_row = self.ids.stage(doc_ids)
-        if self.documents is not None:
-            self.documents.add(doc_ids, texts, metadata)
+            self.documents.add(doc_ids, texts, metadata, replace=replace)
         self.engine.add(first_row, doc_ids, coarse_vectors, fine_vectors)
 
     def check_vectors(

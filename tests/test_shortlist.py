@@ -134,9 +134,11 @@ def test_a_calibrated_hnsw_shortlist_searches_as_deep_as_it_was_calibrated(tiny_
     backend = r.backend
     ef = backend.coarse_index.hnsw_ef()
     assert backend.search_parameters() is None and backend.search_parameters(depth=ef) is None
-    deep = backend.search_parameters(depth=ef + 100)
-    assert isinstance(deep, faiss.SearchParametersHNSW) and deep.efSearch == ef + 100
-    assert backend.search_parameters(depth=ef + 100, efSearch=7).efSearch == 7  # the caller's knob wins
+    deep = backend.search_parameters(depth=ef + 100)  # the knobs, checked; FAISS's parameters per search
+    assert deep == {"efSearch": ef + 100}
+    built = backend.coarse_index.search_parameters(**deep)
+    assert isinstance(built, faiss.SearchParametersHNSW) and built.efSearch == ef + 100
+    assert backend.search_parameters(depth=ef + 100, efSearch=7) == {"efSearch": 7}  # the caller's knob wins
     assert backend.coarse_index.hnsw_ef() == ef  # nothing set on the index
     flat = Retriever.build(random_texts(30, seed=61), coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
     assert flat.backend.coarse_index.hnsw_ef() is None and flat.backend.search_parameters(depth=500) is None

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..corpus import DocId
-from ..errors import InvalidArgument, InvalidArgumentType
+from ..errors import EngineError, InvalidArgument, InvalidArgumentType
 from ..ids import IdMap
 from ..shortlist import STEP, patient_rerank
 
@@ -153,6 +153,22 @@ class Backend(ABC):
                 writer has added meanwhile (a keyed engine). EngineError: the engine failed.
         """
 
+    def delete(self, rows: list[int]) -> None:
+        """Stage the death of committed rows (a delete, or the old rows of an upsert). The engine keeps
+        them (searches skip the rows :attr:`ids` marks dead) until :meth:`compacted`; an engine that
+        cannot do this yet refuses here, before anything changes.
+
+        Raises:
+            EngineError: this engine does not delete."""
+
+    def compacted(self, keep: np.ndarray) -> Callable[[], None]:
+        """Build, beside searches, this engine's rows ``keep`` (ascending) renumbered ``0..``; return the
+        function that swaps them in (called under the write lock, with the id map's compaction).
+
+        Raises:
+            EngineError: this engine does not compact."""
+        raise EngineError(f"backend {self.name!r} does not reclaim deleted rows")
+
     def prepare(self) -> None:  # noqa: B027 - optional
         """The part of committing staged rows that can run while searches go on (called before the
         write lock; :meth:`commit` follows under it). Nothing, unless the engine says."""
@@ -176,7 +192,7 @@ class Backend(ABC):
 
     @abstractmethod
     def coarse_search(
-        self, coarse_q: np.ndarray, depth: int, params: Any = None
+        self, coarse_q: np.ndarray, depth: int, params: Any = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``depth`` best committed rows for each coarse query vector, in coarse order.
 
@@ -184,6 +200,7 @@ class Backend(ABC):
             coarse_q: ``(n, coarse_dim)`` query vectors.
             depth: rows per query.
             params: per-call parameters from :meth:`search_parameters`.
+            allowed: ``(len(self),)`` bool: only these rows (an engine without row filters refuses it).
 
         Returns:
             ``(D, I)``, each ``(n, depth)``: coarse scores and rows, padded with ``-inf`` / ``-1``.
@@ -202,13 +219,16 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def exact_search(
+        self, fine_q: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact search of the fine view over every committed row: the funnel's reference and its
         fallback.
 
         Args:
             fine_q: ``(n, fine_dim)`` query vectors.
             k: rows per query.
+            allowed: ``(len(self),)`` bool: only these rows.
 
         Returns:
             ``(D, I)``, each ``(n, k)``, best first, padded with ``-inf`` / ``-1``.
@@ -253,6 +273,8 @@ class Backend(ABC):
         params: Any = None,
         patience: int | None = None,
         seconds: dict[str, float] | None = None,
+        allowed: np.ndarray | None = None,
+        exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
         """The funnel: the coarse view shortlists ``shortlist`` rows per query, :meth:`rerank` re-ranks
         them.
@@ -264,18 +286,28 @@ class Backend(ABC):
             params: per-call parameters from :meth:`search_parameters`.
             patience: re-rank a step at a time until the top ``k`` settles (see :meth:`rerank`).
             seconds: if given, receives the seconds spent in ``coarse_search`` and in ``rerank``.
+            allowed: ``(len(self),)`` bool: only these rows may be returned (a filter, the live rows).
+            exact: rank the ``allowed`` rows exactly by the fine view (no coarse stage): the path of a
+                filter that leaves few documents.
 
         Returns:
             ``(D, I, fallbacks, read)``, as :meth:`rerank` returns them.
         """
         t0 = time.perf_counter()
+        if exact:
+            D, I = self.exact_search(fine_q, k, allowed=allowed)
+            matched = len(self) if allowed is None else int(np.count_nonzero(allowed))
+            clock(seconds, t0, t0)
+            return D, I, 0, np.full(len(fine_q), matched)
         served = (
-            None if patience is not None else self.funnel_in_engine(coarse_q, fine_q, k, shortlist, params)
+            None
+            if patience is not None or allowed is not None
+            else self.funnel_in_engine(coarse_q, fine_q, k, shortlist, params)
         )
         if served is None:
-            _, candidates = self.coarse_search(coarse_q, shortlist, params)
+            _, candidates = self.coarse_search(coarse_q, shortlist, params, allowed=allowed)
             t1 = time.perf_counter()
-            found = self.rerank(fine_q, candidates, k, patience=patience)
+            found = self.rerank(fine_q, candidates, k, patience=patience, allowed=allowed)
         else:
             D, I, read, t1 = served
             D, I, fallbacks = self.fallback(fine_q, k, D, I)
@@ -293,7 +325,13 @@ class Backend(ABC):
         return None
 
     def rerank(
-        self, fine_q: np.ndarray, candidates: np.ndarray, k: int, *, patience: int | None = None
+        self,
+        fine_q: np.ndarray,
+        candidates: np.ndarray,
+        k: int,
+        *,
+        patience: int | None = None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
         """The funnel's second stage: every candidate scored by the fine view (:meth:`fine_scores`), or
         with ``patience`` a step at a time until the top ``k`` settles
@@ -304,6 +342,7 @@ class Backend(ABC):
             candidates: ``(n, c)`` rows in coarse order (``-1``: none).
             k: hits per query.
             patience: ``None``: the whole shortlist in one step.
+            allowed: the rows the candidates came from (for :meth:`fallback`).
 
         Returns:
             ``(D, I, fallbacks, read)``: the top ``k`` per query, how many queries were ranked exactly,
@@ -321,21 +360,22 @@ class Backend(ABC):
         )
         if patience is None:  # what was read: the real candidates
             read = (candidates >= 0).sum(axis=1)
-        D, I, fallbacks = self.fallback(fine_q, k, D, I)
+        D, I, fallbacks = self.fallback(fine_q, k, D, I, allowed=allowed)
         return D, I, fallbacks, read
 
     def fallback(
-        self, fine_q: np.ndarray, k: int, D: np.ndarray, I: np.ndarray
+        self, fine_q: np.ndarray, k: int, D: np.ndarray, I: np.ndarray, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Rank exactly every query whose (approximate) coarse stage found fewer than
-        ``min(k, len(self))`` rows.
+        """Rank exactly every query whose (approximate) coarse stage found fewer than ``min(k, n)`` rows
+        (``n``: the rows ``allowed`` marks, else every row).
 
         Returns:
             ``(D, I, how many were)``: ``D`` and ``I`` with those queries' rows replaced.
         """
-        short = (I >= 0).sum(axis=1) < min(k, len(self))
+        n = len(self) if allowed is None else int(np.count_nonzero(allowed))
+        short = (I >= 0).sum(axis=1) < min(k, n)
         if short.any():
-            D[short], I[short] = self.exact_search(fine_q[short], k)
+            D[short], I[short] = self.exact_search(fine_q[short], k, allowed=allowed)
         return D, I, int(short.sum())
 
     def vectors(self, view: str, start: int, stop: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -177,15 +178,46 @@ class FaissBackend(Backend):
             self.fine_store.truncate(min(start, len(self.fine_store)))
 
     def coarse_search(
-        self, coarse_q: np.ndarray, depth: int, params: Any = None
+        self, coarse_q: np.ndarray, depth: int, params: Any = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self.coarse_index.search(coarse_q, depth, params=params)
+        """The coarse index's search (``allowed``: a FAISS selector of those rows; an approximate index
+        searches wider as they get fewer: HNSW's ``efSearch`` and IVF's ``nprobe`` divided by the share
+        of rows allowed, unless given)."""
+        knobs = dict(params or {})
+        if allowed is not None:
+            knobs = self._widened(knobs, depth, float(np.count_nonzero(allowed)) / max(len(allowed), 1))
+        return self.coarse_index.search(coarse_q, depth, allowed=allowed, **knobs)
+
+    def _widened(self, knobs: dict[str, Any], depth: int, share: float) -> dict[str, Any]:
+        index = self.coarse_index
+        share = max(share, 1e-6)
+        ef = index.hnsw_ef()
+        if ef is not None and "efSearch" not in knobs:
+            knobs["efSearch"] = int(min(max(ef, depth) / share, max(len(index), 1)))
+        ivf = index.ivf()
+        if ivf is not None and "nprobe" not in knobs:
+            knobs["nprobe"] = int(min(np.ceil(ivf.nprobe / share), ivf.nlist))
+        return knobs
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return self.fine_store.scores(fine_q, rows)
 
-    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.fine_store.search_exact(fine_q, k, rows=len(self))  # committed rows only
+    def exact_search(
+        self, fine_q: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.fine_store.search_exact(fine_q, k, rows=len(self), allowed=allowed)  # committed rows only
+
+    def compacted(self, keep: np.ndarray) -> Callable[[], None]:
+        """The coarse index and fine store of rows ``keep``, built now (beside searches); the returned
+        function swaps them in (under the write lock)."""
+        coarse = self.coarse_index.compacted(keep)
+        fine = self.fine_store.compacted(keep)
+
+        def swap() -> None:
+            self.coarse_index = coarse
+            self.fine_store.adopt(fine)
+
+        return swap
 
     def vectors(self, view: str, start: int, stop: int) -> np.ndarray:
         if view == "coarse":
@@ -202,7 +234,8 @@ class FaissBackend(Backend):
         ef = self.coarse_index.hnsw_ef()
         if depth is not None and ef is not None and "efSearch" not in knobs and depth > ef:
             knobs = {**knobs, "efSearch": int(depth)}
-        return self.coarse_index.search_parameters(**knobs)
+        self.coarse_index.search_parameters(**knobs)  # checked here, built per search (with its rows)
+        return knobs or None
 
     def set_knobs(self, **knobs: Any) -> None:
         self.coarse_index.set_knobs(**knobs)
@@ -218,7 +251,7 @@ class FaissBackend(Backend):
         return {
             **shards,  # a Flat index grown in shards: one file per shard
             "fine": ("npy", lambda path: self.fine_store.save(path, rows=committed)),
-            **extra_writers(list(self.ids.ids), None, None),
+            **extra_writers(list(self.ids.ids[:committed]), None, None),
         }
 
     def manifest(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..corpus import DocId
-from ..errors import CorpusError, InvalidArgumentType
+from ..errors import EngineError, CorpusError, InvalidArgumentType
 from .base import Backend, EngineOptions
 
 logger = logging.getLogger(__name__)
@@ -229,12 +229,31 @@ class KeyedBackend(Backend):
         return None
 
     def coarse_search(
-        self, coarse_q: np.ndarray, depth: int, params: Any = None
+        self, coarse_q: np.ndarray, depth: int, params: Any = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        self._no_rows_filter(allowed)
         return self.known_rows(self._ask("coarse", params), coarse_q, depth)
 
-    def exact_search(self, fine_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def exact_search(
+        self, fine_q: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self._no_rows_filter(allowed)
         return self.known_rows(self._ask("fine", self._exact_params()), fine_q, k)
+
+    def _no_rows_filter(self, allowed: np.ndarray | None) -> None:
+        if allowed is not None:
+            raise EngineError(
+                f"backend {self.name!r} does not filter or delete yet (the FAISS backend does); "
+                "search without filter="
+            )
+
+    def delete(self, rows: list[int]) -> None:
+        """Not yet: this engine refuses deletes and upserts (nothing changes)."""
+        if rows:
+            raise EngineError(
+                f"backend {self.name!r} does not delete or replace documents yet (the FAISS backend does); "
+                "nothing was changed"
+            )
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
