@@ -54,14 +54,16 @@ def sample_queries(
 
 
 def shortlist_evidence(
-    engine: Backend, fine_q: np.ndarray, coarse_q: np.ndarray, k: int, cap: int, own: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
+    engine: Backend, fine_q: np.ndarray, coarse_q: np.ndarray, k: int, cap: int, own: np.ndarray | None,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """For each query, the fine scores of its first ``cap`` coarse candidates in coarse order (``-inf``:
     none) and whether each is one of its exact fine top ``k``; a pseudo-query's own document (``own``)
-    is left out of both. The caller holds the retriever's read lock."""
+    is left out of both; ``allowed``: only those rows (the live ones). The caller holds the retriever's
+    read lock."""
     spare = 0 if own is None else 1
-    _, exact = engine.exact_search(fine_q, k + spare)
-    _, cand = engine.coarse_search(coarse_q, cap + spare)
+    _, exact = engine.exact_search(fine_q, k + spare, allowed=allowed)
+    _, cand = engine.coarse_search(coarse_q, cap + spare, allowed=allowed)
     n = len(fine_q)
     scores = np.full((n, cap), -np.inf, dtype=np.float32)
     members = np.zeros((n, cap), dtype=bool)
@@ -146,7 +148,7 @@ def calibrate(
     fine_q = vectors[self.fine]
     coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
     with self._lock.read():
-        scores, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, cap, own)
+        scores, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, cap, own, self.ids.alive)
     choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
     self.calibration = Calibration(
         target=float(target), k=k, coarse_query=coarse_query, queries=source, measured=measured,

@@ -90,7 +90,12 @@ class DocumentStore:
         self._scratch = weakref.finalize(self, scratch.unlink, missing_ok=True)
 
     def add(
-        self, doc_ids: Sequence[DocId], texts: Sequence[str], metadata: Sequence[Any] | None, *, replace: bool = False
+        self,
+        doc_ids: Sequence[DocId],
+        texts: Sequence[str],
+        metadata: Sequence[Any] | None,
+        *,
+        replace: bool = False,
     ) -> None:
         """Hold documents for the next :meth:`commit` (checked here: texts are strings, metadata JSON);
         ``replace``: documents of the same ids are replaced (an upsert)."""

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidArgument, InvalidArgumentType
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .metadata import MetadataStore
 
 COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 MEMBERSHIPS = ("$in", "$nin")
@@ -54,7 +51,7 @@ class Combine:
     parts: tuple[Node, ...]
 
 
-Node = Union[Compare, Combine]
+Node = Compare | Combine
 
 
 def kind_of(value: Any) -> str | None:
@@ -105,7 +102,9 @@ def _parse(filter: Any, where: str) -> Node:
         if key in ("$and", "$or"):
             if not isinstance(value, (list, tuple)) or not value:
                 raise InvalidArgument(f"{where}[{key!r}] must be a non-empty list of filters, got {value!r}")
-            parts.append(Combine(key, tuple(_parse(v, f"{where}[{key!r}][{i}]") for i, v in enumerate(value))))
+            parts.append(
+                Combine(key, tuple(_parse(v, f"{where}[{key!r}][{i}]") for i, v in enumerate(value)))
+            )
         elif key.startswith("$"):
             raise InvalidArgument(
                 f"{where}: unknown operator {key!r} at the top level; fields are compared with "
@@ -153,12 +152,12 @@ def fields(node: Node) -> set[str]:
     return set().union(*(fields(p) for p in node.parts))
 
 
-def evaluate(node: Node, store: MetadataStore, rows: int) -> np.ndarray:
+def evaluate(node: Node, store: Any, rows: int) -> np.ndarray:
     """The rows ``0..rows-1`` whose metadata matches.
 
     Args:
         node: a parsed filter (:func:`parse`).
-        store: the index's metadata columns.
+        store: the index's metadata columns (:class:`adaptive_retrieval.metadata.MetadataStore`).
         rows: how many rows the mask covers.
 
     Returns:

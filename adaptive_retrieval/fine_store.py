@@ -321,7 +321,10 @@ class FineStore:
             self._source[2].close()
         if self._grown is not None:
             self._grown()  # this store's old scratch copy
-        self.vectors, self.path, self._source, self._grown = other.vectors, other.path, None, other._grown
+        self.vectors, self.path, self._source, self._grown = other.vectors, other.path, None, None
+        if other._grown is not None:  # the scratch file now lives as long as this store
+            other._grown.detach()
+            self._grown = weakref.finalize(self, other.path.unlink, missing_ok=True)
         self.__dict__.pop("_buffer", None)
 
     def save(self, path: Path, rows: int | None = None) -> None:

@@ -48,7 +48,9 @@ class IdMap:
         (2, None, [False, True, True])
     """
 
-    def __init__(self, ids: Iterable[DocId | None] = (), key: Callable[[DocId], Hashable] | None = None) -> None:
+    def __init__(
+        self, ids: Iterable[DocId | None] = (), key: Callable[[DocId], Hashable] | None = None
+    ) -> None:
         self.key = key
         self._ids: list[DocId | None] = []
         self._row: dict[DocId, int] = {}

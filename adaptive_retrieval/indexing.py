@@ -420,7 +420,7 @@ def _encode_and_write(
 def delete(self: Any, ids: Iterable[DocId], *, missing: str = "raise") -> int:
     """Delete documents by id, all or none: the next search no longer finds them (searches running
     beside see the index before or after, never a part); their rows are reclaimed by :meth:`compact`,
-    run once dead rows pass :attr:`compact_at` of the index.
+    run once dead rows pass :attr:`adaptive_retrieval.Retriever.compact_at` of the index.
 
     Args:
         ids: the documents' ids (a list; ``[]`` deletes nothing).
@@ -448,7 +448,7 @@ def delete(self: Any, ids: Iterable[DocId], *, missing: str = "raise") -> int:
 def compact(self: Any) -> int:
     """Reclaim the rows of deleted and replaced documents: the engine's coarse index and fine store keep
     only the live rows, renumbered in order (built beside searches, swapped in at once). Rows, as
-    :meth:`search_arrays` returns them, change; ids do not.
+    :meth:`adaptive_retrieval.Retriever.search_arrays` returns them, change; ids do not.
 
     Returns:
         How many rows were reclaimed.
@@ -461,7 +461,7 @@ def compact(self: Any) -> int:
 
 
 def compact_if_due(self: Any) -> None:
-    """:func:`compact` when the dead rows reach :attr:`compact_at` of the rows."""
+    """:func:`compact` when the dead rows reach :attr:`adaptive_retrieval.Retriever.compact_at` of the rows."""
     share = self.compact_at
     if share is not None and self.ids.dead and self.ids.dead >= share * len(self.ids):
         self.writer.compact()

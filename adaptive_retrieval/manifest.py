@@ -21,9 +21,9 @@ from .adapt import Adaptation
 from .backends import Backend, open_engine
 from .corpus import DocId
 from .documents import DocumentStore
-from .metadata import MetadataStore
 from .encoder import Encoder
 from .errors import CorpusError, IndexDamaged, InvalidArgument, ModelMismatch, ModelNotFound
+from .metadata import MetadataStore
 from .scratch import sweep
 from .shortlist import Calibration
 from .storage import (

@@ -61,7 +61,11 @@ class Column:
                 hit = np.isin(values, codes)
             else:
                 x = operands[0]
-                ok = np.array([_order(op, v, x) for v in vocab], dtype=bool) if len(vocab) else np.zeros(0, bool)
+                ok = (
+                    np.array([_order(op, v, x) for v in vocab], dtype=bool)
+                    if len(vocab)
+                    else np.zeros(0, bool)
+                )
                 hit = np.isin(values, np.flatnonzero(ok))
         elif op in ("$eq", "$ne", "$in", "$nin"):
             hit = np.isin(values, [self.encode(v) for v in operands])
@@ -130,7 +134,9 @@ class MetadataStore:
                 try:
                     encoded = json.dumps(record, allow_nan=False)
                 except (TypeError, ValueError) as err:
-                    raise CorpusTypeError(f"the metadata of document {doc_id!r} must be JSON: {err}") from None
+                    raise CorpusTypeError(
+                        f"the metadata of document {doc_id!r} must be JSON: {err}"
+                    ) from None
             else:
                 encoded, record = None, None
             self._staged.append(encoded)
@@ -191,12 +197,6 @@ class MetadataStore:
         raw = self._raw[row] if 0 <= row < len(self._raw) else None
         return None if raw is None else json.loads(raw)
 
-    def mask(self, filter: Any, rows: int) -> np.ndarray:
-        """The rows ``0..rows-1`` that a parsed filter matches (:func:`adaptive_retrieval.filters.evaluate`)."""
-        from .filters import evaluate
-
-        return evaluate(filter, self, rows)
-
     # ------------------------------------------------------------------------------ persistence
 
     def save(self, path: Path, rows: int | None = None) -> None:
@@ -242,7 +242,11 @@ def check_metadata(metadata: Any, n: int) -> list[Any] | None:
     if metadata is None:
         return None
     if isinstance(metadata, (str, bytes, dict)) or not isinstance(metadata, Sequence):
-        raise CorpusTypeError(f"metadata must be a list of dicts (one per document), got {type(metadata).__name__}")
+        raise CorpusTypeError(
+            f"metadata must be a list of dicts (one per document), got {type(metadata).__name__}"
+        )
     if len(metadata) != n:
-        raise InvalidArgument(f"metadata has {len(metadata)} records for {n} documents: give one per document")
+        raise InvalidArgument(
+            f"metadata has {len(metadata)} records for {n} documents: give one per document"
+        )
     return list(metadata)

@@ -7,7 +7,7 @@
   query is the fine vector projected into the coarse space.
 - :func:`resolve_coarse_query` and :func:`shortlist_plan`: the coarse query and the shortlist a search
   runs with, from its arguments, the index's projection and its calibration.
-- :func:`allowed_rows`: the rows a search may return (live, matching its filter) and whether it ranks
+- :func:`adaptive_retrieval.querying.allowed_rows`: the rows a search may return (live, matching its filter) and whether it ranks
   them exactly.
 """
 
@@ -24,6 +24,7 @@ from .adapt import project_fine
 from .checks import positive_int
 from .encoder import Encoder
 from .errors import InvalidArgument
+from .filters import evaluate
 from .ids import IdMap
 from .metadata import MetadataStore
 from .shortlist import Calibration
@@ -125,13 +126,16 @@ __all__ = [
     "COARSE_QUERIES",
     "QUERY_PRECISIONS",
     "QueryPrecision",
+    "allowed_rows",
     "encode_queries",
     "resolve_coarse_query",
     "shortlist_plan",
 ]
 
 
-def allowed_rows(ids: IdMap, metadata: MetadataStore, node: Any, exact_below: int) -> tuple[np.ndarray | None, bool, str]:
+def allowed_rows(
+    ids: IdMap, metadata: MetadataStore, node: Any, exact_below: int
+) -> tuple[np.ndarray | None, bool, str]:
     """The rows a search may return, and how it runs (called under the search's read lock).
 
     Args:
@@ -147,7 +151,7 @@ def allowed_rows(ids: IdMap, metadata: MetadataStore, node: Any, exact_below: in
     alive = ids.alive
     if node is None:
         return alive, False, "funnel"
-    allowed = metadata.mask(node, len(ids))
+    allowed = evaluate(node, metadata, len(ids))
     if alive is not None:
         allowed &= alive[: len(allowed)]
     exact = int(np.count_nonzero(allowed)) <= exact_below

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +85,13 @@ class SearchTimings:
         self.layers += queries * layers
         self.shortlists += read
         self.coarse_queries[coarse_query] = self.coarse_queries.get(coarse_query, 0) + queries
+
+    def count_path(self, path: str, queries: int, matched: int | None) -> None:
+        """Record the path ``queries`` searches ran (:attr:`paths`) and, filtered, how many documents
+        matched (:attr:`matched`)."""
+        self.paths[path] = self.paths.get(path, 0) + queries
+        if matched is not None:
+            self.matched += [matched] * queries
 
 
 def hits_of(

@@ -29,10 +29,11 @@ from .corpus import DocId
 from .documents import DocumentStore
 from .encoder import Encoder
 from .errors import InvalidArgument, RetrieverClosed
+from .filters import parse as parse_filter
 from .ids import IdMap
 from .indexing import CHUNK_SIZE, projection_of
+from .integrations import front
 from .locks import ReadWriteLock
-from .filters import parse as parse_filter
 from .metadata import MetadataStore
 from .querying import QueryPrecision, allowed_rows, encode_queries, resolve_coarse_query, shortlist_plan
 from .results import Hit, SearchTimings, hits_of
@@ -83,11 +84,9 @@ class Retriever:
         self.metadata = MetadataStore.load(None, len(self.ids)) if metadata is None else metadata
         """Every row's metadata, filterable (:class:`adaptive_retrieval.metadata.MetadataStore`)"""
         self.compact_at = 0.25
-        """The share of dead rows (deleted or replaced documents) at which a delete or upsert reclaims them
-        (:meth:`compact`); ``None``: only when called"""
+        """Dead rows' share at which a delete or upsert runs :meth:`compact` (``None``: only when called)"""
         self.exact_below = 20_000
-        """A filter matching at most this many documents (or the shortlist, if more) ranks them exactly by
-        the fine view, with no coarse stage"""
+        """A filter matching at most this many documents (or the shortlist) ranks them exactly, no coarse stage"""
         self.candidates = positive_int(candidates, "candidates")
         """How many coarse hits the fine view re-ranks when no calibration applies (widened to ``k``)."""
         self.set_adaptation(adaptation)
@@ -118,8 +117,7 @@ class Retriever:
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self.ids
 
-    # Building, adding, calibrating and persistence are written beside the work they orchestrate, and
-    # attached here: the methods of one class, each module holding one job.
+    # written beside the work they orchestrate, attached here: the methods of one class
     build = classmethod(indexing.build)
     from_vectors = classmethod(indexing.from_vectors)
     from_vector_batches = classmethod(indexing.from_vector_batches)
@@ -128,10 +126,10 @@ class Retriever:
     delete = indexing.delete
     compact = indexing.compact
     calibrate = calibration.calibrate
+    as_langchain = front.as_langchain
+    as_llama_index = front.as_llama_index
     save = manifest.save
     load = classmethod(manifest.load)
-
-    # ----------------------------------------------------------------------------------------- add
 
     def add_vectors(
         self, doc_ids: Sequence[DocId], coarse_vectors: np.ndarray, fine_vectors: np.ndarray,
@@ -291,9 +289,7 @@ class Retriever:
             coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds,
             allowed=allowed, exact=exact,
         )  # fmt: skip
-        timings.paths[path] = timings.paths.get(path, 0) + len(queries)
-        if node is not None:
-            timings.matched += [int(np.count_nonzero(allowed))] * len(queries)
+        timings.count_path(path, len(queries), None if node is None else int(np.count_nonzero(allowed)))
         if fallbacks:
             logger.debug("coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks)
         for stage in ("encode_coarse", "resume_fine", "coarse_search", "rerank"):
@@ -369,27 +365,6 @@ class Retriever:
         return resolve_coarse_query(coarse_query, self.projection)
 
     # ------------------------------------------------------------------------------------ lifecycle
-
-    def as_langchain(self, k: int = 4, **search_kwargs: Any) -> Any:
-        """This retriever as a LangChain ``BaseRetriever`` returning ``k`` hits, ``search_kwargs`` passed to
-        :meth:`search`: :class:`adaptive_retrieval.integrations.langchain.LangChainRetriever`.
-
-        Raises:
-            InvalidArgument: ``k`` not a positive int, or no texts stored (build with ``store_text=True``).
-            ImportError: langchain-core is not installed.
-        """
-        from .integrations import check_texts
-        from .integrations.langchain import LangChainRetriever
-
-        check_texts(self)  # here, not inside pydantic's validation, which would wrap the error
-        return LangChainRetriever(retriever=self, k=positive_int(k, "k"), search_kwargs=search_kwargs)
-
-    def as_llama_index(self, k: int = 4, **search_kwargs: Any) -> Any:
-        """This retriever as a LlamaIndex ``BaseRetriever``: as :meth:`as_langchain`, for llama-index-core
-        (:class:`adaptive_retrieval.integrations.llama_index.LlamaIndexRetriever`)."""
-        from .integrations.llama_index import LlamaIndexRetriever
-
-        return LlamaIndexRetriever(self, k=positive_int(k, "k"), search_kwargs=search_kwargs)
 
     def close(self) -> None:
         """Release what this retriever holds open (the fine store's memory map and scratch copies, an

@@ -356,7 +356,13 @@ def read_data_files(
         raise IndexDamaged(f"index at {str(path)!r} is damaged: {files['ids']}: {err}") from None
     rows = manifest.get("rows") or count  # rows of deleted documents (null ids) included
     live = sum(d is not None for d in doc_ids) if isinstance(doc_ids, list) else -1
-    if len(coarse) != rows or len(fine) != rows or len(doc_ids) != rows or live != count or fine.dim != fine_dim:
+    if (
+        len(coarse) != rows
+        or len(fine) != rows
+        or len(doc_ids) != rows
+        or live != count
+        or fine.dim != fine_dim
+    ):
         raise IndexDamaged(
             f"index at {str(path)!r} is inconsistent: manifest says {count} documents in {rows} rows, the coarse "
             f"index has {len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)} "

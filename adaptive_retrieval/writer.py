@@ -326,7 +326,6 @@ class IndexWriter:
                 position += 1  # noqa: SIM113 (see the loop)
             if not self.ids.staged:
                 raise CorpusError("corpus is empty: give at least one document")
-            self.engine.delete(self.ids.staged_deaths)  # an upsert's replaced rows
         except BaseException:  # nothing is visible yet
             transaction.rollback()
             raise
@@ -352,6 +351,8 @@ class IndexWriter:
                 f"this index stores texts: batch {position} needs one text per document: (doc_ids, "
                 "coarse_vectors, fine_vectors, texts[, metadata])"
             )
+        if replace:  # an upsert's replaced rows, before the engine takes their new ones
+            self.engine.delete([r for d in doc_ids if (r := self.ids.row(d)) is not None])
         first_row = self.ids.stage(doc_ids, replace=replace)
         self.metadata.stage([None] * len(doc_ids) if metadata is None else metadata, doc_ids)
         if self.documents is not None:

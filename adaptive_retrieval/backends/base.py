@@ -153,7 +153,7 @@ class Backend(ABC):
                 writer has added meanwhile (a keyed engine). EngineError: the engine failed.
         """
 
-    def delete(self, rows: list[int]) -> None:
+    def delete(self, rows: list[int]) -> None:  # noqa: B027 - optional
         """Stage the death of committed rows (a delete, or the old rows of an upsert). The engine keeps
         them (searches skip the rows :attr:`ids` marks dead) until :meth:`compacted`; an engine that
         cannot do this yet refuses here, before anything changes.
@@ -308,6 +308,12 @@ class Backend(ABC):
             _, candidates = self.coarse_search(coarse_q, shortlist, params, allowed=allowed)
             t1 = time.perf_counter()
             found = self.rerank(fine_q, candidates, k, patience=patience, allowed=allowed)
+            if allowed is not None:  # a graph walk the filter starved (fewer candidates than asked): exact
+                D, I, fallbacks, read = found
+                starved = (candidates >= 0).sum(axis=1) < min(shortlist, int(np.count_nonzero(allowed)))
+                if starved.any():
+                    D[starved], I[starved] = self.exact_search(fine_q[starved], k, allowed=allowed)
+                found = D, I, fallbacks + int(starved.sum()), read
         else:
             D, I, read, t1 = served
             D, I, fallbacks = self.fallback(fine_q, k, D, I)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..corpus import DocId
-from ..errors import EngineError, CorpusError, InvalidArgumentType
+from ..errors import CorpusError, EngineError, InvalidArgumentType
 from .base import Backend, EngineOptions
 
 logger = logging.getLogger(__name__)
