@@ -189,19 +189,34 @@ def _index_dir(path: str) -> Path:
     return Path(path)
 
 
+def _filter(text: str | None) -> dict | None:
+    """``--filter``'s JSON, checked before any model loads."""
+    if text is None:
+        return None
+    from .filters import parse
+
+    try:
+        flt = json.loads(text)
+    except ValueError as err:
+        raise InvalidArgument(f'--filter must be JSON such as \'{{"section": "libs"}}\': {err}') from None
+    parse(flt, "--filter")
+    return flt
+
+
 def _search(args: argparse.Namespace) -> int:
     queries = _queries(args.query)
     index_dir = _index_dir(args.index_dir)
+    flt = _filter(args.filter)
     from .retriever import Retriever
 
     retriever = Retriever.load(index_dir, model=args.model)
-    found = retriever.search_batch(queries, k=args.k, candidates=args.candidates)
+    found = retriever.search_batch(queries, k=args.k, candidates=args.candidates, filter=flt)
     several = len(queries) > 1 or args.query == ["-"]  # from stdin: always query + hits each
     if args.json:
         rows = [
             [
-                {"rank": h.rank, "doc_id": h.doc_id, "score": h.score}
-                | ({"text": h.text, "metadata": h.metadata} if retriever.documents is not None else {})
+                {"rank": h.rank, "doc_id": h.doc_id, "score": h.score, "metadata": h.metadata}
+                | ({"text": h.text} if retriever.documents is not None else {})
                 for h in hits
             ]
             for hits in found
@@ -214,6 +229,38 @@ def _search(args: argparse.Namespace) -> int:
         for h in hits:
             text = "" if h.text is None else "\t" + " ".join(h.text.split())[:100]
             print(f"{h.rank}\t{h.doc_id}\t{h.score:.4f}{text}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    index_dir = _index_dir(args.index_dir)
+    from .retriever import Retriever
+
+    retriever = Retriever.load(index_dir, model=args.model)
+    ids = [_id_of(d, retriever) for d in args.ids]
+    deleted = retriever.delete(ids, missing="ignore" if args.ignore_missing else "raise")
+    retriever.save(index_dir)
+    print(f"deleted {deleted} documents; {len(retriever)} remain in {index_dir}", file=sys.stderr)
+    return 0
+
+
+def _id_of(text: str, retriever: object) -> object:
+    """A command-line id as the index holds it: the string, or the int it spells when only that is there."""
+    if text not in retriever and text.lstrip("-").isdigit() and int(text) in retriever:  # type: ignore[operator]
+        return int(text)
+    return text
+
+
+def _add(args: argparse.Namespace) -> int:
+    corpus = CorpusFile(args.corpus)
+    index_dir = _index_dir(args.index_dir)
+    from .retriever import Retriever
+
+    retriever = Retriever.load(index_dir, model=args.model)
+    before = len(retriever)
+    (retriever.upsert if args.upsert else retriever.add)(corpus, show_progress=not args.quiet)
+    retriever.save(index_dir)
+    print(f"{len(retriever) - before:+d} documents; {len(retriever)} in {index_dir}", file=sys.stderr)
     return 0
 
 
@@ -327,6 +374,9 @@ def parser() -> argparse.ArgumentParser:
     )
     search.add_argument("-k", type=_positive, default=10, help="how many hits per query (default 10)")
     search.add_argument("--candidates", type=_positive, help="a fixed shortlist for this search")
+    search.add_argument(
+        "--filter", help='only documents whose metadata matches, as JSON: \'{"section": "libs"}\''
+    )
     search.add_argument("--model", help="the model to load the index with (default: the one it names)")
     search.add_argument(
         "--json",
@@ -334,6 +384,19 @@ def parser() -> argparse.ArgumentParser:
         help="print hits as JSON (one query: a list of hits; several, or -: query and hits each)",
     )
     search.set_defaults(run=_search)
+    add = sub.add_parser("add", help="encode a corpus file into a saved index (the same formats as index)")
+    add.add_argument("index_dir", help="a folder written by 'index'")
+    add.add_argument("corpus", help="the documents to add")
+    add.add_argument("--upsert", action="store_true", help="replace the documents whose ids the index holds")
+    add.add_argument("--quiet", action="store_true", help="no progress bar")
+    add.add_argument("--model", help="the model to load the index with (default: the one it names)")
+    add.set_defaults(run=_add)
+    delete = sub.add_parser("delete", help="delete documents from a saved index by id")
+    delete.add_argument("index_dir", help="a folder written by 'index'")
+    delete.add_argument("ids", nargs="+", help="the documents' ids")
+    delete.add_argument("--ignore-missing", action="store_true", help="skip ids the index does not hold")
+    delete.add_argument("--model", help="the model to load the index with (default: the one it names)")
+    delete.set_defaults(run=_delete)
     info = sub.add_parser("info", help="what an index's manifest holds")
     info.add_argument("index_dir", help="a folder written by 'index'")
     info.add_argument("--json", action="store_true", help="the manifest's summary as JSON")

@@ -256,3 +256,37 @@ def test_a_gzipped_corpus_is_read_and_ctrl_c_is_one_line(model_dir, tmp_path, ca
     monkeypatch.setattr(Retriever, "load", classmethod(interrupted))
     assert main(["search", str(out), "a query"]) == 130
     assert capsys.readouterr().err.strip().startswith("interrupted")
+
+
+def test_filter_delete_and_add_from_the_command_line(model_dir, tmp_path):
+    texts = random_texts(60, seed=33)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"_id": f"d{i}", "text": t, "section": "ab"[i % 2]}) + "\n"
+            for i, t in enumerate(texts)
+        )
+    )
+    out, model = tmp_path / "idx", ["--model", str(model_dir)]
+    assert run("index", str(corpus), "--out", str(out), "--coarse", "2x8", "--quiet", *model).returncode == 0
+    bad = run("search", str(out), "q", "--filter", "{section: a}")
+    assert bad.returncode == 2 and "--filter must be JSON" in bad.stderr
+    found = run("search", str(out), texts[7], "-k", "60", "--json", "--filter", '{"section": "b"}', *model)
+    hits = json.loads(found.stdout)
+    assert len(hits) == 30 and hits[0]["doc_id"] == "d7" and {h["metadata"]["section"] for h in hits} == {"b"}
+    gone = run("delete", str(out), "d7", "d9", *model)
+    assert gone.returncode == 0 and "deleted 2 documents; 58 remain" in gone.stderr
+    missing = run("delete", str(out), "nope", *model)
+    assert missing.returncode == 2 and "'nope' is not in the index" in missing.stderr
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps({"_id": "d7", "text": texts[7], "section": "c"}) + "\n")
+    assert run("add", str(new), str(out), *model).returncode == 2  # arguments: the index first
+    assert run("add", str(out), str(new), "--quiet", *model).returncode == 0  # d7 was deleted: added anew
+    twice = run("add", str(out), str(new), "--quiet", *model)
+    assert twice.returncode == 2 and "'d7' is already in the index" in twice.stderr
+    again = run("add", str(out), str(new), "--upsert", "--quiet", *model)
+    assert again.returncode == 0, again.stderr
+    hits = json.loads(
+        run("search", str(out), texts[7], "-k", "1", "--json", "--filter", '{"section": "c"}', *model).stdout
+    )
+    assert [h["doc_id"] for h in hits] == ["d7"]

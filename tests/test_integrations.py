@@ -29,7 +29,9 @@ def test_hits_carry_text_and_metadata_through_save_load_and_add(stored, corpus, 
         (h.doc_id, h.score) for h in bare
     ]  # texts change no result
     # without texts, a hit still carries the document's metadata (kept for filters either way)
-    assert all(h.text is None and h.metadata == {k: corpus[h.doc_id][k] for k in ("title", "url")} for h in bare)
+    assert all(
+        h.text is None and h.metadata == {k: corpus[h.doc_id][k] for k in ("title", "url")} for h in bare
+    )
     for h in hits:
         doc = corpus[h.doc_id]
         assert h.text == f"{doc['title']} {doc['text']}" and h.metadata == {

@@ -43,8 +43,10 @@ def test_per_call_arguments_are_honoured_or_refused():
     assert len(lc.invoke(QUERIES[1], k=2)) == 2 and len(lc.invoke(QUERIES[1])) == 4
     assert len(lc.invoke(QUERIES[1], k=3, candidates=5)) == 3
     assert len(lc.invoke(QUERIES[1], verbose=True)) == 4  # LangChain's own keyword, not a search's
-    with pytest.raises(ValueError, match="filter= is not supported"):
-        lc.invoke(QUERIES[1], filter={"title": "doc 1"})
+    only = lc.invoke(QUERIES[1], k=10, filter={"title": "doc 1"})  # the document's own fields
+    assert [d.metadata["title"] for d in only] == ["doc 1"]
+    with pytest.raises(ValueError, match="filter field 'colour': no document has it"):
+        lc.invoke(QUERIES[1], filter={"colour": "red"})
     with pytest.raises(ValueError, match="unknown search parameter 'colour'|takes no search parameters"):
         lc.invoke(QUERIES[1], colour="blue")
     with pytest.raises(ValueError, match="k must be a positive int"):

@@ -43,7 +43,9 @@ def docs() -> dict[str, dict]:
 
 @pytest.mark.parametrize("index", ["Flat", "HNSW16", "IVF8,Flat"])
 @pytest.mark.parametrize("section", [None, "libs"])
-def test_a_filtered_search_returns_the_exact_fine_top_k_among_the_matching(tiny_encoder, docs, index, section):
+def test_a_filtered_search_returns_the_exact_fine_top_k_among_the_matching(
+    tiny_encoder, docs, index, section
+):
     r = Retriever.build(docs, model=tiny_encoder, backend=FaissOptions(index=index), candidates=60, **VIEWS)
     r.exact_below = 0  # the filtered funnel, not the exact path
     flt = {"size": {"$gte": 100}} if section is None else {"section": section, "size": {"$lt": 200}}
@@ -81,7 +83,9 @@ def test_filters_combine_and_are_refused_clearly(tiny_encoder, docs):
     r = Retriever.build(docs, model=tiny_encoder, **VIEWS)
     q = "alpha"
     both = r.search(q, k=300, filter={"$or": [{"section": "net"}, {"size": {"$in": [1, 2]}}]})
-    assert {h.doc_id for h in both} == {d for d, v in docs.items() if v["section"] == "net" or v["size"] in (1, 2)}
+    assert {h.doc_id for h in both} == {
+        d for d, v in docs.items() if v["section"] == "net" or v["size"] in (1, 2)
+    }
     ne = r.search(q, k=300, filter={"section": {"$nin": ["libs", "admin"]}, "size": {"$ne": 3}})
     assert {h.doc_id for h in ne} == {
         d for d, v in docs.items() if v["section"] in ("games", "net") and v["size"] != 3
@@ -218,7 +222,7 @@ def test_searches_beside_deletes_and_upserts_see_a_whole_state(tiny_encoder, doc
                     ids = [h.doc_id for h in hits]
                     # a state between two writes: each pair has at most one... and never a duplicate
                     assert len(ids) == len(set(ids))
-            except BaseException as err:  # noqa: BLE001 - reported below
+            except BaseException as err:
                 errors.append(err)
                 return
 

@@ -16,15 +16,14 @@ except ImportError as err:  # pragma: no cover - depends on the installation
 from pydantic import ConfigDict, Field
 
 from ..checks import positive_int
-from ..errors import InvalidArgument
 from . import check_texts, hit_metadata
 
 
 class LangChainRetriever(BaseRetriever):
     """``retriever.as_langchain(k=4)``: ``invoke(query)`` returns the top ``k`` as ``Document``s
     (``page_content``: the text as indexed; ``metadata``: the document's fields, ``doc_id``, ``score``,
-    ``rank``). ``search_kwargs`` go to :meth:`adaptive_retrieval.Retriever.search` (``candidates``,
-    ``coarse_query``, FAISS knobs)."""
+    ``rank``). ``search_kwargs`` go to :meth:`adaptive_retrieval.Retriever.search` (``filter``,
+    ``candidates``, ``coarse_query``, FAISS knobs)."""
 
     retriever: Any
     k: int = 4
@@ -38,14 +37,9 @@ class LangChainRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        """The top ``k`` for ``query``; ``kwargs`` (``invoke(query, k=2, candidates=50)``) override ``k``
+        """The top ``k`` for ``query``; ``kwargs`` (``invoke(query, k=2, filter={"section": "libs"})``) override ``k``
         and ``search_kwargs`` for this call, and an argument :meth:`adaptive_retrieval.Retriever.search`
         does not take is refused (raised, never ignored)."""
-        if "filter" in kwargs:
-            raise InvalidArgument(
-                "filter= is not supported: this index has no metadata filters yet, and a filter silently "
-                "ignored would return documents the caller excluded"
-            )
         kwargs.pop("verbose", None)  # LangChain's own, passed through by BaseRetriever.invoke
         options = {**self.search_kwargs, **kwargs}
         k = positive_int(options.pop("k", self.k), "k")
