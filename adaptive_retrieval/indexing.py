@@ -23,7 +23,8 @@ from .checks import positive_int
 from .corpus import Corpus, DocId, chunks, iter_records
 from .documents import DocumentStore
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
-from .errors import CorpusError, InvalidArgumentType
+from .errors import CorpusError, CorpusTypeError, InvalidArgumentType
+from .metadata import check_metadata
 from .models import DEFAULT_MODEL
 from .views import View, ViewLike, check_pair
 
@@ -39,6 +40,14 @@ def projection_of(adaptation: Adaptation | None) -> np.ndarray | None:
     return adaptation.projection
 
 
+def _merged(own: Any, given: Any) -> Any:
+    if given is None or own is None:
+        return given if own is None else own
+    if not isinstance(given, dict):
+        return given  # refused by the metadata store, naming the document
+    return {**own, **given}
+
+
 class CorpusEncoding:
     """The batches of one add: ``corpus`` in chunks of ``chunk_size``, encoded by ``encoder`` at the
     views ``coarse`` and ``fine``. With ``adapt``, the first chunk fits the coarse head; afterwards
@@ -50,6 +59,7 @@ class CorpusEncoding:
         first_id: the id a list of strings starts from (the index's size).
         store_text: whether the batches carry texts (they always carry metadata).
         bar: a tqdm bar advanced by documents encoded.
+        metadata: one record (a dict or ``None``) per document, merged over the document's own fields.
     """
 
     def __init__(
@@ -68,16 +78,21 @@ class CorpusEncoding:
         chunk_size: int,
         batch_size: int | None,
         bar: Any,
+        metadata: Sequence[Any] | None = None,
     ) -> None:
         self.corpus, self.encoder, self.coarse, self.fine = corpus, encoder, coarse, fine
+        self.metadata = metadata
         self.adaptation, self.adapt, self.candidates = adaptation, adapt, candidates
         self.known, self.first_id, self.store_text = known, first_id, store_text
         self.chunk_size, self.batch_size, self.bar = chunk_size, batch_size, bar
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        given = None if self.metadata is None else iter(self.metadata)
         for ids, texts, metadata in chunks(
             iter_records(self.corpus, first_id=self.first_id), self.chunk_size
         ):
+            if given is not None:  # metadata= beside the corpus
+                metadata = [_merged(own, next(given, None)) for own in metadata]
             if self.known is not None:
                 self._refuse_known(ids)
             coarse, fine = self._fit(texts) if self.adapt else self._encode(texts)
@@ -167,6 +182,7 @@ def build(
     backend_options: dict[str, Any] | None = None,
     adapt: bool = True,
     store_text: bool = False,
+    metadata: Sequence[Any] | None = None,
     batch_size: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     show_progress: bool | None = None,
@@ -191,7 +207,10 @@ def build(
         backend_options: an engine name's options as a dict (``{"uri": "./index.db"}``).
         adapt: fit the coarse view's head to this corpus, without labels, on the first chunk
             (:mod:`adaptive_retrieval.adapt`); kept only when it beats the model's own head.
-        store_text: keep texts and metadata (:mod:`adaptive_retrieval.documents`) so hits carry them.
+        store_text: keep texts (:mod:`adaptive_retrieval.documents`) so hits carry them (metadata is
+            kept either way, filterable: :mod:`adaptive_retrieval.metadata`).
+        metadata: one dict (or ``None``) per document of ``corpus``, in order (merged over a BEIR
+            document's own fields), e.g. beside a list of texts.
         batch_size: encoder batch size (default: the encoder's).
         chunk_size: documents encoded and added per step.
         show_progress: progress bars while encoding (default: on for long work).
@@ -225,7 +244,13 @@ def build(
     retriever = empty(cls, encoder, coarse, fine, candidates, options, store_text)
     retriever._adapt_next = adapt
     with discarding(retriever):
-        retriever.add(corpus, batch_size=batch_size, chunk_size=chunk_size, show_progress=show_progress)
+        retriever.add(
+            corpus,
+            metadata=metadata,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            show_progress=show_progress,
+        )
     return retriever
 
 
@@ -339,6 +364,7 @@ def add(
     self: Any,
     corpus: Corpus,
     *,
+    metadata: Sequence[Any] | None = None,
     batch_size: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     show_progress: bool | None = None,
@@ -362,13 +388,14 @@ def add(
     Example:
         >>> retriever.add({"d3": "Sleep and memory consolidation."})  # doctest: +SKIP
     """
-    _encode_and_write(self, corpus, batch_size, chunk_size, show_progress, replace=False)
+    _encode_and_write(self, corpus, metadata, batch_size, chunk_size, show_progress, replace=False)
 
 
 def upsert(
     self: Any,
     corpus: Corpus,
     *,
+    metadata: Sequence[Any] | None = None,
     batch_size: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     show_progress: bool | None = None,
@@ -379,7 +406,7 @@ def upsert(
 
     Args:
         corpus: as :meth:`add` takes it (give ids: a dict or ``(id, text)`` pairs).
-        batch_size, chunk_size, show_progress: as :meth:`add`.
+        metadata, batch_size, chunk_size, show_progress: as :meth:`add`.
 
     Raises:
         CorpusError: an id twice in ``corpus``, a bad text, an empty corpus; as :meth:`add` otherwise.
@@ -388,16 +415,21 @@ def upsert(
     Example:
         >>> retriever.upsert({"d3": {"text": "Sleep consolidates memory.", "section": "neuro"}})  # doctest: +SKIP
     """
-    _encode_and_write(self, corpus, batch_size, chunk_size, show_progress, replace=True)
+    _encode_and_write(self, corpus, metadata, batch_size, chunk_size, show_progress, replace=True)
     compact_if_due(self)
 
 
 def _encode_and_write(
-    self: Any, corpus: Corpus, batch_size: int | None, chunk_size: int, show_progress: bool | None, replace: bool
+    self: Any, corpus: Corpus, metadata: Sequence[Any] | None, batch_size: int | None, chunk_size: int,
+    show_progress: bool | None, replace: bool,
 ) -> None:  # fmt: skip
     chunk_size = positive_int(chunk_size, "chunk_size")
     self._check_open()
     total = len(corpus) if isinstance(corpus, Sized) else None
+    if metadata is not None:
+        if total is None:
+            raise CorpusTypeError("metadata= needs a corpus of known length (a list or a dict)")
+        metadata = check_metadata(metadata, total)
     if show_progress is None:  # long work: many batches, or a stream of unknown length
         show_progress = total is None or total >= PROGRESS_MIN_BATCHES * self.encoder.batch_size
     bar = tqdm(
@@ -408,7 +440,7 @@ def _encode_and_write(
             corpus, self.encoder, self.coarse, self.fine, adaptation=self.adaptation, adapt=self._adapt_next,
             candidates=self.candidates, known=None if replace else self.ids.__contains__,
             first_id=len(self.ids), store_text=self.documents is not None, chunk_size=chunk_size,
-            batch_size=batch_size, bar=bar,
+            batch_size=batch_size, bar=bar, metadata=metadata,
         )  # fmt: skip
         self.writer.add_batches(encoding, replace=replace)
     finally:

@@ -1,4 +1,4 @@
-"""LangChain's own standard test suite for retrievers (langchain-tests), run on our LangChain retriever."""
+"""LangChain's own standard test suites (langchain-tests), run on our LangChain retriever and vector store."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ integration = pytest.importorskip("langchain_tests.integration_tests")
 
 from adaptive_retrieval import Retriever  # noqa: E402
 from adaptive_retrieval.integrations.langchain import LangChainRetriever  # noqa: E402
+from adaptive_retrieval.integrations.langchain_store import AdaptiveRetrievalVectorStore  # noqa: E402
 from tests.helpers import QUERIES, make_encoder, random_texts  # noqa: E402
 
 
@@ -51,3 +52,41 @@ def test_per_call_arguments_are_honoured_or_refused():
         lc.invoke(QUERIES[1], colour="blue")
     with pytest.raises(ValueError, match="k must be a positive int"):
         lc.invoke(QUERIES[1], k=0)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from adaptive_retrieval import Encoder
+
+    return Encoder.from_pretrained("minilm-l6")
+
+
+class TestLangChainVectorStoreStandard(integration.VectorStoreIntegrationTests):
+    @pytest.fixture
+    def vectorstore(self, minilm):  # an empty store per test, made in one call
+        return AdaptiveRetrievalVectorStore(model=minilm, coarse=(3, 64))
+
+
+def test_the_vector_store_filters_and_refuses_what_it_cannot_honour(minilm):
+    store = AdaptiveRetrievalVectorStore.from_texts(
+        ["ls lists directory contents", "cp copies files", "ssh logs in remotely"],
+        metadatas=[{"section": 1}, {"section": 1}, {"section": 8}],
+        ids=["ls", "cp", "ssh"],
+        model=minilm,
+        coarse=(3, 64),
+    )
+    found = store.similarity_search_with_score("list the files in a folder", k=3, filter={"section": 1})
+    assert found[0][0].id == "ls" and {d.id for d, _ in found} == {"ls", "cp"}
+    retriever = store.as_retriever(search_kwargs={"k": 1, "filter": {"section": 8}})
+    assert [d.id for d in retriever.invoke("remote login")] == ["ssh"]
+    with pytest.raises(ValueError, match="embeds with its own model"):
+        AdaptiveRetrievalVectorStore.from_texts(
+            ["a"], embedding=integration.VectorStoreIntegrationTests.get_embeddings()
+        )
+    with pytest.raises(ValueError, match="takes no option 'colour'"):
+        store.add_texts(["x"], colour="red")
+    with pytest.raises(ValueError, match="ids has 1 entries for 2 texts"):
+        store.add_texts(["x", "y"], ids=["x"])
+    with pytest.raises(ValueError, match="filter field 'colour'"):
+        store.similarity_search("x", filter={"colour": "red"})
+    assert store.get_by_ids(["ssh", "nope"])[0].metadata == {"section": 8}
