@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import calibration, indexing, manifest
+from . import refit as refitting
 from .adapt import Adaptation, check_adaptation, project_fine
 from .backends import Backend
 from .checks import check_queries, check_query, positive_int
@@ -106,8 +107,7 @@ class Retriever:
 
     @property
     def doc_ids(self) -> Sequence[DocId | None]:
-        """The ids by row, as :meth:`search_arrays` returns rows (read only; ``None`` at the row of a
-        deleted document until :meth:`compact`)."""
+        """The ids by row, as :meth:`search_arrays` returns rows (``None``: deleted, until :meth:`compact`)."""
         return self.ids.ids
 
     def __len__(self) -> int:
@@ -125,6 +125,8 @@ class Retriever:
     upsert = indexing.upsert
     delete = indexing.delete
     compact = indexing.compact
+    refit = refitting.refit
+    drift = refitting.drift
     calibrate = calibration.calibrate
     as_langchain = front.as_langchain
     as_llama_index = front.as_llama_index

@@ -250,3 +250,29 @@ def test_an_engine_that_does_not_delete_yet_says_so_and_changes_nothing(tiny_enc
     with pytest.raises(EngineError, match="does not delete or replace documents yet"):
         r.upsert([(1, "new words")])
     assert len(r) == 30 and r.search("alpha", k=30)[-1].doc_id is not None
+
+
+def test_refit_turns_the_coarse_view_to_the_documents_held_now(tiny_encoder):
+    first, second = random_texts(150, seed=40), random_texts(150, seed=41, min_words=3, max_words=6)
+    r = Retriever.build(first, model=tiny_encoder, candidates=20, **VIEWS)
+    assert r.fitted_head
+    r.compact_at = None
+    r.upsert(list(enumerate(second)))  # every document replaced by one of another kind (short)
+    old = r.projection.copy()
+    drift = r.drift()
+    assert 0 < drift.kept <= drift.best and drift.documents == 150
+    query = second[7]
+    done = r.refit()
+    assert done.ratio == pytest.approx(1.0) and not done.due and r.ids.dead == 0
+    assert not np.allclose(r.projection, old) and r.calibration is None
+    stored = r.backend.vectors("coarse", 0, len(r))
+    assert np.allclose(stored, r.project(r.backend.vectors("fine", 0, len(r))), atol=1e-5)  # re-projected
+    assert r.drift().ratio == pytest.approx(1.0, abs=1e-6)
+    assert r.search(query, k=1)[0].doc_id == 7
+    # the early head, turned onto the new directions (an approximation: it saw only the old ones), still
+    # lands in the documents' space: most texts find themselves through it (here: 45 of 50)
+    found = [r.search(q, k=1, coarse_query="early")[0].doc_id for q in second[:50]]
+    assert sum(f == i for i, f in enumerate(found)) >= 40
+    fresh = Retriever.build(list(enumerate(second)), model=tiny_encoder, candidates=20, adapt=False, **VIEWS)
+    with pytest.raises(InvalidArgument, match="no projection to refit"):
+        fresh.refit()

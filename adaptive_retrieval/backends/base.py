@@ -169,6 +169,15 @@ class Backend(ABC):
             EngineError: this engine does not compact."""
         raise EngineError(f"backend {self.name!r} does not reclaim deleted rows")
 
+    def recoarsened(self, blocks: Any, count: int, train: np.ndarray) -> Callable[[], None]:
+        """Build, beside searches, a coarse index of the same kind over ``count`` new coarse vectors
+        (``blocks`` in row order; ``train``: a training sample); return the function that swaps it in
+        (``Retriever.refit``).
+
+        Raises:
+            EngineError: this engine does not rebuild its coarse side."""
+        raise EngineError(f"backend {self.name!r} does not rebuild its coarse vectors (refit)")
+
     def prepare(self) -> None:  # noqa: B027 - optional
         """The part of committing staged rows that can run while searches go on (called before the
         write lock; :meth:`commit` follows under it). Nothing, unless the engine says."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -206,6 +206,24 @@ class FaissBackend(Backend):
         self, fine_q: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         return self.fine_store.search_exact(fine_q, k, rows=len(self), allowed=allowed)  # committed rows only
+
+    def recoarsened(self, blocks: Iterable[np.ndarray], count: int, train: np.ndarray) -> Callable[[], None]:
+        """A new coarse index of the same kind holding ``count`` new coarse vectors (``blocks``, in row
+        order; ``train``: a sample to train an index that needs it), built now; the returned function
+        swaps it in."""
+        target = CoarseIndex(self.coarse_index.dim, self.coarse_index.factory)
+        if target.is_flat():
+            target = target.grown(blocks, count)
+        else:
+            if not target.is_trained:
+                target.train(train[: self.train_size])
+            for block in blocks:
+                target.add(block)
+
+        def swap() -> None:
+            self.coarse_index = target
+
+        return swap
 
     def compacted(self, keep: np.ndarray) -> Callable[[], None]:
         """The coarse index and fine store of rows ``keep``, built now (beside searches); the returned
