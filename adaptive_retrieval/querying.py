@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -128,14 +129,16 @@ __all__ = [
     "QueryPrecision",
     "allowed_rows",
     "encode_queries",
+    "filtered_shortlist",
     "resolve_coarse_query",
     "shortlist_plan",
 ]
 
 
 def allowed_rows(
-    ids: IdMap, metadata: MetadataStore, node: Any, exact_below: int
-) -> tuple[np.ndarray | None, bool, str]:
+    ids: IdMap, metadata: MetadataStore, node: Any, exact_below: int,
+    cost: Callable[[float], float | None] | None = None,
+) -> tuple[np.ndarray | None, bool, str]:  # fmt: skip
     """The rows a search may return, and how it runs (called under the search's read lock).
 
     Args:
@@ -143,6 +146,9 @@ def allowed_rows(
         metadata: the index's metadata (a filter's columns).
         node: a parsed filter (:func:`adaptive_retrieval.filters.parse`), or ``None``.
         exact_below: a filter matching at most this many rows ranks them exactly.
+        cost: the engine's estimate of a filtered funnel's cost for the share of rows matched, in fine
+            rows scored (:meth:`adaptive_retrieval.backends.Backend.filtered_cost`): a filter matching
+            fewer rows than that is ranked exactly too, being cheaper so.
 
     Returns:
         ``(allowed, exact, path)``: ``(rows,)`` bool or ``None`` (every row), whether to rank the allowed
@@ -154,5 +160,17 @@ def allowed_rows(
     allowed = evaluate(node, metadata, len(ids))
     if alive is not None:
         allowed &= alive[: len(allowed)]
-    exact = int(np.count_nonzero(allowed)) <= exact_below
+    matched = int(np.count_nonzero(allowed))
+    funnel = None if cost is None else cost(matched / max(len(allowed), 1))
+    exact = matched <= exact_below or (funnel is not None and matched <= funnel)
     return allowed, exact, "filtered exact" if exact else "filtered funnel"
+
+
+def filtered_shortlist(shortlist: int, allowed: np.ndarray) -> int:
+    """The shortlist of a filtered funnel: ``shortlist / sqrt(share matched)``, at most the rows matched.
+    A filter's top ``k`` lies deeper in the coarse ranking of the matching documents than an unfiltered
+    top ``k`` in the whole index's (its documents are sparser among their neighbours); measured in
+    ``benchmarks.bench_filters`` (docs/results/filters), where a fixed shortlist lost fidelity at 50% and 20%."""
+    matched = int(np.count_nonzero(allowed))
+    share = matched / max(len(allowed), 1)
+    return int(min(np.ceil(shortlist / np.sqrt(max(share, 1e-9))), max(matched, 1)))

@@ -89,7 +89,7 @@ def drift(self: Any, sample: int = 20_000, seed: int = 0) -> Drift:
         seed: the sample's seed.
 
     Returns:
-        :class:`Drift` (``.ratio``, ``.due``).
+        :class:`adaptive_retrieval.refit.Drift` (``.ratio``, ``.due``).
 
     Raises:
         InvalidArgument: an index without a projection (no coarse head fitted to its corpus).
@@ -113,7 +113,7 @@ def refit(self: Any, sample: int = 100_000, seed: int = 0, block: int = 65_536) 
         block: rows re-projected at a time.
 
     Returns:
-        The :class:`Drift` of the new projection (``ratio`` 1.0 on the sample it was fitted on).
+        The :class:`adaptive_retrieval.refit.Drift` of the new projection (``ratio`` 1.0 on the sample it was fitted on).
 
     Raises:
         InvalidArgument: an index without a projection. EngineError: an engine that cannot rebuild its

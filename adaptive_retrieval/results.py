@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from .corpus import DocId
 from .documents import DocumentStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,20 @@ class SearchTimings:
         self.layers += queries * layers
         self.shortlists += read
         self.coarse_queries[coarse_query] = self.coarse_queries.get(coarse_query, 0) + queries
+
+    def record(
+        self, seconds: dict[str, float], fallbacks: int, layers: int, coarse_query: str, read: list[int],
+        path: str, matched: int | None,
+    ) -> None:  # fmt: skip
+        """Record one batch of searches: the seconds of each stage, the queries ranked exactly, what
+        :meth:`count` and :meth:`count_path` record (one entry of ``read`` per query)."""
+        if fallbacks:
+            logger.debug("coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks)
+        for stage in ("encode_coarse", "resume_fine", "coarse_search", "rerank"):
+            setattr(self, stage, getattr(self, stage) + seconds.get(stage, 0.0))
+        self.fallbacks += fallbacks
+        self.count(len(read), layers, coarse_query, read)
+        self.count_path(path, len(read), matched)
 
     def count_path(self, path: str, queries: int, matched: int | None) -> None:
         """Record the path ``queries`` searches ran (:attr:`paths`) and, filtered, how many documents

@@ -36,7 +36,14 @@ from .indexing import CHUNK_SIZE, projection_of
 from .integrations import front
 from .locks import ReadWriteLock
 from .metadata import MetadataStore
-from .querying import QueryPrecision, allowed_rows, encode_queries, resolve_coarse_query, shortlist_plan
+from .querying import (
+    QueryPrecision,
+    allowed_rows,
+    encode_queries,
+    filtered_shortlist,
+    resolve_coarse_query,
+    shortlist_plan,
+)
 from .results import Hit, SearchTimings, hits_of
 from .shortlist import Calibration
 from .views import View
@@ -86,8 +93,9 @@ class Retriever:
         """Every row's metadata, filterable (:class:`adaptive_retrieval.metadata.MetadataStore`)"""
         self.compact_at = 0.25
         """Dead rows' share at which a delete or upsert runs :meth:`compact` (``None``: only when called)"""
-        self.exact_below = 20_000
-        """A filter matching at most this many documents (or the shortlist) ranks them exactly, no coarse stage"""
+        self.exact_below = 1_000
+        """A filter matching at most this many documents (the shortlist, or the engine's estimate of a
+        filtered funnel's cost, if more) ranks them exactly"""
         self.candidates = positive_int(candidates, "candidates")
         """How many coarse hits the fine view re-ranks when no calibration applies (widened to ``k``)."""
         self.set_adaptation(adaptation)
@@ -284,20 +292,18 @@ class Retriever:
             enc, queries, self.coarse, self.fine, coarse_query, self.projection, seconds
         )
         shortlist = min(shortlist, len(self))
-        allowed, exact, path = allowed_rows(self.ids, self.metadata, node, max(shortlist, self.exact_below))
-        if allowed is not None and not exact:
-            patience = None  # a filtered coarse stage returns the shortlist whole
+        allowed, exact, path = allowed_rows(
+            self.ids, self.metadata, node, max(shortlist, self.exact_below),
+            lambda share: self.backend.filtered_cost(share, shortlist),
+        )  # fmt: skip
+        if allowed is not None and not exact:  # a filtered coarse stage returns its shortlist whole, wider
+            patience, shortlist = None, shortlist if node is None else filtered_shortlist(shortlist, allowed)
         D, I, fallbacks, read = self.backend.search(
             coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds,
             allowed=allowed, exact=exact,
         )  # fmt: skip
-        timings.count_path(path, len(queries), None if node is None else int(np.count_nonzero(allowed)))
-        if fallbacks:
-            logger.debug("coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks)
-        for stage in ("encode_coarse", "resume_fine", "coarse_search", "rerank"):
-            setattr(timings, stage, getattr(timings, stage) + seconds.get(stage, 0.0))
-        timings.fallbacks += fallbacks
-        timings.count(len(queries), self.fine.layer, coarse_query, read.tolist())
+        matched = None if node is None else int(np.count_nonzero(allowed))
+        timings.record(seconds, fallbacks, self.fine.layer, coarse_query, read.tolist(), path, matched)
         return D, I
 
     # ------------------------------------------------------------------------------ query settings

@@ -153,6 +153,12 @@ class Backend(ABC):
                 writer has added meanwhile (a keyed engine). EngineError: the engine failed.
         """
 
+    def filtered_cost(self, share: float, depth: int) -> float | None:
+        """The cost of a filtered coarse search matching ``share`` of the rows and its re-rank of ``depth``,
+        in fine rows scored (what the exact path pays per matching row); ``None``: no estimate (the
+        retriever then goes exact only below its ``exact_below``)."""
+        return None
+
     def delete(self, rows: list[int]) -> None:  # noqa: B027 - optional
         """Stage the death of committed rows (a delete, or the old rows of an upsert). The engine keeps
         them (searches skip the rows :attr:`ids` marks dead) until :meth:`compacted`; an engine that
