@@ -92,6 +92,38 @@ def test_llama_index_retriever(stored):
     assert [n.score for n in nodes] == pytest.approx([h.score for h in hits])
 
 
+def test_llama_index_metadata_filters_become_the_library_filter(stored):
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+    from adaptive_retrieval.integrations.llama_index import filter_of
+
+    either = MetadataFilters(
+        filters=[
+            MetadataFilter(key="title", value="title 3"),
+            MetadataFilters(
+                filters=[MetadataFilter(key="title", value=["title 4", "title 5"], operator="in")],
+                condition="or",
+            ),
+        ],
+        condition="or",
+    )
+    assert filter_of(either) == {
+        "$or": [{"title": {"$eq": "title 3"}}, {"title": {"$in": ["title 4", "title 5"]}}]
+    }
+    nodes = stored.as_llama_index(k=10, filters=either).retrieve(QUERIES[2])
+    assert sorted(n.node.node_id for n in nodes) == ["d3", "d4", "d5"]
+    for bad, match in [
+        (
+            MetadataFilters(filters=[MetadataFilter(key="title", value="x", operator="contains")]),
+            "'contains'",
+        ),
+        (MetadataFilters(filters=[MetadataFilter(key="title", value="x")], condition="not"), "'not'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            stored.as_llama_index(filters=bad)
+
+
 def test_frameworks_need_texts(tiny_encoder, corpus):
     plain = Retriever.build(corpus, model=tiny_encoder, **VIEWS)
     for make in (plain.as_langchain, plain.as_llama_index):

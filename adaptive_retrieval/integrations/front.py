@@ -25,7 +25,9 @@ def as_langchain(self: Any, k: int = 4, **search_kwargs: Any) -> Any:
 
 def as_llama_index(self: Any, k: int = 4, **search_kwargs: Any) -> Any:
     """This retriever as a LlamaIndex ``BaseRetriever``: as :meth:`adaptive_retrieval.Retriever.as_langchain`, for llama-index-core
-    (:class:`adaptive_retrieval.integrations.llama_index.LlamaIndexRetriever`)."""
+    (:class:`adaptive_retrieval.integrations.llama_index.LlamaIndexRetriever`); ``filters=`` takes
+    LlamaIndex ``MetadataFilters``."""
     from .llama_index import LlamaIndexRetriever
 
-    return LlamaIndexRetriever(self, k=positive_int(k, "k"), search_kwargs=search_kwargs)
+    filters = search_kwargs.pop("filters", None)  # LlamaIndex MetadataFilters
+    return LlamaIndexRetriever(self, k=positive_int(k, "k"), search_kwargs=search_kwargs, filters=filters)
