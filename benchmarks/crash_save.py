@@ -1,6 +1,7 @@
 """Kill a process with SIGKILL while it saves an index, again and again; the index must load whole.
 
     python -m benchmarks.crash_save --kills 50 --out results/crash-save.json
+    python -m benchmarks.crash_save --churn --kills 50 --out docs/results/crash-save-churn/results.json
 
 The parent saves an index of 2,000 random unit vectors (``minilm-l6``'s views 2x64 and 6x384); each
 child process loads it, then loops: ``add_vectors`` 500 more documents, ``save`` to the same directory,
@@ -9,6 +10,11 @@ with ``verify="full"`` (every byte hashed) and checks that it holds exactly a co
 saved before (or the one it was saving: the new generation is whole once its manifest is in place),
 and that its vectors (every coarse row, the last fine ones) are the ones saved under that count. Prints
 the kill points and the outcome.
+
+``--churn``: each step of the child also upserts 100 documents (new vectors for known ids), deletes 50 and
+lets compaction run when it is due, then saves; the parent replays the steps (:func:`churn_state`) and
+checks that the loaded index holds exactly the documents, with exactly the vectors, of a step the child
+had saved (or was saving).
 """
 
 from __future__ import annotations
@@ -40,6 +46,78 @@ def vectors(first: int, n: int, dim: int, salt: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+UPSERTS, DELETES = 100, 50
+
+
+def versioned(doc_ids: list[int], versions: list[int], dim: int, salt: int) -> np.ndarray:
+    """Deterministic unit vectors of documents at a version (an upsert's new vectors)."""
+    x = np.asarray(
+        [np.random.default_rng([salt, d, v]).standard_normal(dim) for d, v in zip(doc_ids, versions)],
+        dtype=np.float32,
+    )
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def churn_step(step: int) -> tuple[list[int], list[int], list[int]]:
+    """Step ``step`` (1, 2, ...) of the churn: the ids it adds, upserts and deletes."""
+    added = list(range(START + (step - 1) * STEP, START + step * STEP))
+    first = (step * UPSERTS) % START
+    upserted = [(first + j) % START for j in range(UPSERTS)]
+    return added, upserted, added[:DELETES]
+
+
+def churn_state(steps: int) -> dict[int, int]:
+    """The live documents after ``steps`` steps: id -> the version of its vectors."""
+    state = dict.fromkeys(range(START), 0)
+    for step in range(1, steps + 1):
+        added, upserted, deleted = churn_step(step)
+        state.update(dict.fromkeys(added, 0))
+        state.update(dict.fromkeys(upserted, step))
+        for d in deleted:
+            del state[d]
+    return state
+
+
+def churn_child(path: Path) -> None:
+    r = Retriever.load(path, model=Encoder.from_pretrained("minilm-l6"))
+    step = step_of(r)
+    print(f"ready {step}", flush=True)
+    while True:
+        step += 1
+        added, upserted, deleted = churn_step(step)
+        r.add_vectors(added, versioned(added, [0] * STEP, 64, 1), versioned(added, [0] * STEP, 384, 2))
+        v = [step] * UPSERTS
+        r.writer.add_batches(
+            [(upserted, versioned(upserted, v, 64, 1), versioned(upserted, v, 384, 2))], replace=True
+        )
+        r.delete(deleted)
+        print(f"saving {step}", flush=True)
+        r.save(path)
+        print(f"saved {step}", flush=True)
+
+
+def step_of(r: Retriever) -> int:
+    """The churn steps an index has been through: each adds ``STEP`` ids after the last (its first ones
+    deleted), so the largest id says."""
+    return (max(r.ids.live_ids()) + 1 - START) // STEP
+
+
+def churn_whole(r: Retriever, steps: int) -> bool:
+    """Whether ``r`` holds exactly the documents and vectors of the state after ``steps`` steps."""
+    state = churn_state(steps)
+    if set(r.ids.live_ids()) != set(state):
+        return False
+    rows = r.ids.live_rows()
+    ids = [r.ids[int(row)] for row in rows]
+    versions = [state[d] for d in ids]
+    fine = np.concatenate([r.backend.vectors("fine", int(row), int(row) + 1) for row in rows])
+    coarse = np.concatenate([r.backend.vectors("coarse", int(row), int(row) + 1) for row in rows])
+    return bool(
+        np.allclose(fine, versioned(ids, versions, 384, 2), atol=1e-3)
+        and np.allclose(coarse, versioned(ids, versions, 64, 1), atol=1e-6)
+    )
+
+
 def child(path: Path) -> None:
     r = Retriever.load(path, model=Encoder.from_pretrained("minilm-l6"))
     print(f"ready {len(r)}", flush=True)
@@ -58,24 +136,37 @@ def main() -> None:
     ap.add_argument("--max-delay", type=float, default=2.0, help="seconds after the child is ready, at most")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--churn", action="store_true", help="each step also upserts and deletes (see above)")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        (churn_child if args.churn else child)(args.child)
         return
     import shutil
 
     shutil.rmtree(args.dir, ignore_errors=True)
     args.dir.parent.mkdir(parents=True, exist_ok=True)
     encoder = Encoder.from_pretrained("minilm-l6")
-    Retriever.from_vectors(
-        encoder, COARSE, FINE, list(range(START)), vectors(0, START, 64, 1), vectors(0, START, 384, 2)
-    ).save(args.dir)
+    first = list(range(START))
+    if args.churn:
+        coarse, fine = versioned(first, [0] * START, 64, 1), versioned(first, [0] * START, 384, 2)
+    else:
+        coarse, fine = vectors(0, START, 64, 1), vectors(0, START, 384, 2)
+    Retriever.from_vectors(encoder, COARSE, FINE, first, coarse, fine).save(args.dir)
     rng = random.Random(args.seed)
     outcomes = []
     for kill in range(args.kills):
         proc = subprocess.Popen(
-            [sys.executable, "-m", __spec__.name, "--child", str(args.dir)], stdout=subprocess.PIPE, text=True
+            [
+                sys.executable,
+                "-m",
+                __spec__.name,
+                "--child",
+                str(args.dir),
+                *(["--churn"] if args.churn else []),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         ready = proc.stdout.readline()  # loaded: from here on it adds and saves
         delay = rng.uniform(0.0, args.max_delay)
@@ -90,6 +181,14 @@ def main() -> None:
         outcome = {"kill": kill, "delay_s": round(delay, 2), "saved": saved[-1:], "saving": saving[-1:]}
         try:
             r = Retriever.load(args.dir, model=encoder, verify="full")
+            if args.churn:
+                n = step_of(r)
+                whole = n in allowed and churn_whole(r, n)
+                outcome.update(step=n, documents=len(r), dead=r.ids.dead, whole=bool(whole))
+                r.close()
+                outcomes.append(outcome)
+                print(json.dumps(outcome), flush=True)
+                continue
             n = len(r)
             whole = (
                 n in allowed
@@ -118,8 +217,7 @@ def main() -> None:
             json.dumps(
                 {
                     **settings(
-                        command=f"python -m benchmarks.crash_save --kills {args.kills} --seed {args.seed} "
-                        f"--max-delay {args.max_delay} --out {args.out}",
+                        benchmark="crash_save" + (" --churn" if args.churn else ""),
                         model="minilm-l6's views 2x64 and 6x384 (vectors synthetic: random unit vectors)",
                         labels="none",
                     ),

@@ -10,6 +10,9 @@ Beforehand, the same queries are searched serially on each state the index will 
 after add 1, ...). Each thread's answers are then checked: every one must equal the serial answer of
 some state, and the states must follow the adds' order within a thread (a search never sees an add
 undone). Prints the count of answers checked and of violations; writes ``results.json``.
+
+``--churn``: after each add, the writer also upserts ``--batch // 5`` documents (new vectors for known
+ids) and deletes as many, each its own write and its own state (compaction runs when due).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def main() -> None:
     ap.add_argument("--adds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--churn", action="store_true", help="upserts and deletes between the adds")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -100,20 +104,45 @@ def main() -> None:
             encoder, COARSE, FINE, list(range(d)), coarse[:d], fine[:d], candidates=50
         )
 
+    churned = max(args.batch // 5, 1)
+    new_coarse, new_fine = (
+        unit_rows(args.adds * churned, COARSE[1], rng),
+        unit_rows(args.adds * churned, FINE[1], rng),
+    )
+
+    def writes() -> list:
+        """The writes, in order: each a function of the retriever (one state after each)."""
+        out = []
+        for b in range(args.adds):
+            out.append(lambda r, b=b: r.add_vectors(*batch(b)))
+            if args.churn:
+                ids = list(range(b * 2 * churned, b * 2 * churned + churned))  # of the first documents
+                part = slice(b * churned, (b + 1) * churned)
+                out.append(
+                    lambda r, ids=ids, p=part: r.writer.add_batches(
+                        [(ids, new_coarse[p], new_fine[p])], replace=True
+                    )
+                )
+                gone = list(range(b * 2 * churned + churned, (b + 1) * 2 * churned))
+                out.append(lambda r, gone=gone: r.delete(gone))
+        return out
+
     t0 = time.perf_counter()
     serial = fresh()  # the states the index passes through, searched one query at a time
+    serial.compact_at = 0.05  # compaction too, as it comes due
     states = [answers(serial, queries)]
-    for b in range(args.adds):
-        serial.add_vectors(*batch(b))
+    for write in writes():
+        write(serial)
         states.append(answers(serial, queries))
     serial_s = time.perf_counter() - t0
     changed = sum(states[0][i] != states[-1][i] for i in range(len(queries)))
     print(
-        f"serial: {len(states)} states x {len(queries)} queries in {serial_s:.0f} s; the adds change {changed} answers",
+        f"serial: {len(states)} states x {len(queries)} queries in {serial_s:.0f} s; the writes change {changed} answers",
         flush=True,
     )
 
     shared = fresh()
+    shared.compact_at = 0.05
     start = threading.Barrier(args.threads + 1)
 
     def searcher(_: int) -> list[tuple]:
@@ -122,9 +151,9 @@ def main() -> None:
 
     def writer() -> None:
         start.wait()
-        for b in range(args.adds):
-            time.sleep(0.5)
-            shared.add_vectors(*batch(b))
+        for write in writes():
+            time.sleep(0.5 if not args.churn else 0.2)
+            write(shared)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.threads + 1) as pool:
@@ -144,20 +173,17 @@ def main() -> None:
             current = possible[0]
             seen_states.add(current)
     checked = sum(len(t) for t in found)
-    final_ok = answers(shared, queries) == states[-1] and len(shared) == n
+    final_ok = answers(shared, queries) == states[-1] and len(shared) == len(serial)
     result = {
-        "command": (
-            f"python -m benchmarks.stress_threads --threads {args.threads} --queries {args.queries} --docs "
-            f"{args.docs} --adds {args.adds} --batch {args.batch} --seed {args.seed}"
-        ),
-        **settings(),
+        **settings(benchmark="stress_threads" + (" --churn" if args.churn else "")),
         "model": "minilm-l6 (queries encoded for real; document vectors synthetic)",
         "labels": "none",
         "threads": args.threads,
         "queries_per_thread": args.queries,
         "answers_checked": checked,
         "violations": violations,
-        "answers_changed_by_the_adds": changed,
+        "answers_changed_by_the_writes": changed,
+        "writes": len(states) - 1,
         "states_seen_by_searches": sorted(seen_states),
         "final_index_equals_serial": final_ok,
         "serial_s": round(serial_s, 1),
