@@ -91,10 +91,9 @@ def main() -> None:
     r = Retriever.build(corpus, coarse=args.coarse, model=encoder)
     build_s = time.perf_counter() - t0
     r.compact_at = None  # compaction is refit's first step, measured with it
-    r.upsert({doc_id: text for doc_id, (text, _) in zip(ids[:half], pairs)})
-    final = {doc_id: corpus[doc_id] for doc_id in ids[half:]} | {
-        doc_id: text for doc_id, (text, _) in zip(ids[:half], pairs)
-    }
+    replaced = {doc_id: {"title": "", "text": text} for doc_id, (text, _) in zip(ids[:half], pairs)}
+    r.upsert(replaced)
+    final = {doc_id: corpus[doc_id] for doc_id in ids[half:]} | replaced
     rows = []
 
     def measure(state: str, index: Retriever, seconds: float | None) -> None:

@@ -1,0 +1,71 @@
+"""The living index's benchmarks on tiny inputs: bench_filters runs and measures what it says; the
+churn crash test's replay and its checker (which must fail on an index that is not the state it claims)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_retrieval import Retriever
+from benchmarks import crash_save
+from tests.helpers import make_encoder
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+RUN = dict(check=True, capture_output=True, text=True, env=ENV, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_bench_filters_tiny(tmp_path):
+    out = tmp_path / "filters"
+    cmd = [sys.executable, "-m", "benchmarks.bench_filters", "--size", "4000", "--queries", "8"]
+    cmd += ["--candidates", "50", "--exact-below", "0", "--workdir", str(tmp_path / "w"), "--out", str(out)]
+    subprocess.run(cmd, **RUN)
+    data = json.loads((out / "results.json").read_text())
+    rows = data["rows"]
+    assert data["labels"].startswith("none") and "command" in data and data["machine"]["cpu"]
+    assert [r["share"] for r in rows] == [None, 0.5, 0.1, 0.01, 0.001, 0.0001] * 3
+    for r in rows:
+        assert 0 <= r["overlap@10"] <= 1 and r["p50_ms"] > 0
+        assert (
+            r["path"] == "funnel"
+            if r["share"] is None
+            else r["path"] in ("filtered funnel", "filtered exact")
+        )
+        if r["matched"] <= 50:  # at most the shortlist: always exact
+            assert r["path"] == "filtered exact"
+        if r["path"] == "filtered exact":
+            assert r["overlap@10"] == 1.0  # every matching document scored by the fine view
+    flat = [r for r in rows if r["index"] == "Flat"]
+    assert flat[1]["matched"] == 2000 or abs(flat[1]["matched"] - 2000) < 200  # a uniform 50% filter
+    assert "| Flat |" in (out / "results.md").read_text() and not (tmp_path / "w").exists()
+
+
+def test_churn_replay_matches_an_index_put_through_the_steps_and_catches_a_wrong_one():
+    encoder = make_encoder("bert", n_layers=6, hidden=384)
+    first = list(range(crash_save.START))
+    r = Retriever.from_vectors(
+        encoder, (2, 64), (6, 384), first,
+        crash_save.versioned(first, [0] * len(first), 64, 1), crash_save.versioned(first, [0] * len(first), 384, 2),
+    )  # fmt: skip
+    r.compact_at = 0.15
+    for step in (1, 2, 3):
+        added, upserted, deleted = crash_save.churn_step(step)
+        zeros, v = [0] * len(added), [step] * len(upserted)
+        r.add_vectors(
+            added, crash_save.versioned(added, zeros, 64, 1), crash_save.versioned(added, zeros, 384, 2)
+        )
+        r.writer.add_batches(
+            [(upserted, crash_save.versioned(upserted, v, 64, 1), crash_save.versioned(upserted, v, 384, 2))],
+            replace=True,
+        )
+        r.delete(deleted)
+    assert crash_save.step_of(r) == 3 and crash_save.churn_whole(r, 3)
+    assert not crash_save.churn_whole(r, 2)  # another state: other documents
+    row = r.ids.row(crash_save.churn_step(3)[1][0])  # an upserted document, given its old vectors back
+    old = crash_save.versioned([r.ids[row]], [0], 384, 2)
+    r.backend.fine_store.vectors[row] = old[0].astype(np.float16)
+    assert not crash_save.churn_whole(r, 3)
