@@ -51,6 +51,7 @@ class DocumentStore:
         self._scratch: weakref.finalize | None = None
         self._staged: list[tuple[str, str, str | None]] = []
         self._deleting: list[str] = []
+        self._partial = False  # a commit began and has not finished
         # the last commit's keys and the rows they replaced or deleted, for a rollback after it
         self._committed: tuple[list[str], list[tuple[str, str, str | None]]] = ([], [])
 
@@ -132,10 +133,13 @@ class DocumentStore:
         with self._lock:
             self._writable()
             old = self._rows(keys)
+            # recorded first: an undo after a commit interrupted half-way restores the same rows
+            self._committed = (sorted(set(keys) | {key for key, _, _ in staged}), old)
+            self._partial = True
             with self._conn:  # one transaction: committed whole, or rolled back
                 self._conn.executemany("DELETE FROM documents WHERE doc_id = ?", [(k,) for k in keys])
                 self._conn.executemany("INSERT INTO documents VALUES (?, ?, ?)", staged)
-        self._committed = (sorted(set(keys) | {key for key, _, _ in staged}), old)
+            self._partial = False
 
     def _rows(self, keys: list[str]) -> list[tuple[str, str, str | None]]:
         out = []
@@ -148,18 +152,21 @@ class DocumentStore:
         return out
 
     def rollback(self) -> None:
-        """Forget the held documents and deletions (a write failed before its commit)."""
+        """Forget the held documents and deletions (a write failed before its commit; a commit interrupted
+        half-way is undone)."""
         self._staged, self._deleting = [], []
+        if self._partial:
+            self.undo_commit()
 
     def undo_commit(self) -> None:
         """Undo the last :meth:`commit` (its write failed after it): its documents go, those it replaced
         or deleted come back."""
-        self.rollback()
+        self._staged, self._deleting, self._partial = [], [], False
         (keys, old), self._committed = self._committed, ([], [])
         if keys:
             with self._lock, self._conn:
                 self._conn.executemany("DELETE FROM documents WHERE doc_id = ?", [(k,) for k in keys])
-                self._conn.executemany("INSERT INTO documents VALUES (?, ?, ?)", old)
+                self._conn.executemany("INSERT OR REPLACE INTO documents VALUES (?, ?, ?)", old)
 
     def get(self, doc_ids: Sequence[DocId]) -> dict[str, tuple[str, Any]]:
         """``{json id: (text, metadata)}`` for the documents asked for (see :meth:`lookup`)."""

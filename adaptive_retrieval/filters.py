@@ -32,6 +32,9 @@ COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 MEMBERSHIPS = ("$in", "$nin")
 OPERATORS = COMPARISONS + MEMBERSHIPS
 """Every operator a field takes"""
+EXACT_INT = 2**53
+"""Integers up to this size compare exactly (numbers are float64 columns); larger ones are kept with the
+document but not filterable (store them as strings to filter on them)"""
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def kind_of(value: Any) -> str | None:
     if isinstance(value, (bool, np.bool_)):
         return "bool"
     if isinstance(value, (int, np.integer)):
-        return "number"
+        return "number" if abs(int(value)) <= EXACT_INT else None  # beyond: not exact as a float64
     if isinstance(value, (float, np.floating)):
         return "number" if math.isfinite(value) else None
     if isinstance(value, str):
@@ -138,6 +141,10 @@ def _condition(field: str, op: Any, operand: Any, where: str) -> Compare:
 
 def _check_operand(value: Any, at: str) -> str:
     kind = kind_of(value)
+    if kind is None and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        raise InvalidArgument(
+            f"{at}: integers beyond 2**53 do not compare exactly ({value}); store them as strings"
+        )
     if kind is None:
         raise InvalidArgumentType(
             f"{at}: filters compare strings, numbers and booleans, got {type(value).__name__} {value!r}"
@@ -181,13 +188,15 @@ def evaluate(node: Node, store: Any, rows: int) -> np.ndarray:
         known = ", ".join(repr(f) for f in store.field_names()[:20]) or "none"
         raise InvalidArgument(f"filter field {node.field!r}: no document has it (fields: {known})")
     values = node.value if node.op in MEMBERSHIPS else (node.value,)
+    asked = {kind_of(v) for v in values}
+    if not asked & kinds:  # a list may mix kinds; a kind the field never holds matches nothing
+        kind = sorted(asked)[0]  # type: ignore[type-var]
+        raise InvalidArgument(
+            f"filter field {node.field!r} holds {' and '.join(sorted(kinds))} values; the filter "
+            f"compares it with a {kind} ({node.op} {node.value!r})"
+        )
     out = np.zeros(rows, dtype=bool)
-    for kind in sorted({kind_of(v) for v in values}):  # type: ignore[type-var]
-        if kind not in kinds:
-            raise InvalidArgument(
-                f"filter field {node.field!r} holds {' and '.join(sorted(kinds))} values; the filter "
-                f"compares it with a {kind} ({node.op} {node.value!r})"
-            )
+    for kind in sorted(asked & kinds):  # type: ignore[type-var]
         same = tuple(v for v in values if kind_of(v) == kind)
         out |= store.column(node.field, kind).compare(node.op, same, rows)
     return out

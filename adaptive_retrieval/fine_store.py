@@ -299,10 +299,14 @@ class FineStore:
             return FineStore(np.ascontiguousarray(vectors[keep]))
         beside = self.path if self.path is not None else self._source[0]
         target = scratch_path(beside, ".npy")
-        with open(target, "xb") as fh:
-            fh.write(_npy_header(vectors.dtype, len(keep), self.dim))
-            for start in range(0, len(keep), block):
-                fh.write(np.ascontiguousarray(vectors[keep[start : start + block]]).tobytes())
+        try:
+            with open(target, "xb") as fh:
+                fh.write(_npy_header(vectors.dtype, len(keep), self.dim))
+                for start in range(0, len(keep), block):
+                    fh.write(np.ascontiguousarray(vectors[keep[start : start + block]]).tobytes())
+        except BaseException:  # a disk full, an interrupt: no half file left
+            target.unlink(missing_ok=True)
+            raise
         store = FineStore(np.empty((0, self.dim), vectors.dtype), path=target)
         store._remap(len(keep))
         store._grown = weakref.finalize(store, target.unlink, missing_ok=True)

@@ -7,7 +7,7 @@ gives the map that key function, and the map keeps the keys beside the ids, so t
 answers (keys) become rows without a second map.
 
 A row never changes its document. A deleted document's row stays, *dead* (:attr:`IdMap.alive`: the
-mask searches skip), until :meth:`IdMap.compact` renumbers the live rows ``0..``; an upsert kills the
+mask searches skip), until :meth:`IdMap.compacted` renumbers the live rows ``0..``; an upsert kills the
 document's old row and gives it a new one at the end.
 
 A write stages ids (:meth:`IdMap.stage`) and deaths (:meth:`IdMap.stage_delete`), which searches do not
@@ -62,6 +62,7 @@ class IdMap:
         self._dead = 0
         self._clear()
         self._first = 0  # the first row of the write in progress
+        self._partial = False  # a commit began and has not finished
         self._last: dict = {}  # the last commit's changes, for a roll-back after it
         given = list(ids)
         self.stage([d for d in given if d is not None])
@@ -88,7 +89,7 @@ class IdMap:
 
     @property
     def dead(self) -> int:
-        """Dead rows: deleted or replaced documents whose rows :meth:`compact` has not yet reclaimed."""
+        """Dead rows: deleted or replaced documents whose rows compaction (:meth:`compacted`) has not yet reclaimed."""
         return self._dead
 
     def __contains__(self, doc_id: object) -> bool:
@@ -225,13 +226,14 @@ class IdMap:
 
     def commit(self) -> None:
         """Make the staged ids rows and the staged deaths dead (searches are kept out by the caller's
-        write lock)."""
+        write lock). What a roll-back needs is recorded first, so that one after a commit interrupted
+        half-way undoes exactly what it did."""
         first = len(self._ids)
         killed = sorted(self._killing)
-        removed = {}  # id -> its old row, for a roll-back
-        for row in killed:
-            doc_id = self._ids[row]
-            removed[doc_id] = row
+        removed = {self._ids[row]: row for row in killed}  # id -> its old row, for a roll-back
+        self._last = {"first": first, "ids": self._staged, "keys": self._staged_keys, "killed": removed}
+        self._partial = True
+        for doc_id, row in removed.items():
             self._ids[row] = None
             if self._row.get(doc_id) == row:
                 del self._row[doc_id]
@@ -249,22 +251,20 @@ class IdMap:
             alive[killed] = False
             self.alive = alive  # a new array: a search holding the old one reads one state
         self._dead += len(killed)
-        self._last = {"first": first, "ids": self._staged, "keys": self._staged_keys, "killed": removed}
+        self._partial = False
         self._clear()
 
     def rollback(self, committed: bool = False) -> None:
         """Forget the staged ids and deaths; ``committed``: the last :meth:`commit` had returned (a later
         store of the transaction failed), so its rows go and its deaths are undone too. Safe after a
-        commit interrupted half-way."""
-        if not committed:
-            if self._staged:  # a commit interrupted half-way may have written part: undo from _first
-                self._undo(self._first, self._staged, self._staged_keys, {})
-            self._clear()
-            return
-        last = self._last
-        if last:
-            self._undo(last["first"], last["ids"], last["keys"], last["killed"])
-        self._last = {}
+        commit interrupted half-way (undone from what it recorded first)."""
+        if committed or self._partial:
+            if self._last:
+                last = self._last
+                self._undo(last["first"], last["ids"], last["keys"], last["killed"])
+            self._last, self._partial = {}, False
+        elif self._staged:
+            self._undo(self._first, self._staged, self._staged_keys, {})
         self._clear()
 
     def _undo(self, first: int, ids: list, keys: list, killed: dict) -> None:
@@ -280,11 +280,14 @@ class IdMap:
             self._row[doc_id] = row
             if self.key is not None:
                 self._row_of_key[self._keys[row]] = row
-        if self.alive is not None:
-            alive = self.alive[: len(self._ids)].copy()
-            alive[list(killed.values())] = True
-            self._dead = int((~alive).sum())
-            self.alive = alive if self._dead else None
+        dead = {r for r, d in enumerate(self._ids) if d is None}
+        if dead:
+            alive = np.ones(len(self._ids), dtype=bool)
+            alive[sorted(dead)] = False
+            self.alive = alive
+        else:
+            self.alive = None
+        self._dead = len(dead)
 
     def _clear(self) -> None:
         self._staged: list[DocId] = []
@@ -314,13 +317,17 @@ class IdMap:
             return np.arange(len(self._ids), dtype=np.int64)
         return np.flatnonzero(self.alive).astype(np.int64)
 
-    def compact(self) -> None:
-        """Renumber the live rows ``0..count-1`` in order, dropping the dead (the engine and the other
-        stores drop the same rows, in the same commit)."""
-        keep = self.live_rows()
-        self._ids = [self._ids[r] for r in keep]
-        self._row = {d: r for r, d in enumerate(self._ids)}
-        if self.key is not None:
-            self._keys = [self._keys[r] for r in keep]
-            self._row_of_key = {k: r for r, k in enumerate(self._keys)}
-        self.alive, self._dead, self._last = None, 0, {}
+    def compacted(self, keep: np.ndarray) -> Callable[[], None]:
+        """The map of rows ``keep`` (the live rows, ascending) renumbered ``0..``, built now; the returned
+        function swaps it in (reference assignments only: for the write lock, beside the engine's
+        compaction, which drops the same rows)."""
+        ids = [self._ids[r] for r in keep.tolist()]
+        row = {d: r for r, d in enumerate(ids)}
+        keys = [self._keys[r] for r in keep.tolist()] if self.key is not None else []
+        row_of_key = {k: r for r, k in enumerate(keys)}
+
+        def swap() -> None:
+            self._ids, self._row, self._keys, self._row_of_key = ids, row, keys, row_of_key
+            self.alive, self._dead, self._last = None, 0, {}
+
+        return swap

@@ -407,10 +407,11 @@ class CoarseIndex:
             for shard in self.shards:
                 if allowed is None:
                     D, I = shard.search(x, k)
-                else:
-                    part = faiss.SearchParameters()
-                    part.sel = selector(allowed[offset : offset + shard.ntotal])
+                else:  # the selector held here until the search returns (SWIG keeps a raw pointer)
+                    sel = selector(allowed[offset : offset + shard.ntotal])
+                    part = faiss.SearchParameters(sel=sel)
                     D, I = shard.search(x, k, params=part)
+                    del part, sel
                 Ds.append(D)
                 Is.append(np.where(I >= 0, I + offset, -1))
                 offset += shard.ntotal

@@ -10,6 +10,7 @@ every document's coarse vector is its fine vector projected (:func:`adaptive_ret
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any
 
@@ -23,10 +24,12 @@ from .checks import positive_int
 from .corpus import Corpus, DocId, chunks, iter_records
 from .documents import DocumentStore
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
-from .errors import CorpusError, CorpusTypeError, InvalidArgumentType
+from .errors import AdaptiveRetrievalError, CorpusError, CorpusTypeError, InvalidArgumentType, RetrieverBusy
 from .metadata import check_metadata
 from .models import DEFAULT_MODEL
 from .views import View, ViewLike, check_pair
+
+logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 10_000
 """Documents encoded and added per step of a build; build-time adaptation fits on the first chunk."""
@@ -373,8 +376,8 @@ def add(
     id, a bad text, an interrupted encode) the index is left exactly as it was.
 
     Args:
-        corpus: as :meth:`build` takes it; a list of strings gets the ids from the index's row count on
-            (``len(self.doc_ids)``, then ``+ 1``...).
+        corpus: as :meth:`build` takes it; a list of strings gets new int ids, past every row and int
+            id the index holds.
         batch_size: encoder batch size (default: the encoder's).
         chunk_size: documents encoded and added per step.
         show_progress: a progress bar while encoding (default: on for long work).
@@ -425,6 +428,10 @@ def _encode_and_write(
 ) -> None:  # fmt: skip
     chunk_size = positive_int(chunk_size, "chunk_size")
     self._check_open()
+    if replace and isinstance(corpus, Sequence) and len(corpus) and isinstance(corpus[0], str):
+        raise CorpusTypeError(
+            "upsert needs the documents' ids: give a dict {id: text} or (id, text) pairs, not a list of strings"
+        )
     total = len(corpus) if isinstance(corpus, Sized) else None
     if metadata is not None:
         if total is None:
@@ -439,7 +446,7 @@ def _encode_and_write(
         encoding = CorpusEncoding(
             corpus, self.encoder, self.coarse, self.fine, adaptation=self.adaptation, adapt=self._adapt_next,
             candidates=self.candidates, known=None if replace else self.ids.__contains__,
-            first_id=len(self.ids), store_text=self.documents is not None, chunk_size=chunk_size,
+            first_id=next_int_id(self.ids), store_text=self.documents is not None, chunk_size=chunk_size,
             batch_size=batch_size, bar=bar, metadata=metadata,
         )  # fmt: skip
         self.writer.add_batches(encoding, replace=replace)
@@ -447,6 +454,13 @@ def _encode_and_write(
         bar.close()
     self.encoder, self._adapt_next = encoding.encoder, False
     self.set_adaptation(encoding.adaptation)
+
+
+def next_int_id(ids: Any) -> int:
+    """The first id a list of strings added gets: past every row and every int id the index holds (rows
+    shrink at compaction; ids never collide)."""
+    ints = [d for d in ids.ids if isinstance(d, int) and not isinstance(d, bool)]
+    return max(len(ids), max(ints, default=-1) + 1)
 
 
 def delete(self: Any, ids: Iterable[DocId], *, missing: str = "raise") -> int:
@@ -493,7 +507,20 @@ def compact(self: Any) -> int:
 
 
 def compact_if_due(self: Any) -> None:
-    """:func:`compact` when the dead rows reach :attr:`adaptive_retrieval.Retriever.compact_at` of the rows."""
+    """:func:`compact` when the dead rows reach :attr:`adaptive_retrieval.Retriever.compact_at` of the rows.
+    The write before it has committed: a compaction that cannot run now (another write holds the
+    writer, a disk full) is logged and left for later, never raised as that write's failure."""
     share = self.compact_at
     if share is not None and self.ids.dead and self.ids.dead >= share * len(self.ids):
-        self.writer.compact()
+        try:
+            self.writer.compact()
+        except RetrieverBusy:
+            logger.debug("compaction due but another write is running: left for a later write")
+        except AdaptiveRetrievalError as err:
+            logger.warning(
+                "compaction due but it failed (the index is unchanged; compact() retries): %s", err
+            )
+        except OSError as err:
+            logger.warning(
+                "compaction due but it failed (the index is unchanged; compact() retries): %s", err
+            )

@@ -123,7 +123,8 @@ def save_index(
         writers["texts"] = ("sqlite", documents.save)
     if metadata is not None and not metadata.empty:
         rows = manifest.rows if manifest.rows is not None else manifest.count
-        writers["metadata"] = ("jsonl", lambda p: metadata.save(p, rows))
+        ids = list(engine.ids.ids[:rows])
+        writers["metadata"] = ("jsonl", lambda p: metadata.save(p, ids))
     return write_index(Path(path), manifest.as_dict(), writers, expect)
 
 
@@ -219,7 +220,7 @@ def open_index(
     try:
         engine, doc_ids = open_engine(path, manifest, options)
         where = manifest["files"].get("metadata")
-        metadata = MetadataStore.load(None if where is None else path / where, len(doc_ids))
+        metadata = MetadataStore.load(None if where is None else path / where, doc_ids)
     except BaseException:
         if documents is not None:
             documents.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ class MetadataStore:
         self._staged: list[str | None] = []
         self._staged_records: list[dict[str, Any] | None] = []
         self._last: int | None = None  # the row count before the last commit, for a roll-back after it
+        self._partial = False  # a commit began and has not finished
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -148,6 +149,7 @@ class MetadataStore:
     def commit(self) -> None:
         """Append the held records as rows (new arrays)."""
         first, n = len(self._raw), len(self._staged)
+        self._last, self._partial = first, True  # first: a roll-back of an interrupted commit truncates here
         records, self._staged_records = self._staged_records, []
         parts: dict[tuple[str, str], np.ndarray] = {}
         for i, record in enumerate(records):
@@ -167,28 +169,34 @@ class MetadataStore:
                 part = np.full(n, _MISSING[key[1]], _DTYPES[key[1]])
             col.values = np.concatenate([col.values[:first], part])
         self._raw = self._raw + self._staged  # a new list: a reader holding the old one reads one state
-        self._staged = []
-        self._last = first
+        self._staged, self._partial = [], False
 
     def rollback(self, committed: bool = False) -> None:
-        """Drop the held records; ``committed``: also the rows the last commit appended."""
+        """Drop the held records; ``committed`` (or a commit interrupted half-way): also the rows the last
+        commit appended."""
         self._staged, self._staged_records = [], []
-        if committed and self._last is not None:
+        if (committed or self._partial) and self._last is not None:
             self._truncate(self._last)
-        self._last = None
+            self._last = None
+        self._partial = False
 
     def _truncate(self, rows: int) -> None:
         self._raw = self._raw[:rows]
         for col in self._columns.values():
             col.values = col.values[:rows]
 
-    def compact(self, keep: np.ndarray) -> None:
-        """Keep only rows ``keep`` (ascending), renumbered ``0..``."""
-        self._raw = [self._raw[r] for r in keep.tolist()]
-        for col in self._columns.values():
-            col.values = col.values[keep]
-        self._columns = {k: c for k, c in self._columns.items() if len(c.values) == 0 or _any(c)}
-        self._last = None
+    def compacted(self, keep: np.ndarray) -> Callable[[], None]:
+        """Rows ``keep`` (ascending) renumbered ``0..``, built now; the returned function swaps them in
+        (reference assignments only). Columns stay, even emptied: a field once seen stays known."""
+        raw = [self._raw[r] for r in keep.tolist()]
+        values = {key: col.values[keep] for key, col in self._columns.items()}
+
+        def swap() -> None:
+            self._raw, self._last = raw, None
+            for key, col in self._columns.items():
+                col.values = values[key]
+
+        return swap
 
     # ---------------------------------------------------------------------------------- reading
 
@@ -199,39 +207,41 @@ class MetadataStore:
 
     # ------------------------------------------------------------------------------ persistence
 
-    def save(self, path: Path, rows: int | None = None) -> None:
-        """Write the first ``rows`` records (default: all) as JSON lines (``null``: none)."""
-        raw = self._raw if rows is None else self._raw[:rows]
+    def save(self, path: Path, ids: Sequence[Any]) -> None:
+        """Write one line per row of ``ids`` (the rows' document ids, ``None`` at a dead row):
+        ``[doc_id, record]`` (``null`` for none), so that a reload aligns records by id, whatever order
+        the engine gives its rows then (a reopened Qdrant or Milvus collection numbers them anew)."""
         with open(path, "w", encoding="utf-8") as fh:
-            for record in raw:
-                fh.write("null\n" if record is None else record + "\n")
+            for doc_id, record in zip(ids, self._raw):
+                fh.write(f"[{json.dumps(doc_id)}, {'null' if record is None else record}]\n")
 
     @classmethod
-    def load(cls, path: Path | None, rows: int) -> MetadataStore:
-        """The store saved at ``path`` (``None``: ``rows`` rows without metadata).
+    def load(cls, path: Path | None, ids: Sequence[Any]) -> MetadataStore:
+        """The store saved at ``path`` for rows of document ids ``ids`` (``None``: rows without metadata):
+        each row gets the record saved for its id (none for an id the file does not hold, e.g. one another
+        writer added to an engine's collection).
 
         Raises:
-            IndexDamaged: a file that is not ``rows`` JSON lines of objects."""
+            IndexDamaged: a file that is not JSON lines of ``[doc_id, record]``."""
         store = cls()
         if path is None:
-            store._raw = [None] * rows
+            store._raw = [None] * len(ids)
             return store
-        records: list[Any] = []
+        by_id: dict[str, Any] = {}
         try:
             with open(path, encoding="utf-8") as fh:
-                records = [json.loads(line) for line in fh]
-        except (OSError, ValueError) as err:
+                for line in fh:
+                    doc_id, record = json.loads(line)
+                    if doc_id is not None:
+                        by_id[json.dumps(doc_id)] = record
+        except (OSError, ValueError, TypeError) as err:
             raise IndexDamaged(f"{path} is not a readable metadata file: {err}") from None
-        if len(records) != rows or not all(r is None or isinstance(r, dict) for r in records):
-            raise IndexDamaged(f"{path} holds {len(records)} metadata records, the index has {rows} rows")
-        store.stage(records, range(rows))
+        if not all(r is None or isinstance(r, dict) for r in by_id.values()):
+            raise IndexDamaged(f"{path} holds a metadata record that is not an object")
+        store.stage([None if d is None else by_id.get(json.dumps(d)) for d in ids], ids)
         store.commit()
         store._last = None
         return store
-
-
-def _any(col: Column) -> bool:
-    return bool((~np.isnan(col.values)).any() if col.kind == "number" else (col.values >= 0).any())
 
 
 def check_metadata(metadata: Any, n: int) -> list[Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,17 +112,32 @@ class SearchTimings:
             self.matched += [matched] * queries
 
 
-def hits_of(
-    found: list[list[tuple[DocId, dict[str, Any] | None]]], documents: DocumentStore | None, D: np.ndarray
-) -> list[list[Hit]]:
-    """The funnel's answers as :class:`Hit` lists, one per query: ``found`` holds each query's documents
-    (id and metadata, read under the search's lock), best first, ``D`` their scores; each hit gets its
-    text (and metadata) when ``documents`` holds them (read in one query for the batch)."""
-    stored = {} if documents is None else documents.get([d for docs in found for d, _ in docs])
+def found_documents(
+    ids: Sequence[Any], metadata: Any, documents: DocumentStore | None, I: np.ndarray
+) -> list[list[tuple[DocId, str | None, dict[str, Any] | None]]]:
+    """Each query's documents ``(id, text, metadata)``, best first, from the funnel's rows ``I`` (``-1``
+    left out): read under the search's read lock, so that a write committing after it changes nothing
+    of these answers. Texts and metadata come from ``documents`` when it holds them (one query for the
+    batch), else the metadata from ``metadata`` (:class:`adaptive_retrieval.metadata.MetadataStore`)."""
+    rows = [[r for r in row if r >= 0] for row in I.tolist()]
+    stored = {} if documents is None else documents.get([ids[r] for row in rows for r in row])
+    out = []
+    for row in rows:
+        docs = []
+        for r in row:
+            kept = DocumentStore.lookup(stored, ids[r]) if documents is not None else ()
+            docs.append((ids[r], *kept) if kept else (ids[r], None, metadata.get(r)))
+        out.append(docs)
+    return out
+
+
+def hits_of(found: list[list[tuple[DocId, str | None, Any]]], D: np.ndarray) -> list[list[Hit]]:
+    """The funnel's answers as :class:`Hit` lists, one per query: ``found`` (:func:`found_documents`)
+    and their scores ``D``."""
     return [
         [
-            Hit(d, float(s), rank, *(DocumentStore.lookup(stored, d) or (None, meta)))
-            for rank, (s, (d, meta)) in enumerate(zip(ds, docs), start=1)
+            Hit(d, float(s), rank, text, meta)
+            for rank, (s, (d, text, meta)) in enumerate(zip(ds, docs), start=1)
         ]
         for ds, docs in zip(D, found)
     ]

@@ -44,7 +44,7 @@ from .querying import (
     resolve_coarse_query,
     shortlist_plan,
 )
-from .results import Hit, SearchTimings, hits_of
+from .results import Hit, SearchTimings, found_documents, hits_of
 from .shortlist import Calibration
 from .views import View
 from .writer import IndexWriter
@@ -89,7 +89,7 @@ class Retriever:
         backend.attach(self.ids)
         self.documents = documents
         """The documents' texts and metadata (``store_text=True``), or ``None``"""
-        self.metadata = MetadataStore.load(None, len(self.ids)) if metadata is None else metadata
+        self.metadata = MetadataStore.load(None, self.ids.ids) if metadata is None else metadata
         """Every row's metadata, filterable (:class:`adaptive_retrieval.metadata.MetadataStore`)"""
         self.compact_at = 0.25
         """Dead rows' share at which a delete or upsert runs :meth:`compact` (``None``: only when called)"""
@@ -221,7 +221,7 @@ class Retriever:
         """
         check_query(query)
         D, _, found = self._search([query], k, candidates, coarse_query, None, None, knobs, filter)
-        return hits_of(found, self.documents, D)[0]
+        return hits_of(found, D)[0]
 
     def search_batch(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
@@ -233,7 +233,7 @@ class Retriever:
         of each stage and what the searches ran. Raises as :meth:`search` does (QueryError: no queries)."""
         queries = check_queries(queries)
         D, _, found = self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs, filter)
-        return hits_of(found, self.documents, D)
+        return hits_of(found, D)
 
     def search_arrays(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
@@ -274,8 +274,7 @@ class Retriever:
                 D, I = self._funnel(
                     queries[i : i + batch_size], k, shortlist, timings, params, coarse_query, patience, node
                 )
-                found = [[(self.ids[r], self.metadata.get(r)) for r in row if r >= 0] for row in I.tolist()]
-                parts.append((D, I, found))
+                parts.append((D, I, found_documents(self.ids, self.metadata, self.documents, I)))
         return (
             np.concatenate([p[0] for p in parts]),
             np.concatenate([p[1] for p in parts]),
@@ -291,6 +290,8 @@ class Retriever:
         coarse_q, fine_q = encode_queries(
             enc, queries, self.coarse, self.fine, coarse_query, self.projection, seconds
         )
+        if len(self) == 0:  # every document deleted since the search began
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         shortlist = min(shortlist, len(self))
         allowed, exact, path = allowed_rows(
             self.ids, self.metadata, node, max(shortlist, self.exact_below),

@@ -163,7 +163,16 @@ def write_index(
             keep = set(files.values()) | {MANIFEST}
             for old in path.iterdir():
                 if old.name not in keep and old.name.startswith(
-                    ("coarse-", "fine-", "ids-", "heads-", "projection-", "texts-", f".{MANIFEST}.")
+                    (
+                        "coarse-",
+                        "fine-",
+                        "ids-",
+                        "heads-",
+                        "projection-",
+                        "texts-",
+                        "metadata-",
+                        f".{MANIFEST}.",
+                    )
                 ):
                     old.unlink(missing_ok=True)
         except OSError:  # e.g. a file another process holds open on Windows: the next save removes it

@@ -309,11 +309,12 @@ class IndexWriter:
             if not dead:
                 return 0
             keep = self.ids.live_rows()
-            swap = self.engine.compacted(keep)  # the long part, beside searches
+            # everything built beside searches (no other write runs: this one holds the writer); under
+            # the lock only references change, the engine's first (the one step that can fail: a rename)
+            swaps = [self.engine.compacted(keep), self.metadata.compacted(keep), self.ids.compacted(keep)]
             with self.lock.write():
-                swap()
-                self.metadata.compact(keep)
-                self.ids.compact()
+                for swap in swaps:
+                    swap()
             return dead
 
     def _add(self, batches: Iterable[tuple[Any, ...]], replace: bool) -> int:

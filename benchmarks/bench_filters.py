@@ -113,7 +113,7 @@ def measure(
     overlaps = []
     for got, want in zip(found, truth):
         want = set(want[want >= 0].tolist())
-        overlaps.append(len(got & want) / max(len(want), 1))
+        overlaps.append(len(got & want) / len(want) if want else float(not got))  # none to find: found none
     return {
         "share": share,
         "matched": len(ids) if allowed is None else int(allowed.sum()),

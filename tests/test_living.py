@@ -276,3 +276,99 @@ def test_refit_turns_the_coarse_view_to_the_documents_held_now(tiny_encoder):
     fresh = Retriever.build(list(enumerate(second)), model=tiny_encoder, candidates=20, adapt=False, **VIEWS)
     with pytest.raises(InvalidArgument, match="no projection to refit"):
         fresh.refit()
+
+
+def test_a_compaction_that_fails_leaves_the_index_as_it_was(tiny_encoder, docs, monkeypatch):
+    r = Retriever.build(docs, model=tiny_encoder, **VIEWS)
+    r.compact_at = None
+    r.delete([f"d{i}" for i in range(100)])
+    query = random_texts(1, seed=8)[0]
+    before = r.search(query, k=10, filter={"section": "libs"})
+
+    def broken(keep):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(r.metadata, "compacted", broken)  # fails after the engine's part was built
+    with pytest.raises(OSError, match="disk full"):
+        r.compact()
+    assert (
+        r.ids.dead == 100
+        and len(r.backend) == 240
+        and r.search(query, k=10, filter={"section": "libs"}) == before
+    )
+    r.compact_at = 0.25
+    r.delete(["d100"])  # compaction due: it fails again, is logged, and the delete stands
+    assert "d100" not in r and r.ids.dead == 101
+    deleted = r.search(query, k=10, filter={"section": "libs"})
+    monkeypatch.undo()
+    assert r.compact() == 101 and r.search(query, k=10, filter={"section": "libs"}) == deleted
+
+
+def test_an_id_map_commit_interrupted_half_way_is_undone_whole():
+    from adaptive_retrieval.ids import IdMap
+
+    ids = IdMap(["a", "b", "c"])
+    ids.stage_delete(["b"])
+
+    class Interrupting(list):
+        raised = False
+
+        def __iter__(self):
+            if not Interrupting.raised:  # once: after the deaths, before the new rows
+                Interrupting.raised = True
+                raise KeyboardInterrupt
+            return super().__iter__()
+
+    ids.stage(["d"])
+    ids._staged = Interrupting(ids._staged)
+    with pytest.raises(KeyboardInterrupt):
+        ids.commit()
+    ids.rollback(committed=False)  # what the transaction does for the participant that raised
+    assert list(ids.ids) == ["a", "b", "c"] and ids.row("b") == 1 and ids.alive is None and ids.count == 3
+
+
+def test_metadata_edge_cases(tiny_encoder):
+    r = Retriever.build(
+        {"a": {"text": "alpha beta", "size": 3, "big": 2**60}, "b": {"text": "gamma delta", "size": 7}},
+        model=tiny_encoder, adapt=False, **VIEWS,
+    )  # fmt: skip
+    assert {h.doc_id for h in r.search("alpha", k=5, filter={"size": {"$in": [3, "x"]}})} == {
+        "a"
+    }  # mixed kinds
+    with pytest.raises(InvalidArgument, match="integers beyond 2\\*\\*53"):
+        r.search("alpha", filter={"big": 2**60})
+    assert r.search("alpha", k=1)[0].metadata == {"size": 3, "big": 2**60}  # kept, returned, not filterable
+    with pytest.raises(CorpusTypeError, match="upsert needs the documents' ids"):
+        r.upsert(["a list of strings"])
+
+
+def test_a_list_of_strings_added_after_compaction_gets_new_ids(tiny_encoder):
+    r = Retriever.build(random_texts(10, seed=12), model=tiny_encoder, adapt=False, **VIEWS)
+    r.delete(list(range(5)))  # 50% dead: compacted, 5 rows left
+    assert len(r.ids) == 5
+    r.add(["a new text"])
+    assert 10 in r and len(r) == 6
+
+
+def test_metadata_follows_its_documents_through_a_reopened_engine(tiny_encoder, tmp_path):
+    pytest.importorskip("qdrant_client")
+    texts = random_texts(30, seed=13)
+    r = Retriever.build(
+        {f"d{i}": {"text": t, "n": i} for i, t in enumerate(texts)}, model=tiny_encoder, backend="qdrant",
+        backend_options={"path": str(tmp_path / "q"), "collection": "m"}, adapt=False, **VIEWS,
+    )  # fmt: skip
+    r.save(tmp_path / "idx")
+    r.close()
+    again = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    hits = again.search(texts[4], k=30)
+    assert (
+        all(h.metadata == {"n": int(h.doc_id[1:])} for h in hits) and len(hits) == 30
+    )  # rows renumbered in the engine's order
+
+
+def test_old_metadata_files_go_with_their_generation(tiny_encoder, docs, tmp_path):
+    r = Retriever.build(docs, model=tiny_encoder, **VIEWS)
+    r.save(tmp_path / "idx")
+    r.delete(["d1"])
+    r.save(tmp_path / "idx")
+    assert len(list((tmp_path / "idx").glob("metadata-*"))) == 1

@@ -122,7 +122,6 @@ def test_pseudo_queries_calibrate_and_the_calibration_is_saved(built, tmp_path, 
 
 
 def test_a_calibrated_hnsw_shortlist_searches_as_deep_as_it_was_calibrated(tiny_encoder):
-    import faiss
 
     r = Retriever.build(
         random_texts(200, seed=60),
@@ -135,10 +134,14 @@ def test_a_calibrated_hnsw_shortlist_searches_as_deep_as_it_was_calibrated(tiny_
     ef = backend.coarse_index.hnsw_ef()
     assert backend.search_parameters() is None and backend.search_parameters(depth=ef) is None
     deep = backend.search_parameters(depth=ef + 100)  # the knobs, checked; FAISS's parameters per search
-    assert deep == {"efSearch": ef + 100}
-    built = backend.coarse_index.search_parameters(**deep)
-    assert isinstance(built, faiss.SearchParametersHNSW) and built.efSearch == ef + 100
+    assert deep == {"depth": ef + 100}
+    asked = []
+    real = backend.coarse_index.search
+    backend.coarse_index.search = lambda q, k, **kw: asked.append(kw) or real(q, k, **kw)
+    backend.coarse_search(np.ones((1, 8), np.float32) / np.sqrt(8), 5, deep)
+    assert asked[-1] == {"allowed": None, "efSearch": ef + 100}  # explored as deep as calibrated
     assert backend.search_parameters(depth=ef + 100, efSearch=7) == {"efSearch": 7}  # the caller's knob wins
+    backend.coarse_index.search = real
     assert backend.coarse_index.hnsw_ef() == ef  # nothing set on the index
     flat = Retriever.build(random_texts(30, seed=61), coarse=(3, 8), fine=(12, 32), model=tiny_encoder)
     assert flat.backend.coarse_index.hnsw_ef() is None and flat.backend.search_parameters(depth=500) is None

@@ -184,8 +184,12 @@ class FaissBackend(Backend):
         searches wider as they get fewer: HNSW's ``efSearch`` and IVF's ``nprobe`` divided by the share
         of rows allowed, unless given)."""
         knobs = dict(params or {})
+        calibrated = knobs.pop("depth", None)  # the depth a calibration measured at (search_parameters)
         if allowed is not None:
-            knobs = self._widened(knobs, depth, float(np.count_nonzero(allowed)) / max(len(allowed), 1))
+            share = float(np.count_nonzero(allowed)) / max(len(allowed), 1)
+            knobs = self._widened(knobs, max(depth, calibrated or 0), share)
+        elif calibrated is not None and "efSearch" not in knobs:
+            knobs["efSearch"] = int(calibrated)
         return self.coarse_index.search(coarse_q, depth, allowed=allowed, **knobs)
 
     def filtered_cost(self, share: float, depth: int) -> float | None:
@@ -261,14 +265,15 @@ class FaissBackend(Backend):
         raise InvalidArgument(f"view must be 'coarse' or 'fine', got {view!r}")
 
     def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
-        """FAISS's per-call parameters (``nprobe``, ``efSearch``, ``k_factor``, ``max_codes``); an
-        HNSW index given a calibrated ``depth`` searches with ``efSearch`` at least that (FAISS's HNSW
+        """FAISS's per-call parameters (``nprobe``, ``efSearch``, ``k_factor``, ``max_codes``), checked, as a
+        dict :meth:`coarse_search` builds FAISS's parameters from; an HNSW index given a calibrated ``depth``
+        searches with ``efSearch`` at least that (recorded as ``depth``; under a filter, widened from it) (FAISS's HNSW
         explores ``max(efSearch, k)`` candidates, so a shortlist shorter than the depth it was calibrated
         at would otherwise come from a shallower search than the one measured)."""
+        self.coarse_index.search_parameters(**knobs)  # checked here, built per search (with its rows)
         ef = self.coarse_index.hnsw_ef()
         if depth is not None and ef is not None and "efSearch" not in knobs and depth > ef:
-            knobs = {**knobs, "efSearch": int(depth)}
-        self.coarse_index.search_parameters(**knobs)  # checked here, built per search (with its rows)
+            knobs = {**knobs, "depth": int(depth)}  # coarse_search explores at least this deep
         return knobs or None
 
     def set_knobs(self, **knobs: Any) -> None:
