@@ -69,3 +69,14 @@ def test_churn_replay_matches_an_index_put_through_the_steps_and_catches_a_wrong
     old = crash_save.versioned([r.ids[row]], [0], 384, 2)
     r.backend.fine_store.vectors[row] = old[0].astype(np.float16)
     assert not crash_save.churn_whole(r, 3)
+
+
+def test_bench_compact_tiny(tmp_path):
+    out = tmp_path / "compact"
+    cmd = [sys.executable, "-m", "benchmarks.bench_compact", "--docs", "3000", "--delete", "0.3"]
+    subprocess.run([*cmd, "--dir", str(tmp_path / "w"), "--out", str(out)], **RUN)
+    row = json.loads((out / "results.json").read_text())
+    assert row["deleted"] == row["reclaimed_rows"] == 900 and row["documents"] == 2100
+    assert row["fine_bytes_after"] == 2100 * 384 * 2  # float16 rows of the live documents only
+    assert row["bytes_after"] < row["bytes_before"] - 900 * 384 * 2 * 0.9
+    assert row["command"].startswith("python -m benchmarks.bench_compact")
