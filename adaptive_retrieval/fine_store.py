@@ -299,14 +299,30 @@ class FineStore:
             return FineStore(np.ascontiguousarray(vectors[keep]))
         beside = self.path if self.path is not None else self._source[0]
         target = scratch_path(beside, ".npy")
+        # the old rows are read with plain reads, a span of rows at a time, not through the memory map,
+        # whose pages would count in this process's RSS until unmapped (RAM: one span)
+        # (a loaded store: from the file held open since load, whatever its path holds now)
+        own = open(self.path, "rb") if self.path is not None else None  # noqa: SIM115 (closed below)
+        fd, offset = (
+            (own.fileno(), _HEADER_BYTES) if own is not None else (self._source[2].fileno(), self._source[1])
+        )
+        width = self.dim * vectors.itemsize
         try:
             with open(target, "xb") as fh:
                 fh.write(_npy_header(vectors.dtype, len(keep), self.dim))
                 for start in range(0, len(keep), block):
-                    fh.write(np.ascontiguousarray(vectors[keep[start : start + block]]).tobytes())
+                    part = keep[start : start + block]
+                    lo, hi = int(part[0]), int(part[-1]) + 1
+                    raw = os.pread(fd, (hi - lo) * width, offset + lo * width)
+                    span = np.frombuffer(raw, dtype=vectors.dtype).reshape(hi - lo, self.dim)
+                    fh.write(np.ascontiguousarray(span[part - lo]).tobytes())
+                    del raw, span
         except BaseException:  # a disk full, an interrupt: no half file left
             target.unlink(missing_ok=True)
             raise
+        finally:
+            if own is not None:
+                own.close()
         store = FineStore(np.empty((0, self.dim), vectors.dtype), path=target)
         store._remap(len(keep))
         store._grown = weakref.finalize(store, target.unlink, missing_ok=True)

@@ -353,7 +353,7 @@ class IndexWriter:
                 "coarse_vectors, fine_vectors, texts[, metadata])"
             )
         if replace:  # an upsert's replaced rows, before the engine takes their new ones
-            self.engine.delete([r for d in doc_ids if (r := self.ids.row(d)) is not None])
+            self.engine.delete([r for d in doc_ids if (r := self.ids.row(d)) is not None], replacing=True)
         first_row = self.ids.stage(doc_ids, replace=replace)
         self.metadata.stage([None] * len(doc_ids) if metadata is None else metadata, doc_ids)
         if self.documents is not None:

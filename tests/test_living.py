@@ -239,17 +239,57 @@ def test_searches_beside_deletes_and_upserts_see_a_whole_state(tiny_encoder, doc
     assert len(r) == 240 - len(pairs)
 
 
-def test_an_engine_that_does_not_delete_yet_says_so_and_changes_nothing(tiny_encoder, tmp_path):
-    pytest.importorskip("qdrant_client")
+@pytest.mark.parametrize("engine", ["qdrant", "milvus"])
+def test_keyed_engines_delete_filter_and_refuse_upserts(tiny_encoder, tmp_path, engine):
+    from tests.test_backends import engine_count, engine_options
+
+    texts = random_texts(40, seed=2)
+    corpus = {f"d{i}": {"text": t, "n": i} for i, t in enumerate(texts)}
     r = Retriever.build(
-        random_texts(30, seed=2), model=tiny_encoder, backend="qdrant",
-        backend_options={"path": str(tmp_path / "q"), "collection": "c"}, **VIEWS,
+        corpus, model=tiny_encoder, backend=engine, backend_options=engine_options(engine, tmp_path), **VIEWS
+    )
+    faiss = Retriever.build(corpus, model=tiny_encoder, **VIEWS)
+    query = texts[3]
+    flt = {"n": {"$lt": 12}}
+    assert [h.doc_id for h in r.search(query, k=5, filter=flt)] == [
+        h.doc_id for h in faiss.search(query, k=5, filter=flt)
+    ]
+    with pytest.raises(EngineError, match="does not replace documents"):
+        r.upsert({"d1": "new words"})
+    assert len(r) == 40 and r.search(texts[1], k=1)[0].doc_id == "d1"
+    r.compact_at = None
+    assert r.delete(["d3", "d5"]) == 2 and faiss.delete(["d3", "d5"]) == 2
+    assert engine_count(r) == 38  # the points are gone, and the records of the delete
+    assert [h.doc_id for h in r.search(query, k=38)] == [h.doc_id for h in faiss.search(query, k=38)]
+    r.save(tmp_path / "idx")
+    r.close()
+    again = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    assert len(again) == 38 and "d3" not in again and again.search(query, k=1)[0].doc_id != "d3"
+
+
+def test_a_delete_recorded_but_not_purged_is_never_adopted(tiny_encoder, tmp_path, monkeypatch):
+    from tests.test_backends import engine_count, engine_options
+
+    texts = random_texts(20, seed=3)
+    r = Retriever.build(
+        dict(enumerate(texts)), model=tiny_encoder, backend="qdrant",
+        backend_options=engine_options("qdrant", tmp_path), **VIEWS,
     )  # fmt: skip
-    with pytest.raises(EngineError, match="does not delete or replace documents yet"):
-        r.delete([0])
-    with pytest.raises(EngineError, match="does not delete or replace documents yet"):
-        r.upsert([(1, "new words")])
-    assert len(r) == 30 and r.search("alpha", k=30)[-1].doc_id is not None
+    r.compact_at = None
+
+    def fails(keys):
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(r.backend, "_delete", fails)  # the process dies, in effect, before the purge
+    assert r.delete([4]) == 1 and 4 not in r and engine_count(r) == 20  # deleted here; the point remains
+    monkeypatch.undo()
+    r.save(tmp_path / "idx")
+    r.close()
+    again = Retriever.load(tmp_path / "idx", model=tiny_encoder)
+    assert len(again) == 19 and 4 not in again  # its delete record keeps it out
+    again.close()
+    dropped = Retriever.load(tmp_path / "idx", model=tiny_encoder, backend_options={"drop_uncommitted": True})
+    assert len(dropped) == 19 and engine_count(dropped) == 19  # and a reopen that drops leftovers purges it
 
 
 def test_refit_turns_the_coarse_view_to_the_documents_held_now(tiny_encoder):

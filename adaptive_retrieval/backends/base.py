@@ -159,13 +159,13 @@ class Backend(ABC):
         retriever then goes exact only below its ``exact_below``)."""
         return None
 
-    def delete(self, rows: list[int]) -> None:  # noqa: B027 - optional
-        """Stage the death of committed rows (a delete, or the old rows of an upsert). The engine keeps
-        them (searches skip the rows :attr:`ids` marks dead) until :meth:`compacted`; an engine that
-        cannot do this yet refuses here, before anything changes.
+    def delete(self, rows: list[int], replacing: bool = False) -> None:  # noqa: B027 - optional
+        """Stage the death of committed rows (a delete, or with ``replacing`` the old rows of an upsert).
+        The engine keeps them (searches skip the rows :attr:`ids` marks dead) until :meth:`compacted`; an
+        engine that cannot do this refuses here, before anything changes.
 
         Raises:
-            EngineError: this engine does not delete."""
+            EngineError: this engine does not delete (or replace)."""
 
     def compacted(self, keep: np.ndarray) -> Callable[[], None]:
         """Build, beside searches, this engine's rows ``keep`` (ascending) renumbered ``0..``; return the

@@ -10,6 +10,12 @@ therefore tags its documents with a token, and its commit records the token in a
 (``<collection>_commits``) in one write: a reopened collection adopts only documents of committed adds,
 so a writer killed in the middle of an add leaves nothing a reader takes for part of the index
 (:meth:`KeyedBackend.adopt`; such leftovers are deleted on request).
+
+A delete is recorded the same way: one write of a record per deleted key (``del:<key>``) before the
+commit, so that a reopened collection never adopts a deleted document, whatever became of its point; the
+points themselves are deleted after the commit (best effort: a failure leaves them to the next
+compaction, or to a reopen with ``drop_uncommitted``), then their records. An upsert would overwrite a
+document's point in place before its commit (its key is its id's), so these engines refuse it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 COMMITS_SUFFIX = "_commits"
 """The companion collection of a keyed engine's collection that records its committed adds."""
+DELETED = "del:"
+"""The prefix of a delete record's token: ``del:<key>``"""
 
 
 def point_key(doc_id: DocId) -> int:
@@ -116,6 +124,39 @@ class KeyedBackend(Backend):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def adopted_token(self, key: Any, token: str | None, committed: set[str]) -> str | None:
+        """What :meth:`stored_documents` reports for a stored document: ``None`` (adopted) when its add
+        committed (or it has no token) and no delete record names it; else the token that keeps it out
+        (its uncommitted add's, or its delete record's)."""
+        if f"{DELETED}{key}" in committed:
+            return f"{DELETED}{key}"
+        return None if token is None or token in committed else token
+
+    #: the keys the write in progress deletes (their delete records written by prepare())
+    _deleting: list[Any] = []  # noqa: RUF012 - replaced per instance
+    _deletes_recorded: list[str] = []  # noqa: RUF012 - replaced per instance
+
+    def delete(self, rows: list[int], replacing: bool = False) -> None:
+        """Stage the deletion of these rows' documents (recorded at :meth:`prepare`, their points deleted
+        after the commit); ``replacing`` (an upsert) is refused: see the module docstring.
+
+        Raises:
+            EngineError: an upsert (nothing changes); a collection that records no commits (made by an
+                older version) cannot record deletes either."""
+        if not rows:
+            return
+        if replacing:
+            raise EngineError(
+                f"backend {self.name!r} does not replace documents (an upsert would overwrite a document "
+                "before its commit): delete() the old ones, then add() the new ones; nothing was changed"
+            )
+        if not self._records_commits:
+            raise EngineError(
+                f"{self.describe()} records no commits (made by an older version): it cannot record deletes "
+                "either; nothing was changed"
+            )
+        self._deleting = [*self._deleting, *(self.ids.key_of(r) for r in rows)]
+
     def _token(self) -> str | None:
         """The add token for the documents :meth:`add` writes now (``None``: the collection keeps none)."""
         if not self._tags_adds:
@@ -136,12 +177,42 @@ class KeyedBackend(Backend):
         if self._written and token is not None and self._records_commits and self._recorded != token:
             self._record_commit(token)
             self._recorded = token
+        if self._deleting and not self._deletes_recorded:  # one write: a reopen sees all of it or none
+            records = [f"{DELETED}{key}" for key in self._deleting]
+            self._record_tokens(records)
+            self._deletes_recorded = records
 
     def commit(self) -> None:
         self.prepare()  # nothing when prepare() already ran (the id map commits the rows after)
         self._undo = (self._recorded, self._written)  # until the transaction is over: see rollback()
         self._written = []
         self._add_token = self._recorded = None
+        deleting, records = self._deleting, self._deletes_recorded
+        self._deleting, self._deletes_recorded = [], []
+        if deleting:  # committed (the engine commits last): the points go, then their records
+            self._purge(deleting, records)
+
+    def _purge(self, keys: list[Any], records: list[str]) -> None:
+        """Delete deleted documents' points, then their records; never raises (the records keep a reopen
+        from adopting the documents; the next compaction or ``drop_uncommitted`` retries)."""
+        try:
+            self._delete(keys)
+            self._unrecord_tokens(records)
+        except Exception as err:
+            logger.warning(
+                "%s: deleted documents' points not yet removed (%s); retried later", self.describe(), err
+            )
+            self._unpurged = [*self._unpurged, *zip(keys, records)]
+
+    _unpurged: list[tuple[Any, str]] = []  # noqa: RUF012 - replaced per instance
+
+    def compacted(self, keep: np.ndarray) -> Callable[[], None]:
+        """Nothing to rebuild: deleted documents' points are gone (those a failed purge left are deleted
+        now); the id map renumbers its rows."""
+        if self._unpurged:
+            left, self._unpurged = self._unpurged, []
+            self._purge([k for k, _ in left], [t for _, t in left])
+        return lambda: None
 
     def rollback(self, start: int, committed: bool = False) -> None:
         """Delete the add's documents (those it wrote; never another writer's that it refused) and,
@@ -150,6 +221,9 @@ class KeyedBackend(Backend):
         gone = self.ids.tail_keys(start)[: max(len(self.ids) - start, 0)] + written
         self._add_token = self._recorded = None
         self._written, self._undo = [], (None, [])
+        deletes, self._deleting, self._deletes_recorded = self._deletes_recorded, [], []
+        if deletes:  # a delete that did not commit: its records go (its points were never touched)
+            self._unrecord_tokens(deletes)
         if recorded is not None:  # first: documents partly deleted must not be adopted as an add
             self._unrecord_commit(recorded)
         if gone:
@@ -162,6 +236,14 @@ class KeyedBackend(Backend):
     @abstractmethod
     def _unrecord_commit(self, token: str) -> None:
         """Remove the record of ``token`` (a rolled-back add whose record was written)."""
+
+    @abstractmethod
+    def _record_tokens(self, tokens: list[str]) -> None:
+        """Record these tokens in the companion collection, in one request."""
+
+    @abstractmethod
+    def _unrecord_tokens(self, tokens: list[str]) -> None:
+        """Remove these tokens' records, in one request."""
 
     @abstractmethod
     def _committed_tokens(self) -> set[str]:
@@ -228,32 +310,35 @@ class KeyedBackend(Backend):
         """The search parameters that make a fine search exact (``None``: it always is)."""
         return None
 
+    #: a filter matching at most this many rows is ranked by their fetched fine vectors (exact)
+    FETCH_EXACT = 20_000
+
     def coarse_search(
         self, coarse_q: np.ndarray, depth: int, params: Any = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        self._no_rows_filter(allowed)
-        return self.known_rows(self._ask("coarse", params), coarse_q, depth)
+        """The engine's coarse answers as rows; ``allowed``: the rows a filter (or the live rows) allows,
+        others skipped as unknown keys are (asked again for more: :meth:`known_rows`)."""
+        return self.known_rows(self._ask("coarse", params), coarse_q, depth, allowed)
 
     def exact_search(
         self, fine_q: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        self._no_rows_filter(allowed)
-        return self.known_rows(self._ask("fine", self._exact_params()), fine_q, k)
+        """Exact fine search in the engine; under a filter matching at most :attr:`FETCH_EXACT` rows,
+        their fine vectors fetched and scored here."""
+        if allowed is not None and int(np.count_nonzero(allowed)) <= self.FETCH_EXACT:
+            rows = np.flatnonzero(allowed[: len(self.ids)])
+            if len(rows) == 0:
+                n = len(fine_q)
+                return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+            scores = self.fine_scores(fine_q, np.broadcast_to(rows, (len(fine_q), len(rows))))
+            keys = [[self.ids.key_of(int(r)) for r in rows]] * len(fine_q)
+            return self.rows_of(keys, scores.tolist(), k)
+        return self.known_rows(self._ask("fine", self._exact_params()), fine_q, k, allowed)
 
-    def _no_rows_filter(self, allowed: np.ndarray | None) -> None:
-        if allowed is not None:
-            raise EngineError(
-                f"backend {self.name!r} does not filter or delete yet (the FAISS backend does); "
-                "search without filter="
-            )
-
-    def delete(self, rows: list[int]) -> None:
-        """Not yet: this engine refuses deletes and upserts (nothing changes)."""
-        if rows:
-            raise EngineError(
-                f"backend {self.name!r} does not delete or replace documents yet (the FAISS backend does); "
-                "nothing was changed"
-            )
+    def filtered_cost(self, share: float, depth: int) -> float | None:
+        """A filtered search asks the engine for ``depth / share`` answers (skipping the others): exact
+        by fetched vectors when that is more than the rows matched, up to :attr:`FETCH_EXACT`."""
+        return min(depth / max(share, 1e-9), self.FETCH_EXACT)
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -272,15 +357,27 @@ class KeyedBackend(Backend):
         ask: Callable[[np.ndarray, int], tuple[list[list[Any]], list[list[float]]]],
         vectors: np.ndarray,
         limit: int,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``ask(vectors, limit)``'s engine answers (keys and scores per query) as ``(D, I)`` rows of
         this retriever's documents. Keys it does not know (another writer's documents, added since this
         retriever opened the collection) would take result slots, so a query whose full answer held
         some is asked again for that many more, until its answer holds ``limit`` known keys or the
         engine has no more to give."""
-        keys, scores = ask(vectors, limit)
-        asked = [limit] * len(keys)
-        known = self.ids.knows_key
+        row_of_key = self.ids.row_of_key
+        if allowed is None:
+            known = self.ids.knows_key
+        else:  # a filter: its other rows count as unknown keys, and a first ask goes as deep as it needs
+            share = max(float(np.count_nonzero(allowed)) / max(len(allowed), 1), 1e-9)
+            limit_first = int(min(np.ceil(limit / share), self._MAX_LIMIT or np.inf))
+
+            def known(key: Any) -> bool:
+                row = row_of_key(key)
+                return row is not None and bool(allowed[row])
+
+        first = limit if allowed is None else max(limit, limit_first)
+        keys, scores = ask(vectors, first)
+        asked = [first] * len(keys)
         for _ in range(self._REASKS):
             again = {}
             for q, ks in enumerate(keys):
@@ -301,17 +398,17 @@ class KeyedBackend(Backend):
         short = sum(
             any(not known(key) for key in ks) and sum(map(known, ks)) < min(limit, len(self)) for ks in keys
         )
-        if short:
+        if short and allowed is None:
             logger.warning(
                 "%d queries got fewer than %d of this retriever's documents: other writers' documents, "
                 "unknown here, filled their answers; reopen the collection (Retriever.load) to see them",
                 short,
                 limit,
             )
-        return self.rows_of(keys, scores, limit)
+        return self.rows_of(keys, scores, limit, allowed)
 
     def rows_of(
-        self, keys: list[list[Any]], scores: list[list[float]], k: int
+        self, keys: list[list[Any]], scores: list[list[float]], k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per query, engine ``(key, score)`` results as ``(D, I)`` rows, keys the id map does not know
         left out, equal scores ordered by the lower row (as the FAISS funnel orders them), padded to ``k``."""
@@ -320,7 +417,7 @@ class KeyedBackend(Backend):
         row_of_key = self.ids.row_of_key
         for q, (ks, ss) in enumerate(zip(keys, scores)):
             found = ((-float(s), row_of_key(key)) for key, s in zip(ks, ss))
-            hits = sorted((s, r) for s, r in found if r is not None)[:k]
+            hits = sorted((s, r) for s, r in found if r is not None and (allowed is None or allowed[r]))[:k]
             D[q, : len(hits)] = [-s for s, _ in hits]
             I[q, : len(hits)] = [r for _, r in hits]
         return D, I
@@ -346,9 +443,12 @@ class KeyedBackend(Backend):
             doc_ids = [d for d, ok in zip(doc_ids, keep) if ok]
             if left and drop_uncommitted:
                 since = self._committed_tokens()  # read again: an add may have committed meanwhile
-                doomed = [key for key, token in left if token not in since]
+                doomed = [key for key, token in left if token not in since or token.startswith(DELETED)]
                 if doomed:
                     self._delete(doomed)
+                    records = [token for _, token in left if token.startswith(DELETED)]
+                    if records:
+                        self._unrecord_tokens(records)
                 logger.info("deleted %d documents of uncommitted adds from %s", len(doomed), self.describe())
             elif left:
                 logger.warning(

@@ -241,7 +241,7 @@ class MilvusBackend(KeyedBackend):
             keys.append(int(e["key"]))
             doc_ids.append(json.loads(e["doc_id"]))
             token = e.get("add") or None
-            tokens.append(None if token is None or token in committed else token)
+            tokens.append(self.adopted_token(keys[-1], token, committed))
         return keys, doc_ids, tokens if self._records_commits else None
 
     def _entities(self, collection: str, fields: list[str]) -> Iterator[dict[str, Any]]:
@@ -262,10 +262,16 @@ class MilvusBackend(KeyedBackend):
                 q.setLevel(level)
 
     def _record_commit(self, token: str) -> None:
-        self.client.insert(self.commits, [{"token": token, "v": [1.0, 0.0]}])
+        self._record_tokens([token])
 
     def _unrecord_commit(self, token: str) -> None:
-        self.client.delete(self.commits, ids=[token])
+        self._unrecord_tokens([token])
+
+    def _record_tokens(self, tokens: list[str]) -> None:
+        self.client.insert(self.commits, [{"token": t, "v": [1.0, 0.0]} for t in tokens])
+
+    def _unrecord_tokens(self, tokens: list[str]) -> None:
+        self.client.delete(self.commits, ids=list(tokens))
 
     def _committed_tokens(self) -> set[str]:
         return {e["token"] for e in self._entities(self.commits, ["token"])}

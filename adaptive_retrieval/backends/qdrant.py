@@ -163,7 +163,7 @@ class QdrantBackend(KeyedBackend):
             keys.append(str(p.id))
             doc_ids.append(p.payload["doc_id"])
             token = p.payload.get("add")
-            tokens.append(None if token is None or token in committed else token)
+            tokens.append(self.adopted_token(keys[-1], token, committed))
         return keys, doc_ids, tokens if self._records_commits else None  # an older collection: all
 
     def _scroll(self, collection: str, payload: list[str]) -> Iterator[Any]:
@@ -198,11 +198,17 @@ class QdrantBackend(KeyedBackend):
             )
 
     def _record_commit(self, token: str) -> None:
-        point = models.PointStruct(id=str(uuid.UUID(hex=token)), vector={}, payload={"token": token})
-        self.client.upsert(self.commits, points=[point], wait=True)
+        self._record_tokens([token])
 
     def _unrecord_commit(self, token: str) -> None:
-        ids = models.PointIdsList(points=[str(uuid.UUID(hex=token))])
+        self._unrecord_tokens([token])
+
+    def _record_tokens(self, tokens: list[str]) -> None:
+        points = [models.PointStruct(id=_record_id(t), vector={}, payload={"token": t}) for t in tokens]
+        self.client.upsert(self.commits, points=points, wait=True)
+
+    def _unrecord_tokens(self, tokens: list[str]) -> None:
+        ids = models.PointIdsList(points=[_record_id(t) for t in tokens])
         self.client.delete(self.commits, points_selector=ids, wait=True)
 
     def _committed_tokens(self) -> set[str]:
@@ -329,6 +335,15 @@ class QdrantBackend(KeyedBackend):
 
     def describe(self) -> str:
         return f"qdrant:{self.collection}"
+
+
+def _record_id(token: str) -> str:
+    """A commit record's point id: an add token (a uuid4's hex) as its UUID; a delete record's, a UUID
+    derived from it."""
+    try:
+        return str(uuid.UUID(hex=token))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, token))
 
 
 def _keys_scores(answers: list[Any]) -> tuple[list[list[Any]], list[list[float]]]:
