@@ -138,11 +138,8 @@ class KeyedBackend(Backend):
 
     def delete(self, rows: list[int], replacing: bool = False) -> None:
         """Stage the deletion of these rows' documents (recorded at :meth:`prepare`, their points deleted
-        after the commit); ``replacing`` (an upsert) is refused: see the module docstring.
-
-        Raises:
-            EngineError: an upsert (nothing changes); a collection that records no commits (made by an
-                older version) cannot record deletes either."""
+        after the commit). Raises EngineError for an upsert (``replacing``: see the module docstring) and
+        in a collection that records no commits (made by an older version); nothing changes."""
         if not rows:
             return
         if replacing:
