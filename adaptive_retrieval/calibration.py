@@ -10,7 +10,7 @@ into a shortlist, and the :class:`adaptive_retrieval.shortlist.Calibration` reco
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,10 +29,9 @@ def sample_queries(
     *,
     max_queries: int,
     seed: int,
-    row_of: Callable[[DocId], int | None],
-) -> tuple[list[str], np.ndarray | None, str]:
-    """The calibration's queries, the row of the document each pseudo-query came from (``-1``: not
-    indexed; ``None`` for given queries) and a description of their source."""
+) -> tuple[list[str], list[DocId] | None, str]:
+    """The calibration's queries, the id of the document each pseudo-query came from (``None`` for given
+    queries; the caller finds their rows under its read lock) and a description of their source."""
     if queries is not None and documents is not None:
         raise InvalidArgument("calibrate() takes queries=[...] or documents=<corpus>, not both")
     if queries is not None:
@@ -48,9 +47,8 @@ def sample_queries(
     picked = sorted(rng.choice(len(docs), size=min(max_queries, len(docs)), replace=False))
     pairs = [(docs[i][0], pseudo_query(docs[i][1])) for i in picked]
     pairs = [(d, q) for d, q in pairs if q.strip()]
-    own = np.array([-1 if (r := row_of(d)) is None else r for d, _ in pairs], dtype=np.int64)
     queries = [q for _, q in pairs]
-    return queries, own, f"pseudo-queries: first sentences of {len(queries)} documents"
+    return queries, [d for d, _ in pairs], f"pseudo-queries: first sentences of {len(queries)} documents"
 
 
 def shortlist_evidence(
@@ -130,11 +128,9 @@ def calibrate(
     k, cap, max_queries = (
         positive_int(x, n) for x, n in ((k, "k"), (cap, "cap"), (max_queries, "max_queries"))
     )
-    queries, own, source = sample_queries(
-        queries, documents, max_queries=max_queries, seed=seed, row_of=self.ids.row
-    )
+    queries, sources, source = sample_queries(queries, documents, max_queries=max_queries, seed=seed)
     check_calibration(len(queries), target)  # before any query is encoded
-    spare = 0 if own is None else 1
+    spare = 0 if sources is None else 1
     k, cap = min(k, len(self) - spare), min(cap, len(self) - spare)
     if k < 1:
         raise InvalidArgument(f"the index holds {len(self)} documents: too few to calibrate")
@@ -147,7 +143,10 @@ def calibrate(
     )
     fine_q = vectors[self.fine]
     coarse_q = self.project(fine_q) if coarse_query == "projected" else vectors[self.coarse]
-    with self._lock.read():
+    with self._lock.read():  # rows as they are now: a compaction since the sampling renumbered them
+        own = None
+        if sources is not None:  # each pseudo-query's own document (-1: not indexed)
+            own = np.array([-1 if (r := self.ids.row(d)) is None else r for d in sources], dtype=np.int64)
         scores, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, cap, own, self.ids.alive)
     choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
     self.calibration = Calibration(

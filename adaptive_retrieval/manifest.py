@@ -261,8 +261,8 @@ def save(self: Any, path: str | Path) -> None:
     """
     self._check_open()
     entry = self.backend.manifest()  # an engine that cannot be reopened refuses here, before any write
-    heads = {self.coarse.layer: self.encoder.heads[self.coarse.layer]} if self.fitted_head else None
-    with self._lock.read():  # a write commits before or after this save, never during it
+    with self._lock.read():  # a write commits before or after this save, never during it (a refit too)
+        heads = {self.coarse.layer: self.encoder.heads[self.coarse.layer]} if self.fitted_head else None
         manifest = Manifest(
             model=model_record(self.encoder), coarse=self.coarse, fine=self.fine, backend=entry,
             index=self.backend.describe(), count=len(self), candidates=self.candidates,

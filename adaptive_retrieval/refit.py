@@ -95,7 +95,8 @@ def drift(self: Any, sample: int = 20_000, seed: int = 0) -> Drift:
         InvalidArgument: an index without a projection (no coarse head fitted to its corpus).
     """
     projection = _projection(self)
-    fine = sample_fine(self, positive_int(sample, "sample"), seed)
+    with self._lock.read():  # rows as they are now (a compaction renumbers them under the write lock)
+        fine = sample_fine(self, positive_int(sample, "sample"), seed)
     best = _projection_of(fine, projection.shape[1])
     return Drift(kept=_kept(fine, projection), best=_kept(fine, best), documents=len(fine))
 

@@ -80,3 +80,44 @@ def test_bench_compact_tiny(tmp_path):
     assert row["fine_bytes_after"] == 2100 * 384 * 2  # float16 rows of the live documents only
     assert row["bytes_after"] < row["bytes_before"] - 900 * 384 * 2 * 0.9
     assert row["command"].startswith("python -m benchmarks.bench_compact")
+
+
+def test_filtered_eval_tiny(tmp_path):
+    """evals.filtered_eval on a SciFact-shaped folder of random texts and a tiny model: rows for every
+    filter and index, overlap within [0, 1], the exact path exact."""
+    from tests.helpers import make_model, make_tokenizer, random_texts
+
+    folder = tmp_path / "data" / "beir" / "scifact"
+    (folder / "qrels").mkdir(parents=True)
+    texts = random_texts(300, seed=5)
+    words = ["cell", "patients", "risk", "mice", "cancer", "protein", "infection"]
+    with open(folder / "corpus.jsonl", "w") as fh:
+        for i, t in enumerate(texts):
+            fh.write(json.dumps({"_id": str(i), "title": "", "text": f"{t} {words[i % 7]}"}) + "\n")
+    with open(folder / "queries.jsonl", "w") as fh:
+        for i in range(12):
+            fh.write(json.dumps({"_id": f"q{i}", "text": texts[i * 7]}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\t{i}\t1\n" for i in range(12))
+    )
+    model = tmp_path / "model"
+    make_model("bert").save_pretrained(model)
+    make_tokenizer().save_pretrained(model)
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "evals.filtered_eval",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--model",
+        str(model),
+    ]
+    subprocess.run([*cmd, "--coarse", "3x16", "--out", str(out)], **RUN)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len(rows) == 2 * 12 and {r["index"] for r in rows} == {"Flat", "HNSW32"}
+    for r in rows:
+        assert 0 <= r["overlap@10"] <= 1
+        if r["paths"] == {"filtered exact": 12}:
+            assert r["overlap@10"] == 1.0
+    assert rows[0]["filter"] == "none" and rows[0]["matched"] == 300
