@@ -76,6 +76,42 @@ def shortlist_evidence(
     return scores, members
 
 
+FILTER_SHARES = (0.5, 0.2)
+"""The shares of documents the random filters of a calibration match (smaller ones go exact)"""
+
+
+def filter_evidence(
+    self: Any, fine_q: np.ndarray, coarse_q: np.ndarray, k: int, cap: int, own: np.ndarray | None,
+    target: float, base: int, seed: int,
+) -> dict[str, float]:  # fmt: skip
+    """Under random filters matching :data:`FILTER_SHARES` of the documents, the smallest fixed
+    shortlist reaching ``target``, and the exponent ``a`` a filtered search widens its shortlist by
+    (``shortlist / share ** a``, :func:`adaptive_retrieval.querying.filtered_shortlist`): the least that
+    covers what every share needed, against ``base`` unfiltered, in ``[0, 1]``. Empty when no share
+    leaves enough documents to measure (the filtered search then keeps its default). Called under the
+    read lock."""
+    out: dict[str, float] = {}
+    spare = 0 if own is None else 1
+    exponents = []
+    rng = np.random.default_rng([seed, 7])
+    for share in FILTER_SHARES:
+        allowed = rng.random(len(self.ids)) < share
+        if self.ids.alive is not None:
+            allowed &= self.ids.alive
+        depth = min(4 * cap, int(allowed.sum()) - spare)
+        if depth <= max(4 * k, base):  # too few documents: such a filter is ranked exactly anyway
+            continue
+        _, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, depth, own, allowed)
+        found = np.cumsum(members, axis=1).mean(axis=0) / k  # mean overlap@k at each shortlist size
+        reached = np.flatnonzero(found >= target)
+        needed = int(reached[0]) + 1 if len(reached) else depth
+        out[f"filtered_needed@{share:g}"] = float(needed)
+        exponents.append(np.log(max(needed, 1) / max(base, 1)) / np.log(1 / share))
+    if exponents:
+        out["filter_exponent"] = float(np.clip(max(exponents), 0.0, 1.0))
+    return out
+
+
 # Retriever.calibrate, defined here with the work it orchestrates (retriever.py attaches it).
 def calibrate(
     self: Any,
@@ -93,7 +129,9 @@ def calibrate(
     """Choose the shortlist that returns ``target`` of the exact fine top ``k`` (overlap@k,
     label-free) and use it from now on (:mod:`adaptive_retrieval.shortlist`).
 
-    Half of the queries choose the shortlist, the other half measure it (``Calibration.measured``).
+    Half of the queries choose the shortlist, the other half measure it (``Calibration.measured``). Random
+    filters matching half and a fifth of the documents measure how much a filtered search must widen its
+    shortlist (``measured["filter_exponent"]``; :func:`adaptive_retrieval.calibration.filter_evidence`).
 
     Args:
         queries: sample queries (the users' own, best); give these or ``documents``.
@@ -148,7 +186,8 @@ def calibrate(
         if sources is not None:  # each pseudo-query's own document (-1: not indexed)
             own = np.array([-1 if (r := self.ids.row(d)) is None else r for d in sources], dtype=np.int64)
         scores, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, cap, own, self.ids.alive)
-    choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
+        choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
+        measured |= filter_evidence(self, fine_q, coarse_q, k, cap, own, target, choice["candidates"], seed)
     self.calibration = Calibration(
         target=float(target), k=k, coarse_query=coarse_query, queries=source, measured=measured,
         seconds=time.perf_counter() - t0, documents=len(self), **choice,
@@ -156,4 +195,4 @@ def calibrate(
     return self.calibration
 
 
-__all__ = ["calibrate", "sample_queries", "shortlist_evidence"]
+__all__ = ["FILTER_SHARES", "calibrate", "filter_evidence", "sample_queries", "shortlist_evidence"]

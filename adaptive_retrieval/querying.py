@@ -125,6 +125,7 @@ def encode_queries(
 
 __all__ = [
     "COARSE_QUERIES",
+    "FILTER_EXPONENT",
     "QUERY_PRECISIONS",
     "QueryPrecision",
     "allowed_rows",
@@ -166,11 +167,26 @@ def allowed_rows(
     return allowed, exact, "filtered exact" if exact else "filtered funnel"
 
 
-def filtered_shortlist(shortlist: int, allowed: np.ndarray) -> int:
-    """The shortlist of a filtered funnel: ``shortlist / sqrt(share matched)``, at most the rows matched.
-    A filter's top ``k`` lies deeper in the coarse ranking of the matching documents than an unfiltered
-    top ``k`` in the whole index's (its documents are sparser among their neighbours); measured in
-    ``benchmarks.bench_filters`` (docs/results/filters), where a fixed shortlist lost fidelity at 50% and 20%."""
+FILTER_EXPONENT = 0.5
+"""How a filtered funnel widens its shortlist without a calibration that measured it: ``1 / share ** 0.5``"""
+
+
+def filtered_shortlist(
+    shortlist: int, allowed: np.ndarray, calibration: Calibration | None = None, node: Any = True
+) -> int:
+    """The shortlist of a filtered funnel: ``shortlist / share ** a``, at most the rows matched, where ``a``
+    is what :meth:`adaptive_retrieval.Retriever.calibrate` measured under random filters
+    (``measured["filter_exponent"]``), else :data:`adaptive_retrieval.querying.FILTER_EXPONENT`. A filter's top ``k`` can lie deeper
+    in the coarse ranking of the matching documents than an unfiltered top ``k`` in the whole index's;
+    ``benchmarks.bench_filters`` (docs/results/filters) measured a fixed shortlist losing fidelity at 50%
+    and 20%. Without a filter (``node`` ``None``: ``allowed`` are the live rows) the shortlist is kept."""
+    if node is None:
+        return shortlist
     matched = int(np.count_nonzero(allowed))
-    share = matched / max(len(allowed), 1)
-    return int(min(np.ceil(shortlist / np.sqrt(max(share, 1e-9))), max(matched, 1)))
+    share = max(matched / max(len(allowed), 1), 1e-9)
+    exponent = (
+        FILTER_EXPONENT
+        if calibration is None
+        else calibration.measured.get("filter_exponent", FILTER_EXPONENT)
+    )
+    return int(min(np.ceil(shortlist / share**exponent), max(matched, 1)))

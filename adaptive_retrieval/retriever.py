@@ -298,7 +298,7 @@ class Retriever:
             lambda share: self.backend.filtered_cost(share, shortlist),
         )  # fmt: skip
         if allowed is not None and not exact:  # a filtered coarse stage returns its shortlist whole, wider
-            patience, shortlist = None, shortlist if node is None else filtered_shortlist(shortlist, allowed)
+            patience, shortlist = None, filtered_shortlist(shortlist, allowed, self.calibration, node)
         D, I, fallbacks, read = self.backend.search(
             coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds,
             allowed=allowed, exact=exact,

@@ -412,3 +412,23 @@ def test_old_metadata_files_go_with_their_generation(tiny_encoder, docs, tmp_pat
     r.delete(["d1"])
     r.save(tmp_path / "idx")
     assert len(list((tmp_path / "idx").glob("metadata-*"))) == 1
+
+
+def test_calibrate_measures_how_far_a_filtered_shortlist_widens(tiny_encoder, docs, tmp_path):
+    from adaptive_retrieval.querying import FILTER_EXPONENT, filtered_shortlist
+
+    r = Retriever.build(docs, model=tiny_encoder, **VIEWS)
+    cal = r.calibrate(documents=docs, target=0.9)
+    exponent = cal.measured["filter_exponent"]
+    assert 0.0 <= exponent <= 1.0 and "filtered_needed@0.5" in cal.measured
+    half = np.arange(240) % 2 == 0
+    assert filtered_shortlist(50, half, cal) == int(np.ceil(50 / 0.5**exponent))
+    assert filtered_shortlist(50, half) == int(
+        np.ceil(50 / 0.5**FILTER_EXPONENT)
+    )  # uncalibrated: the default
+    assert filtered_shortlist(50, half, cal, node=None) == 50  # live rows only, no filter: kept
+    r.save(tmp_path / "idx")
+    assert (
+        Retriever.load(tmp_path / "idx", model=tiny_encoder).calibration.measured["filter_exponent"]
+        == exponent
+    )
