@@ -32,6 +32,9 @@ class IdMap:
         ids: the committed documents' ids, in row order; ``None`` marks a dead row (a deleted document
             whose row was not yet reclaimed).
         key: the engine's key of a document id (``None``: the engine addresses documents by row).
+        keys: the committed rows' engine keys as the engine holds them (default: ``key`` of each id).
+        renew: a new engine key for a replaced document (an upsert), so its old and new versions coexist
+            until the commit (default: the key of its id).
 
     Raises:
         CorpusError: an id twice in ``ids``, or two ids sharing an engine key.
@@ -49,9 +52,15 @@ class IdMap:
     """
 
     def __init__(
-        self, ids: Iterable[DocId | None] = (), key: Callable[[DocId], Hashable] | None = None
+        self,
+        ids: Iterable[DocId | None] = (),
+        key: Callable[[DocId], Hashable] | None = None,
+        *,
+        keys: Sequence[Hashable] | None = None,
+        renew: Callable[[DocId], Hashable] | None = None,
     ) -> None:
         self.key = key
+        self.renew = renew
         self._ids: list[DocId | None] = []
         self._row: dict[DocId, int] = {}
         self._keys: list[Hashable] = []
@@ -65,13 +74,21 @@ class IdMap:
         self._partial = False  # a commit began and has not finished
         self._last: dict = {}  # the last commit's changes, for a roll-back after it
         given = list(ids)
+        if keys is not None:  # the engine's own keys (a reopened collection: replaced documents' are new)
+            if len(keys) != len(given) or len(set(keys)) != len(keys):
+                raise CorpusError(f"{len(keys)} engine keys for {len(given)} documents, or a key twice")
+            self._keys = list(keys)
+            self._row_of_key = {k: r for r, k in enumerate(self._keys)}
+            self.key, key = None, self.key  # staged below without computing keys
         self.stage([d for d in given if d is not None])
         self.commit()
+        if keys is not None:
+            self.key = key
         if any(d is None for d in given):  # dead rows: renumber the live ones into place
             live = [d for d in given if d is not None]
             self._ids = list(given)
             self._row = {d: r for r, d in enumerate(given) if d is not None}
-            if self.key is not None:
+            if self.key is not None and keys is None:
                 self._keys = [None if d is None else self.key(d) for d in given]
                 self._row_of_key = {k: r for r, k in enumerate(self._keys) if k is not None}
             self.alive = np.array([d is not None for d in given], dtype=bool)
@@ -209,7 +226,9 @@ class IdMap:
     def _new_keys(self, ids: Sequence[DocId], replace: bool) -> list[Hashable]:
         if self.key is None:
             return []
-        keys = [self.key(d) for d in ids]
+        # a replaced document gets a new key where the engine gives one (its old version stays until the
+        # commit); else the key of its id
+        keys = [self.renew(d) if replace and self.renew and d in self._row else self.key(d) for d in ids]
         seen: set[Hashable] = set()
         for doc_id, key in zip(ids, keys):
             taken = key in self._row_of_key and not (replace and self._ids[self._row_of_key[key]] == doc_id)

@@ -84,7 +84,7 @@ class Retriever:
         self.encoder, self.coarse, self.fine = encoder, coarse, fine
         self.backend = backend
         """The engine holding both views of every document: FAISS in this process, Qdrant or Milvus"""
-        self.ids = IdMap(doc_ids, key=backend.key)
+        self.ids = IdMap(doc_ids, key=backend.key, keys=backend.opened_keys, renew=backend.renew)
         """The one map of document ids to rows (:class:`adaptive_retrieval.ids.IdMap`)"""
         backend.attach(self.ids)
         self.documents = documents

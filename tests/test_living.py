@@ -9,7 +9,7 @@ import pytest
 
 from adaptive_retrieval import Retriever
 from adaptive_retrieval.backends.faiss import FaissOptions
-from adaptive_retrieval.errors import CorpusError, CorpusTypeError, EngineError, InvalidArgument
+from adaptive_retrieval.errors import CorpusError, CorpusTypeError, InvalidArgument
 from adaptive_retrieval.results import SearchTimings
 from tests.helpers import random_texts
 
@@ -240,7 +240,7 @@ def test_searches_beside_deletes_and_upserts_see_a_whole_state(tiny_encoder, doc
 
 
 @pytest.mark.parametrize("engine", ["qdrant", "milvus"])
-def test_keyed_engines_delete_filter_and_refuse_upserts(tiny_encoder, tmp_path, engine):
+def test_keyed_engines_delete_upsert_and_filter(tiny_encoder, tmp_path, engine):
     from tests.test_backends import engine_count, engine_options
 
     texts = random_texts(40, seed=2)
@@ -254,9 +254,13 @@ def test_keyed_engines_delete_filter_and_refuse_upserts(tiny_encoder, tmp_path, 
     assert [h.doc_id for h in r.search(query, k=5, filter=flt)] == [
         h.doc_id for h in faiss.search(query, k=5, filter=flt)
     ]
-    with pytest.raises(EngineError, match="does not replace documents"):
-        r.upsert({"d1": "new words"})
-    assert len(r) == 40 and r.search(texts[1], k=1)[0].doc_id == "d1"
+    r.upsert(
+        {"d1": {"text": texts[7], "n": 100}}
+    )  # a new version, under a new key, beside the old until the commit
+    faiss.upsert({"d1": {"text": texts[7], "n": 100}})
+    assert len(r) == 40 and engine_count(r) == 40  # the old version's point purged after the commit
+    assert {h.doc_id for h in r.search(texts[7], k=2)} == {"d1", "d7"}
+    assert [h.metadata for h in r.search(texts[7], k=5, filter={"n": 100})] == [{"n": 100}]
     r.compact_at = None
     assert r.delete(["d3", "d5"]) == 2 and faiss.delete(["d3", "d5"]) == 2
     assert engine_count(r) == 38  # the points are gone, and the records of the delete
@@ -265,6 +269,9 @@ def test_keyed_engines_delete_filter_and_refuse_upserts(tiny_encoder, tmp_path, 
     r.close()
     again = Retriever.load(tmp_path / "idx", model=tiny_encoder)
     assert len(again) == 38 and "d3" not in again and again.search(query, k=1)[0].doc_id != "d3"
+    assert {h.doc_id for h in again.search(texts[7], k=2)} == {"d1", "d7"}  # the new version, reopened
+    again.upsert({"d1": texts[9]})  # and replaced again after a reopen (its key is no longer its id's)
+    assert {h.doc_id for h in again.search(texts[9], k=2)} == {"d1", "d9"} and len(again) == 38
 
 
 def test_a_delete_recorded_but_not_purged_is_never_adopted(tiny_encoder, tmp_path, monkeypatch):

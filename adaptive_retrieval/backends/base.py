@@ -80,6 +80,10 @@ class Backend(ABC):
     """The dataclass of this engine's build options"""
     key: ClassVar[Callable[[DocId], Hashable] | None] = None
     """The engine's key of a document id, for an engine that addresses documents by key (else ``None``)"""
+    renew: ClassVar[Callable[[DocId], Hashable] | None] = None
+    """A new key for a replaced document (an upsert's new version beside its old one until the commit)"""
+    opened_keys: list[Hashable] | None = None
+    """The keys of the rows :meth:`open` returned, as the engine holds them (``None``: :attr:`key` of each id)"""
     ids: IdMap
     """The id map this engine's rows are numbered by (set by :meth:`attach`)"""
 

@@ -14,8 +14,9 @@ so a writer killed in the middle of an add leaves nothing a reader takes for par
 A delete is recorded the same way: one write of a record per deleted key (``del:<key>``) before the
 commit, so that a reopened collection never adopts a deleted document, whatever became of its point; the
 points themselves are deleted after the commit (best effort: a failure leaves them to the next
-compaction, or to a reopen with ``drop_uncommitted``), then their records. An upsert would overwrite a
-document's point in place before its commit (its key is its id's), so these engines refuse it.
+compaction, or to a reopen with ``drop_uncommitted``), then their records. An upsert writes a document's
+new version under a new key (:attr:`KeyedBackend.renew`), beside the old one until the commit, and records
+the add and the old versions' deletes in one write.
 """
 
 from __future__ import annotations
@@ -56,6 +57,26 @@ def point_key(doc_id: DocId) -> int:
 def point_uuid(doc_id: DocId) -> str:
     """:func:`point_key` as a UUID string (Qdrant's point ids are unsigned ints or UUIDs)."""
     return str(uuid.UUID(int=point_key(doc_id)))
+
+
+def new_point_key(doc_id: DocId) -> int:
+    """A fresh key for a new version of a document (an upsert): :func:`point_key` of the id and a random
+    token, so that it never meets the key of the id or of another version."""
+    return point_key([doc_id, uuid.uuid4().hex])
+
+
+def new_point_uuid(doc_id: DocId) -> str:
+    """:func:`new_point_key` as a UUID string."""
+    return str(uuid.UUID(int=new_point_key(doc_id)))
+
+
+def adopted_token(key: Any, token: str | None, committed: set[str]) -> str | None:
+    """What :meth:`KeyedBackend.stored_documents` reports for a stored document: ``None`` (adopted) when
+    its add committed (or it has no token) and no delete record names it; else the token that keeps it
+    out (its uncommitted add's, or its delete record's)."""
+    if f"{DELETED}{key}" in committed:
+        return f"{DELETED}{key}"
+    return None if token is None or token in committed else token
 
 
 class KeyedBackend(Backend):
@@ -124,29 +145,16 @@ class KeyedBackend(Backend):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def adopted_token(self, key: Any, token: str | None, committed: set[str]) -> str | None:
-        """What :meth:`stored_documents` reports for a stored document: ``None`` (adopted) when its add
-        committed (or it has no token) and no delete record names it; else the token that keeps it out
-        (its uncommitted add's, or its delete record's)."""
-        if f"{DELETED}{key}" in committed:
-            return f"{DELETED}{key}"
-        return None if token is None or token in committed else token
-
     #: the keys the write in progress deletes (their delete records written by prepare())
     _deleting: list[Any] = []  # noqa: RUF012 - replaced per instance
     _deletes_recorded: list[str] = []  # noqa: RUF012 - replaced per instance
 
     def delete(self, rows: list[int], replacing: bool = False) -> None:
         """Stage the deletion of these rows' documents (recorded at :meth:`prepare`, their points deleted
-        after the commit). Raises EngineError for an upsert (``replacing``: see the module docstring) and
-        in a collection that records no commits (made by an older version); nothing changes."""
+        after the commit; ``replacing``: an upsert's old versions). Raises EngineError in a collection that
+        records no commits (made by an older version); nothing changes."""
         if not rows:
             return
-        if replacing:
-            raise EngineError(
-                f"backend {self.name!r} does not replace documents (an upsert would overwrite a document "
-                "before its commit): delete() the old ones, then add() the new ones; nothing was changed"
-            )
         if not self._records_commits:
             raise EngineError(
                 f"{self.describe()} records no commits (made by an older version): it cannot record deletes "
@@ -171,13 +179,14 @@ class KeyedBackend(Backend):
         collection adopts the add whole. Should anything fail after it, :meth:`rollback` removes the
         record before the documents."""
         token = self._add_token
-        if self._written and token is not None and self._records_commits and self._recorded != token:
-            self._record_commit(token)
-            self._recorded = token
-        if self._deleting and not self._deletes_recorded:  # one write: a reopen sees all of it or none
-            records = [f"{DELETED}{key}" for key in self._deleting]
-            self._record_tokens(records)
-            self._deletes_recorded = records
+        adds = self._written and token is not None and self._records_commits and self._recorded != token
+        records = [f"{DELETED}{key}" for key in self._deleting] if not self._deletes_recorded else []
+        if adds or records:  # one write: a reopen sees the whole write (an upsert's both halves) or none
+            self._record_tokens(([token] if adds else []) + records)
+            if adds:
+                self._recorded = token
+            if records:
+                self._deletes_recorded = records
 
     def commit(self) -> None:
         self.prepare()  # nothing when prepare() already ran (the id map commits the rows after)
@@ -272,6 +281,12 @@ class KeyedBackend(Backend):
     _written: list[Any] = []  # noqa: RUF012 - replaced per instance on first write
     #: the last commit's token and written keys, for a roll-back of a transaction that failed after it
     _undo: tuple[str | None, list[Any]] = (None, [])
+
+    def staged_keys(self, first_row: int, doc_ids: list[DocId]) -> list[Any]:
+        """The keys the id map gave the documents staged as rows ``first_row..`` (an upserted document's
+        a new one), or, for documents it has not staged, their ids' keys."""
+        keys = list(self.ids.tail_keys(first_row)[: len(doc_ids)])
+        return keys if len(keys) == len(doc_ids) else [self.key(d) for d in doc_ids]
 
     def _stage(self, keys: list[Any], doc_ids: list[DocId]) -> str | None:
         """Before an add writes ``keys``: refuse those the engine already holds, note the rest as written
@@ -438,6 +453,8 @@ class KeyedBackend(Backend):
             left = [(key, token) for key, token in zip(keys, uncommitted) if token is not None]
             keys = [key for key, ok in zip(keys, keep) if ok]
             doc_ids = [d for d, ok in zip(doc_ids, keep) if ok]
+        self.opened_keys = list(keys)  # the rows' keys as stored (an upserted document's is not its id's)
+        if uncommitted is not None:
             if left and drop_uncommitted:
                 since = self._committed_tokens()  # read again: an add may have committed meanwhile
                 doomed = [key for key, token in left if token not in since or token.startswith(DELETED)]

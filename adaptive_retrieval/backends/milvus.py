@@ -39,7 +39,7 @@ import numpy as np
 from ..corpus import DocId
 from ..errors import CorpusError, IndexConflict, IndexDamaged, InvalidArgument
 from .base import EngineOptions
-from .keyed import COMMITS_SUFFIX, KeyedBackend, point_key
+from .keyed import COMMITS_SUFFIX, KeyedBackend, adopted_token, new_point_key, point_key
 
 try:
     from pymilvus import DataType, MilvusClient
@@ -134,6 +134,7 @@ class MilvusBackend(KeyedBackend):
     name = "milvus"
     Options = MilvusOptions
     key = staticmethod(point_key)
+    renew = staticmethod(new_point_key)
     _MAX_LIMIT = 16_384  # Milvus's largest topk
 
     def __init__(
@@ -241,7 +242,7 @@ class MilvusBackend(KeyedBackend):
             keys.append(int(e["key"]))
             doc_ids.append(json.loads(e["doc_id"]))
             token = e.get("add") or None
-            tokens.append(self.adopted_token(keys[-1], token, committed))
+            tokens.append(adopted_token(keys[-1], token, committed))
         return keys, doc_ids, tokens if self._records_commits else None
 
     def _entities(self, collection: str, fields: list[str]) -> Iterator[dict[str, Any]]:
@@ -283,7 +284,7 @@ class MilvusBackend(KeyedBackend):
             raise CorpusError(
                 f"document id {long!r:.80} is longer than Milvus stores ({_MAX_ID_CHARS} characters)"
             )
-        keys = [point_key(d) for d in doc_ids]
+        keys = self.staged_keys(first_row, doc_ids)
         token = self._stage(keys, doc_ids)
         extra = {} if token is None else {"add": token}
         coarse = np.asarray(coarse, dtype=np.float32)

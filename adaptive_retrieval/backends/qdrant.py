@@ -34,7 +34,7 @@ import numpy as np
 from ..corpus import DocId
 from ..errors import IndexConflict, IndexDamaged, InvalidArgument
 from .base import EngineOptions
-from .keyed import COMMITS_SUFFIX, KeyedBackend, point_uuid
+from .keyed import COMMITS_SUFFIX, KeyedBackend, adopted_token, new_point_uuid, point_uuid
 
 try:
     from qdrant_client import QdrantClient, models
@@ -98,6 +98,7 @@ class QdrantBackend(KeyedBackend):
     name = "qdrant"
     Options = QdrantOptions
     key = staticmethod(point_uuid)
+    renew = staticmethod(new_point_uuid)
 
     def __init__(
         self, coarse_dim: int, fine_dim: int, options: QdrantOptions, *, existing: bool = False
@@ -163,7 +164,7 @@ class QdrantBackend(KeyedBackend):
             keys.append(str(p.id))
             doc_ids.append(p.payload["doc_id"])
             token = p.payload.get("add")
-            tokens.append(self.adopted_token(keys[-1], token, committed))
+            tokens.append(adopted_token(keys[-1], token, committed))
         return keys, doc_ids, tokens if self._records_commits else None  # an older collection: all
 
     def _scroll(self, collection: str, payload: list[str]) -> Iterator[Any]:
@@ -178,7 +179,7 @@ class QdrantBackend(KeyedBackend):
                 return
 
     def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
-        keys = [point_uuid(d) for d in doc_ids]
+        keys = self.staged_keys(first_row, doc_ids)
         token = self._stage(keys, doc_ids)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
