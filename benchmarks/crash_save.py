@@ -13,7 +13,9 @@ the kill points and the outcome.
 
 ``--churn``: each step of the child also upserts 100 documents (new vectors for known ids), deletes 50 and
 lets compaction run when it is due (dead rows at 15%), then saves (``--engine qdrant``: in a Qdrant
-local-mode collection, whose deletes and upserts are recorded in its commits collection); the parent replays the steps (:func:`churn_state`) and
+local-mode collection, where every write commits to the engine, so the loaded index must hold the state
+after some write, add, upsert or delete, not only after a save; each child reopens it with
+``drop_uncommitted``, the only writer); the parent replays the steps (:func:`churn_state`) and
 checks that the loaded index holds exactly the documents of a step the child had saved (or was saving),
 with that step's vectors (every document the step wrote, 600 others at random).
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_retrieval import Encoder, Retriever
+from adaptive_retrieval import Encoder, QdrantOptions, Retriever
 from adaptive_retrieval.reporting import settings
 
 COARSE, FINE, START, STEP = (2, 64), (6, 384), 2000, 500
@@ -67,32 +69,45 @@ def churn_step(step: int) -> tuple[list[int], list[int], list[int]]:
     return added, upserted, added[:DELETES]
 
 
-def churn_state(steps: int) -> dict[int, int]:
-    """The live documents after ``steps`` steps: id -> the version of its vectors."""
+def churn_state(steps: int, writes: int = 3) -> dict[int, int]:
+    """The live documents after ``steps`` steps (the last one's first ``writes`` of its three writes: add,
+    upsert, delete): id -> the version of its vectors."""
     state = dict.fromkeys(range(START), 0)
     for step in range(1, steps + 1):
         added, upserted, deleted = churn_step(step)
+        last = writes if step == steps else 3
         state.update(dict.fromkeys(added, 0))
-        state.update(dict.fromkeys(upserted, step))
-        for d in deleted:
-            del state[d]
+        if last >= 2:
+            state.update(dict.fromkeys(upserted, step))
+        if last >= 3:
+            for d in deleted:
+                del state[d]
     return state
 
 
 def churn_child(path: Path) -> None:
-    r = Retriever.load(path, model=Encoder.from_pretrained("minilm-l6"))
+    keyed = "qdrant" in (path / "manifest.json").read_text()  # the only writer: a killed one's leftovers go
+    options = {"drop_uncommitted": True} if keyed else None
+    r = Retriever.load(path, model=Encoder.from_pretrained("minilm-l6"), backend_options=options)
     r.compact_at = 0.15  # compaction comes due every few steps (dead rows reach 15%), and is saved
     step = step_of(r)
+    # an engine commits every write: a killed writer may have left its last step part-done (its add, or
+    # its add and upsert): finish it first, so that every state is one the replay knows
+    done = next((w for w in (3, 2, 1) if churn_whole(r, step, sample=0, writes=w)), 3) if step else 3
     print(f"ready {step}", flush=True)
     while True:
-        step += 1
+        if done == 3:
+            step, done = step + 1, 0
         added, upserted, deleted = churn_step(step)
-        r.add_vectors(added, versioned(added, [0] * STEP, 64, 1), versioned(added, [0] * STEP, 384, 2))
-        v = [step] * UPSERTS
-        r.writer.add_batches(
-            [(upserted, versioned(upserted, v, 64, 1), versioned(upserted, v, 384, 2))], replace=True
-        )
+        if done < 1:
+            r.add_vectors(added, versioned(added, [0] * STEP, 64, 1), versioned(added, [0] * STEP, 384, 2))
+        if done < 2:
+            v = [step] * UPSERTS
+            r.writer.add_batches(
+                [(upserted, versioned(upserted, v, 64, 1), versioned(upserted, v, 384, 2))], replace=True
+            )
         r.delete(deleted)
+        done = 3
         print(f"saving {step}", flush=True)
         r.save(path)
         print(f"saved {step}", flush=True)
@@ -104,10 +119,11 @@ def step_of(r: Retriever) -> int:
     return (max(r.ids.live_ids()) + 1 - START) // STEP
 
 
-def churn_whole(r: Retriever, steps: int, sample: int = 600) -> bool:
-    """Whether ``r`` holds exactly the documents of the state after ``steps`` steps, and the vectors of
-    that state for every document the last step wrote and ``sample`` others drawn at random."""
-    state = churn_state(steps)
+def churn_whole(r: Retriever, steps: int, sample: int = 600, writes: int = 3) -> bool:
+    """Whether ``r`` holds exactly the documents of the state after ``steps`` steps (the last one's first
+    ``writes`` writes), and that state's vectors for every document the last step wrote and ``sample``
+    others drawn at random."""
+    state = churn_state(steps, writes)
     if set(r.ids.live_ids()) != set(state):
         return False
     added, upserted, _ = churn_step(steps) if steps else ([], [], [])
@@ -166,13 +182,10 @@ def main() -> None:
         coarse, fine = versioned(first, [0] * START, 64, 1), versioned(first, [0] * START, 384, 2)
     else:
         coarse, fine = vectors(0, START, 64, 1), vectors(0, START, 384, 2)
-    engine = {
-        "backend": "qdrant",
-        "backend_options": {"path": str(args.dir / "qdrant"), "collection": "churn"},
-    }
-    built = Retriever.from_vectors(
-        encoder, COARSE, FINE, first, coarse, fine, **(engine if args.engine == "qdrant" else {})
-    )
+    storage = args.dir.with_name(args.dir.name + "-qdrant")  # beside the index folder: the engine's own
+    shutil.rmtree(storage, ignore_errors=True)
+    options = QdrantOptions(path=str(storage), collection="churn") if args.engine == "qdrant" else "faiss"
+    built = Retriever.from_vectors(encoder, COARSE, FINE, first, coarse, fine, backend=options)
     built.save(args.dir)
     built.close()
     rng = random.Random(args.seed)
@@ -203,6 +216,14 @@ def main() -> None:
         outcome = {"kill": kill, "delay_s": round(delay, 2), "saved": saved[-1:], "saving": saving[-1:]}
         try:
             r = Retriever.load(args.dir, model=encoder, verify="full")
+            if args.churn and args.engine != "faiss":  # each write commits to the engine: any write's state
+                n = step_of(r)
+                whole = any(churn_whole(r, n, writes=w) for w in (1, 2, 3))
+                outcome.update(step=n, documents=len(r), whole=bool(whole))
+                r.close()
+                outcomes.append(outcome)
+                print(json.dumps(outcome), flush=True)
+                continue
             if args.churn:
                 n = step_of(r)
                 whole = n in allowed and churn_whole(r, n)

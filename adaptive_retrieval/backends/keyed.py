@@ -181,12 +181,13 @@ class KeyedBackend(Backend):
         token = self._add_token
         adds = self._written and token is not None and self._records_commits and self._recorded != token
         records = [f"{DELETED}{key}" for key in self._deleting] if not self._deletes_recorded else []
-        if adds or records:  # one write: a reopen sees the whole write (an upsert's both halves) or none
-            self._record_tokens(([token] if adds else []) + records)
+        if adds or records:  # one record: a reopen sees the whole write (an upsert's both halves) or none
+            head = token if adds else uuid.uuid4().hex  # the record's own token (a delete alone: a new one)
+            self._record_tokens([head, *records])
             if adds:
                 self._recorded = token
             if records:
-                self._deletes_recorded = records
+                self._deletes_recorded = [head, *records]
 
     def commit(self) -> None:
         self.prepare()  # nothing when prepare() already ran (the id map commits the rows after)
@@ -199,25 +200,29 @@ class KeyedBackend(Backend):
             self._purge(deleting, records)
 
     def _purge(self, keys: list[Any], records: list[str]) -> None:
-        """Delete deleted documents' points, then their records; never raises (the records keep a reopen
-        from adopting the documents; the next compaction or ``drop_uncommitted`` retries)."""
+        """Delete deleted documents' points, then their records (``records``: the record's own token,
+        then ``del:<key>`` each); never raises (the records keep a reopen from adopting the documents)."""
         try:
             self._delete(keys)
-            self._unrecord_tokens(records)
+            self._forget_deletes(records[0], records[1:])
         except Exception as err:
             logger.warning(
                 "%s: deleted documents' points not yet removed (%s); retried later", self.describe(), err
             )
-            self._unpurged = [*self._unpurged, *zip(keys, records)]
+            self._unpurged = [*self._unpurged, (keys, records)]
 
-    _unpurged: list[tuple[Any, str]] = []  # noqa: RUF012 - replaced per instance
+    _unpurged: list[tuple[list[Any], list[str]]] = []  # noqa: RUF012 - replaced per instance
+
+    def _forget_deletes(self, head: str, records: list[str]) -> None:
+        """Remove the delete records written with the record ``head`` (default: rows of their own)."""
+        self._unrecord_tokens(records)
 
     def compacted(self, keep: np.ndarray) -> Callable[[], None]:
         """Nothing to rebuild: deleted documents' points are gone (those a failed purge left are deleted
         now); the id map renumbers its rows."""
-        if self._unpurged:
-            left, self._unpurged = self._unpurged, []
-            self._purge([k for k, _ in left], [t for _, t in left])
+        left, self._unpurged = self._unpurged, []
+        for keys, records in left:
+            self._purge(keys, records)
         return lambda: None
 
     def rollback(self, start: int, committed: bool = False) -> None:
@@ -245,7 +250,8 @@ class KeyedBackend(Backend):
 
     @abstractmethod
     def _record_tokens(self, tokens: list[str]) -> None:
-        """Record these tokens in the companion collection, in one request."""
+        """Record these tokens in the companion collection at once: a reopen sees all or none (the first
+        is the record's own token, the others ``del:<key>`` records written with it)."""
 
     @abstractmethod
     def _unrecord_tokens(self, tokens: list[str]) -> None:

@@ -205,15 +205,29 @@ class QdrantBackend(KeyedBackend):
         self._unrecord_tokens([token])
 
     def _record_tokens(self, tokens: list[str]) -> None:
-        points = [models.PointStruct(id=_record_id(t), vector={}, payload={"token": t}) for t in tokens]
-        self.client.upsert(self.commits, points=points, wait=True)
+        """One point: the first token, the others (delete records) in its payload, so that the record is
+        written whole or not at all (a batch of points is not atomic in every Qdrant)."""
+        payload = {"token": tokens[0], **({"deletes": tokens[1:]} if len(tokens) > 1 else {})}
+        point = models.PointStruct(id=_record_id(tokens[0]), vector={}, payload=payload)
+        self.client.upsert(self.commits, points=[point], wait=True)
 
     def _unrecord_tokens(self, tokens: list[str]) -> None:
         ids = models.PointIdsList(points=[_record_id(t) for t in tokens])
         self.client.delete(self.commits, points_selector=ids, wait=True)
 
+    def _forget_deletes(self, head: str, records: list[str]) -> None:
+        """The record of ``head`` without its delete records (one overwrite)."""
+        point = models.PointStruct(id=_record_id(head), vector={}, payload={"token": head})
+        self.client.upsert(self.commits, points=[point], wait=True)
+
     def _committed_tokens(self) -> set[str]:
-        return {r.payload["token"] for r in self._scroll(self.commits, ["token"]) if "token" in r.payload}
+        """Every recorded token: each record's own and the delete records written with it."""
+        out: set[str] = set()
+        for r in self._scroll(self.commits, ["token", "deletes"]):
+            if "token" in r.payload:
+                out.add(r.payload["token"])
+                out.update(r.payload.get("deletes") or ())
+        return out
 
     def _count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
