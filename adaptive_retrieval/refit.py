@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapt import project_fine
+from .adapt import fine_basis, project_fine
 from .checks import positive_int
 from .errors import InvalidArgument
 
@@ -73,12 +73,9 @@ def _kept(fine: np.ndarray, projection: np.ndarray) -> float:
 
 
 def _projection_of(fine: np.ndarray, dim: int) -> np.ndarray:
-    """The ``dim`` leading right singular vectors of ``fine`` (the directions :func:`adaptive_retrieval.adapt.fine_basis`
-    finds), from its ``(fine_dim, fine_dim)`` Gram matrix: no SVD of the sample itself."""
-    x = np.asarray(fine, dtype=np.float64)
-    values, vectors = np.linalg.eigh(x.T @ x)
-    order = np.argsort(values)[::-1][:dim]
-    return np.ascontiguousarray(vectors[:, order], dtype=np.float32)
+    """The ``dim`` leading directions of ``fine`` as the build finds them
+    (:func:`adaptive_retrieval.adapt.fine_basis`), as a ``(fine_dim, dim)`` projection."""
+    return np.ascontiguousarray(fine_basis(fine)[1][:dim].T.numpy(), dtype=np.float32)
 
 
 def drift(self: Any, sample: int = 20_000, seed: int = 0) -> Drift:

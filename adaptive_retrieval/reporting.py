@@ -141,6 +141,14 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
     return "\n".join(lines)
 
 
+def write_markdown(path: Path, title: str, header: dict[str, Any], table: str) -> None:
+    """A results table as markdown: ``# title (CPU)``, the command that wrote it (both from ``header``,
+    what :func:`settings` returned), then ``table``."""
+    Path(path).write_text(
+        f"# {title} ({header['machine']['cpu']})\n\nCommand: `{header['command']}`\n\n{table}\n"
+    )
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")

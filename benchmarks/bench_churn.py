@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_retrieval import Encoder, Retriever
-from adaptive_retrieval.reporting import markdown_table, settings, write_json
+from adaptive_retrieval.reporting import markdown_table, settings, write_json, write_markdown
 
 
 def sts_pairs(data_dir: Path, n: int) -> list[tuple[str, str]]:
@@ -125,9 +125,7 @@ def main() -> None:
     columns += [("seconds", "seconds", ".1f")]
     columns += [(f"overlap@10, shortlist {c}", f"overlap@{c}", ".3f") for c in args.candidates]
     table = markdown_table(rows, columns)
-    (args.out / "results.md").write_text(
-        f"# Churn ({header['machine']['cpu']})\n\nCommand: `{header['command']}`\n\n{table}\n"
-    )
+    write_markdown(args.out / "results.md", "Churn", header, table)
     print(table)
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from adaptive_retrieval import Encoder, FaissOptions, Retriever
-from adaptive_retrieval.reporting import markdown_table, settings, write_json
+from adaptive_retrieval.reporting import markdown_table, settings, write_json, write_markdown
 from benchmarks.bench_add_rss import COARSE, FINE, batches, status
 
 
@@ -107,9 +107,7 @@ def main() -> None:
                 ("compact s", "compact_s", ".1f"),
             ],
         )
-        (args.out / "results.md").write_text(
-            f"# Compaction ({header['machine']['cpu']})\n\nCommand: `{header['command']}`\n\n{table}\n"
-        )
+        write_markdown(args.out / "results.md", "Compaction", header, table)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from adaptive_retrieval.ids import IdMap
 from adaptive_retrieval.locks import ReadWriteLock
 from adaptive_retrieval.metadata import MetadataStore
 from adaptive_retrieval.querying import allowed_rows, filtered_shortlist
-from adaptive_retrieval.reporting import markdown_table, percentiles_ms, settings, write_json
+from adaptive_retrieval.reporting import markdown_table, percentiles_ms, settings, write_json, write_markdown
 from adaptive_retrieval.views import View
 from adaptive_retrieval.writer import IndexWriter
 from benchmarks.bench_scale import Synthetic, nlist_for
@@ -195,9 +195,8 @@ def main() -> None:
             ("exact filtered p50 ms", "exact_p50_ms", ".1f"),
         ],
     )
-    (args.out / "results.md").write_text(
-        f"# Filtered search, {args.size:,} synthetic documents ({header['machine']['cpu']})\n\n"
-        f"Command: `{header['command']}`\n\n{table}\n"
+    write_markdown(
+        args.out / "results.md", f"Filtered search, {args.size:,} synthetic documents", header, table
     )
     print(table)
     shutil.rmtree(args.workdir, ignore_errors=True)

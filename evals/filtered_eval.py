@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_retrieval import Encoder, FaissOptions, Retriever, SearchTimings
-from adaptive_retrieval.reporting import markdown_table, settings, write_json
+from adaptive_retrieval.reporting import markdown_table, settings, write_json, write_markdown
 
 TOPICS = ("cell", "patients", "risk", "mice", "cancer", "protein", "infection")
 
@@ -129,9 +129,7 @@ def main() -> None:
             ("ms/query", "ms_per_query", ".1f"),
         ],
     )
-    (args.out / "results.md").write_text(
-        f"# Filtered search on SciFact ({header['machine']['cpu']})\n\nCommand: `{header['command']}`\n\n{table}\n"
-    )
+    write_markdown(args.out / "results.md", "Filtered search on SciFact", header, table)
     print(table)
 
 
