@@ -9,6 +9,7 @@ into a shortlist, and the :class:`adaptive_retrieval.shortlist.Calibration` reco
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from .checks import check_queries, positive_int
 from .corpus import Corpus, DocId, iter_documents
 from .errors import InvalidArgument
 from .shortlist import MAX_CANDIDATES, Calibration, calibrate_shortlist, check_calibration
+
+logger = logging.getLogger(__name__)
 
 
 def sample_queries(
@@ -196,3 +199,15 @@ def calibrate(
 
 
 __all__ = ["FILTER_SHARES", "calibrate", "filter_evidence", "sample_queries", "shortlist_evidence"]
+
+
+def drop_stale_calibration(self: Any) -> None:
+    """Drop, with a warning, a calibration the index has outgrown (``Calibration.stale_after``); attached
+    to :class:`adaptive_retrieval.Retriever`, called after every write and at load."""
+    if self.calibration is not None and self.calibration.stale_after(len(self)):
+        logger.warning(
+            "the index has grown from %d to %d documents since calibrate(): its shortlist no longer "
+            "holds; calibration dropped (searches read candidates=%d until you calibrate again)",
+            self.calibration.documents, len(self), self.candidates,
+        )  # fmt: skip
+        self.calibration = None

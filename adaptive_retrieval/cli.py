@@ -108,6 +108,10 @@ def _index(args: argparse.Namespace) -> int:
         raise InvalidArgument(
             f"{out} already holds an index; give --overwrite to replace it, or another --out folder"
         )
+    from .lexical import LexicalIndex
+
+    if not args.no_hybrid:
+        LexicalIndex(args.language)  # a language without a stemmer: refused before the model loads
     from .backends import FaissOptions  # the model and torch load from here on: every check above is instant
     from .retriever import Retriever
 
@@ -121,6 +125,8 @@ def _index(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         adapt=not args.no_adapt,
         store_text=args.store_text,
+        hybrid=not args.no_hybrid,
+        language=args.language,
         show_progress=not args.quiet,
     )
     failed = None
@@ -210,7 +216,8 @@ def _search(args: argparse.Namespace) -> int:
     from .retriever import Retriever
 
     retriever = Retriever.load(index_dir, model=args.model)
-    found = retriever.search_batch(queries, k=args.k, candidates=args.candidates, filter=flt)
+    hybrid = False if args.dense else None
+    found = retriever.search_batch(queries, k=args.k, candidates=args.candidates, filter=flt, hybrid=hybrid)
     several = len(queries) > 1 or args.query == ["-"]  # from stdin: always query + hits each
     if args.json:
         rows = [
@@ -271,7 +278,18 @@ def _info(args: argparse.Namespace) -> int:
     manifest = read_manifest(path)
     if args.verify:  # every file's size and sha256 (the whole file, however large)
         verify_files(path, manifest, "full")
-    keys = ("model", "coarse", "fine", "backend", "count", "candidates", "adaptation", "calibration")
+    keys = (
+        "model",
+        "coarse",
+        "fine",
+        "backend",
+        "count",
+        "candidates",
+        "adaptation",
+        "calibration",
+        "lexical",
+        "fusion",
+    )
     summary = {key: manifest.get(key) for key in (*keys, "saved_at", "library_version")}
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -297,6 +315,10 @@ def _info(args: argparse.Namespace) -> int:
         if cal is None
         else f"shortlist  calibrated for overlap@{cal.get('k')} {cal.get('target')}: {cal.get('rule')} "
         f"(fixed {cal.get('candidates')}, patience {cal.get('patience')})",
+        "lexical    none (dense search only)"
+        if manifest.get("lexical") is None
+        else f"lexical    BM25 ({manifest['lexical']['language']}), fused with the fine view: "
+        + ", ".join(f"{k} {v}" for k, v in (manifest.get("fusion") or {}).items()),
         f"files      {len(manifest['files'])}"
         + (", every byte verified" if args.verify else " (--verify checks them)"),
     ]
@@ -365,6 +387,14 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--store-text", action="store_true", help="keep the texts with the index: search shows them"
     )
+    index.add_argument(
+        "--no-hybrid",
+        action="store_true",
+        help="no lexical (BM25) index beside the vectors: dense search only",
+    )
+    index.add_argument(
+        "--language", default="english", help="the lexical index's stemmer and stop words (default english)"
+    )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(run=_index)
     search = sub.add_parser("search", help="search a saved index")
@@ -378,6 +408,7 @@ def parser() -> argparse.ArgumentParser:
         "--filter", help='only documents whose metadata matches, as JSON: \'{"section": "libs"}\''
     )
     search.add_argument("--model", help="the model to load the index with (default: the one it names)")
+    search.add_argument("--dense", action="store_true", help="the fine view alone (no fusion with BM25)")
     search.add_argument(
         "--json",
         action="store_true",

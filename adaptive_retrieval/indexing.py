@@ -25,6 +25,7 @@ from .corpus import Corpus, DocId, chunks, iter_records
 from .documents import DocumentStore
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .errors import AdaptiveRetrievalError, CorpusError, CorpusTypeError, InvalidArgumentType, RetrieverBusy
+from .lexical import LexicalIndex
 from .metadata import check_metadata
 from .models import DEFAULT_MODEL
 from .views import View, ViewLike, check_pair
@@ -186,6 +187,8 @@ def build(
     adapt: bool = True,
     store_text: bool = False,
     metadata: Sequence[Any] | None = None,
+    hybrid: bool = True,
+    language: str = "english",
     batch_size: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     show_progress: bool | None = None,
@@ -214,6 +217,9 @@ def build(
             kept either way, filterable: :mod:`adaptive_retrieval.metadata`).
         metadata: one dict (or ``None``) per document of ``corpus``, in order (merged over a BEIR
             document's own fields), e.g. beside a list of texts.
+        hybrid: keep a BM25 index of the texts beside the vectors (:mod:`adaptive_retrieval.lexical`), whose
+            evidence searches fuse with the fine view's (:mod:`adaptive_retrieval.hybrid`); ``False``: dense only.
+        language: the lexical index's stemmer and stop words (:func:`adaptive_retrieval.lexical.languages`).
         batch_size: encoder batch size (default: the encoder's).
         chunk_size: documents encoded and added per step.
         show_progress: progress bars while encoding (default: on for long work).
@@ -239,12 +245,13 @@ def build(
         >>> options = FaissOptions(index="HNSW32")
         >>> retriever = Retriever.build(corpus, coarse="4x64", backend=options)  # doctest: +SKIP
     """
-    for name, flag in (("adapt", adapt), ("store_text", store_text)):
+    for name, flag in (("adapt", adapt), ("store_text", store_text), ("hybrid", hybrid)):
         if not isinstance(flag, bool):
             raise InvalidArgumentType(f"{name} must be True or False, got {flag!r}")
     options = engine_options(backend, backend_options, faiss_options)
+    lexical = LexicalIndex(language) if hybrid else None  # a bad language: refused before the model loads
     encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
-    retriever = empty(cls, encoder, coarse, fine, candidates, options, store_text)
+    retriever = empty(cls, encoder, coarse, fine, candidates, options, store_text, lexical)
     retriever._adapt_next = adapt
     with discarding(retriever):
         retriever.add(
@@ -269,6 +276,8 @@ def from_vectors(
     candidates: int = 100,
     adaptation: Adaptation | None = None,
     backend: str | EngineOptions = "faiss",
+    texts: Sequence[str] | None = None,
+    language: str = "english",
     **faiss_options: Any,
 ) -> Any:
     """A retriever over precomputed view vectors (:meth:`build`'s checks, no encoding).
@@ -282,6 +291,9 @@ def from_vectors(
         adaptation: what :func:`adaptive_retrieval.adapt.adapt_encoder` returned with ``encoder`` when the
             coarse vectors went through the head it fitted.
         backend: an engine's name or options, as :meth:`build` takes it.
+        texts: the documents' texts, in order: given, a lexical index is built of them (hybrid search,
+            as :meth:`build` makes it; later adds must carry texts too).
+        language: the lexical index's language (:meth:`build`).
         **faiss_options: deprecated spellings of :class:`adaptive_retrieval.backends.FaissOptions`.
 
     Returns:
@@ -298,10 +310,11 @@ def from_vectors(
     check_adaptation(
         adaptation, encoder.check_view(coarse, name="coarse"), encoder.check_view(fine, name="fine")
     )
-    retriever = empty(cls, encoder, coarse, fine, candidates, options)
+    lexical = None if texts is None else LexicalIndex(language)
+    retriever = empty(cls, encoder, coarse, fine, candidates, options, lexical=lexical)
     retriever.set_adaptation(adaptation)
     with discarding(retriever):
-        retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors)
+        retriever.add_vectors(doc_ids, coarse_vectors, fine_vectors, texts=texts)
     return retriever
 
 
@@ -341,7 +354,7 @@ def from_vector_batches(
 
 def empty(
     cls: Any, encoder: Encoder, coarse: ViewLike, fine: ViewLike | None, candidates: int, options: EngineOptions,
-    store_text: bool = False,
+    store_text: bool = False, lexical: LexicalIndex | None = None,
 ) -> Any:  # fmt: skip
     """An empty retriever of class ``cls`` for these views, on a new engine made from ``options``."""
     coarse_view = encoder.check_view(coarse, name="coarse")
@@ -350,7 +363,9 @@ def empty(
     positive_int(candidates, "candidates")
     engine = create_engine(options, coarse_view.dim, fine_view.dim)
     documents = DocumentStore.memory() if store_text else None
-    return cls(encoder, coarse_view, fine_view, engine, candidates=candidates, documents=documents)
+    return cls(
+        encoder, coarse_view, fine_view, engine, candidates=candidates, documents=documents, lexical=lexical
+    )
 
 
 @contextlib.contextmanager
@@ -446,7 +461,8 @@ def _encode_and_write(
         encoding = CorpusEncoding(
             corpus, self.encoder, self.coarse, self.fine, adaptation=self.adaptation, adapt=self._adapt_next,
             candidates=self.candidates, known=None if replace else self.ids.__contains__,
-            first_id=next_int_id(self.ids), store_text=self.documents is not None, chunk_size=chunk_size,
+            first_id=next_int_id(self.ids), store_text=self.documents is not None or self.lexical is not None,
+            chunk_size=chunk_size,
             batch_size=batch_size, bar=bar, metadata=metadata,
         )  # fmt: skip
         self.writer.add_batches(encoding, replace=replace)

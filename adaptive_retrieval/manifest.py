@@ -23,6 +23,8 @@ from .corpus import DocId
 from .documents import DocumentStore
 from .encoder import Encoder
 from .errors import CorpusError, IndexDamaged, InvalidArgument, ModelMismatch, ModelNotFound
+from .hybrid import Fusion
+from .lexical import LexicalIndex
 from .metadata import MetadataStore
 from .scratch import sweep
 from .shortlist import Calibration
@@ -71,6 +73,10 @@ class Manifest:
     adaptation: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
     metric: str = "inner_product"
+    lexical: dict[str, Any] | None = None
+    """The lexical index's settings (``None``: none; an index saved before it existed)"""
+    fusion: dict[str, Any] | None = None
+    """How searches fuse it with the fine view (:class:`adaptive_retrieval.hybrid.Fusion`)"""
     rows: int | None = None
     """Rows the stores hold, those of deleted documents included (``None``: ``count``)"""
     saved_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -80,8 +86,9 @@ class Manifest:
         """As written to ``manifest.json``."""
         out = asdict(self)
         out["coarse"], out["fine"] = list(self.coarse.as_tuple()), list(self.fine.as_tuple())
-        if self.rows is None:  # no dead rows: the manifest a library that never deleted writes
-            del out["rows"]
+        for optional in ("rows", "lexical", "fusion"):  # as a library without them wrote it
+            if out[optional] is None:
+                del out[optional]
         return out
 
 
@@ -100,6 +107,8 @@ class OpenedIndex:
     documents: DocumentStore | None
     metadata: MetadataStore
     digest: str | None
+    lexical: LexicalIndex | None = None
+    fusion: Fusion | None = None
 
 
 def save_index(
@@ -111,6 +120,7 @@ def save_index(
     projection: np.ndarray | None,
     documents: DocumentStore | None,
     metadata: MetadataStore | None = None,
+    lexical: LexicalIndex | None = None,
     expect: str | None,
 ) -> str:
     """Write the index directory ``path`` atomically: the engine's files, the fitted head and its
@@ -125,6 +135,9 @@ def save_index(
         rows = manifest.rows if manifest.rows is not None else manifest.count
         ids = list(engine.ids.ids[:rows])
         writers["metadata"] = ("jsonl", lambda p: metadata.save(p, ids))
+    if lexical is not None:
+        ids = list(engine.ids.ids[: len(lexical)])
+        writers["lexical"] = ("npz", lambda p: lexical.save(p, ids))
     return write_index(Path(path), manifest.as_dict(), writers, expect)
 
 
@@ -217,11 +230,21 @@ def open_index(
                 f"index at {str(path)!r} is inconsistent: its document store holds {len(documents)} texts, "
                 f"the manifest {manifest['count']} documents"
             )
+    engine = None
     try:
         engine, doc_ids = open_engine(path, manifest, options)
         where = manifest["files"].get("metadata")
         metadata = MetadataStore.load(None if where is None else path / where, doc_ids)
+        lexical, fusion = None, Fusion.from_dict(manifest.get("fusion"))
+        if manifest.get("lexical") is not None:
+            if "lexical" not in manifest["files"]:
+                raise IndexDamaged(
+                    f"the index at {str(path)!r} is damaged: its manifest names no lexical file"
+                )
+            lexical = LexicalIndex.load(path / manifest["files"]["lexical"], doc_ids)
     except BaseException:
+        if engine is not None:
+            engine.close()
         if documents is not None:
             documents.close()
         raise
@@ -237,6 +260,8 @@ def open_index(
         documents=documents,
         metadata=metadata,
         digest=digest,
+        lexical=lexical,
+        fusion=fusion,
     )
 
 
@@ -269,12 +294,14 @@ def save(self: Any, path: str | Path) -> None:
             rows=len(self.ids) if self.ids.dead else None,
             adaptation=None if self.adaptation is None else self.adaptation.as_dict(),
             calibration=None if self.calibration is None else self.calibration.as_dict(),
+            lexical=None if self.lexical is None else self.lexical.settings,
+            fusion=None if self.lexical is None else self.fusion.as_dict(),
         )  # fmt: skip
         where = Path(path).resolve()
         expect = self._manifests.get(where) if guards_directory(manifest, self.documents) else None
         self._manifests[where] = save_index(
             Path(path), manifest, self.backend, heads=heads, projection=self.projection,
-            documents=self.documents, metadata=self.metadata, expect=expect,
+            documents=self.documents, metadata=self.metadata, lexical=self.lexical, expect=expect,
         )  # fmt: skip
 
 
@@ -318,7 +345,7 @@ def load(
         retriever = cls(
             opened.encoder, opened.coarse, opened.fine, opened.engine, opened.doc_ids,
             candidates=opened.candidates, adaptation=opened.adaptation, calibration=opened.calibration,
-            documents=opened.documents, metadata=opened.metadata,
+            documents=opened.documents, metadata=opened.metadata, lexical=opened.lexical, fusion=opened.fusion,
         )  # fmt: skip
     except BaseException as err:  # e.g. a repeated id: nothing of the index stays open
         opened.engine.close()

@@ -24,7 +24,7 @@ import torch
 from .adapt import project_fine
 from .checks import positive_int
 from .encoder import Encoder
-from .errors import InvalidArgument
+from .errors import InvalidArgument, InvalidArgumentType
 from .filters import evaluate
 from .ids import IdMap
 from .metadata import MetadataStore
@@ -65,6 +65,31 @@ class QueryPrecision:
         return made[1]
 
 
+# Retriever.set_query_precision, .query_precision and .query_encoder, attached there
+
+
+def set_query_precision(self: Any, precision: str) -> None:
+    """Encode queries in ``"float32"`` (the default) or ``"int8"`` (a copy made at the next search by
+    :meth:`adaptive_retrieval.Encoder.quantized`, raising what it raises); documents stay float32.
+    ``python -m benchmarks.bench_int8`` measures both on your CPU (figures: docs/measurements.md).
+
+    Raises:
+        InvalidArgument: a precision other than ``"float32"`` or ``"int8"``.
+    """
+    self._precision.set(precision)
+
+
+def query_precision(self: Any) -> str:
+    """``"float32"`` or ``"int8"`` (:meth:`adaptive_retrieval.Retriever.set_query_precision`; assigning it
+    is the same)."""
+    return self._precision.precision
+
+
+def query_encoder(self: Any) -> Encoder:
+    """The encoder queries go through: the retriever's ``encoder``, or its int8 copy."""
+    return self._precision.encoder(self.encoder)
+
+
 def resolve_coarse_query(coarse_query: str | None, projection: np.ndarray | None) -> str:
     """The coarse query a search runs: ``None`` gives the index's default (``"projected"`` with a
     projection, else ``"early"``); a given one is checked."""
@@ -79,6 +104,22 @@ def resolve_coarse_query(coarse_query: str | None, projection: np.ndarray | None
             "retriever.adaptation); this index has none, so its queries search with coarse_query='early'"
         )
     return coarse_query
+
+
+def lexical_for(lexical: Any, hybrid: bool | None) -> Any:
+    """The lexical index a search fuses: the index's own unless ``hybrid`` is ``False``.
+
+    Raises:
+        InvalidArgument: ``hybrid=True`` in an index without a lexical index (InvalidArgumentType: not a bool).
+    """
+    if hybrid is not None and not isinstance(hybrid, bool):
+        raise InvalidArgumentType(f"hybrid must be True, False or None, got {hybrid!r}")
+    if hybrid and lexical is None:
+        raise InvalidArgument(
+            "hybrid=True needs a lexical index: this index has none (built with hybrid=False, or from "
+            "vectors without texts); rebuild it with Retriever.build(..., hybrid=True)"
+        )
+    return None if hybrid is False else lexical
 
 
 def shortlist_plan(
@@ -131,6 +172,7 @@ __all__ = [
     "allowed_rows",
     "encode_queries",
     "filtered_shortlist",
+    "lexical_for",
     "resolve_coarse_query",
     "shortlist_plan",
 ]

@@ -42,7 +42,16 @@ def machine_line() -> str:
 
 def versions() -> dict[str, str]:
     out = {}
-    for dist in ("adaptive-retrieval", "torch", "transformers", "faiss-cpu", "numpy", "beir"):
+    for dist in (
+        "adaptive-retrieval",
+        "torch",
+        "transformers",
+        "faiss-cpu",
+        "numpy",
+        "beir",
+        "bm25s",
+        "PyStemmer",
+    ):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

@@ -50,6 +50,8 @@ class SearchTimings:
     """Resuming the queries' forward pass to the fine layer (and the fine views)."""
     rerank: float = 0.0
     """The fine re-rank of the shortlists (and any exact fallback)."""
+    lexical: float = 0.0
+    """A hybrid search's lexical stage: BM25 scores, the lexical candidates' fine scores, the fusion."""
     queries: int = 0
     """Queries searched."""
     fallbacks: int = 0
@@ -68,8 +70,8 @@ class SearchTimings:
 
     @property
     def total(self) -> float:
-        """Seconds of all four stages."""
-        return self.encode_coarse + self.coarse_search + self.resume_fine + self.rerank
+        """Seconds of every stage."""
+        return self.encode_coarse + self.coarse_search + self.resume_fine + self.rerank + self.lexical
 
     @property
     def reranked(self) -> int:
@@ -98,7 +100,7 @@ class SearchTimings:
         :meth:`count` and :meth:`count_path` record (one entry of ``read`` per query)."""
         if fallbacks:
             logger.debug("coarse stage returned fewer than k ids for %d queries; ranked exactly", fallbacks)
-        for stage in ("encode_coarse", "resume_fine", "coarse_search", "rerank"):
+        for stage in ("encode_coarse", "resume_fine", "coarse_search", "rerank", "lexical"):
             setattr(self, stage, getattr(self, stage) + seconds.get(stage, 0.0))
         self.fallbacks += fallbacks
         self.count(len(read), layers, coarse_query, read)

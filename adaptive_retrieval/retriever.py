@@ -13,7 +13,6 @@ The work lives elsewhere: encoding a corpus in :mod:`adaptive_retrieval.indexing
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import calibration, indexing, manifest
+from . import calibration, indexing, manifest, querying
 from . import refit as refitting
 from .adapt import Adaptation, check_adaptation, project_fine
 from .backends import Backend
@@ -31,9 +30,11 @@ from .documents import DocumentStore
 from .encoder import Encoder
 from .errors import InvalidArgument, RetrieverClosed
 from .filters import parse as parse_filter
+from .hybrid import Fusion, fused_search
 from .ids import IdMap
 from .indexing import CHUNK_SIZE, projection_of
 from .integrations import front
+from .lexical import LexicalIndex
 from .locks import ReadWriteLock
 from .metadata import MetadataStore
 from .querying import (
@@ -48,8 +49,6 @@ from .results import Hit, SearchTimings, found_documents, hits_of
 from .shortlist import Calibration
 from .views import View
 from .writer import IndexWriter
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["CHUNK_SIZE", "Hit", "Retriever", "SearchTimings"]
 
@@ -80,6 +79,8 @@ class Retriever:
         calibration: Calibration | None = None,
         documents: DocumentStore | None = None,
         metadata: MetadataStore | None = None,
+        lexical: LexicalIndex | None = None,
+        fusion: Fusion | None = None,
     ) -> None:
         self.encoder, self.coarse, self.fine = encoder, coarse, fine
         self.backend = backend
@@ -91,6 +92,10 @@ class Retriever:
         """The documents' texts and metadata (``store_text=True``), or ``None``"""
         self.metadata = MetadataStore.load(None, self.ids.ids) if metadata is None else metadata
         """Every row's metadata, filterable (:class:`adaptive_retrieval.metadata.MetadataStore`)"""
+        self.lexical = lexical
+        """BM25 over every row's text (:class:`adaptive_retrieval.lexical.LexicalIndex`), or ``None``"""
+        self.fusion = Fusion() if fusion is None else fusion
+        """How searches with a lexical index fuse it with the fine view (:class:`adaptive_retrieval.hybrid.Fusion`)"""
         self.compact_at = 0.25
         """Dead rows' share at which a delete or upsert runs :meth:`compact` (``None``: only when called)"""
         self.exact_below = 1_000
@@ -109,7 +114,7 @@ class Retriever:
         # the writer calls back through a weak reference: no cycle, so a dropped retriever is freed at once
         drop = weakref.WeakMethod(self._drop_stale_calibration)
         self.writer = IndexWriter(
-            self.ids, backend, documents, self.metadata, coarse, fine, self._lock, lambda: drop()()
+            self.ids, backend, documents, self.metadata, coarse, fine, self._lock, lambda: drop()(), lexical
         )
         """The index writer every add goes through (:class:`adaptive_retrieval.writer.IndexWriter`)"""
 
@@ -136,6 +141,10 @@ class Retriever:
     refit = refitting.refit
     drift = refitting.drift
     calibrate = calibration.calibrate
+    _drop_stale_calibration = calibration.drop_stale_calibration
+    set_query_precision = querying.set_query_precision
+    query_precision = property(querying.query_precision, querying.set_query_precision)
+    query_encoder = property(querying.query_encoder)
     as_langchain = front.as_langchain
     as_llama_index = front.as_llama_index
     save = manifest.save
@@ -174,16 +183,6 @@ class Retriever:
         self._check_open()
         self.writer.add_batches(batches)
 
-    def _drop_stale_calibration(self) -> None:
-        """Drop, with a warning, a calibration this index has outgrown (``Calibration.stale_after``)."""
-        if self.calibration is not None and self.calibration.stale_after(len(self)):
-            logger.warning(
-                "the index has grown from %d to %d documents since calibrate(): its shortlist no longer "
-                "holds; calibration dropped (searches read candidates=%d until you calibrate again)",
-                self.calibration.documents, len(self), self.candidates,
-            )  # fmt: skip
-            self.calibration = None
-
     # --------------------------------------------------------------------------------------- search
 
     def search(
@@ -194,6 +193,7 @@ class Retriever:
         candidates: int | None = None,
         coarse_query: str | None = None,
         filter: dict[str, Any] | None = None,
+        hybrid: bool | None = None,
         **knobs: Any,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first (``min(k, len(self))`` hits).
@@ -207,11 +207,14 @@ class Retriever:
             filter: only documents whose metadata matches (:mod:`adaptive_retrieval.filters`:
                 ``{"section": "libs", "size": {"$gt": 1000}}``); the hits are the exact fine view's top
                 ``k`` among them at the fidelity of an unfiltered search (few matches: each scored exactly).
+            hybrid: fuse the lexical index's evidence (:mod:`adaptive_retrieval.hybrid`; default: whenever
+                the index has one, :attr:`lexical`); ``False``: the fine view alone.
             **knobs: engine search parameters for this call only (FAISS ``nprobe``, ``efSearch``;
                 Qdrant ``hnsw_ef``, ``exact``; Milvus ``ef``, ``nprobe``): a search changes no shared state.
 
         Returns:
-            The hits (:class:`adaptive_retrieval.results.Hit`: id, score, rank; metadata; stored text).
+            The hits (:class:`adaptive_retrieval.results.Hit`: id, score (fused, in a hybrid search), rank;
+            metadata; stored text).
 
         Raises:
             QueryError: an empty query (QueryTypeError: not a string).
@@ -220,25 +223,27 @@ class Retriever:
             RetrieverClosed: the retriever was closed.
         """
         check_query(query)
-        D, _, found = self._search([query], k, candidates, coarse_query, None, None, knobs, filter)
+        D, _, found = self._search([query], k, candidates, coarse_query, None, None, knobs, filter, hybrid)
         return hits_of(found, D)[0]
 
     def search_batch(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
         batch_size: int | None = None, timings: SearchTimings | None = None, filter: dict[str, Any] | None = None,
-        **knobs: Any,
+        hybrid: bool | None = None, **knobs: Any,
     ) -> list[list[Hit]]:  # fmt: skip
         """:meth:`search` for a non-empty list of queries, encoded ``batch_size`` at a time (default the
         encoder's); one list of hits per query, in order. ``timings``, if given, accumulates the seconds
         of each stage and what the searches ran. Raises as :meth:`search` does (QueryError: no queries)."""
         queries = check_queries(queries)
-        D, _, found = self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs, filter)
+        D, _, found = self._search(
+            queries, k, candidates, coarse_query, batch_size, timings, knobs, filter, hybrid
+        )
         return hits_of(found, D)
 
     def search_arrays(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
         batch_size: int | None = None, timings: SearchTimings | None = None, filter: dict[str, Any] | None = None,
-        **knobs: Any,
+        hybrid: bool | None = None, **knobs: Any,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The funnel in FAISS's form, without building hits: :meth:`search_batch`'s arguments and errors.
 
@@ -248,14 +253,18 @@ class Retriever:
             found fewer.
         """
         queries = check_queries(queries)
-        return self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs, filter)[:2]
+        return self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs, filter, hybrid)[
+            :2
+        ]
 
     def _search(
         self, queries: list[str], k: int, candidates: int | None, coarse_query: str | None,
         batch_size: int | None, timings: SearchTimings | None, knobs: dict[str, Any], filter: Any = None,
+        hybrid: bool | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[list[tuple[DocId, Any]]]]:  # fmt: skip
         self._check_open()
         node = parse_filter(filter)
+        lexical = querying.lexical_for(self.lexical, hybrid)
         k = min(positive_int(k, "k"), max(len(self), 1))  # no index has more to return
         coarse_query = self.resolve_coarse_query(coarse_query)
         shortlist, patience, depth = shortlist_plan(
@@ -272,8 +281,9 @@ class Retriever:
         for i in range(0, len(queries), batch_size):
             with self._lock.read():  # many searches at once; a write's commit waits for them, and they for it
                 D, I = self._funnel(
-                    queries[i : i + batch_size], k, shortlist, timings, params, coarse_query, patience, node
-                )
+                    queries[i : i + batch_size], k, shortlist, timings, params, coarse_query, patience, node,
+                    lexical,
+                )  # fmt: skip
                 parts.append((D, I, found_documents(self.ids, self.metadata, self.documents, I)))
         return (
             np.concatenate([p[0] for p in parts]),
@@ -283,7 +293,7 @@ class Retriever:
 
     def _funnel(
         self, queries: list[str], k: int, shortlist: int, timings: SearchTimings, params: Any, coarse_query: str,
-        patience: int | None, node: Any = None,
+        patience: int | None, node: Any = None, lexical: LexicalIndex | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         seconds: dict[str, float] = {}
         enc = self.query_encoder
@@ -299,39 +309,24 @@ class Retriever:
         )  # fmt: skip
         if allowed is not None and not exact:  # a filtered coarse stage returns its shortlist whole, wider
             patience, shortlist = None, filtered_shortlist(shortlist, allowed, self.calibration, node)
+        depth = (
+            k
+            if lexical is None
+            else self.fusion.funnel_depth(k, shortlist, len(self) if exact else None, patience)
+        )
         D, I, fallbacks, read = self.backend.search(
-            coarse_q, fine_q, k, shortlist, params=params, patience=patience, seconds=seconds,
+            coarse_q, fine_q, depth, shortlist, params=params, patience=patience, seconds=seconds,
             allowed=allowed, exact=exact,
         )  # fmt: skip
+        if lexical is not None:  # the lexical candidates join, the union is ranked by the fused score
+            D, I, read = fused_search(
+                self.backend, lexical, self.fusion, queries, fine_q, D, I, k, allowed, read, seconds
+            )
         matched = None if node is None else int(np.count_nonzero(allowed))
         timings.record(seconds, fallbacks, self.fine.layer, coarse_query, read.tolist(), path, matched)
         return D, I
 
     # ------------------------------------------------------------------------------ query settings
-
-    def set_query_precision(self, precision: str) -> None:
-        """Encode queries in ``"float32"`` (the default) or ``"int8"`` (a copy made at the next search by
-        :meth:`adaptive_retrieval.Encoder.quantized`, raising what it raises); documents stay float32.
-        ``python -m benchmarks.bench_int8`` measures both on your CPU (figures: docs/measurements.md).
-
-        Raises:
-            InvalidArgument: a precision other than ``"float32"`` or ``"int8"``.
-        """
-        self._precision.set(precision)
-
-    @property
-    def query_precision(self) -> str:
-        """``"float32"`` or ``"int8"`` (:meth:`set_query_precision`; assigning it is the same)."""
-        return self._precision.precision
-
-    @query_precision.setter
-    def query_precision(self, precision: str) -> None:
-        self._precision.set(precision)
-
-    @property
-    def query_encoder(self) -> Encoder:
-        """The encoder queries go through: the retriever's ``encoder``, or its int8 copy."""
-        return self._precision.encoder(self.encoder)
 
     def set_adaptation(self, adaptation: Adaptation | None) -> None:
         """Set what was fitted to this corpus (``adaptation``: what :func:`adaptive_retrieval.adapt.adapt_encoder`

@@ -100,7 +100,7 @@ def write_index(
     expect: str | None = None,
 ) -> str:
     """Write an index directory atomically (see the module docstring): ``writers`` maps each data
-    file's key (``coarse``, ``fine``, ``ids``, ``heads``, ``projection``) to its suffix and a function
+    file's key (``coarse``, ``fine``, ``ids``, ``heads``, ``projection``, ``metadata``, ``lexical``) to its suffix and a function
     that writes it; the files are named ``<key>-<generation>.<suffix>`` and hashed into the manifest.
     An engine that keeps its own data (Qdrant, Milvus) writes none: the manifest says where it is.
 
@@ -171,6 +171,7 @@ def write_index(
                         "projection-",
                         "texts-",
                         "metadata-",
+                        "lexical-",
                         f".{MANIFEST}.",
                     )
                 ):

@@ -30,6 +30,7 @@ from .corpus import DocId, check_id
 from .documents import DocumentStore
 from .errors import CorpusError, CorpusTypeError, InvalidArgument, RetrieverBusy
 from .ids import IdMap
+from .lexical import LexicalIndex
 from .locks import ReadWriteLock
 from .metadata import MetadataStore
 from .views import View
@@ -95,6 +96,22 @@ class MetadataWrite:
 
     def rollback(self, committed: bool) -> None:
         self.store.rollback(committed)
+
+
+@dataclass
+class LexicalWrite:
+    """The lexical index's part of a write: the new rows' terms (its BM25 matrix rebuilt in prepare)."""
+
+    index: LexicalIndex
+
+    def prepare(self) -> None:
+        self.index.prepare()
+
+    def commit(self) -> None:
+        self.index.commit()
+
+    def rollback(self, committed: bool) -> None:
+        self.index.rollback(committed)
 
 
 @dataclass
@@ -199,6 +216,7 @@ class IndexWriter:
         lock: the retriever's read-write lock (searches read; commits write).
         after_commit: called under the write lock after each add commits (e.g. to drop a calibration
             the index outgrew).
+        lexical: the lexical index, or ``None`` (then texts are needed only where documents are kept).
     """
 
     def __init__(
@@ -211,8 +229,10 @@ class IndexWriter:
         fine: View,
         lock: ReadWriteLock,
         after_commit: Callable[[], None] | None = None,
+        lexical: LexicalIndex | None = None,
     ) -> None:
         self.ids, self.engine, self.documents, self.metadata = ids, engine, documents, metadata
+        self.lexical = lexical
         self.coarse, self.fine, self.lock = coarse, fine, lock
         self.after_commit = after_commit
         self._adding = threading.Lock()  # held by the add in progress: a second one is refused
@@ -255,7 +275,9 @@ class IndexWriter:
 
     def _transaction(self) -> Transaction:
         participants: list[Participant] = [] if self.documents is None else [DocumentWrite(self.documents)]
-        participants += [MetadataWrite(self.metadata), IdWrite(self.ids)]
+        participants += [MetadataWrite(self.metadata)]
+        participants += [] if self.lexical is None else [LexicalWrite(self.lexical)]
+        participants.append(IdWrite(self.ids))
         participants.append(EngineWrite(self.engine, len(self.ids)))  # the engine last
         return Transaction(self.lock, participants, self.after_commit)
 
@@ -311,7 +333,9 @@ class IndexWriter:
             keep = self.ids.live_rows()
             # everything built beside searches (no other write runs: this one holds the writer); under
             # the lock only references change, the engine's first (the one step that can fail: a rename)
-            swaps = [self.engine.compacted(keep), self.metadata.compacted(keep), self.ids.compacted(keep)]
+            swaps = [self.engine.compacted(keep), self.metadata.compacted(keep)]
+            swaps += [] if self.lexical is None else [self.lexical.compacted(keep)]
+            swaps.append(self.ids.compacted(keep))
             with self.lock.write():
                 for swap in swaps:
                     swap()
@@ -347,10 +371,12 @@ class IndexWriter:
         metadata = list(batch[4]) if len(batch) > 4 and batch[4] is not None else None
         if metadata is not None and len(metadata) != len(doc_ids):
             raise CorpusError(f"batch {position} has {len(metadata)} metadata records for {len(doc_ids)} ids")
-        if self.documents is not None and (texts is None or len(texts) != len(doc_ids)):
+        if (self.documents is not None or self.lexical is not None) and (
+            texts is None or len(texts) != len(doc_ids)
+        ):
             raise CorpusError(
-                f"this index stores texts: batch {position} needs one text per document: (doc_ids, "
-                "coarse_vectors, fine_vectors, texts[, metadata])"
+                f"this index {'stores texts' if self.documents is not None else 'has a lexical index'}: batch "
+                f"{position} needs one text per document: (doc_ids, coarse_vectors, fine_vectors, texts[, metadata])"
             )
         if replace:  # an upsert's replaced rows, before the engine takes their new ones
             self.engine.delete([r for d in doc_ids if (r := self.ids.row(d)) is not None], replacing=True)
@@ -358,6 +384,8 @@ class IndexWriter:
         self.metadata.stage([None] * len(doc_ids) if metadata is None else metadata, doc_ids)
         if self.documents is not None:
             self.documents.add(doc_ids, texts, metadata, replace=replace)
+        if self.lexical is not None:
+            self.lexical.stage(texts)
         self.engine.add(first_row, doc_ids, coarse_vectors, fine_vectors)
 
     def check_vectors(

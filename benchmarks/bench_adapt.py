@@ -56,10 +56,12 @@ def main() -> None:
     texts = corpus_texts(args.dataset, args.n)
     encoder.encode(texts[:32], show_progress=False)  # warm-up
     t0 = time.perf_counter()
-    Retriever.build(texts, coarse=coarse, model=encoder, adapt=False, show_progress=False)
+    Retriever.build(texts, coarse=coarse, model=encoder, adapt=False, show_progress=False, hybrid=False)
     plain_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    adapted = Retriever.build(texts, coarse=coarse, model=encoder, adapt=True, show_progress=False)
+    adapted = Retriever.build(
+        texts, coarse=coarse, model=encoder, adapt=True, show_progress=False, hybrid=False
+    )
     adapted_s = time.perf_counter() - t0
     record = adapted.adaptation
     per_doc = plain_s / len(texts)

@@ -88,7 +88,7 @@ def main() -> None:
         queries=len(queries), labels="none: the reference is the exact fine view",
     )  # fmt: skip
     t0 = time.perf_counter()
-    r = Retriever.build(corpus, coarse=args.coarse, model=encoder)
+    r = Retriever.build(corpus, coarse=args.coarse, model=encoder, hybrid=False)
     build_s = time.perf_counter() - t0
     r.compact_at = None  # compaction is refit's first step, measured with it
     replaced = {doc_id: {"title": "", "text": text} for doc_id, (text, _) in zip(ids[:half], pairs)}
@@ -114,7 +114,7 @@ def main() -> None:
     r.refit()
     measure("after refit()", r, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    fresh = Retriever.build(final, coarse=args.coarse, model=encoder)
+    fresh = Retriever.build(final, coarse=args.coarse, model=encoder, hybrid=False)
     measure("fresh build of the final corpus", fresh, time.perf_counter() - t0)
     write_json(args.out / "results.json", {**header, "first_build_s": build_s, "rows": rows})
     columns = [

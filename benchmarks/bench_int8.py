@@ -55,7 +55,7 @@ def main() -> None:
     encoder = Encoder.from_pretrained(args.model)
     texts = corpus_texts(args.dataset, args.n)
     queries = queries_of(args.dataset, "test", args.queries)
-    r = Retriever.build(texts, coarse=(4, 64), model=encoder)
+    r = Retriever.build(texts, coarse=(4, 64), model=encoder, hybrid=False)
     results: dict[str, list[list[int]]] = {}
     seconds: dict[str, list[float]] = {"float32": [], "int8": []}
     for _ in range(args.rounds):

@@ -70,7 +70,7 @@ def main() -> None:
     texts = corpus_texts(args.dataset, args.n or 10**9)
     dev, test = (queries_of(args.dataset, split, 10**9) for split in ("dev", "test"))
     test = test[: args.queries]
-    r = Retriever.build(texts, coarse=args.coarse, model=encoder, candidates=args.candidates)
+    r = Retriever.build(texts, coarse=args.coarse, model=encoder, candidates=args.candidates, hybrid=False)
     t0 = time.perf_counter()
     cal = r.calibrate(dev, target=args.target, k=args.k)
     print(f"calibrated on {len(dev)} dev queries in {time.perf_counter() - t0:.0f} s: {cal}", flush=True)

@@ -76,7 +76,9 @@ def main() -> None:
         "$and": [{"$or": [{"mentions_cell": True}, {"mentions_mice": True}]}, {"bucket": {"$lt": 50}}]
     }
     rows = []
-    built = Retriever.build(corpus, coarse=args.coarse, model=encoder)  # Flat: exact at full depth
+    built = Retriever.build(
+        corpus, coarse=args.coarse, model=encoder, hybrid=False
+    )  # Flat, dense: exact at full depth
     # the reference: every matching document re-ranked by the fine view (the whole index as shortlist)
     reference = {
         name: built.search_batch(queries, k=10, filter=flt, candidates=len(built))

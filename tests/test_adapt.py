@@ -105,7 +105,9 @@ def test_bad_fit_input_is_refused():
 @pytest.fixture(scope="module")
 def adapted(tiny_encoder):
     texts = random_texts(120, seed=5)
-    return texts, Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10)
+    return texts, Retriever.build(
+        texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10, hybrid=False
+    )
 
 
 def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
@@ -174,7 +176,9 @@ def test_projected_queries_search_the_coarse_index_with_their_fine_vector(tiny_e
     assert timings.reranked == 30 * 10 and timings.queries == 30
     with pytest.raises(ValueError, match="choose one of projected, early"):
         r.search("cell gene", coarse_query="late")
-    plain = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    plain = Retriever.build(
+        texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False, hybrid=False
+    )
     assert plain.projection is None
     with pytest.raises(ValueError, match="no projection"):
         plain.project(fine)

@@ -53,6 +53,7 @@ def test_ray_encoding_builds_the_same_index_as_build(local_ray, tmp_path):
         fine=(4, 32),
         model=encoder,
         backend=FaissOptions(fine_dtype="float32"),
+        hybrid=False,
     )
     order = [via_ray.ids.row(d) for d in direct.doc_ids]  # Ray may hand batches back in any order
     np.testing.assert_allclose(

@@ -13,7 +13,8 @@ from adaptive_retrieval.errors import CorpusError, CorpusTypeError, InvalidArgum
 from adaptive_retrieval.results import SearchTimings
 from tests.helpers import random_texts
 
-VIEWS = {"coarse": (3, 8), "fine": (12, 32)}
+# the dense funnel under deletes, filters and compaction (hybrid search under them: test_hybrid.py)
+VIEWS = {"coarse": (3, 8), "fine": (12, 32), "hybrid": False}
 SECTIONS = ("libs", "admin", "games", "net")
 
 

@@ -263,7 +263,7 @@ def test_sentence_transformers_prompts_encode_queries_and_documents_as_trained(t
     plain = Encoder.from_pretrained(str(st), query_prompt="", document_prompt="")
     assert (plain.query_prompt, plain.document_prompt) == ("", "")
     docs = {f"d{i}": t for i, t in enumerate(random_texts(40, seed=3))}
-    r = Retriever.build(docs, coarse=(2, 8), model=enc, adapt=False, candidates=40)
+    r = Retriever.build(docs, coarse=(2, 8), model=enc, adapt=False, candidates=40, hybrid=False)
     want = plain.encode(["passage: " + t for t in docs.values()], [r.fine])[r.fine]
     np.testing.assert_allclose(np.asarray(r.backend.fine_store.vectors, np.float32), want, atol=2e-3)
     query = random_texts(1, seed=4)[0]

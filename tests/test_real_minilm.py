@@ -61,7 +61,7 @@ def test_projected_queries_find_more_of_the_fine_top_10_and_run_each_layer_once(
     from tests.helpers import random_texts
 
     texts = random_texts(300, seed=3)
-    r = Retriever.build(texts, coarse=(2, 32), fine=(6, 384), model=minilm, candidates=20)
+    r = Retriever.build(texts, coarse=(2, 32), fine=(6, 384), model=minilm, candidates=20, hybrid=False)
     assert r.fitted_head and r.projection.shape == (384, 32)
     queries = [pseudo_query(t) for t in random_texts(40, seed=4)]
     _, exact = r.backend.fine_store.search_exact(r.encoder.encode(queries, [r.fine])[r.fine], 10)

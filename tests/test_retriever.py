@@ -13,7 +13,9 @@ from tests.helpers import QUERIES, LayerCounter, random_texts
 
 @pytest.fixture(scope="module")
 def retriever(tiny_encoder, corpus):
-    return Retriever.build(corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10)
+    return Retriever.build(
+        corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10, hybrid=False
+    )
 
 
 def exact_ids(r: Retriever, query: str, k: int) -> list:
@@ -47,6 +49,7 @@ def test_coarse_equal_to_fine_equals_exact_fine_search(tiny_encoder, corpus):
         model=tiny_encoder,
         candidates=10,
         backend=FaissOptions(fine_dtype="float32"),
+        hybrid=False,
     )
     for q in QUERIES:
         assert [h.doc_id for h in r.search(q, k=10)] == exact_ids(r, q, 10)
@@ -60,6 +63,7 @@ def test_funnel_agrees_with_numpy_brute_force(tiny_encoder, corpus):
         model=tiny_encoder,
         candidates=7,
         backend=FaissOptions(fine_dtype="float32"),
+        hybrid=False,
     )
     vec = r.encoder.encode(corpus, [(3, 8), (12, 32)])  # the index's views (its coarse head fitted at build)
     for q in QUERIES:
@@ -250,6 +254,7 @@ def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encod
         model=tiny_encoder,
         backend=FaissOptions(index="IVF8,Flat"),
         candidates=10,
+        hybrid=False,
     )
     ivf = faiss.extract_index_ivf(r.backend.coarse_index.index)
     default = [[h.doc_id for h in hits] for hits in r.search_batch(QUERIES, k=5)]
@@ -269,7 +274,12 @@ def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encod
     )
     assert wide == [[h.doc_id for h in hits] for hits in flat.search_batch(QUERIES, k=5)]
     hnsw = Retriever.build(
-        texts[:50], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, backend=FaissOptions(index="HNSW8")
+        texts[:50],
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        backend=FaissOptions(index="HNSW8"),
+        hybrid=False,
     )
     hnsw.search(QUERIES[0], efSearch=7)
     assert faiss.downcast_index(hnsw.backend.coarse_index.index).hnsw.efSearch == 16
@@ -382,7 +392,13 @@ def test_searches_beside_an_add_see_the_index_before_or_after_it(tiny_encoder):
 
     texts = random_texts(400, seed=14)
     r = Retriever.build(
-        texts[:200], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=20, adapt=False
+        texts[:200],
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        candidates=20,
+        adapt=False,
+        hybrid=False,
     )
     vecs = tiny_encoder.encode(texts, [(3, 8), (12, 32)])
 

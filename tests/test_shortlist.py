@@ -74,7 +74,9 @@ def test_calibration_meets_its_target_on_the_fit_half_and_reports_the_other():
 @pytest.fixture(scope="module")
 def built(tiny_encoder):
     texts = random_texts(400, seed=21)
-    return texts, Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=100)
+    return texts, Retriever.build(
+        texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=100, hybrid=False
+    )
 
 
 @pytest.mark.parametrize("coarse_query", ["projected", "early"])
@@ -151,14 +153,16 @@ def test_an_index_that_outgrows_its_calibration_drops_it(tiny_encoder, caplog):
     """A calibration holds for an index up to twice the size it was made at; past that (or at any growth,
     if its fixed shortlist was the whole index: no shorter one existed) it is dropped with a warning."""
     texts = random_texts(400, seed=62)
-    small = Retriever.build(texts[:30], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=50)
+    small = Retriever.build(
+        texts[:30], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=50, hybrid=False
+    )
     cal = small.calibrate(documents=texts[:30], target=0.8)
     assert cal.documents == 30
     with pytest.raises(ValueError, match="queries=.* or documents=.*, not both"):
         small.calibrate(texts[:30], documents=texts[:30])
     small.add(texts[30:60])
     assert small.calibration == cal  # 60 <= 2 x 30
-    with caplog.at_level("WARNING", logger="adaptive_retrieval.retriever"):
+    with caplog.at_level("WARNING", logger="adaptive_retrieval.calibration"):
         small.add(texts[60:70])
     assert small.calibration is None and "grown from 30 to 70 documents" in caplog.text
     timings = SearchTimings()

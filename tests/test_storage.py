@@ -56,7 +56,7 @@ def test_saving_again_replaces_the_previous_generation(built, tiny_encoder, tmp_
     built.add({"extra": "cell gene protein"})
     built.save(tmp_path / "idx")
     names = sorted(p.name for p in (tmp_path / "idx").iterdir())
-    assert len(names) == 6, names  # manifest + one generation of five files (head, projection too)
+    assert len(names) == 7, names  # manifest + one generation of six files (head, projection, lexical too)
     assert len(Retriever.load(tmp_path / "idx", model=tiny_encoder)) == 61
 
 
@@ -84,7 +84,7 @@ def test_a_crash_mid_save_leaves_the_previous_index_whole(built, tiny_encoder, t
     monkeypatch.undo()
     loaded = Retriever.load(tmp_path / "idx", model=tiny_encoder)
     assert len(loaded) == 60 and ranking(loaded) == expected
-    assert len(list((tmp_path / "idx").iterdir())) == 6  # the half-written file was removed
+    assert len(list((tmp_path / "idx").iterdir())) == 7  # the half-written file was removed
 
 
 def test_a_crash_before_the_manifest_swap_leaves_the_previous_index(
@@ -233,7 +233,7 @@ def test_a_calibration_outgrown_while_saved_is_dropped_at_load(built, tiny_encod
     assert Retriever.load(tmp_path / "idx", model=tiny_encoder).calibration == cal
     manifest["calibration"]["measured"]["index_documents"] = 20  # as if other writers had tripled it
     (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
-    with caplog.at_level("WARNING", logger="adaptive_retrieval.retriever"):
+    with caplog.at_level("WARNING", logger="adaptive_retrieval.calibration"):
         assert Retriever.load(tmp_path / "idx", model=tiny_encoder).calibration is None
     assert "grown from 20 to 60 documents" in caplog.text
 

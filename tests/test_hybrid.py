@@ -1,0 +1,229 @@
+"""The lexical index (BM25 beside the vectors) and hybrid search: terms, scores against bm25s' own, the
+write protocol, persistence, fusion rules, and the retriever's hybrid path with deletes, filters and saves."""
+
+from __future__ import annotations
+
+import json
+
+import bm25s
+import numpy as np
+import pytest
+import Stemmer
+
+from adaptive_retrieval import Retriever
+from adaptive_retrieval.errors import CorpusError, IndexDamaged, InvalidArgument, InvalidArgumentType
+from adaptive_retrieval.hybrid import Fusion, fuse
+from adaptive_retrieval.lexical import LexicalIndex, languages, top_rows
+from tests.helpers import random_texts
+
+DOCS = [
+    "The cats were running across the gardens of Paris.",
+    "A cat runs in a garden.",
+    "Quantum chromodynamics describes the strong interaction.",
+    "Strong coffee in the morning.",
+    "",
+    "Gardening tips: prune roses in early spring.",
+]
+
+
+def lexical(texts=DOCS, **kw) -> LexicalIndex:
+    index = LexicalIndex(**kw)
+    index.stage(texts)
+    index.commit()
+    return index
+
+
+def test_terms_are_stemmed_lowercased_without_stop_words():
+    index = LexicalIndex()
+    assert index.terms("The Cats were RUNNING in gardens") == ["cat", "were", "run", "garden"]
+    assert index.terms("a an the") == []
+    assert "english" in languages() and "german" in languages()
+    assert LexicalIndex("german").terms("Die Katzen liefen") == ["katz", "lief"]
+
+
+@pytest.mark.parametrize("bad", ["klingon", "", None, 3])
+def test_unknown_language_is_refused(bad):
+    with pytest.raises(InvalidArgument, match="stemmer"):
+        LexicalIndex(bad)
+
+
+def test_bad_bm25_parameters_are_refused():
+    with pytest.raises(InvalidArgument, match="k1"):
+        LexicalIndex(k1=-1)
+    with pytest.raises(InvalidArgument, match="k1"):
+        LexicalIndex(b=2)
+
+
+def test_scores_equal_bm25s_own_pipeline():
+    texts = random_texts(200, seed=3)
+    index = lexical(texts)
+    stemmer = Stemmer.Stemmer("english")
+    reference = bm25s.BM25()
+    reference.index(
+        bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+    )
+    for query in random_texts(10, seed=4, max_words=6):
+        tokens = bm25s.tokenize(
+            [query], stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False
+        )[0]
+        want = reference.get_scores([t for t in tokens if t in reference.vocab_dict] or [""])
+        np.testing.assert_allclose(index.scores(query), want, rtol=1e-5, atol=1e-6)
+
+
+def test_top_rows_masks_and_orders():
+    scores = np.array([0.0, 3.0, 1.0, 2.0, 5.0], np.float32)
+    s, r = top_rows(scores, 2)
+    assert r.tolist() == [4, 1] and s.tolist() == [5.0, 3.0]
+    allowed = np.array([True, True, True, True, False])
+    assert top_rows(scores, 10, allowed)[1].tolist() == [1, 3, 2]  # zero scores are no candidates
+
+
+def test_query_of_unknown_words_scores_nothing():
+    index = lexical()
+    assert not index.scores("zzz qqq").any()
+    assert index.top("zzz", 5)[1].size == 0
+    assert index.top("gardens", 5)[1].tolist()[:1] in ([0], [1])
+
+
+def test_rollback_drops_staged_rows_and_an_undone_commit_restores_the_last_state():
+    index = lexical()
+    before = index.scores("chromodynamics quark")
+    index.stage(["quark gluon plasma"])
+    index.rollback(committed=False)
+    assert len(index) == len(DOCS) and "quark" not in index.vocabulary
+    index.stage(["quark gluon plasma"])
+    index.prepare()
+    index.commit()
+    assert len(index) == len(DOCS) + 1 and index.scores("quark")[-1] > 0
+    index.rollback(committed=True)
+    assert len(index) == len(DOCS) and "quark" not in index.vocabulary
+    np.testing.assert_array_equal(index.scores("chromodynamics quark"), before)
+
+
+def test_compacted_keeps_the_rows_it_is_given():
+    index = lexical()
+    keep = np.array([0, 2, 5])
+    full = index.scores("garden strong")
+    swap = index.compacted(keep)
+    np.testing.assert_array_equal(index.scores("garden strong"), full)  # nothing visible before the swap
+    swap()
+    assert len(index) == 3
+    assert index.top("quantum", 3)[1].tolist() == [1]
+
+
+def test_save_and_load_realign_rows_by_document_id(tmp_path):
+    index = lexical()
+    ids = ["a", "b", "c", 4, None, "f"]  # a dead row: None
+    index.save(tmp_path / "lex.npz", ids)
+    order = ["f", "c", "a", "new", 4]
+    loaded = LexicalIndex.load(tmp_path / "lex.npz", order)
+    assert len(loaded) == 5 and loaded.settings == index.settings
+    full = index.scores("quantum garden prune")
+    got = loaded.scores("quantum garden prune")
+    assert got[0] == pytest.approx(full[5], rel=0.2) and got[1] > 0 and got[3] == 0  # "new": no terms
+    assert loaded.top("chromodynamics", 3)[1].tolist() == [1]
+
+
+def test_a_damaged_file_is_refused(tmp_path):
+    (tmp_path / "lex.npz").write_bytes(b"not an npz")
+    with pytest.raises(IndexDamaged, match="lexical"):
+        LexicalIndex.load(tmp_path / "lex.npz", ["a"])
+
+
+def test_fusion_checks_its_settings():
+    with pytest.raises(InvalidArgument, match="rule"):
+        Fusion(rule="max")
+    with pytest.raises(InvalidArgument, match="weight"):
+        Fusion(weight=1.5)
+    with pytest.raises(InvalidArgument, match="depth"):
+        Fusion(depth=0)
+    assert Fusion.from_dict(Fusion(rule="rrf", weight=0.5).as_dict()) == Fusion(rule="rrf", weight=0.5)
+
+
+def test_fuse_convex_and_rrf_by_hand():
+    fine = np.array([0.9, 0.5, 0.7], np.float32)
+    bm25 = np.array([0.0, 10.0, 5.0], np.float32)
+    convex = fuse(Fusion("convex", 0.5), fine, bm25, np.array([0, 2, 1]), np.array([-1, 0, 1]))
+    np.testing.assert_allclose(convex, [0.5, 0.5, 0.5 * 0.5 + 0.5 * 0.5])
+    rrf = fuse(Fusion("rrf", 0.5), fine, bm25, np.array([0, -1, 1]), np.array([-1, 0, 1]))
+    np.testing.assert_allclose(rrf, [0.5 / 61, 0.5 / 61, 0.5 / 62 + 0.5 / 62])
+
+
+# ------------------------------------------------------------------------------------- the retriever
+
+
+LEXICAL_FIRST = Fusion(weight=0.2)
+
+
+@pytest.fixture()
+def corpus_with_needle():
+    texts = random_texts(80, seed=11)
+    texts[37] = texts[37] + " xylophone"
+    return texts
+
+
+def test_hybrid_finds_a_rare_word_and_hybrid_false_is_the_dense_funnel(tiny_encoder, corpus_with_needle):
+    r = Retriever.build(corpus_with_needle, coarse=(4, 8), model=tiny_encoder)
+    assert r.lexical is not None and len(r.lexical) == 80 and r.fusion == Fusion()
+    r.fusion = LEXICAL_FIRST  # a random model's fine scores say little
+    assert r.search("xylophone", k=1)[0].doc_id == 37
+    dense = Retriever.build(corpus_with_needle, coarse=(4, 8), model=tiny_encoder, hybrid=False)
+    assert dense.lexical is None
+    want = [(h.doc_id, h.score) for h in dense.search("xylophone", k=5)]
+    assert [(h.doc_id, h.score) for h in r.search("xylophone", k=5, hybrid=False)] == want
+    with pytest.raises(InvalidArgument, match="lexical index"):
+        dense.search("xylophone", hybrid=True)
+    with pytest.raises(InvalidArgumentType, match="hybrid"):
+        r.search("xylophone", hybrid="yes")
+
+
+def test_hybrid_respects_deletes_and_filters(tiny_encoder, corpus_with_needle):
+    meta = [{"group": i % 2} for i in range(80)]
+    r = Retriever.build(corpus_with_needle, coarse=(4, 8), model=tiny_encoder, metadata=meta)
+    r.fusion = LEXICAL_FIRST
+    assert all(h.doc_id != 37 for h in r.search("xylophone", k=10, filter={"group": 0}))
+    assert r.search("xylophone", k=10, filter={"group": 1})[0].doc_id == 37
+    r.delete([37])
+    assert all(h.doc_id != 37 for h in r.search("xylophone", k=80))
+    r.upsert({37: "a xylophone concert"})
+    assert r.search("xylophone", k=1)[0].doc_id == 37
+
+
+def test_a_failed_add_leaves_the_lexical_index_as_it_was(tiny_encoder, corpus_with_needle):
+    r = Retriever.build(corpus_with_needle, coarse=(4, 8), model=tiny_encoder)
+    before = r.lexical.scores("xylophone")
+    with pytest.raises(CorpusError):
+        r.add_vectors([1000, 1000], np.zeros((2, 8)), np.zeros((2, 32)), texts=["xylophone", "x"])
+    assert len(r.lexical) == 80
+    np.testing.assert_array_equal(r.lexical.scores("xylophone"), before)
+
+
+def test_vectors_without_texts_are_refused_by_an_index_with_a_lexical_index(tiny_encoder, corpus_with_needle):
+    r = Retriever.build(corpus_with_needle[:10], coarse=(4, 8), model=tiny_encoder, adapt=False)
+    vectors = tiny_encoder.encode(["new"], [r.coarse, r.fine])
+    with pytest.raises(CorpusError, match="lexical index"):
+        r.add_vectors([500], vectors[r.coarse], vectors[r.fine])
+
+
+def test_save_load_and_compact_keep_the_hybrid_answers(tmp_path, tiny_encoder, corpus_with_needle):
+    r = Retriever.build(corpus_with_needle, coarse=(4, 8), model=tiny_encoder)
+    r.fusion = Fusion("rrf", 0.6, 50)
+    r.delete([3, 4])
+    queries = ["xylophone", corpus_with_needle[10][:30], corpus_with_needle[50][:20]]
+    want = [[(h.doc_id, round(h.score, 5)) for h in hits] for hits in r.search_batch(queries, k=5)]
+    r.save(tmp_path / "ix")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    assert manifest["lexical"]["language"] == "english" and manifest["fusion"]["rule"] == "rrf"
+    loaded = Retriever.load(tmp_path / "ix", model=tiny_encoder)
+    assert loaded.fusion == r.fusion and len(loaded.lexical) == 80
+    got = [[(h.doc_id, round(h.score, 5)) for h in hits] for hits in loaded.search_batch(queries, k=5)]
+    assert got == want
+    loaded.compact()
+    assert len(loaded.lexical) == 78
+    got = [[(h.doc_id, round(h.score, 5)) for h in hits] for hits in loaded.search_batch(queries, k=5)]
+    assert [[d for d, _ in hits] for hits in got] == [[d for d, _ in hits] for hits in want]
+
+
+def test_a_bad_language_is_refused_before_the_model_loads():
+    with pytest.raises(InvalidArgument, match="language='klingon'"):
+        Retriever.build(["a"], model="no-such-model-anywhere", language="klingon")
