@@ -111,7 +111,10 @@ def _index(args: argparse.Namespace) -> int:
     from .lexical import LexicalIndex
 
     if not args.no_hybrid:
-        LexicalIndex(args.language)  # a language without a stemmer: refused before the model loads
+        try:
+            LexicalIndex(args.language)  # a language without a stemmer: refused before the model loads
+        except InvalidArgument as err:
+            raise InvalidArgument(f"--language {args.language}: {err}") from None
     from .backends import FaissOptions  # the model and torch load from here on: every check above is instant
     from .retriever import Retriever
 
@@ -154,7 +157,13 @@ def _index(args: argparse.Namespace) -> int:
     )
     print(
         f"indexed {len(retriever)} documents into {out}: coarse {retriever.coarse}, fine {retriever.fine}, "
-        f"{retriever.backend.describe()}, searches re-rank {shortlist}",
+        f"{retriever.backend.describe()}, searches re-rank {shortlist}"
+        + ("" if retriever.lexical is None else ", fused with BM25")
+        + (
+            f"; {retriever.truncated} documents were cut to the model's max length"
+            if retriever.truncated
+            else ""
+        ),
         file=sys.stderr,
     )
     if failed is not None:
@@ -289,6 +298,7 @@ def _info(args: argparse.Namespace) -> int:
         "calibration",
         "lexical",
         "fusion",
+        "truncated",
     )
     summary = {key: manifest.get(key) for key in (*keys, "saved_at", "library_version")}
     if args.json:
@@ -304,6 +314,7 @@ def _info(args: argparse.Namespace) -> int:
     lines = [
         f"index      {path}: {manifest['count']} documents, saved {manifest['saved_at']} "
         f"(library {manifest['library_version']})",
+        f"truncated  {manifest.get('truncated', 0)} documents longer than {model['max_length']} tokens, cut to it",
         f"model      {model.get('name')} ({model.get('model_type')}, {model['pooling']} pooling, "
         f"max length {model['max_length']}; weights sha256 {model['fingerprint'][:12]}...)",
         f"views      coarse {manifest['coarse'][0]}x{manifest['coarse'][1]}, fine {manifest['fine'][0]}x{manifest['fine'][1]}",

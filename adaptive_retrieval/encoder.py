@@ -302,6 +302,13 @@ class Encoder:
             "input_ids"
         ]
 
+    def over_length(self, texts: Sequence[str]) -> int:
+        """How many of ``texts`` are longer than ``max_length`` tokens: what :meth:`tokenize` cuts."""
+        if not texts:
+            return 0
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length + 1, padding=False)
+        return sum(len(x) > self.max_length for x in ids["input_ids"])
+
     def _pad(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(x) for x in ids)
         pad_id = self.tokenizer.pad_token_id or 0

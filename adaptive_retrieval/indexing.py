@@ -89,6 +89,7 @@ class CorpusEncoding:
         self.adaptation, self.adapt, self.candidates = adaptation, adapt, candidates
         self.known, self.first_id, self.store_text = known, first_id, store_text
         self.chunk_size, self.batch_size, self.bar = chunk_size, batch_size, bar
+        self.documents = self.cut = 0  # documents encoded, and those longer than the model's max length
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         given = None if self.metadata is None else iter(self.metadata)
@@ -99,6 +100,7 @@ class CorpusEncoding:
                 metadata = [_merged(own, next(given, None)) for own in metadata]
             if self.known is not None:
                 self._refuse_known(ids)
+            self.documents, self.cut = self.documents + len(texts), self.cut + self.encoder.over_length(texts)
             coarse, fine = self._fit(texts) if self.adapt else self._encode(texts)
             yield ids, coarse, fine, texts if self.store_text else None, metadata
 
@@ -470,6 +472,13 @@ def _encode_and_write(
         bar.close()
     self.encoder, self._adapt_next = encoding.encoder, False
     self.set_adaptation(encoding.adaptation)
+    if encoding.cut:  # said, never silent: the rest of such a document is not indexed
+        logger.warning(
+            "%d of %d documents were longer than the model's max length (%d tokens) and were cut to it: "
+            "their text past it is not indexed (retriever.truncated counts them)",
+            encoding.cut, encoding.documents, self.encoder.max_length,
+        )  # fmt: skip
+    self.truncated += encoding.cut
 
 
 def next_int_id(ids: Any) -> int:

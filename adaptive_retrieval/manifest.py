@@ -77,6 +77,8 @@ class Manifest:
     """The lexical index's settings (``None``: none; an index saved before it existed)"""
     fusion: dict[str, Any] | None = None
     """How searches fuse it with the fine view (:class:`adaptive_retrieval.hybrid.Fusion`)"""
+    truncated: int = 0
+    """Documents longer than the model's max length, indexed cut to it"""
     rows: int | None = None
     """Rows the stores hold, those of deleted documents included (``None``: ``count``)"""
     saved_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -109,6 +111,7 @@ class OpenedIndex:
     digest: str | None
     lexical: LexicalIndex | None = None
     fusion: Fusion | None = None
+    truncated: int = 0
 
 
 def save_index(
@@ -262,6 +265,7 @@ def open_index(
         digest=digest,
         lexical=lexical,
         fusion=fusion,
+        truncated=int(manifest.get("truncated", 0)),
     )
 
 
@@ -295,7 +299,7 @@ def save(self: Any, path: str | Path) -> None:
             adaptation=None if self.adaptation is None else self.adaptation.as_dict(),
             calibration=None if self.calibration is None else self.calibration.as_dict(),
             lexical=None if self.lexical is None else self.lexical.settings,
-            fusion=None if self.lexical is None else self.fusion.as_dict(),
+            fusion=None if self.lexical is None else self.fusion.as_dict(), truncated=self.truncated,
         )  # fmt: skip
         where = Path(path).resolve()
         expect = self._manifests.get(where) if guards_directory(manifest, self.documents) else None
@@ -354,6 +358,7 @@ def load(
         if isinstance(err, (CorpusError, InvalidArgument)):
             raise IndexDamaged(f"the index at {str(path)!r} is damaged: {err}") from None
         raise
+    retriever.truncated = opened.truncated
     if opened.digest is not None:
         retriever._manifests[Path(path).resolve()] = opened.digest
     retriever._drop_stale_calibration()  # e.g. an engine's collection that other processes grew

@@ -96,6 +96,8 @@ class Retriever:
         """BM25 over every row's text (:class:`adaptive_retrieval.lexical.LexicalIndex`), or ``None``"""
         self.fusion = Fusion() if fusion is None else fusion
         """How searches with a lexical index fuse it with the fine view (:class:`adaptive_retrieval.hybrid.Fusion`)"""
+        self.truncated = 0
+        """Documents indexed longer than the model's max length, cut to it (counted at every add; saved)"""
         self.compact_at = 0.25
         """Dead rows' share at which a delete or upsert runs :meth:`compact` (``None``: only when called)"""
         self.exact_below = 1_000

@@ -65,6 +65,7 @@ COLUMNS = (
     ("∩exact@10", "overlap@10", ".3f"),
     ("p50 ms", "p50_ms", ".1f"),
     ("lexical p50 ms", "lexical_p50_ms", ".2f"),
+    ("= search", "same_as_search", ".3f"),
 )
 
 
@@ -156,10 +157,11 @@ def evaluate(
     retriever = doc_ids = cost = None
     for split in splits:
         corpus, queries, qrels = load_split(data_dir, name, split)
-        if max_queries:
-            queries = dict(islice(queries.items(), max_queries))
         if name == "scifact" and split == "dev":
             check_dev_split([encoder.name], list(queries))
+        if max_queries:
+            queries = dict(islice(queries.items(), max_queries))
+            qrels = {q: qrels[q] for q in queries if q in qrels}
         if retriever is None:
             retriever, doc_ids, cost = index_for(encoder, corpus, cache_dir)
         base = {"dataset": name, "split": split, "queries": len(queries)}

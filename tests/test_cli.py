@@ -211,10 +211,13 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path):
     """Each answers with exit 2 and a message naming what is wrong, without importing torch."""
     binary = tmp_path / "corpus.txt"
     binary.write_bytes(bytes(range(256)) * 4)
+    lines = tmp_path / "lines.txt"
+    lines.write_text("one document\nanother document\n")
     cases = [
         (["search", str(tmp_path / "none"), "q"], "holds no index"),
         (["search", str(tmp_path), "q", "   "], "query 2 of 2 is empty"),
         (["index", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")], "does not exist"),
+        (["index", str(lines), "--out", str(tmp_path / "o"), "--language", "klingon"], "--language klingon"),
         (
             ["index", str(binary), "--out", str(tmp_path / "o")],
             "line 2: not UTF-8 text",

@@ -227,3 +227,23 @@ def test_save_load_and_compact_keep_the_hybrid_answers(tmp_path, tiny_encoder, c
 def test_a_bad_language_is_refused_before_the_model_loads():
     with pytest.raises(InvalidArgument, match="language='klingon'"):
         Retriever.build(["a"], model="no-such-model-anywhere", language="klingon")
+
+
+def test_documents_longer_than_the_model_are_counted_said_and_saved(tmp_path, caplog):
+    from tests.helpers import make_encoder
+
+    short = make_encoder("bert", max_length=12)
+    texts = random_texts(40, seed=5, min_words=2, max_words=25)
+    cut = short.over_length(texts)
+    assert 0 < cut < 40 and cut == sum(len(short.tokenizer(t)["input_ids"]) > 12 for t in texts)
+    with caplog.at_level("WARNING", logger="adaptive_retrieval.indexing"):
+        r = Retriever.build(texts, coarse=(4, 8), model=short)
+    assert (
+        r.truncated == cut
+        and f"{cut} of 40 documents were longer than the model's max length (12" in caplog.text
+    )
+    r.add(["a b"])
+    assert r.truncated == cut  # a short one adds nothing
+    r.save(tmp_path / "ix")
+    assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["truncated"] == cut
+    assert Retriever.load(tmp_path / "ix", model=short).truncated == cut
