@@ -247,3 +247,31 @@ def test_documents_longer_than_the_model_are_counted_said_and_saved(tmp_path, ca
     r.save(tmp_path / "ix")
     assert json.loads((tmp_path / "ix" / "manifest.json").read_text())["truncated"] == cut
     assert Retriever.load(tmp_path / "ix", model=short).truncated == cut
+
+
+@pytest.mark.parametrize("engine", ["qdrant", "milvus"])
+def test_keyed_engines_fuse_and_reopen_with_their_terms_aligned(
+    tiny_encoder, tmp_path, engine, corpus_with_needle
+):
+    from tests.test_backends import engine_options
+
+    corpus = {f"d{i}": t for i, t in enumerate(corpus_with_needle)}
+    r = Retriever.build(
+        corpus,
+        coarse=(4, 8),
+        model=tiny_encoder,
+        backend=engine,
+        backend_options=engine_options(engine, tmp_path),
+    )
+    r.fusion, r.compact_at = LEXICAL_FIRST, None
+    assert r.search("xylophone", k=1)[0].doc_id == "d37"
+    r.delete(["d37"])
+    r.upsert({"d2": "a xylophone solo"})  # a new row (a new key), the old one dead
+    assert r.search("xylophone", k=1)[0].doc_id == "d2" and len(r.lexical) == 81
+    want = [h.doc_id for h in r.search("xylophone", k=10)]
+    r.save(tmp_path / "idx")
+    r.close()
+    again = Retriever.load(tmp_path / "idx", model=tiny_encoder)  # the engine numbers its rows anew
+    assert again.fusion == LEXICAL_FIRST and len(again.lexical) == len(again.ids)
+    assert [h.doc_id for h in again.search("xylophone", k=10)] == want
+    again.close()
