@@ -38,6 +38,7 @@ from adaptive_retrieval.adapt import adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
 from adaptive_retrieval.hybrid import Fusion, fused_search
+from adaptive_retrieval.indexing import projection_of
 from adaptive_retrieval.lexical import LexicalIndex
 from adaptive_retrieval.reporting import (
     markdown_table,
@@ -99,12 +100,12 @@ def bm25_run(
 
 
 def index_for(
-    encoder: Encoder, corpus: dict, cache_dir: Path | None
+    encoder: Encoder, corpus: dict, cache_dir: Path | None, coarse: str = "4x64"
 ) -> tuple[Retriever, list[str], dict[str, Any]]:
     """The corpus indexed as ``Retriever.build`` indexes it, and what its building cost."""
     doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir)
     fine = encoder.full_view
-    coarse = encoder.check_view((4, 64))
+    coarse = encoder.check_view(coarse, name="coarse")
     fine_docs = view_matrix(encoder, all_layers, fine)
     texts = [text for _, text in iter_documents(corpus)]
     first = slice(0, CHUNK_SIZE)
@@ -121,8 +122,14 @@ def index_for(
     t0 = time.perf_counter()
     encoder.encode(encoder.as_documents(sample), [fine], show_progress=False)
     encode_seconds = (time.perf_counter() - t0) / len(sample) * len(texts)
+    projection = projection_of(record)  # as build: the fine vectors projected, or the model's own head
+    coarse_docs = (
+        view_matrix(adapted, all_layers, coarse)
+        if projection is None
+        else project_fine(fine_docs, projection)
+    )
     retriever = Retriever.from_vectors(
-        adapted, coarse, fine, doc_ids, project_fine(fine_docs, record.projection), fine_docs,
+        adapted, coarse, fine, doc_ids, coarse_docs, fine_docs,
         adaptation=record, backend=FaissOptions(), texts=texts,
     )  # fmt: skip
     coarse_bytes, fine_bytes = retriever.backend.nbytes()
@@ -151,6 +158,7 @@ def evaluate(
     splits: Sequence[str],
     grid: Sequence[Fusion],
     max_queries: int | None = None,
+    coarse: str = "4x64",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     data_dir, name = dataset_location(folder)
     rows: list[dict[str, Any]] = []
@@ -163,7 +171,7 @@ def evaluate(
             queries = dict(islice(queries.items(), max_queries))
             qrels = {q: qrels[q] for q in queries if q in qrels}
         if retriever is None:
-            retriever, doc_ids, cost = index_for(encoder, corpus, cache_dir)
+            retriever, doc_ids, cost = index_for(encoder, corpus, cache_dir, coarse)
         base = {"dataset": name, "split": split, "queries": len(queries)}
 
         def add(
@@ -236,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--datasets", type=Path, nargs="+", required=True, help="BEIR-format folders (…/beir/<name>)"
     )
     ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument(
+        "--coarse", default="4x64", help="the coarse view, LAYERxDIM (as Retriever.build's default)"
+    )
     ap.add_argument("--splits", nargs="+", default=["dev", "test"])
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--max-queries", type=int, help="only the first N queries of each split (a quick look)")
@@ -244,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     encoder = Encoder.from_pretrained(args.model)
     rows, costs = [], []
     for folder in args.datasets:
-        got, cost = evaluate(folder, encoder, args.cache_dir, args.splits, GRID, args.max_queries)
+        got, cost = evaluate(
+            folder, encoder, args.cache_dir, args.splits, GRID, args.max_queries, args.coarse
+        )
         rows += got
         costs.append(cost)
         print(json.dumps(cost), file=sys.stderr, flush=True)

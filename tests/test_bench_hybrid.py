@@ -1,0 +1,75 @@
+"""The hybrid evaluation and the lexical cost benchmark, run end to end on tiny data and a tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers import make_model, make_tokenizer, random_texts
+
+RUN = {"check": True, "capture_output": True, "text": True, "timeout": 600}
+
+
+def tiny_set(root, name: str, n_docs: int = 120, splits=("dev", "test")):
+    folder = root / "beir" / name
+    (folder / "qrels").mkdir(parents=True)
+    texts = random_texts(n_docs, seed=7, min_words=6)
+    with open(folder / "corpus.jsonl", "w") as fh:
+        for i, t in enumerate(texts):
+            fh.write(json.dumps({"_id": str(i), "title": "", "text": t}) + "\n")
+    with open(folder / "queries.jsonl", "w") as fh:
+        for i in range(20):
+            fh.write(json.dumps({"_id": f"q{i}", "text": " ".join(texts[i * 5].split()[:4])}) + "\n")
+    for s, part in zip(splits, (range(0, 10), range(10, 20))):
+        (folder / "qrels" / f"{s}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\t{i * 5}\t1\n" for i in part)
+        )
+    return folder
+
+
+def tiny_model(root):
+    model = root / "model"
+    make_model("bert").save_pretrained(model)
+    make_tokenizer().save_pretrained(model)
+    return model
+
+
+def test_hybrid_eval_tiny(tmp_path):
+    """Rows for BM25, dense and every fusion on dev and test; the fused rows equal what search returns;
+    a fusion is chosen on dev."""
+    folder = tiny_set(tmp_path / "data", "tiny")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "evals.hybrid_eval",
+        "--datasets",
+        str(folder),
+        "--model",
+        str(tiny_model(tmp_path)),
+    ]
+    subprocess.run([*cmd, "--coarse", "3x16", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)], **RUN)
+    saved = json.loads((out / "results.json").read_text())
+    rows = {(r["split"], r["row"]): r for r in saved["rows"]}
+    assert {"bm25", "dense exact", "dense", "hybrid convex 0.7", "hybrid rrf 0.5"} <= {r for _, r in rows}
+    assert rows[("test", "hybrid convex 0.7")]["same_as_search"] == 1.0  # the eval's fusion is search's
+    assert rows[("test", "bm25")]["ndcg@10"] > 0.5  # the queries are words of their document
+    assert saved["chosen"]["row"].startswith("hybrid") and saved["chosen"]["sets"] == ["tiny"]
+    assert saved["costs"][0]["docs"] == 120 and saved["costs"][0]["lexical_ram_bytes_per_doc"] > 0
+    assert "command" in saved and "machine" in saved
+
+
+def test_bench_hybrid_tiny(tmp_path):
+    folder = tiny_set(tmp_path / "data", "scifact", splits=("test", "dev"))
+    assert folder.is_dir()
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_hybrid", "--data-dir", str(tmp_path / "data"), "--model",
+         str(tiny_model(tmp_path)), "--coarse", "3x16", "--sizes", "300", "--add", "30", "--queries", "5",
+         "--workdir", str(tmp_path), "--out", str(out)],
+        **RUN,
+    )  # fmt: skip
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    assert row["docs"] == 300 and row["add_documents"] == 30 and row["lexical_p50_ms"] > 0
+    assert row["hybrid_p50_ms"] > 0 and row["dense_p50_ms"] > 0 and row["saved_lexical_bytes_per_doc"] > 0
