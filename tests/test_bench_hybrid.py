@@ -49,7 +49,9 @@ def test_hybrid_eval_tiny(tmp_path):
         "--model",
         str(tiny_model(tmp_path)),
     ]
-    subprocess.run([*cmd, "--coarse", "3x16", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)], **RUN)
+    subprocess.run(
+        [*cmd, "--coarse", "3x16", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)], **RUN
+    )
     saved = json.loads((out / "results.json").read_text())
     rows = {(r["split"], r["row"]): r for r in saved["rows"]}
     assert {"bm25", "dense exact", "dense", "hybrid convex 0.7", "hybrid rrf 0.5"} <= {r for _, r in rows}
