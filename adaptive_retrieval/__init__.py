@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and readers
     from .corpus import document_text, iter_documents
     from .encoder import Embeddings, Encoder, EncoderState
     from .errors import AdaptiveRetrievalError
+    from .hybrid import Fusion
     from .index import CoarseIndex, FineStore
+    from .lexical import LexicalIndex
     from .models import DEFAULT_MODEL, NAMED_MODELS
     from .results import Hit, SearchTimings
     from .retriever import Retriever
@@ -38,7 +40,9 @@ _WHERE = {
     "EncoderState": "encoder",
     "FaissOptions": "backends",
     "FineStore": "index",
+    "Fusion": "hybrid",
     "Hit": "results",
+    "LexicalIndex": "lexical",
     "MilvusOptions": "backends",
     "QdrantOptions": "backends",
     "Retriever": "retriever",
@@ -77,7 +81,9 @@ __all__ = [
     "EncoderState",
     "FaissOptions",
     "FineStore",
+    "Fusion",
     "Hit",
+    "LexicalIndex",
     "MilvusOptions",
     "QdrantOptions",
     "Retriever",

@@ -70,7 +70,7 @@ class LexicalIndex:
     """BM25 over the texts of an index's rows (see the module docstring).
 
     Args:
-        language: the stemmer's and stop words' language (:func:`languages`); ``"english"`` by default.
+        language: the stemmer's and stop words' language (:func:`adaptive_retrieval.lexical.languages`); ``"english"`` by default.
         k1, b: BM25's term-frequency saturation and length normalisation (``bm25s``' defaults).
 
     Raises:

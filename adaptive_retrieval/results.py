@@ -17,8 +17,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the document's id, its fine-view cosine score, its 1-based rank, and, in an
-    index that stores texts (``store_text=True``), the text as indexed and the document's metadata.
+    """One search result: the document's id, its score (the fine view's cosine; in a hybrid search the
+    fused score, in [0, 1] relative to the query's candidates: :mod:`adaptive_retrieval.hybrid`), its
+    1-based rank, and, in an index that stores texts (``store_text=True``), the text as indexed and the
+    document's metadata.
 
     Example:
         >>> hit = retriever.search("does vitamin D reduce fracture risk?", k=1)[0]  # doctest: +SKIP
