@@ -1,6 +1,6 @@
 """Build out-of-domain retrieval sets in BEIR's layout from data at hand (nothing is downloaded).
 
-    python -m evals.make_datasets --data-dir ../shared/data --out runs/data          # all four
+    python -m evals.make_datasets --data-dir ../shared/data --out runs/data          # all five
     python -m evals.make_datasets --data-dir ../shared/data --out runs/data --only manpages
     python -m evals.make_datasets --data-dir ../shared/data --out runs/data --only stsb-para sick-para \
         sts12-16-para --max-queries 100 --max-docs 300 --suffix=-small     # a few hundred documents
@@ -25,6 +25,10 @@ Real longer text:
   is a page after its NAME section (synopsis, description, ...), cut to its first 250 words; its
   query is the one-line description of the NAME section ("open and possibly create a file"), which
   names no function. Pages sharing a description share one query (every such page is relevant).
+- ``manpages-long``: the same pages whole (COLOPHON left out): long documents, most past the model's 384
+  tokens. A query is the first words (at most 12) of a sentence starting past word 500 of its page, kept
+  when no other page holds them: its answer lies past what a truncated page's vectors hold. Verbatim, so
+  lexical by construction (BM25's ground); it measures what truncation loses and what recovers it.
 
 Queries are drawn at random (``--seed``) up to ``--max-queries`` per set; a corpus keeps every
 relevant document and at most ``--max-docs`` documents in all (the rest drawn at random).
@@ -45,7 +49,10 @@ from pathlib import Path
 from adaptive_retrieval.sts import STS_YEARS, Pairs, read_sick, read_sts_subset, read_stsb
 
 WORDS_PER_PAGE = 250
-SETS = ("stsb-para", "sick-para", "sts12-16-para", "manpages")
+DEEP_WORDS = 500  # manpages-long: a query's sentence starts past this many words (past 384 tokens, whatever the tokenizer)
+QUERY_WORDS = 12
+SKIPPED_SECTIONS = ("NAME", "COLOPHON", "SEE ALSO")  # manpages-long: no query from these (shared boilerplate)
+SETS = ("stsb-para", "sick-para", "sts12-16-para", "manpages", "manpages-long")
 
 
 # ------------------------------------------------------------------------------------ paraphrases
@@ -75,10 +82,10 @@ def paraphrase_set(pairs: Pairs, threshold: float) -> tuple[list[str], dict[str,
 _SECTION_HEADING = re.compile(r"^[A-Z][A-Z0-9 ,/()-]*$")
 
 
-def parse_page(rendered: str) -> tuple[str, str] | None:
+def parse_page(rendered: str, max_words: int | None = WORDS_PER_PAGE) -> tuple[str, str] | None:
     """``(description, body)`` of a rendered man page: the NAME line's text after its " - ", and the
-    sections after NAME as one line of words (at most :data:`WORDS_PER_PAGE`); ``None`` when the page
-    has no such NAME line."""
+    sections after NAME as one line of words (at most ``max_words``; ``None``: the whole page, its
+    COLOPHON left out); ``None`` when the page has no such NAME line."""
     sections: dict[str, list[str]] = {}
     order: list[str] = []
     current = None
@@ -93,8 +100,9 @@ def parse_page(rendered: str) -> tuple[str, str] | None:
     if " - " not in name:
         return None
     description = name.split(" - ", 1)[1].strip()
-    words = " ".join(" ".join(sections[s]) for s in order if s != "NAME").split()
-    body = " ".join(words[:WORDS_PER_PAGE])
+    kept = [s for s in order if s != "NAME" and (max_words is not None or s != "COLOPHON")]
+    words = " ".join(" ".join(sections[s]) for s in kept).split()
+    body = " ".join(words if max_words is None else words[:max_words])
     return (description, body) if description and body else None
 
 
@@ -118,8 +126,11 @@ def render(page: Path) -> str:
     return re.sub(r".\x08", "", out.stdout)  # overstrike bold/underline, should any remain
 
 
-def man_pages(man_dir: Path, sections: Iterable[str] = ("2", "3")) -> list[tuple[str, str, str]]:
-    """``(page id, description, body)`` of every page in ``man_dir/man<section>`` that is not a link."""
+def man_pages(
+    man_dir: Path, sections: Iterable[str] = ("2", "3"), max_words: int | None = WORDS_PER_PAGE
+) -> list[tuple[str, str, str]]:
+    """``(page id, description, body)`` of every page in ``man_dir/man<section>`` that is not a link
+    (``max_words``: as :func:`parse_page`)."""
     pages = sorted(p for s in sections for p in (Path(man_dir) / f"man{s}").glob("*") if p.is_file())
     if not pages:
         raise SystemExit(
@@ -132,7 +143,7 @@ def man_pages(man_dir: Path, sections: Iterable[str] = ("2", "3")) -> list[tuple
     for page in tqdm(pages, desc="man pages", unit="page"):
         if is_link(page):
             continue
-        parsed = parse_page(render(page))
+        parsed = parse_page(render(page), max_words)
         if parsed:
             page_id = page.name.removesuffix(".gz")
             out.append((page_id, *parsed))
@@ -210,6 +221,29 @@ def manpages_beir(man_dir: Path) -> tuple[dict[str, str], dict[str, str], dict[s
     return docs, queries, qrels
 
 
+def deep_queries(docs: dict[str, str], seed: int) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """manpages-long's queries: for each page longer than :data:`DEEP_WORDS` words, the first
+    :data:`QUERY_WORDS` words of a sentence (of at least 6 words) drawn among those starting past word
+    :data:`DEEP_WORDS`, kept when no other page holds the same words (its only relevant page is its own)."""
+    rng = random.Random(seed)
+    queries, qrels = {}, {}
+    texts = list(docs.values())
+    for page_id, body in sorted(docs.items()):
+        words = body.split()
+        if len(words) <= DEEP_WORDS + QUERY_WORDS:
+            continue
+        starts = [i + 1 for i in range(DEEP_WORDS - 1, len(words) - 6) if words[i].endswith(".")]
+        rng.shuffle(starts)
+        for start in starts:
+            fragment = " ".join(words[start : start + QUERY_WORDS])
+            sentence = fragment.split(". ")[0]
+            if len(sentence.split()) >= 6 and sum(sentence in t for t in texts) == 1:
+                queries[f"q{len(queries)}"] = sentence
+                qrels[f"q{len(qrels)}"] = {page_id}
+                break
+    return queries, qrels
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, required=True, help="the folder that holds sts/")
@@ -242,6 +276,14 @@ def main(argv: list[str] | None = None) -> None:
             made, about = (
                 paraphrase_beir(pairs, 4.0),
                 "SemEval STS 2012-2016 paraphrase retrieval (score >= 4 of 5).",
+            )
+        elif name == "manpages-long":
+            docs = {page_id: body for page_id, _, body in man_pages(args.man_dir, max_words=None)}
+            made = (docs, *deep_queries(docs, args.seed))
+            about = (
+                "Linux man pages, sections 2 and 3, whole (COLOPHON left out): long documents. A query is the "
+                f"first words (<= {QUERY_WORDS}) of a sentence starting past word {DEEP_WORDS} of its page, "
+                "verbatim (found in no other page): an answer past the first 384 tokens, lexical by construction."
             )
         else:
             made = manpages_beir(args.man_dir)

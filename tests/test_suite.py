@@ -7,7 +7,14 @@ import json
 import pytest
 
 from evals.beir_eval import load_beir
-from evals.make_datasets import paraphrase_beir, paraphrase_set, parse_page, write_beir
+from evals.make_datasets import (
+    DEEP_WORDS,
+    deep_queries,
+    paraphrase_beir,
+    paraphrase_set,
+    parse_page,
+    write_beir,
+)
 from evals.suite import main
 from tests.helpers import make_model, make_tokenizer, write_dataset
 
@@ -33,6 +40,24 @@ def test_a_man_page_gives_its_description_and_the_rest():
     assert body.startswith("Standard C library (libc, -lc) #include <fcntl.h> The open() system call")
     assert "creat" not in body  # the NAME section (the function names) stays out of the document
     assert parse_page("x(1)\n\nNAME\n       x\n") is None  # no " - " description
+
+
+def test_long_pages_are_whole_and_their_queries_lie_deep_and_are_unique():
+    page = RENDERED + "\nCOLOPHON\n       This page is part of release 6.7 of the man-pages project.\n"
+    _, whole = parse_page(page, max_words=None)
+    assert "release 6.7" not in whole and "release 6.7" in parse_page(page, max_words=1000)[1]
+    filler = " ".join(f"w{i}" for i in range(DEEP_WORDS + 20))
+    docs = {
+        "a.2": f"{filler} Early words. The deep answer lies right here in page a. End of it.",
+        "b.2": f"{filler} Early words. The deep answer lies right here in page a. End of it.",  # the same
+        "c.3": f"{filler} Early words. Only this page says that the sky is green today. Fin.",
+        "d.3": "short page. nothing deep here at all.",
+    }
+    queries, qrels = deep_queries(docs, seed=0)
+    assert list(qrels.values()) == [{"c.3"}]  # a and b share their sentence; d is short
+    (query,) = queries.values()
+    assert query.startswith("Only this page says") and len(query.split()) <= 12
+    assert docs["c.3"].split().index("Only") >= DEEP_WORDS
 
 
 def test_paraphrase_pairs_make_queries_that_are_not_in_the_corpus():
