@@ -88,8 +88,8 @@ class Manifest:
         """As written to ``manifest.json``."""
         out = asdict(self)
         out["coarse"], out["fine"] = list(self.coarse.as_tuple()), list(self.fine.as_tuple())
-        for optional in ("rows", "lexical", "fusion"):  # as a library without them wrote it
-            if out[optional] is None:
+        for optional in ("rows", "lexical", "fusion", "truncated"):  # as a library without them wrote it
+            if out[optional] is None or (optional == "truncated" and not out[optional]):
                 del out[optional]
         return out
 
@@ -238,12 +238,12 @@ def open_index(
         engine, doc_ids = open_engine(path, manifest, options)
         where = manifest["files"].get("metadata")
         metadata = MetadataStore.load(None if where is None else path / where, doc_ids)
-        lexical, fusion = None, Fusion.from_dict(manifest.get("fusion"))
-        if manifest.get("lexical") is not None:
-            if "lexical" not in manifest["files"]:
-                raise IndexDamaged(
-                    f"the index at {str(path)!r} is damaged: its manifest names no lexical file"
-                )
+        lexical, fusion = None, None
+        if "lexical" in manifest["files"]:  # with its settings and fusion (storage.check_manifest)
+            try:
+                fusion = Fusion.from_dict(manifest["fusion"])
+            except (TypeError, InvalidArgument) as err:
+                raise IndexDamaged(f"the index at {str(path)!r} is damaged: its fusion: {err}") from None
             lexical = LexicalIndex.load(path / manifest["files"]["lexical"], doc_ids)
     except BaseException:
         if engine is not None:

@@ -305,9 +305,46 @@ def check_manifest(manifest: dict[str, Any], where: Path | str) -> None:
     rows = manifest.get("rows")  # optional: written by a library that deletes
     if rows is not None and not (_is_int(rows) and rows >= manifest["count"]):
         raise IndexDamaged(f"{where} is damaged: 'rows' must be null or an int >= count, got {rows!r:.80}")
+    truncated = manifest.get("truncated", 0)  # optional: written when documents were cut
+    if not _is_int(truncated):
+        raise IndexDamaged(f"{where} is damaged: 'truncated' must be an int >= 0, got {truncated!r:.80}")
+    _check_lexical(manifest, where)
     for key in ("sizes", "sha256", "sample_sha256"):
         if set(manifest[key]) != set(manifest["files"]):
             raise IndexDamaged(f"{where} is damaged: {key!r} does not cover the same files as 'files'")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_lexical(manifest: dict[str, Any], where: Path | str) -> None:
+    """An index with a lexical index records it three times, all or none: its settings (``lexical``),
+    the fusion searches use (``fusion``) and its file."""
+    parts = ("lexical" in manifest, "fusion" in manifest, "lexical" in manifest["files"])
+    if not any(parts):
+        return  # dense only (or saved before lexical indexes existed)
+    lexical, fusion = manifest.get("lexical"), manifest.get("fusion")
+    if not all(parts):
+        raise IndexDamaged(f"{where} is damaged: 'lexical', 'fusion' and the lexical file go together")
+    if not (
+        isinstance(lexical, dict)
+        and isinstance(lexical.get("language"), str)
+        and _is_number(lexical.get("k1"))
+        and _is_number(lexical.get("b"))
+    ):
+        raise IndexDamaged(
+            f"{where} is damaged: 'lexical' must be a dict of language, k1 and b, got {lexical!r:.80}"
+        )
+    if not (
+        isinstance(fusion, dict)
+        and isinstance(fusion.get("rule"), str)
+        and _is_number(fusion.get("weight"))
+        and _is_int(fusion.get("depth"), 1)
+    ):
+        raise IndexDamaged(
+            f"{where} is damaged: 'fusion' must be a dict of rule, weight and depth, got {fusion!r:.80}"
+        )
 
 
 def check_verify(verify: object) -> None:

@@ -51,6 +51,7 @@ from adaptive_retrieval.sts import STS_YEARS, Pairs, read_sick, read_sts_subset,
 WORDS_PER_PAGE = 250
 DEEP_WORDS = 500  # manpages-long: a query's sentence starts past this many words (past 384 tokens, whatever the tokenizer)
 QUERY_WORDS = 12
+TRIES = 5  # manpages-long: sentences tried per page (each checked against every page)
 SKIPPED_SECTIONS = ("NAME", "COLOPHON", "SEE ALSO")  # manpages-long: no query from these (shared boilerplate)
 SETS = ("stsb-para", "sick-para", "sts12-16-para", "manpages", "manpages-long")
 
@@ -224,7 +225,8 @@ def manpages_beir(man_dir: Path) -> tuple[dict[str, str], dict[str, str], dict[s
 def deep_queries(docs: dict[str, str], seed: int) -> tuple[dict[str, str], dict[str, set[str]]]:
     """manpages-long's queries: for each page longer than :data:`DEEP_WORDS` words, the first
     :data:`QUERY_WORDS` words of a sentence (of at least 6 words) drawn among those starting past word
-    :data:`DEEP_WORDS`, kept when no other page holds the same words (its only relevant page is its own)."""
+    :data:`DEEP_WORDS` (up to :data:`TRIES` of them), kept when no other page holds the same words (its only
+    relevant page is its own)."""
     rng = random.Random(seed)
     queries, qrels = {}, {}
     texts = list(docs.values())
@@ -234,7 +236,7 @@ def deep_queries(docs: dict[str, str], seed: int) -> tuple[dict[str, str], dict[
             continue
         starts = [i + 1 for i in range(DEEP_WORDS - 1, len(words) - 6) if words[i].endswith(".")]
         rng.shuffle(starts)
-        for start in starts:
+        for start in starts[:TRIES]:
             fragment = " ".join(words[start : start + QUERY_WORDS])
             sentence = fragment.split(". ")[0]
             if len(sentence.split()) >= 6 and sum(sentence in t for t in texts) == 1:

@@ -275,3 +275,34 @@ def test_keyed_engines_fuse_and_reopen_with_their_terms_aligned(
     assert again.fusion == LEXICAL_FIRST and len(again.lexical) == len(again.ids)
     assert [h.doc_id for h in again.search("xylophone", k=10)] == want
     again.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"drop": "fusion"},
+        {"drop": "lexical"},
+        {"set": ("fusion", 5)},
+        {"set": ("fusion", {"rule": "max", "weight": 0.5, "depth": 10})},
+        {"set": ("lexical", {})},
+        {"set": ("truncated", -1)},
+        {"drop_file": "lexical"},
+    ],
+)
+def test_a_manifest_with_its_lexical_records_damaged_is_refused(
+    tmp_path, tiny_encoder, corpus_with_needle, change
+):
+    r = Retriever.build(corpus_with_needle[:20], coarse=(4, 8), model=tiny_encoder)
+    r.save(tmp_path / "ix")
+    path = tmp_path / "ix" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if "drop" in change:
+        del manifest[change["drop"]]
+    elif "set" in change:
+        manifest[change["set"][0]] = change["set"][1]
+    else:
+        for key in ("files", "sizes", "sha256", "sample_sha256"):
+            del manifest[key][change["drop_file"]]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexDamaged, match="damaged"):
+        Retriever.load(tmp_path / "ix", model=tiny_encoder)
