@@ -61,7 +61,7 @@ class _State:
     """What a search reads: the committed rows' terms and their BM25 matrix (``None``: no rows)."""
 
     indptr: np.ndarray  # (rows + 1,) int64
-    terms: np.ndarray  # (total,) int32 term ids
+    terms: np.ndarray  # (total,) term ids (:func:`term_dtype`)
     vocabulary: int  # term ids below this are known to the matrix
     bm25: Any
 
@@ -152,7 +152,7 @@ class LexicalIndex:
         indptr = np.concatenate([s.indptr, s.indptr[-1] + np.cumsum(lengths)])
         terms = np.concatenate([s.terms, *self._staged]) if self._staged else s.terms
         vocabulary = len(self._staged_vocabulary or self.vocabulary)
-        self._next = self._built(indptr, terms.astype(np.int32, copy=False), vocabulary)
+        self._next = self._built(indptr, terms.astype(term_dtype(vocabulary), copy=False), vocabulary)
 
     def commit(self) -> None:
         """Make the staged rows searchable (under the write lock)."""
@@ -189,7 +189,7 @@ class LexicalIndex:
         parts = [s.terms[s.indptr[r] : s.indptr[r + 1]] for r in keep]
         lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
         indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        terms = np.concatenate(parts).astype(np.int32) if parts else np.empty(0, np.int32)
+        terms = np.concatenate(parts) if parts else np.empty(0, term_dtype(s.vocabulary))
         new = self._built(indptr, terms, s.vocabulary)
 
         def swap() -> None:
@@ -248,14 +248,18 @@ class LexicalIndex:
             with np.load(path, allow_pickle=False) as saved:
                 config = json.loads(saved["config"].tobytes())
                 words = saved["vocabulary"].tobytes().decode()
-                indptr, terms = saved["indptr"].astype(np.int64), saved["terms"].astype(np.int32)
+                indptr, terms = saved["indptr"].astype(np.int64), saved["terms"]
             index = cls(config["language"], k1=config["k1"], b=config["b"])
         except (OSError, ValueError, KeyError, TypeError, InvalidArgument) as err:
             raise IndexDamaged(f"{path} is not a readable lexical index: {err}") from None
         vocabulary = words.split("\n") if words else []
         index.vocabulary = {w: i for i, w in enumerate(vocabulary)}
         by_id = {json.dumps(d): r for r, d in enumerate(config["ids"]) if d is not None}
-        if len(indptr) != len(config["ids"]) + 1 or (len(terms) and terms.max() >= len(vocabulary)):
+        if (
+            len(indptr) != len(config["ids"]) + 1
+            or not np.issubdtype(terms.dtype, np.integer)
+            or (len(terms) and (terms.min() < 0 or terms.max() >= len(vocabulary)))
+        ):
             raise IndexDamaged(f"{path} is not a readable lexical index: its arrays disagree")
         rows = [by_id.get(json.dumps(d)) if d is not None else None for d in ids]
         parts = [terms[indptr[r] : indptr[r + 1]] if r is not None else terms[:0] for r in rows]
@@ -266,9 +270,15 @@ class LexicalIndex:
             )
         lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
         new_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        new_terms = np.concatenate(parts).astype(np.int32) if parts else np.empty(0, np.int32)
+        dtype = term_dtype(len(vocabulary))
+        new_terms = np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype)
         index._state = index._built(new_indptr, new_terms, len(vocabulary))
         return index
+
+
+def term_dtype(vocabulary: int) -> np.dtype:
+    """How the rows' term ids are held: 2 bytes each while the vocabulary has at most 65,536 terms, else 4."""
+    return np.dtype(np.uint16 if vocabulary <= 1 << 16 else np.int32)
 
 
 def top_rows(scores: np.ndarray, m: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -124,6 +124,24 @@ def test_save_and_load_realign_rows_by_document_id(tmp_path):
     assert loaded.top("chromodynamics", 3)[1].tolist() == [1]
 
 
+def test_term_ids_take_two_bytes_until_the_vocabulary_outgrows_them(tmp_path):
+    small = lexical()
+    assert small._state.terms.dtype == np.uint16
+    words = [f"zq{i}x" for i in range(70_000)]  # distinct stems: a vocabulary past 65,536
+    grown = lexical([" ".join(words[:40_000]), "garden cat"])
+    assert grown._state.terms.dtype == np.uint16
+    grown.stage([" ".join(words[40_000:]), "cat"])
+    grown.commit()
+    fresh = lexical([" ".join(words[:40_000]), "garden cat", " ".join(words[40_000:]), "cat"])
+    assert grown._state.terms.dtype == np.int32 and len(grown.vocabulary) > 1 << 16
+    np.testing.assert_allclose(
+        grown.scores("cat zq69999x garden"), fresh.scores("cat zq69999x garden"), rtol=1e-6
+    )
+    grown.save(tmp_path / "lex.npz", ["a", "b", "c", "d"])
+    again = LexicalIndex.load(tmp_path / "lex.npz", ["a", "b", "c", "d"])
+    np.testing.assert_allclose(again.scores("cat zq69999x"), fresh.scores("cat zq69999x"), rtol=1e-6)
+
+
 def test_a_damaged_file_is_refused(tmp_path):
     (tmp_path / "lex.npz").write_bytes(b"not an npz")
     with pytest.raises(IndexDamaged, match="lexical"):
