@@ -41,7 +41,8 @@ def check_id(doc_id: Any, where: str) -> DocId:
     return doc_id
 
 
-def _check_text(text: Any, doc_id: DocId, field: str = "text") -> str:
+def check_text(text: Any, doc_id: DocId, field: str = "text") -> str:
+    """``text``, refused unless it is a string (CorpusTypeError naming the document and field)."""
     if not isinstance(text, str):
         raise CorpusTypeError(
             f"corpus: {field} of document {doc_id!r} must be a str, got {type(text).__name__}: {text!r:.80}"
@@ -87,8 +88,8 @@ def _beir_text(doc: Mapping[str, Any], doc_id: DocId) -> str:
         raise CorpusError(
             f"corpus: document {doc_id!r} is a dict without a 'text' field (BEIR form is {{'title', 'text'}})"
         )
-    _check_text(doc.get("title") or "", doc_id, "title")
-    _check_text(doc["text"], doc_id)
+    check_text(doc.get("title") or "", doc_id, "title")
+    check_text(doc["text"], doc_id)
     return document_text(doc)
 
 
@@ -144,7 +145,7 @@ def _from_iterable(corpus: Iterable[Any], first_id: int) -> Iterator[tuple[DocId
             if isinstance(item[1], Mapping):  # (id, {"title", "text", ...}): BEIR's fields, kept as metadata
                 yield doc_id, _beir_text(item[1], doc_id), _metadata(item[1])
             else:
-                yield doc_id, _check_text(item[1], doc_id), None
+                yield doc_id, check_text(item[1], doc_id), None
 
 
 def iter_documents(corpus: Corpus, *, first_id: int = 0) -> Iterator[tuple[DocId, str]]:

@@ -144,8 +144,7 @@ def fused_search(
         dense_rank = np.concatenate([np.arange(len(dense_rows)), np.full(len(extra), -1)])
         position = {int(r): i for i, r in enumerate(lexical_rows)}
         lexical_rank = np.array([position.get(int(r), -1) for r in union], np.int64)
-        fused = fuse(fusion, fine, bm25[union] if len(bm25) else np.zeros(len(union), np.float32),
-                     dense_rank, lexical_rank)  # fmt: skip
+        fused = fuse(fusion, fine, bm25[union], dense_rank, lexical_rank)
         order = np.argsort(-fused, kind="stable")[:k]
         outD[j, : len(order)], outI[j, : len(order)] = fused[order], union[order]
     if seconds is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,9 +150,9 @@ class LexicalIndex:
         s = self._state
         lengths = np.fromiter((len(t) for t in self._staged), np.int64, len(self._staged))
         indptr = np.concatenate([s.indptr, s.indptr[-1] + np.cumsum(lengths)])
-        terms = np.concatenate([s.terms, *self._staged]) if self._staged else s.terms
         vocabulary = len(self._staged_vocabulary or self.vocabulary)
-        self._next = self._built(indptr, terms.astype(term_dtype(vocabulary), copy=False), vocabulary)
+        terms = np.concatenate([s.terms, *self._staged]).astype(term_dtype(vocabulary), copy=False)
+        self._next = self._built(indptr, terms, vocabulary)
 
     def commit(self) -> None:
         """Make the staged rows searchable (under the write lock)."""
@@ -182,15 +182,12 @@ class LexicalIndex:
         bm25.index((docs, {i: i for i in range(vocabulary)}), create_empty_token=False, show_progress=False)
         return _State(indptr, terms, vocabulary, bm25)
 
-    def compacted(self, keep: np.ndarray):
+    def compacted(self, keep: np.ndarray) -> Callable[[], None]:
         """The index of rows ``keep`` only (renumbered ``0..``), built now; returns the swap to run under
         the write lock."""
         s = self._state
         parts = [s.terms[s.indptr[r] : s.indptr[r + 1]] for r in keep]
-        lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
-        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        terms = np.concatenate(parts) if parts else np.empty(0, term_dtype(s.vocabulary))
-        new = self._built(indptr, terms, s.vocabulary)
+        new = self._built(*_stacked(parts, s.vocabulary), s.vocabulary)
 
         def swap() -> None:
             self._state, self._last = new, None
@@ -268,12 +265,16 @@ class LexicalIndex:
             logger.warning(
                 "%d documents have no terms in the lexical index (added by another writer)", missing
             )
-        lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
-        new_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        dtype = term_dtype(len(vocabulary))
-        new_terms = np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype)
-        index._state = index._built(new_indptr, new_terms, len(vocabulary))
+        index._state = index._built(*_stacked(parts, len(vocabulary)), len(vocabulary))
         return index
+
+
+def _stacked(parts: list[np.ndarray], vocabulary: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows' term ids as one CSR pair ``(indptr, terms)``."""
+    lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    dtype = term_dtype(vocabulary)
+    return indptr, (np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype))
 
 
 def term_dtype(vocabulary: int) -> np.dtype:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .backends.base import Backend
-from .corpus import DocId, check_id
+from .corpus import DocId, check_id, check_text
 from .documents import DocumentStore
 from .errors import CorpusError, CorpusTypeError, InvalidArgument, RetrieverBusy
 from .ids import IdMap
@@ -368,6 +368,8 @@ class IndexWriter:
         doc_ids = [check_id(d, f"doc_ids[{i}]") for i, d in enumerate(batch[0])]
         coarse_vectors, fine_vectors = self.check_vectors(doc_ids, batch[1], batch[2])
         texts = list(batch[3]) if len(batch) > 3 and batch[3] is not None else None
+        if texts is not None and len(texts) == len(doc_ids):  # a count that differs is refused below
+            texts = [check_text(t, d) for t, d in zip(texts, doc_ids)]
         metadata = list(batch[4]) if len(batch) > 4 and batch[4] is not None else None
         if metadata is not None and len(metadata) != len(doc_ids):
             raise CorpusError(f"batch {position} has {len(metadata)} metadata records for {len(doc_ids)} ids")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from adaptive_retrieval.corpus import document_text
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.reporting import percentiles_ms
@@ -25,6 +27,12 @@ def scifact_texts(data_dir: Path, n: int | None = None) -> list[str]:
             if n is not None and len(texts) == n:
                 break
     return texts
+
+
+def unit_rows(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random unit vectors of ``dim`` dimensions, float32."""
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from adaptive_retrieval import DEFAULT_MODEL, Encoder, FaissOptions, Retriever, 
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.lexical import LexicalIndex
 from adaptive_retrieval.reporting import markdown_table, percentiles_ms, settings, write_json, write_markdown
+from benchmarks.bench_common import unit_rows
 
 COLUMNS = (
     ("docs", "docs", "d"),
@@ -56,11 +57,6 @@ def synthetic_texts(corpus: dict, n: int, seed: int) -> list[str]:
     return [" ".join(vocab[drawn[e - m : e]]) for e, m in zip(ends, lengths)]
 
 
-def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def run(
     encoder: Encoder,
     coarse: str,
@@ -81,7 +77,7 @@ def run(
     coarse, fine = encoder.check_view(coarse, name="coarse"), encoder.full_view
     ids = [f"d{i}" for i in range(size)]
     r = Retriever.from_vectors(
-        encoder, coarse, fine, ids, unit(rng, size, coarse.dim), unit(rng, size, fine.dim),
+        encoder, coarse, fine, ids, unit_rows(size, coarse.dim, rng), unit_rows(size, fine.dim, rng),
         backend=FaissOptions(), texts=texts[:size],
     )  # fmt: skip
     coarse_bytes, fine_bytes = r.backend.nbytes()
@@ -91,8 +87,8 @@ def run(
     t0 = time.perf_counter()
     r.add_vectors(
         [f"a{i}" for i in range(add)],
-        unit(rng, add, coarse.dim),
-        unit(rng, add, fine.dim),
+        unit_rows(add, coarse.dim, rng),
+        unit_rows(add, fine.dim, rng),
         texts=texts[size:],
     )
     add_s = time.perf_counter() - t0

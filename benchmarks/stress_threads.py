@@ -29,6 +29,7 @@ import numpy as np
 
 from adaptive_retrieval import Encoder, Retriever
 from adaptive_retrieval.reporting import settings
+from benchmarks.bench_common import unit_rows
 
 COARSE, FINE = (2, 64), (6, 384)
 WORDS = [
@@ -65,11 +66,6 @@ WORDS = [
     "effect",
     "study",
 ]
-
-
-def unit_rows(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
-    x = rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def answers(r: Retriever, queries: list[str]) -> list[tuple]:

@@ -324,3 +324,11 @@ def test_a_manifest_with_its_lexical_records_damaged_is_refused(
     path.write_text(json.dumps(manifest))
     with pytest.raises(IndexDamaged, match="damaged"):
         Retriever.load(tmp_path / "ix", model=tiny_encoder)
+
+
+def test_texts_that_are_not_strings_are_refused_where_they_enter(tiny_encoder, corpus_with_needle):
+    r = Retriever.build(corpus_with_needle[:20], coarse=(4, 8), model=tiny_encoder, adapt=False)
+    vectors = tiny_encoder.encode(["x"], [r.coarse, r.fine])
+    with pytest.raises(CorpusError, match="document 100 must be a str, got int"):
+        r.add_vectors([100], vectors[r.coarse], vectors[r.fine], texts=[5])
+    assert len(r) == len(r.lexical) == 20
