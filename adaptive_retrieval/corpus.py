@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CorpusError, CorpusTypeError, InvalidArgument, InvalidArgumentType
+from .passages import Passage
 
 DocId = str | int
 Corpus = (
@@ -31,9 +32,13 @@ Corpus = (
 
 def check_id(doc_id: Any, where: str) -> DocId:
     """``doc_id`` as an id (``str`` or ``int``; a NumPy integer becomes an ``int``), or ``TypeError``
-    naming ``where`` it came from."""
+    naming ``where`` it came from. A row id of a passage (:class:`adaptive_retrieval.passages.Passage`)
+    passes with its document's id checked."""
     if isinstance(doc_id, np.integer):
         return int(doc_id)
+    if isinstance(doc_id, Passage):
+        check_id(doc_id.doc, where)
+        return doc_id
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
         raise CorpusTypeError(
             f"corpus: document id at {where} must be a str or int, got {type(doc_id).__name__}: {doc_id!r:.80}"

@@ -23,6 +23,7 @@ import numpy as np
 
 from .corpus import DocId
 from .errors import CorpusError
+from .passages import Passage, is_continuation
 
 
 class IdMap:
@@ -69,6 +70,7 @@ class IdMap:
         """``(rows,)`` bool, False at a dead row; ``None`` while every row is alive. Replaced, never
         changed in place, by a commit: a search holding it reads one state."""
         self._dead = 0
+        self._continued = 0  # live rows that are a long document's second or later passage
         self._clear()
         self._first = 0  # the first row of the write in progress
         self._partial = False  # a commit began and has not finished
@@ -93,6 +95,7 @@ class IdMap:
                 self._row_of_key = {k: r for r, k in enumerate(self._keys) if k is not None}
             self.alive = np.array([d is not None for d in given], dtype=bool)
             self._dead = len(given) - len(live)
+        self._continued = self._count_continued()
         self._last = {}
 
     def __len__(self) -> int:
@@ -101,8 +104,22 @@ class IdMap:
 
     @property
     def count(self) -> int:
-        """Committed documents: the live rows, what searches can return."""
+        """Committed live rows: what searches can return (a long document's passages are a row each)."""
         return len(self._ids) - self._dead
+
+    @property
+    def documents(self) -> int:
+        """Committed documents (a document split into passages counts once)."""
+        return self.count - self._continued
+
+    @property
+    def passages(self) -> int:
+        """Live rows that are passages of split documents (:class:`adaptive_retrieval.passages.Passage`)."""
+        return sum(isinstance(d, Passage) for d in self._ids)
+
+    def has_document(self, doc_id: object) -> bool:
+        """Whether the index holds the document ``doc_id``, whole or as passages."""
+        return doc_id in self._row or Passage(doc_id, 0, 0, 0) in self._row
 
     @property
     def dead(self) -> int:
@@ -270,6 +287,7 @@ class IdMap:
             alive[killed] = False
             self.alive = alive  # a new array: a search holding the old one reads one state
         self._dead += len(killed)
+        self._continued += sum(map(is_continuation, self._staged)) - sum(map(is_continuation, removed))
         self._partial = False
         self._clear()
 
@@ -307,6 +325,10 @@ class IdMap:
         else:
             self.alive = None
         self._dead = len(dead)
+        self._continued = self._count_continued()
+
+    def _count_continued(self) -> int:
+        return sum(map(is_continuation, self._ids))
 
     def _clear(self) -> None:
         self._staged: list[DocId] = []
@@ -348,5 +370,6 @@ class IdMap:
         def swap() -> None:
             self._ids, self._row, self._keys, self._row_of_key = ids, row, keys, row_of_key
             self.alive, self._dead, self._last = None, 0, {}
+            self._continued = self._count_continued()
 
         return swap

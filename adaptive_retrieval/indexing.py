@@ -24,10 +24,18 @@ from .checks import positive_int
 from .corpus import Corpus, DocId, chunks, iter_records
 from .documents import DocumentStore
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
-from .errors import AdaptiveRetrievalError, CorpusError, CorpusTypeError, InvalidArgumentType, RetrieverBusy
+from .errors import (
+    AdaptiveRetrievalError,
+    CorpusError,
+    CorpusTypeError,
+    InvalidArgument,
+    InvalidArgumentType,
+    RetrieverBusy,
+)
 from .lexical import LexicalIndex
 from .metadata import check_metadata
 from .models import DEFAULT_MODEL
+from .passages import budget, document_of, expand, split
 from .views import View, ViewLike, check_pair
 
 logger = logging.getLogger(__name__)
@@ -64,6 +72,8 @@ class CorpusEncoding:
         store_text: whether the batches carry texts (they always carry metadata).
         bar: a tqdm bar advanced by documents encoded.
         metadata: one record (a dict or ``None``) per document, merged over the document's own fields.
+        passage_tokens: split documents longer than this many tokens into passages
+            (:mod:`adaptive_retrieval.passages`); ``None``: cut them to the model's max length.
     """
 
     def __init__(
@@ -83,13 +93,16 @@ class CorpusEncoding:
         batch_size: int | None,
         bar: Any,
         metadata: Sequence[Any] | None = None,
+        passage_tokens: int | None = None,
     ) -> None:
         self.corpus, self.encoder, self.coarse, self.fine = corpus, encoder, coarse, fine
+        self.passage_tokens = passage_tokens
         self.metadata = metadata
         self.adaptation, self.adapt, self.candidates = adaptation, adapt, candidates
         self.known, self.first_id, self.store_text = known, first_id, store_text
         self.chunk_size, self.batch_size, self.bar = chunk_size, batch_size, bar
         self.documents = self.cut = 0  # documents encoded, and those longer than the model's max length
+        self.split = self.passages = 0  # documents split into passages, and their passages
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         given = None if self.metadata is None else iter(self.metadata)
@@ -100,7 +113,17 @@ class CorpusEncoding:
                 metadata = [_merged(own, next(given, None)) for own in metadata]
             if self.known is not None:
                 self._refuse_known(ids)
-            self.documents, self.cut = self.documents + len(texts), self.cut + self.encoder.over_length(texts)
+            self.documents += len(texts)
+            if self.passage_tokens is None:
+                self.cut += self.encoder.over_length(texts)
+            else:  # a long document becomes its passages' rows
+                spans = split(self.encoder.tokenizer, texts, self.passage_tokens)
+                ids, texts, metadata, split_docs = expand(ids, texts, metadata, spans)
+                self.split += split_docs
+                self.passages += sum(len(s) for s in spans if len(s) > 1)
+                if self.bar.total is not None and len(ids) > len(spans):  # the bar counts what is encoded
+                    self.bar.total += len(ids) - len(spans)
+                    self.bar.refresh()
             coarse, fine = self._fit(texts) if self.adapt else self._encode(texts)
             yield ids, coarse, fine, texts if self.store_text else None, metadata
 
@@ -191,6 +214,7 @@ def build(
     metadata: Sequence[Any] | None = None,
     hybrid: bool = True,
     language: str = "english",
+    passages: bool = True,
     batch_size: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     show_progress: bool | None = None,
@@ -222,6 +246,9 @@ def build(
         hybrid: keep a BM25 index of the texts beside the vectors (:mod:`adaptive_retrieval.lexical`), whose
             evidence searches fuse with the fine view's (:mod:`adaptive_retrieval.hybrid`); ``False``: dense only.
         language: the lexical index's stemmer and stop words (:func:`adaptive_retrieval.lexical.languages`).
+        passages: split a document longer than the model's max length into passages, each indexed
+            (:mod:`adaptive_retrieval.passages`: searches return documents by their best passage; later adds
+            split too); ``False``: cut such a document to the max length (and say how many were cut).
         batch_size: encoder batch size (default: the encoder's).
         chunk_size: documents encoded and added per step.
         show_progress: progress bars while encoding (default: on for long work).
@@ -247,14 +274,20 @@ def build(
         >>> options = FaissOptions(index="HNSW32")
         >>> retriever = Retriever.build(corpus, coarse="4x64", backend=options)  # doctest: +SKIP
     """
-    for name, flag in (("adapt", adapt), ("store_text", store_text), ("hybrid", hybrid)):
+    for name, flag in (("adapt", adapt), ("store_text", store_text), ("hybrid", hybrid), ("passages", passages)):
         if not isinstance(flag, bool):
             raise InvalidArgumentType(f"{name} must be True or False, got {flag!r}")
     options = engine_options(backend, backend_options, faiss_options)
     lexical = LexicalIndex(language) if hybrid else None  # a bad language: refused before the model loads
     encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
+    if passages and not getattr(encoder.tokenizer, "is_fast", False):
+        raise InvalidArgument(
+            f"passages need a fast tokenizer (character offsets); {encoder.name!r} has a slow one: build with "
+            "passages=False (long documents are then cut to the model's max length)"
+        )
     retriever = empty(cls, encoder, coarse, fine, candidates, options, store_text, lexical)
     retriever._adapt_next = adapt
+    retriever.passages = passages
     with discarding(retriever):
         retriever.add(
             corpus,
@@ -462,10 +495,11 @@ def _encode_and_write(
     try:
         encoding = CorpusEncoding(
             corpus, self.encoder, self.coarse, self.fine, adaptation=self.adaptation, adapt=self._adapt_next,
-            candidates=self.candidates, known=None if replace else self.ids.__contains__,
+            candidates=self.candidates, known=None if replace else self.ids.has_document,
             first_id=next_int_id(self.ids), store_text=self.documents is not None or self.lexical is not None,
             chunk_size=chunk_size,
             batch_size=batch_size, bar=bar, metadata=metadata,
+            passage_tokens=budget(self.encoder) if self.passages else None,
         )  # fmt: skip
         self.writer.add_batches(encoding, replace=replace)
     finally:
@@ -479,12 +513,17 @@ def _encode_and_write(
             encoding.cut, encoding.documents, self.encoder.max_length,
         )  # fmt: skip
     self.truncated += encoding.cut
+    if encoding.split:
+        logger.info(
+            "%d of %d documents were longer than the model's max length (%d tokens): split into %d passages",
+            encoding.split, encoding.documents, self.encoder.max_length, encoding.passages,
+        )  # fmt: skip
 
 
 def next_int_id(ids: Any) -> int:
     """The first id a list of strings added gets: past every row and every int id the index holds (rows
     shrink at compaction; ids never collide)."""
-    ints = [d for d in ids.ids if isinstance(d, int) and not isinstance(d, bool)]
+    ints = [d for d in map(document_of, ids.ids) if isinstance(d, int) and not isinstance(d, bool)]
     return max(len(ids), max(ints, default=-1) + 1)
 
 

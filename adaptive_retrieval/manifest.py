@@ -79,6 +79,8 @@ class Manifest:
     """How searches fuse it with the fine view (:class:`adaptive_retrieval.hybrid.Fusion`)"""
     truncated: int = 0
     """Documents longer than the model's max length, indexed cut to it"""
+    passages: bool = False
+    """Whether adds split long documents into passages (:mod:`adaptive_retrieval.passages`)"""
     rows: int | None = None
     """Rows the stores hold, those of deleted documents included (``None``: ``count``)"""
     saved_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -88,8 +90,8 @@ class Manifest:
         """As written to ``manifest.json``."""
         out = asdict(self)
         out["coarse"], out["fine"] = list(self.coarse.as_tuple()), list(self.fine.as_tuple())
-        for optional in ("rows", "lexical", "fusion", "truncated"):  # as a library without them wrote it
-            if out[optional] is None or (optional == "truncated" and not out[optional]):
+        for optional in ("rows", "lexical", "fusion", "truncated", "passages"):  # as a library without them wrote it
+            if out[optional] is None or (optional in ("truncated", "passages") and not out[optional]):
                 del out[optional]
         return out
 
@@ -112,6 +114,7 @@ class OpenedIndex:
     lexical: LexicalIndex | None = None
     fusion: Fusion | None = None
     truncated: int = 0
+    passages: bool = False
 
 
 def save_index(
@@ -266,6 +269,7 @@ def open_index(
         lexical=lexical,
         fusion=fusion,
         truncated=int(manifest.get("truncated", 0)),
+        passages=bool(manifest.get("passages", False)),
     )
 
 
@@ -294,12 +298,13 @@ def save(self: Any, path: str | Path) -> None:
         heads = {self.coarse.layer: self.encoder.heads[self.coarse.layer]} if self.fitted_head else None
         manifest = Manifest(
             model=model_record(self.encoder), coarse=self.coarse, fine=self.fine, backend=entry,
-            index=self.backend.describe(), count=len(self), candidates=self.candidates,
+            index=self.backend.describe(), count=self.ids.count, candidates=self.candidates,
             rows=len(self.ids) if self.ids.dead else None,
             adaptation=None if self.adaptation is None else self.adaptation.as_dict(),
             calibration=None if self.calibration is None else self.calibration.as_dict(),
             lexical=None if self.lexical is None else self.lexical.settings,
             fusion=None if self.lexical is None else self.fusion.as_dict(), truncated=self.truncated,
+            passages=self.passages,
         )  # fmt: skip
         where = Path(path).resolve()
         expect = self._manifests.get(where) if guards_directory(manifest, self.documents) else None
@@ -358,7 +363,7 @@ def load(
         if isinstance(err, (CorpusError, InvalidArgument)):
             raise IndexDamaged(f"the index at {str(path)!r} is damaged: {err}") from None
         raise
-    retriever.truncated = opened.truncated
+    retriever.truncated, retriever.passages = opened.truncated, opened.passages
     if opened.digest is not None:
         retriever._manifests[Path(path).resolve()] = opened.digest
     retriever._drop_stale_calibration()  # e.g. an engine's collection that other processes grew

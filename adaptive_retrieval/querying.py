@@ -9,6 +9,8 @@
   runs with, from its arguments, the index's projection and its calibration.
 - :func:`adaptive_retrieval.querying.allowed_rows`: the rows a search may return (live, matching its filter) and whether it ranks
   them exactly.
+- :func:`ranked`: the engine's funnel, the fusion with the lexical index, and a long document's passages
+  grouped into the document.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from .checks import positive_int
 from .encoder import Encoder
 from .errors import InvalidArgument, InvalidArgumentType
 from .filters import evaluate
+from .hybrid import Fusion, fused_search
 from .ids import IdMap
 from .metadata import MetadataStore
+from .passages import group
 from .shortlist import Calibration
 from .views import View
 
@@ -232,3 +236,46 @@ def filtered_shortlist(
         else calibration.measured.get("filter_exponent", FILTER_EXPONENT)
     )
     return int(min(np.ceil(shortlist / share**exponent), max(matched, 1)))
+
+
+BY = ("document", "passage")
+"""What a search ranks (see :meth:`adaptive_retrieval.Retriever.search`)."""
+
+
+def check_by(by: str) -> str:
+    """``by`` as a search takes it, or InvalidArgument naming the choices."""
+    if by not in BY:
+        raise InvalidArgument(f"by={by!r}: choose one of {', '.join(BY)}")
+    return by
+
+
+def ranked(
+    engine: Any, ids: IdMap, fusion: Fusion, lexical: Any, queries: list[str], coarse_q: np.ndarray,
+    fine_q: np.ndarray, k: int, shortlist: int, *, by: str, exact: bool, patience: int | None, **search: Any,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:  # fmt: skip
+    """The engine's funnel (and, with ``lexical``, the fusion) for ``k`` hits per query: ``(D, I, fallbacks,
+    read)`` as :meth:`adaptive_retrieval.backends.base.Backend.search` returns them. ``by="document"`` in
+    an index of passages ranks rows deep enough that their best passages give ``k`` documents
+    (:func:`adaptive_retrieval.passages.group`), widening until they do or no row is left."""
+    allowed = search.get("allowed")
+    rows = ids.count if allowed is None else int(np.count_nonzero(allowed))
+    grouped = by == "document" and ids.documents < ids.count
+    depth = min(3 * k, rows) if grouped else k
+    while True:
+        width = max(shortlist, depth)
+        funnel_depth = (
+            depth if lexical is None else fusion.funnel_depth(depth, width, rows if exact else None, patience)
+        )
+        D, I, fallbacks, read = engine.search(
+            coarse_q, fine_q, funnel_depth, width, patience=patience, exact=exact, **search
+        )
+        if lexical is not None:  # the lexical candidates join, the union is ranked by the fused score
+            D, I, read = fused_search(
+                engine, lexical, fusion, queries, fine_q, D, I, depth, allowed, read, search.get("seconds")
+            )
+        if not grouped:
+            return D, I, fallbacks, read
+        D, I, short = group(D, I, ids.ids, k)
+        if not short or depth >= rows:
+            return D, I, fallbacks, read
+        depth = min(4 * depth, rows)

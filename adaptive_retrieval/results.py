@@ -11,6 +11,7 @@ import numpy as np
 
 from .corpus import DocId
 from .documents import DocumentStore
+from .passages import Passage, document_of
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +20,14 @@ logger = logging.getLogger(__name__)
 class Hit:
     """One search result: the document's id, its score (the fine view's cosine; in a hybrid search the
     fused score, in [0, 1] relative to the query's candidates: :mod:`adaptive_retrieval.hybrid`), its
-    1-based rank, and, in an index that stores texts (``store_text=True``), the text as indexed and the
-    document's metadata.
+    1-based rank, the document's metadata, and, in an index that stores texts (``store_text=True``), the
+    text as indexed. For a long document split into passages (:mod:`adaptive_retrieval.passages`),
+    ``passage`` is the one that matched (its number and character span in the document's text), ``score``
+    its score, and ``text`` that passage's text; else ``passage`` is ``None``.
 
     Example:
         >>> hit = retriever.search("does vitamin D reduce fracture risk?", k=1)[0]  # doctest: +SKIP
-        >>> hit.doc_id, hit.rank, hit.score, hit.text  # doctest: +SKIP
+        >>> hit.doc_id, hit.rank, hit.score, hit.text, hit.passage  # doctest: +SKIP
     """
 
     doc_id: DocId
@@ -32,6 +35,7 @@ class Hit:
     rank: int
     text: str | None = None
     metadata: dict[str, Any] | None = None
+    passage: Passage | None = None
 
 
 @dataclass
@@ -140,7 +144,7 @@ def hits_of(found: list[list[tuple[DocId, str | None, Any]]], D: np.ndarray) -> 
     and their scores ``D``."""
     return [
         [
-            Hit(d, float(s), rank, text, meta)
+            Hit(document_of(d), float(s), rank, text, meta, d if isinstance(d, Passage) else None)
             for rank, (s, (d, text, meta)) in enumerate(zip(ds, docs), start=1)
         ]
         for ds, docs in zip(D, found)

@@ -30,7 +30,7 @@ from .documents import DocumentStore
 from .encoder import Encoder
 from .errors import InvalidArgument, RetrieverClosed
 from .filters import parse as parse_filter
-from .hybrid import Fusion, fused_search
+from .hybrid import Fusion
 from .ids import IdMap
 from .indexing import CHUNK_SIZE, projection_of
 from .integrations import front
@@ -98,6 +98,8 @@ class Retriever:
         """How searches with a lexical index fuse it with the fine view (:class:`adaptive_retrieval.hybrid.Fusion`)"""
         self.truncated = 0
         """Documents indexed longer than the model's max length, cut to it (counted at every add; saved)"""
+        self.passages = False
+        """Whether adds split a document longer than the model's max length into passages (:mod:`adaptive_retrieval.passages`)"""
         self.compact_at = 0.25
         """Dead rows' share at which a delete or upsert runs :meth:`compact` (``None``: only when called)"""
         self.exact_below = 1_000
@@ -126,11 +128,11 @@ class Retriever:
         return self.ids.ids
 
     def __len__(self) -> int:
-        """The documents in the index."""
-        return self.ids.count
+        """The documents in the index (a document split into passages counts once)."""
+        return self.ids.documents
 
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self.ids
+        return self.ids.has_document(doc_id)
 
     # written beside the work they orchestrate, attached here: the methods of one class
     build = classmethod(indexing.build)
@@ -196,6 +198,7 @@ class Retriever:
         coarse_query: str | None = None,
         filter: dict[str, Any] | None = None,
         hybrid: bool | None = None,
+        by: str = "document",
         **knobs: Any,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first (``min(k, len(self))`` hits).
@@ -211,6 +214,8 @@ class Retriever:
                 ``k`` among them at the fidelity of an unfiltered search (few matches: each scored exactly).
             hybrid: fuse the lexical index's evidence (:mod:`adaptive_retrieval.hybrid`; default: whenever
                 the index has one, :attr:`lexical`); ``False``: the fine view alone.
+            by: ``"document"``: a long document split into passages ranks by its best one (the hit names
+                it); ``"passage"``: the ``k`` best passages, several of a document possibly.
             **knobs: engine search parameters for this call only (FAISS ``nprobe``, ``efSearch``;
                 Qdrant ``hnsw_ef``, ``exact``; Milvus ``ef``, ``nprobe``): a search changes no shared state.
 
@@ -225,27 +230,27 @@ class Retriever:
             RetrieverClosed: the retriever was closed.
         """
         check_query(query)
-        D, _, found = self._search([query], k, candidates, coarse_query, None, None, knobs, filter, hybrid)
+        D, _, found = self._search([query], k, candidates, coarse_query, None, None, knobs, filter, hybrid, by)
         return hits_of(found, D)[0]
 
     def search_batch(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
         batch_size: int | None = None, timings: SearchTimings | None = None, filter: dict[str, Any] | None = None,
-        hybrid: bool | None = None, **knobs: Any,
+        hybrid: bool | None = None, by: str = "document", **knobs: Any,
     ) -> list[list[Hit]]:  # fmt: skip
         """:meth:`search` for a non-empty list of queries, encoded ``batch_size`` at a time (default the
         encoder's); one list of hits per query, in order. ``timings``, if given, accumulates the seconds
         of each stage and what the searches ran. Raises as :meth:`search` does (QueryError: no queries)."""
         queries = check_queries(queries)
         D, _, found = self._search(
-            queries, k, candidates, coarse_query, batch_size, timings, knobs, filter, hybrid
+            queries, k, candidates, coarse_query, batch_size, timings, knobs, filter, hybrid, by
         )
         return hits_of(found, D)
 
     def search_arrays(
         self, queries: Sequence[str], k: int = 10, *, candidates: int | None = None, coarse_query: str | None = None,
         batch_size: int | None = None, timings: SearchTimings | None = None, filter: dict[str, Any] | None = None,
-        hybrid: bool | None = None, **knobs: Any,
+        hybrid: bool | None = None, by: str = "document", **knobs: Any,
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """The funnel in FAISS's form, without building hits: :meth:`search_batch`'s arguments and errors.
 
@@ -255,19 +260,20 @@ class Retriever:
             found fewer.
         """
         queries = check_queries(queries)
-        return self._search(queries, k, candidates, coarse_query, batch_size, timings, knobs, filter, hybrid)[
-            :2
-        ]
+        return self._search(
+            queries, k, candidates, coarse_query, batch_size, timings, knobs, filter, hybrid, by
+        )[:2]
 
     def _search(
         self, queries: list[str], k: int, candidates: int | None, coarse_query: str | None,
         batch_size: int | None, timings: SearchTimings | None, knobs: dict[str, Any], filter: Any = None,
-        hybrid: bool | None = None,
+        hybrid: bool | None = None, by: str = "document",
     ) -> tuple[np.ndarray, np.ndarray, list[list[tuple[DocId, Any]]]]:  # fmt: skip
         self._check_open()
         node = parse_filter(filter)
-        lexical = querying.lexical_for(self.lexical, hybrid)
-        k = min(positive_int(k, "k"), max(len(self), 1))  # no index has more to return
+        lexical, by = querying.lexical_for(self.lexical, hybrid), querying.check_by(by)
+        most = len(self) if by == "document" else self.ids.count  # no index has more to return
+        k = min(positive_int(k, "k"), max(most, 1))
         coarse_query = self.resolve_coarse_query(coarse_query)
         shortlist, patience, depth = shortlist_plan(
             k, candidates, self.candidates, self.calibration, coarse_query
@@ -284,7 +290,7 @@ class Retriever:
             with self._lock.read():  # many searches at once; a write's commit waits for them, and they for it
                 D, I = self._funnel(
                     queries[i : i + batch_size], k, shortlist, timings, params, coarse_query, patience, node,
-                    lexical,
+                    lexical, by,
                 )  # fmt: skip
                 parts.append((D, I, found_documents(self.ids, self.metadata, self.documents, I)))
         return (
@@ -295,7 +301,7 @@ class Retriever:
 
     def _funnel(
         self, queries: list[str], k: int, shortlist: int, timings: SearchTimings, params: Any, coarse_query: str,
-        patience: int | None, node: Any = None, lexical: LexicalIndex | None = None,
+        patience: int | None, node: Any = None, lexical: LexicalIndex | None = None, by: str = "document",
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         seconds: dict[str, float] = {}
         enc = self.query_encoder
@@ -304,26 +310,17 @@ class Retriever:
         )
         if len(self) == 0:  # every document deleted since the search began
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-        shortlist = min(shortlist, len(self))
+        shortlist = min(shortlist, self.ids.count)
         allowed, exact, path = allowed_rows(
             self.ids, self.metadata, node, max(shortlist, self.exact_below),
             lambda share: self.backend.filtered_cost(share, shortlist),
         )  # fmt: skip
         if allowed is not None and not exact:  # a filtered coarse stage returns its shortlist whole, wider
             patience, shortlist = None, filtered_shortlist(shortlist, allowed, self.calibration, node)
-        depth = (
-            k
-            if lexical is None
-            else self.fusion.funnel_depth(k, shortlist, len(self) if exact else None, patience)
-        )
-        D, I, fallbacks, read = self.backend.search(
-            coarse_q, fine_q, depth, shortlist, params=params, patience=patience, seconds=seconds,
-            allowed=allowed, exact=exact,
+        D, I, fallbacks, read = querying.ranked(
+            self.backend, self.ids, self.fusion, lexical, queries, coarse_q, fine_q, k, shortlist, by=by,
+            exact=exact, patience=patience, params=params, seconds=seconds, allowed=allowed,
         )  # fmt: skip
-        if lexical is not None:  # the lexical candidates join, the union is ranked by the fused score
-            D, I, read = fused_search(
-                self.backend, lexical, self.fusion, queries, fine_q, D, I, k, allowed, read, seconds
-            )
         matched = None if node is None else int(np.count_nonzero(allowed))
         timings.record(seconds, fallbacks, self.fine.layer, coarse_query, read.tolist(), path, matched)
         return D, I

@@ -31,6 +31,7 @@ import numpy as np
 from .errors import IndexConflict, IndexDamaged, InvalidArgument
 from .index import CoarseIndex, FineStore
 from .models import load_heads, save_heads
+from .passages import row_id_of
 
 FORMAT = "adaptive-retrieval-index"
 FORMAT_VERSION = 1
@@ -308,6 +309,8 @@ def check_manifest(manifest: dict[str, Any], where: Path | str) -> None:
     truncated = manifest.get("truncated", 0)  # optional: written when documents were cut
     if not _is_int(truncated):
         raise IndexDamaged(f"{where} is damaged: 'truncated' must be an int >= 0, got {truncated!r:.80}")
+    if not isinstance(manifest.get("passages", False), bool):  # optional: written when adds split documents
+        raise IndexDamaged(f"{where} is damaged: 'passages' must be true or false, got {manifest['passages']!r:.80}")
     _check_lexical(manifest, where)
     for key in ("sizes", "sha256", "sample_sha256"):
         if set(manifest[key]) != set(manifest["files"]):
@@ -415,7 +418,7 @@ def read_data_files(
             f"index has {len(coarse)}, the fine store {len(fine)} x {fine.dim}, the id list {len(doc_ids)} "
             f"({live} live)"
         )
-    return coarse, fine, doc_ids
+    return coarse, fine, [row_id_of(d) for d in doc_ids]  # a passage's id is saved as a list
 
 
 def read_extras(path: Path, manifest: dict[str, Any]) -> tuple[dict[int, Any], np.ndarray | None]:

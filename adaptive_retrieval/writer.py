@@ -33,6 +33,7 @@ from .ids import IdMap
 from .lexical import LexicalIndex
 from .locks import ReadWriteLock
 from .metadata import MetadataStore
+from .passages import document_of, document_rows
 from .views import View
 
 
@@ -304,7 +305,14 @@ class IndexWriter:
         with self.exclusive():
             transaction = self._transaction()
             try:
-                gone = self.ids.stage_delete(checked, missing=missing)
+                rows = {d: document_rows(self.ids, d) for d in checked}  # a split document: its passages
+                unknown = next((d for d, r in rows.items() if not r), None)
+                if unknown is not None and missing == "raise":
+                    raise CorpusError(
+                        f"document id {unknown!r} is not in the index; nothing was deleted "
+                        "(missing='ignore' skips unknown ids)"
+                    )
+                gone = self.ids.stage_delete([r for d in rows.values() for r in d])
                 if self.documents is not None:
                     self.documents.stage_delete(gone)
                 self.engine.delete(self.ids.staged_deaths)
@@ -315,7 +323,7 @@ class IndexWriter:
                 transaction.commit()
             else:
                 transaction.rollback()
-            return len(gone)
+            return sum(1 for r in rows.values() if r)
 
     def compact(self) -> int:
         """Reclaim the dead rows: every store keeps only the live ones, renumbered ``0..`` in order
@@ -380,8 +388,8 @@ class IndexWriter:
                 f"this index {'stores texts' if self.documents is not None else 'has a lexical index'}: batch "
                 f"{position} needs one text per document: (doc_ids, coarse_vectors, fine_vectors, texts[, metadata])"
             )
-        if replace:  # an upsert's replaced rows, before the engine takes their new ones
-            self.engine.delete([r for d in doc_ids if (r := self.ids.row(d)) is not None], replacing=True)
+        if replace:  # an upsert's replaced rows (a split document's every passage), before the new ones
+            self._stage_replaced(doc_ids)
         first_row = self.ids.stage(doc_ids, replace=replace)
         self.metadata.stage([None] * len(doc_ids) if metadata is None else metadata, doc_ids)
         if self.documents is not None:
@@ -389,6 +397,19 @@ class IndexWriter:
         if self.lexical is not None:
             self.lexical.stage(texts)
         self.engine.add(first_row, doc_ids, coarse_vectors, fine_vectors)
+
+    def _stage_replaced(self, row_ids: list[DocId]) -> None:
+        """The rows an upsert of ``row_ids`` replaces: every committed row of their documents. A row whose
+        id comes again (the same document whole, or the same passage number) dies as its id is staged; the
+        others (passages the new version has not, a whole document now split, or the reverse) die here."""
+        new = set(row_ids)
+        old = [r for d in dict.fromkeys(map(document_of, row_ids)) for r in document_rows(self.ids, d)]
+        self.engine.delete([self.ids.row(r) for r in old], replacing=True)
+        extra = [r for r in old if r not in new]
+        if extra:
+            self.ids.stage_delete(extra)
+        if self.documents is not None:  # texts are kept under the full row id (a passage's span too)
+            self.documents.stage_delete(old)
 
     def check_vectors(
         self, doc_ids: list[DocId], coarse_vectors: Any, fine_vectors: Any

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..corpus import DocId
 from ..errors import CorpusError, IndexConflict, IndexDamaged, InvalidArgument
+from ..passages import row_id_of
 from .base import EngineOptions
 from .keyed import COMMITS_SUFFIX, KeyedBackend, adopted_token, new_point_key, point_key
 
@@ -240,7 +241,7 @@ class MilvusBackend(KeyedBackend):
         wanted = ["key", "doc_id", "add"] if self._tags_adds else ["key", "doc_id"]
         for e in self._entities(self.collection, wanted):
             keys.append(int(e["key"]))
-            doc_ids.append(json.loads(e["doc_id"]))
+            doc_ids.append(row_id_of(json.loads(e["doc_id"])))  # a passage: a list in JSON
             token = e.get("add") or None
             tokens.append(adopted_token(keys[-1], token, committed))
         return keys, doc_ids, tokens if self._records_commits else None

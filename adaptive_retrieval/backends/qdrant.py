@@ -33,6 +33,7 @@ import numpy as np
 
 from ..corpus import DocId
 from ..errors import IndexConflict, IndexDamaged, InvalidArgument
+from ..passages import row_id_of
 from .base import EngineOptions
 from .keyed import COMMITS_SUFFIX, KeyedBackend, adopted_token, new_point_uuid, point_uuid
 
@@ -162,7 +163,7 @@ class QdrantBackend(KeyedBackend):
         tokens: list[str | None] = []
         for p in self._scroll(self.collection, ["doc_id", "add"]):
             keys.append(str(p.id))
-            doc_ids.append(p.payload["doc_id"])
+            doc_ids.append(row_id_of(p.payload["doc_id"]))  # a passage: a list in JSON
             token = p.payload.get("add")
             tokens.append(adopted_token(keys[-1], token, committed))
         return keys, doc_ids, tokens if self._records_commits else None  # an older collection: all
