@@ -130,6 +130,7 @@ def _index(args: argparse.Namespace) -> int:
         store_text=args.store_text,
         hybrid=not args.no_hybrid,
         language=args.language,
+        passages=not args.no_passages,
         show_progress=not args.quiet,
     )
     failed = None
@@ -162,6 +163,12 @@ def _index(args: argparse.Namespace) -> int:
         + (
             f"; {retriever.truncated} documents were cut to the model's max length"
             if retriever.truncated
+            else ""
+        )
+        + (
+            f"; {retriever.ids.count - len(retriever)} rows more than documents: long documents were split "
+            f"into passages ({retriever.ids.count} rows in all)"
+            if retriever.ids.count > len(retriever)
             else ""
         ),
         file=sys.stderr,
@@ -233,6 +240,7 @@ def _search(args: argparse.Namespace) -> int:
             [
                 {"rank": h.rank, "doc_id": h.doc_id, "score": h.score, "metadata": h.metadata}
                 | ({"text": h.text} if retriever.documents is not None else {})
+                | ({} if h.passage is None else {"passage": h.passage._asdict()})
                 for h in hits
             ]
             for hits in found
@@ -244,7 +252,10 @@ def _search(args: argparse.Namespace) -> int:
             print(f"# {q}")
         for h in hits:
             text = "" if h.text is None else "\t" + " ".join(h.text.split())[:100]
-            print(f"{h.rank}\t{h.doc_id}\t{h.score:.4f}{text}")
+            where = (
+                "" if h.passage is None else f" [passage {h.passage.n}: {h.passage.start}-{h.passage.end}]"
+            )
+            print(f"{h.rank}\t{h.doc_id}{where}\t{h.score:.4f}{text}")
     return 0
 
 
@@ -299,6 +310,8 @@ def _info(args: argparse.Namespace) -> int:
         "lexical",
         "fusion",
         "truncated",
+        "passages",
+        "documents",
     )
     summary = {key: manifest.get(key) for key in (*keys, "saved_at", "library_version")}
     if args.json:
@@ -312,8 +325,11 @@ def _info(args: argparse.Namespace) -> int:
     )
     where = {k: v for k, v in backend.items() if k != "name"}
     lines = [
-        f"index      {path}: {manifest['count']} documents, saved {manifest['saved_at']} "
-        f"(library {manifest['library_version']})",
+        f"index      {path}: {manifest.get('documents', manifest['count'])} documents, saved "
+        f"{manifest['saved_at']} (library {manifest['library_version']})",
+        f"passages   {manifest['count']} rows: long documents split into passages of {model['max_length']} tokens"
+        if manifest.get("passages")
+        else "passages   off: a document longer than the model's max length is cut to it",
         f"truncated  {manifest.get('truncated', 0)} documents longer than {model['max_length']} tokens, cut to it",
         f"model      {model.get('name')} ({model.get('model_type')}, {model['pooling']} pooling, "
         f"max length {model['max_length']}; weights sha256 {model['fingerprint'][:12]}...)",
@@ -405,6 +421,11 @@ def parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--language", default="english", help="the lexical index's stemmer and stop words (default english)"
+    )
+    index.add_argument(
+        "--no-passages",
+        action="store_true",
+        help="cut a document longer than the model's max length to it, instead of indexing it as passages",
     )
     index.add_argument("--quiet", action="store_true", help="no progress bar")
     index.set_defaults(run=_index)

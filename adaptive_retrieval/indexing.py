@@ -274,7 +274,12 @@ def build(
         >>> options = FaissOptions(index="HNSW32")
         >>> retriever = Retriever.build(corpus, coarse="4x64", backend=options)  # doctest: +SKIP
     """
-    for name, flag in (("adapt", adapt), ("store_text", store_text), ("hybrid", hybrid), ("passages", passages)):
+    for name, flag in (
+        ("adapt", adapt),
+        ("store_text", store_text),
+        ("hybrid", hybrid),
+        ("passages", passages),
+    ):
         if not isinstance(flag, bool):
             raise InvalidArgumentType(f"{name} must be True or False, got {flag!r}")
     options = engine_options(backend, backend_options, faiss_options)

@@ -81,6 +81,8 @@ class Manifest:
     """Documents longer than the model's max length, indexed cut to it"""
     passages: bool = False
     """Whether adds split long documents into passages (:mod:`adaptive_retrieval.passages`)"""
+    documents: int | None = None
+    """Documents, where passages make ``count`` (the live rows) larger (``None``: ``count``)"""
     rows: int | None = None
     """Rows the stores hold, those of deleted documents included (``None``: ``count``)"""
     saved_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -90,7 +92,14 @@ class Manifest:
         """As written to ``manifest.json``."""
         out = asdict(self)
         out["coarse"], out["fine"] = list(self.coarse.as_tuple()), list(self.fine.as_tuple())
-        for optional in ("rows", "lexical", "fusion", "truncated", "passages"):  # as a library without them wrote it
+        for optional in (
+            "rows",
+            "lexical",
+            "fusion",
+            "truncated",
+            "passages",
+            "documents",
+        ):  # as older ones wrote it
             if out[optional] is None or (optional in ("truncated", "passages") and not out[optional]):
                 del out[optional]
         return out
@@ -304,7 +313,7 @@ def save(self: Any, path: str | Path) -> None:
             calibration=None if self.calibration is None else self.calibration.as_dict(),
             lexical=None if self.lexical is None else self.lexical.settings,
             fusion=None if self.lexical is None else self.fusion.as_dict(), truncated=self.truncated,
-            passages=self.passages,
+            passages=self.passages, documents=len(self) if len(self) < self.ids.count else None,
         )  # fmt: skip
         where = Path(path).resolve()
         expect = self._manifests.get(where) if guards_directory(manifest, self.documents) else None

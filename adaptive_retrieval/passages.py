@@ -89,20 +89,23 @@ def document_rows(ids: Any, doc_id: Any) -> list[Any]:
 
 
 def budget(encoder: Any) -> int:
-    """How many of a text's own tokens fit in one passage of ``encoder`` (its max length, less the special
-    tokens and the document prompt)."""
+    """How many of a text's own tokens ``encoder`` reads whole (its max length, less the special tokens and
+    the document prompt): a longer document is split."""
     tokenizer = encoder.tokenizer
     prompt = encoder.document_prompt
     taken = tokenizer.num_special_tokens_to_add() + (
         len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else 0
     )
-    return max(encoder.max_length - taken - _MARGIN, 8)
+    return max(encoder.max_length - taken, 8)
 
 
-def split(tokenizer: Any, texts: Sequence[str], size: int, overlap: int = OVERLAP) -> list[list[tuple[int, int]]]:
+def split(
+    tokenizer: Any, texts: Sequence[str], size: int, overlap: int = OVERLAP
+) -> list[list[tuple[int, int]]]:
     """Each text's passages as character spans ``(start, end)``: one span over the whole text when it has
-    at most ``size`` tokens, else windows of ``size`` tokens overlapping by ``overlap``, each cut at the last
-    paragraph (else sentence) break in its last third when there is one.
+    at most ``size`` tokens, else windows of ``size`` tokens (less a spare two: a passage's text tokenized
+    alone may take a token more) overlapping by ``overlap``, each cut at the last paragraph (else sentence)
+    break in its last third when there is one.
 
     Args:
         tokenizer: a fast Hugging Face tokenizer (character offsets).
@@ -110,14 +113,14 @@ def split(tokenizer: Any, texts: Sequence[str], size: int, overlap: int = OVERLA
         size: tokens per passage (:func:`budget`).
         overlap: tokens shared by consecutive passages (less than half of ``size``).
     """
-    overlap = min(overlap, size // 2 - 1) if size > 3 else 0
+    overlap = max(min(overlap, (size - _MARGIN) // 2 - 1), 0)
     if not texts:
         return []
-    offsets = tokenizer(
-        list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False
-    )["offset_mapping"]
+    offsets = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+        "offset_mapping"
+    ]
     return [
-        [(0, len(text))] if len(spans) <= size else _windows(text, spans, size, overlap)
+        [(0, len(text))] if len(spans) <= size else _windows(text, spans, max(size - _MARGIN, 4), overlap)
         for text, spans in zip(texts, offsets)
     ]
 
@@ -136,20 +139,24 @@ def _windows(text: str, offsets: Sequence[tuple[int, int]], size: int, overlap: 
 
 
 def _break(text: str, offsets: Sequence[tuple[int, int]], starts: list[int], lo: int, hi: int) -> int | None:
-    """The token after the last paragraph (else sentence) break among tokens ``lo .. hi-1``, or ``None``."""
+    """The token after the last paragraph (else sentence) break among tokens ``lo .. hi-1`` (the window's
+    end itself when a break lies there), or ``None``."""
     begin, end = offsets[lo][0], offsets[hi - 1][1]
-    region = text[begin:end]
+    region = text[begin : end + 1]  # the character after the window: a break right at its end
     for pattern in (_PARAGRAPH, _SENTENCE):
         found = [m.end() for m in pattern.finditer(region)]
         if found:
             cut = bisect.bisect_left(starts, begin + found[-1], lo, hi)
-            if lo < cut < hi:
+            if lo < cut <= hi:
                 return cut
     return None
 
 
 def expand(
-    ids: Sequence[Any], texts: Sequence[str], metadata: Sequence[Any], spans: Sequence[Sequence[tuple[int, int]]]
+    ids: Sequence[Any],
+    texts: Sequence[str],
+    metadata: Sequence[Any],
+    spans: Sequence[Sequence[tuple[int, int]]],
 ) -> tuple[list[Any], list[str], list[Any], int]:
     """A chunk of documents as rows: a document of one span stays one row (its id, its text); a longer one
     gives a row per span (a :class:`Passage`, the span's text, the document's metadata).

@@ -230,7 +230,9 @@ class Retriever:
             RetrieverClosed: the retriever was closed.
         """
         check_query(query)
-        D, _, found = self._search([query], k, candidates, coarse_query, None, None, knobs, filter, hybrid, by)
+        D, _, found = self._search(
+            [query], k, candidates, coarse_query, None, None, knobs, filter, hybrid, by
+        )
         return hits_of(found, D)[0]
 
     def search_batch(

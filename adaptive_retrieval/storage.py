@@ -310,7 +310,12 @@ def check_manifest(manifest: dict[str, Any], where: Path | str) -> None:
     if not _is_int(truncated):
         raise IndexDamaged(f"{where} is damaged: 'truncated' must be an int >= 0, got {truncated!r:.80}")
     if not isinstance(manifest.get("passages", False), bool):  # optional: written when adds split documents
-        raise IndexDamaged(f"{where} is damaged: 'passages' must be true or false, got {manifest['passages']!r:.80}")
+        raise IndexDamaged(
+            f"{where} is damaged: 'passages' must be true or false, got {manifest['passages']!r:.80}"
+        )
+    documents = manifest.get("documents", 0)  # optional: written when passages make rows outnumber documents
+    if not (_is_int(documents) and documents <= manifest["count"]):
+        raise IndexDamaged(f"{where} is damaged: 'documents' must be an int <= count, got {documents!r:.80}")
     _check_lexical(manifest, where)
     for key in ("sizes", "sha256", "sample_sha256"):
         if set(manifest[key]) != set(manifest["files"]):

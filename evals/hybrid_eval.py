@@ -100,10 +100,13 @@ def bm25_run(
 
 
 def index_for(
-    encoder: Encoder, corpus: dict, cache_dir: Path | None, coarse: str = "4x64"
+    encoder: Encoder, corpus: dict, cache_dir: Path | None, coarse: str = "4x64", row_ids: list | None = None
 ) -> tuple[Retriever, list[str], dict[str, Any]]:
-    """The corpus indexed as ``Retriever.build`` indexes it, and what its building cost."""
+    """The corpus indexed as ``Retriever.build`` indexes it, and what its building cost. ``row_ids``: the
+    index's ids of the corpus' entries, in order (e.g. :class:`adaptive_retrieval.passages.Passage` rows
+    whose texts ``corpus`` holds under string keys); default the corpus' own ids."""
     doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir)
+    doc_ids = doc_ids if row_ids is None else list(row_ids)
     fine = encoder.full_view
     coarse = encoder.check_view(coarse, name="coarse")
     fine_docs = view_matrix(encoder, all_layers, fine)
@@ -119,6 +122,7 @@ def index_for(
     lexical.commit()
     lexical_seconds = time.perf_counter() - t0
     sample = texts[:: max(1, len(texts) // 64)][:64]  # the encoding's cost, timed in this run
+    encoder.encode(encoder.as_documents(sample[:2]), [fine], show_progress=False)  # warm: time the work only
     t0 = time.perf_counter()
     encoder.encode(encoder.as_documents(sample), [fine], show_progress=False)
     encode_seconds = (time.perf_counter() - t0) / len(sample) * len(texts)

@@ -75,3 +75,31 @@ def test_bench_hybrid_tiny(tmp_path):
     (row,) = json.loads((out / "results.json").read_text())["rows"]
     assert row["docs"] == 300 and row["add_documents"] == 30 and row["lexical_p50_ms"] > 0
     assert row["hybrid_p50_ms"] > 0 and row["dense_p50_ms"] > 0 and row["saved_lexical_bytes_per_doc"] > 0
+
+
+def test_passages_eval_tiny(tmp_path):
+    """Both indexes (cut and split) with dense and hybrid rows beside BM25, on dev and test; the split
+    index has more rows than documents and every row's cost is counted."""
+    folder = tiny_set(tmp_path / "data", "tiny")
+    model = tmp_path / "model"
+    make_model("bert").save_pretrained(model)
+    make_tokenizer().save_pretrained(model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 16}))
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "-m", "evals.passages_eval", "--datasets", str(folder), "--model", str(model),
+         "--coarse", "3x16", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+        **RUN,
+    )  # fmt: skip
+    saved = json.loads((out / "results.json").read_text())
+    rows = {(r["split"], r["index"], r["row"]): r for r in saved["rows"]}
+    for split in ("dev", "test"):
+        assert {(split, "whole", "bm25")} | {
+            (split, i, r) for i in ("truncated", "passages") for r in ("dense", "hybrid")
+        } <= set(rows)
+    assert rows[("test", "whole", "bm25")]["ndcg@10"] > 0.5  # the queries are words of their document
+    (cost,) = saved["costs"]
+    assert cost["truncated"]["rows"] == cost["passages"]["documents"] == 120
+    assert cost["passages"]["rows"] > 120 and cost["passages"]["split"] == cost["truncated"]["cut"] > 0
+    assert cost["encode_ratio"] > 1 and "command" in saved and "machine" in saved

@@ -6,7 +6,8 @@
 - :class:`.llama_index.LlamaIndexRetriever` (``retriever.as_llama_index()``): a LlamaIndex
   ``BaseRetriever`` returning ``NodeWithScore`` objects; ``pip install 'adaptive-retrieval[llama-index]'``.
 
-Each hit's metadata carries ``doc_id``, ``score`` and ``rank`` beside the document's own fields.
+Each hit's metadata carries ``doc_id``, ``score`` and ``rank`` beside the document's own fields (and
+``passage``, its span, for a passage of a long document).
 """
 
 from __future__ import annotations
@@ -32,5 +33,9 @@ def check_texts(retriever: Any) -> None:
 
 
 def hit_metadata(hit: Any) -> dict[str, Any]:
-    """A hit's metadata for a framework: the document's own fields, then ``doc_id``, ``score``, ``rank``."""
-    return {**(hit.metadata or {}), "doc_id": hit.doc_id, "score": hit.score, "rank": hit.rank}
+    """A hit's metadata for a framework: the document's own fields, then ``doc_id``, ``score``, ``rank``, and
+    for a passage of a long document ``passage``: ``{"n", "start", "end"}`` (its span in the document's text)."""
+    out = {**(hit.metadata or {}), "doc_id": hit.doc_id, "score": hit.score, "rank": hit.rank}
+    if hit.passage is not None:
+        out["passage"] = {"n": hit.passage.n, "start": hit.passage.start, "end": hit.passage.end}
+    return out
