@@ -112,11 +112,6 @@ class IdMap:
         """Committed documents (a document split into passages counts once)."""
         return self.count - self._continued
 
-    @property
-    def passages(self) -> int:
-        """Live rows that are passages of split documents (:class:`adaptive_retrieval.passages.Passage`)."""
-        return sum(isinstance(d, Passage) for d in self._ids)
-
     def has_document(self, doc_id: object) -> bool:
         """Whether the index holds the document ``doc_id``, whole or as passages."""
         return doc_id in self._row or Passage(doc_id, 0, 0, 0) in self._row

@@ -293,3 +293,31 @@ def test_filter_delete_and_add_from_the_command_line(model_dir, tmp_path):
         run("search", str(out), texts[7], "-k", "1", "--json", "--filter", '{"section": "c"}', *model).stdout
     )
     assert [h["doc_id"] for h in hits] == ["d7"]
+
+
+def test_long_documents_become_passages_unless_told(tmp_path):
+    model = tmp_path / "model"
+    make_model("bert", n_layers=4).save_pretrained(model)
+    make_tokenizer().save_pretrained(model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 16}))
+    texts = random_texts(40, seed=33, min_words=20, max_words=40)  # each longer than 16 tokens
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    common = ("--model", str(model), "--coarse", "2x8", "--quiet")
+    made = run("index", str(corpus), "--out", str(tmp_path / "split"), *common)
+    assert made.returncode == 0, made.stderr
+    assert "indexed 40 documents" in made.stderr and "split into passages" in made.stderr
+    shown = run("info", str(tmp_path / "split")).stdout
+    assert "40 documents" in shown and "long documents split into passages" in shown
+    found = json.loads(
+        run("search", str(tmp_path / "split"), texts[5], "-k", "3", "--json", *common[:2]).stdout
+    )
+    assert len({h["doc_id"] for h in found}) == 3 and all(
+        h["passage"]["end"] > h["passage"]["start"] for h in found
+    )
+    plain = run("search", str(tmp_path / "split"), texts[5], "-k", "1", *common[:2]).stdout
+    assert "[passage " in plain
+    cut = run("index", str(corpus), "--out", str(tmp_path / "cut"), "--no-passages", *common)
+    assert cut.returncode == 0 and "40 documents were cut to the model's max length" in cut.stderr
+    assert "passages   off" in run("info", str(tmp_path / "cut")).stdout

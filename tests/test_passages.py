@@ -187,11 +187,11 @@ def test_passages_off_cuts_and_counts(encoder, corpus):
     assert all(h.passage is None for h in retriever.search("cell", k=10))
 
 
-def test_qdrant_reopens_passages(encoder, corpus, tmp_path):
-    pytest.importorskip("qdrant_client")
-    from adaptive_retrieval import QdrantOptions
+@pytest.mark.parametrize("engine", ["qdrant", "milvus"])
+def test_keyed_engines_reopen_passages(encoder, corpus, tmp_path, engine):
+    from tests.test_backends import engine_options
 
-    retriever = build(corpus, encoder, backend=QdrantOptions(path=str(tmp_path / "q")))
+    retriever = build(corpus, encoder, backend=engine, backend_options=engine_options(engine, tmp_path))
     first = next(d for d in corpus if retriever.ids.row(d) is None)
     retriever.delete([first])
     query = "gene expression in cancer cells"
@@ -208,4 +208,18 @@ def test_qdrant_reopens_passages(encoder, corpus, tmp_path):
     ]
     loaded.upsert({first: " ".join(["vitamin bone"] * 30)})
     assert first in loaded and loaded.ids.row(first) is None
+    assert loaded.search("vitamin bone", k=1, hybrid=False)[0].doc_id == first
     loaded.close()
+
+
+def test_framework_retrievers_hand_over_the_matched_passage(encoder, corpus):
+    pytest.importorskip("langchain_core")
+    retriever = build(corpus, encoder)
+    docs = retriever.as_langchain(k=40).invoke("gene expression in cancer cells")
+    assert len({d.metadata["doc_id"] for d in docs}) == 40
+    split_doc = next(d for d in docs if "passage" in d.metadata)
+    span = split_doc.metadata["passage"]
+    assert split_doc.page_content == corpus[split_doc.metadata["doc_id"]]["text"][span["start"] : span["end"]]
+    assert all(
+        "passage" not in d.metadata for d in docs if retriever.ids.row(d.metadata["doc_id"]) is not None
+    )

@@ -160,10 +160,14 @@ def test_a_streamed_add_shows_one_bar_for_the_whole_corpus(tiny_encoder, monkeyp
     class Recorder:
         def __init__(self, **options):
             self.options, self.n, self.disable = options, 0, options.get("disable", False)
+            self.total = options.get("total")
             bars.append(self)
 
         def update(self, n):
             self.n += n
+
+        def refresh(self):
+            pass
 
         def close(self):
             self.closed = True
