@@ -100,12 +100,15 @@ def bm25_run(
 
 
 def index_for(
-    encoder: Encoder, corpus: dict, cache_dir: Path | None, coarse: str = "4x64", row_ids: list | None = None
-) -> tuple[Retriever, list[str], dict[str, Any]]:
+    encoder: Encoder, corpus: dict, cache_dir: Path | None, coarse: str = "4x64", row_ids: list | None = None,
+    encoded: Any = None,
+) -> tuple[Retriever, list[str], dict[str, Any]]:  # fmt: skip
     """The corpus indexed as ``Retriever.build`` indexes it, and what its building cost. ``row_ids``: the
     index's ids of the corpus' entries, in order (e.g. :class:`adaptive_retrieval.passages.Passage` rows
-    whose texts ``corpus`` holds under string keys); default the corpus' own ids."""
-    doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir)
+    whose texts ``corpus`` holds under string keys); default the corpus' own ids. ``encoded``: the
+    corpus' ``(ids, all layers)`` as :func:`adaptive_retrieval.encoding_cache.encode_beir_corpus` returns
+    them, when put together elsewhere."""
+    doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir) if encoded is None else encoded
     doc_ids = doc_ids if row_ids is None else list(row_ids)
     fine = encoder.full_view
     coarse = encoder.check_view(coarse, name="coarse")

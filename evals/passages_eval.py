@@ -27,10 +27,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, SearchTimings
 from adaptive_retrieval.corpus import iter_documents
-from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR
-from adaptive_retrieval.passages import budget, expand, split
+from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
+from adaptive_retrieval.passages import Passage, budget, expand, split
 from adaptive_retrieval.reporting import (
     markdown_table,
     model_info,
@@ -67,8 +69,10 @@ def searched(retriever: Any, queries: dict[str, str], **kwargs: Any) -> tuple[di
     return run, {"p50_ms": percentiles_ms(totals)[0]}
 
 
-def passage_corpus(encoder: Encoder, corpus: dict) -> tuple[dict, list, dict[str, Any]]:
-    """The corpus' rows as passages: ``({row key: {"text"}}, row ids, counts)``."""
+def passage_rows(encoder: Encoder, corpus: dict, cache_dir: Path | None) -> tuple[dict, list, Any, dict]:
+    """The corpus as the index's rows: ``({row key: {"text"}}, row ids, (row keys, every layer's rows),
+    counts)``. A document that fits keeps its encoding of the whole corpus (cached); only the passages of
+    split documents are encoded (cached too), so the two indexes share every row they can."""
     ids, texts = zip(*iter_documents(corpus))
     t0 = time.perf_counter()
     spans = split(encoder.tokenizer, list(texts), budget(encoder))
@@ -79,7 +83,18 @@ def passage_corpus(encoder: Encoder, corpus: dict) -> tuple[dict, list, dict[str
         "split": n_split,
         "rows": len(row_ids),
     }
-    return {json.dumps(r): {"text": t} for r, t in zip(row_ids, row_texts)}, row_ids, counts
+    keys = [json.dumps(r) for r in row_ids]
+    whole_ids, whole = encode_beir_corpus(encoder, corpus, cache_dir)
+    pieces = [i for i, r in enumerate(row_ids) if isinstance(r, Passage)]
+    layers = np.empty((whole.shape[0], len(row_ids), whole.shape[2]), np.float32)
+    if pieces:
+        _, encoded = encode_beir_corpus(encoder, {keys[i]: {"text": row_texts[i]} for i in pieces}, cache_dir)
+        layers[:, pieces] = encoded
+    kept = [i for i, r in enumerate(row_ids) if not isinstance(r, Passage)]
+    if kept:
+        where = {d: i for i, d in enumerate(whole_ids)}
+        layers[:, kept] = whole[:, [where[str(row_ids[i])] for i in kept]]
+    return dict(zip(keys, ({"text": t} for t in row_texts))), row_ids, (keys, layers), counts
 
 
 def evaluate(
@@ -102,8 +117,10 @@ def evaluate(
                 "rows": len(doc_ids),
                 "cut": encoder.over_length([t for _, t in iter_documents(corpus)]),
             }
-            rows_corpus, row_ids, counts = passage_corpus(encoder, corpus)
-            passages, _, cost = index_for(encoder, rows_corpus, cache_dir, coarse, row_ids=row_ids)
+            rows_corpus, row_ids, encoded, counts = passage_rows(encoder, corpus, cache_dir)
+            passages, _, cost = index_for(
+                encoder, rows_corpus, cache_dir, coarse, row_ids=row_ids, encoded=encoded
+            )
             costs["passages"] = {**cost, **counts}
             indexes = {"truncated": truncated, "passages": passages}
         base = {"dataset": name, "split": split_name, "queries": len(queries)}
