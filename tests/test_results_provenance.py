@@ -100,3 +100,14 @@ def test_a_results_file_carries_its_provenance(path):
 
 def test_every_legacy_file_exists():
     assert sorted(n for n in LEGACY if not (RESULTS / n).is_file()) == []
+
+
+def test_the_docs_rendered_tables_match_their_results():
+    import subprocess
+    import sys
+
+    script = RESULTS.parent / "render_tables.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

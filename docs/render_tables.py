@@ -1,0 +1,168 @@
+"""Render the docs' tables from the results files: ``python docs/render_tables.py`` rewrites every table
+between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in README.md and docs/*.md from ``docs/results``;
+``--check`` changes nothing and exits 1 (naming the tables) where the committed docs differ from what it
+renders. A table's figures therefore come from one results file, which names its command, commit,
+machine and labels (tests/test_results_provenance.py holds every results file to that).
+
+Each renderer below takes the results file's JSON and returns the table's Markdown lines. Reads files
+only; imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / name / "results.json").read_text())
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def hybrid_test() -> str:
+    """nDCG@10 on test per set: BM25, the dense funnel and the fusions (docs/results/hybrid)."""
+    saved = _load("hybrid")
+    docs = {c["dataset"]: c["docs"] for c in saved["costs"]}
+    cols = ["bm25", "dense", *(f"hybrid convex {w}" for w in ("0.6", "0.7", "0.8", "0.9"))]
+    cols += ["hybrid rrf 0.6", "hybrid rrf 0.7"]
+    by = {(r["dataset"], r["row"]): r["ndcg@10"] for r in saved["rows"] if r["split"] == "test"}
+    chosen = saved["chosen"]["row"]
+    rows = []
+    for dataset in docs:
+        cells = []
+        for col in cols:
+            value = f"{by[(dataset, col)]:.4f}"
+            cells.append(f"**{value}**" if col == chosen else value)
+        rows.append([f"{dataset} ({docs[dataset]:,})", *cells])
+    names = ["BM25", "dense funnel", "convex 0.6", "0.7", "0.8", "0.9", "rrf 0.6", "rrf 0.7"]
+    names = [f"**{n}**" if col == chosen else n for n, col in zip(names, cols)]
+    return _table(["set (docs)", *names], rows)
+
+
+def hybrid_scale() -> str:
+    """The lexical index's cost at 10k and 100k documents (docs/results/bench-hybrid)."""
+    rows = [
+        [
+            str(r["docs"]),
+            f"{r['lexical_build_s']:.1f}",
+            f"{r['lexical_ram_bytes_per_doc']:.0f}",
+            f"{r['vector_bytes_per_doc']:.0f}",
+            f"{r['saved_lexical_bytes_per_doc']:.0f}",
+            f"{r['add_s']:.2f}",
+            f"{r['dense_p50_ms']:.1f}",
+            f"{r['hybrid_p50_ms']:.1f}",
+            f"{r['lexical_p50_ms']:.2f}",
+            f"{r['added_p50_ms']:.2f}",  # the p50 of each query's own difference (alternated, paired)
+        ]
+        for r in _load("bench-hybrid")["rows"]
+    ]
+    header = ["docs", "lexical build s", "lexical RAM B/doc", "vectors B/doc", "saved lexical B/doc", "add s"]
+    header += ["dense p50 ms", "hybrid p50 ms", "lexical stage p50 ms", "hybrid - dense p50 ms"]
+    return _table(header, rows)
+
+
+def passages_test() -> str:
+    """Passages against truncation beside BM25, on test (docs/results/passages)."""
+    saved = _load("passages")
+    docs = {c["dataset"]: c for c in saved["costs"]}
+    rows = []
+    for r in saved["rows"]:
+        if r["split"] != "test":
+            continue
+        cost = docs[r["dataset"]]
+        name = {"whole": "BM25 (whole documents)", "truncated": "cut", "passages": "passages"}[r["index"]]
+        row = name if r["row"] == "bm25" else f"{name}, {r['row']}"
+        rows.append(
+            [
+                f"{r['dataset']} ({cost['passages']['documents']:,} docs, {cost['passages']['split']:,} split)",
+                row,
+                f"{r['ndcg@10']:.4f}",
+                f"{r['recall@10']:.3f}",
+                f"{r['mrr@10']:.4f}",
+                f"{r['p50_ms']:.1f}",
+            ]
+        )
+    return _table(["set", "index, search", "nDCG@10", "R@10", "MRR@10", "p50 ms"], rows)
+
+
+def passages_cost() -> str:
+    """What passages cost beside truncation (docs/results/passages)."""
+    rows = []
+    for c in _load("passages")["costs"]:
+        cut, split = c["truncated"], c["passages"]
+        rows.append(
+            [
+                c["dataset"],
+                f"{split['documents']:,}",
+                f"{cut['cut']:,}",
+                f"{split['rows']:,}",
+                f"{split['rows'] / split['documents']:.2f}",
+                f"{c['encode_ratio']:.2f}",
+                f"{cut['vector_bytes_per_document']:.0f}",
+                f"{split['vector_bytes_per_document']:.0f}",
+            ]
+        )
+    header = ["set", "docs", "longer than the model reads", "rows (passages)", "rows per doc"]
+    header += ["encoding time, passages / cut", "vector B/doc cut", "vector B/doc passages"]
+    return _table(header, rows)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "hybrid-test": hybrid_test,
+    "hybrid-scale": hybrid_scale,
+    "passages-test": passages_test,
+    "passages-cost": passages_cost,
+}
+
+
+def render(text: str, unknown: list[str]) -> str:
+    def one(match: re.Match) -> str:
+        name = match["name"]
+        if name not in TABLES:
+            unknown.append(name)
+            return match[0]
+        return match[1] + TABLES[name]() + match[4]
+
+    return BLOCK.sub(one, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 where the docs differ")
+    args = ap.parse_args(argv)
+    stale, unknown = [], []
+    for path in DOCS:
+        text = path.read_text()
+        new = render(text, unknown)
+        if new != text:
+            stale.append(str(path.relative_to(ROOT)))
+            if not args.check:
+                path.write_text(new)
+    if unknown:
+        print(f"render_tables: unknown tables {sorted(set(unknown))}", file=sys.stderr)
+        return 1
+    if args.check and stale:
+        print(
+            f"render_tables: {', '.join(stale)} differ from their results: run python docs/render_tables.py"
+        )
+        return 1
+    print("render_tables: " + ("ok" if args.check else f"rewrote {stale or 'nothing'}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
