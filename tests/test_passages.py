@@ -223,3 +223,16 @@ def test_framework_retrievers_hand_over_the_matched_passage(encoder, corpus):
     assert all(
         "passage" not in d.metadata for d in docs if retriever.ids.row(d.metadata["doc_id"]) is not None
     )
+
+
+def test_a_document_of_many_passages_does_not_crowd_out_the_others(encoder, corpus):
+    big = " ".join(["vitamin bone fracture risk"] * 150)  # dozens of near-identical passages
+    retriever = build({**corpus, "big": {"text": big}}, encoder, hybrid=False)
+    rows_of_big = sum(document_of(d) == "big" for d in retriever.doc_ids)
+    assert rows_of_big > 3 * 3  # more than a first pass of 3k rows holds
+    hits = retriever.search("vitamin bone fracture risk", k=3, candidates=retriever.ids.count)
+    assert hits[0].doc_id == "big" and len({h.doc_id for h in hits}) == 3  # widened until 3 documents
+    first_pass = retriever.search(
+        "vitamin bone fracture risk", k=9, by="passage", candidates=retriever.ids.count
+    )
+    assert len({h.doc_id for h in first_pass}) < 3  # the first 3k rows held too few documents: it widened
