@@ -111,13 +111,13 @@ def passages_cost() -> str:
                 f"{cut['cut']:,}",
                 f"{split['rows']:,}",
                 f"{split['rows'] / split['documents']:.2f}",
-                f"{c['encode_ratio']:.2f}",
+                f"{c['tokens_ratio']:.2f}",
                 f"{cut['vector_bytes_per_document']:.0f}",
                 f"{split['vector_bytes_per_document']:.0f}",
             ]
         )
     header = ["set", "docs", "longer than the model reads", "rows (passages)", "rows per doc"]
-    header += ["encoding time, passages / cut", "vector B/doc cut", "vector B/doc passages"]
+    header += ["tokens encoded, passages / cut", "vector B/doc cut", "vector B/doc passages"]
     return _table(header, rows)
 
 

@@ -12,8 +12,9 @@ back into documents at search). Rows on the dev and test queries, each searched 
 ``k=10`` through ``Retriever.search_batch``: ``bm25`` (whole documents, ``bm25s``' scores), then for each
 index ``dense`` (``hybrid=False``) and ``hybrid`` (the default fusion). Each has nDCG@10, Recall@10 (the
 long set's one relevant page per query: the share of queries answered in the top 10), MRR@10 and p50 ms.
-Cost per index: rows, the encoding's seconds (timed on a sample in the same run, scaled to every row),
-vector bytes per document.
+Cost per index: rows, the tokens each encoding reads (passages against cut: the build's encoding time,
+which grows with them), the encoding's seconds (timed on a sample in the same run, scaled to every row:
+noisy on a loaded machine), vector bytes per document.
 """
 
 from __future__ import annotations
@@ -77,11 +78,19 @@ def passage_rows(encoder: Encoder, corpus: dict, cache_dir: Path | None) -> tupl
     t0 = time.perf_counter()
     spans = split(encoder.tokenizer, list(texts), budget(encoder))
     row_ids, row_texts, _, n_split = expand(list(ids), list(texts), [None] * len(ids), spans)
+    split_s = time.perf_counter() - t0
+
+    def tokens(some: list[str]) -> int:  # what an encoding reads: each text up to the model's max length
+        ids_ = encoder.tokenizer(some, truncation=True, max_length=encoder.max_length)["input_ids"]
+        return sum(map(len, ids_))
+
     counts = {
-        "split_s": time.perf_counter() - t0,
+        "split_s": split_s,
         "documents": len(ids),
         "split": n_split,
         "rows": len(row_ids),
+        "tokens_encoded": tokens(row_texts),
+        "tokens_encoded_cut": tokens(list(texts)),
     }
     keys = [json.dumps(r) for r in row_ids]
     whole_ids, whole = encode_beir_corpus(encoder, corpus, cache_dir)
@@ -142,6 +151,7 @@ def evaluate(
         c = costs[index]
         c["vector_bytes_per_document"] = c["vector_bytes_per_doc"] * c["docs"] / costs["truncated"]["docs"]
     costs["encode_ratio"] = costs["passages"]["encode_s_estimated"] / costs["truncated"]["encode_s_estimated"]
+    costs["tokens_ratio"] = costs["passages"]["tokens_encoded"] / costs["passages"]["tokens_encoded_cut"]
     return rows, costs
 
 

@@ -257,7 +257,10 @@ def test_documents_longer_than_the_model_are_counted_said_and_saved(tmp_path, ca
     with caplog.at_level("INFO", logger="adaptive_retrieval.indexing"):
         split = Retriever.build(texts, coarse=(4, 8), model=short)  # by default: split into passages
     assert split.truncated == 0 and split.ids.count > len(split) == 40
-    assert f"{cut} of 40 documents were longer than the model's max length (12 tokens): split into" in caplog.text
+    assert (
+        f"{cut} of 40 documents were longer than the model's max length (12 tokens): split into"
+        in caplog.text
+    )
     caplog.clear()
     with caplog.at_level("WARNING", logger="adaptive_retrieval.indexing"):
         r = Retriever.build(texts, coarse=(4, 8), model=short, passages=False)
