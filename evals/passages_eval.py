@@ -10,7 +10,8 @@ the encodings cached, the coarse view fitted to the corpus, a lexical index of t
 longer than the model's max length split by :func:`adaptive_retrieval.passages.split` into rows, grouped
 back into documents at search). Rows on the dev and test queries, each searched one at a time with
 ``k=10`` through ``Retriever.search_batch``: ``bm25`` (whole documents, ``bm25s``' scores), then for each
-index ``dense`` (``hybrid=False``) and ``hybrid`` (the default fusion). Each has nDCG@10, Recall@10 (the
+index ``dense`` (``hybrid=False``), ``hybrid`` (the default fusion) and ``hybrid <w>`` (the convex fusion
+at other fine-view weights, :data:`WEIGHTS`), and ``bm25`` over the passages (each document by its best). Each has nDCG@10, Recall@10 (the
 long set's one relevant page per query: the share of queries answered in the top 10), MRR@10 and p50 ms.
 Cost per index: rows, the tokens each encoding reads (passages against cut: the build's encoding time,
 which grows with them), the encoding's seconds (timed on a sample in the same run, scaled to every row:
@@ -33,7 +34,8 @@ import numpy as np
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, SearchTimings
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
-from adaptive_retrieval.passages import Passage, budget, expand, split
+from adaptive_retrieval.hybrid import Fusion
+from adaptive_retrieval.passages import Passage, budget, document_of, expand, split
 from adaptive_retrieval.reporting import (
     markdown_table,
     model_info,
@@ -47,6 +49,8 @@ from evals.hybrid_eval import bm25_run, index_for
 from evals.suite import dataset_location
 
 K = 10
+WEIGHTS = (0.5, 0.6, 0.7)
+"""Fine-view weights of the convex fusion tried beside the default's (0.8)"""
 COLUMNS = (
     ("dataset", "dataset", "s"),
     ("split", "split", "s"),
@@ -57,6 +61,21 @@ COLUMNS = (
     ("MRR@10", "mrr@10", ".4f"),
     ("p50 ms", "p50_ms", ".1f"),
 )
+
+
+def bm25_grouped(retriever: Any, queries: dict[str, str]) -> tuple[dict, dict[str, float]]:
+    """BM25 alone over the index's rows (passages), each document ranked by its best passage."""
+    run, seconds = {}, []
+    ids = retriever.doc_ids
+    for q, text in queries.items():
+        t0 = time.perf_counter()
+        scores, found = retriever.lexical.top(text, 50 * K)
+        best: dict[str, float] = {}
+        for score_, row in zip(scores.tolist(), found.tolist()):
+            best.setdefault(str(document_of(ids[row])), score_)
+        seconds.append(time.perf_counter() - t0)
+        run[q] = dict(list(best.items())[:K])
+    return run, {"p50_ms": percentiles_ms(seconds)[0]}
 
 
 def searched(retriever: Any, queries: dict[str, str], **kwargs: Any) -> tuple[dict, dict[str, float]]:
@@ -143,10 +162,16 @@ def evaluate(
 
         run, extra = bm25_run(indexes["truncated"].lexical, list(corpus), queries)
         add("whole", "bm25", run, extra)
+        add("passages", "bm25", *bm25_grouped(indexes["passages"], queries))
         for index, retriever in indexes.items():
             for row, hybrid in (("dense", False), ("hybrid", True)):
                 run, extra = searched(retriever, queries, hybrid=hybrid)
                 add(index, row, run, extra)
+            default = retriever.fusion
+            for weight in WEIGHTS:  # the frontier beside the default's weight (same searches, another fusion)
+                retriever.fusion = Fusion(default.rule, weight, default.depth)
+                add(index, f"hybrid {weight:g}", *searched(retriever, queries))
+            retriever.fusion = default
     for index in ("truncated", "passages"):
         c = costs[index]
         c["vector_bytes_per_document"] = c["vector_bytes_per_doc"] * c["docs"] / costs["truncated"]["docs"]
