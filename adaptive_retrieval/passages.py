@@ -41,7 +41,7 @@ class Passage(NamedTuple):
         (True, 'bash.1')
     """
 
-    doc: Any
+    doc: str | int
     n: int
     start: int
     end: int

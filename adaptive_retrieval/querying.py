@@ -9,7 +9,7 @@
   runs with, from its arguments, the index's projection and its calibration.
 - :func:`adaptive_retrieval.querying.allowed_rows`: the rows a search may return (live, matching its filter) and whether it ranks
   them exactly.
-- :func:`ranked`: the engine's funnel, the fusion with the lexical index, and a long document's passages
+- :func:`adaptive_retrieval.querying.ranked`: the engine's funnel, the fusion with the lexical index, and a long document's passages
   grouped into the document.
 """
 
@@ -169,14 +169,17 @@ def encode_queries(
 
 
 __all__ = [
+    "BY",
     "COARSE_QUERIES",
     "FILTER_EXPONENT",
     "QUERY_PRECISIONS",
     "QueryPrecision",
     "allowed_rows",
+    "check_by",
     "encode_queries",
     "filtered_shortlist",
     "lexical_for",
+    "ranked",
     "resolve_coarse_query",
     "shortlist_plan",
 ]
