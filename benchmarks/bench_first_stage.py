@@ -15,7 +15,8 @@ each a FAISS index over every document, searched with the query transformed the 
 - ``fine pq<m>``: product quantization of the fine vector, ``m`` sub-vectors of 8 bits (``m`` bytes);
   ``fine opq<m>``: the same after FAISS's learned rotation;
 - ``bits<b>``: the signs of the centred fine vector rotated onto its ``b`` leading directions, Hamming
-  distance (``b/8`` bytes; ``b = 768``: every direction, the usual binary-quantization recipe rotated).
+  distance (``b/8`` bytes); ``fine-bits``: the signs of the fine vector itself (the sentence-transformers /
+  Qdrant binary-quantization recipe; ``fine-bits-c``: centred first), ``dim/8`` bytes.
 
 The shortlist a representation needs: the fine view re-ranks its top ``s``; its overlap@10 with the exact
 top 10 is the share of the exact top 10 among those ``s`` (a document of the exact top 10 in the shortlist
@@ -80,6 +81,11 @@ class Representation:
             factory = {"f32": "Flat", "sq8": "SQ8", "sq4": "SQ4"}[kind]
             self.index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
             self.bytes = {"f32": 4 * d, "sq8": d, "sq4": d // 2}[kind]
+        elif spec in ("fine-bits", "fine-bits-c"):  # the usual binary quantization: the signs of the vector
+            shift = mean if spec.endswith("-c") else np.zeros_like(mean)
+            self.transform = lambda x: np.packbits((x - shift) > 0, axis=1)
+            self.index = faiss.IndexBinaryFlat(dim)
+            self.bytes = dim // 8
         elif spec.startswith("fine-"):
             kind = spec[5:]
             m = int(kind.lstrip("opq"))

@@ -159,7 +159,27 @@ def hybrid_readme() -> str:
     )
 
 
+def first_stage() -> str:
+    """Shortlists each first stage needs for 0.95 / 0.99 of the exact top 10, per set (docs/results/first-stage)."""
+    saved = _load("first-stage")["rows"]
+    sets = list(dict.fromkeys(r["dataset"] for r in saved))
+    by = {(r["representation"], r["dataset"]): r for r in saved}
+    reps = sorted(
+        dict.fromkeys(r["representation"] for r in saved), key=lambda x: (by[(x, sets[0])]["bytes"], x)
+    )
+    rows = [
+        [rep, str(by[(rep, sets[0])]["bytes"])]
+        + [
+            f"{by[(rep, d)]['shortlist@0.95']} / {by[(rep, d)]['shortlist@0.99']}" if (rep, d) in by else ""
+            for d in sets
+        ]
+        for rep in reps
+    ]
+    return _table(["first stage", "B/doc", *(f"{d}" for d in sets)], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "first-stage": first_stage,
     "hybrid-readme": hybrid_readme,
     "passages-readme": passages_readme,
     "hybrid-test": hybrid_test,
