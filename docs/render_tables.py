@@ -162,6 +162,8 @@ def hybrid_readme() -> str:
 def first_stage() -> str:
     """Shortlists each first stage needs for 0.95 / 0.99 of the exact top 10, per set (docs/results/first-stage)."""
     saved = _load("first-stage")["rows"]
+    if (RESULTS / "first-stage-bits" / "results.json").is_file():  # the binary recipes, a second run
+        saved += _load("first-stage-bits")["rows"]
     sets = list(dict.fromkeys(r["dataset"] for r in saved))
     by = {(r["representation"], r["dataset"]): r for r in saved}
     reps = sorted(
