@@ -122,43 +122,6 @@ def passages_cost() -> str:
     return _table(header, rows)
 
 
-def passages_readme() -> str:
-    """The README's passages table: long man pages' Recall@10 and SciFact's nDCG@10, on test."""
-    by = {(r["dataset"], r["index"], r["row"]): r for r in _load("passages")["rows"] if r["split"] == "test"}
-    rows = []
-    for index, name, bm25 in (
-        ("truncated", "cut (`passages=False`)", "whole"),
-        ("passages", "**passages**", "passages"),
-    ):
-        long = [by[("manpages-long", index, row)]["recall@10"] for row in ("dense", "hybrid", "hybrid 0.5")]
-        long.append(by[("manpages-long", bm25, "bm25")]["recall@10"])
-        cells = [f"{v:.3f}" for v in long] + [f"{by[('scifact', index, 'hybrid')]['ndcg@10']:.4f}"]
-        if index == "passages":
-            cells = [f"**{c}**" if i in (0, 1, 4) else c for i, c in enumerate(cells)]
-        rows.append([name, *cells])
-    header = ["index", "man pages: dense", "hybrid (default)", "hybrid, fine weighted 0.5", "BM25 alone"]
-    return _table([*header, "SciFact: hybrid (default)"], rows)
-
-
-def hybrid_readme() -> str:
-    """The README's hybrid table: BM25, dense and the chosen fusion on test, its margin and fidelity."""
-    saved = _load("hybrid")
-    docs = {c["dataset"]: c["docs"] for c in saved["costs"]}
-    by = {(r["dataset"], r["row"]): r for r in saved["rows"] if r["split"] == "test"}
-    chosen = saved["chosen"]["row"]
-    rows = []
-    for dataset in docs:
-        bm25, dense, hybrid = (by[(dataset, row)] for row in ("bm25", "dense", chosen))
-        margin = hybrid["ndcg@10"] - max(bm25["ndcg@10"], dense["ndcg@10"])
-        rows.append(
-            [f"{dataset} ({docs[dataset]:,})", f"{bm25['ndcg@10']:.4f}", f"{dense['ndcg@10']:.4f}",
-             f"**{hybrid['ndcg@10']:.4f}**", f"{margin:+.3f}", f"{hybrid['overlap@10']:.3f}"]
-        )  # fmt: skip
-    return _table(
-        ["set (docs)", "BM25", "dense", "**hybrid**", "hybrid − better part", "hybrid ∩exact hybrid@10"], rows
-    )
-
-
 def first_stage() -> str:
     """Shortlists each first stage needs for 0.95 / 0.99 of the exact top 10, per set (docs/results/first-stage)."""
     saved = _load("first-stage")["rows"]
@@ -182,8 +145,6 @@ def first_stage() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "first-stage": first_stage,
-    "hybrid-readme": hybrid_readme,
-    "passages-readme": passages_readme,
     "hybrid-test": hybrid_test,
     "hybrid-scale": hybrid_scale,
     "passages-test": passages_test,
