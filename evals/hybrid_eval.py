@@ -245,8 +245,11 @@ def choose(rows: list[dict[str, Any]], split: str = "dev") -> dict[str, Any] | N
             "sets": sorted(by_set)}  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(description: str | None, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments of the evaluations over BEIR-format sets (this one and ``evals.passages_eval``)."""
+    ap = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument(
         "--datasets", type=Path, nargs="+", required=True, help="BEIR-format folders (…/beir/<name>)"
     )
@@ -259,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--max-queries", type=int, help="only the first N queries of each split (a quick look)")
     ap.add_argument("--out", type=Path, help="write results.json and results.md here")
     args = ap.parse_args(argv)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = arguments(__doc__, argv)
     encoder = Encoder.from_pretrained(args.model)
     rows, costs = [], []
     for folder in args.datasets:

@@ -20,7 +20,6 @@ noisy on a loaded machine), vector bytes per document.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -31,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from adaptive_retrieval import DEFAULT_MODEL, Encoder, SearchTimings
+from adaptive_retrieval import Encoder, SearchTimings
 from adaptive_retrieval.corpus import iter_documents
-from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus
+from adaptive_retrieval.encoding_cache import encode_beir_corpus
 from adaptive_retrieval.hybrid import Fusion
 from adaptive_retrieval.passages import Passage, budget, document_of, expand, split
 from adaptive_retrieval.reporting import (
@@ -45,7 +44,7 @@ from adaptive_retrieval.reporting import (
     write_markdown,
 )
 from evals.beir_eval import load_split, score
-from evals.hybrid_eval import bm25_run, index_for
+from evals.hybrid_eval import arguments, bm25_run, index_for
 from evals.suite import dataset_location
 
 K = 10
@@ -181,19 +180,7 @@ def evaluate(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--datasets", type=Path, nargs="+", required=True, help="BEIR-format folders (…/beir/<name>)"
-    )
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument(
-        "--coarse", default="4x64", help="the coarse view, LAYERxDIM (as Retriever.build's default)"
-    )
-    ap.add_argument("--splits", nargs="+", default=["dev", "test"])
-    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
-    ap.add_argument("--max-queries", type=int, help="only the first N queries of each split (a quick look)")
-    ap.add_argument("--out", type=Path, help="write results.json and results.md here")
-    args = ap.parse_args(argv)
+    args = arguments(__doc__, argv)
     encoder = Encoder.from_pretrained(args.model)
     rows, costs = [], []
     for folder in args.datasets:
