@@ -124,7 +124,9 @@ def _index(args: argparse.Namespace) -> int:
         fine=args.fine,
         model=args.model,
         candidates=args.candidates,
-        backend=FaissOptions(index=args.index, fine_dtype=args.fine_dtype),
+        backend=FaissOptions(
+            fine_dtype=args.fine_dtype, **({} if args.index is None else {"index": args.index})
+        ),
         batch_size=args.batch_size,
         adapt=not args.no_adapt,
         store_text=args.store_text,
@@ -399,7 +401,10 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--candidates", type=_positive, default=100, help="the shortlist the fine view re-ranks"
     )
-    index.add_argument("--index", default="Flat", help="FAISS factory string of the coarse index")
+    index.add_argument(
+        "--index",
+        help="FAISS factory string of the coarse index (default SQ8: int8 codes, 64 B per document at 64 dims)",
+    )
     index.add_argument("--fine-dtype", default="float16", choices=("float16", "float32"))
     index.add_argument("--batch-size", type=_positive, help="texts per forward pass (default: the model's)")
     index.add_argument(

@@ -11,7 +11,9 @@ each a FAISS index over every document, searched with the query transformed the 
 
 - ``proj<d> f32``: the fine vector projected on the corpus' ``d`` leading directions (the library's coarse
   view: :func:`adaptive_retrieval.adapt.fine_basis` of the first chunk, :func:`adaptive_retrieval.adapt.project_fine`),
-  float32 (``4d`` bytes); ``proj<d> sq8`` / ``sq4``: the same, scalar-quantized (``d``, ``d/2`` bytes);
+  float32 (``4d`` bytes); ``proj<d> sq8`` / ``sq4``: the same, scalar-quantized (``d``, ``d/2`` bytes) as
+  :class:`adaptive_retrieval.index.CoarseIndex` builds it (SQ8 over ``[-1, 1]``, the engine's default; SQ4 over
+  the range FAISS trains on the corpus);
 - ``fine pq<m>``: product quantization of the fine vector, ``m`` sub-vectors of 8 bits (``m`` bytes);
   ``fine opq<m>``: the same after FAISS's learned rotation;
 - ``bits<b>``: the signs of the centred fine vector rotated onto its ``b`` leading directions, Hamming
@@ -39,6 +41,7 @@ import numpy as np
 from adaptive_retrieval import DEFAULT_MODEL, Encoder
 from adaptive_retrieval.adapt import fine_basis, project_fine
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from adaptive_retrieval.index import CoarseIndex
 from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json, write_markdown
 from adaptive_retrieval.retriever import CHUNK_SIZE
 from evals.beir_eval import load_split
@@ -79,7 +82,7 @@ class Representation:
             projection = basis[:d].T.astype(np.float32)
             self.transform = lambda x: project_fine(x, projection)
             factory = {"f32": "Flat", "sq8": "SQ8", "sq4": "SQ4"}[kind]
-            self.index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+            self.index = CoarseIndex(d, factory).index  # as the library builds it (SQ8: over [-1, 1])
             self.bytes = {"f32": 4 * d, "sq8": d, "sq4": d // 2}[kind]
         elif spec in ("fine-bits", "fine-bits-c"):  # the usual binary quantization: the signs of the vector
             shift = mean if spec.endswith("-c") else np.zeros_like(mean)

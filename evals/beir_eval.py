@@ -230,11 +230,12 @@ def run_config(
     *,
     adaptation: Adaptation | None = None,
     coarse_query: str | None = None,
+    index: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """One configuration: its row of figures, and its BEIR run (qid -> {doc id: score}).
 
     ``fine_dtype`` defaults to float32 for exact rows (pure exact search) and to the library's
-    float16 for funnels. ``adaptation``: the build's record of the head ``encoder`` carries (its
+    float16 for funnels; ``index``, a funnel's coarse index, to the library's (an exact row's is Flat). ``adaptation``: the build's record of the head ``encoder`` carries (its
     projection serves ``coarse_query="projected"``, the default when there is one)."""
     exact = coarse is None
     first = fine if exact else coarse
@@ -252,7 +253,10 @@ def run_config(
         first_docs,
         fine_docs,
         candidates=DEPTH if exact else candidates,
-        backend=FaissOptions(fine_dtype=fine_dtype or ("float32" if exact else "float16")),
+        backend=FaissOptions(
+            fine_dtype=fine_dtype or ("float32" if exact else "float16"),
+            index="Flat" if exact else (index or FaissOptions.index),
+        ),
         adaptation=None if exact else adaptation,
     )
     k = DEPTH if exact else min(DEPTH, candidates)
@@ -300,10 +304,11 @@ def evaluate_model(
     cache_dir: Path | None = DEFAULT_CACHE_DIR,
     batch_size: int | None = None,
     adapt: str = "both",
+    index: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every exact view of the grid (``none``: the fine view alone) and every funnel (coarse view x
     candidates -> fine), as rows; funnels with the shipped heads, the head fitted at build, or both
-    (``adapt``: ``shipped``, ``build``, ``both``)."""
+    (``adapt``: ``shipped``, ``build``, ``both``), over the coarse index ``index`` (default: the library's)."""
     if adapt not in ADAPT_CHOICES:
         raise ValueError(f"adapt={adapt!r}: choose one of {', '.join(ADAPT_CHOICES)}")
     doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir, batch_size=batch_size)
@@ -350,7 +355,9 @@ def evaluate_model(
                     c,
                     adaptation=record,
                     coarse_query=coarse_query,
+                    index=index,
                 )
+                row["index"] = index or FaissOptions.index
                 row["overlap@10"] = top_overlap(run, runs[fine])
                 row["adapt"] = kind
                 if record is not None:
@@ -519,6 +526,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="corpus encodings cache")
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--batch-size", type=int)
+    ap.add_argument(
+        "--index", help="the funnels' coarse index, a FAISS factory string (default: the library's)"
+    )
     ap.add_argument("--out", type=Path, help="write results.json and pareto.png here")
     ap.add_argument(
         "--replot",
@@ -564,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             cache_dir=None if args.no_cache else args.cache_dir,
             batch_size=args.batch_size,
             adapt=args.adapt,
+            index=args.index,
         )
     for r in rows:
         r["gflops"] = r["flops_per_query"] / 1e9

@@ -205,3 +205,8 @@ def write_dataset(root, n_docs=N_DOCS, n_queries=N_QUERIES):
         for i in range(n_queries):
             fh.write(f"q{i}\td{3 * i}\t1\n")
     return root
+
+
+SQ8_HALF_STEP = 1 / 255 + 1e-6
+"""How far a coordinate read back from the default (SQ8) coarse index may be from the one added: half of
+one of its 255 steps over [-1, 1]."""

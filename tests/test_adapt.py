@@ -17,7 +17,7 @@ from adaptive_retrieval.adapt import (
     fit_ridge_heads,
     pseudo_query,
 )
-from tests.helpers import random_texts
+from tests.helpers import SQ8_HALF_STEP, random_texts
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -124,7 +124,9 @@ def test_build_adapts_without_touching_the_given_encoder(tiny_encoder, adapted):
     # documents' side is exact), and the fine views unchanged
     stored = r.backend.coarse_index.reconstruct_n(0, len(texts))
     fine = r.encoder.encode(texts, [(12, 32)])[(12, 32)]
-    np.testing.assert_allclose(stored, unit(fine @ r.projection), atol=1e-5)
+    np.testing.assert_allclose(
+        stored, unit(fine @ r.projection), atol=SQ8_HALF_STEP
+    )  # the default index: int8 codes
     np.testing.assert_allclose(r.project(fine), unit(fine @ r.projection), atol=1e-6)
     # the early layer's coarse view of a text predicts those coordinates (this tiny model: almost exactly)
     early = r.encoder.encode(texts, [(3, 8)])[(3, 8)]
@@ -197,7 +199,9 @@ def test_streamed_build_fits_on_the_first_chunk_and_add_uses_its_head(tiny_encod
     assert r.adaptation.documents == 100 and r.fitted_head
     r.add(texts[130:])
     stored = r.backend.coarse_index.reconstruct_n(0, len(texts))
-    np.testing.assert_allclose(stored, r.project(r.encoder.encode(texts, [(12, 32)])[(12, 32)]), atol=1e-5)
+    np.testing.assert_allclose(
+        stored, r.project(r.encoder.encode(texts, [(12, 32)])[(12, 32)]), atol=SQ8_HALF_STEP
+    )
 
 
 def test_failed_build_leaves_nothing_behind_and_small_corpora_are_left_alone(tiny_encoder, tmp_path):

@@ -52,7 +52,9 @@ def test_funnel_run_agrees_with_numpy_brute_force(tiny_encoder, dataset, tmp_pat
     texts = [d["text"] for d in corpus.values()]
     all_layers = encode_all_layers(tiny_encoder, doc_ids, texts, tmp_path)
     coarse, fine, c = View(4, 5), View(12, 32), 7
-    _, run = run_config(tiny_encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c)
+    _, run = run_config(
+        tiny_encoder, all_layers, doc_ids, corpus, queries, qrels, coarse, fine, c, index="Flat"
+    )  # float32 coarse rows, as NumPy scores them
     docs_c, docs_f = (
         view_matrix(tiny_encoder, all_layers, coarse),
         view_matrix(tiny_encoder, all_layers, fine).astype(np.float16),
@@ -81,7 +83,9 @@ def test_top_overlap_counts_the_reference_top_k():
 def test_overlap_column_measures_the_funnel_against_exact_fine(tiny_encoder, dataset, tmp_path):
     corpus, queries, qrels = dataset
     fine = View(12, 32)
-    rows = evaluate_model(tiny_encoder, corpus, queries, qrels, candidates=[5, 20], cache_dir=tmp_path)
+    rows = evaluate_model(
+        tiny_encoder, corpus, queries, qrels, candidates=[5, 20], cache_dir=tmp_path, index="Flat"
+    )
     assert next(r for r in rows if r["kind"] == "exact" and r["fine"] == [12, 32])["overlap@10"] == 1.0
     doc_ids = list(corpus)
     all_layers = encode_all_layers(tiny_encoder, doc_ids, [d["text"] for d in corpus.values()], tmp_path)

@@ -115,7 +115,7 @@ def test_filtered_eval_tiny(tmp_path):
     ]
     subprocess.run([*cmd, "--coarse", "3x16", "--out", str(out)], **RUN)
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert len(rows) == 2 * 12 and {r["index"] for r in rows} == {"Flat", "HNSW32"}
+    assert len(rows) == 3 * 12 and {r["index"] for r in rows} == {"Flat", "SQ8", "HNSW32"}
     for r in rows:
         assert 0 <= r["overlap@10"] <= 1
         if r["paths"] == {"filtered exact": 12}:

@@ -271,6 +271,7 @@ def test_search_parameters_are_per_call_and_leave_the_index_as_it_was(tiny_encod
         np.asarray(r.backend.fine_store.vectors, dtype=np.float32),
         candidates=10,
         adaptation=r.adaptation,  # the same head: the same (projected) coarse queries
+        backend=FaissOptions(index="Flat"),
     )
     assert wide == [[h.doc_id for h in hits] for hits in flat.search_batch(QUERIES, k=5)]
     hnsw = Retriever.build(
@@ -315,7 +316,13 @@ def test_searches_from_many_threads_give_the_serial_results(tiny_encoder):
     assert threaded == serial
 
 
-def test_from_vectors_equals_build(tiny_encoder, corpus, retriever):
+def test_from_vectors_equals_build(tiny_encoder, corpus):
+    # float32 coarse rows: the encodings of two batchings differ in the last bits, which an int8 code
+    # can round apart; the same vectors give the same answers
+    flat = FaissOptions(index="Flat")
+    retriever = Retriever.build(
+        corpus, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=10, hybrid=False, backend=flat
+    )
     vecs = retriever.encoder.encode(corpus, [(3, 8), (12, 32)])
     r = Retriever.from_vectors(
         retriever.encoder,
@@ -325,6 +332,7 @@ def test_from_vectors_equals_build(tiny_encoder, corpus, retriever):
         vecs[(3, 8)],
         vecs[(12, 32)],
         candidates=10,
+        backend=flat,
     )
     for q in QUERIES:
         assert [h.doc_id for h in r.search(q, k=10)] == [h.doc_id for h in retriever.search(q, k=10)]
@@ -510,6 +518,56 @@ def test_a_flat_index_grows_in_shards_and_never_copies_large_ones():
     assert tied.search(same[:1], 5)[1].tolist() == [[0, 1, 2, 3, 4]]
 
 
+def test_the_default_coarse_index_codes_every_coordinate_over_minus_one_to_one():
+    """SQ8 (the engine's default) is ready without training, at [-1, 1]: a later row outside what the
+    first rows spanned is coded, not clamped (FAISS's own training on those rows would clamp it); a
+    4-bit quantizer is left to FAISS; compaction keeps the kept rows' codes as they were."""
+    from adaptive_retrieval.index import DEFAULT_FACTORY, CoarseIndex
+
+    assert FaissOptions().index == DEFAULT_FACTORY == "SQ8"
+    rng = np.random.default_rng(3)
+    narrow = rng.standard_normal((500, 16)).astype(np.float32) * 0.05
+    narrow[:, 0] += 1.0
+    narrow /= np.linalg.norm(narrow, axis=1, keepdims=True)  # first coordinate near 1, the others small
+    later = np.zeros((1, 16), np.float32)
+    later[0, 1] = 1.0  # a document unlike the first ones: its second coordinate is 1
+    for factory in ("SQ8", "HNSW8_SQ8"):
+        index = CoarseIndex(16, factory)
+        assert index.is_trained  # nothing to train
+        index.add(narrow)
+        index.add(later)
+        back = index.reconstruct_n(0, len(index))
+        np.testing.assert_allclose(back, np.concatenate([narrow, later]), atol=1 / 255 + 1e-6)
+    trained = faiss.index_factory(16, "SQ8", faiss.METRIC_INNER_PRODUCT)
+    trained.train(narrow)
+    trained.add(later)
+    assert trained.reconstruct(0)[1] < 0.5  # what the range spared us: FAISS's range clamps it
+    assert not CoarseIndex(16, "SQ4").is_trained
+    sq8 = CoarseIndex(16, "SQ8")
+    sq8.add(narrow)
+    keep = np.arange(0, 500, 3)
+    kept = sq8.compacted(keep)
+    codes = faiss.vector_to_array(faiss.downcast_index(sq8.index).codes).reshape(500, 16)
+    kept_codes = faiss.vector_to_array(faiss.downcast_index(kept.index).codes).reshape(len(keep), 16)
+    np.testing.assert_array_equal(kept_codes, codes[keep])
+    assert sq8.nbytes() < 500 * 16 + 1024 < CoarseIndex(16).nbytes() + 500 * 16 * 4  # a byte a coordinate
+
+
+def test_a_default_build_holds_int8_coarse_rows_and_answers_as_float32_does(tiny_encoder):
+    texts = random_texts(300, seed=31)
+    kwargs = dict(coarse=(3, 8), fine=(12, 32), model=tiny_encoder, candidates=20, hybrid=False)
+    r = Retriever.build(texts, **kwargs)
+    flat = Retriever.build(texts, **kwargs, backend=FaissOptions(index="Flat"))
+    assert r.backend.describe() == "SQ8" and "index='SQ8'" in repr(r)
+    coarse_bytes, _ = r.backend.nbytes()
+    assert coarse_bytes < 300 * 8 * 2  # a byte per coordinate (and a header), not four
+    same = [
+        len({h.doc_id for h in a} & {h.doc_id for h in b}) / 10
+        for a, b in zip(r.search_batch(QUERIES, k=10), flat.search_batch(QUERIES, k=10))
+    ]
+    assert np.mean(same) >= 0.9, same
+
+
 def test_a_loaded_store_grows_where_the_kernel_copies_nothing(tmp_path, monkeypatch):
     """``copy_file_range`` may copy nothing on some file systems: the copy to the grow file falls back to reads."""
     import os
@@ -532,7 +590,14 @@ def test_a_loaded_flat_index_grows_by_a_shard_saved_as_its_own_file(tiny_encoder
     from adaptive_retrieval.index import CoarseIndex
 
     texts = random_texts(110, seed=23)
-    r = Retriever.build(texts[:100], coarse=(3, 8), fine=(12, 32), model=tiny_encoder, adapt=False)
+    r = Retriever.build(
+        texts[:100],
+        coarse=(3, 8),
+        fine=(12, 32),
+        model=tiny_encoder,
+        adapt=False,
+        backend=FaissOptions(index="Flat"),
+    )
     r.save(tmp_path / "a")
     loaded = Retriever.load(tmp_path / "a", model=tiny_encoder)
     first = loaded.backend.coarse_index.index

@@ -404,7 +404,9 @@ class Backend(ABC):
         return D, I, int(short.sum())
 
     def vectors(self, view: str, start: int, stop: int) -> np.ndarray:
-        """The stored vectors of rows ``start..stop-1`` as float32 (for evaluations).
+        """The stored vectors of rows ``start..stop-1`` as float32 (for evaluations), L2-normalised as
+        :meth:`adaptive_retrieval.Retriever.add_vectors` takes them (a quantized coarse index's rows are decoded
+        from their codes: an SQ8 index's within 2/255 of the vectors added, per coordinate).
 
         Args:
             view: ``"coarse"`` or ``"fine"``.
