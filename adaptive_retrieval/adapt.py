@@ -285,10 +285,16 @@ class Adaptation:
     ``dim``; ``fine_query @ projection``, normalised, is a query's coarse vector computed from its fine
     view (the ``"projected"`` coarse query of :meth:`adaptive_retrieval.Retriever.search`). Saved beside
     the manifest."""
+    directions: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """``(r, fine_dim)``: every direction the fit found, largest first (``projection`` is the first ``dim``,
+    transposed); for :func:`adaptive_retrieval.first_stage.choose`, not saved"""
+    pseudo_fine: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The pseudo-queries' fine vectors (with texts), for :func:`adaptive_retrieval.first_stage.choose`; not saved"""
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the manifest holds it (the projection matrix is saved as a file)."""
-        return {k: v for k, v in asdict(self).items() if k != "projection"}
+        unsaved = ("projection", "directions", "pseudo_fine")
+        return {k: v for k, v in asdict(self).items() if k not in unsaved}
 
 
 def check_adaptation(adaptation: Any, coarse: Any, fine: Any) -> Adaptation | None:
@@ -420,6 +426,7 @@ def adapt_head(
         # the head predicts the fine view's coordinates on these directions: a fine query vector
         # projected on the first ``dim`` of them lands in the coarse view's space
         record.projection = np.ascontiguousarray(basis[1][:dim].T, dtype=np.float32)
+        record.directions = basis[1].float().numpy()
     record.seconds = time.perf_counter() - t0
     logger.info(
         "adaptation of layer %d at dim %d on %d documents: %s (pseudo-query fidelity@%d in %d: %.3f -> %.3f) "
@@ -524,6 +531,7 @@ def adapt_encoder(
     if head is not None:
         record.head_layers = list(range(1, layer + 1))
     if queries is not None:
+        record.pseudo_fine = queries[1]
         record.pseudo_queries = (
             f"first sentences (at most {SPAN_WORDS} words) of {len(check)} held-out documents; "
             f"{0 if extra is None else len(extra[0])} more of other documents fitted on beside them "

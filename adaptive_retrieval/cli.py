@@ -104,6 +104,10 @@ def _index(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"--out {out} is a file; give a new or empty folder")
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
         raise InvalidArgument(f"{out} exists and is not an index; give a new or empty folder")
+    if args.coarse_bytes is not None and args.index is not None:
+        raise InvalidArgument(
+            "--coarse-bytes chooses the coarse index, and --index names one: give one of them"
+        )
     if (out / "manifest.json").is_file() and not args.overwrite:  # before any encoding
         raise InvalidArgument(
             f"{out} already holds an index; give --overwrite to replace it, or another --out folder"
@@ -133,6 +137,7 @@ def _index(args: argparse.Namespace) -> int:
         hybrid=not args.no_hybrid,
         language=args.language,
         passages=not args.no_passages,
+        coarse_bytes=args.coarse_bytes,
         show_progress=not args.quiet,
     )
     failed = None
@@ -314,6 +319,7 @@ def _info(args: argparse.Namespace) -> int:
         "truncated",
         "passages",
         "documents",
+        "first_stage",
     )
     summary = {key: manifest.get(key) for key in (*keys, "saved_at", "library_version")}
     if args.json:
@@ -337,6 +343,7 @@ def _info(args: argparse.Namespace) -> int:
         f"max length {model['max_length']}; weights sha256 {model['fingerprint'][:12]}...)",
         f"views      coarse {manifest['coarse'][0]}x{manifest['coarse'][1]}, fine {manifest['fine'][0]}x{manifest['fine'][1]}",
         f"engine     {backend['name']} {' '.join(f'{k}={v}' for k, v in where.items())}".rstrip(),
+        *_first_stage_line(manifest.get("first_stage")),
         "adapted    no"
         if adapt is None
         else f"adapted    {adapt.get('chosen')} head on {adapt.get('documents')} documents",
@@ -353,6 +360,20 @@ def _info(args: argparse.Namespace) -> int:
     ]
     print("\n".join(lines))
     return 0
+
+
+def _first_stage_line(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    chosen = f"first      {record['index']} over {record['dim']} dims, {record['bytes']} B/document (budget {record['budget']})"
+    if record.get("shortlist") is None:
+        return [chosen + ": chosen by size (no projection to measure on)"]
+    others = ", ".join(f"{r['name']} {r['shortlist'] or '-'}" for r in record.get("frontier", []))
+    return [
+        chosen
+        + f": shortlist {record['shortlist']} for {record['target']:.0%} of the exact top {record['k']} "
+        f"on pseudo-queries ({others})"
+    ]
 
 
 def _positive(text: str) -> int:
@@ -404,6 +425,12 @@ def parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--index",
         help="FAISS factory string of the coarse index (default SQ8: int8 codes, 64 B per document at 64 dims)",
+    )
+    index.add_argument(
+        "--coarse-bytes",
+        type=_positive,
+        help="a memory budget for the coarse index in bytes per document: the coarse dimensions and code "
+        "within it that need the shortest shortlist on the corpus' pseudo-queries (instead of --index)",
     )
     index.add_argument("--fine-dtype", default="float16", choices=("float16", "float32"))
     index.add_argument("--batch-size", type=_positive, help="texts per forward pass (default: the model's)")

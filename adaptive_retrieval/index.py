@@ -9,9 +9,10 @@ L2-normalised vectors (cosine similarity), and missing results are ``-1``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import faiss
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_FACTORY = "SQ8"
 """The coarse index a FAISS engine builds unless told otherwise: one int8 code per coordinate (64 B per
 document at 64 dims, a quarter of float32), scanned exhaustively; see :func:`unit_coded`."""
+
+OPQ_ITERATIONS = 20
+"""Iterations an OPQ rotation trains (FAISS's default: 50). Measured on SciFact's fine vectors projected on
+256 directions (Intel Xeon): the same shortlists for 0.95 of the exact top 10 as 50 at 16 and 64 bytes (50 and
+15), in about 0.7x the time."""
 
 # Search-time knobs of FAISS indexes: per call through faiss.SearchParameters*, or set on the index.
 _KNOBS = ("nprobe", "efSearch", "k_factor", "max_codes")  # (polysemous "ht" is L2-only)
@@ -147,6 +153,37 @@ def unit_coded(index: faiss.Index) -> bool:
     codes.is_trained = True
     index.is_trained = True
     return True
+
+
+@contextlib.contextmanager
+def _quiet_codebooks(index: faiss.Index, n: int, factory: str) -> Iterator[None]:
+    """While ``index`` trains on ``n`` vectors, its product quantizers (PQ, and OPQ's rotation training) run
+    k-means without FAISS's warning per run (hundreds of lines when ``n`` is below 39 per centroid): said
+    once here instead. An OPQ rotation trains :data:`OPQ_ITERATIONS` iterations."""
+    quantizers, lent = [], []
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        for i in range(index.chain.size()):
+            transform = faiss.downcast_VectorTransform(index.chain.at(i))
+            if isinstance(transform, faiss.OPQMatrix) and transform.pq is None:
+                transform.niter = min(transform.niter, OPQ_ITERATIONS)
+                pq = faiss.ProductQuantizer(transform.d_out, transform.M, 8)
+                transform.pq = pq  # FAISS trains with it: a raw pointer, taken back below
+                lent.append((transform, pq))
+                quantizers.append(pq)
+        index = faiss.downcast_index(index.index)
+    if isinstance(getattr(index, "pq", None), faiss.ProductQuantizer):
+        quantizers.append(index.pq)
+    for pq in quantizers:
+        pq.cp.min_points_per_centroid = 1
+    least = max((39 * pq.ksub for pq in quantizers), default=0)
+    if n < least:
+        logger.info("%s: codebooks trained on %d vectors (FAISS suggests %d or more)", factory, n, least)
+    try:
+        yield
+    finally:
+        for transform, _ in lent:
+            transform.pq = None
 
 
 def selector(allowed: np.ndarray) -> faiss.IDSelector:
@@ -277,7 +314,8 @@ class CoarseIndex:
             InvalidArgument: vectors of another width."""
         vectors = as_matrix(vectors, self.dim, "vectors")
         try:
-            self.index.train(vectors)
+            with _quiet_codebooks(self.index, len(vectors), self.factory):
+                self.index.train(vectors)
         except RuntimeError as err:
             raise CorpusError(
                 f"index={self.factory!r} could not be trained on {len(vectors)} vectors: "
@@ -557,6 +595,7 @@ def _flat_rows(index: faiss.IndexFlat, count: int | None = None) -> np.ndarray:
 __all__ = [
     "DEFAULT_FACTORY",
     "FINE_DTYPES",
+    "OPQ_ITERATIONS",
     "CoarseIndex",
     "CoarseSpill",
     "FineStore",

@@ -10,6 +10,7 @@ every document's coarse vector is its fine vector projected (:func:`adaptive_ret
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any
@@ -25,17 +26,17 @@ from .corpus import Corpus, DocId, chunks, iter_records
 from .documents import DocumentStore
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .errors import (
-    AdaptiveRetrievalError,
     CorpusError,
     CorpusTypeError,
     InvalidArgument,
     InvalidArgumentType,
-    RetrieverBusy,
 )
+from .first_stage import budget_options, by_size, first_stage_chosen, within_budget
 from .lexical import LexicalIndex
 from .metadata import check_metadata
 from .models import DEFAULT_MODEL
 from .passages import budget, document_of, expand, split
+from .removal import compact_if_due
 from .views import View, ViewLike, check_pair
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ class CorpusEncoding:
         metadata: one record (a dict or ``None``) per document, merged over the document's own fields.
         passage_tokens: split documents longer than this many tokens into passages
             (:mod:`adaptive_retrieval.passages`); ``None``: cut them to the model's max length.
+        coarse_bytes: with ``adapt``, the first chunk also chooses the coarse code within this many bytes
+            per document (:func:`adaptive_retrieval.first_stage.choose`): ``coarse`` and ``first_stage``
+            say what it chose.
     """
 
     def __init__(
@@ -94,8 +98,10 @@ class CorpusEncoding:
         bar: Any,
         metadata: Sequence[Any] | None = None,
         passage_tokens: int | None = None,
+        coarse_bytes: int | None = None,
     ) -> None:
         self.corpus, self.encoder, self.coarse, self.fine = corpus, encoder, coarse, fine
+        self.coarse_bytes, self.first_stage = coarse_bytes, None
         self.passage_tokens = passage_tokens
         self.metadata = metadata
         self.adaptation, self.adapt, self.candidates = adaptation, adapt, candidates
@@ -186,6 +192,10 @@ class CorpusEncoding:
             else None,  # the pseudo-queries: a bar of their own when long
         )
         self.adapt = False
+        if self.coarse_bytes is not None:  # the coarse view's dimensions may change with the code chosen
+            self.first_stage, self.coarse = within_budget(
+                self.adaptation, self.coarse, fine, self.coarse_bytes
+            )
         projection = projection_of(self.adaptation)
         if projection is not None:
             return project_fine(fine, projection), fine
@@ -215,6 +225,7 @@ def build(
     hybrid: bool = True,
     language: str = "english",
     passages: bool = True,
+    coarse_bytes: int | None = None,
     batch_size: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     show_progress: bool | None = None,
@@ -249,6 +260,11 @@ def build(
         passages: split a document longer than the model's max length into passages, each indexed
             (:mod:`adaptive_retrieval.passages`: searches return documents by their best passage; later adds
             split too); ``False``: cut such a document to the max length (and say how many were cut).
+        coarse_bytes: a memory budget for the coarse index, in bytes per document (FAISS engine): the first
+            chunk chooses, on its own pseudo-queries, the coarse dimensions and code within it whose shortlist
+            for 95% of the exact top 10 is shortest (:mod:`adaptive_retrieval.first_stage`; the coarse view's
+            dimensions follow the choice; ``retriever.first_stage`` records it). ``None``: the coarse view as
+            given, in the engine's index (SQ8 by default: ``coarse``'s dimensions in bytes).
         batch_size: encoder batch size (default: the encoder's).
         chunk_size: documents encoded and added per step.
         show_progress: progress bars while encoding (default: on for long work).
@@ -267,6 +283,8 @@ def build(
             (CorpusTypeError: one of the wrong type); nothing is left behind.
         IndexConflict: an engine collection of that name exists already.
         EngineError: the engine (Qdrant, Milvus) refused or failed.
+        InvalidArgument: ``coarse_bytes`` no code within it meets the target on this corpus (the message
+            names the smallest budget that does), or with an engine other than FAISS or a FAISS index given.
 
     Example:
         >>> from adaptive_retrieval import FaissOptions, Retriever
@@ -283,6 +301,7 @@ def build(
         if not isinstance(flag, bool):
             raise InvalidArgumentType(f"{name} must be True or False, got {flag!r}")
     options = engine_options(backend, backend_options, faiss_options)
+    coarse_bytes = budget_options(coarse_bytes, options)
     lexical = LexicalIndex(language) if hybrid else None  # a bad language: refused before the model loads
     encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
     if passages and not getattr(encoder.tokenizer, "is_fast", False):
@@ -290,8 +309,14 @@ def build(
             f"passages need a fast tokenizer (character offsets); {encoder.name!r} has a slow one: build with "
             "passages=False (long documents are then cut to the model's max length)"
         )
+    chosen = None
+    if coarse_bytes is not None and not adapt:  # no projection to choose dimensions on: a code by size
+        chosen = by_size(coarse_bytes, encoder.check_view(coarse, name="coarse").dim, 0)
+        options = dataclasses.replace(options, index=chosen.index)
     retriever = empty(cls, encoder, coarse, fine, candidates, options, store_text, lexical)
+    retriever.first_stage = chosen
     retriever._adapt_next = adapt
+    retriever._coarse_bytes_next = coarse_bytes if adapt else None
     retriever.passages = passages
     with discarding(retriever):
         retriever.add(
@@ -505,11 +530,13 @@ def _encode_and_write(
             chunk_size=chunk_size,
             batch_size=batch_size, bar=bar, metadata=metadata,
             passage_tokens=budget(self.encoder) if self.passages else None,
+            coarse_bytes=self._coarse_bytes_next,
         )  # fmt: skip
-        self.writer.add_batches(encoding, replace=replace)
+        batches = encoding if encoding.coarse_bytes is None else first_stage_chosen(self, encoding)
+        self.writer.add_batches(batches, replace=replace)  # the writer of the engine chosen, if it changed
     finally:
         bar.close()
-    self.encoder, self._adapt_next = encoding.encoder, False
+    self.encoder, self._adapt_next, self._coarse_bytes_next = encoding.encoder, False, None
     self.set_adaptation(encoding.adaptation)
     if encoding.cut:  # said, never silent: the rest of such a document is not indexed
         logger.warning(
@@ -530,66 +557,3 @@ def next_int_id(ids: Any) -> int:
     shrink at compaction; ids never collide)."""
     ints = [d for d in map(document_of, ids.ids) if isinstance(d, int) and not isinstance(d, bool)]
     return max(len(ids), max(ints, default=-1) + 1)
-
-
-def delete(self: Any, ids: Iterable[DocId], *, missing: str = "raise") -> int:
-    """Delete documents by id, all or none: the next search no longer finds them (searches running
-    beside see the index before or after, never a part); their rows are reclaimed by :meth:`compact`,
-    run once dead rows pass :attr:`adaptive_retrieval.Retriever.compact_at` of the index.
-
-    Args:
-        ids: the documents' ids (a list; ``[]`` deletes nothing).
-        missing: ``"raise"``: an id the index does not hold is an error and nothing is deleted;
-            ``"ignore"``: such ids are skipped.
-
-    Returns:
-        How many documents were deleted.
-
-    Raises:
-        CorpusError: an unknown id (``missing="raise"``). CorpusTypeError: a single id, not a list.
-        InvalidArgument: another ``missing``. EngineError: an engine that does not delete yet (Qdrant, Milvus).
-        RetrieverBusy: another write is running. RetrieverClosed: the retriever was closed.
-
-    Example:
-        >>> retriever.delete(["d1", "d2"])  # doctest: +SKIP
-        2
-    """
-    self._check_open()
-    deleted = self.writer.delete(ids, missing=missing)
-    compact_if_due(self)
-    return deleted
-
-
-def compact(self: Any) -> int:
-    """Reclaim the rows of deleted and replaced documents: the engine's coarse index and fine store keep
-    only the live rows, renumbered in order (built beside searches, swapped in at once). Rows, as
-    :meth:`adaptive_retrieval.Retriever.search_arrays` returns them, change; ids do not.
-
-    Returns:
-        How many rows were reclaimed.
-
-    Raises:
-        EngineError: an engine that does not compact. RetrieverBusy: another write is running.
-    """
-    self._check_open()
-    return self.writer.compact()
-
-
-def compact_if_due(self: Any) -> None:
-    """:func:`compact` when the dead rows reach :attr:`adaptive_retrieval.Retriever.compact_at` of the rows.
-    The write before it has committed: a compaction that cannot run now (another write holds the
-    writer, a disk full) is logged and left for later, never raised as that write's failure."""
-    share = self.compact_at
-    if share is not None and self.ids.dead and self.ids.dead >= share * len(self.ids):
-        try:
-            self.writer.compact()
-        except RetrieverBusy:
-            logger.debug("compaction due but another write is running: left for a later write")
-        except AdaptiveRetrievalError as err:
-            logger.warning(
-                "compaction due but it failed (the index is unchanged; compact() retries): %s", err
-            )
-        except OSError as err:
-            logger.warning(
-                "compaction due but it failed (the index is unchanged; compact() retries): %s", err
-            )

@@ -23,6 +23,7 @@ from .corpus import DocId
 from .documents import DocumentStore
 from .encoder import Encoder
 from .errors import CorpusError, IndexDamaged, InvalidArgument, ModelMismatch, ModelNotFound
+from .first_stage import FirstStage
 from .hybrid import Fusion
 from .lexical import LexicalIndex
 from .metadata import MetadataStore
@@ -85,6 +86,8 @@ class Manifest:
     """Documents, where passages make ``count`` (the live rows) larger (``None``: ``count``)"""
     rows: int | None = None
     """Rows the stores hold, those of deleted documents included (``None``: ``count``)"""
+    first_stage: dict[str, Any] | None = None
+    """What ``build(coarse_bytes=...)`` chose and measured (:class:`adaptive_retrieval.first_stage.FirstStage`)"""
     saved_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     library_version: str = __version__
 
@@ -99,6 +102,7 @@ class Manifest:
             "truncated",
             "passages",
             "documents",
+            "first_stage",
         ):  # as older ones wrote it
             if out[optional] is None or (optional in ("truncated", "passages") and not out[optional]):
                 del out[optional]
@@ -124,6 +128,7 @@ class OpenedIndex:
     fusion: Fusion | None = None
     truncated: int = 0
     passages: bool = False
+    first_stage: FirstStage | None = None
 
 
 def save_index(
@@ -229,6 +234,8 @@ def open_index(
     try:
         adaptation = None if adaptation is None else Adaptation(**adaptation, projection=projection)
         calibration = None if calibration is None else Calibration.from_dict(calibration)
+        first_stage = manifest.get("first_stage")
+        first_stage = None if first_stage is None else FirstStage.from_dict(first_stage)
     except TypeError as err:
         raise IndexDamaged(f"the index at {str(path)!r} is damaged: its manifest's records: {err}") from None
     options = dict(backend_options or {})
@@ -279,6 +286,7 @@ def open_index(
         fusion=fusion,
         truncated=int(manifest.get("truncated", 0)),
         passages=bool(manifest.get("passages", False)),
+        first_stage=first_stage,
     )
 
 
@@ -314,6 +322,7 @@ def save(self: Any, path: str | Path) -> None:
             lexical=None if self.lexical is None else self.lexical.settings,
             fusion=None if self.lexical is None else self.fusion.as_dict(), truncated=self.truncated,
             passages=self.passages, documents=len(self) if len(self) < self.ids.count else None,
+            first_stage=None if self.first_stage is None else self.first_stage.as_dict(),
         )  # fmt: skip
         where = Path(path).resolve()
         expect = self._manifests.get(where) if guards_directory(manifest, self.documents) else None
@@ -364,6 +373,7 @@ def load(
             opened.encoder, opened.coarse, opened.fine, opened.engine, opened.doc_ids,
             candidates=opened.candidates, adaptation=opened.adaptation, calibration=opened.calibration,
             documents=opened.documents, metadata=opened.metadata, lexical=opened.lexical, fusion=opened.fusion,
+            first_stage=opened.first_stage,
         )  # fmt: skip
     except BaseException as err:  # e.g. a repeated id: nothing of the index stays open
         opened.engine.close()

@@ -13,14 +13,13 @@ The work lives elsewhere: encoding a corpus in :mod:`adaptive_retrieval.indexing
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import calibration, indexing, manifest, querying
+from . import calibration, indexing, manifest, querying, removal
 from . import refit as refitting
 from .adapt import Adaptation, check_adaptation, project_fine
 from .backends import Backend
@@ -30,6 +29,7 @@ from .documents import DocumentStore
 from .encoder import Encoder
 from .errors import InvalidArgument, RetrieverClosed
 from .filters import parse as parse_filter
+from .first_stage import FirstStage
 from .hybrid import Fusion
 from .ids import IdMap
 from .indexing import CHUNK_SIZE, projection_of
@@ -81,6 +81,7 @@ class Retriever:
         metadata: MetadataStore | None = None,
         lexical: LexicalIndex | None = None,
         fusion: Fusion | None = None,
+        first_stage: FirstStage | None = None,
     ) -> None:
         self.encoder, self.coarse, self.fine = encoder, coarse, fine
         self.backend = backend
@@ -88,6 +89,9 @@ class Retriever:
         self.ids = IdMap(doc_ids, key=backend.key, keys=backend.opened_keys, renew=backend.renew)
         """The one map of document ids to rows (:class:`adaptive_retrieval.ids.IdMap`)"""
         backend.attach(self.ids)
+        self.first_stage = first_stage
+        """What ``build(coarse_bytes=...)`` chose for the coarse index and measured
+        (:class:`adaptive_retrieval.first_stage.FirstStage`), or ``None``"""
         self.documents = documents
         """The documents' texts and metadata (``store_text=True``), or ``None``"""
         self.metadata = MetadataStore.load(None, self.ids.ids) if metadata is None else metadata
@@ -113,13 +117,10 @@ class Retriever:
         self._lock = ReadWriteLock()  # searches read; the commit of a write writes
         self._closed = False
         self._adapt_next = False  # set by build(adapt=True): the first chunk added fits the coarse head
+        self._coarse_bytes_next: int | None = None  # set by build(coarse_bytes=...): ... and chooses its code
         self._manifests: dict[Path, str] = {}  # index directories loaded or saved: their manifest's digest
         self._precision = QueryPrecision()
-        # the writer calls back through a weak reference: no cycle, so a dropped retriever is freed at once
-        drop = weakref.WeakMethod(self._drop_stale_calibration)
-        self.writer = IndexWriter(
-            self.ids, backend, documents, self.metadata, coarse, fine, self._lock, lambda: drop()(), lexical
-        )
+        self.writer = IndexWriter.of(self)
         """The index writer every add goes through (:class:`adaptive_retrieval.writer.IndexWriter`)"""
 
     @property
@@ -140,8 +141,8 @@ class Retriever:
     from_vector_batches = classmethod(indexing.from_vector_batches)
     add = indexing.add
     upsert = indexing.upsert
-    delete = indexing.delete
-    compact = indexing.compact
+    delete = removal.delete
+    compact = removal.compact
     refit = refitting.refit
     drift = refitting.drift
     calibrate = calibration.calibrate

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -219,6 +220,16 @@ class IndexWriter:
             the index outgrew).
         lexical: the lexical index, or ``None`` (then texts are needed only where documents are kept).
     """
+
+    @classmethod
+    def of(cls, retriever: Any) -> IndexWriter:
+        """The writer of an :class:`adaptive_retrieval.Retriever`'s stores and engine; a commit drops its stale
+        calibration through a weak reference (no cycle: a dropped retriever is freed at once)."""
+        drop = weakref.WeakMethod(retriever._drop_stale_calibration)
+        r = retriever
+        return cls(
+            r.ids, r.backend, r.documents, r.metadata, r.coarse, r.fine, r._lock, lambda: drop()(), r.lexical
+        )
 
     def __init__(
         self,

@@ -309,6 +309,24 @@ class FaissBackend(Backend):
     def nbytes(self) -> tuple[int, int]:
         return self.coarse_index.nbytes(), self.fine_store.nbytes()
 
+    def remade(self, coarse_dim: int, index: str) -> FaissBackend:
+        """An empty backend like this empty one (its fine dtype, fine file, training sample) for a coarse view
+        of ``coarse_dim`` dims in the coarse index ``index``; this one's file is removed first.
+
+        Raises:
+            InvalidArgument: a factory string FAISS cannot build."""
+        assert len(self.fine_store) == 0 and len(self.coarse_index) == 0, "only an empty backend is remade"
+        options = FaissOptions(
+            index=index,
+            fine_dtype=self.fine_store.dtype,
+            fine_path=self.fine_store.path,
+            train_size=self.train_size,
+        )
+        CoarseIndex(coarse_dim, index)  # a string FAISS refuses: refused before anything is removed
+        self.close()
+        self.discard()
+        return FaissBackend.create(coarse_dim, self.fine_store.dim, options)
+
     def discard(self) -> None:
         if self.fine_store.path is not None:
             self.fine_store.path.unlink(missing_ok=True)
