@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,12 @@ import faiss
 import numpy as np
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder
-from adaptive_retrieval.adapt import fine_basis, project_fine
+from adaptive_retrieval.adapt import adapt_encoder, fine_basis, project_fine
+from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from adaptive_retrieval.errors import InvalidArgument
+from adaptive_retrieval.first_stage import choose, measure, representations, shortlist_curve
+from adaptive_retrieval.first_stage import needed as shortlist_for
 from adaptive_retrieval.index import CoarseIndex
 from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json, write_markdown
 from adaptive_retrieval.retriever import CHUNK_SIZE
@@ -119,19 +124,10 @@ class Representation:
         return rows, time.perf_counter() - t0
 
 
-def overlap_curve(rows: np.ndarray, exact: np.ndarray, grid: Sequence[int]) -> dict[int, float]:
-    """Mean share of each query's exact top 10 among its first ``s`` rows, for each ``s`` of ``grid``."""
-    missing = np.iinfo(np.int64).max
-    ranks = np.empty(exact.shape, np.int64)
-    for q in range(len(rows)):
-        where = {int(r): i for i, r in enumerate(rows[q]) if r >= 0}
-        ranks[q] = [where.get(int(r), missing) for r in exact[q]]
-    return {s: float((ranks < s).mean()) for s in grid}
-
-
 def needed(curve: dict[int, float], target: float) -> str:
-    """The smallest shortlist of the grid reaching ``target`` (``">N"``: none did)."""
-    return next((str(s) for s, v in sorted(curve.items()) if v >= target - 1e-9), f">{max(curve)}")
+    """The smallest shortlist of the grid reaching ``target`` (``">N"``: none did), as the table prints it."""
+    found = shortlist_for(curve, target)
+    return f">{max(curve)}" if found is None else str(found)
 
 
 def evaluate(folder: Path, encoder: Encoder, cache_dir: Path | None, specs: Sequence[str], max_queries: int | None) -> list[dict[str, Any]]:  # fmt: skip
@@ -157,7 +153,7 @@ def evaluate(folder: Path, encoder: Encoder, cache_dir: Path | None, specs: Sequ
         rep = Representation(spec, fine, basis, mean)
         build_s = rep.build(fine)
         rows, _ = rep.search(fine_q, max(grid))
-        curve = overlap_curve(rows, exact, grid)
+        curve = shortlist_curve(rows, exact, grid)
         row = {"dataset": name, "docs": len(fine), "queries": len(texts), "representation": spec,
                "bytes": rep.bytes, "build_s": build_s, "overlap": curve,
                "overlap@100": curve.get(100, curve[max(grid)])}  # fmt: skip
@@ -176,6 +172,68 @@ def evaluate(folder: Path, encoder: Encoder, cache_dir: Path | None, specs: Sequ
     return out
 
 
+BUDGET_COLUMNS = (
+    ("dataset", "dataset", "s"),
+    ("B/doc", "budget", "d"),
+    ("library's choice", "chosen", "s"),
+    ("its shortlist (pseudo-queries)", "chosen_pseudo", "s"),
+    ("its shortlist (test)", "chosen_test", "s"),
+    ("best at the budget (test)", "best", "s"),
+    ("best's shortlist (test)", "best_test", "s"),
+    ("met", "met", "s"),
+    ("choice s", "choice_s", ".1f"),
+)
+
+
+def budget_rows(folder: Path, encoder: Encoder, cache_dir: Path | None, budgets: Sequence[int], max_queries: int | None, coarse_view: str = "4x64") -> list[dict[str, Any]]:  # fmt: skip
+    """For each budget: what ``Retriever.build(coarse_bytes=...)`` chooses on this corpus (the build's own
+    adaptation and pseudo-queries, on the first chunk), and, on the test queries, the shortlist its choice
+    needs for 0.95 of the exact fine top 10 beside the best of every candidate the budget allows."""
+    data_dir, name = dataset_location(folder)
+    corpus, queries, _ = load_split(data_dir, name, "test")
+    texts = list(queries.values())[:max_queries] if max_queries else list(queries.values())
+    _, layers = encode_beir_corpus(encoder, corpus, cache_dir)
+    fine = np.ascontiguousarray(view_matrix(encoder, layers, encoder.full_view), dtype=np.float32)
+    coarse = encoder.check_view(coarse_view)  # the build's coarse view: its layer's states feed the fit
+    first = slice(0, CHUNK_SIZE)
+    states = [layers[i][first] for i in range(coarse.layer)]
+    del layers
+    docs = [text for _, text in islice(iter_documents(corpus), CHUNK_SIZE)]
+    _, record = adapt_encoder(encoder, coarse, encoder.full_view, states, fine[first], texts=docs)
+    if record.directions is None or record.pseudo_fine is None:
+        raise SystemExit(f"{name}: the build kept the model's head (no projection): nothing to choose on")
+    directions, pseudo = record.directions, record.pseudo_fine
+    fine_q = encoder.encode(encoder.as_queries(texts), [encoder.full_view], show_progress=False)
+    fine_q = np.ascontiguousarray(fine_q[encoder.full_view], dtype=np.float32)
+    exact = np.argsort(-(fine_q @ fine.T), axis=1)[:, :10]
+    out = []
+    for budget in budgets:
+        t0 = time.perf_counter()
+        try:
+            chosen = choose(budget, fine[first], directions, pseudo, queries=record.pseudo_queries)
+        except InvalidArgument as err:
+            print(f"{name} {budget} B: refused: {err}", flush=True)
+            out.append({"dataset": name, "budget": budget, "chosen": "refused", "refusal": str(err)})
+            continue
+        seconds = time.perf_counter() - t0
+        tested = {}
+        for rep in representations(budget, fine.shape[1]):
+            row = measure(rep, fine, directions, fine_q, exact, GRID)
+            tested[rep.name] = shortlist_for(row["curve"], 0.95)
+        pick = f"proj{chosen.dim}-{chosen.index}"
+        best = min(tested, key=lambda n: (tested[n] is None, tested[n] or 0))
+        show = {n: ">" + str(GRID[-1]) if v is None else str(v) for n, v in tested.items()}
+        out.append({
+            "dataset": name, "budget": budget, "chosen": pick, "chosen_pseudo": str(chosen.shortlist),
+            "chosen_test": show[pick], "best": best, "best_test": show[best],
+            "met": "yes" if tested[pick] is not None and tested[pick] <= (tested[best] or 0) else "no",
+            "choice_s": seconds, "test_shortlists": show, "frontier": chosen.frontier,
+        })  # fmt: skip
+        print(f"{name} {budget:4d} B: chose {pick} ({chosen.shortlist} on pseudo-queries, {show[pick]} on test); "
+              f"test: {show}", flush=True)  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -185,9 +243,36 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--representations", nargs="+", default=list(DEFAULT_SPECS))
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--max-queries", type=int)
+    ap.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        help="instead: the library's choice at each budget against the best there",
+    )
+    ap.add_argument(
+        "--coarse", default="4x64", help="with --budgets: the build's coarse view (the layer it fits on)"
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     encoder = Encoder.from_pretrained(args.model)
+    if args.budgets:
+        rows = []
+        for folder in args.datasets:
+            rows += budget_rows(folder, encoder, args.cache_dir, args.budgets, args.max_queries, args.coarse)
+        table = markdown_table([r for r in rows if r["chosen"] != "refused"], BUDGET_COLUMNS)
+        print(table)
+        if args.out:
+            header = settings(labels="none: the choice sees pseudo-queries (first sentences of held-out documents); "
+                              f"the test columns the exact fine view's top 10 of the test queries (no qrels); "
+                              f"{args.model}'s own provenance says what its weights saw")  # fmt: skip
+            write_json(args.out / "results.json", {**header, "model": model_info(encoder), "rows": rows})
+            write_markdown(
+                args.out / "results.md",
+                "The first stage within a budget: the library's choice",
+                header,
+                table,
+            )
+        return
     rows = []
     for folder in args.datasets:
         rows += evaluate(folder, encoder, args.cache_dir, args.representations, args.max_queries)

@@ -8,7 +8,8 @@ import sys
 
 import numpy as np
 
-from benchmarks.bench_first_stage import needed, overlap_curve
+from adaptive_retrieval.first_stage import shortlist_curve as overlap_curve
+from benchmarks.bench_first_stage import needed
 from tests.test_bench_hybrid import RUN, tiny_model, tiny_set
 
 
@@ -37,3 +38,21 @@ def test_bench_first_stage_tiny(tmp_path):
     assert rows["proj32-f32"]["shortlist@0.99"] == "10"
     assert all(0 <= v <= 1 for r in rows.values() for v in r["overlap"].values())
     assert "command" in saved and saved["labels"].startswith("none")
+
+
+def test_bench_first_stage_budgets_tiny(tmp_path):
+    """--budgets: the library's choice on its pseudo-queries, beside every candidate on the test queries."""
+    folder = tiny_set(tmp_path / "data", "tiny", n_docs=300)
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_first_stage", "--datasets", str(folder), "--model",
+         str(tiny_model(tmp_path)), "--cache-dir", str(tmp_path / "cache"), "--budgets", "8", "--coarse", "3x8",
+         "--out", str(out)],
+        **RUN,
+    )  # fmt: skip
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    assert row["budget"] == 8 and row["chosen"] in row["test_shortlists"]
+    assert set(row["test_shortlists"]) == {"proj8-SQ8", "proj16-SQ4", "proj32-OPQ8,PQ8"}
+    assert row["chosen_test"] == row["test_shortlists"][row["chosen"]]
+    assert row["met"] == ("yes" if row["chosen_test"] == row["best_test"] else "no")
+    assert "| tiny | 8 |" in (out / "results.md").read_text()
