@@ -203,7 +203,7 @@ class CoarseIndex:
     Args:
         dim: the coarse view's dimension.
         factory: any FAISS factory string: ``"Flat"`` (exact float32), ``"SQ8"`` (int8 codes over
-            ``[-1, 1]``: :func:`unit_coded`; the engine's default, :data:`DEFAULT_FACTORY`), ``"HNSW32"``,
+            ``[-1, 1]``: :func:`adaptive_retrieval.index.unit_coded`; the engine's default, :data:`adaptive_retrieval.index.DEFAULT_FACTORY`), ``"HNSW32"``,
             ``"IVF1024,Flat"``, ``"IVF4096,PQ16"``, ...
         index: an existing FAISS index of that kind (instead of building one), e.g. one read from a file.
         more: the further shards of a Flat index grown in shards (:meth:`grown`), in row order.

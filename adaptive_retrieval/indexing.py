@@ -485,7 +485,7 @@ def upsert(
 ) -> None:
     """Add documents, replacing those whose ids the index holds (text, metadata and vectors), all or
     nothing, as :meth:`add`. A replaced document's old row is dead from the commit on (searches never see
-    both); :meth:`compact` reclaims it.
+    both); :meth:`adaptive_retrieval.Retriever.compact` reclaims it.
 
     Args:
         corpus: as :meth:`add` takes it (give ids: a dict or ``(id, text)`` pairs).

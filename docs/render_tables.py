@@ -143,8 +143,51 @@ def first_stage() -> str:
     return _table(["first stage", "B/doc", *(f"{d}" for d in sets)], rows)
 
 
+def first_stage_default() -> str:
+    """The projected view as the library codes it (SQ8 over [-1, 1]) beside float32 (docs/results/first-stage-default):
+    shortlists for 0.95 / 0.99 and overlap@10 at the default shortlist of 100."""
+    saved = _load("first-stage-default")["rows"]
+    sets = list(dict.fromkeys(r["dataset"] for r in saved))
+    by = {(r["representation"], r["dataset"]): r for r in saved}
+    reps = list(dict.fromkeys(r["representation"] for r in saved))
+    rows = [
+        [rep, str(by[(rep, sets[0])]["bytes"])]
+        + [
+            f"{by[(rep, d)]['shortlist@0.95']} / {by[(rep, d)]['shortlist@0.99']} ({by[(rep, d)]['overlap@100']:.3f})"
+            for d in sets
+        ]
+        for rep in reps
+    ]
+    return _table(["first stage", "B/doc", *sets], rows)
+
+
+def first_stage_budgets() -> str:
+    """The library's choice at each budget beside the best code there, on the test queries
+    (docs/results/first-stage-budgets)."""
+    rows = []
+    for r in _load("first-stage-budgets")["rows"]:
+        if r["chosen"] == "refused":
+            rows.append([r["dataset"], str(r["budget"]), "refused", "", "", "", "", ""])
+            continue
+        rows.append(
+            [r["dataset"], str(r["budget"]), r["chosen"], r["chosen_pseudo"], r["chosen_test"], r["best"],
+             r["best_test"], r["met"]]
+        )  # fmt: skip
+    header = [
+        "set",
+        "B/doc",
+        "chosen",
+        "its shortlist, pseudo-queries",
+        "its shortlist, test",
+        "best code, test",
+    ]
+    return _table([*header, "best's shortlist", "no longer than the best"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "first-stage": first_stage,
+    "first-stage-budgets": first_stage_budgets,
+    "first-stage-default": first_stage_default,
     "hybrid-test": hybrid_test,
     "hybrid-scale": hybrid_scale,
     "passages-test": passages_test,

@@ -222,6 +222,10 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path):
             ["index", str(binary), "--out", str(tmp_path / "o")],
             "line 2: not UTF-8 text",
         ),  # line 1: bytes 0-10
+        (
+            ["index", str(lines), "--out", str(tmp_path / "o"), "--coarse-bytes", "16", "--index", "Flat"],
+            "--coarse-bytes chooses the coarse index",
+        ),
     ]
     for argv, message in cases:
         probe = (
@@ -321,3 +325,25 @@ def test_long_documents_become_passages_unless_told(tmp_path):
     cut = run("index", str(corpus), "--out", str(tmp_path / "cut"), "--no-passages", *common)
     assert cut.returncode == 0 and "40 documents were cut to the model's max length" in cut.stderr
     assert "passages   off" in run("info", str(tmp_path / "cut")).stdout
+
+
+def test_a_coarse_byte_budget_from_the_command_line(model_dir, tmp_path):
+    texts = random_texts(300, seed=33)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "idx"
+    made = run(
+        "index", str(corpus), "--out", str(out), "--model", str(model_dir), "--coarse", "2x8", "--coarse-bytes",
+        "8", "--no-hybrid", "--quiet",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    record = json.loads(run("info", str(out), "--json").stdout)["first_stage"]
+    assert record["budget"] == 8 and record["bytes"] <= 8 and record["shortlist"] >= 10
+    assert f"{record['index']}" in made.stderr  # the closing line names the index the budget chose
+    shown = run("info", str(out)).stdout
+    assert (
+        f"first      {record['index']} over {record['dim']} dims, {record['bytes']} B/document (budget 8)"
+        in shown
+    )
+    found = run("search", str(out), texts[5], "-k", "1", "--json", "--model", str(model_dir))
+    assert json.loads(found.stdout)[0]["doc_id"] == 5
