@@ -12,8 +12,8 @@ directions, :func:`adaptive_retrieval.adapt.project_fine`) can be held several w
 Which needs the shortest shortlist for a fidelity depends on the corpus (``benchmarks/bench_first_stage``
 measures them on five sets). :func:`choose` measures each on the build's own pseudo-queries (the first
 sentences of held-out documents, as :mod:`adaptive_retrieval.adapt` makes them) against the exact fine top
-``k`` over the first chunk of documents, and keeps the one whose shortlist for the target is shortest (fewer
-bytes, then the simpler code, on a tie). ``Retriever.build(..., coarse_bytes=B)`` uses it: the coarse view
+``k`` over the first chunk of documents, and keeps the one whose shortlist for the target is shortest (on a
+tie: the larger share of the top ``k`` at that shortlist, then fewer bytes, then the simpler code). ``Retriever.build(..., coarse_bytes=B)`` uses it: the coarse view
 becomes ``(layer, dim)`` of the choice, the FAISS engine's index its code, and the record
 (:class:`FirstStage`: the choice, every candidate's measured shortlist, the queries) is saved in the manifest
 and reported by ``retriever.first_stage``.
@@ -71,7 +71,7 @@ MIN_DIM = 8
 BUDGETS: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024)
 """The budgets a refused one is compared with, to name the smallest that meets the target."""
 SIMPLER = ("SQ8", "Flat", "SQ4", "OPQ")
-"""On a tie of shortlist and bytes, the first of these wins (no training beats training)."""
+"""On a tie of shortlist, overlap at it and bytes, the first of these wins (no training beats training)."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ class FirstStage:
     documents: int
     frontier: list[dict[str, Any]] = field(default_factory=list)
     """Every candidate: ``name``, ``dim``, ``index``, ``bytes``, ``shortlist`` (``None``: over the grid),
-    ``overlap_at_longest`` (the overlap at the longest shortlist measured), ``seconds``"""
+    ``overlap_at_shortlist``, ``overlap_at_longest`` (the overlap at the longest shortlist measured), ``seconds``"""
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -199,7 +199,8 @@ def measure(
 
 def _rank(row: dict[str, Any]) -> tuple:
     kind = next(i for i, name in enumerate(SIMPLER) if row["index"].startswith(name))
-    return (row["shortlist"] is None, row["shortlist"] or 0, row["bytes"], kind)
+    margin = -round(row.get("overlap_at_shortlist") or 0.0, 3)  # more of the top k at that shortlist
+    return (row["shortlist"] is None, row["shortlist"] or 0, margin, row["bytes"], kind)
 
 
 def choose(
@@ -246,7 +247,9 @@ def choose(
         out = []
         for rep in representations(b, width):
             row = measure(rep, docs_fine, directions, queries_fine, exact, grid)
-            row["shortlist"] = needed(row.pop("curve"), target)
+            curve = row.pop("curve")
+            row["shortlist"] = needed(curve, target)
+            row["overlap_at_shortlist"] = None if row["shortlist"] is None else curve[row["shortlist"]]
             out.append(row)
         return out
 
