@@ -7,7 +7,8 @@ directions, :func:`adaptive_retrieval.adapt.project_fine`) can be held several w
 - ``B / 4`` dimensions in float32 (``"Flat"``);
 - ``B`` dimensions, one int8 code each (``"SQ8"``, over ``[-1, 1]``: :func:`adaptive_retrieval.index.unit_coded`);
 - ``2B`` dimensions, 4 bits each (``"SQ4"``, over the range FAISS trains on the documents);
-- ``B`` sub-vectors of 8 bits after FAISS's learned rotation (``"OPQ<B>,PQ<B>"``) of :data:`OPQ_DIM` dimensions.
+- ``B`` sub-vectors of 8 bits after FAISS's learned rotation (``"OPQ<B>,PQ<B>"``) of :data:`OPQ_DIM` dimensions
+  (sub-vectors of at least :data:`MIN_SUBVECTOR` dimensions: ``B`` up to 64).
 
 Which needs the shortest shortlist for a fidelity depends on the corpus (``benchmarks/bench_first_stage``
 measures them on five sets). :func:`choose` measures each on the build's own pseudo-queries (the first
@@ -68,6 +69,9 @@ OPQ_DIM = 256
 in a third of the training time: docs/measurements.md)."""
 MIN_DIM = 8
 """No candidate has fewer coarse dimensions than this."""
+MIN_SUBVECTOR = 4
+"""An OPQ code splits its dimensions into sub-vectors of at least this many (OPQ128 over 256 dims, 2 each, trained
+for minutes on 10,000 documents where SQ4 over 256 dims, trained in no time, measured the same shortlist on SciFact)."""
 BUDGETS: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024)
 """The budgets a refused one is compared with, to name the smallest that meets the target."""
 SIMPLER = ("SQ8", "Flat", "SQ4", "OPQ")
@@ -110,7 +114,7 @@ def representations(budget: int, fine_dim: int) -> list[Representation]:
     if MIN_DIM <= 2 * budget <= fine_dim:
         out.append(Representation(2 * budget, "SQ4"))
     opq_dim = min(OPQ_DIM, fine_dim)
-    if budget < opq_dim and opq_dim % budget == 0:
+    if budget <= opq_dim // MIN_SUBVECTOR and opq_dim % budget == 0:
         out.append(Representation(opq_dim, f"OPQ{budget},PQ{budget}"))
     return out
 
@@ -366,6 +370,7 @@ __all__ = [
     "BUDGETS",
     "GRID",
     "MIN_DIM",
+    "MIN_SUBVECTOR",
     "OPQ_DIM",
     "FirstStage",
     "Representation",

@@ -256,22 +256,19 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     encoder = Encoder.from_pretrained(args.model)
     if args.budgets:
-        rows = []
-        for folder in args.datasets:
+        rows: list[dict[str, Any]] = []
+        header = settings(labels="none: the choice sees pseudo-queries (first sentences of held-out documents); "
+                          f"the test columns the exact fine view's top 10 of the test queries (no qrels); "
+                          f"{args.model}'s own provenance says what its weights saw")  # fmt: skip
+        table = ""
+        for folder in args.datasets:  # written after each set: a long run keeps what it measured
             rows += budget_rows(folder, encoder, args.cache_dir, args.budgets, args.max_queries, args.coarse)
-        table = markdown_table([r for r in rows if r["chosen"] != "refused"], BUDGET_COLUMNS)
+            table = markdown_table([r for r in rows if r["chosen"] != "refused"], BUDGET_COLUMNS)
+            if args.out:
+                write_json(args.out / "results.json", {**header, "model": model_info(encoder), "rows": rows})
+                title = "The first stage within a budget: the library's choice"
+                write_markdown(args.out / "results.md", title, header, table)
         print(table)
-        if args.out:
-            header = settings(labels="none: the choice sees pseudo-queries (first sentences of held-out documents); "
-                              f"the test columns the exact fine view's top 10 of the test queries (no qrels); "
-                              f"{args.model}'s own provenance says what its weights saw")  # fmt: skip
-            write_json(args.out / "results.json", {**header, "model": model_info(encoder), "rows": rows})
-            write_markdown(
-                args.out / "results.md",
-                "The first stage within a budget: the library's choice",
-                header,
-                table,
-            )
         return
     rows = []
     for folder in args.datasets:

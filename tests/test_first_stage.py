@@ -22,6 +22,7 @@ def test_a_budget_allows_a_code_of_each_kind_of_that_many_bytes():
     assert all(r.bytes == 64 for r in reps)  # FAISS's own code size: the budget is what RAM holds
     assert [r.name for r in representations(8, 32)] == ["proj8-SQ8", "proj16-SQ4", "proj32-OPQ8,PQ8"]
     assert representations(2, 768)[-1].index == "OPQ2,PQ2" and representations(3, 768) == []
+    assert [r.index for r in representations(128, 768)] == ["Flat", "SQ8", "SQ4"]  # OPQ: 2-dim sub-vectors
     assert check_budget(None) is None and check_budget(np.int64(16)) == 16
     with pytest.raises(InvalidArgumentType, match="coarse_bytes must be an int"):
         check_budget(16.0)
