@@ -5,7 +5,7 @@ The coarse index is what sits in RAM: at 100M documents every byte per document 
 directions, :func:`adaptive_retrieval.adapt.project_fine`) can be held several ways, each a FAISS index:
 
 - ``B / 4`` dimensions in float32 (``"Flat"``);
-- ``B`` dimensions, one int8 code each (``"SQ8"``, over ``[-1, 1]``: :func:`adaptive_retrieval.index.unit_coded`);
+- ``B`` dimensions, one int8 code each (``"SQ8"``, over ``[-1, 1]``: :func:`adaptive_retrieval.codes.unit_coded`);
 - ``2B`` dimensions, 4 bits each (``"SQ4"``, over the range FAISS trains on the documents);
 - ``B`` sub-vectors of 8 bits after FAISS's learned rotation (``"OPQ<B>,PQ<B>"``) of :data:`OPQ_DIM` dimensions
   (sub-vectors of at least :data:`MIN_SUBVECTOR` dimensions: ``B`` up to 64).
@@ -34,9 +34,10 @@ import numpy as np
 
 from .adapt import MIN_DOCS, project_fine
 from .backends import EngineOptions
+from .codes import DEFAULT_FACTORY
 from .errors import InvalidArgument, InvalidArgumentType
 from .ids import IdMap
-from .index import DEFAULT_FACTORY, CoarseIndex
+from .index import CoarseIndex
 from .views import View
 from .writer import IndexWriter
 

@@ -522,7 +522,8 @@ def test_the_default_coarse_index_codes_every_coordinate_over_minus_one_to_one()
     """SQ8 (the engine's default) is ready without training, at [-1, 1]: a later row outside what the
     first rows spanned is coded, not clamped (FAISS's own training on those rows would clamp it); a
     4-bit quantizer is left to FAISS; compaction keeps the kept rows' codes as they were."""
-    from adaptive_retrieval.index import DEFAULT_FACTORY, CoarseIndex
+    from adaptive_retrieval.codes import DEFAULT_FACTORY
+    from adaptive_retrieval.index import CoarseIndex
 
     assert FaissOptions().index == DEFAULT_FACTORY == "SQ8"
     rng = np.random.default_rng(3)

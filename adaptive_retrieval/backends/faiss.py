@@ -18,9 +18,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..checks import positive_int
+from ..codes import DEFAULT_FACTORY
 from ..corpus import DocId
 from ..errors import InvalidArgument, InvalidArgumentType
-from ..index import DEFAULT_FACTORY, FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
+from ..index import FINE_DTYPES, CoarseIndex, CoarseSpill, FineStore
 from ..storage import extra_writers, read_data_files
 from .base import Backend, EngineOptions, FileWriter
 
@@ -34,7 +35,7 @@ class FaissOptions(EngineOptions):
     Args:
         index: FAISS factory string for the coarse index, inner product: ``"SQ8"`` (the default: an int8
             code per coordinate over ``[-1, 1]``, scanned exhaustively; 64 B per document at 64 dims,
-            measured to need the same shortlists as float32: :func:`adaptive_retrieval.index.unit_coded`),
+            measured to need the same shortlists as float32: :func:`adaptive_retrieval.codes.unit_coded`),
             ``"Flat"`` (float32), ``"HNSW32"``, ``"HNSW32_SQ8"``, ``"IVF1024,PQ16"``...
         fine_dtype: ``"float16"`` (half the memory) or ``"float32"``: how the fine vectors are stored.
         fine_path: a new ``.npy`` file to hold the fine vectors as they are encoded (default: in RAM;
