@@ -16,24 +16,13 @@ the same parameters and state dict; only ``forward`` differs). Training (gradien
 devices and other dtypes, CPU autocast and ``torch.jit.trace`` take ``nn.Linear``'s own path.
 ``ADAPTIVE_RETRIEVAL_ONEDNN=0`` in the environment (read at the first such call of the process), or
 :func:`set_enabled` ``(False)`` at any time, sends every call to ``nn.Linear``'s path.
-
-Which path is faster depends on the processor (on an Intel Xeon, MKL's was faster for mpnet-base's shapes;
-on an AMD EPYC, oneDNN's): :func:`faster_here` times both on the model's own layer shapes once per machine
-(processor, torch version, threads, shapes), caches the verdict in ``~/.cache/adaptive-retrieval/`` (or
-``$ADAPTIVE_RETRIEVAL_CACHE``), and an :class:`adaptive_retrieval.Encoder` on CPU takes oneDNN's layers only
-where they won. ``ADAPTIVE_RETRIEVAL_ONEDNN=1`` takes them without probing, ``=0`` never.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
-import json
 import logging
 import os
-import platform
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +33,6 @@ logger = logging.getLogger(__name__)
 
 ENV_SWITCH = "ADAPTIVE_RETRIEVAL_ONEDNN"
 _enabled = True
-PROBE_ROWS = 1024
-"""Tokens per timed product (a batch of 32 texts of 32 tokens)."""
-PROBE_REPEATS = 5
-"""Timed runs per path and shape after one warm-up; the fastest counts."""
-MARGIN = 0.05
-"""MKL's path is taken only when oneDNN's is this much slower (a tie keeps oneDNN, which also fuses GELU)."""
 
 
 def set_enabled(enabled: bool) -> None:
@@ -141,102 +124,6 @@ def intermediate(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ):
         return dense.onednn(x, "gelu")
     return module(x)
-
-
-def _switch() -> bool | None:
-    value = os.environ.get(ENV_SWITCH, "").strip().lower()
-    if value in ("0", "false", "no", "off"):
-        return False
-    return True if value in ("1", "true", "yes", "on") else None
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def probe_file() -> Path:
-    """Where :func:`faster_here` keeps its verdicts."""
-    base = os.environ.get("ADAPTIVE_RETRIEVAL_CACHE") or Path.home() / ".cache" / "adaptive-retrieval"
-    return Path(base) / "cpu-linear.json"
-
-
-def _time(fn: collections.abc.Callable[..., torch.Tensor], *args: torch.Tensor) -> float:
-    fn(*args)  # warm-up: oneDNN builds its primitive for the shape here
-    best = float("inf")
-    for _ in range(PROBE_REPEATS):
-        t0 = time.perf_counter()
-        fn(*args)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def measure(shapes: dict[tuple[int, int], int]) -> dict[str, float]:
-    """Seconds of one pass of ``PROBE_ROWS`` tokens through linear layers of these ``(in, out)`` shapes
-    (each as many times as it occurs), by oneDNN's and by ``nn.Linear``'s (MKL's) path."""
-    generator = torch.Generator().manual_seed(0)
-    totals = {"onednn_s": 0.0, "mkl_s": 0.0}
-    with torch.no_grad():
-        for (n_in, n_out), count in shapes.items():
-            x = torch.randn(PROBE_ROWS, n_in, generator=generator)
-            weight = torch.randn(n_out, n_in, generator=generator)
-            bias = torch.randn(n_out, generator=generator)
-            totals["onednn_s"] += count * _time(_onednn_linear, x, weight, bias)
-            totals["mkl_s"] += count * _time(F.linear, x, weight, bias)
-    return totals
-
-
-def faster_here(model: nn.Module) -> bool:
-    """Whether oneDNN's linear layers should run ``model`` on this machine: ``ADAPTIVE_RETRIEVAL_ONEDNN`` if
-    set; else the verdict of timing both paths on ``model``'s own ``nn.Linear`` shapes (:func:`measure`),
-    once per processor, torch version, thread count and shapes, cached in :func:`probe_file` (oneDNN unless
-    MKL's path wins by :data:`MARGIN`)."""
-    switch = _switch()
-    if switch is not None:
-        return switch and available()
-    if not available():
-        return False
-    shapes = collections.Counter(
-        (m.in_features, m.out_features) for m in model.modules() if type(m) in (nn.Linear, OneDNNLinear)
-    )
-    if not shapes:
-        return False
-    key = " | ".join(
-        [_cpu(), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads"]
-        + [f"{i}x{o}*{c}" for (i, o), c in sorted(shapes.items())]
-    )
-    path = probe_file()
-    try:
-        verdicts = json.loads(path.read_text())
-    except (OSError, ValueError):
-        verdicts = {}
-    if (
-        not isinstance(verdicts, dict)
-        or not isinstance(verdicts.get(key), dict)
-        or "onednn" not in verdicts[key]
-    ):
-        verdict = measure(dict(shapes))
-        verdict["onednn"] = verdict["onednn_s"] <= (1 + MARGIN) * verdict["mkl_s"]
-        logger.info(
-            "linear layers here: oneDNN %.1f ms, MKL %.1f ms per %d tokens: %s (cached in %s)",
-            1000 * verdict["onednn_s"], 1000 * verdict["mkl_s"], PROBE_ROWS,
-            "oneDNN" if verdict["onednn"] else "MKL", path,
-        )  # fmt: skip
-        verdicts = verdicts if isinstance(verdicts, dict) else {}
-        verdicts[key] = verdict
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            scratch.write_text(json.dumps(verdicts, indent=1))
-            os.replace(scratch, path)
-        except OSError as err:  # a read-only home: probed again next time
-            logger.debug("could not cache the linear-layer verdict in %s: %s", path, err)
-    return bool(verdicts[key]["onednn"])
 
 
 def use_onednn(model: nn.Module) -> int:

@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from . import loading
 from .backbones import Backbone, LayerContext, backbone_for
 from .corpus import check_texts
-from .cpu_linear import faster_here, use_onednn
+from .cpu_linear import use_onednn
 from .errors import InvalidArgument, InvalidArgumentType, ModelMismatch
 from .quantization import quantize_encoder
 from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, view_vector
@@ -125,7 +125,7 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.model.eval()
-        if self.device.type == "cpu" and faster_here(self.model):  # oneDNN's matrix multiply (cpu_linear.py)
+        if self.device.type == "cpu":  # inference through oneDNN's matrix multiply (cpu_linear.py)
             use_onednn(self.model)
         self.query_prompt, self.document_prompt = query_prompt, document_prompt
         self._weights_fingerprint: str | None = None

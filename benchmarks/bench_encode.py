@@ -2,9 +2,9 @@
 
 Same model, same texts, same batch size, same process, rounds interleaved (the order rotates) so that
 neither side gets a warmer machine. Prints docs/s for each and the ratio ours/theirs (>= 1.0: we are
-not slower). Ours runs the linear layers the library chose for this machine (:func:`adaptive_retrieval.cpu_linear.faster_here`:
-oneDNN's or MKL's, probed once and cached); a third side, ours on the other path (oneDNN switched off with
-``cpu_linear.set_enabled(False)``, or switched on for a second copy of the model), shows what the choice is worth.
+not slower). Ours runs the library's default linear layers (oneDNN's, where torch has them); a third side,
+ours on the other path (MKL's: oneDNN switched off with ``cpu_linear.set_enabled(False)``, or, where the
+default is MKL's, switched on for a second copy of the model), shows what the default is worth.
 
     python -m benchmarks.bench_encode --model minilm-l6 --n 1000 --batch-size 32
 """

@@ -16,7 +16,6 @@ needs_onednn = pytest.mark.skipif(not cpu_linear.available(), reason="no oneDNN 
 
 @pytest.fixture
 def counted(monkeypatch):
-    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "1")  # oneDNN's layers whatever the probe would say here
     calls = []
     original = cpu_linear._onednn_linear
     cpu_linear.available(), cpu_linear.available("gelu")  # probe first: its calls are not the layers'
@@ -135,45 +134,3 @@ def test_a_strided_bias_and_autocast_and_tracing_give_nn_linears_results(counted
         traced = torch.jit.trace(layer, x, check_trace=False)  # the check reruns it untraced
         torch.testing.assert_close(traced(x), nn.functional.linear(x, layer.weight, layer.bias))
     assert len(counted) == 1  # neither autocast nor tracing took oneDNN's path
-
-
-def test_the_faster_path_is_probed_once_per_machine_and_shapes_and_cached(monkeypatch, tmp_path):
-    monkeypatch.delenv(cpu_linear.ENV_SWITCH, raising=False)
-    monkeypatch.setenv("ADAPTIVE_RETRIEVAL_CACHE", str(tmp_path))
-    monkeypatch.setattr(cpu_linear, "available", lambda post="none": True)
-    timings = {"onednn_s": 2.0, "mkl_s": 1.0}
-    asked = []
-
-    def measure(shapes):
-        asked.append(dict(shapes))
-        return dict(timings)
-
-    monkeypatch.setattr(cpu_linear, "measure", measure)
-    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 8), nn.Linear(8, 16))
-    assert cpu_linear.faster_here(model) is False  # MKL's path measured twice as fast: oneDNN not taken
-    assert asked == [{(8, 16): 2, (16, 8): 1}]  # the model's own shapes, each as often as it occurs
-    timings.update(onednn_s=0.1)
-    assert cpu_linear.faster_here(model) is False and len(asked) == 1  # the cached verdict, not a new probe
-    saved = (tmp_path / "cpu-linear.json").read_text()
-    assert "8x16*2" in saved and "threads" in saved
-    timings.update(onednn_s=1.04, mkl_s=1.0)  # within the margin: oneDNN (which also fuses GELU) kept
-    assert cpu_linear.faster_here(nn.Sequential(nn.Linear(4, 4))) is True and len(asked) == 2
-    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "0")
-    assert cpu_linear.faster_here(model) is False
-    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "1")
-    assert cpu_linear.faster_here(model) is True and len(asked) == 2  # told: no probe
-
-
-def test_an_encoder_keeps_nn_linear_where_mkl_won(monkeypatch, tmp_path):
-    monkeypatch.delenv(cpu_linear.ENV_SWITCH, raising=False)
-    monkeypatch.setenv("ADAPTIVE_RETRIEVAL_CACHE", str(tmp_path))
-    monkeypatch.setattr(cpu_linear, "measure", lambda shapes: {"onednn_s": 3.0, "mkl_s": 1.0})
-    enc = make_encoder("bert", n_layers=2, hidden=32)
-    assert not any(isinstance(m, OneDNNLinear) for m in enc.model.modules())
-    assert enc.encode(["alpha beta"], [(2, 32)])[(2, 32)].shape == (1, 32)
-
-
-@needs_onednn
-def test_the_probe_times_both_paths_on_real_products():
-    seconds = cpu_linear.measure({(64, 256): 2, (256, 64): 1})
-    assert set(seconds) == {"onednn_s", "mkl_s"} and all(0 < v < 5 for v in seconds.values())
