@@ -56,15 +56,17 @@ def sample_queries(
 
 def shortlist_evidence(
     engine: Backend, fine_q: np.ndarray, coarse_q: np.ndarray, k: int, cap: int, own: np.ndarray | None,
-    allowed: np.ndarray | None = None,
+    allowed: np.ndarray | None = None, params: Any = None, exact: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """For each query, the fine scores of its first ``cap`` coarse candidates in coarse order (``-inf``:
     none) and whether each is one of its exact fine top ``k``; a pseudo-query's own document (``own``)
-    is left out of both; ``allowed``: only those rows (the live ones). The caller holds the retriever's
-    read lock."""
+    is left out of both; ``allowed``: only those rows (the live ones); ``params``: the coarse search's
+    (:meth:`adaptive_retrieval.backends.Backend.search_parameters`); ``exact``: the rows of the exact
+    fine top ``k`` (+1 with ``own``), when already searched. The caller holds the retriever's read lock."""
     spare = 0 if own is None else 1
-    _, exact = engine.exact_search(fine_q, k + spare, allowed=allowed)
-    _, cand = engine.coarse_search(coarse_q, cap + spare, allowed=allowed)
+    if exact is None:
+        _, exact = engine.exact_search(fine_q, k + spare, allowed=allowed)
+    _, cand = engine.coarse_search(coarse_q, cap + spare, params=params, allowed=allowed)
     n = len(fine_q)
     scores = np.full((n, cap), -np.inf, dtype=np.float32)
     members = np.zeros((n, cap), dtype=bool)
@@ -83,28 +85,60 @@ FILTER_SHARES = (0.5, 0.2)
 """The shares of documents the random filters of a calibration match (smaller ones go exact)"""
 
 
+def choose_width(
+    engine: Backend, fine_q: np.ndarray, coarse_q: np.ndarray, k: int, cap: int, own: np.ndarray | None,
+    alive: np.ndarray | None, target: float, seed: int,
+) -> tuple[dict[str, Any], dict[str, float], dict[str, int]]:  # fmt: skip
+    """The shortlist (:func:`adaptive_retrieval.shortlist.calibrate_shortlist`) and the search width
+    (:meth:`adaptive_retrieval.backends.Backend.calibration_widths`, e.g. an IVF index's ``nprobe``) that
+    reach ``target`` at the least cost (the width's coarse cost plus the rows the rule re-ranks, in fine
+    rows scored): each width is measured from the narrowest until its coarse cost alone exceeds the best
+    total; none reaching the target: the widest measured. Returns the shortlist's choice, what it
+    measured (with ``needed@<knob>=<value>``: the fixed shortlist each width needed) and the width's
+    knobs (empty where the engine offers none). Called under the read lock."""
+    widths = engine.calibration_widths() or [({}, 0.0)]
+    _, exact = engine.exact_search(fine_q, k + (0 if own is None else 1), allowed=alive)
+    best: tuple[float, dict[str, Any], dict[str, float], dict[str, int]] | None = None
+    tried: dict[str, float] = {}
+    for knobs, coarse_cost in widths:
+        if best is not None and best[0] < np.inf and coarse_cost >= best[0]:
+            break
+        params = engine.search_parameters(calibrated=knobs) if knobs else None
+        scores, members = shortlist_evidence(engine, fine_q, coarse_q, k, cap, own, alive, params, exact)
+        choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
+        reread = min(choice["candidates"], measured["patient_mean_shortlist"])
+        cost = coarse_cost + reread if measured["fit_overlap"] >= target else np.inf
+        tried |= {f"needed@{name}={value}": float(choice["candidates"]) for name, value in knobs.items()}
+        if best is None or cost < best[0] or (best[0] == np.inf and cost == np.inf):
+            best = (cost, choice, measured, knobs)
+    assert best is not None
+    _, choice, measured, knobs = best
+    return choice, {**measured, **(tried if len(widths) > 1 else {})}, dict(knobs)
+
+
 def filter_evidence(
-    self: Any, fine_q: np.ndarray, coarse_q: np.ndarray, k: int, cap: int, own: np.ndarray | None,
-    target: float, base: int, seed: int,
+    engine: Backend, ids: Any, fine_q: np.ndarray, coarse_q: np.ndarray, k: int, cap: int,
+    own: np.ndarray | None, target: float, base: int, seed: int, params: Any = None,
 ) -> dict[str, float]:  # fmt: skip
     """Under random filters matching :data:`FILTER_SHARES` of the documents, the smallest fixed
     shortlist reaching ``target``, and the exponent ``a`` a filtered search widens its shortlist by
     (``shortlist / share ** a``, :func:`adaptive_retrieval.querying.filtered_shortlist`): the least that
     covers what every share needed, against ``base`` unfiltered, in ``[0, 1]``. Empty when no share
-    leaves enough documents to measure (the filtered search then keeps its default). Called under the
-    read lock."""
+    leaves enough documents to measure (the filtered search then keeps its default); ``ids``: the
+    index's :class:`adaptive_retrieval.ids.IdMap`, ``params``: the searches' (the calibrated width).
+    Called under the read lock."""
     out: dict[str, float] = {}
     spare = 0 if own is None else 1
     exponents = []
     rng = np.random.default_rng([seed, 7])
     for share in FILTER_SHARES:
-        allowed = rng.random(len(self.ids)) < share
-        if self.ids.alive is not None:
-            allowed &= self.ids.alive
+        allowed = rng.random(len(ids)) < share
+        if ids.alive is not None:
+            allowed &= ids.alive
         depth = min(4 * cap, int(allowed.sum()) - spare)
         if depth <= max(4 * k, base):  # too few documents: such a filter is ranked exactly anyway
             continue
-        _, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, depth, own, allowed)
+        _, members = shortlist_evidence(engine, fine_q, coarse_q, k, depth, own, allowed, params)
         found = np.cumsum(members, axis=1).mean(axis=0) / k  # mean overlap@k at each shortlist size
         reached = np.flatnonzero(found >= target)
         needed = int(reached[0]) + 1 if len(reached) else depth
@@ -132,7 +166,9 @@ def calibrate(
     """Choose the shortlist that returns ``target`` of the exact fine top ``k`` (overlap@k,
     label-free) and use it from now on (:mod:`adaptive_retrieval.shortlist`).
 
-    Half of the queries choose the shortlist, the other half measure it (``Calibration.measured``). Random
+    Half of the queries choose the shortlist, the other half measure it (``Calibration.measured``); where
+    the engine offers search widths (an IVF index's ``nprobe``), the cheapest width and shortlist that
+    reach the target are chosen together (:func:`adaptive_retrieval.calibration.choose_width`). Random
     filters matching half and a fifth of the documents measure how much a filtered search must widen its
     shortlist (``measured["filter_exponent"]``; :func:`adaptive_retrieval.calibration.filter_evidence`).
 
@@ -188,17 +224,29 @@ def calibrate(
         own = None
         if sources is not None:  # each pseudo-query's own document (-1: not indexed)
             own = np.array([-1 if (r := self.ids.row(d)) is None else r for d in sources], dtype=np.int64)
-        scores, members = shortlist_evidence(self.backend, fine_q, coarse_q, k, cap, own, self.ids.alive)
-        choice, measured = calibrate_shortlist(scores, members, k, target, seed=seed)
-        measured |= filter_evidence(self, fine_q, coarse_q, k, cap, own, target, choice["candidates"], seed)
+        engine = self.backend
+        choice, measured, knobs = choose_width(
+            engine, fine_q, coarse_q, k, cap, own, self.ids.alive, target, seed
+        )
+        params = engine.search_parameters(calibrated=knobs) if knobs else None
+        measured |= filter_evidence(
+            engine, self.ids, fine_q, coarse_q, k, cap, own, target, choice["candidates"], seed, params
+        )
     self.calibration = Calibration(
         target=float(target), k=k, coarse_query=coarse_query, queries=source, measured=measured,
-        seconds=time.perf_counter() - t0, documents=len(self), **choice,
+        seconds=time.perf_counter() - t0, documents=len(self), knobs=knobs, **choice,
     )  # fmt: skip
     return self.calibration
 
 
-__all__ = ["FILTER_SHARES", "calibrate", "filter_evidence", "sample_queries", "shortlist_evidence"]
+__all__ = [
+    "FILTER_SHARES",
+    "calibrate",
+    "choose_width",
+    "filter_evidence",
+    "sample_queries",
+    "shortlist_evidence",
+]
 
 
 def drop_stale_calibration(self: Any) -> None:

@@ -283,7 +283,9 @@ class Retriever:
         )
         batch_size = self.encoder.batch_size if batch_size is None else positive_int(batch_size, "batch_size")
         # checked before any query is encoded; per call: nothing is left set on the index
-        params = self.backend.search_parameters(depth=depth, **knobs)
+        cal = self.calibration  # its search width (IVF nprobe) holds for the coarse query it measured
+        calibrated = cal.knobs if cal is not None and cal.coarse_query == coarse_query else None
+        params = self.backend.search_parameters(depth=depth, calibrated=calibrated, **knobs)
         if len(self) == 0:  # e.g. every document deleted
             empty = [[] for _ in queries]
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64), empty
@@ -316,7 +318,7 @@ class Retriever:
         shortlist = min(shortlist, self.ids.count)
         allowed, exact, path = allowed_rows(
             self.ids, self.metadata, node, max(shortlist, self.exact_below),
-            lambda share: self.backend.filtered_cost(share, shortlist),
+            lambda share: self.backend.filtered_cost(share, shortlist, params),
         )  # fmt: skip
         if allowed is not None and not exact:  # a filtered coarse stage returns its shortlist whole, wider
             patience, shortlist = None, filtered_shortlist(shortlist, allowed, self.calibration, node)

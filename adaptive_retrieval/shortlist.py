@@ -121,7 +121,9 @@ class Calibration:
     use (the one that read fewer candidates on the fit half). ``measured`` holds both rules' overlap@k
     and mean shortlist on the check half (queries not used to choose). ``documents``: the index's size
     when calibrated (0: not recorded, an index saved before it was); an index grown past twice that
-    drops its calibration (:meth:`stale_after`)."""
+    drops its calibration (:meth:`stale_after`). ``knobs``: the search width chosen with the shortlist
+    where the engine offers several (an IVF index's ``nprobe``; empty otherwise), searched with unless a
+    call gives its own."""
 
     target: float
     k: int
@@ -137,6 +139,7 @@ class Calibration:
     measured: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     documents: int = 0
+    knobs: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """As saved in a manifest: ``documents`` rides in ``measured`` (as ``index_documents``), where a
@@ -208,6 +211,7 @@ def calibrate_shortlist(
     rule = "patient" if patient_mean < candidates else "fixed"
     checked = patient_sizes(scores[check], k, patience, step=step, cap=cap)
     measured = {
+        "fit_overlap": fixed_overlap(fit, candidates),  # below target: no shortlist up to cap reached it
         "fixed_overlap": fixed_overlap(check, candidates),
         "fixed_mean_shortlist": float(candidates),
         "patient_overlap": float(overlap_at(members[check], checked, k).mean()),

@@ -1,6 +1,7 @@
 """Filtered search at scale: the funnel's fidelity and latency under metadata filters of every selectivity.
 
     python -m benchmarks.bench_filters --size 1000000 --out docs/results/filters
+    python -m benchmarks.bench_filters --size 1000000 --calibrate 500 --indexes IVF --out docs/results/filters-calibrated
 
 The vectors are :class:`benchmarks.bench_scale.Synthetic` (the coarse view as an adapted index has it,
 ``--coarse-noise 0.2``: the noise ``bench_scale --calibrate ... --projected`` matched to a real model's
@@ -22,6 +23,11 @@ HNSW's ``efSearch`` and IVF's ``nprobe`` widened by the share matched):
   scored by the fine view), timed on the first ``--timed-exact`` queries;
 - ``path``: what ran (``funnel``, ``filtered funnel``, ``filtered exact``).
 
+``--calibrate N``: each index calibrated first on ``N`` synthetic queries of their own, as
+``Retriever.calibrate`` does (:func:`adaptive_retrieval.calibration.choose_width`: the shortlist, an IVF
+index's ``nprobe`` from its default doubled while it pays, the filtered widening's exponent); the searches
+then use what it chose instead of ``--candidates``.
+
 Rows go to ``results.json`` (with the run's header: command, machine, commit) and a markdown table.
 No labels are involved: the reference is the exact fine view.
 """
@@ -37,12 +43,14 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_retrieval.backends import FaissOptions, create_engine
+from adaptive_retrieval.calibration import choose_width, filter_evidence
 from adaptive_retrieval.filters import parse
 from adaptive_retrieval.ids import IdMap
 from adaptive_retrieval.locks import ReadWriteLock
 from adaptive_retrieval.metadata import MetadataStore
 from adaptive_retrieval.querying import allowed_rows, filtered_shortlist
 from adaptive_retrieval.reporting import markdown_table, percentiles_ms, settings, write_json, write_markdown
+from adaptive_retrieval.shortlist import MAX_CANDIDATES, Calibration
 from adaptive_retrieval.views import View
 from adaptive_retrieval.writer import IndexWriter
 from benchmarks.bench_scale import Synthetic, nlist_for
@@ -85,22 +93,49 @@ def build(index: str, size: int, gen: Synthetic, workdir: Path, knobs: dict) -> 
     return engine, ids, metadata, time.perf_counter() - t0
 
 
+def calibrated(engine, ids, gen: Synthetic, n: int, target: float) -> Calibration:
+    """The library's calibration (:func:`adaptive_retrieval.calibration.choose_width`, then the filters'
+    widening) on ``n`` synthetic queries of their own stream (3: neither documents nor test queries)."""
+    coarse_q, fine_q = next(gen.stream(3, n, gen.centres()))
+    t0 = time.perf_counter()
+    choice, measured, knobs = choose_width(
+        engine, fine_q, coarse_q, 10, MAX_CANDIDATES, None, ids.alive, target, 0
+    )
+    params = engine.search_parameters(calibrated=knobs) if knobs else None
+    measured |= filter_evidence(
+        engine, ids, fine_q, coarse_q, 10, MAX_CANDIDATES, None, target, choice["candidates"], 0, params
+    )
+    return Calibration(
+        target=target, k=10, coarse_query="coarse", queries=f"{n} synthetic queries", measured=measured,
+        seconds=time.perf_counter() - t0, documents=len(ids), knobs=knobs, **choice,
+    )  # fmt: skip
+
+
 def measure(
-    engine, ids, metadata, queries, k: int, shortlist: int, exact_below: int, share, timed: int
-) -> dict:
+    engine, ids, metadata, queries, k: int, shortlist: int, exact_below: int, share, timed: int,
+    calibration: Calibration | None = None,
+) -> dict:  # fmt: skip
     """One selectivity: every query searched one at a time (the funnel's p50), the exact filtered
-    reference in one batch (every block read once for all queries), its p50 on ``timed`` queries alone."""
+    reference in one batch (every block read once for all queries), its p50 on ``timed`` queries alone.
+    With a ``calibration``: its fixed shortlist, width and filtered widening, as a retriever searches."""
     q_coarse, q_fine = queries
     node = None if share is None else parse({"bucket": {"$lt": max(round(share * BUCKETS), 1)}})
+    params = None
+    if calibration is not None:
+        shortlist = calibration.candidates
+        params = engine.search_parameters(calibrated=calibration.knobs) if calibration.knobs else None
     found, seconds, path, allowed = [], [], "", None
     for i in range(len(q_fine)):
         t0 = time.perf_counter()
         allowed, exact, path = allowed_rows(
-            ids, metadata, node, max(shortlist, exact_below), lambda s: engine.filtered_cost(s, shortlist)
-        )
-        depth = filtered_shortlist(shortlist, allowed) if node is not None and not exact else shortlist
+            ids, metadata, node, max(shortlist, exact_below),
+            lambda s: engine.filtered_cost(s, shortlist, params),
+        )  # fmt: skip
+        depth = shortlist
+        if node is not None and not exact:
+            depth = filtered_shortlist(shortlist, allowed, calibration)
         _, I, _, _ = engine.search(
-            q_coarse[i : i + 1], q_fine[i : i + 1], k, depth, allowed=allowed, exact=exact
+            q_coarse[i : i + 1], q_fine[i : i + 1], k, depth, params=params, allowed=allowed, exact=exact
         )
         seconds.append(time.perf_counter() - t0)
         found.append(set(I[0][I[0] >= 0].tolist()))
@@ -115,6 +150,7 @@ def measure(
         want = set(want[want >= 0].tolist())
         overlaps.append(len(got & want) / len(want) if want else float(not got))  # none to find: found none
     return {
+        "shortlist": shortlist,
         "share": share,
         "matched": len(ids) if allowed is None else int(allowed.sum()),
         "path": path,
@@ -136,6 +172,12 @@ def main() -> None:
     ap.add_argument("--exact-below", type=int, default=1_000, help="Retriever.exact_below (default 1,000)")
     ap.add_argument("--coarse-noise", type=float, default=0.2)
     ap.add_argument("--indexes", default="Flat,HNSW32,IVF", help="comma-separated; IVF: IVF<sqrt n>,Flat")
+    ap.add_argument(
+        "--calibrate", type=int, default=0, metavar="N",
+        help="calibrate each index on N synthetic queries (shortlist, IVF nprobe, filtered widening), "
+        "as Retriever.calibrate does, instead of --candidates",
+    )  # fmt: skip
+    ap.add_argument("--target", type=float, default=0.95, help="with --calibrate: the overlap@10 target")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench-filters"))
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -145,7 +187,7 @@ def main() -> None:
     queries = next(gen.stream(2, args.queries, gen.centres()))
     header = settings(
         benchmark="bench_filters", size=args.size, queries=args.queries, candidates=args.candidates,
-        exact_below=args.exact_below, synthetic=asdict(gen),
+        exact_below=args.exact_below, synthetic=asdict(gen), calibrate=args.calibrate, target=args.target,
         labels="none: the reference is the exact fine view among the matching documents",
     )  # fmt: skip
     rows = []
@@ -156,11 +198,15 @@ def main() -> None:
         print(
             f"{index}: built {args.size:,} documents in {build_s:.0f} s (default knobs {knobs})", flush=True
         )
+        cal = calibrated(engine, ids, gen, args.calibrate, args.target) if args.calibrate else None
+        if cal is not None:
+            print(f"  calibrated in {cal.seconds:.0f} s: shortlist {cal.candidates}, {cal.knobs}", flush=True)
         for share in SHARES:
             row = {
                 "index": index,
                 "knobs": knobs,
                 "build_s": build_s,
+                **({} if cal is None else {"calibration": cal.as_dict(), "calibrated": cal.knobs}),
                 **measure(
                     engine,
                     ids,
@@ -171,6 +217,7 @@ def main() -> None:
                     args.exact_below,
                     share,
                     args.timed_exact,
+                    cal,
                 ),
             }
             rows.append(row)
@@ -187,6 +234,7 @@ def main() -> None:
         rows,
         [
             ("coarse index", "index", ""),
+            *([("calibrated", "calibrated", ""), ("shortlist", "shortlist", "")] if args.calibrate else []),
             ("filter matches", "matched", ","),
             ("path", "path", ""),
             ("overlap@10", "overlap@10", ".3f"),

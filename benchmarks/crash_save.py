@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_retrieval import Encoder, FaissOptions, QdrantOptions, Retriever
+from adaptive_retrieval import Encoder, FaissOptions, MilvusOptions, QdrantOptions, Retriever
 from adaptive_retrieval.reporting import settings
 
 COARSE, FINE, START, STEP = (2, 64), (6, 384), 2000, 500
@@ -93,7 +93,8 @@ def churn_state(steps: int, writes: int = 3) -> dict[int, int]:
 
 
 def churn_child(path: Path) -> None:
-    keyed = "qdrant" in (path / "manifest.json").read_text()  # the only writer: a killed one's leftovers go
+    engine = json.loads((path / "manifest.json").read_text())["backend"]["name"]
+    keyed = engine != "faiss"  # the only writer: a killed one's leftovers go
     options = {"drop_uncommitted": True} if keyed else None
     r = Retriever.load(path, model=Encoder.from_pretrained("minilm-l6"), backend_options=options)
     r.compact_at = 0.15  # compaction comes due every few steps (dead rows reach 15%), and is saved
@@ -173,7 +174,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--churn", action="store_true", help="each step also upserts and deletes (see above)")
-    ap.add_argument("--engine", default="faiss", choices=("faiss", "qdrant"), help="with --churn: the engine")
+    ap.add_argument(
+        "--engine", default="faiss", choices=("faiss", "qdrant", "milvus"), help="with --churn: the engine"
+    )
     ap.add_argument(
         "--index", default=FaissOptions.index, help="the FAISS engine's coarse index (default: the library's)"
     )
@@ -192,13 +195,15 @@ def main() -> None:
         coarse, fine = versioned(first, [0] * START, 64, 1), versioned(first, [0] * START, 384, 2)
     else:
         coarse, fine = vectors(0, START, 64, 1), vectors(0, START, 384, 2)
-    storage = args.dir.with_name(args.dir.name + "-qdrant")  # beside the index folder: the engine's own
+    storage = args.dir.with_name(f"{args.dir.name}-{args.engine}")  # beside the index folder: the engine's
     shutil.rmtree(storage, ignore_errors=True)
-    options = (
-        QdrantOptions(path=str(storage), collection="churn")
-        if args.engine == "qdrant"
-        else FaissOptions(index=args.index)
-    )
+    if args.engine == "qdrant":
+        options = QdrantOptions(path=str(storage), collection="churn")
+    elif args.engine == "milvus":  # Milvus Lite: one file, the engine embedded in each process
+        storage.mkdir(parents=True)
+        options = MilvusOptions(uri=str(storage / "churn.db"), collection="churn")
+    else:
+        options = FaissOptions(index=args.index)
     built = Retriever.from_vectors(encoder, COARSE, FINE, first, coarse, fine, backend=options)
     built.save(args.dir)
     built.close()

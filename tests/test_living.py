@@ -442,3 +442,29 @@ def test_calibrate_measures_how_far_a_filtered_shortlist_widens(tiny_encoder, do
         Retriever.load(tmp_path / "idx", model=tiny_encoder).calibration.measured["filter_exponent"]
         == exponent
     )
+
+
+def test_calibrate_chooses_an_ivf_index_nprobe_with_its_shortlist(tiny_encoder, tmp_path):
+    docs = corpus_of(600, seed=3)
+    r = Retriever.build(docs, model=tiny_encoder, backend=FaissOptions(index="IVF16,Flat"), **VIEWS)
+    assert r.backend.coarse_index.ivf().nprobe == 1  # FAISS's default: one list of 16
+    queries = random_texts(40, seed=9)
+
+    def overlap(**knobs) -> float:
+        got = r.search_batch(queries, k=10, hybrid=False, **knobs)
+        exact = r.search_batch(queries, k=10, candidates=600, nprobe=16)  # every list: the exact top 10
+        return float(np.mean([len({h.doc_id for h in a} & {h.doc_id for h in b}) / 10 for a, b in zip(got, exact)]))
+
+    narrow = overlap()
+    cal = r.calibrate(documents=docs, target=0.95)
+    nprobe = cal.knobs["nprobe"]
+    assert nprobe > 1 and f"needed@nprobe={nprobe}" in cal.measured and cal.measured["fit_overlap"] >= 0.95
+    assert overlap() >= 0.9 > narrow  # the calibrated width and shortlist, searched by default
+    assert overlap(nprobe=1) < overlap()  # a call's own nprobe goes first
+    params = r.backend.search_parameters(calibrated=cal.knobs)
+    assert params == {"base_nprobe": nprobe}  # under a filter, widened from the calibrated width
+    assert r.backend.filtered_cost(0.5, 10, params) > r.backend.filtered_cost(0.5, 10)
+    r.save(tmp_path / "idx")
+    assert Retriever.load(tmp_path / "idx", model=tiny_encoder).calibration.knobs == {"nprobe": nprobe}
+    flat = Retriever.build(docs, model=tiny_encoder, **VIEWS)
+    assert flat.calibrate(documents=docs, target=0.95).knobs == {}  # one width: nothing to choose

@@ -157,11 +157,18 @@ class Backend(ABC):
                 writer has added meanwhile (a keyed engine). EngineError: the engine failed.
         """
 
-    def filtered_cost(self, share: float, depth: int) -> float | None:
+    def filtered_cost(self, share: float, depth: int, params: Any = None) -> float | None:
         """The cost of a filtered coarse search matching ``share`` of the rows and its re-rank of ``depth``,
-        in fine rows scored (what the exact path pays per matching row); ``None``: no estimate (the
-        retriever then goes exact only below its ``exact_below``)."""
+        in fine rows scored (what the exact path pays per matching row), with the search's ``params``
+        (:meth:`search_parameters`); ``None``: no estimate (the retriever then goes exact only below its
+        ``exact_below``)."""
         return None
+
+    def calibration_widths(self) -> list[tuple[dict[str, int], float]]:
+        """The search widths a calibration chooses among (:func:`adaptive_retrieval.calibration.choose_width`),
+        narrowest first, each with its coarse search's cost per query in fine rows scored (the units of
+        :meth:`filtered_cost`); empty (the default) where the width follows the shortlist alone."""
+        return []
 
     def delete(self, rows: list[int], replacing: bool = False) -> None:  # noqa: B027 - optional
         """Stage the death of committed rows (a delete, or with ``replacing`` the old rows of an upsert).
@@ -253,13 +260,17 @@ class Backend(ABC):
             ``(D, I)``, each ``(n, k)``, best first, padded with ``-inf`` / ``-1``.
         """
 
-    def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
+    def search_parameters(
+        self, depth: int | None = None, calibrated: dict[str, int] | None = None, **knobs: Any
+    ) -> Any:
         """Per-call search parameters for ``knobs``, checked. Nothing is set on the engine: a search with
         knobs leaves the next one as it was.
 
         Args:
             depth: the shortlist depth a calibration measured at; an engine whose coarse index explores
                 only as deep as it is asked (HNSW) explores at least that deep (the others ignore it).
+            calibrated: the search width a calibration chose (one of :meth:`calibration_widths`), under
+                ``knobs`` given for the call.
             **knobs: the engine's search parameters (FAISS ``nprobe``, ``efSearch``; Qdrant ``hnsw_ef``,
                 ``exact``; Milvus ``ef``, ``nprobe``).
 

@@ -188,14 +188,33 @@ class FaissBackend(Backend):
         of rows allowed, unless given)."""
         knobs = dict(params or {})
         calibrated = knobs.pop("depth", None)  # the depth a calibration measured at (search_parameters)
+        nprobe = knobs.pop("base_nprobe", None)  # the nprobe a calibration chose (idem)
         if allowed is not None:
             share = float(np.count_nonzero(allowed)) / max(len(allowed), 1)
-            knobs = self._widened(knobs, max(depth, calibrated or 0), share)
-        elif calibrated is not None and "efSearch" not in knobs:
-            knobs["efSearch"] = int(calibrated)
+            knobs = self._widened(knobs, max(depth, calibrated or 0), share, nprobe)
+        else:
+            if calibrated is not None and "efSearch" not in knobs:
+                knobs["efSearch"] = int(calibrated)
+            if nprobe is not None:
+                knobs["nprobe"] = int(nprobe)
         return self.coarse_index.search(coarse_q, depth, allowed=allowed, **knobs)
 
-    def filtered_cost(self, share: float, depth: int) -> float | None:
+    def calibration_widths(self) -> list[tuple[dict[str, int], float]]:
+        """An IVF coarse index's ``nprobe``, from its own doubled up to ``nlist`` (cost: the share of rows
+        the lists probed hold, as :meth:`filtered_cost` models it); none for the others (a Flat index
+        scans everything, an HNSW graph explores as deep as the shortlist)."""
+        index, ivf = self.coarse_index, self.coarse_index.ivf()
+        if ivf is None:
+            return []
+        rows, ratio, nlist = len(index), index.dim / self.fine_store.dim / 2, max(ivf.nlist, 1)
+        widths, nprobe = [], max(int(ivf.nprobe), 1)
+        while True:
+            widths.append(({"nprobe": nprobe}, rows * ratio * nprobe / nlist))
+            if nprobe >= nlist:
+                return widths
+            nprobe = min(2 * nprobe, nlist)
+
+    def filtered_cost(self, share: float, depth: int, params: Any = None) -> float | None:
         """Measured on an Intel Xeon (``benchmarks.bench_filters``, 100k synthetic documents, 64-dim coarse,
         768-dim float16 fine): scoring a fine row costs about 1.3 us, a Flat coarse row 0.04 us (a share
         ``coarse_dim / fine_dim / 2`` of it), an HNSW candidate about 1.7 fine rows. Modelled so: Flat
@@ -203,7 +222,7 @@ class FaissBackend(Backend):
         ``efSearch``; all re-rank ``depth``."""
         index = self.coarse_index
         rows, ratio = len(index), index.dim / self.fine_store.dim / 2
-        knobs = self._widened({}, depth, share)
+        knobs = self._widened({}, depth, share, (params or {}).get("base_nprobe"))
         if "efSearch" in knobs:
             return 1.7 * knobs["efSearch"] + depth
         ivf = index.ivf()
@@ -211,7 +230,9 @@ class FaissBackend(Backend):
             return rows * ratio * knobs["nprobe"] / max(ivf.nlist, 1) + depth
         return rows * ratio + depth
 
-    def _widened(self, knobs: dict[str, Any], depth: int, share: float) -> dict[str, Any]:
+    def _widened(
+        self, knobs: dict[str, Any], depth: int, share: float, nprobe: int | None = None
+    ) -> dict[str, Any]:
         index = self.coarse_index
         share = max(share, 1e-6)
         ef = index.hnsw_ef()
@@ -219,7 +240,8 @@ class FaissBackend(Backend):
             knobs["efSearch"] = int(min(max(ef, depth) / share, max(len(index), 1)))
         ivf = index.ivf()
         if ivf is not None and "nprobe" not in knobs:
-            knobs["nprobe"] = int(min(np.ceil(ivf.nprobe / share), ivf.nlist))
+            base = ivf.nprobe if nprobe is None else nprobe
+            knobs["nprobe"] = int(min(np.ceil(base / share), ivf.nlist))
         return knobs
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -270,16 +292,23 @@ class FaissBackend(Backend):
             return np.asarray(self.fine_store.vectors[start:stop], dtype=np.float32)
         raise InvalidArgument(f"view must be 'coarse' or 'fine', got {view!r}")
 
-    def search_parameters(self, depth: int | None = None, **knobs: Any) -> Any:
+    def search_parameters(
+        self, depth: int | None = None, calibrated: dict[str, int] | None = None, **knobs: Any
+    ) -> Any:
         """FAISS's per-call parameters (``nprobe``, ``efSearch``, ``k_factor``, ``max_codes``), checked, as a
         dict :meth:`coarse_search` builds FAISS's parameters from; an HNSW index given a calibrated ``depth``
         searches with ``efSearch`` at least that (recorded as ``depth``; under a filter, widened from it) (FAISS's HNSW
         explores ``max(efSearch, k)`` candidates, so a shortlist shorter than the depth it was calibrated
-        at would otherwise come from a shallower search than the one measured)."""
+        at would otherwise come from a shallower search than the one measured); an IVF index searches
+        with the ``nprobe`` a calibration chose (``calibrated``; recorded as ``base_nprobe``: under a
+        filter, widened from it) unless the call gives one."""
         self.coarse_index.search_parameters(**knobs)  # checked here, built per search (with its rows)
         ef = self.coarse_index.hnsw_ef()
         if depth is not None and ef is not None and "efSearch" not in knobs and depth > ef:
             knobs = {**knobs, "depth": int(depth)}  # coarse_search explores at least this deep
+        nprobe = (calibrated or {}).get("nprobe")
+        if nprobe is not None and "nprobe" not in knobs and self.coarse_index.ivf() is not None:
+            knobs = {**knobs, "base_nprobe": int(nprobe)}
         return knobs or None
 
     def set_knobs(self, **knobs: Any) -> None:

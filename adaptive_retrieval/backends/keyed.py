@@ -353,7 +353,7 @@ class KeyedBackend(Backend):
             return self.rows_of(keys, scores.tolist(), k)
         return self.known_rows(self._ask("fine", self._exact_params()), fine_q, k, allowed)
 
-    def filtered_cost(self, share: float, depth: int) -> float | None:
+    def filtered_cost(self, share: float, depth: int, params: Any = None) -> float | None:
         """A filtered search asks the engine for ``depth / share`` answers (skipping the others): exact
         by fetched vectors when that is more than the rows matched, up to :attr:`FETCH_EXACT`."""
         return min(depth / max(share, 1e-9), self.FETCH_EXACT)

@@ -373,7 +373,9 @@ class MilvusBackend(KeyedBackend):
         D, I = self.rows_of(keys, scores, k)
         return D, I, np.array([len(h) for h in coarse], dtype=np.int64), t1
 
-    def search_parameters(self, depth: int | None = None, **knobs: Any) -> dict[str, Any] | None:
+    def search_parameters(
+        self, depth: int | None = None, calibrated: dict[str, int] | None = None, **knobs: Any
+    ) -> dict[str, Any] | None:
         """Per-call search parameters of the coarse index: ``ef`` (HNSW), ``nprobe`` (IVF)."""
         for name, value in knobs.items():
             if name not in _KNOBS:

@@ -283,7 +283,9 @@ class QdrantBackend(KeyedBackend):
         D, I = self.rows_of(*_keys_scores(answers), k)
         return D, I, np.full(len(coarse_q), max(shortlist, k), dtype=np.int64), time.perf_counter()
 
-    def search_parameters(self, depth: int | None = None, **knobs: Any) -> models.SearchParams | None:
+    def search_parameters(
+        self, depth: int | None = None, calibrated: dict[str, int] | None = None, **knobs: Any
+    ) -> models.SearchParams | None:
         """Per-call search parameters: ``hnsw_ef`` (HNSW beam width on a server), ``exact``; checked
         here, over the defaults :meth:`set_knobs` set."""
         unknown = [k for k in knobs if k not in _KNOBS]
