@@ -21,6 +21,7 @@ kind the field never holds.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +158,33 @@ def fields(node: Node) -> set[str]:
     if isinstance(node, Compare):
         return {node.field}
     return set().union(*(fields(p) for p in node.parts))
+
+
+NATIVE_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""The field names an engine's own filter language is given (others are filtered by the allowed rows)"""
+
+
+def native(node: Node | None, store: Any) -> Node | None:
+    """``node`` where an engine holding every row's metadata can evaluate it as :func:`evaluate` does,
+    else ``None``: every field it reads holds values of one kind only, the kind of its operands, and
+    none that filters skip (``store.opaque``: a list, an object, a null, a NaN, a big int; an engine
+    may match inside a list), under a plain name (:data:`NATIVE_FIELD`). Then a comparison means the
+    same there: a row without the field, or with a value of another kind, matches none.
+
+    Args:
+        node: a parsed filter, evaluated already (so every field it reads is known).
+        store: the index's :class:`adaptive_retrieval.metadata.MetadataStore`.
+    """
+
+    def same(n: Node) -> bool:
+        if isinstance(n, Combine):
+            return all(same(p) for p in n.parts)
+        if not NATIVE_FIELD.fullmatch(n.field) or n.field in store.opaque:
+            return False
+        values = n.value if n.op in MEMBERSHIPS else (n.value,)
+        return len(store.kinds(n.field)) == 1 and {kind_of(v) for v in values} == store.kinds(n.field)
+
+    return node if node is not None and same(node) else None
 
 
 def evaluate(node: Node, store: Any, rows: int) -> np.ndarray:

@@ -96,6 +96,9 @@ class MetadataStore:
         self._staged_records: list[dict[str, Any] | None] = []
         self._last: int | None = None  # the row count before the last commit, for a roll-back after it
         self._partial = False  # a commit began and has not finished
+        #: fields some row holds a value of no filterable kind (a list, an object, a null, a NaN, a big
+        #: int): filters skip such values, an engine filtering its own copy of them might not
+        self.opaque: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -156,6 +159,7 @@ class MetadataStore:
             for field, value in (record or {}).items():
                 kind = kind_of(value)
                 if kind is None:
+                    self.opaque.add(field)
                     continue
                 key = (field, kind)
                 if key not in self._columns:

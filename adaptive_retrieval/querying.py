@@ -141,6 +141,14 @@ def shortlist_plan(
     return max(calibration.candidates, k), None, calibration.cap
 
 
+def calibrated_width(calibration: Calibration | None, coarse_query: str) -> dict[str, int] | None:
+    """The search width a calibration chose (:attr:`adaptive_retrieval.shortlist.Calibration.knobs`, e.g.
+    an IVF index's ``nprobe``), for searches of the coarse query it measured; else ``None``."""
+    if calibration is None or calibration.coarse_query != coarse_query:
+        return None
+    return calibration.knobs
+
+
 def encode_queries(
     enc: Encoder,
     queries: list[str],
@@ -175,6 +183,7 @@ __all__ = [
     "QUERY_PRECISIONS",
     "QueryPrecision",
     "allowed_rows",
+    "calibrated_width",
     "check_by",
     "encode_queries",
     "filtered_shortlist",

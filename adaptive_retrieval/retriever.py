@@ -28,6 +28,7 @@ from .corpus import DocId
 from .documents import DocumentStore
 from .encoder import Encoder
 from .errors import InvalidArgument, RetrieverClosed
+from .filters import native as native_filter
 from .filters import parse as parse_filter
 from .first_stage import FirstStage
 from .hybrid import Fusion
@@ -283,8 +284,7 @@ class Retriever:
         )
         batch_size = self.encoder.batch_size if batch_size is None else positive_int(batch_size, "batch_size")
         # checked before any query is encoded; per call: nothing is left set on the index
-        cal = self.calibration  # its search width (IVF nprobe) holds for the coarse query it measured
-        calibrated = cal.knobs if cal is not None and cal.coarse_query == coarse_query else None
+        calibrated = querying.calibrated_width(self.calibration, coarse_query)
         params = self.backend.search_parameters(depth=depth, calibrated=calibrated, **knobs)
         if len(self) == 0:  # e.g. every document deleted
             empty = [[] for _ in queries]
@@ -316,6 +316,7 @@ class Retriever:
         if len(self) == 0:  # every document deleted since the search began
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         shortlist = min(shortlist, self.ids.count)
+        params = self.backend.native_filter(params, native_filter(node, self.metadata))  # run by the engine
         allowed, exact, path = allowed_rows(
             self.ids, self.metadata, node, max(shortlist, self.exact_below),
             lambda share: self.backend.filtered_cost(share, shortlist, params),

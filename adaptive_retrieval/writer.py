@@ -407,7 +407,7 @@ class IndexWriter:
             self.documents.add(doc_ids, texts, metadata, replace=replace)
         if self.lexical is not None:
             self.lexical.stage(texts)
-        self.engine.add(first_row, doc_ids, coarse_vectors, fine_vectors)
+        self.engine.add(first_row, doc_ids, coarse_vectors, fine_vectors, metadata)
 
     def _stage_replaced(self, row_ids: list[DocId]) -> None:
         """The rows an upsert of ``row_ids`` replaces: every committed row of their documents. A row whose

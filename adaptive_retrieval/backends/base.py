@@ -143,7 +143,10 @@ class Backend(ABC):
         """Committed rows: what searches see."""
 
     @abstractmethod
-    def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
+    def add(
+        self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray,
+        metadata: list[dict[str, Any] | None] | None = None,
+    ) -> None:  # fmt: skip
         """Write documents as rows ``first_row, first_row + 1, ...``, not yet visible to searches.
 
         Args:
@@ -151,6 +154,8 @@ class Backend(ABC):
             doc_ids: their ids (already staged in :attr:`ids`).
             coarse: ``(n, coarse_dim)`` coarse vectors, L2-normalised.
             fine: ``(n, fine_dim)`` fine vectors, L2-normalised.
+            metadata: each row's metadata record (or ``None``), for an engine that filters natively
+                (:meth:`native_filter`); the others ignore it.
 
         Raises:
             CorpusError: a document the engine cannot hold (an id too long for Milvus), or one another
@@ -163,6 +168,14 @@ class Backend(ABC):
         (:meth:`search_parameters`); ``None``: no estimate (the retriever then goes exact only below its
         ``exact_below``)."""
         return None
+
+    def native_filter(self, params: Any, node: Any) -> Any:
+        """``params`` (:meth:`search_parameters`) with a filter the engine runs itself: ``node``, a parsed
+        filter that :func:`adaptive_retrieval.filters.native` found the engine's stored metadata can
+        answer as :func:`adaptive_retrieval.filters.evaluate` does (``None``: none). The retriever keeps
+        its own allowed rows either way. The default (and FAISS, whose per-call selector of the allowed
+        rows is its native filter): ``params`` unchanged."""
+        return params
 
     def calibration_widths(self) -> list[tuple[dict[str, int], float]]:
         """The search widths a calibration chooses among (:func:`adaptive_retrieval.calibration.choose_width`),

@@ -17,6 +17,11 @@ points themselves are deleted after the commit (best effort: a failure leaves th
 compaction, or to a reopen with ``drop_uncommitted``), then their records. An upsert writes a document's
 new version under a new key (:attr:`KeyedBackend.renew`), beside the old one until the commit, and records
 the add and the old versions' deletes in one write.
+
+Each document's metadata rides with its vectors (a Qdrant payload, a Milvus JSON field), so that a
+filter the engine can answer as the retriever would (:func:`adaptive_retrieval.filters.native`) runs in
+the engine's own search (:meth:`KeyedBackend.native_filter`), asked as deep as an unfiltered search;
+the others are applied to the engine's answers, asked deeper as the share of documents matched falls.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +48,21 @@ COMMITS_SUFFIX = "_commits"
 """The companion collection of a keyed engine's collection that records its committed adds."""
 DELETED = "del:"
 """The prefix of a delete record's token: ``del:<key>``"""
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A keyed engine's per-call search parameters with a filter it runs itself."""
+
+    engine: Any
+    """The engine's own search parameters (``None``: its defaults)"""
+    where: Any
+    """The filter in the engine's language"""
+
+
+def asked(params: Any) -> tuple[Any, Any]:
+    """``params`` as (the engine's own parameters, its filter or ``None``)."""
+    return (params.engine, params.where) if isinstance(params, Asked) else (params, None)
 
 
 def point_key(doc_id: DocId) -> int:
@@ -92,6 +113,8 @@ class KeyedBackend(Backend):
     _records_commits: bool = True
     #: whether each document written carries its add's token (a field the collection may require)
     _tags_adds: bool = True
+    #: whether every document written carries its metadata (so filters can run in the engine)
+    native_filters: bool = True
 
     @classmethod
     def create(cls, coarse_dim: int, fine_dim: int, options: EngineOptions) -> KeyedBackend:
@@ -319,10 +342,11 @@ class KeyedBackend(Backend):
 
     @abstractmethod
     def _ask(
-        self, field: str, params: Any = None
+        self, field: str, params: Any = None, where: Any = None
     ) -> Callable[[np.ndarray, int], tuple[list[list[Any]], list[list[float]]]]:
         """``ask(vectors, limit)``: the engine's nearest documents by the ``"coarse"`` or ``"fine"`` vectors
-        (keys and scores per query), one batched request, with these search parameters."""
+        (keys and scores per query), one batched request, with these search parameters and this filter
+        (:meth:`_compile`)."""
 
     def _exact_params(self) -> Any:
         """The search parameters that make a fine search exact (``None``: it always is)."""
@@ -336,7 +360,18 @@ class KeyedBackend(Backend):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The engine's coarse answers as rows; ``allowed``: the rows a filter (or the live rows) allows,
         others skipped as unknown keys are (asked again for more: :meth:`known_rows`)."""
-        return self.known_rows(self._ask("coarse", params), coarse_q, depth, allowed)
+        own, where = asked(params)
+        ask = self._ask("coarse", own, where)
+        return self.known_rows(ask, coarse_q, depth, allowed, native=where is not None)
+
+    def native_filter(self, params: Any, node: Any) -> Any:
+        """``params`` with ``node`` in the engine's language (:meth:`_compile`) where documents carry metadata."""
+        where = None if node is None or not self.native_filters else self._compile(node)
+        return params if where is None else Asked(asked(params)[0], where)
+
+    @abstractmethod
+    def _compile(self, node: Any) -> Any:
+        """A parsed filter in the engine's language, or ``None`` where it cannot say it."""
 
     def exact_search(
         self, fine_q: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -355,8 +390,10 @@ class KeyedBackend(Backend):
 
     def filtered_cost(self, share: float, depth: int, params: Any = None) -> float | None:
         """A filtered search asks the engine for ``depth / share`` answers (skipping the others): exact
-        by fetched vectors when that is more than the rows matched, up to :attr:`FETCH_EXACT`."""
-        return min(depth / max(share, 1e-9), self.FETCH_EXACT)
+        by fetched vectors when that is more than the rows matched, up to :attr:`FETCH_EXACT`; with a
+        filter the engine runs itself (:meth:`native_filter`), for ``depth``."""
+        native = asked(params)[1] is not None
+        return float(depth) if native else min(depth / max(share, 1e-9), self.FETCH_EXACT)
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -376,12 +413,14 @@ class KeyedBackend(Backend):
         vectors: np.ndarray,
         limit: int,
         allowed: np.ndarray | None = None,
+        native: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``ask(vectors, limit)``'s engine answers (keys and scores per query) as ``(D, I)`` rows of
         this retriever's documents. Keys it does not know (another writer's documents, added since this
         retriever opened the collection) would take result slots, so a query whose full answer held
         some is asked again for that many more, until its answer holds ``limit`` known keys or the
-        engine has no more to give."""
+        engine has no more to give. ``allowed`` rows only: asked ``limit / share`` deep at first, or
+        ``limit`` deep where the engine filters itself (``native``)."""
         row_of_key = self.ids.row_of_key
         if allowed is None:
             known = self.ids.knows_key
@@ -393,26 +432,8 @@ class KeyedBackend(Backend):
                 row = row_of_key(key)
                 return row is not None and bool(allowed[row])
 
-        first = limit if allowed is None else max(limit, limit_first)
-        keys, scores = ask(vectors, first)
-        asked = [first] * len(keys)
-        for _ in range(self._REASKS):
-            again = {}
-            for q, ks in enumerate(keys):
-                unknown = sum(not known(key) for key in ks)
-                if unknown and len(ks) >= asked[q]:  # full, with slots taken: there may be more
-                    again[q] = asked[q] + unknown
-            if not again:
-                break
-            rows = sorted(again)
-            wider = max(again.values())
-            if self._MAX_LIMIT is not None:
-                wider = min(wider, self._MAX_LIMIT)
-            if wider <= min(asked[q] for q in rows):
-                break  # the engine gives no more
-            more_keys, more_scores = ask(np.asarray(vectors)[rows], wider)
-            for q, ks, ss in zip(rows, more_keys, more_scores):
-                keys[q], scores[q], asked[q] = ks, ss, wider
+        first = limit if allowed is None or native else max(limit, limit_first)
+        keys, scores = asked_until_known(ask, vectors, first, known, self._REASKS, self._MAX_LIMIT)
         short = sum(
             any(not known(key) for key in ks) and sum(map(known, ks)) < min(limit, len(self)) for ks in keys
         )
@@ -479,3 +500,30 @@ class KeyedBackend(Backend):
                     len(left),
                 )
         return doc_ids
+
+
+def asked_until_known(
+    ask: Callable[[np.ndarray, int], tuple[list[list[Any]], list[list[float]]]], vectors: np.ndarray,
+    first: int, known: Callable[[Any], bool], reasks: int, most: int | None,
+) -> tuple[list[list[Any]], list[list[float]]]:  # fmt: skip
+    """``ask(vectors, first)``, and each query whose full answer held keys not ``known`` asked again for
+    that many more (at most ``reasks`` times, each ask at most ``most`` deep), until its answer holds
+    enough known keys or the engine has no more to give."""
+    keys, scores = ask(vectors, first)
+    depth = [first] * len(keys)
+    for _ in range(reasks):
+        again = {}
+        for q, ks in enumerate(keys):
+            unknown = sum(not known(key) for key in ks)
+            if unknown and len(ks) >= depth[q]:  # full, with slots taken: there may be more
+                again[q] = depth[q] + unknown
+        if not again:
+            break
+        rows = sorted(again)
+        wider = max(again.values()) if most is None else min(max(again.values()), most)
+        if wider <= min(depth[q] for q in rows):
+            break  # the engine gives no more
+        more_keys, more_scores = ask(np.asarray(vectors)[rows], wider)
+        for q, ks, ss in zip(rows, more_keys, more_scores):
+            keys[q], scores[q], depth[q] = ks, ss, wider
+    return keys, scores

@@ -8,6 +8,9 @@ server or cluster (with ``token=``). Each document is an entity::
     doc_id  VARCHAR: the document id as JSON (so int and str ids come back as they went in)
     coarse  FLOAT_VECTOR(coarse dim), inner product, index ``coarse_index`` (FLAT by default; HNSW, IVF...)
     fine    FLOAT_VECTOR(fine dim), inner product, FLAT: it is only re-ranked, never searched whole
+    add     VARCHAR: the token of the add that wrote it (see :mod:`adaptive_retrieval.backends.keyed`)
+    meta    JSON: its metadata, so that a filter runs in Milvus (``meta["section"] == "libs"``) where it
+            can be said there (:func:`milvus_expression`); a collection made before has no such field
 
 A search is a batched coarse search for each query's shortlist of keys, then the shortlist re-ranked
 in one of two ways (``rerank=``):
@@ -38,6 +41,7 @@ import numpy as np
 
 from ..corpus import DocId
 from ..errors import CorpusError, IndexConflict, IndexDamaged, InvalidArgument
+from ..filters import Combine, Node
 from ..passages import row_id_of
 from .base import EngineOptions
 from .keyed import COMMITS_SUFFIX, KeyedBackend, adopted_token, new_point_key, point_key
@@ -182,6 +186,7 @@ class MilvusBackend(KeyedBackend):
         schema.add_field("coarse", DataType.FLOAT_VECTOR, dim=coarse_dim)
         schema.add_field("fine", DataType.FLOAT_VECTOR, dim=fine_dim)
         schema.add_field("add", DataType.VARCHAR, max_length=_TOKEN_CHARS)  # the add's token
+        schema.add_field("meta", DataType.JSON)  # the document's metadata
         index_params = self.client.prepare_index_params()
         index_params.add_index(
             "coarse", index_type=o.coarse_index, metric_type="IP", params=o.coarse_index_params or {}
@@ -232,6 +237,7 @@ class MilvusBackend(KeyedBackend):
         self.client.load_collection(self.collection)
         fields = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
         self._tags_adds = "add" in fields  # the schema requires it where it has it
+        self.native_filters = "meta" in fields  # idem
         self._records_commits = self._tags_adds and self.client.has_collection(self.commits)
         committed: set[str] = set()
         if self._records_commits:
@@ -278,7 +284,10 @@ class MilvusBackend(KeyedBackend):
     def _committed_tokens(self) -> set[str]:
         return {e["token"] for e in self._entities(self.commits, ["token"])}
 
-    def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
+    def add(
+        self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray,
+        metadata: list[dict[str, Any] | None] | None = None,
+    ) -> None:  # fmt: skip
         names = [json.dumps(d) for d in doc_ids]
         long = next((d for d, n in zip(doc_ids, names) if len(n) > _MAX_ID_CHARS), None)
         if long is not None:
@@ -288,6 +297,7 @@ class MilvusBackend(KeyedBackend):
         keys = self.staged_keys(first_row, doc_ids)
         token = self._stage(keys, doc_ids)
         extra = {} if token is None else {"add": token}
+        records = metadata if metadata is not None else [None] * len(keys)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
         for start in range(0, len(keys), self.upload_batch):
@@ -301,6 +311,7 @@ class MilvusBackend(KeyedBackend):
                         "coarse": coarse[i].tolist(),
                         "fine": fine[i].tolist(),
                         **extra,
+                        **({"meta": records[i] or {}} if self.native_filters else {}),
                     }
                     for i in range(start, end)
                 ],
@@ -333,17 +344,20 @@ class MilvusBackend(KeyedBackend):
     def _count(self) -> int:
         return int(self.client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
-    def _ask(self, field: str, params: Any = None) -> Any:
+    def _ask(self, field: str, params: Any = None, where: Any = None) -> Any:
         """``ask(vectors, limit)`` for :meth:`adaptive_retrieval.backends.KeyedBackend.known_rows`: one
         batched search."""
 
         def ask(vectors: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
-            results = self._search(vectors, field, limit, params)
+            results = self._search(vectors, field, limit, params, filter=where or "")
             return [[_key(h) for h in hits] for hits in results], [
                 [h["distance"] for h in hits] for hits in results
             ]
 
         return ask
+
+    def _compile(self, node: Node) -> str:
+        return milvus_expression(node)
 
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         got = self.client.get(self.collection, ids=keys, output_fields=["fine"])
@@ -422,3 +436,23 @@ class MilvusBackend(KeyedBackend):
 
     def describe(self) -> str:
         return f"milvus:{self.collection}"
+
+
+_ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def milvus_expression(node: Node) -> str:
+    """A filter that :func:`adaptive_retrieval.filters.native` passed, as a Milvus boolean expression
+    over the ``meta`` JSON field (``$in`` as a disjunction: Milvus takes ``in`` on fields only; ``$ne``
+    and ``$nin`` require the field, as :func:`adaptive_retrieval.filters.evaluate` does)."""
+    if isinstance(node, Combine):
+        joiner = " and " if node.op == "$and" else " or "
+        return "(" + joiner.join(milvus_expression(p) for p in node.parts) + ")"
+    path = f'meta["{node.field}"]'  # a plain name (filters.NATIVE_FIELD)
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    literals = [json.dumps(v) for v in values]  # strings quoted and escaped, booleans true/false
+    if node.op in _ORDER:
+        return f"{path} {_ORDER[node.op]} {literals[0]}"
+    if node.op in ("$eq", "$in"):
+        return "(" + " or ".join(f"{path} == {v}" for v in literals) + ")"
+    return f"(exists {path} and " + " and ".join(f"{path} != {v}" for v in literals) + ")"  # $ne, $nin

@@ -2,7 +2,7 @@
 
 Each document is a point with two named vectors, ``coarse`` and ``fine`` (dot product over
 L2-normalised view vectors: cosine, as the FAISS funnel scores), and its document id and its add's
-token as payload (the tokens of committed adds are points of ``<collection>_commits``, which has no
+token as payload, with its metadata under ``meta`` (the tokens of committed adds are points of ``<collection>_commits``, which has no
 vectors: see :mod:`adaptive_retrieval.backends`). Its
 point id is a UUID made from the document id (:func:`adaptive_retrieval.backends.point_uuid`): an add
 refuses an id the collection already holds, so writers never overwrite each other's documents, and a
@@ -13,7 +13,9 @@ collection can be reopened from any process (:meth:`QdrantBackend.open`). A sear
     query:    fine vector, using="fine", limit=k                          # re-rank those candidates only
 
 so the fine vectors are compared only with the candidates, where they live, and nothing but ``k`` ids
-and scores comes back. The same client code runs against a Qdrant server or cluster
+and scores comes back. A metadata filter runs in Qdrant (a payload filter on ``meta.<field>``) where it
+can say it (:func:`qdrant_filter`); a server filters faster on fields given a payload index
+(``client.create_payload_index(collection, "meta.<field>", ...)``). The same client code runs against a Qdrant server or cluster
 (``location=URL``), where the coarse vectors get an HNSW index and the fine ones are stored without one
 (they are only re-ranked), and in-process (``location=":memory:"`` or ``path=``): **Qdrant's local
 mode, a Python emulation of the engine's API, not the engine** (it always searches exactly); the tests
@@ -33,6 +35,7 @@ import numpy as np
 
 from ..corpus import DocId
 from ..errors import IndexConflict, IndexDamaged, InvalidArgument
+from ..filters import Combine, Node, kind_of
 from ..passages import row_id_of
 from .base import EngineOptions
 from .keyed import COMMITS_SUFFIX, KeyedBackend, adopted_token, new_point_uuid, point_uuid
@@ -58,6 +61,10 @@ class QdrantOptions(EngineOptions):
         hnsw: build an HNSW graph on the coarse vectors (a server's default); the fine vectors never
             get one. Local mode always searches exactly.
         upload_batch: points per upsert request.
+        payload_metadata: keep each document's metadata in its point's payload (``meta``), so that
+            filters run in Qdrant; ``False``: filters are applied to Qdrant's answers (asked deeper as
+            the share of documents matched falls). A collection saved before payloads held metadata
+            reopens without.
 
     The engine checks these when it is created (``Retriever.build``, ``create_engine``), not here: it
     raises ``InvalidArgument`` for ``client`` beside ``location``/``path`` (or both of those),
@@ -65,8 +72,8 @@ class QdrantOptions(EngineOptions):
 
     Example:
         >>> options = QdrantOptions(path="./qdrant-data", collection="papers")
-        >>> options.location, options.hnsw, options.upload_batch
-        (None, True, 256)
+        >>> options.location, options.hnsw, options.upload_batch, options.payload_metadata
+        (None, True, 256, True)
     """
 
     engine: ClassVar[str] = "qdrant"
@@ -76,6 +83,7 @@ class QdrantOptions(EngineOptions):
     client: Any = None
     hnsw: bool = True
     upload_batch: int = 256
+    payload_metadata: bool = True
 
 
 def _client(location: str | None, path: str | None, client: Any) -> tuple[Any, bool]:
@@ -110,6 +118,7 @@ class QdrantBackend(KeyedBackend):
         self.collection = o.collection or f"adaptive-retrieval-{uuid.uuid4().hex[:8]}"
         self.commits = self.collection + COMMITS_SUFFIX
         self.upload_batch = o.upload_batch
+        self.native_filters = o.payload_metadata
         self._search_params: dict[str, Any] = {}
         self._created = False
         if existing:
@@ -150,7 +159,9 @@ class QdrantBackend(KeyedBackend):
     def saved_options(cls, entry: dict[str, Any], where: dict[str, Any]) -> QdrantOptions:
         if not where:  # where it was saved
             where = {"location": entry.get("location"), "path": entry.get("path")}
-        return QdrantOptions(**where, collection=entry["collection"])
+        return QdrantOptions(
+            **where, collection=entry["collection"], payload_metadata=bool(entry.get("payload_metadata"))
+        )
 
     def stored_documents(self) -> tuple[list[Any], list[DocId], list[str | None] | None]:
         """Every point, in point-id order (its add's token where that add has not committed)."""
@@ -179,9 +190,14 @@ class QdrantBackend(KeyedBackend):
             if offset is None:
                 return
 
-    def add(self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray) -> None:
+    def add(
+        self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray,
+        metadata: list[dict[str, Any] | None] | None = None,
+    ) -> None:  # fmt: skip
         keys = self.staged_keys(first_row, doc_ids)
         token = self._stage(keys, doc_ids)
+        tags = {} if token is None else {"add": token}
+        records = metadata if metadata is not None else [None] * len(keys)
         coarse = np.asarray(coarse, dtype=np.float32)
         fine = np.asarray(fine, dtype=np.float32)
         for start in range(0, len(coarse), self.upload_batch):
@@ -192,8 +208,8 @@ class QdrantBackend(KeyedBackend):
                     ids=keys[start:end],
                     vectors={"coarse": coarse[start:end].tolist(), "fine": fine[start:end].tolist()},
                     payloads=[
-                        {"doc_id": d} if token is None else {"doc_id": d, "add": token}
-                        for d in doc_ids[start:end]
+                        {"doc_id": d, **tags, **({"meta": m or {}} if self.native_filters else {})}
+                        for d, m in zip(doc_ids[start:end], records[start:end])
                     ],
                 ),
                 wait=True,
@@ -240,17 +256,21 @@ class QdrantBackend(KeyedBackend):
     def _delete(self, keys: list[Any]) -> None:
         self.client.delete(self.collection, points_selector=models.PointIdsList(points=keys), wait=True)
 
-    def _ask(self, using: str, params: Any = None) -> Any:
+    def _ask(self, using: str, params: Any = None, where: Any = None) -> Any:
         """``ask(vectors, limit)`` for :meth:`adaptive_retrieval.backends.KeyedBackend.known_rows`: a batch of nearest-point queries."""
 
         def ask(vectors: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
             requests = [
-                models.QueryRequest(query=v.tolist(), using=using, limit=limit, params=params)
+                models.QueryRequest(query=v.tolist(), using=using, limit=limit, params=params, filter=where)
                 for v in vectors
             ]
             return _keys_scores(self.client.query_batch_points(self.collection, requests=requests))
 
         return ask
+
+    def _compile(self, node: Node) -> Any:
+        where = qdrant_filter(node)
+        return where if where is None or isinstance(where, models.Filter) else models.Filter(must=[where])
 
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         points = self.client.retrieve(self.collection, ids=keys, with_vectors=["fine"])
@@ -337,6 +357,7 @@ class QdrantBackend(KeyedBackend):
             "collection": self.collection,
             "location": self.location,
             "path": None if self.path is None else os.path.abspath(self.path),  # loadable from any folder
+            "payload_metadata": self.native_filters,
         }
 
     def discard(self) -> None:
@@ -366,3 +387,31 @@ def _record_id(token: str) -> str:
 
 def _keys_scores(answers: list[Any]) -> tuple[list[list[Any]], list[list[float]]]:
     return [[str(p.id) for p in a.points] for a in answers], [[p.score for p in a.points] for a in answers]
+
+
+def qdrant_filter(node: Node) -> Any:
+    """A filter that :func:`adaptive_retrieval.filters.native` passed, as a Qdrant payload condition on
+    ``meta.<field>`` (a ``Filter``, or one ``FieldCondition``), or ``None`` where Qdrant cannot say it (an order of strings). Numbers compare by
+    range (integers and floats alike); ``$ne``/``$nin`` require the field, as :func:`adaptive_retrieval.filters.evaluate` does."""
+    if isinstance(node, Combine):
+        parts = [qdrant_filter(p) for p in node.parts]
+        if any(p is None for p in parts):
+            return None
+        return models.Filter(must=parts) if node.op == "$and" else models.Filter(should=parts)
+    key = f"meta.{node.field}"
+    values = node.value if isinstance(node.value, tuple) else (node.value,)
+    if node.op in ("$gt", "$gte", "$lt", "$lte"):
+        if kind_of(node.value) != "number":
+            return None
+        return models.FieldCondition(key=key, range=models.Range(**{node.op[1:]: node.value}))
+    equal = [_qdrant_equal(key, v) for v in values]
+    if node.op in ("$eq", "$in"):
+        return equal[0] if len(equal) == 1 else models.Filter(should=equal)
+    present = models.Filter(must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=key))])
+    return models.Filter(must=[present], must_not=equal)  # $ne, $nin
+
+
+def _qdrant_equal(key: str, value: Any) -> Any:
+    if kind_of(value) == "number":  # 1 and 1.0 alike, as the metadata columns compare them
+        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
