@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_filters --size 1000000 --out docs/results/filters
     python -m benchmarks.bench_filters --size 1000000 --calibrate 500 --indexes IVF --out docs/results/filters-calibrated
+    python -m benchmarks.bench_filters --size 50000 --queries 30 --indexes milvus --out docs/results/filters-milvus
 
 The vectors are :class:`benchmarks.bench_scale.Synthetic` (the coarse view as an adapted index has it,
 ``--coarse-noise 0.2``: the noise ``bench_scale --calibrate ... --projected`` matched to a real model's
@@ -39,12 +40,13 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from adaptive_retrieval.backends import FaissOptions, create_engine
+from adaptive_retrieval.backends import FaissOptions, MilvusOptions, create_engine
 from adaptive_retrieval.calibration import choose_width, filter_evidence
-from adaptive_retrieval.filters import parse
+from adaptive_retrieval.filters import native, parse
 from adaptive_retrieval.ids import IdMap
 from adaptive_retrieval.locks import ReadWriteLock
 from adaptive_retrieval.metadata import MetadataStore
@@ -61,10 +63,17 @@ BUCKETS = 10_000
 
 def build(index: str, size: int, gen: Synthetic, workdir: Path, knobs: dict) -> tuple:
     """An engine of ``size`` synthetic documents (fine store on disk) with their ``bucket`` metadata."""
-    fine_path = workdir / f"fine-{index.replace(',', '_')}.npy"
-    fine_path.unlink(missing_ok=True)
-    engine = create_engine(FaissOptions(index=index, fine_path=str(fine_path)), gen.coarse_dim, gen.dim)
-    ids, metadata = IdMap(), MetadataStore()
+    if index == "milvus":  # Milvus Lite, a file in the work folder (FLAT coarse index)
+        uri = workdir / "filters-milvus.db"
+        shutil.rmtree(uri, ignore_errors=True)  # Milvus Lite may keep a folder under the name
+        uri.unlink(missing_ok=True)
+        options: Any = MilvusOptions(uri=str(uri), collection="filters")
+    else:
+        fine_path = workdir / f"fine-{index.replace(',', '_')}.npy"
+        fine_path.unlink(missing_ok=True)
+        options = FaissOptions(index=index, fine_path=str(fine_path))
+    engine = create_engine(options, gen.coarse_dim, gen.dim)
+    ids, metadata = IdMap(key=engine.key, renew=engine.renew), MetadataStore()
     engine.attach(ids)
     writer = IndexWriter(
         ids, engine, None, metadata, View(1, gen.coarse_dim), View(2, gen.dim), ReadWriteLock()
@@ -124,6 +133,7 @@ def measure(
     if calibration is not None:
         shortlist = calibration.candidates
         params = engine.search_parameters(calibrated=calibration.knobs) if calibration.knobs else None
+    params = engine.native_filter(params, native(node, metadata))  # a keyed engine's: see in_engine
     found, seconds, path, allowed = [], [], "", None
     for i in range(len(q_fine)):
         t0 = time.perf_counter()
@@ -171,7 +181,11 @@ def main() -> None:
     )
     ap.add_argument("--exact-below", type=int, default=1_000, help="Retriever.exact_below (default 1,000)")
     ap.add_argument("--coarse-noise", type=float, default=0.2)
-    ap.add_argument("--indexes", default="Flat,HNSW32,IVF", help="comma-separated; IVF: IVF<sqrt n>,Flat")
+    ap.add_argument(
+        "--indexes", default="Flat,HNSW32,IVF",
+        help="comma-separated; IVF: IVF<sqrt n>,Flat; milvus: a Milvus Lite collection, each filter where "
+        "the library puts it, run by Milvus, and applied to its answers",
+    )  # fmt: skip
     ap.add_argument(
         "--calibrate", type=int, default=0, metavar="N",
         help="calibrate each index on N synthetic queries (shortlist, IVF nprobe, filtered widening), "
@@ -201,9 +215,16 @@ def main() -> None:
         cal = calibrated(engine, ids, gen, args.calibrate, args.target) if args.calibrate else None
         if cal is not None:
             print(f"  calibrated in {cal.seconds:.0f} s: shortlist {cal.candidates}, {cal.knobs}", flush=True)
-        for share in SHARES:
+        modes = ("library", "in engine", "answers filtered") if kind == "milvus" else ("library",)
+        policy = engine.in_engine
+        for share, mode in [(s, m) for s in SHARES for m in modes]:
+            if share is None and mode != "library":
+                continue  # no filter: one way
+            # Milvus: where the library puts a filter (its in_engine policy), or always in the engine, or
+            # always on its answers
+            engine.in_engine = policy if mode == "library" else (lambda d, s, on=mode == "in engine": on)
             row = {
-                "index": index,
+                "index": index if kind != "milvus" else f"milvus ({mode})",
                 "knobs": knobs,
                 "build_s": build_s,
                 **({} if cal is None else {"calibration": cal.as_dict(), "calibrated": cal.knobs}),
@@ -228,8 +249,9 @@ def main() -> None:
                 flush=True,
             )
             write_json(args.out / "results.json", {**header, "rows": rows})
-        engine.close()
-        engine.discard()
+        if kind != "milvus":
+            engine.close()
+        engine.discard()  # the fine file removed; a Milvus collection dropped, and its client closed
     table = markdown_table(
         rows,
         [

@@ -432,7 +432,7 @@ def test_dropping_uncommitted_adds_spares_one_that_committed_meanwhile(
         reads.append(1)
         if len(reads) == 1:
             return real(self) - {token}
-        r.backend._record_commit(token)
+        r.backend._record_tokens([token])
         return real(self)
 
     monkeypatch.setattr(cls, "_committed_tokens", racing)

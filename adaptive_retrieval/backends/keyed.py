@@ -259,17 +259,9 @@ class KeyedBackend(Backend):
         if deletes:  # a delete that did not commit: its records go (its points were never touched)
             self._unrecord_tokens(deletes)
         if recorded is not None:  # first: documents partly deleted must not be adopted as an add
-            self._unrecord_commit(recorded)
+            self._unrecord_tokens([recorded])
         if gone:
             self._delete(gone)
-
-    @abstractmethod
-    def _record_commit(self, token: str) -> None:
-        """Record in the engine (the companion collection) that the add ``token`` committed."""
-
-    @abstractmethod
-    def _unrecord_commit(self, token: str) -> None:
-        """Remove the record of ``token`` (a rolled-back add whose record was written)."""
 
     @abstractmethod
     def _record_tokens(self, tokens: list[str]) -> None:
@@ -359,10 +351,18 @@ class KeyedBackend(Backend):
         self, coarse_q: np.ndarray, depth: int, params: Any = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The engine's coarse answers as rows; ``allowed``: the rows a filter (or the live rows) allows,
-        others skipped as unknown keys are (asked again for more: :meth:`known_rows`)."""
+        others skipped as unknown keys are (asked again for more: :meth:`known_rows`), or the filter run
+        by the engine where :meth:`in_engine` says it pays."""
         own, where = asked(params)
-        ask = self._ask("coarse", own, where)
-        return self.known_rows(ask, coarse_q, depth, allowed, native=where is not None)
+        share = 1.0 if allowed is None else float(np.count_nonzero(allowed)) / max(len(allowed), 1)
+        native = where is not None and self.in_engine(depth, share)
+        ask = self._ask("coarse", own, where if native else None)
+        return self.known_rows(ask, coarse_q, depth, allowed, native=native)
+
+    def in_engine(self, depth: int, share: float) -> bool:
+        """Whether a filter the engine can run (:meth:`native_filter`) goes with a search ``depth`` deep
+        matching ``share`` of the documents, rather than the answers being filtered: always, here."""
+        return True
 
     def native_filter(self, params: Any, node: Any) -> Any:
         """``params`` with ``node`` in the engine's language (:meth:`_compile`) where documents carry metadata."""
@@ -391,8 +391,8 @@ class KeyedBackend(Backend):
     def filtered_cost(self, share: float, depth: int, params: Any = None) -> float | None:
         """A filtered search asks the engine for ``depth / share`` answers (skipping the others): exact
         by fetched vectors when that is more than the rows matched, up to :attr:`FETCH_EXACT`; with a
-        filter the engine runs itself (:meth:`native_filter`), for ``depth``."""
-        native = asked(params)[1] is not None
+        filter the engine runs itself (:meth:`native_filter`, :meth:`in_engine`), for ``depth``."""
+        native = asked(params)[1] is not None and self.in_engine(depth, share)
         return float(depth) if native else min(depth / max(share, 1e-9), self.FETCH_EXACT)
 
     def fine_scores(self, fine_q: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -433,7 +433,7 @@ class KeyedBackend(Backend):
                 return row is not None and bool(allowed[row])
 
         first = limit if allowed is None or native else max(limit, limit_first)
-        keys, scores = asked_until_known(ask, vectors, first, known, self._REASKS, self._MAX_LIMIT)
+        keys, scores = asked_until_known(ask, vectors, first, limit, known, self._REASKS, self._MAX_LIMIT)
         short = sum(
             any(not known(key) for key in ks) and sum(map(known, ks)) < min(limit, len(self)) for ks in keys
         )
@@ -504,18 +504,18 @@ class KeyedBackend(Backend):
 
 def asked_until_known(
     ask: Callable[[np.ndarray, int], tuple[list[list[Any]], list[list[float]]]], vectors: np.ndarray,
-    first: int, known: Callable[[Any], bool], reasks: int, most: int | None,
+    first: int, limit: int, known: Callable[[Any], bool], reasks: int, most: int | None,
 ) -> tuple[list[list[Any]], list[list[float]]]:  # fmt: skip
-    """``ask(vectors, first)``, and each query whose full answer held keys not ``known`` asked again for
-    that many more (at most ``reasks`` times, each ask at most ``most`` deep), until its answer holds
-    enough known keys or the engine has no more to give."""
+    """``ask(vectors, first)``, and each query whose full answer held fewer than ``limit`` ``known`` keys
+    asked again for as many more as it held others (at most ``reasks`` times, each ask at most ``most``
+    deep), until its answer holds ``limit`` known keys or the engine has no more to give."""
     keys, scores = ask(vectors, first)
     depth = [first] * len(keys)
     for _ in range(reasks):
         again = {}
         for q, ks in enumerate(keys):
             unknown = sum(not known(key) for key in ks)
-            if unknown and len(ks) >= depth[q]:  # full, with slots taken: there may be more
+            if unknown and len(ks) - unknown < limit and len(ks) >= depth[q]:  # full, too few: more?
                 again[q] = depth[q] + unknown
         if not again:
             break

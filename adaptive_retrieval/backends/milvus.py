@@ -269,12 +269,6 @@ class MilvusBackend(KeyedBackend):
             for q, level in zip(quiet, levels):
                 q.setLevel(level)
 
-    def _record_commit(self, token: str) -> None:
-        self._record_tokens([token])
-
-    def _unrecord_commit(self, token: str) -> None:
-        self._unrecord_tokens([token])
-
     def _record_tokens(self, tokens: list[str]) -> None:
         self.client.insert(self.commits, [{"token": t, "v": [1.0, 0.0]} for t in tokens])
 
@@ -358,6 +352,13 @@ class MilvusBackend(KeyedBackend):
 
     def _compile(self, node: Node) -> str:
         return milvus_expression(node)
+
+    def in_engine(self, depth: int, share: float) -> bool:
+        """Only where the answers would have to be asked deeper than Milvus answers (16,384): on Milvus
+        Lite a filter on the JSON field is read row by row, a search costing several times an unfiltered
+        one however few rows match (``python -m benchmarks.bench_filters --indexes milvus``; figures in
+        docs/scaling.md), where asking ``depth / share`` deep stays cheap up to that limit."""
+        return depth / max(share, 1e-9) > self._MAX_LIMIT
 
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
         got = self.client.get(self.collection, ids=keys, output_fields=["fine"])

@@ -215,12 +215,6 @@ class QdrantBackend(KeyedBackend):
                 wait=True,
             )
 
-    def _record_commit(self, token: str) -> None:
-        self._record_tokens([token])
-
-    def _unrecord_commit(self, token: str) -> None:
-        self._unrecord_tokens([token])
-
     def _record_tokens(self, tokens: list[str]) -> None:
         """One point: the first token, the others (delete records) in its payload, so that the record is
         written whole or not at all (a batch of points is not atomic in every Qdrant)."""
