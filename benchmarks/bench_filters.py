@@ -216,13 +216,14 @@ def main() -> None:
         if cal is not None:
             print(f"  calibrated in {cal.seconds:.0f} s: shortlist {cal.candidates}, {cal.knobs}", flush=True)
         modes = ("library", "in engine", "answers filtered") if kind == "milvus" else ("library",)
-        policy = engine.in_engine
+        policy = getattr(engine, "in_engine", None)  # a keyed engine's
         for share, mode in [(s, m) for s in SHARES for m in modes]:
             if share is None and mode != "library":
                 continue  # no filter: one way
             # Milvus: where the library puts a filter (its in_engine policy), or always in the engine, or
             # always on its answers
-            engine.in_engine = policy if mode == "library" else (lambda d, s, on=mode == "in engine": on)
+            if policy is not None:
+                engine.in_engine = policy if mode == "library" else (lambda d, s, on=mode == "in engine": on)
             row = {
                 "index": index if kind != "milvus" else f"milvus ({mode})",
                 "knobs": knobs,
