@@ -14,7 +14,8 @@ Which needs the shortest shortlist for a fidelity depends on the corpus (``bench
 measures them on five sets). :func:`choose` measures each on the build's own pseudo-queries (the first
 sentences of held-out documents, as :mod:`adaptive_retrieval.adapt` makes them) against the exact fine top
 ``k`` over the first chunk of documents, and keeps the one whose shortlist for the target is shortest (on a
-tie: the larger share of the top ``k`` at that shortlist, then fewer bytes, then the simpler code). ``Retriever.build(..., coarse_bytes=B)`` uses it: the coarse view
+tie: the higher mean share of the top ``k`` over the shortlists up to it, :func:`rising`, then fewer bytes,
+then the simpler code). ``Retriever.build(..., coarse_bytes=B)`` uses it: the coarse view
 becomes ``(layer, dim)`` of the choice, the FAISS engine's index its code, and the record
 (:class:`FirstStage`: the choice, every candidate's measured shortlist, the queries) is saved in the manifest
 and reported by ``retriever.first_stage``.
@@ -76,7 +77,7 @@ for minutes on 10,000 documents where SQ4 over 256 dims, trained in no time, mea
 BUDGETS: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024)
 """The budgets a refused one is compared with, to name the smallest that meets the target."""
 SIMPLER = ("SQ8", "Flat", "SQ4", "OPQ")
-"""On a tie of shortlist, overlap at it and bytes, the first of these wins (no training beats training)."""
+"""On a tie of shortlist, overlap up to it and bytes, the first of these wins (no training beats training)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,14 @@ def shortlist_curve(rows: np.ndarray, exact: np.ndarray, grid: Sequence[int]) ->
     return {s: float((ranks < s).mean()) for s in grid}
 
 
+def rising(curve: dict[int, float], shortlist: int | None) -> float | None:
+    """The mean overlap of ``curve`` at every shortlist up to ``shortlist`` (``None``: none): of two codes
+    that reach the target at the same shortlist, the one nearer to it at the shorter ones."""
+    if shortlist is None:
+        return None
+    return float(np.mean([v for s, v in curve.items() if s <= shortlist]))
+
+
 def needed(curve: dict[int, float], target: float) -> int | None:
     """The smallest shortlist of ``curve`` that reaches ``target``, or ``None``."""
     return next((s for s, v in sorted(curve.items()) if v >= target - 1e-9), None)
@@ -166,7 +175,8 @@ class FirstStage:
     documents: int
     frontier: list[dict[str, Any]] = field(default_factory=list)
     """Every candidate: ``name``, ``dim``, ``index``, ``bytes``, ``shortlist`` (``None``: over the grid),
-    ``overlap_at_shortlist``, ``overlap_at_longest`` (the overlap at the longest shortlist measured), ``seconds``"""
+    ``overlap_at_shortlist``, ``overlap_up_to`` (:func:`rising`), ``overlap_at_longest`` (the overlap at the
+    longest shortlist measured), ``seconds``"""
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -204,7 +214,7 @@ def measure(
 
 def _rank(row: dict[str, Any]) -> tuple:
     kind = next(i for i, name in enumerate(SIMPLER) if row["index"].startswith(name))
-    margin = -round(row.get("overlap_at_shortlist") or 0.0, 3)  # more of the top k at that shortlist
+    margin = -round(row.get("overlap_up_to") or 0.0, 3)  # nearer the target at shorter shortlists
     return (row["shortlist"] is None, row["shortlist"] or 0, margin, row["bytes"], kind)
 
 
@@ -255,6 +265,7 @@ def choose(
             curve = row.pop("curve")
             row["shortlist"] = needed(curve, target)
             row["overlap_at_shortlist"] = None if row["shortlist"] is None else curve[row["shortlist"]]
+            row["overlap_up_to"] = rising(curve, row["shortlist"])
             out.append(row)
         return out
 
@@ -383,6 +394,7 @@ __all__ = [
     "measure",
     "needed",
     "representations",
+    "rising",
     "shortlist_curve",
     "within_budget",
 ]

@@ -3,11 +3,14 @@
     python -m benchmarks.bench_add_rss --docs 1000000 --add 100000 --out docs/results/add-rss
 
 The parent writes an index of ``--docs`` documents (synthetic unit vectors at ``minilm-l6``'s 2x64 and
-6x384 views; float16 fine store streamed to disk; Flat coarse index) and saves it. A fresh process loads
+6x384 views; float16 fine store streamed to disk; ``--index``: the coarse index, default the library's
+SQ8) and saves it. A fresh process loads
 it (the fine store memory-mapped), resets its peak-RSS counter (``/proc/self/clear_refs``), adds
 ``--add`` documents in chunks of ``--chunk`` (``add_vector_batches``: the path every add takes), and
-reports its peak RSS above its RSS before the add, beside what must grow: the coarse index (``add`` x 64
-x 4 bytes; the rows go into a new shard, the loaded ones are not copied), one chunk of input vectors, and
+reports its peak RSS above its RSS before the add, beside what must grow: the coarse index (a Flat index:
+``add`` x 64 x 4 bytes, the rows going into a new shard, the loaded ones not copied; a coded one, SQ8,
+takes the rows in place, FAISS reallocating its code array: the old and the grown array at once, up to
+twice the codes after the add), one chunk of input vectors, and
 the new documents' ids (measured alone in a second fresh process: the retriever's id checks and map, the
 same ids). A third measures FAISS alone adding the same rows to the same coarse index in place, for
 comparison: its Flat index grows its code array by allocating a new one and copying, so its peak holds
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_retrieval import Encoder, FaissOptions, Retriever
-from adaptive_retrieval.reporting import machine, versions
+from adaptive_retrieval.reporting import settings
 
 COARSE, FINE = (2, 64), (6, 384)
 
@@ -90,12 +93,22 @@ def child_faiss(index: Path, docs: int, add: int) -> None:
     print(json.dumps({"rss_before": before, "peak_during_add": status("VmHWM")}))
 
 
+def _code_size(index: Path) -> int:
+    """Bytes per document of the saved coarse index."""
+    import faiss
+
+    from adaptive_retrieval.storage import read_manifest
+
+    return int(faiss.read_index(str(index / read_manifest(index)["files"]["coarse"])).sa_code_size())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--add", type=int, default=100_000)
     ap.add_argument("--chunk", type=int, default=10_000)
     ap.add_argument("--dir", type=Path, default=Path("runs/add-rss"))
+    ap.add_argument("--index", default=FaissOptions.index, help="the coarse index (default: the library's)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-faiss", action="store_true", help=argparse.SUPPRESS)
@@ -120,7 +133,7 @@ def main() -> None:
         COARSE,
         FINE,
         batches(0, args.docs, 100_000),
-        backend=FaissOptions(fine_path=args.dir / "build-fine.npy"),
+        backend=FaissOptions(index=args.index, fine_path=args.dir / "build-fine.npy"),
     )
     built.save(index)
     built.close()
@@ -149,16 +162,16 @@ def main() -> None:
     ids_alone = fresh_process("--child-ids")
     ids_growth = ids_alone["peak_during_add"] - ids_alone["rss_before"]
     growth = measured["peak_during_add"] - measured["rss_before"]
-    coarse_growth = args.add * COARSE[1] * 4
+    flat = args.index == "Flat"
+    code_bytes = COARSE[1] * 4 if flat else _code_size(index)
+    # a Flat index's new shard; a coded one reallocated in place (old and grown arrays at once)
+    coarse_growth = args.add * code_bytes if flat else 2 * (args.docs + args.add) * code_bytes
     chunk_bytes = args.chunk * (COARSE[1] + FINE[1]) * 4
     result = {
-        "command": f"python -m benchmarks.bench_add_rss --docs {args.docs} --add {args.add} --chunk {args.chunk}",
-        "machine": machine(),
-        "versions": versions(),
-        "labels": "none (synthetic vectors)",
+        **settings(labels="none (synthetic vectors)", benchmark="bench_add_rss"),
         "index": {
             "docs": args.docs,
-            "coarse": "Flat 64 dims float32",
+            "coarse": f"{args.index}, 64 dims, {code_bytes} B per document",
             "fine": "384 dims float16, memory-mapped",
             "fine_bytes": args.docs * FINE[1] * 2,
             "build_s": round(build_s, 1),

@@ -114,3 +114,20 @@ def test_a_budget_is_refused_where_it_cannot_apply(tiny_encoder, tmp_path):
         Retriever.build(texts, **kwargs, coarse_bytes=3, adapt=False)
     small = Retriever.build(texts[:20], **kwargs, coarse_bytes=8)  # too few documents to fit a projection
     assert small.backend.describe() == "SQ8" and small.first_stage.queries.startswith("none")
+
+
+def test_a_tie_goes_to_the_code_nearer_the_target_at_shorter_shortlists():
+    from adaptive_retrieval.first_stage import _rank, needed, rising
+
+    late = {10: 0.50, 20: 0.90, 30: 0.97}  # more of the top 10 at 30, less before
+    early = {10: 0.70, 20: 0.94, 30: 0.955}
+    rows = []
+    for name, curve in (("proj64-SQ4", late), ("proj256-OPQ32,PQ32", early)):
+        shortlist = needed(curve, 0.95)
+        rows.append({
+            "name": name, "index": name.split("-", 1)[1], "bytes": 32, "shortlist": shortlist,
+            "overlap_at_shortlist": curve[shortlist], "overlap_up_to": rising(curve, shortlist),
+        })  # fmt: skip
+    assert rows[0]["shortlist"] == rows[1]["shortlist"] == 30
+    assert min(rows, key=_rank)["name"] == "proj256-OPQ32,PQ32"  # the simpler code loses the tie here
+    assert rising({10: 0.5}, None) is None
