@@ -338,7 +338,7 @@ class KeyedBackend(Backend):
     ) -> Callable[[np.ndarray, int], tuple[list[list[Any]], list[list[float]]]]:
         """``ask(vectors, limit)``: the engine's nearest documents by the ``"coarse"`` or ``"fine"`` vectors
         (keys and scores per query), one batched request, with these search parameters and this filter
-        (:meth:`_compile`)."""
+        (``_compile``)."""
 
     def _exact_params(self) -> Any:
         """The search parameters that make a fine search exact (``None``: it always is)."""
@@ -365,7 +365,7 @@ class KeyedBackend(Backend):
         return True
 
     def native_filter(self, params: Any, node: Any) -> Any:
-        """``params`` with ``node`` in the engine's language (:meth:`_compile`) where documents carry metadata."""
+        """``params`` with ``node`` in the engine's language (``_compile``) where documents carry metadata."""
         where = None if node is None or not self.native_filters else self._compile(node)
         return params if where is None else Asked(asked(params)[0], where)
 
