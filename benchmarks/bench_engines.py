@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -30,6 +29,7 @@ import numpy as np
 
 from adaptive_retrieval import Encoder, Retriever
 from adaptive_retrieval.backends import Backend, FaissOptions
+from adaptive_retrieval.reporting import settings
 
 COARSE, FINE = (2, 64), (6, 384)
 
@@ -118,8 +118,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
             r.close()
     result = {
-        "command": f"python -m benchmarks.bench_engines --docs {args.docs} --queries {args.queries} --seed {args.seed}",
-        "machine": f"{platform.machine()}, {platform.system()}, 2 cores (this project's CPU machine)",
+        **settings(benchmark="bench_engines"),
         "docs": args.docs,
         "queries": args.queries,
         "views": {"coarse": COARSE, "fine": FINE},
