@@ -94,7 +94,7 @@ def main() -> None:
                     (doc_ids[i : i + 5000], coarse[i : i + 5000], fine[i : i + 5000])
                     for i in range(0, args.docs, 5000)
                 ],
-                backend=FaissOptions(fine_dtype="float32") if name == "faiss" else name,
+                backend=FaissOptions(index="Flat", fine_dtype="float32") if name == "faiss" else name,
                 **({} if options is None else {"backend_options": options}),
             )
             add_s = time.perf_counter() - t0
