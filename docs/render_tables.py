@@ -184,7 +184,21 @@ def first_stage_budgets() -> str:
     return _table([*header, "best's shortlist", "no longer than the best"], rows)
 
 
+def bench_engines() -> str:
+    """The same funnel on FAISS, Qdrant's local mode and Milvus Lite (docs/results/bench-engines)."""
+    rows = [
+        [
+            r["engine"], r["rerank"], f"{r['add_s']:.2f}", f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}",
+            f"{r['same_top10_as_faiss']:.3f}", f"{r['overlap10_with_faiss']:.3f}",
+        ]  # fmt: skip
+        for r in _load("bench-engines")["rows"]
+    ]
+    header = ["engine", "re-rank", "add s", "p50 ms", "p95 ms", "same top 10 as FAISS", "overlap@10"]
+    return _table(header, rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "bench-engines": bench_engines,
     "first-stage": first_stage,
     "first-stage-budgets": first_stage_budgets,
     "first-stage-default": first_stage_default,

@@ -19,10 +19,10 @@ in one of two ways (``rerank=``):
 - ``"server"``: one fine search per query, filtered to its shortlist (``filter="key in [...]"``), so the
   re-rank runs where the vectors live and only ``k`` keys and scores come back.
 
-On Milvus Lite fetching is the faster of the two, with the same top 10 either way
-(``python -m benchmarks.bench_engines``; the figures, with their results file, are in docs/scaling.md),
-so it is the default; on a remote server, where a fetched shortlist crosses the network (100 x 384
-float32: 150 KB a query), measure ``"server"`` too.
+On Milvus Lite the two cost about the same, with the same top 10 either way (``python -m
+benchmarks.bench_engines``; the figures, with their results file, are in docs/scaling.md); fetching is
+the default; on a remote server, where a fetched shortlist crosses the network (100 x 384 float32:
+150 KB a query), measure ``"server"`` too.
 """
 
 from __future__ import annotations
