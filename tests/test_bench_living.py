@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from adaptive_retrieval import Retriever
 from benchmarks import crash_save
@@ -42,6 +43,32 @@ def test_bench_filters_tiny(tmp_path):
     flat = [r for r in rows if r["index"] == "Flat"]
     assert flat[1]["matched"] == 2000 or abs(flat[1]["matched"] - 2000) < 200  # a uniform 50% filter
     assert "| Flat |" in (out / "results.md").read_text() and not (tmp_path / "w").exists()
+
+
+def test_bench_filters_calibrates_ivf_and_filters_milvus_three_ways(tmp_path):
+    pytest.importorskip("milvus_lite")
+    out = tmp_path / "filters"
+    cmd = [sys.executable, "-m", "benchmarks.bench_filters", "--size", "2000", "--queries", "4"]
+    cmd += [
+        "--calibrate",
+        "60",
+        "--indexes",
+        "IVF,milvus",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, **RUN)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    ivf = [r for r in rows if r["index"].startswith("IVF")]
+    assert ivf and all(r["calibrated"] == ivf[0]["calibration"]["knobs"] for r in ivf)
+    assert ivf[0]["calibrated"]["nprobe"] >= 1 and ivf[0]["shortlist"] == ivf[0]["calibration"]["candidates"]
+    milvus = [r for r in rows if r["index"].startswith("milvus")]
+    modes = {r["index"] for r in milvus}
+    assert modes == {"milvus (library)", "milvus (in engine)", "milvus (answers filtered)"}
+    for share in (0.5, 0.1, 0.01):  # the same answers whichever way a filter runs
+        assert len({r["overlap@10"] for r in milvus if r["share"] == share}) == 1, share
 
 
 def test_churn_replay_matches_an_index_put_through_the_steps_and_catches_a_wrong_one():
