@@ -27,7 +27,7 @@ import numpy as np
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings
 from adaptive_retrieval.reporting import machine_line as machine
-from adaptive_retrieval.reporting import settings, write_json
+from adaptive_retrieval.reporting import model_info, settings, write_json
 from benchmarks.bench_adapt import corpus_texts
 from benchmarks.bench_common import DEFAULT_DATA_DIR, percentiles
 from benchmarks.bench_int8 import queries_of
@@ -130,8 +130,11 @@ def main() -> None:
         write_json(
             args.out / "results.json",
             {
-                "settings": settings(
-                    model=args.model,
+                **settings(
+                    benchmark="bench_latency",
+                    labels="none by the measure (overlap@10 with the exact top 10; the calibration saw the dev "
+                    f"queries, no qrels); {args.model}'s own provenance says what its weights saw",
+                    model={"name": args.model, **model_info(encoder)},
                     dataset=args.dataset.name,
                     documents=len(r),
                     test_queries=len(test),
