@@ -186,18 +186,42 @@ def first_stage_budgets() -> str:
 
 def bench_engines() -> str:
     """The same funnel on FAISS, Qdrant's local mode and Milvus Lite (docs/results/bench-engines)."""
-    rows = [
-        [
+    rows = []
+    for r in _load("bench-engines")["rows"]:
+        rows.append([
             r["engine"], r["rerank"], f"{r['add_s']:.2f}", f"{r['p50_ms']:.2f}", f"{r['p95_ms']:.2f}",
             f"{r['same_top10_as_faiss']:.3f}", f"{r['overlap10_with_faiss']:.3f}",
-        ]  # fmt: skip
-        for r in _load("bench-engines")["rows"]
-    ]
+        ])  # fmt: skip
     header = ["engine", "re-rank", "add s", "p50 ms", "p95 ms", "same top 10 as FAISS", "overlap@10"]
     return _table(header, rows)
 
 
+def latency() -> str:
+    """One query at a time: the fixed, calibrated and int8 funnels beside exact search (docs/results/latency)."""
+    saved = _load("latency")
+    cal = saved["calibration"]
+    names = {
+        "fixed @ 100": "funnel, fixed shortlist of 100",
+        "calibrated": f"funnel, calibrated (target {cal['target']:g} on dev queries: {cal['rule']} "
+        f"{cal['candidates'] if cal['rule'] == 'fixed' else cal['patience']})",
+        "calibrated, int8 queries": "the same, int8 query encoder",
+        "exact": "exact: encode to the last layer, score every fine vector",
+    }
+    rows = []
+    for config, figures in saved["figures"].items():
+        stages = figures["stages"]
+        parts = ", ".join(
+            f"{s.replace('_', ' ')} {v['p50_ms']:.2f}" for s, v in stages.items() if s != "total"
+        )
+        rows.append([
+            names.get(config, config), f"{figures['mean_shortlist']:.1f}", f"{figures['overlap@10']:.3f}",
+            f"{stages['total']['p50_ms']:.1f}", f"{stages['total']['p95_ms']:.1f}", parts,
+        ])  # fmt: skip
+    return _table(["configuration", "mean shortlist", "overlap@10", "p50", "p95", "stages, p50"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "latency": latency,
     "bench-engines": bench_engines,
     "first-stage": first_stage,
     "first-stage-budgets": first_stage_budgets,

@@ -37,7 +37,6 @@ LEGACY = {
     "fine-io/results.json",
     "funnel-frontier/manpages/results.json",
     "funnel-rules/results.json",
-    "latency/results.json",
     "scale-calibrated/results.json",
     "scale-projected/calibration-early.json",
     "scale-projected/calibration-projected.json",
