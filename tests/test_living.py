@@ -453,7 +453,9 @@ def test_calibrate_chooses_an_ivf_index_nprobe_with_its_shortlist(tiny_encoder, 
     def overlap(**knobs) -> float:
         got = r.search_batch(queries, k=10, hybrid=False, **knobs)
         exact = r.search_batch(queries, k=10, candidates=600, nprobe=16)  # every list: the exact top 10
-        return float(np.mean([len({h.doc_id for h in a} & {h.doc_id for h in b}) / 10 for a, b in zip(got, exact)]))
+        return float(
+            np.mean([len({h.doc_id for h in a} & {h.doc_id for h in b}) / 10 for a, b in zip(got, exact)])
+        )
 
     narrow = overlap()
     cal = r.calibrate(documents=docs, target=0.95)

@@ -102,7 +102,7 @@ def test_a_filter_the_engine_cannot_say_as_the_retriever_does_is_applied_to_its_
 
 
 def _matches(meta: dict, flt: dict) -> bool:
-    (field, cond), = flt.items()
+    ((field, cond),) = flt.items()
     value = meta.get(field)
     if isinstance(cond, dict):
         return isinstance(value, str) and value > cond["$gt"]
