@@ -4,7 +4,7 @@ Same corpus vectors (the evaluation cache), same queries, scored by BEIR's evalu
 ranking the whole corpus from the fine store ("exact via store": a funnel whose shortlist is the whole
 corpus), and the funnel coarse -> fine with 100 candidates, each with float32 and float16 fine vectors.
 
-    python -m evals.fine_dtype_cost --model mpnet-base-2dmse --coarse 4x64 --out results/fine-dtype
+    python -m evals.fine_dtype_cost --model mpnet-base-2dmse --coarse 4x64 --data-dir ../shared/data --out docs/results/fine-dtype
 """
 
 from __future__ import annotations
@@ -56,16 +56,12 @@ def main() -> None:
             )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        labels = "the model as shipped (mpnet-base-2dmse: SciFact train pairs and train query text, no test qrels); test qrels only to score"
-        write_json(
-            args.out / "results.json",
-            {
-                "settings": settings(
-                    model=args.model, coarse=args.coarse, dataset="scifact test", labels=labels
-                ),
-                "rows": rows,
-            },
+        labels = (
+            f"{args.model} as shipped, its own provenance says what it saw (the default mpnet-base-2dmse: "
+            "SciFact train pairs, its heads the train queries' qrels; no test query); test qrels only score"
         )
+        header = settings(model=args.model, coarse=args.coarse, dataset="scifact test", labels=labels)
+        write_json(args.out / "results.json", {**header, "rows": rows})
 
 
 if __name__ == "__main__":
