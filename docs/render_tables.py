@@ -220,7 +220,19 @@ def latency() -> str:
     return _table(["configuration", "mean shortlist", "overlap@10", "p50", "p95", "stages, p50"], rows)
 
 
+def fine_dtype() -> str:
+    """The fine store in float32 and float16, on SciFact test (docs/results/fine-dtype)."""
+    rows = []
+    for r in _load("fine-dtype")["rows"]:
+        rows.append([
+            r["search"].replace("->", "→"), r["fine_dtype"], f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}",
+            f"{r['fine_bytes_per_doc']:.0f}",
+        ])  # fmt: skip
+    return _table(["search", "fine dtype", "nDCG@10", "Recall@100", "fine bytes/doc"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "fine-dtype": fine_dtype,
     "latency": latency,
     "bench-engines": bench_engines,
     "first-stage": first_stage,
