@@ -92,6 +92,8 @@ def main() -> None:
         write_json(
             args.out,
             settings(
+                labels=f"none: the fit and its fidelity use pseudo-queries (no qrels); {args.model}'s own "
+                "provenance says what its weights saw",
                 model=args.model,
                 coarse=str(coarse),
                 documents=len(texts),
