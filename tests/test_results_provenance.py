@@ -23,7 +23,6 @@ LEGACY = {
     "adapt-variants/sick-para/results.json",
     "adapt-variants/sts12-16-para/results.json",
     "adapt-variants/stsb-para/results.json",
-    "bench-adapt/results.json",
     "bench-encode-onednn/minilm-l6.json",
     "bench-encode-onednn/mpnet-base.json",
     "bench-encode/minilm-l6.json",
