@@ -231,7 +231,24 @@ def fine_dtype() -> str:
     return _table(["search", "fine dtype", "nDCG@10", "Recall@100", "fine bytes/doc"], rows)
 
 
+def build_memory() -> str:
+    """Peak RSS growth of a build, fine store in RAM or on disk (docs/results/build-memory)."""
+    rows: dict[int, dict[str, Any]] = {}
+    for r in _load("build-memory")["rows"]:
+        rows.setdefault(r["size"], {})[r["mode"]] = r
+    out = []
+    for size, modes in rows.items():
+        first = next(iter(modes.values()))
+        out.append([
+            f"{size:,}", f"+{modes['memory']['growth_bytes'] / 1e6:,.0f} MB", f"+{modes['disk']['growth_bytes'] / 1e6:,.0f} MB",
+            f"{first['coarse_index']}: {first['coarse_index_bytes'] / 1e6:,.0f} MB", f"{first['fine_bytes'] / 1e6:,.0f} MB",
+        ])  # fmt: skip
+    header = ["docs", "fine store in RAM (default)", "fine store on disk (`fine_path=`)", "coarse index"]
+    return _table([*header, "fine matrix"], out)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "build-memory": build_memory,
     "fine-dtype": fine_dtype,
     "latency": latency,
     "bench-engines": bench_engines,

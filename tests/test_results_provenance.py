@@ -31,7 +31,6 @@ LEGACY = {
     "bench-int8/scifact/results.json",
     "bench-int8/sts12-16-para/results.json",
     "bench-int8/stsb-para/results.json",
-    "build-memory/results.json",
     "fine-io/results.json",
     "funnel-frontier/manpages/results.json",
     "funnel-rules/results.json",
