@@ -15,7 +15,7 @@ from tests.helpers import random_texts
 from tests.test_backends import engine_options
 
 VIEWS = {"coarse": (3, 8), "fine": (12, 32), "hybrid": False}
-SECTIONS = ("libs", "admin", 'say "hi"', "net")
+SECTIONS = ("libs", "admin", 'say "hi"', "réseau")
 
 
 def record(i: int) -> dict:
@@ -34,8 +34,8 @@ FILTERS = [
     {"section": "libs"},
     {"section": 'say "hi"'},
     {"section": {"$ne": "libs"}},
-    {"section": {"$in": ["admin", "net"]}},
-    {"section": {"$nin": ["admin", "net"]}},
+    {"section": {"$in": ["admin", "réseau"]}},
+    {"section": {"$nin": ["admin", "réseau"]}},
     {"size": 100},
     {"size": {"$gte": 200}},
     {"size": {"$lt": 50.5}},
@@ -46,7 +46,7 @@ FILTERS = [
     {"stable": True},
     {"stable": {"$ne": True}},  # documents without the field: not matched
     {"$or": [{"section": "libs"}, {"size": {"$gt": 300}}]},
-    {"$and": [{"section": {"$in": ["libs", "net"]}}, {"score": {"$lte": 5}}], "size": {"$ne": 40}},
+    {"$and": [{"section": {"$in": ["libs", "réseau"]}}, {"score": {"$lte": 5}}], "size": {"$ne": 40}},
 ]
 NOT_NATIVE = [
     {"tags": "a"},  # a list: an engine matches inside it, the retriever never does
@@ -176,3 +176,14 @@ def test_a_qdrant_collection_saved_without_payload_metadata_filters_its_answers(
         assert [h.metadata["section"] for h in hits] == ["libs"] * 4
     finally:
         again.close()
+
+
+def test_milvus_expressions_keep_utf8_and_refuse_what_its_parser_cannot_read():
+    pytest.importorskip("pymilvus")
+    from adaptive_retrieval.backends.milvus import milvus_expression
+
+    assert milvus_expression(parse({"s": "café"})) == '(meta["s"] == "café")'
+    assert milvus_expression(parse({"n": {"$gte": 2.5}, "s": {"$ne": 'a"b'}})) == (
+        '(meta["n"] >= 2.5 and (exists meta["s"] and meta["s"] != "a\\"b"))'
+    )
+    assert milvus_expression(parse({"$or": [{"s": "a\x01"}, {"n": 1}]})) is None  # a \u escape

@@ -350,7 +350,7 @@ class MilvusBackend(KeyedBackend):
 
         return ask
 
-    def _compile(self, node: Node) -> str:
+    def _compile(self, node: Node) -> str | None:
         return milvus_expression(node)
 
     def in_engine(self, depth: int, share: float) -> bool:
@@ -442,16 +442,24 @@ class MilvusBackend(KeyedBackend):
 _ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
-def milvus_expression(node: Node) -> str:
+def milvus_expression(node: Node) -> str | None:
     """A filter that :func:`adaptive_retrieval.filters.native` passed, as a Milvus boolean expression
     over the ``meta`` JSON field (``$in`` as a disjunction: Milvus takes ``in`` on fields only; ``$ne``
-    and ``$nin`` require the field, as :func:`adaptive_retrieval.filters.evaluate` does)."""
+    and ``$nin`` require the field, as :func:`adaptive_retrieval.filters.evaluate` does), or ``None``
+    where a string holds a character Milvus cannot read escaped (a control character other than tab and
+    newline: its parser refuses ``\\u`` escapes)."""
     if isinstance(node, Combine):
+        parts = [milvus_expression(p) for p in node.parts]
+        if any(p is None for p in parts):
+            return None
         joiner = " and " if node.op == "$and" else " or "
-        return "(" + joiner.join(milvus_expression(p) for p in node.parts) + ")"
+        return "(" + joiner.join(parts) + ")"  # type: ignore[arg-type]
     path = f'meta["{node.field}"]'  # a plain name (filters.NATIVE_FIELD)
     values = node.value if isinstance(node.value, tuple) else (node.value,)
-    literals = [json.dumps(v) for v in values]  # strings quoted and escaped, booleans true/false
+    # strings quoted and escaped (UTF-8 kept as is), booleans true/false
+    literals = [json.dumps(v, ensure_ascii=False) for v in values]
+    if any("\\u" in v for v in literals):
+        return None
     if node.op in _ORDER:
         return f"{path} {_ORDER[node.op]} {literals[0]}"
     if node.op in ("$eq", "$in"):
