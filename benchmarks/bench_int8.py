@@ -1,6 +1,6 @@
 """int8 query encoding against float32, side by side in one run: speed, and the results it changes.
 
-    python -m benchmarks.bench_int8 --dataset runs/data/beir/stsb-para --n 2000 --out results/bench-int8
+    python -m benchmarks.bench_int8 --dataset runs/data/beir/stsb-para --n 2000 --out docs/results/bench-int8/stsb-para
 
 An index is built over the first ``--n`` documents of a BEIR-format folder (``Retriever.build``: float32
 documents, the coarse head adapted to them); then the test queries are searched one at a time with
@@ -81,7 +81,10 @@ def main() -> None:
         write_json(
             args.out / "results.json",
             {
-                "settings": settings(
+                **settings(
+                    benchmark="bench_int8",
+                    labels=f"none by the measure (int8 results against float32's); {args.model}'s own "
+                    "provenance says what its weights saw",
                     model=args.model,
                     dataset=args.dataset.name,
                     documents=len(texts),
