@@ -247,7 +247,28 @@ def build_memory() -> str:
     return _table([*header, "fine matrix"], out)
 
 
+def bench_int8() -> str:
+    """int8 queries against float32, per set (docs/results/bench-int8/<set>)."""
+    rows = []
+    for name in ("stsb-para", "sts12-16-para", "scifact"):
+        saved = _load(f"bench-int8/{name}")
+        r = saved["result"]
+        rows.append([
+            f"{name} ({saved['documents']:,})", f"{r['float32']['p50_ms']:.1f}", f"{r['int8']['p50_ms']:.1f}",
+            f"{r['speedup_p50']:.2f}x", f"{r['overlap@10_int8_vs_float32']:.3f}",
+        ])  # fmt: skip
+    header = [
+        "set (documents)",
+        "float32 p50 ms",
+        "int8 p50 ms",
+        "speed-up",
+        "overlap@10 of int8 results with float32's",
+    ]
+    return _table(header, rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "bench-int8": bench_int8,
     "build-memory": build_memory,
     "fine-dtype": fine_dtype,
     "latency": latency,
