@@ -357,7 +357,7 @@ class MilvusBackend(KeyedBackend):
         """Only where the answers would have to be asked deeper than Milvus answers (16,384): on Milvus
         Lite a filter on the JSON field is read row by row, a search costing several times an unfiltered
         one however few rows match (``python -m benchmarks.bench_filters --indexes milvus``; figures in
-        docs/scaling.md), where asking ``depth / share`` deep stays cheap up to that limit."""
+        docs/measurements.md), where asking ``depth / share`` deep stays cheap up to that limit."""
         return depth / max(share, 1e-9) > self._MAX_LIMIT
 
     def _fetch_fine(self, keys: list[Any]) -> dict[Any, np.ndarray]:
