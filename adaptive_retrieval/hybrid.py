@@ -9,12 +9,20 @@ scores, so every document of the union is judged on both. The rule then ranks th
 
 - ``"convex"``: ``weight * minmax(fine) + (1 - weight) * minmax(bm25)``, each score min-max scaled over
   the query's union (a query with no known term is ranked by the fine view alone);
+- ``"match"``: ``convex``, with the fine view's weight set per query by how fully its best lexical
+  candidate matches it: ``match = top BM25 score / the query's bound`` (:meth:`adaptive_retrieval.lexical.
+  LexicalIndex.bound`, what a row holding every query term without limit would score, a term no row holds
+  included: near 1 only for such a row), and the weight falls linearly from ``weight`` (``match`` at or under ``ramp[0]``) to
+  ``match_weight`` (at or over ``ramp[1]``). A query most of whose rare terms one document holds (a phrase
+  copied from it, a name, an error message) leans on BM25; a paraphrase on the fine view;
 - ``"rrf"``: reciprocal rank fusion, ``weight / (60 + dense rank) + (1 - weight) / (60 + lexical rank)``
   (a document absent from one list gets nothing from it).
 
-The default, ``convex`` with the fine view weighted 0.8, was chosen on dev queries by ``python -m
-evals.hybrid_eval`` over five sets (the best worst-case margin over the better of BM25 alone and dense
-alone; docs/results/hybrid, docs/measurements.md).
+The default, ``match`` from 0.8 to 0.2 over ``match`` 0.4 to 0.45, was chosen on dev queries by ``python -m
+evals.hybrid_eval`` over six sets, long man pages among them (the best worst-case margin over the better
+of BM25 alone and dense alone; docs/results/hybrid, docs/measurements.md). A fixed ``convex`` weight
+cannot serve both kinds of set: 0.8 loses 0.18 nDCG@10 to BM25 on the long pages' dev queries, 0.5 loses
+0.024 to dense alone on paraphrases.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from .backends.base import Backend
 from .errors import InvalidArgument
 from .lexical import LexicalIndex, top_rows
 
-RULES = ("convex", "rrf")
+RULES = ("match", "convex", "rrf")
 RRF_K = 60
 """Reciprocal rank fusion's constant (Cormack et al., 2009)."""
 
@@ -40,22 +48,48 @@ class Fusion:
     """How a hybrid search combines the fine view's and BM25's evidence (see the module docstring).
 
     Args:
-        rule: ``"convex"`` or ``"rrf"``.
-        weight: the fine view's share, in ``[0, 1]`` (1: dense alone, over the union of candidates).
+        rule: ``"match"``, ``"convex"`` or ``"rrf"``.
+        weight: the fine view's share, in ``[0, 1]`` (1: dense alone, over the union of candidates); under
+            ``"match"``, its share for a query whose best lexical match is weak.
         depth: the lexical candidates per query, and the funnel's fine-ranked candidates fused with them.
+        match_weight: under ``"match"``, the fine view's share for a query one document matches fully.
+        ramp: under ``"match"``, the match strengths ``(low, high)`` between which the share moves from
+            ``weight`` to ``match_weight``.
     """
 
-    rule: str = "convex"
+    rule: str = "match"
     weight: float = 0.8
     depth: int = 100
+    match_weight: float = 0.2
+    ramp: tuple[float, float] = (0.4, 0.45)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise InvalidArgument(f"fusion rule {self.rule!r}: choose one of {', '.join(RULES)}")
-        if not isinstance(self.weight, (int, float)) or not 0 <= self.weight <= 1:
-            raise InvalidArgument(f"fusion weight must be in [0, 1], got {self.weight!r}")
+        for name in ("weight", "match_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise InvalidArgument(f"fusion {name} must be in [0, 1], got {value!r}")
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
             raise InvalidArgument(f"fusion depth must be a positive int, got {self.depth!r}")
+        ramp = self.ramp
+        if not (
+            isinstance(ramp, (tuple, list))
+            and len(ramp) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ramp)
+            and 0 <= ramp[0] < ramp[1] <= 1
+        ):
+            raise InvalidArgument(f"fusion ramp must be (low, high) with 0 <= low < high <= 1, got {ramp!r}")
+        object.__setattr__(self, "ramp", (float(ramp[0]), float(ramp[1])))
+
+    def weight_at(self, match: float) -> float:
+        """The fine view's share for a query whose best lexical candidate matches it ``match`` (``[0, 1]``):
+        ``weight`` but under ``"match"``, where it falls from ``weight`` to ``match_weight`` along ``ramp``."""
+        if self.rule != "match":
+            return self.weight
+        low, high = self.ramp
+        t = min(max((match - low) / (high - low), 0.0), 1.0)
+        return self.weight + (self.match_weight - self.weight) * t
 
     def funnel_depth(self, k: int, shortlist: int, exact_rows: int | None, patience: int | None) -> int:
         """How many fine-ranked candidates a funnel hands to the fusion: its top ``depth`` within its
@@ -66,7 +100,13 @@ class Fusion:
         return max(k, min(self.depth, shortlist if exact_rows is None else exact_rows))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "ramp": list(self.ramp)}
+
+    def label(self) -> str:
+        """A short name: ``"convex 0.8"``, ``"rrf 0.6"``, ``"match 0.8-0.2 @0.4-0.45"``."""
+        if self.rule != "match":
+            return f"{self.rule} {self.weight:g}"
+        return f"match {self.weight:g}-{self.match_weight:g} @{self.ramp[0]:g}-{self.ramp[1]:g}"
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any] | None) -> Fusion:
@@ -79,8 +119,9 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 
 def fuse(
-    fusion: Fusion, fine: np.ndarray, bm25: np.ndarray, dense_rank: np.ndarray, lexical_rank: np.ndarray
-) -> np.ndarray:
+    fusion: Fusion, fine: np.ndarray, bm25: np.ndarray, dense_rank: np.ndarray, lexical_rank: np.ndarray,
+    match: float = 0.0,
+) -> np.ndarray:  # fmt: skip
     """The fused scores of a query's union of candidates.
 
     Args:
@@ -88,11 +129,14 @@ def fuse(
         fine, bm25: each candidate's fine score and BM25 score.
         dense_rank, lexical_rank: each candidate's 0-based rank in the funnel's list and the lexical list
             (``-1``: not in that list).
+        match: how fully the query's best lexical candidate matches it (``"match"`` only; see the module
+            docstring).
     """
-    if fusion.rule == "convex":
-        return (fusion.weight * _minmax(fine) + (1 - fusion.weight) * _minmax(bm25)).astype(np.float32)
-    dense = np.where(dense_rank >= 0, fusion.weight / (RRF_K + 1 + dense_rank), 0.0)
-    lexical = np.where(lexical_rank >= 0, (1 - fusion.weight) / (RRF_K + 1 + lexical_rank), 0.0)
+    weight = fusion.weight_at(match)
+    if fusion.rule != "rrf":
+        return (weight * _minmax(fine) + (1 - weight) * _minmax(bm25)).astype(np.float32)
+    dense = np.where(dense_rank >= 0, weight / (RRF_K + 1 + dense_rank), 0.0)
+    lexical = np.where(lexical_rank >= 0, (1 - weight) / (RRF_K + 1 + lexical_rank), 0.0)
     return (dense + lexical).astype(np.float32)
 
 
@@ -135,7 +179,9 @@ def fused_search(
         keep = I[j] >= 0
         dense_rows, dense_scores = I[j][keep], D[j][keep]
         bm25 = lexical.scores(query)
-        _, lexical_rows = top_rows(bm25, fusion.depth, allowed)
+        best, lexical_rows = top_rows(bm25, fusion.depth, allowed)
+        bound = lexical.bound(query) if fusion.rule == "match" and len(best) else 0.0
+        match = float(best[0]) / bound if bound > 0 else 0.0
         extra = lexical_rows[~np.isin(lexical_rows, dense_rows)]
         extra_scores = engine.fine_scores(fine_q[j : j + 1], extra[None, :])[0] if len(extra) else extra[:0]
         read[j] += len(extra)
@@ -144,7 +190,7 @@ def fused_search(
         dense_rank = np.concatenate([np.arange(len(dense_rows)), np.full(len(extra), -1)])
         position = {int(r): i for i, r in enumerate(lexical_rows)}
         lexical_rank = np.array([position.get(int(r), -1) for r in union], np.int64)
-        fused = fuse(fusion, fine, bm25[union], dense_rank, lexical_rank)
+        fused = fuse(fusion, fine, bm25[union], dense_rank, lexical_rank, match)
         order = np.argsort(-fused, kind="stable")[:k]
         outD[j, : len(order)], outI[j, : len(order)] = fused[order], union[order]
     if seconds is not None:

@@ -211,6 +211,25 @@ class LexicalIndex:
             return np.zeros(len(s.indptr) - 1, np.float32)
         return np.asarray(s.bm25.get_scores_from_ids(ids.tolist()), dtype=np.float32)
 
+    def bound(self, query: str) -> float:
+        """The most any row could score for ``query`` if every one of its terms were known: the sum of its
+        terms' inverse document frequencies (``bm25s``' Lucene form, ``log(1 + (N - df + 0.5) / (df +
+        0.5))``, which a term's score approaches as its count in a row grows), a term no row holds counted
+        at ``df = 0``. A row's score divided by it says how much of the query the row matches
+        (:mod:`adaptive_retrieval.hybrid`'s ``"match"`` rule); 0 for a query without terms or an empty
+        index."""
+        s = self._state
+        if s.bm25 is None:
+            return 0.0
+        ids = self.query_terms(query)
+        unknown = len(self.terms(query)) - len(ids)
+        df = s.bm25.scores["indptr"][ids + 1] - s.bm25.scores["indptr"][ids]
+        rows = len(s.indptr) - 1
+        idf = np.log1p(
+            (rows - np.append(df, np.zeros(unknown)) + 0.5) / (np.append(df, np.zeros(unknown)) + 0.5)
+        )
+        return float(idf.sum())
+
     def top(self, query: str, m: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``m`` best rows for ``query`` among ``allowed`` (bool by row), those with a positive score.
 

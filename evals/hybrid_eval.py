@@ -2,20 +2,25 @@
 on BEIR-format sets: choose the fusion on dev queries, report it on test.
 
     python -m evals.hybrid_eval --datasets ../shared/data/beir/scifact runs/data/beir/stsb-para \\
-        runs/data/beir/sick-para runs/data/beir/sts12-16-para runs/data/beir/manpages --out docs/results/hybrid
+        runs/data/beir/sick-para runs/data/beir/sts12-16-para runs/data/beir/manpages \\
+        runs/data/beir/manpages-long --out docs/results/hybrid
 
 Per dataset the corpus is encoded once (cached, as ``beir_eval.py`` does) and indexed as
-``Retriever.build`` indexes it (the coarse view fitted to the corpus on its first chunk, every coarse
-vector the fine one projected; a lexical index of the same texts), through ``Retriever.from_vectors``.
-Rows, on the dev and test queries: ``bm25`` (the lexical index alone, ``bm25s``' scores), ``dense exact``
-(the fine view over every document), ``dense`` (the funnel, ``hybrid=False``), ``hybrid <rule> <weight>``
-(the funnel fused with BM25, :mod:`adaptive_retrieval.hybrid`), and the default fusion over an exact
-dense stage (the hybrid funnel's fidelity reference). Each row has nDCG@10, MRR@10 and Recall@100; the
-main rows their p50 latency per query (one query at a time), the hybrid funnel its overlap@10 with the
-exact hybrid. Cost: the lexical index's build seconds beside the corpus' encoding (timed on a sample of
-documents in the same run), and its bytes per document beside the vectors'.
+``Retriever.build`` indexes it: long documents as passages (:func:`passage_rows`), the coarse view fitted
+to the corpus on its first chunk, every coarse vector the fine one projected, a lexical index of the same
+rows, through ``Retriever.from_vectors``. Rows, on the dev and test queries, each a run of ``k=10``
+searches (nDCG@10, MRR@10, Recall@10) and of ``k=100`` (Recall@100) through ``Retriever.search_batch``
+(passages grouped into documents as users get them): ``bm25`` (BM25 alone over whole documents, ``bm25s``'
+scores), ``dense exact`` (the fine view over every row), ``dense`` (the funnel, ``hybrid=False``),
+``hybrid <fusion>`` (the funnel fused with BM25 by each fusion of :data:`GRID`,
+:mod:`adaptive_retrieval.hybrid`), each hybrid row with its overlap@10 against the same fusion over an
+exact dense stage (its fidelity). The queries are encoded once for every row (:class:`QueryMemo`); the
+dense and default hybrid rows are also searched one query at a time without it, timed (p50, and the
+lexical stage's), and their answers compared (``= search``). Cost: the lexical index's build seconds
+beside the corpus' encoding (timed on a sample of documents in the same run), and its bytes per row and
+per document beside the vectors'.
 
-The fusion is chosen on dev: the rule and weight whose worst margin over the sets' dev queries,
+The fusion is chosen on dev: the one whose worst margin over the sets' dev queries,
 ``nDCG@10(hybrid) - max(nDCG@10(bm25), nDCG@10(dense))``, is highest (ties: the mean margin).
 """
 
@@ -34,12 +39,14 @@ from typing import Any
 import numpy as np
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, FaissOptions, Retriever, SearchTimings
+from adaptive_retrieval import retriever as retriever_module
 from adaptive_retrieval.adapt import adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
-from adaptive_retrieval.hybrid import Fusion, fused_search
+from adaptive_retrieval.hybrid import Fusion
 from adaptive_retrieval.indexing import projection_of
 from adaptive_retrieval.lexical import LexicalIndex
+from adaptive_retrieval.passages import Passage, budget, expand, split
 from adaptive_retrieval.reporting import (
     markdown_table,
     model_info,
@@ -52,10 +59,17 @@ from adaptive_retrieval.retriever import CHUNK_SIZE
 from evals.beir_eval import check_dev_split, load_split, score, top_overlap
 from evals.suite import dataset_location
 
-GRID = tuple(Fusion("convex", w) for w in (0.5, 0.6, 0.7, 0.8, 0.9)) + tuple(
-    Fusion("rrf", w) for w in (0.5, 0.6, 0.7)
+GRID = (
+    tuple(Fusion("convex", w) for w in (0.5, 0.6, 0.7, 0.8, 0.9))
+    + tuple(Fusion("rrf", w) for w in (0.5, 0.6, 0.7))
+    + tuple(
+        Fusion("match", 0.8, match_weight=low, ramp=ramp)
+        for low in (0.2, 0.3)
+        for ramp in ((0.3, 0.5), (0.35, 0.5), (0.4, 0.45), (0.4, 0.5))
+    )
 )
-DEPTH = 100  # every row ranks this many documents (Recall@100)
+K = 10  # the searches behind nDCG@10, MRR@10 and Recall@10 ask for this many documents, as users do
+DEPTH = 100  # and Recall@100's for this many
 COLUMNS = (
     ("dataset", "dataset", "s"),
     ("split", "split", "s"),
@@ -76,11 +90,11 @@ def run_of(doc_ids: list[str], qids: list[str], D: np.ndarray, I: np.ndarray) ->
 
 
 def timed_run(retriever: Retriever, queries: dict[str, str], **kwargs: Any) -> tuple[dict, dict[str, float]]:
-    """A run searched one query at a time, and its p50 latencies (total, and the lexical stage)."""
+    """A run of ``k=10`` searches one query at a time, and its p50 latencies (total, and the lexical stage)."""
     run, totals, lexical = {}, [], []
     for q, text in queries.items():
         timings = SearchTimings()
-        hits = retriever.search_batch([text], k=DEPTH, timings=timings, **kwargs)[0]
+        hits = retriever.search_batch([text], k=K, timings=timings, **kwargs)[0]
         run[q] = {str(h.doc_id): h.score for h in hits}
         totals.append(timings.total)
         lexical.append(timings.lexical)
@@ -97,6 +111,42 @@ def bm25_run(
         seconds.append(time.perf_counter() - t0)
         run[q] = {doc_ids[r]: float(s) for r, s in zip(rows, scores)}
     return run, {"p50_ms": percentiles_ms(seconds)[0]}
+
+
+def passage_rows(encoder: Encoder, corpus: dict, cache_dir: Path | None) -> tuple[dict, list, Any, dict]:
+    """The corpus as the index's rows: ``({row key: {"text"}}, row ids, (row keys, every layer's rows),
+    counts)``. A document that fits keeps its encoding of the whole corpus (cached); only the passages of
+    split documents are encoded (cached too), so the two indexes share every row they can."""
+    ids, texts = zip(*iter_documents(corpus))
+    t0 = time.perf_counter()
+    spans = split(encoder.tokenizer, list(texts), budget(encoder))
+    row_ids, row_texts, _, n_split = expand(list(ids), list(texts), [None] * len(ids), spans)
+    split_s = time.perf_counter() - t0
+
+    def tokens(some: list[str]) -> int:  # what an encoding reads: each text up to the model's max length
+        ids_ = encoder.tokenizer(some, truncation=True, max_length=encoder.max_length)["input_ids"]
+        return sum(map(len, ids_))
+
+    counts = {
+        "split_s": split_s,
+        "documents": len(ids),
+        "split": n_split,
+        "rows": len(row_ids),
+        "tokens_encoded": tokens(row_texts),
+        "tokens_encoded_cut": tokens(list(texts)),
+    }
+    keys = [json.dumps(r) for r in row_ids]
+    whole_ids, whole = encode_beir_corpus(encoder, corpus, cache_dir)
+    pieces = [i for i, r in enumerate(row_ids) if isinstance(r, Passage)]
+    layers = np.empty((whole.shape[0], len(row_ids), whole.shape[2]), np.float32)
+    if pieces:
+        _, encoded = encode_beir_corpus(encoder, {keys[i]: {"text": row_texts[i]} for i in pieces}, cache_dir)
+        layers[:, pieces] = encoded
+    kept = [i for i, r in enumerate(row_ids) if not isinstance(r, Passage)]
+    if kept:
+        where = {d: i for i, d in enumerate(whole_ids)}
+        layers[:, kept] = whole[:, [where[str(row_ids[i])] for i in kept]]
+    return dict(zip(keys, ({"text": t} for t in row_texts))), row_ids, (keys, layers), counts
 
 
 def index_for(
@@ -158,6 +208,35 @@ def index_for(
     return retriever, doc_ids, cost
 
 
+class QueryMemo:
+    """Each batch of queries encoded once while active: the fusions of the grid then search through the
+    retriever itself (its funnel, fusion and passage grouping) without re-encoding (an eval's shortcut:
+    the answers are search's, the encoding is not timed)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.original = retriever_module.encode_queries
+
+    def __enter__(self) -> QueryMemo:
+        def memo(enc, queries, *args, **kwargs):  # type: ignore[no-untyped-def]
+            key = (id(enc), tuple(queries), *map(repr, args))
+            if key not in self.seen:
+                self.seen[key] = self.original(enc, queries, *args, **kwargs)
+            return self.seen[key]
+
+        retriever_module.encode_queries = memo
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        retriever_module.encode_queries = self.original
+
+
+def grouped_run(retriever: Retriever, qids: list[str], texts: list[str], k: int, **kwargs: Any) -> dict:
+    """A BEIR run of ``k`` documents per query through :meth:`Retriever.search_batch` (passages grouped)."""
+    hits = retriever.search_batch(texts, k=k, **kwargs)
+    return {q: {str(h.doc_id): h.score for h in found} for q, found in zip(qids, hits)}
+
+
 def evaluate(
     folder: Path,
     encoder: Encoder,
@@ -169,60 +248,71 @@ def evaluate(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     data_dir, name = dataset_location(folder)
     rows: list[dict[str, Any]] = []
-    retriever = doc_ids = cost = None
-    for split in splits:
-        corpus, queries, qrels = load_split(data_dir, name, split)
-        if name == "scifact" and split == "dev":
+    retriever = whole = cost = None
+    for split_name in splits:
+        corpus, queries, qrels = load_split(data_dir, name, split_name)
+        if name == "scifact" and split_name == "dev":
             check_dev_split([encoder.name], list(queries))
         if max_queries:
             queries = dict(islice(queries.items(), max_queries))
             qrels = {q: qrels[q] for q in queries if q in qrels}
-        if retriever is None:
-            retriever, doc_ids, cost = index_for(encoder, corpus, cache_dir, coarse)
-        base = {"dataset": name, "split": split, "queries": len(queries)}
+        if (
+            retriever is None
+        ):  # as build indexes it: passages (the default), and BM25 alone over whole documents
+            rows_corpus, row_ids, encoded, counts = passage_rows(encoder, corpus, cache_dir)
+            retriever, _, cost = index_for(
+                encoder, rows_corpus, cache_dir, coarse, row_ids=row_ids, encoded=encoded
+            )
+            per_document = counts["rows"] / counts["documents"]  # index_for's figures are per row
+            cost = {
+                **cost, **counts, "rows_per_document": per_document,
+                "lexical_ram_bytes_per_document": cost["lexical_ram_bytes_per_doc"] * per_document,
+                "vector_bytes_per_document": cost["vector_bytes_per_doc"] * per_document,
+                "saved_bytes_per_document": {k: v * per_document for k, v in cost["saved_bytes_per_doc"].items()},
+            }  # fmt: skip
+            whole = LexicalIndex()
+            whole.stage([text for _, text in iter_documents(corpus)])
+            whole.commit()
+        base = {"dataset": name, "split": split_name, "queries": len(queries)}
 
         def add(
-            row: str, run: dict, extra: dict | None = None, base=base, qrels=qrels, **fields: Any
-        ) -> None:
-            rows.append({**base, "row": row, **fields, **score(qrels, run), **(extra or {})})
-            print(f"{base['dataset']} {base['split']:4s} {row:22s} nDCG@10 {rows[-1]['ndcg@10']:.4f}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            row: str, run: dict, deep: dict | None = None, extra: dict | None = None, base=base, qrels=qrels,
+            **fields: Any,
+        ) -> None:  # fmt: skip
+            got = score(qrels, run)
+            got["recall@100"] = score(qrels, deep)["recall@100"] if deep is not None else got["recall@100"]
+            rows.append({**base, "row": row, **fields, **got, **(extra or {})})
+            print(f"{base['dataset']} {base['split']:4s} {row:26s} nDCG@10 {rows[-1]['ndcg@10']:.4f} "
+                  f"R@10 {rows[-1]['recall@10']:.3f}", file=sys.stderr, flush=True)  # fmt: skip
 
-        run, extra = bm25_run(retriever.lexical, doc_ids, queries)
-        add("bm25", run, extra)
+        run, extra = bm25_run(whole, list(corpus), queries)
+        add("bm25", run, run, extra)
         qids, texts = list(queries), list(queries.values())
-        # every query encoded once: the fusions below re-rank the same funnel answers
-        fine_q = np.asarray(
-            encoder.encode(encoder.as_queries(texts), [retriever.fine], show_progress=False)[retriever.fine],
-            np.float32,
-        )
-        De, Ie = retriever.search_arrays(texts, k=DEPTH, candidates=len(doc_ids), hybrid=False)
-        exact = run_of(doc_ids, qids, De, Ie)
-        add("dense exact", exact)
-        Df, If = retriever.search_arrays(texts, k=DEPTH, hybrid=False)
-        _, extra = timed_run(retriever, queries, hybrid=False)
-        add(
-            "dense",
-            run_of(doc_ids, qids, Df, If),
-            extra,
-            **{"overlap@10": top_overlap(run_of(doc_ids, qids, Df, If), exact)},
-        )
+        every = len(retriever.ids)
         default = retriever.fusion
-        for fusion in grid:
-            read = np.zeros(len(qids), np.int64)
-            D, I, _ = fused_search(
-                retriever.backend, retriever.lexical, fusion, texts, fine_q, Df, If, DEPTH, None, read
+        timed_dense, extra_dense = timed_run(retriever, queries, hybrid=False)
+        timed_hybrid, extra_hybrid = timed_run(retriever, queries)
+        with QueryMemo():  # every query encoded once: the rows below search the same vectors
+            exact = grouped_run(retriever, qids, texts, K, candidates=every, hybrid=False)
+            add(
+                "dense exact",
+                exact,
+                grouped_run(retriever, qids, texts, DEPTH, candidates=every, hybrid=False),
             )
-            Dx, Ix, _ = fused_search(
-                retriever.backend, retriever.lexical, fusion, texts, fine_q, De, Ie, DEPTH, None, read
-            )
-            run, extra = run_of(doc_ids, qids, D, I), None
-            if fusion == default:  # through search itself, one query at a time: the same answers, timed
-                searched, extra = timed_run(retriever, queries)
-                extra["same_as_search"] = top_overlap(searched, run, k=DEPTH)
-            add(f"hybrid {fusion.rule} {fusion.weight:g}", run, extra, fusion=fusion.as_dict(),
-                **{"overlap@10": top_overlap(run, run_of(doc_ids, qids, Dx, Ix))})  # fmt: skip
-        retriever.fusion = default
+            dense = grouped_run(retriever, qids, texts, K, hybrid=False)
+            extra_dense["same_as_search"] = top_overlap(timed_dense, dense)
+            add("dense", dense, grouped_run(retriever, qids, texts, DEPTH, hybrid=False), extra_dense,
+                **{"overlap@10": top_overlap(dense, exact)})  # fmt: skip
+            for fusion in grid:
+                retriever.fusion = fusion
+                run = grouped_run(retriever, qids, texts, K)
+                reference = grouped_run(retriever, qids, texts, K, candidates=every)
+                extra = None
+                if fusion == default:  # one query at a time, timed, without the memo: the same answers
+                    extra = {**extra_hybrid, "same_as_search": top_overlap(timed_hybrid, run)}
+                add(f"hybrid {fusion.label()}", run, grouped_run(retriever, qids, texts, DEPTH), extra,
+                    fusion=fusion.as_dict(), **{"overlap@10": top_overlap(run, reference)})  # fmt: skip
+            retriever.fusion = default
     return rows, {"dataset": name, **(cost or {})}
 
 
@@ -283,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         header = settings(
             labels=(
                 f"{args.model}: see its provenance (mpnet-base-2dmse's adapter was trained on SciFact train "
-                "qrels, its dev split held out); BM25 saw none; the fusion was chosen on the dev queries' qrels"
+                "qrels, its dev split held out); BM25 saw none; the fusion was chosen on the dev queries' qrels "
+                "(each set's own dev split; test queries held out)"
             ),
         )  # fmt: skip
         write_json(args.out / "results.json", {**header, "model": model_info(encoder), "rows": rows,

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from adaptive_retrieval.hybrid import Fusion
 from tests.helpers import make_model, make_tokenizer, random_texts
 
 RUN = {"check": True, "capture_output": True, "text": True, "timeout": 600}
@@ -54,8 +55,14 @@ def test_hybrid_eval_tiny(tmp_path):
     )
     saved = json.loads((out / "results.json").read_text())
     rows = {(r["split"], r["row"]): r for r in saved["rows"]}
-    assert {"bm25", "dense exact", "dense", "hybrid convex 0.7", "hybrid rrf 0.5"} <= {r for _, r in rows}
-    assert rows[("test", "hybrid convex 0.8")]["same_as_search"] == 1.0  # the eval's fusion is search's
+    default = f"hybrid {Fusion().label()}"
+    assert {"bm25", "dense exact", "dense", "hybrid convex 0.7", "hybrid rrf 0.5", default} <= {
+        r for _, r in rows
+    }
+    # the rows searched with each query encoded once answer as searches one query at a time do
+    assert (
+        rows[("test", default)]["same_as_search"] == 1.0 and rows[("test", "dense")]["same_as_search"] == 1.0
+    )
     assert rows[("test", "bm25")]["ndcg@10"] > 0.5  # the queries are words of their document
     assert saved["chosen"]["row"].startswith("hybrid") and saved["chosen"]["sets"] == ["tiny"]
     assert saved["costs"][0]["docs"] == 120 and saved["costs"][0]["lexical_ram_bytes_per_doc"] > 0

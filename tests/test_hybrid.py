@@ -12,7 +12,7 @@ import Stemmer
 
 from adaptive_retrieval import Retriever
 from adaptive_retrieval.errors import CorpusError, IndexDamaged, InvalidArgument, InvalidArgumentType
-from adaptive_retrieval.hybrid import Fusion, fuse
+from adaptive_retrieval.hybrid import Fusion, fuse, fused_search
 from adaptive_retrieval.lexical import LexicalIndex, languages, top_rows
 from tests.helpers import random_texts
 
@@ -156,6 +156,81 @@ def test_fusion_checks_its_settings():
     with pytest.raises(InvalidArgument, match="depth"):
         Fusion(depth=0)
     assert Fusion.from_dict(Fusion(rule="rrf", weight=0.5).as_dict()) == Fusion(rule="rrf", weight=0.5)
+    with pytest.raises(InvalidArgument, match="match_weight"):
+        Fusion(match_weight=-0.1)
+    for ramp in ((0.5, 0.4), (0.4,), (0.1, 1.5), ("a", "b"), (True, 0.5)):
+        with pytest.raises(InvalidArgument, match="ramp"):
+            Fusion(ramp=ramp)
+    saved = json.loads(
+        json.dumps(Fusion(match_weight=0.3, ramp=(0.3, 0.5)).as_dict())
+    )  # as a manifest holds it
+    assert Fusion.from_dict(saved) == Fusion(match_weight=0.3, ramp=(0.3, 0.5))
+    assert Fusion.from_dict({"rule": "convex", "weight": 0.8, "depth": 100}) == Fusion("convex", 0.8)  # older
+
+
+def test_match_weight_falls_along_its_ramp():
+    f = Fusion("match", 0.8, match_weight=0.2, ramp=(0.4, 0.5))
+    assert [round(f.weight_at(m), 6) for m in (0.0, 0.4, 0.45, 0.5, 1.0)] == [0.8, 0.8, 0.5, 0.2, 0.2]
+    assert Fusion("convex", 0.7).weight_at(1.0) == 0.7  # only "match" moves
+    fine = np.array([0.9, 0.5, 0.7], np.float32)
+    bm25 = np.array([0.0, 10.0, 5.0], np.float32)
+    ranks = np.array([0, 2, 1]), np.array([-1, 0, 1])
+    np.testing.assert_allclose(
+        fuse(f, fine, bm25, *ranks, match=0.0), fuse(Fusion("convex", 0.8), fine, bm25, *ranks)
+    )
+    np.testing.assert_allclose(
+        fuse(f, fine, bm25, *ranks, match=0.9), fuse(Fusion("convex", 0.2), fine, bm25, *ranks)
+    )
+
+
+def test_bound_is_what_a_row_of_every_query_term_approaches():
+    lex = LexicalIndex()
+    lex.stage(["the cat sat on the mat", "dogs bark at night", "cat " * 300 + "mat " * 300, "a quiet zebra"])
+    lex.commit()
+    bound = lex.bound("cat mat")
+    assert lex.scores("cat mat").max() < bound < lex.scores("cat mat").max() * 1.05  # row 2 holds both, often
+    assert lex.scores("cat zebra").max() / lex.bound("cat zebra") < 0.6  # no row holds both
+    assert lex.bound("the of") == 0.0 and LexicalIndex().bound("cat") == 0.0  # stop words only; no rows
+    # a term no row holds counts as the rarest: the best row then matches less of the query
+    assert lex.bound("cat mat zq4411") > bound and lex.bound("cat mat zq4411") == pytest.approx(
+        bound + np.log1p(4.5 / 0.5)
+    )
+
+
+class _Engine:
+    """Fine scores of given rows by dot product (what fused_search asks of an engine)."""
+
+    def __init__(self, fine: np.ndarray) -> None:
+        self.fine = fine
+
+    def fine_scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return np.einsum("qd,qkd->qk", q, self.fine[rows])
+
+
+def test_match_leans_on_bm25_only_for_a_query_one_row_matches_fully():
+    texts = [
+        "error zq1177 in module loader " * 40,
+        "a story about gardens",
+        "loader notes",
+        "module gardens error",
+    ]
+    lex = LexicalIndex()
+    lex.stage(texts)
+    lex.commit()
+    fine = np.eye(4, dtype=np.float32)
+    q = np.array([[0.2, 0.9, 0.1, 0.3]], np.float32)  # the fine view prefers row 1
+    engine, order = _Engine(fine), np.argsort(-(fine @ q[0]))
+    D, I = np.sort(fine @ q[0])[::-1][None, :].astype(np.float32), order[None, :]
+
+    def first(fusion: Fusion, query: str) -> int:
+        _, got, _ = fused_search(engine, lex, fusion, [query], q, D, I, 4, None, np.zeros(1, np.int64))
+        return int(got[0, 0])
+
+    full = "error zq1177 in module loader"  # every term in row 0, many times: match near 1
+    assert lex.scores(full).max() / lex.bound(full) > 0.45
+    assert first(Fusion("convex", 0.8), full) == 1 and first(Fusion(), full) == 0
+    weak = "gardens story quietly unknown words"  # no row holds most of it: the fine view's choice stands
+    assert lex.scores(weak).max() / lex.bound(weak) < 0.4 and first(Fusion(), weak) == 1
 
 
 def test_fuse_convex_and_rrf_by_hand():
@@ -170,7 +245,7 @@ def test_fuse_convex_and_rrf_by_hand():
 # ------------------------------------------------------------------------------------- the retriever
 
 
-LEXICAL_FIRST = Fusion(weight=0.2)
+LEXICAL_FIRST = Fusion("convex", 0.2)
 
 
 @pytest.fixture()
