@@ -33,14 +33,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
-def hybrid_test() -> str:
-    """nDCG@10 on test per set: BM25, the dense funnel and the fusions (docs/results/hybrid)."""
-    saved = _load("hybrid")
-    docs = {c["dataset"]: c["docs"] for c in saved["costs"]}
-    cols = ["bm25", "dense", *(f"hybrid convex {w}" for w in ("0.6", "0.7", "0.8", "0.9"))]
-    cols += ["hybrid rrf 0.6", "hybrid rrf 0.7"]
-    by = {(r["dataset"], r["row"]): r["ndcg@10"] for r in saved["rows"] if r["split"] == "test"}
+def _hybrid_columns(saved: dict[str, Any]) -> list[str]:
     chosen = saved["chosen"]["row"]
+    cols = ["bm25", "dense", "hybrid convex 0.5", "hybrid convex 0.7", "hybrid convex 0.8", "hybrid rrf 0.6"]
+    return [c for c in cols if c != chosen] + [chosen]
+
+
+def hybrid_test() -> str:
+    """nDCG@10 on test per set: BM25, the dense funnel, fixed fusions and the one chosen on dev, in bold
+    (docs/results/hybrid)."""
+    saved = _load("hybrid")
+    docs = {c["dataset"]: c.get("documents", c["docs"]) for c in saved["costs"]}
+    cols, chosen = _hybrid_columns(saved), saved["chosen"]["row"]
+    by = {(r["dataset"], r["row"]): r["ndcg@10"] for r in saved["rows"] if r["split"] == "test"}
     rows = []
     for dataset in docs:
         cells = []
@@ -48,9 +53,30 @@ def hybrid_test() -> str:
             value = f"{by[(dataset, col)]:.4f}"
             cells.append(f"**{value}**" if col == chosen else value)
         rows.append([f"{dataset} ({docs[dataset]:,})", *cells])
-    names = ["BM25", "dense funnel", "convex 0.6", "0.7", "0.8", "0.9", "rrf 0.6", "rrf 0.7"]
+    names = [{"bm25": "BM25", "dense": "dense funnel"}.get(c, c.removeprefix("hybrid ")) for c in cols]
     names = [f"**{n}**" if col == chosen else n for n, col in zip(names, cols)]
     return _table(["set (docs)", *names], rows)
+
+
+def hybrid_dev() -> str:
+    """Each fusion's margin over the better of BM25 alone and dense alone, nDCG@10 on each set's dev
+    queries: the worst, the mean, and per set (docs/results/hybrid; the choice: the best worst)."""
+    saved = _load("hybrid")
+    sets = [c["dataset"] for c in saved["costs"]]
+    by = {(r["dataset"], r["row"]): r["ndcg@10"] for r in saved["rows"] if r["split"] == "dev"}
+    fusions = [r["row"] for r in saved["rows"] if r["split"] == "dev" and r["dataset"] == sets[0]]
+    rows = []
+    for fusion in (f for f in fusions if f.startswith("hybrid")):
+        margins = [by[(d, fusion)] - max(by[(d, "bm25")], by[(d, "dense")]) for d in sets]
+        name = fusion.removeprefix("hybrid ")
+        bold = fusion == saved["chosen"]["row"]
+        cells = [
+            f"{min(margins):+.4f}",
+            f"{sum(margins) / len(margins):+.4f}",
+            *(f"{m:+.3f}" for m in margins),
+        ]
+        rows.append([f"**{name}**" if bold else name, *(f"**{c}**" if bold else c for c in cells)])
+    return _table(["fusion", "worst", "mean", *sets], rows)
 
 
 def hybrid_scale() -> str:
@@ -85,7 +111,8 @@ def passages_test() -> str:
             continue
         cost = docs[r["dataset"]]
         index = {"whole": "whole", "truncated": "cut", "passages": "passages"}[r["index"]]
-        search = {"bm25": "BM25 alone", "hybrid": "**hybrid 0.8 (default)**"}.get(r["row"], r["row"])
+        default = f"**hybrid {r.get('fusion', 'convex 0.8')} (default)**"
+        search = {"bm25": "BM25 alone", "hybrid": default}.get(r["row"], r["row"])
         row = f"{index}, {search}"
         rows.append(
             [
@@ -277,6 +304,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "first-stage-budgets": first_stage_budgets,
     "first-stage-default": first_stage_default,
     "hybrid-test": hybrid_test,
+    "hybrid-dev": hybrid_dev,
     "hybrid-scale": hybrid_scale,
     "passages-test": passages_test,
     "passages-cost": passages_cost,

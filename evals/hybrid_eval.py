@@ -265,7 +265,7 @@ def evaluate(
             )
             per_document = counts["rows"] / counts["documents"]  # index_for's figures are per row
             cost = {
-                **cost, **counts, "rows_per_document": per_document,
+                **cost, **counts, "docs": counts["documents"], "rows_per_document": per_document,
                 "lexical_ram_bytes_per_document": cost["lexical_ram_bytes_per_doc"] * per_document,
                 "vector_bytes_per_document": cost["vector_bytes_per_doc"] * per_document,
                 "saved_bytes_per_document": {k: v * per_document for k, v in cost["saved_bytes_per_doc"].items()},
