@@ -9,12 +9,13 @@ scores, so every document of the union is judged on both. The rule then ranks th
 
 - ``"convex"``: ``weight * minmax(fine) + (1 - weight) * minmax(bm25)``, each score min-max scaled over
   the query's union (a query with no known term is ranked by the fine view alone);
-- ``"match"``: ``convex``, with the fine view's weight set per query by how fully its best lexical
-  candidate matches it: ``match = top BM25 score / the query's bound`` (:meth:`adaptive_retrieval.lexical.
-  LexicalIndex.bound`, what a row holding every query term without limit would score, a term no row holds
-  included: near 1 only for such a row), and the weight falls linearly from ``weight`` (``match`` at or under ``ramp[0]``) to
-  ``match_weight`` (at or over ``ramp[1]``). A query most of whose rare terms one document holds (a phrase
-  copied from it, a name, an error message) leans on BM25; a paraphrase on the fine view;
+- ``"match"`` (the default): ``convex``, with the fine view's weight set per query by how much of the query
+  its best lexical row holds: ``match = top BM25 score / the query's bound``
+  (:meth:`adaptive_retrieval.lexical.LexicalIndex.bound`: what a row holding every query term without
+  limit would score, a term no row holds included), and the weight falls linearly from ``weight``
+  (``match`` at or under ``ramp[0]``) to ``match_weight`` (at or over ``ramp[1]``). A query most of whose
+  rare terms one row holds (a phrase copied from it, a name, an error message) leans on BM25; a paraphrase
+  on the fine view;
 - ``"rrf"``: reciprocal rank fusion, ``weight / (60 + dense rank) + (1 - weight) / (60 + lexical rank)``
   (a document absent from one list gets nothing from it).
 

@@ -223,12 +223,10 @@ class LexicalIndex:
             return 0.0
         ids = self.query_terms(query)
         unknown = len(self.terms(query)) - len(ids)
-        df = s.bm25.scores["indptr"][ids + 1] - s.bm25.scores["indptr"][ids]
+        indptr = s.bm25.scores["indptr"]
+        df = np.concatenate([indptr[ids + 1] - indptr[ids], np.zeros(unknown)]).astype(np.float64)
         rows = len(s.indptr) - 1
-        idf = np.log1p(
-            (rows - np.append(df, np.zeros(unknown)) + 0.5) / (np.append(df, np.zeros(unknown)) + 0.5)
-        )
-        return float(idf.sum())
+        return float(np.log1p((rows - df + 0.5) / (df + 0.5)).sum())
 
     def top(self, query: str, m: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``m`` best rows for ``query`` among ``allowed`` (bool by row), those with a positive score.
