@@ -31,8 +31,6 @@ LEGACY = {
     "funnel-frontier/manpages/results.json",
     "funnel-rules/results.json",
     "scale-calibrated/results.json",
-    "scale-projected/calibration-early.json",
-    "scale-projected/calibration-projected.json",
     "scale-projected/results.json",
     "scale/results.json",
     "scifact-2dmse-400-heads-distil/results.json",
