@@ -23,6 +23,7 @@ from scipy.stats import spearmanr
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
+from adaptive_retrieval.models import NAMED_MODELS
 from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json
 from adaptive_retrieval.sts import Pairs, read_all
 from evals.beir_eval import grid_views
@@ -140,10 +141,15 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     print(markdown_table(rows, columns))
     if args.out:
         pairs = {t: sum(len(p) for p in s.values()) for t, s in tasks.items()}
-        write_json(
-            args.out / "results.json",
-            {"settings": settings(tasks=pairs, models=models, grid=args.grid), "rows": rows},
-        )
+        labels = {
+            name: f"{NAMED_MODELS[name].description}"
+            if name in NAMED_MODELS
+            else "see the model folder's provenance"
+            for name in args.model
+        }
+        labels["sts"] = "the STS gold scores are only scored against (Spearman), never fitted"
+        header = settings(tasks=pairs, models=models, grid=args.grid, labels=labels)
+        write_json(args.out / "results.json", {**header, "rows": rows})
         plot_heatmaps(rows, args.out / "heatmap.png")
         print(f"\nwrote {args.out / 'results.json'} and {args.out / 'heatmap.png'}")
     return rows

@@ -96,6 +96,6 @@ def test_command_line_end_to_end(tiny_encoder, tmp_path):
     )
     assert [(r["layer"], r["dim"]) for r in rows] == [(1, 32), (2, 32), (3, 32)]  # full grid of a 3x32 model
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["settings"]["tasks"]["STSBenchmark"] == 40
+    assert results["tasks"]["STSBenchmark"] == 40 and results["command"] and results["labels"]["sts"]
     assert all(np.isfinite(r["avg"]) for r in results["rows"])
     assert (tmp_path / "out" / "heatmap.png").stat().st_size > 5_000
