@@ -46,8 +46,6 @@ LEGACY = {
     "scifact-heads/results.json",
     "scifact-quick/results.json",
     "scifact-st2d/results.json",
-    "sts-2dmse-400-sup/results.json",
-    "sts-2dmse-400/results.json",
     "sts-2dmse/results.json",
     "sts-heads-distil/results.json",
     "sts/results.json",
