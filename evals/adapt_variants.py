@@ -36,6 +36,7 @@ from adaptive_retrieval.adapt import (
 )
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from adaptive_retrieval.models import NAMED_MODELS
 from adaptive_retrieval.reporting import markdown_table, settings, write_json
 from adaptive_retrieval.views import view_vector
 
@@ -167,21 +168,21 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table + "\n")
-    write_json(
-        args.out / "results.json",
-        {
-            "settings": settings(
-                split=args.split,
-                dataset=args.dataset.name,
-                documents=n,
-                queries=len(queries),
-                spans_encoded=len(rows),
-                span_seconds=span_seconds,
-                model=args.model,
-            ),
-            "rows": rows_out,
-        },
+    model = (
+        NAMED_MODELS[args.model].description if args.model in NAMED_MODELS else "see the model's provenance"
     )
+    header = settings(
+        labels=f"the fitted heads: none (the corpus' own text); the dev queries' qrels only for the "
+        f"'relevant kept' diagnostic; {args.model}: {model}",
+        split=args.split,
+        dataset=args.dataset.name,
+        documents=n,
+        queries=len(queries),
+        spans_encoded=len(rows),
+        span_seconds=span_seconds,
+        model=args.model,
+    )
+    write_json(args.out / "results.json", {**header, "rows": rows_out})
 
 
 if __name__ == "__main__":
