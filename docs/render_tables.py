@@ -101,6 +101,36 @@ def hybrid_scale() -> str:
     return _table(header, rows)
 
 
+def _overlaps(r: dict[str, Any]) -> str:
+    return f"{r['overlap@10_c100']:.3f} / {r['overlap@10_c200']:.3f}"
+
+
+def _gate_pick(rows: list[dict[str, Any]], gate: str) -> str:
+    """The variant a gate picks (its best score on pseudo-queries) and its real-query overlap@10 at 100."""
+    best = max(rows, key=lambda r: r[gate])
+    ridge = "" if best["ridge"] is None else f", {best['ridge']:g}"
+    return f"{best['variant']}{ridge}: {best['overlap@10_c100']:.3f}"
+
+
+def adapt_variants() -> str:
+    """Build-time adaptation's variants on each set's dev queries: overlap@10 at 100 / 200 candidates of the
+    shipped head and of three ridge-0.01 variants, and what each gate picks (docs/results/adapt-variants)."""
+    sets = ["scifact", "stsb-para", "sick-para", "sts12-16-para", "manpages"]
+    rows = []
+    for name in sets:
+        saved = json.loads((RESULTS / "adapt-variants" / name / "results.json").read_text())
+        by = {(r["variant"], r["ridge"]): r for r in saved["rows"]}
+
+        variants = [("shipped head", None), ("layer 4 alone", 0.01), ("layers 1-4 stacked", 0.01)]
+        variants.append(("stacked + spans", 0.01))
+        cells = [_overlaps(by[v]) for v in variants]
+        gates = [_gate_pick(saved["rows"], g) for g in ("gate_whole_docs", "gate_first_sentences")]
+        rows.append([f"{name} ({saved['queries']})", *cells, *gates])
+    header = ["set (dev queries)", "shipped head", "layer 4 alone, ridge 0.01", "layers 1-4 stacked, 0.01"]
+    header += ["stacked + spans, 0.01", "gate on whole documents picks", "gate on first sentences picks"]
+    return _table(header, rows)
+
+
 def passages_test() -> str:
     """Passages against truncation beside BM25, on test (docs/results/passages)."""
     saved = _load("passages")
@@ -306,6 +336,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "hybrid-test": hybrid_test,
     "hybrid-dev": hybrid_dev,
     "hybrid-scale": hybrid_scale,
+    "adapt-variants": adapt_variants,
     "passages-test": passages_test,
     "passages-cost": passages_cost,
 }

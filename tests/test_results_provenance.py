@@ -18,11 +18,6 @@ QUALITY = ("ndcg", "mrr", "recall")
 LEGACY = {
     "adapt-variants-distil/manpages/results.json",
     "adapt-variants-distil/scifact/results.json",
-    "adapt-variants/manpages/results.json",
-    "adapt-variants/scifact/results.json",
-    "adapt-variants/sick-para/results.json",
-    "adapt-variants/sts12-16-para/results.json",
-    "adapt-variants/stsb-para/results.json",
     "bench-encode-onednn/minilm-l6.json",
     "bench-encode-onednn/mpnet-base.json",
     "bench-encode/minilm-l6.json",
