@@ -354,12 +354,24 @@ def _info(args: argparse.Namespace) -> int:
         "lexical    none (dense search only)"
         if manifest.get("lexical") is None
         else f"lexical    BM25 ({manifest['lexical']['language']}), fused with the fine view: "
-        + ", ".join(f"{k} {v}" for k, v in (manifest.get("fusion") or {}).items()),
+        + _fusion_line(manifest.get("fusion") or {}),
         f"files      {len(manifest['files'])}"
         + (", every byte verified" if args.verify else " (--verify checks them)"),
     ]
     print("\n".join(lines))
     return 0
+
+
+def _fusion_line(fusion: dict[str, Any]) -> str:
+    """``info``'s words for a saved fusion (:class:`adaptive_retrieval.hybrid.Fusion`'s fields)."""
+    depth = f"{fusion.get('depth')} candidates a side"
+    if fusion.get("rule") == "match":
+        low, high = fusion.get("ramp") or ("?", "?")
+        return (
+            f"match, the fine view weighted {fusion.get('weight')}, falling to {fusion.get('match_weight')} as "
+            f"one row holds {low} to {high} of the query (BM25 over its bound); {depth}"
+        )
+    return f"{fusion.get('rule')}, the fine view weighted {fusion.get('weight')}; {depth}"
 
 
 def _first_stage_line(record: dict[str, Any] | None) -> list[str]:
