@@ -99,7 +99,9 @@ def test_suite_writes_one_table_of_exact_shipped_and_adapted_rows(tmp_path):
     out = tmp_path / "out"
     args = ["--datasets", str(data / "beir" / "tiny"), "--model", str(model_dir), "--coarse", "2x8"]
     main([*args, "--candidates", "5", "20", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
-    rows = json.loads((out / "results.json").read_text())["rows"]
+    saved = json.loads((out / "results.json").read_text())
+    rows = saved["rows"]
+    assert saved["command"] and saved["labels"]["qrels"] and saved["source"]["commit"]  # the whole header
     assert [(r["row"], r["candidates"]) for r in rows] == [
         ("exact 4x32", None),
         ("funnel 2x8, shipped heads", 5),
