@@ -43,7 +43,6 @@ LEGACY = {
     "sts-heads-distil/results.json",
     "sts/results.json",
     "suite-dev/results.json",
-    "suite-small/results.json",
     "suite/results.json",
 }
 
