@@ -213,6 +213,17 @@ def score(qrels: dict, results: dict) -> dict[str, float]:
     }
 
 
+def labels_seen(models: Sequence[str]) -> dict[str, str]:
+    """What a run's figures saw (this eval's and the suite's): each model's own labels (its named
+    description), the build-time adaptation none (the corpus' text), the qrels only to score."""
+    out = {
+        m: NAMED_MODELS[m].description if m in NAMED_MODELS else "see the model's provenance" for m in models
+    }
+    out["adaptation"] = "none: fitted at build on the corpus' own text (pseudo-queries)"
+    out["qrels"] = "only scored against (nDCG@10, MRR@10); overlap@10 uses none"
+    return out
+
+
 # ------------------------------------------------------------------------------------- evaluation
 
 
@@ -587,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         grid=args.grid,
         models=models,
         depth=DEPTH,
+        labels=labels_seen(args.model),
     )
     print(
         f"\n{args.dataset} ({args.split}): {len(corpus)} docs, {len(queries)} queries; "
@@ -594,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     print(markdown_table(rows, COLUMNS))
     if args.out:
-        write_json(args.out / "results.json", {"settings": run_settings, "rows": rows})
+        write_json(args.out / "results.json", {**run_settings, "rows": rows})
         plot_pareto(rows, args.out / "pareto.png", f"{args.dataset} {args.split}: quality vs cost")
         print(f"\nwrote {args.out / 'results.json'} and {args.out / 'pareto.png'}")
     return rows

@@ -24,9 +24,8 @@ from typing import Any
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR
-from adaptive_retrieval.models import NAMED_MODELS
 from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json
-from evals.beir_eval import ADAPT_CHOICES, evaluate_model, load_split
+from evals.beir_eval import ADAPT_CHOICES, evaluate_model, labels_seen, load_split
 
 COARSE = View(4, 64)
 COLUMNS = (
@@ -109,17 +108,6 @@ def run_suite(
     return rows, info
 
 
-def labels(models: Sequence[str]) -> dict[str, str]:
-    """What a suite run's figures saw: each model's own labels (its named description), the build-time
-    adaptation none (the corpus' text), the qrels only to score."""
-    out = {
-        m: NAMED_MODELS[m].description if m in NAMED_MODELS else "see the model's provenance" for m in models
-    }
-    out["adaptation"] = "none: fitted at build on the corpus' own text (pseudo-queries)"
-    out["qrels"] = "only scored against (nDCG@10, MRR@10); overlap@10 uses none"
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", type=Path, nargs="+", help="BEIR-format dataset folders")
@@ -160,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         cache_dir=args.cache_dir,
         max_queries=args.max_queries,
     )
-    run_settings = settings(split=args.split, coarse=args.coarse, labels=labels(args.model), **info)
+    run_settings = settings(split=args.split, coarse=args.coarse, labels=labels_seen(args.model), **info)
     table = markdown_table(rows, COLUMNS)
     print(
         f"\nsplit {args.split}; machine: {run_settings['machine']['cpu']}, {run_settings['machine']['cores']} cores\n"

@@ -263,7 +263,7 @@ def test_command_line_end_to_end(tmp_path):
         ]
     )
     results = json.loads((out / "results.json").read_text())
-    assert results["settings"]["n_docs"] == N_DOCS and results["settings"]["machine"]["cores"] >= 1
+    assert results["n_docs"] == N_DOCS and results["machine"]["cores"] >= 1 and results["labels"]["qrels"]
     required = {
         "model",
         "kind",
