@@ -31,7 +31,6 @@ LEGACY = {
     "scifact-2dmse-heads-distil/results.json",
     "scifact-2dmse/results.json",
     "scifact-base-heads-sup/results.json",
-    "scifact-dev-400-sup/results.json",
     "scifact-dev-400/results.json",
     "scifact-dev-base-sup/results.json",
     "scifact-dev/results.json",
