@@ -366,10 +366,11 @@ def _fusion_line(fusion: dict[str, Any]) -> str:
     """``info``'s words for a saved fusion (:class:`adaptive_retrieval.hybrid.Fusion`'s fields)."""
     depth = f"{fusion.get('depth')} candidates a side"
     if fusion.get("rule") == "match":
-        low, high = fusion.get("ramp") or ("?", "?")
+        ramp = fusion.get("ramp")
+        span = f"{ramp[0]} to {ramp[1]}" if isinstance(ramp, list) and len(ramp) == 2 else repr(ramp)
         return (
             f"match, the fine view weighted {fusion.get('weight')}, falling to {fusion.get('match_weight')} as "
-            f"one row holds {low} to {high} of the query (BM25 over its bound); {depth}"
+            f"one row holds {span} of the query (BM25 over its bound); {depth}"
         )
     return f"{fusion.get('rule')}, the fine view weighted {fusion.get('weight')}; {depth}"
 
