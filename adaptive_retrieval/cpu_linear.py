@@ -49,57 +49,82 @@ def _onednn_linear(
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post, [], "none" if post == "gelu" else "")
 
 
-def available(post: str = "none") -> bool:
-    """Whether oneDNN's linear (followed by ``post``: ``"none"`` or ``"gelu"``) runs here and agrees with
-    ``F.linear`` (and ``F.gelu``), checked once per process.
+DTYPES = (torch.float32, torch.bfloat16)
+"""The dtypes :class:`OneDNNLinear` sends to oneDNN: float32, and bfloat16 (an encoder's
+:meth:`adaptive_retrieval.Encoder.bfloat16` copy; products of bfloat16 values summed in float32)."""
+
+
+def bfloat16_native() -> bool:
+    """Whether this processor multiplies bfloat16 natively (AMX tiles, or AVX-512 BF16): where a bfloat16
+    encoder (:meth:`adaptive_retrieval.Encoder.bfloat16`) runs faster than float32. Elsewhere oneDNN
+    emulates the products, slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(bool(getattr(cpu, name)()) for name in checks if hasattr(cpu, name))
+    except RuntimeError:  # pragma: no cover - a torch build that cannot ask
+        return False
+
+
+def available(post: str = "none", dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's linear (followed by ``post``: ``"none"`` or ``"gelu"``) on ``dtype`` runs here and
+    agrees with ``F.linear`` (and ``F.gelu``), checked once per process and dtype.
 
     The op is torch's (``torch.ops.mkldnn._linear_pointwise``, the one ``torch.compile`` emits); a torch
     build without it, or one whose results differ, falls back to ``F.linear`` with a log line."""
-    return _probe(post)
+    return dtype in DTYPES and _probe(post, dtype)
 
 
 @functools.cache
-def _probe(post: str) -> bool:
+def _probe(post: str, dtype: torch.dtype = torch.float32) -> bool:
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if not torch.backends.mkldnn.is_available():
         return False
     after = F.gelu if post == "gelu" else (lambda y: y)
+    # bfloat16 operands are compared with the float32 product of the same (rounded) values: the sums'
+    # order and the output's rounding to bfloat16 differ, so within bfloat16's precision
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     try:
         generator = torch.Generator().manual_seed(0)
-        x = torch.randn(3, 5, 64, generator=generator)
-        weight = torch.randn(48, 64, generator=generator)
-        bias = torch.randn(48, generator=generator)
+        x = torch.randn(3, 5, 64, generator=generator).to(dtype)
+        weight = torch.randn(48, 64, generator=generator).to(dtype)
+        bias = torch.randn(48, generator=generator).to(dtype)
         with torch.no_grad():
-            got, want = _onednn_linear(x, weight, bias, post), after(F.linear(x, weight, bias))
-            got_no_bias = _onednn_linear(x, weight, None, post)
-        agrees = torch.allclose(got, want, rtol=1e-5, atol=1e-5) and torch.allclose(
-            got_no_bias, after(F.linear(x, weight)), rtol=1e-5, atol=1e-5
+            got = _onednn_linear(x, weight, bias, post).float()
+            got_no_bias = _onednn_linear(x, weight, None, post).float()
+            x, weight, bias = x.float(), weight.float(), bias.float()
+            want, want_no_bias = after(F.linear(x, weight, bias)), after(F.linear(x, weight))
+        scale = want.abs().max()  # bfloat16's error grows with the values' magnitude
+        agrees = torch.allclose(got, want, rtol=tolerance, atol=tolerance * scale) and torch.allclose(
+            got_no_bias, want_no_bias, rtol=tolerance, atol=tolerance * scale
         )
     except (RuntimeError, AttributeError) as error:
-        logger.info("oneDNN linear (%s) not available (%s); using torch's default", post, error)
+        logger.info("oneDNN linear (%s, %s) not available (%s); using torch's default", post, dtype, error)
         return False
     if not agrees:
-        logger.warning("oneDNN linear (%s) disagrees with torch's here; using torch's default", post)
+        logger.warning(
+            "oneDNN linear (%s, %s) disagrees with torch's here; using torch's default", post, dtype
+        )
     return agrees
 
 
 class OneDNNLinear(nn.Linear):
-    """An ``nn.Linear`` whose forward runs through oneDNN for float32 inputs on CPU when no gradient
-    is recorded (``torch.no_grad`` / ``torch.inference_mode``), and as ``nn.Linear`` otherwise."""
+    """An ``nn.Linear`` whose forward runs through oneDNN for float32 (or bfloat16) inputs of its own
+    dtype on CPU when no gradient is recorded (``torch.no_grad`` / ``torch.inference_mode``), and as
+    ``nn.Linear`` otherwise."""
 
     def fast(self, x: torch.Tensor, post: str = "none") -> bool:
         """Whether a call on ``x`` takes oneDNN's path (followed by ``post``)."""
         return (
             not torch.is_grad_enabled()
             and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
+            and x.dtype == self.weight.dtype
             and x.dim() >= 2
             and _enabled
             and not torch.is_autocast_enabled("cpu")  # autocast casts inside F.linear, not here
             and not torch.jit.is_tracing()  # a trace records F.linear, as it would without this class
-            and available(post)
+            and available(post, x.dtype)
         )
 
     def onednn(self, x: torch.Tensor, post: str = "none") -> torch.Tensor:

@@ -50,7 +50,8 @@ def corpus_hash(ids: Sequence[DocId], texts: Sequence[str]) -> str:
 
 def cache_key(encoder: Encoder, ids: Sequence[DocId], texts: Sequence[str]) -> dict[str, str | int]:
     """What an encoding depends on: the weights (not the model's name, nor its coarse heads, which apply
-    after the cache), pooling, max length, the exact ``(id, text)`` stream and the cache's format."""
+    after the cache), the precision they ran in, pooling, max length, the exact ``(id, text)`` stream and
+    the cache's format."""
     return {
         "format": CACHE_FORMAT,
         "fingerprint": encoder.weights_fingerprint,
@@ -58,6 +59,8 @@ def cache_key(encoder: Encoder, ids: Sequence[DocId], texts: Sequence[str]) -> d
         "max_length": encoder.max_length,
         "corpus_sha256": corpus_hash(ids, texts),
         "n_docs": len(ids),
+        # a bfloat16 encoder (the same weights' fingerprint) has its own entry; float32's key is unchanged
+        **({} if encoder.precision == "float32" else {"precision": encoder.precision}),
     }
 
 

@@ -56,6 +56,7 @@ def model_record(encoder: Encoder) -> dict[str, Any]:
         "document_prompt": encoder.document_prompt,
         "n_layers": encoder.n_layers,
         "hidden_size": encoder.hidden_size,
+        "precision": encoder.precision,
     }
 
 
@@ -168,8 +169,8 @@ def guards_directory(manifest: Manifest, documents: DocumentStore | None) -> boo
 
 
 def _model_for(path: Path, saved: dict[str, Any], model: str | Encoder | None) -> Encoder:
-    """The encoder to search the index with: ``model`` or the one the manifest names, set as the index
-    was encoded (pooling, max length, prompts)."""
+    """The encoder to search the index with: ``model`` (an encoder as given) or the one the manifest names,
+    set as the index was encoded (pooling, max length, prompts, precision)."""
     settings = {
         "pooling": saved["pooling"],
         "max_length": saved["max_length"],
@@ -178,12 +179,13 @@ def _model_for(path: Path, saved: dict[str, Any], model: str | Encoder | None) -
     }
     if isinstance(model, Encoder):
         return model
+    precision = saved.get("precision", "float32")  # an index saved before precisions: float32
     if model is not None:
-        return Encoder.from_pretrained(model, **settings)
+        return Encoder.from_pretrained(model, **settings).with_precision(precision)
     if not saved.get("name"):
         raise ModelNotFound(f"the index at {str(path)!r} records no model name; pass model=... to load it")
     try:
-        return Encoder.from_pretrained(saved["name"], **settings)
+        return Encoder.from_pretrained(saved["name"], **settings).with_precision(precision)
     except ValueError as err:
         raise ModelNotFound(
             f"the index at {str(path)!r} was built with model {saved['name']!r}, which cannot be found "

@@ -183,6 +183,10 @@ def quantize_encoder(encoder: Any, sample_texts: Sequence[str] | None = None) ->
     int8, calibrated on ``sample_texts`` (default :data:`SAMPLE_TEXTS`); ``encoder`` is left as it was."""
     if encoder.device.type != "cpu":
         raise InvalidArgument(f"int8 encoding runs on CPU; this encoder is on {encoder.device}")
+    if encoder.precision != "float32":
+        raise InvalidArgument(
+            f"an int8 copy is made from a float32 encoder; this one runs in {encoder.precision}"
+        )
     texts = check_texts(SAMPLE_TEXTS if sample_texts is None else sample_texts)
     if not texts:
         raise InvalidArgument("sample_texts is empty: give texts like those that will be encoded, or None")

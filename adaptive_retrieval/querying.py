@@ -1,7 +1,7 @@
 """Queries on their way to the engine: how they are encoded, and which shortlist they get.
 
-- :class:`QueryPrecision`: float32, or an int8 copy of the encoder made once
-  (:meth:`adaptive_retrieval.Encoder.quantized`).
+- :class:`QueryPrecision`: the encoder's own, or a bfloat16 or int8 copy of it made once
+  (:meth:`adaptive_retrieval.Encoder.bfloat16`, :meth:`adaptive_retrieval.Encoder.quantized`).
 - :func:`encode_queries`: one forward pass per query, every layer once: the early layer's coarse view (an
   ``"early"`` coarse query), then the same state resumed to the fine layer; a ``"projected"`` coarse
   query is the fine vector projected into the coarse space.
@@ -37,60 +37,74 @@ from .views import View
 
 COARSE_QUERIES = ("projected", "early")
 """What searches the coarse index for a query (see :meth:`adaptive_retrieval.Retriever.search`)."""
-QUERY_PRECISIONS = ("float32", "int8")
+QUERY_PRECISIONS = ("float32", "bfloat16", "int8")
 """How queries may be encoded (see :meth:`adaptive_retrieval.Retriever.set_query_precision`)."""
 
 
 class QueryPrecision:
-    """How a retriever's queries are encoded: ``"float32"`` (as the documents were) or ``"int8"`` (the
-    encoder's linear layers in int8, each token quantized on its own; a copy made on first use)."""
+    """How a retriever's queries are encoded: ``"float32"``, ``"bfloat16"`` (the encoder's layers in
+    bfloat16) or ``"int8"`` (its linear layers in int8, each token quantized on its own): a copy made on
+    first use. ``None`` (the default): as the documents were."""
 
     def __init__(self) -> None:
-        self.precision = "float32"
-        self._int8: tuple[Encoder, Encoder] | None = None  # (encoder, its int8 copy)
+        self.chosen: str | None = None
+        self._copy: tuple[Encoder, str, Encoder] | None = None  # (encoder, precision, its copy)
         self._lock = threading.Lock()
 
-    def set(self, precision: str) -> None:
-        if precision not in QUERY_PRECISIONS:
+    def set(self, precision: str | None) -> None:
+        if precision is not None and precision not in QUERY_PRECISIONS:
             raise InvalidArgument(f"precision={precision!r}: choose one of {', '.join(QUERY_PRECISIONS)}")
-        self.precision = precision
+        self.chosen = precision
+
+    def of(self, encoder: Encoder) -> str:
+        """The precision queries of ``encoder`` are encoded in."""
+        return self.chosen or encoder.precision
 
     def encoder(self, encoder: Encoder) -> Encoder:
-        """The encoder queries go through: ``encoder`` or its int8 copy, made once however many searches
-        ask for it at first."""
-        if self.precision == "float32":
+        """The encoder queries go through: ``encoder`` or its copy in the chosen precision, made once however
+        many searches ask for it at first."""
+        precision = self.of(encoder)
+        if precision == encoder.precision:
             return encoder
-        made = self._int8
-        if made is None or made[0] is not encoder:
+        made = self._copy
+        if made is None or made[0] is not encoder or made[1] != precision:
             with self._lock:
-                made = self._int8
-                if made is None or made[0] is not encoder:
-                    made = self._int8 = (encoder, encoder.quantized())
-        return made[1]
+                made = self._copy
+                if made is None or made[0] is not encoder or made[1] != precision:
+                    copy = encoder.quantized if precision == "int8" else encoder.bfloat16
+                    made = self._copy = (encoder, precision, copy())
+        return made[2]
 
 
 # Retriever.set_query_precision, .query_precision and .query_encoder, attached there
 
 
-def set_query_precision(self: Any, precision: str) -> None:
-    """Encode queries in ``"float32"`` (the default) or ``"int8"`` (a copy made at the next search by
-    :meth:`adaptive_retrieval.Encoder.quantized`, raising what it raises); documents stay float32.
-    ``python -m benchmarks.bench_int8`` measures both on your CPU (figures: docs/measurements.md).
+def set_query_precision(self: Any, precision: str | None) -> None:
+    """Encode queries in ``"float32"``, ``"bfloat16"`` or ``"int8"`` (a copy made at the next search by
+    :meth:`adaptive_retrieval.Encoder.bfloat16` or :meth:`adaptive_retrieval.Encoder.quantized`, raising
+    what they raise); ``None`` (the default): in the precision the documents were encoded in
+    (:attr:`adaptive_retrieval.Retriever.precision`). ``python -m benchmarks.bench_int8`` and ``python -m
+    evals.precision_eval`` measure them on your CPU (figures: docs/measurements.md).
 
     Raises:
-        InvalidArgument: a precision other than ``"float32"`` or ``"int8"``.
+        InvalidArgument: another precision; ``"float32"`` on an index whose encoder runs in bfloat16.
     """
+    if precision == "float32" and self.encoder.precision != "float32":
+        raise InvalidArgument(
+            "precision='float32': this retriever's encoder runs in bfloat16; to search in float32, load the "
+            "index with model=Encoder.from_pretrained(<its model>) (a given encoder runs as it is)"
+        )
     self._precision.set(precision)
 
 
 def query_precision(self: Any) -> str:
-    """``"float32"`` or ``"int8"`` (:meth:`adaptive_retrieval.Retriever.set_query_precision`; assigning it
-    is the same)."""
-    return self._precision.precision
+    """``"float32"``, ``"bfloat16"`` or ``"int8"``: what queries are encoded in
+    (:meth:`adaptive_retrieval.Retriever.set_query_precision`; assigning it is the same)."""
+    return self._precision.of(self.encoder)
 
 
 def query_encoder(self: Any) -> Encoder:
-    """The encoder queries go through: the retriever's ``encoder``, or its int8 copy."""
+    """The encoder queries go through: the retriever's ``encoder``, or its copy in the query precision."""
     return self._precision.encoder(self.encoder)
 
 

@@ -264,13 +264,14 @@ def _is_file_name(x: Any) -> bool:
 #: another form, is damaged.
 _MANIFEST_FIELDS: dict[str, tuple[str, Any]] = {
     "model": (
-        "a dict with name, fingerprint, pooling and max_length",
+        "a dict with name, fingerprint, pooling, max_length and (if any) precision float32 or bfloat16",
         lambda x: (
             isinstance(x, dict)
             and isinstance(x.get("fingerprint"), str)
             and isinstance(x.get("pooling"), str)
             and _is_int(x.get("max_length"), 1)
             and (x.get("name") is None or isinstance(x.get("name"), str))
+            and x.get("precision", "float32") in ("float32", "bfloat16")
         ),
     ),
     "coarse": ("[layer, dim]", _is_view),
