@@ -4,7 +4,9 @@ Same model, same texts, same batch size, same process, rounds interleaved (the o
 neither side gets a warmer machine. Prints docs/s for each and the ratio ours/theirs (>= 1.0: we are
 not slower). Ours runs the library's default linear layers (oneDNN's, where torch has them); a third side,
 ours on the other path (MKL's: oneDNN switched off with ``cpu_linear.set_enabled(False)``, or, where the
-default is MKL's, switched on for a second copy of the model), shows what the default is worth.
+default is MKL's, switched on for a second copy of the model), shows what the default is worth; a fourth,
+ours in bfloat16 (:meth:`adaptive_retrieval.Encoder.bfloat16`, an approximation: its vectors' cosine to
+float32's is printed; ``evals/precision_eval.py`` measures its answers), what ``precision="bfloat16"`` buys.
 
     python -m benchmarks.bench_encode --model minilm-l6 --n 1000 --batch-size 32
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_retrieval import Encoder, cpu_linear
+from adaptive_retrieval.cpu_linear import bfloat16_native
 from adaptive_retrieval.models import resolve_model_path
 from adaptive_retrieval.reporting import machine_line as machine
 from adaptive_retrieval.reporting import settings, write_json
@@ -70,15 +73,24 @@ def main() -> None:
 
     ours.encode(texts[:64], batch_size=args.batch_size)  # warm-up both
     theirs.encode(texts[:64], batch_size=args.batch_size)
+    half = ours.bfloat16()
+
+    def run_half() -> np.ndarray:
+        return half.encode(texts, [half.full_view], batch_size=args.batch_size, show_progress=False)[
+            half.full_view
+        ]
+
+    half.encode(texts[:64], batch_size=args.batch_size)
     sides = [
         ("adaptive_retrieval", run_ours),
         ("adaptive_retrieval_other", run_other),
         ("sentence_transformers", run_theirs),
+        ("adaptive_retrieval_bfloat16", run_half),
     ]
     seconds: dict[str, list[float]] = {name: [] for name, _ in sides}
     outputs = {}
     for r in range(args.rounds):
-        for name, fn in sides[r % 3 :] + sides[: r % 3]:  # who goes first rotates
+        for name, fn in sides[r % len(sides) :] + sides[: r % len(sides)]:  # who goes first rotates
             t0 = time.perf_counter()
             outputs[name] = fn()
             seconds[name].append(time.perf_counter() - t0)
@@ -94,6 +106,11 @@ def main() -> None:
     ]
     other_path = "mkl" if chosen == "onednn" else "onednn"
     diff = float(np.abs(outputs["adaptive_retrieval"] - outputs["sentence_transformers"]).max())
+    half_ratio = rate["adaptive_retrieval_bfloat16"] / rate["sentence_transformers"]
+    half_per_round = [
+        t / o for o, t in zip(seconds["adaptive_retrieval_bfloat16"], seconds["sentence_transformers"])
+    ]
+    half_cosine = float((outputs["adaptive_retrieval_bfloat16"] * outputs["adaptive_retrieval"]).sum(1).min())
     print(f"\nmachine: {machine()}")
     print(
         f"model {args.model}, {len(texts)} SciFact texts, batch {args.batch_size}, median of {args.rounds} rounds\n"
@@ -110,6 +127,11 @@ def main() -> None:
         f"ratio ours on the other path ({other_path}) / theirs: {other_ratio:.3f} (per round "
         f"{min(other_per_round):.3f}-{max(other_per_round):.3f})"
     )
+    print(
+        f"ratio ours in bfloat16 / theirs: {half_ratio:.3f} (per round {min(half_per_round):.3f}-"
+        f"{max(half_per_round):.3f}; native bfloat16 here: {bfloat16_native()}); least cosine to ours in "
+        f"float32: {half_cosine:.6f}"
+    )
     if args.out:
         write_json(
             args.out,
@@ -124,6 +146,10 @@ def main() -> None:
                 ratio_other=other_ratio,
                 ratio_other_per_round=other_per_round,
                 max_abs_diff=diff,
+                ratio_bfloat16=half_ratio,
+                ratio_bfloat16_per_round=half_per_round,
+                bfloat16_native=bfloat16_native(),
+                bfloat16_min_cosine=half_cosine,
             ),
         )
 
