@@ -138,6 +138,7 @@ def _index(args: argparse.Namespace) -> int:
         language=args.language,
         passages=not args.no_passages,
         coarse_bytes=args.coarse_bytes,
+        precision=args.precision,
         show_progress=not args.quiet,
     )
     failed = None
@@ -340,7 +341,8 @@ def _info(args: argparse.Namespace) -> int:
         else "passages   off: a document longer than the model's max length is cut to it",
         f"truncated  {manifest.get('truncated', 0)} documents longer than {model['max_length']} tokens, cut to it",
         f"model      {model.get('name')} ({model.get('model_type')}, {model['pooling']} pooling, "
-        f"max length {model['max_length']}; weights sha256 {model['fingerprint'][:12]}...)",
+        f"max length {model['max_length']}; weights sha256 {model['fingerprint'][:12]}...; runs in "
+        f"{model.get('precision', 'float32')})",
         f"views      coarse {manifest['coarse'][0]}x{manifest['coarse'][1]}, fine {manifest['fine'][0]}x{manifest['fine'][1]}",
         f"engine     {backend['name']} {' '.join(f'{k}={v}' for k, v in where.items())}".rstrip(),
         *_first_stage_line(manifest.get("first_stage")),
@@ -446,6 +448,13 @@ def parser() -> argparse.ArgumentParser:
         "within it that need the shortest shortlist on the corpus' pseudo-queries (instead of --index)",
     )
     index.add_argument("--fine-dtype", default="float16", choices=("float16", "float32"))
+    index.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="what the encoder runs in for documents and queries: bfloat16 is faster on processors with "
+        "AMX or AVX-512 BF16, its answers close to float32's (docs/measurements.md); saved with the index",
+    )
     index.add_argument("--batch-size", type=_positive, help="texts per forward pass (default: the model's)")
     index.add_argument(
         "--no-adapt", action="store_true", help="keep the model's coarse head (no fit to the corpus)"

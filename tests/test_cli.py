@@ -60,7 +60,7 @@ def test_index_search_and_info_from_a_jsonl_corpus(model_dir, tmp_path):
     assert info["adaptation"]["documents"] == 300
     shown = run("info", str(out), "--verify")
     assert shown.returncode == 0 and "300 documents" in shown.stdout and "every byte verified" in shown.stdout
-    assert "calibrated for overlap@10 0.9" in shown.stdout
+    assert "calibrated for overlap@10 0.9" in shown.stdout and "runs in float32" in shown.stdout
     assert "match, the fine view weighted 0.8, falling to 0.3 as one row holds 0.4 to 0.5" in shown.stdout
     both = run("search", str(out), texts[7], texts[9], "-k", "2", "--json", "--model", str(model_dir))
     answers = json.loads(both.stdout)
@@ -348,3 +348,17 @@ def test_a_coarse_byte_budget_from_the_command_line(model_dir, tmp_path):
     )
     found = run("search", str(out), texts[5], "-k", "1", "--json", "--model", str(model_dir))
     assert json.loads(found.stdout)[0]["doc_id"] == 5
+
+
+def test_an_index_in_bfloat16_from_the_command_line(model_dir, tmp_path, capsys):
+    texts = random_texts(30, seed=35)
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "idx"
+    argv = ["index", str(corpus), "--out", str(out), "--model", str(model_dir), "--coarse", "2x8", "--quiet"]
+    assert main([*argv, "--precision", "bfloat16"]) == 0
+    assert main(["info", str(out)]) == 0
+    assert "runs in bfloat16" in capsys.readouterr().out
+    assert main(["search", str(out), texts[4], "-k", "1", "--json", "--model", str(model_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["doc_id"] == 4
+    assert json.loads((out / "manifest.json").read_text())["model"]["precision"] == "bfloat16"

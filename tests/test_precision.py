@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaptive_retrieval import Encoder, Retriever, cpu_linear
+from adaptive_retrieval import Retriever, cpu_linear
 from adaptive_retrieval.encoding_cache import cache_key
 from adaptive_retrieval.errors import IndexDamaged, InvalidArgument
 from tests.helpers import random_texts
