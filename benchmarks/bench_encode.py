@@ -6,7 +6,8 @@ not slower). Ours runs the library's default linear layers (oneDNN's, where torc
 ours on the other path (MKL's: oneDNN switched off with ``cpu_linear.set_enabled(False)``, or, where the
 default is MKL's, switched on for a second copy of the model), shows what the default is worth; a fourth,
 ours in bfloat16 (:meth:`adaptive_retrieval.Encoder.bfloat16`, an approximation: its vectors' cosine to
-float32's is printed; ``evals/precision_eval.py`` measures its answers), what ``precision="bfloat16"`` buys.
+float32's is printed; ``evals/precision_eval.py`` measures its answers), what ``precision="bfloat16"`` buys,
+beside a fifth, sentence-transformers with its model loaded in bfloat16.
 
     python -m benchmarks.bench_encode --model minilm-l6 --n 1000 --batch-size 32
 """
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from adaptive_retrieval import Encoder, cpu_linear
 from adaptive_retrieval.cpu_linear import bfloat16_native
@@ -81,11 +83,24 @@ def main() -> None:
         ]
 
     half.encode(texts[:64], batch_size=args.batch_size)
+    # sentence-transformers in bfloat16 too (its model loaded in that dtype): the like-for-like comparison
+    theirs_half = SentenceTransformer(
+        str(resolve_model_path(args.model)), device="cpu", model_kwargs={"dtype": torch.bfloat16}
+    )
+    theirs_half.max_seq_length = ours.max_length
+    theirs_half.encode(texts[:64], batch_size=args.batch_size)
+
+    def run_theirs_half() -> np.ndarray:
+        return theirs_half.encode(
+            texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False
+        ).astype(np.float32)
+
     sides = [
         ("adaptive_retrieval", run_ours),
         ("adaptive_retrieval_other", run_other),
         ("sentence_transformers", run_theirs),
         ("adaptive_retrieval_bfloat16", run_half),
+        ("sentence_transformers_bfloat16", run_theirs_half),
     ]
     seconds: dict[str, list[float]] = {name: [] for name, _ in sides}
     outputs = {}
@@ -111,6 +126,7 @@ def main() -> None:
         t / o for o, t in zip(seconds["adaptive_retrieval_bfloat16"], seconds["sentence_transformers"])
     ]
     half_cosine = float((outputs["adaptive_retrieval_bfloat16"] * outputs["adaptive_retrieval"]).sum(1).min())
+    half_to_half = rate["adaptive_retrieval_bfloat16"] / rate["sentence_transformers_bfloat16"]
     print(f"\nmachine: {machine()}")
     print(
         f"model {args.model}, {len(texts)} SciFact texts, batch {args.batch_size}, median of {args.rounds} rounds\n"
@@ -132,6 +148,7 @@ def main() -> None:
         f"{max(half_per_round):.3f}; native bfloat16 here: {bfloat16_native()}); least cosine to ours in "
         f"float32: {half_cosine:.6f}"
     )
+    print(f"ratio ours in bfloat16 / theirs in bfloat16: {half_to_half:.3f}")
     if args.out:
         write_json(
             args.out,
@@ -150,6 +167,7 @@ def main() -> None:
                 ratio_bfloat16_per_round=half_per_round,
                 bfloat16_native=bfloat16_native(),
                 bfloat16_min_cosine=half_cosine,
+                ratio_bfloat16_to_theirs_bfloat16=half_to_half,
             ),
         )
 
