@@ -120,3 +120,21 @@ def test_queries_in_bfloat16_over_a_float32_index(tiny_encoder):
     assert r.query_precision == "float32" and r.query_encoder is r.encoder
     with pytest.raises(InvalidArgument, match="choose one of float32, bfloat16, int8"):
         r.query_precision = "float16"
+
+
+def test_a_bfloat16_index_opens_in_float32_where_the_processor_lacks_bfloat16(
+    tiny_encoder, tmp_path, monkeypatch
+):
+    from adaptive_retrieval import manifest
+
+    folder = tmp_path / "model"
+    tiny_encoder.model.save_pretrained(folder)
+    tiny_encoder.tokenizer.save_pretrained(folder)
+    texts = random_texts(30, seed=9)
+    r = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=str(folder), precision="bfloat16")
+    r.save(tmp_path / "ix")
+    assert Retriever.load(tmp_path / "ix").encoder.precision == "bfloat16" or not manifest.bfloat16_native()
+    monkeypatch.setattr(manifest, "bfloat16_native", lambda: False)
+    again = Retriever.load(tmp_path / "ix")  # by the name it saved: converted as the processor allows
+    assert again.encoder.precision == "float32" and again.query_precision == "float32"
+    assert again.search(texts[5], k=1)[0].doc_id == 5
