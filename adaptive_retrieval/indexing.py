@@ -24,7 +24,7 @@ from .backends import EngineOptions, create_engine, engine_options
 from .checks import positive_int
 from .corpus import Corpus, DocId, chunks, iter_records
 from .documents import DocumentStore
-from .encoder import PRECISIONS, PROGRESS_MIN_BATCHES, Encoder
+from .encoder import PROGRESS_MIN_BATCHES, Encoder
 from .errors import (
     CorpusError,
     CorpusTypeError,
@@ -36,6 +36,7 @@ from .lexical import LexicalIndex
 from .metadata import check_metadata
 from .models import DEFAULT_MODEL
 from .passages import budget, document_of, expand, split
+from .precision import PRECISIONS
 from .removal import compact_if_due
 from .views import View, ViewLike, check_pair
 
