@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from typing import Any
 
 import torch
@@ -27,6 +28,32 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "bfloat16")
 """What an encoder's model may run in (:attr:`adaptive_retrieval.Encoder.precision`)."""
+
+ENV_DEFAULT = "ADAPTIVE_RETRIEVAL_PRECISION"
+"""Set to ``float32`` or ``bfloat16``, what ``precision="auto"`` means in this process (the test suite, the
+evals and the benchmarks set ``float32``, so that their figures compare with earlier runs)."""
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is ``"auto"`` or one of :data:`PRECISIONS`, else ``InvalidArgument``."""
+    if precision != "auto" and precision not in PRECISIONS:
+        raise InvalidArgument(f"precision={precision!r}: choose auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve(precision: str, device: Any = "cpu") -> str:
+    """What ``precision`` means for an encoder on ``device``: ``"auto"`` is :data:`ENV_DEFAULT`'s value where
+    set, else bfloat16 on a CPU with native bfloat16 (measured: docs/measurements.md, "bfloat16"), else
+    float32 (a GPU included: not measured there)."""
+    if check_precision(precision) != "auto":
+        return precision
+    chosen = os.environ.get(ENV_DEFAULT, "").strip().lower()
+    if chosen:
+        if chosen not in PRECISIONS:
+            raise InvalidArgument(f"{ENV_DEFAULT}={chosen!r}: choose one of {', '.join(PRECISIONS)}")
+        return chosen
+    cpu = getattr(device, "type", str(device).split(":")[0]) == "cpu"
+    return "bfloat16" if cpu and bfloat16_native() else "float32"
 
 
 def precision_of(self: Any) -> str:
