@@ -161,3 +161,16 @@ def test_auto_means_bfloat16_where_the_processor_has_it(tiny_encoder, monkeypatc
         precision.resolve("auto")
     with pytest.raises(InvalidArgument, match="choose auto, float32, bfloat16"):
         precision.check_precision("fp16")
+
+
+def test_a_new_langchain_store_takes_a_precision(tiny_encoder):
+    pytest.importorskip("langchain_core")
+    from adaptive_retrieval.integrations.langchain_store import AdaptiveRetrievalVectorStore
+
+    views = {"coarse": (3, 8), "fine": (12, 32)}
+    store = AdaptiveRetrievalVectorStore(model=tiny_encoder, precision="bfloat16", **views)
+    assert store.retriever.encoder.precision == "bfloat16" and tiny_encoder.precision == "float32"
+    plain = AdaptiveRetrievalVectorStore(model=tiny_encoder, **views)  # auto: float32 in the test suite
+    assert plain.retriever.encoder.precision == "float32"
+    with pytest.raises(InvalidArgument, match="precision='fp8'"):
+        AdaptiveRetrievalVectorStore(model=tiny_encoder, precision="fp8", **views)
