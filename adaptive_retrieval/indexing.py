@@ -227,7 +227,7 @@ def build(
     language: str = "english",
     passages: bool = True,
     coarse_bytes: int | None = None,
-    precision: str = "auto",
+    precision: str = "float32",
     batch_size: int | None = None,
     chunk_size: int = CHUNK_SIZE,
     show_progress: bool | None = None,
@@ -267,13 +267,14 @@ def build(
             for 95% of the exact top 10 is shortest (:mod:`adaptive_retrieval.first_stage`; the coarse view's
             dimensions follow the choice; ``retriever.first_stage`` records it). ``None``: the coarse view as
             given, in the engine's index (SQ8 by default: ``coarse``'s dimensions in bytes).
-        precision: what the encoder runs in, for documents and (by default) queries: ``"auto"`` (the
-            default: bfloat16 on a CPU with AMX or AVX-512 BF16, where it encodes 3.5-4.4x faster and
-            keeps 0.992-0.996 of float32's top 10 on five sets, else float32;
-            :func:`adaptive_retrieval.precision.resolve`), ``"float32"`` or ``"bfloat16"``
-            (:meth:`adaptive_retrieval.Encoder.bfloat16`); saved with the index
-            (``retriever.encoder.precision``). An :class:`adaptive_retrieval.Encoder` given as ``model``
-            is copied into it.
+        precision: what the encoder runs in for the documents: ``"float32"`` (the default),
+            ``"bfloat16"`` (:meth:`adaptive_retrieval.Encoder.bfloat16`: on a processor with AMX or AVX-512
+            BF16, documents encode 3.1-4.4x faster, keeping 0.988-0.996 of float32's top 10 on five sets), or
+            ``"auto"`` (bfloat16 where the processor has it natively, else float32:
+            :func:`adaptive_retrieval.precision.resolve`). Saved with the index
+            (``retriever.encoder.precision``); queries follow it, or run in bfloat16 where the processor
+            has it (:meth:`adaptive_retrieval.Retriever.set_query_precision`). An
+            :class:`adaptive_retrieval.Encoder` given as ``model`` is copied into it.
         batch_size: encoder batch size (default: the encoder's).
         chunk_size: documents encoded and added per step.
         show_progress: progress bars while encoding (default: on for long work).

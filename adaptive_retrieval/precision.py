@@ -30,8 +30,9 @@ PRECISIONS = ("float32", "bfloat16")
 """What an encoder's model may run in (:attr:`adaptive_retrieval.Encoder.precision`)."""
 
 ENV_DEFAULT = "ADAPTIVE_RETRIEVAL_PRECISION"
-"""Set to ``float32`` or ``bfloat16``, what ``precision="auto"`` means in this process (the test suite, the
-evals and the benchmarks set ``float32``, so that their figures compare with earlier runs)."""
+"""Set to ``float32`` or ``bfloat16``, what ``"auto"`` means in this process: the queries' default
+(:meth:`adaptive_retrieval.Retriever.set_query_precision`) and ``Retriever.build(precision="auto")``. The test
+suite, the evals and the benchmarks set ``float32``, so that their figures compare with earlier runs."""
 
 
 def check_precision(precision: str) -> str:
@@ -43,8 +44,8 @@ def check_precision(precision: str) -> str:
 
 def resolve(precision: str, device: Any = "cpu") -> str:
     """What ``precision`` means for an encoder on ``device``: ``"auto"`` is :data:`ENV_DEFAULT`'s value where
-    set, else bfloat16 on a CPU with native bfloat16 (measured: docs/measurements.md, "bfloat16"), else
-    float32 (a GPU included: not measured there)."""
+    set, else bfloat16 on a CPU with native bfloat16 (measured: docs/measurements.md, "Encoding throughput"),
+    else float32 (a GPU included: not measured there)."""
     if check_precision(precision) != "auto":
         return precision
     chosen = os.environ.get(ENV_DEFAULT, "").strip().lower()

@@ -120,7 +120,7 @@ def test_queries_in_bfloat16_over_a_float32_index(tiny_encoder):
     assert half[0] == exact[0] == 11 and len(set(half) & set(exact)) >= 3
     r.query_precision = None  # back to the documents' precision
     assert r.query_precision == "float32" and r.query_encoder is r.encoder
-    with pytest.raises(InvalidArgument, match="choose one of float32, bfloat16, int8"):
+    with pytest.raises(InvalidArgument, match="choose one of auto, float32, bfloat16, int8"):
         r.query_precision = "float16"
 
 
@@ -150,12 +150,21 @@ def test_auto_means_bfloat16_where_the_processor_has_it(tiny_encoder, monkeypatc
     assert precision.resolve("auto") == "bfloat16" and precision.resolve("auto", "cuda:0") == "float32"
     assert precision.resolve("float32") == "float32"
     texts = random_texts(20, seed=10)
-    built = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)  # the default: auto
-    assert built.encoder.precision == "bfloat16" and built.query_precision == "bfloat16"
+    built = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)  # documents: float32
+    assert built.encoder.precision == "float32" and built.query_precision == "bfloat16"  # queries: auto
+    assert built.query_encoder.precision == "bfloat16"
+    assert built.search(texts[4], k=1)[0].doc_id == 4
+    fast = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, precision="auto")
+    assert fast.encoder.precision == "bfloat16"
     monkeypatch.setattr(precision, "bfloat16_native", lambda: False)
-    assert precision.resolve("auto") == "float32"
+    assert precision.resolve("auto") == "float32" and built.query_precision == "float32"
+    built.query_precision = "bfloat16"  # asked for: whatever the processor
+    assert built.query_precision == "bfloat16"
+    built.query_precision = "auto"
+    assert built.query_precision == "float32"
     monkeypatch.setenv(precision.ENV_DEFAULT, "bfloat16")
     assert precision.resolve("auto") == "bfloat16" and precision.resolve("float32") == "float32"
+    assert built.query_precision == "bfloat16"
     monkeypatch.setenv(precision.ENV_DEFAULT, "half")
     with pytest.raises(InvalidArgument, match="ADAPTIVE_RETRIEVAL_PRECISION='half'"):
         precision.resolve("auto")
@@ -170,7 +179,7 @@ def test_a_new_langchain_store_takes_a_precision(tiny_encoder):
     views = {"coarse": (3, 8), "fine": (12, 32)}
     store = AdaptiveRetrievalVectorStore(model=tiny_encoder, precision="bfloat16", **views)
     assert store.retriever.encoder.precision == "bfloat16" and tiny_encoder.precision == "float32"
-    plain = AdaptiveRetrievalVectorStore(model=tiny_encoder, **views)  # auto: float32 in the test suite
+    plain = AdaptiveRetrievalVectorStore(model=tiny_encoder, **views)  # the default: float32
     assert plain.retriever.encoder.precision == "float32"
     with pytest.raises(InvalidArgument, match="precision='fp8'"):
         AdaptiveRetrievalVectorStore(model=tiny_encoder, precision="fp8", **views)

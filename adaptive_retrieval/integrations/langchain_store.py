@@ -40,8 +40,8 @@ class AdaptiveRetrievalVectorStore(VectorStore):
             head fitted to a corpus (it starts empty): its coarse view is the model's own.
         backend: its engine (a name or options, as :meth:`adaptive_retrieval.Retriever.build` takes it).
         candidates: its shortlist.
-        precision: what its encoder runs in (as :meth:`adaptive_retrieval.Retriever.build` takes it: ``"auto"``,
-            bfloat16 where the processor has it natively, else float32).
+        precision: what its encoder runs in for documents (as :meth:`adaptive_retrieval.Retriever.build`
+            takes it: ``"float32"``, the default, ``"bfloat16"`` or ``"auto"``).
 
     Raises:
         InvalidArgument: a retriever that stores no texts, or a bad view or option.
@@ -56,7 +56,7 @@ class AdaptiveRetrievalVectorStore(VectorStore):
         fine: Any = None,
         backend: Any = "faiss",
         candidates: int = 100,
-        precision: str = "auto",
+        precision: str = "float32",
     ) -> None:
         if retriever is None:
             check_precision(precision)
