@@ -33,15 +33,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from . import loading
 from .backbones import Backbone, LayerContext, backbone_for
 from .corpus import check_texts
-from .cpu_linear import bfloat16_native, use_onednn
+from .cpu_linear import use_onednn
 from .errors import InvalidArgument, InvalidArgumentType, ModelMismatch
+from .precision import bfloat16, precision_of, with_precision
 from .quantization import quantize_encoder
 from .views import POOLING_MODES, Pooling, View, ViewLike, pool, stack_pooled, view_vector
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = ("float32", "bfloat16")
-"""What an encoder's model may run in (:attr:`Encoder.precision`; :meth:`Encoder.bfloat16`)."""
 
 PROGRESS_MIN_BATCHES = 8
 """Show a progress bar by default when an ``encode`` call has at least this many batches."""
@@ -228,53 +226,10 @@ class Encoder:
         only (else ``InvalidArgument``); a torch without a working int8 product raises ``InstallationError``."""
         return quantize_encoder(self, sample_texts)
 
-    @property
-    def precision(self) -> str:
-        """``"float32"`` or ``"bfloat16"``: what the model's layers run in (:meth:`bfloat16`). Pooled
-        states, heads and vectors are float32 either way."""
-        dtype = next(self.model.parameters()).dtype
-        return "bfloat16" if dtype == torch.bfloat16 else "float32"
-
-    def bfloat16(self) -> Encoder:
-        """A copy whose model runs in bfloat16: the layers' products of bfloat16 values, summed in float32 by
-        oneDNN (AMX or AVX-512 BF16 where the processor has them), their states rounded to bfloat16;
-        pooling, heads and vectors stay float32. This encoder is left as it was (an encoder already in
-        bfloat16 returns itself).
-
-        Its vectors approximate this one's (cosine ~0.9999; measure the answers: ``python -m
-        evals.precision_eval``); it keeps the fingerprint of the weights it approximates, so an index built
-        in float32 accepts its queries. On a processor without native bfloat16
-        (:func:`adaptive_retrieval.cpu_linear.bfloat16_native` is false) it runs, slower than float32, with a
-        warning. Training needs the float32 model."""
-        if self.precision == "bfloat16":
-            return self
-        if self.device.type == "cpu" and not bfloat16_native():
-            logger.warning(
-                "this processor has no native bfloat16 (AMX or AVX-512 BF16): a bfloat16 encoder runs "
-                "slower here than float32"
-            )
-        fingerprint = self.weights_fingerprint
-        model = copy.deepcopy(self.model).to(torch.bfloat16)
-        other = copy.copy(self)
-        other.model, other.backbone, other.heads = model, backbone_for(model), dict(self.heads)
-        other._weights_fingerprint = fingerprint
-        return other
-
-    def with_precision(self, precision: str) -> Encoder:
-        """This encoder (``precision`` its own) or its copy in ``precision`` (``"float32"``: only from a
-        float32 encoder; ``"bfloat16"``: :meth:`bfloat16`).
-
-        Raises:
-            InvalidArgument: another precision, or float32 asked of a bfloat16 encoder (load it again)."""
-        if precision not in PRECISIONS:
-            raise InvalidArgument(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if precision == self.precision:
-            return self
-        if precision == "bfloat16":
-            return self.bfloat16()
-        raise InvalidArgument(
-            "precision='float32' from a bfloat16 encoder: its float32 weights are gone; load the model again"
-        )
+    # what the model runs in, and its copies in another (precision.py)
+    precision = property(precision_of)
+    bfloat16 = bfloat16
+    with_precision = with_precision
 
     def stacked(self, layer: int) -> bool:
         """Whether the head of ``layer`` reads the pooled states of layers ``1 .. layer`` (see

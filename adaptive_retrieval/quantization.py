@@ -180,20 +180,18 @@ def quantize_linears(
 
 def quantize_encoder(encoder: Any, sample_texts: Sequence[str] | None = None) -> Any:
     """:meth:`adaptive_retrieval.Encoder.quantized`: a copy of ``encoder`` whose linear layers run in
-    int8, calibrated on ``sample_texts`` (default :data:`SAMPLE_TEXTS`); ``encoder`` is left as it was."""
+    int8, calibrated on ``sample_texts`` (default :data:`SAMPLE_TEXTS`); ``encoder`` is left as it was. From a
+    bfloat16 encoder, the copy's other layers run in float32 on its bfloat16-rounded weights."""
     if encoder.device.type != "cpu":
         raise InvalidArgument(f"int8 encoding runs on CPU; this encoder is on {encoder.device}")
-    if encoder.precision != "float32":
-        raise InvalidArgument(
-            f"an int8 copy is made from a float32 encoder; this one runs in {encoder.precision}"
-        )
     texts = check_texts(SAMPLE_TEXTS if sample_texts is None else sample_texts)
     if not texts:
         raise InvalidArgument("sample_texts is empty: give texts like those that will be encoded, or None")
     fingerprint = encoder.weights_fingerprint
     check_int8_matmul()
-    # calibrated on a private copy: searches on this encoder meanwhile are neither recorded nor slowed
-    model = copy.deepcopy(encoder.model)
+    # calibrated on a private copy: searches on this encoder meanwhile are neither recorded nor slowed;
+    # from a bfloat16 encoder, its (rounded) weights in float32 around the int8 products
+    model = copy.deepcopy(encoder.model).float()
     probe = copy.copy(encoder)
     probe.model, probe.backbone = model, backbone_for(model)
     maxima = input_maxima(model, lambda: probe.encode(texts, [encoder.full_view], show_progress=False))

@@ -83,7 +83,7 @@ def set_query_precision(self: Any, precision: str | None) -> None:
     """Encode queries in ``"float32"``, ``"bfloat16"`` or ``"int8"`` (a copy made at the next search by
     :meth:`adaptive_retrieval.Encoder.bfloat16` or :meth:`adaptive_retrieval.Encoder.quantized`, raising
     what they raise); ``None`` (the default): in the precision the documents were encoded in
-    (:attr:`adaptive_retrieval.Retriever.precision`). ``python -m benchmarks.bench_int8`` and ``python -m
+    (the precision of the retriever's ``encoder``). ``python -m benchmarks.bench_int8`` and ``python -m
     evals.precision_eval`` measure them on your CPU (figures: docs/measurements.md).
 
     Raises:

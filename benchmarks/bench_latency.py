@@ -9,6 +9,8 @@ test queries, one query at a time, in alternating rounds:
   read: the target is overlap@10 with exact search), each query widening its own shortlist when the
   calibration chose the patient rule;
 - ``calibrated, int8 queries``: the same with the query encoder in int8 (``set_query_precision``);
+- ``calibrated, bfloat16 queries``: the same with the query encoder in bfloat16 (what an index built with
+  ``precision="auto"`` runs on a processor with native bfloat16; the documents here stay float32);
 - ``exact``: the query encoded to the fine view, then every fine vector scored (the fine store).
 
 Prints p50/p95 per stage (encode to the coarse layer, coarse search, resume to the fine layer,
@@ -70,7 +72,14 @@ def main() -> None:
     texts = corpus_texts(args.dataset, args.n or 10**9)
     dev, test = (queries_of(args.dataset, split, 10**9) for split in ("dev", "test"))
     test = test[: args.queries]
-    r = Retriever.build(texts, coarse=args.coarse, model=encoder, candidates=args.candidates, hybrid=False)
+    r = Retriever.build(
+        texts,
+        coarse=args.coarse,
+        model=encoder,
+        candidates=args.candidates,
+        hybrid=False,
+        precision="float32",
+    )
     t0 = time.perf_counter()
     cal = r.calibrate(dev, target=args.target, k=args.k)
     print(f"calibrated on {len(dev)} dev queries in {time.perf_counter() - t0:.0f} s: {cal}", flush=True)
@@ -87,12 +96,13 @@ def main() -> None:
         f"fixed @ {args.candidates}": funnel("float32", args.candidates),
         "calibrated": funnel("float32", None),
         "calibrated, int8 queries": funnel("int8", None),
+        "calibrated, bfloat16 queries": funnel("bfloat16", None),
         "exact": lambda q: exact_query(r, q, args.k),
     }
     seconds: dict[str, dict[str, list[float]]] = {c: {} for c in configs}
     shortlists: dict[str, list[int]] = {c: [] for c in configs}
     answers: dict[str, list[list]] = {}
-    for run in configs.values():  # warm-up, and the int8 encoder made
+    for run in configs.values():  # warm-up, and the int8 and bfloat16 encoders made
         run(test[0])
     for _ in range(args.rounds):
         for c, run in configs.items():

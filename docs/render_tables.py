@@ -262,6 +262,7 @@ def latency() -> str:
         "calibrated": f"funnel, calibrated (target {cal['target']:g} on dev queries: {cal['rule']} "
         f"{cal['candidates'] if cal['rule'] == 'fixed' else cal['patience']})",
         "calibrated, int8 queries": "the same, int8 query encoder",
+        "calibrated, bfloat16 queries": "the same, bfloat16 query encoder",
         "exact": "exact: encode to the last layer, score every fine vector",
     }
     rows = []
@@ -324,7 +325,52 @@ def bench_int8() -> str:
     return _table(header, rows)
 
 
+def bench_encode_xeon() -> str:
+    """Encoding speed, float32 and bfloat16, beside sentence-transformers in each (docs/results/bench-encode-xeon)."""
+    rows = []
+    for name, label in (("mpnet-base", "mpnet-base"), ("minilm-l6", "all-MiniLM-L6-v2")):
+        saved = json.loads((RESULTS / "bench-encode-xeon" / f"{name}.json").read_text())
+        rate, rounds = saved["docs_per_s"], saved["ratio_per_round"]
+        half_rounds = saved["ratio_bfloat16_per_round"]
+        rows.append([
+            f"{label} ({saved['args']['n']} texts)", f"{rate['adaptive_retrieval']:.1f}",
+            f"{rate['sentence_transformers']:.1f}", f"**{saved['ratio']:.2f}** ({min(rounds):.2f}-{max(rounds):.2f})",
+            f"{rate['adaptive_retrieval_bfloat16']:.1f}", f"{rate['sentence_transformers_bfloat16']:.1f}",
+            f"**{saved['ratio_bfloat16']:.2f}** ({min(half_rounds):.2f}-{max(half_rounds):.2f})",
+            f"{saved['ratio_bfloat16_to_theirs_bfloat16']:.2f}", f"{saved['bfloat16_min_cosine']:.6f}",
+            f"{saved['max_abs_diff']:.1e}",
+        ])  # fmt: skip
+    header = [
+        "model", "ours float32 docs/s", "sentence-transformers float32", "ratio (rounds)", "ours bfloat16",
+        "sentence-transformers bfloat16", "ours bfloat16 / theirs float32 (rounds)", "/ theirs bfloat16",
+        "least cosine, ours bfloat16 to float32", "max difference, ours float32 to theirs",
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
+def precision() -> str:
+    """bfloat16's answers against float32's, test queries, per set (docs/results/precision)."""
+    saved = _load("precision")
+    speed = {c["dataset"]: c["speedup"] for c in saved["costs"]}
+    by = {(r["dataset"], r["row"]): r for r in saved["rows"] if r["split"] == "test"}
+    rows = []
+    for name, rate in speed.items():
+        full, half, queries = by[(name, "float32")], by[(name, "bfloat16")], by[(name, "bfloat16 queries")]
+        rows.append([
+            name, f"{full['ndcg@10']:.4f}", f"{half['ndcg@10']:.4f}", f"**{half['overlap@10']:.4f}**",
+            f"{half['exact_overlap@10']:.4f}", f"{queries['ndcg@10']:.4f}", f"{queries['overlap@10']:.4f}",
+            f"{rate:.2f}x",
+        ])  # fmt: skip
+    header = [
+        "set", "float32 nDCG@10", "bfloat16 nDCG@10", "bfloat16 ∩ float32's top 10", "exact dense: ∩",
+        "bfloat16 queries only: nDCG@10", "∩", "documents/s, bfloat16 / float32",
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "bench-encode-xeon": bench_encode_xeon,
+    "precision": precision,
     "bench-int8": bench_int8,
     "build-memory": build_memory,
     "fine-dtype": fine_dtype,

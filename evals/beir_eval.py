@@ -97,6 +97,14 @@ def load_split(
         raise SystemExit(str(err)) from None
 
 
+def first_queries(queries: dict, qrels: dict, n: int | None) -> tuple[dict, dict]:
+    """The first ``n`` queries and their qrels (all of them when ``n`` is ``None`` or 0: a quick look's cut)."""
+    if not n:
+        return queries, qrels
+    queries = dict(islice(queries.items(), n))
+    return queries, {q: qrels[q] for q in queries if q in qrels}
+
+
 def held_out_ids(model: str) -> list[str] | None:
     """The dev query ids a trained model's training recorded as held out (``None``: no such record, e.g.
     an untrained base model)."""
@@ -562,9 +570,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     if args.split == "dev":
         check_dev_split(args.model, list(qrels))
-    if args.max_queries:
-        queries = dict(list(queries.items())[: args.max_queries])
-        qrels = {q: qrels[q] for q in queries if q in qrels}
+    queries, qrels = first_queries(queries, qrels, args.max_queries)
     rows: list[dict[str, Any]] = []
     models = {}
     for name in args.model:

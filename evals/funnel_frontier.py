@@ -49,6 +49,7 @@ from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_cor
 from adaptive_retrieval.reporting import markdown_table, settings, write_json
 from adaptive_retrieval.retriever import CHUNK_SIZE
 from adaptive_retrieval.shortlist import overlap_at, patient_sizes
+from evals.beir_eval import labels_seen
 
 K = 10
 EXIT_SHARES = (0.0, 0.1, 0.25, 0.5, 1.0)
@@ -549,7 +550,9 @@ def main(argv: list[str] | None = None) -> None:
     write_json(
         args.out / "results.json",
         {
-            "settings": settings(model=args.model, coarse=args.coarse, k=K, datasets=info),
+            **settings(
+                model=args.model, coarse=args.coarse, k=K, datasets=info, labels=labels_seen([args.model])
+            ),
             "rows": rows,
             "early_exit": exits,
             "rules": rule_rows,

@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,7 @@ from adaptive_retrieval.reporting import (
     write_markdown,
 )
 from adaptive_retrieval.retriever import CHUNK_SIZE
-from evals.beir_eval import check_dev_split, load_split, score, top_overlap
+from evals.beir_eval import check_dev_split, first_queries, load_split, score, top_overlap
 from evals.suite import dataset_location
 
 GRID = (
@@ -253,9 +252,7 @@ def evaluate(
         corpus, queries, qrels = load_split(data_dir, name, split_name)
         if name == "scifact" and split_name == "dev":
             check_dev_split([encoder.name], list(queries))
-        if max_queries:
-            queries = dict(islice(queries.items(), max_queries))
-            qrels = {q: qrels[q] for q in queries if q in qrels}
+        queries, qrels = first_queries(queries, qrels, max_queries)
         if (
             retriever is None
         ):  # as build indexes it: passages (the default), and BM25 alone over whole documents

@@ -24,7 +24,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from adaptive_retrieval.reporting import (
     write_json,
     write_markdown,
 )
-from evals.beir_eval import load_split, score
+from evals.beir_eval import first_queries, load_split, score
 from evals.hybrid_eval import arguments, bm25_run, index_for, passage_rows
 from evals.suite import dataset_location
 
@@ -95,9 +94,7 @@ def evaluate(
     costs: dict[str, Any] = {"dataset": name}
     for split_name in splits:
         corpus, queries, qrels = load_split(data_dir, name, split_name)
-        if max_queries:
-            queries = dict(islice(queries.items(), max_queries))
-            qrels = {q: qrels[q] for q in queries if q in qrels}
+        queries, qrels = first_queries(queries, qrels, max_queries)
         if not indexes:
             truncated, doc_ids, cost = index_for(encoder, corpus, cache_dir, coarse)
             costs["truncated"] = {

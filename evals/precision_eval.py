@@ -29,7 +29,6 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever
 from adaptive_retrieval.cpu_linear import bfloat16_native
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR
 from adaptive_retrieval.reporting import markdown_table, settings, write_json, write_markdown
-from evals.beir_eval import labels_seen, load_split, score, top_overlap
+from evals.beir_eval import first_queries, labels_seen, load_split, score, top_overlap
 from evals.hybrid_eval import K, grouped_run, index_for, passage_rows
 from evals.suite import dataset_location
 
@@ -95,9 +94,7 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     for split_name in splits:
         corpus, queries, qrels = load_split(data_dir, name, split_name)
-        if max_queries:
-            queries = dict(islice(queries.items(), max_queries))
-            qrels = {q: qrels[q] for q in queries if q in qrels}
+        queries, qrels = first_queries(queries, qrels, max_queries)
         if not built:
             built = {
                 "float32": build(encoder, corpus, cache_dir, coarse),

@@ -25,7 +25,7 @@ from typing import Any
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR
 from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json
-from evals.beir_eval import ADAPT_CHOICES, evaluate_model, labels_seen, load_split
+from evals.beir_eval import ADAPT_CHOICES, evaluate_model, first_queries, labels_seen, load_split
 
 COARSE = View(4, 64)
 COLUMNS = (
@@ -81,9 +81,7 @@ def run_suite(
     for folder in folders:
         data_dir, name = dataset_location(folder)
         corpus, queries, qrels = load_split(data_dir, name, split)
-        if max_queries:
-            queries = dict(list(queries.items())[:max_queries])
-            qrels = {q: qrels[q] for q in queries if q in qrels}
+        queries, qrels = first_queries(queries, qrels, max_queries)
         info["datasets"][name] = {"documents": len(corpus), "queries": len(queries), "split": split}
         for model, encoder in encoders.items():
             info["models"][model] = model_info(encoder)

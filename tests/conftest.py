@@ -6,6 +6,8 @@ import os
 
 # the tests never reach a model hub: a Hugging Face id resolves from a cache a test lays out, or fails fast
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# builds encode in float32 unless a test asks (precision="auto" would mean bfloat16 on some processors)
+os.environ.setdefault("ADAPTIVE_RETRIEVAL_PRECISION", "float32")
 
 import pytest
 

@@ -41,8 +41,10 @@ def test_a_bfloat16_copy_approximates_the_float32_encoder_and_leaves_it_as_it_wa
         half.with_precision("float32")
     with pytest.raises(InvalidArgument, match="choose one of float32, bfloat16"):
         encoder.with_precision("float16")
-    with pytest.raises(InvalidArgument, match="int8 copy is made from a float32 encoder"):
-        half.quantized()
+    int8 = half.quantized()  # from the rounded weights, its other layers in float32
+    assert int8.precision == "float32" and half.precision == "bfloat16"
+    cosines = (int8.encode(texts, VIEWS)["12x32"] * before["12x32"]).sum(axis=1)
+    assert cosines.min() > 0.9, cosines
 
 
 @pytest.mark.skipif(
@@ -120,3 +122,55 @@ def test_queries_in_bfloat16_over_a_float32_index(tiny_encoder):
     assert r.query_precision == "float32" and r.query_encoder is r.encoder
     with pytest.raises(InvalidArgument, match="choose one of float32, bfloat16, int8"):
         r.query_precision = "float16"
+
+
+def test_a_bfloat16_index_opens_in_float32_where_the_processor_lacks_bfloat16(
+    tiny_encoder, tmp_path, monkeypatch
+):
+    from adaptive_retrieval import manifest
+
+    folder = tmp_path / "model"
+    tiny_encoder.model.save_pretrained(folder)
+    tiny_encoder.tokenizer.save_pretrained(folder)
+    texts = random_texts(30, seed=9)
+    r = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=str(folder), precision="bfloat16")
+    r.save(tmp_path / "ix")
+    assert Retriever.load(tmp_path / "ix").encoder.precision == "bfloat16" or not manifest.bfloat16_native()
+    monkeypatch.setattr(manifest, "bfloat16_native", lambda: False)
+    again = Retriever.load(tmp_path / "ix")  # by the name it saved: converted as the processor allows
+    assert again.encoder.precision == "float32" and again.query_precision == "float32"
+    assert again.search(texts[5], k=1)[0].doc_id == 5
+
+
+def test_auto_means_bfloat16_where_the_processor_has_it(tiny_encoder, monkeypatch):
+    from adaptive_retrieval import precision
+
+    monkeypatch.delenv(precision.ENV_DEFAULT, raising=False)
+    monkeypatch.setattr(precision, "bfloat16_native", lambda: True)
+    assert precision.resolve("auto") == "bfloat16" and precision.resolve("auto", "cuda:0") == "float32"
+    assert precision.resolve("float32") == "float32"
+    texts = random_texts(20, seed=10)
+    built = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder)  # the default: auto
+    assert built.encoder.precision == "bfloat16" and built.query_precision == "bfloat16"
+    monkeypatch.setattr(precision, "bfloat16_native", lambda: False)
+    assert precision.resolve("auto") == "float32"
+    monkeypatch.setenv(precision.ENV_DEFAULT, "bfloat16")
+    assert precision.resolve("auto") == "bfloat16" and precision.resolve("float32") == "float32"
+    monkeypatch.setenv(precision.ENV_DEFAULT, "half")
+    with pytest.raises(InvalidArgument, match="ADAPTIVE_RETRIEVAL_PRECISION='half'"):
+        precision.resolve("auto")
+    with pytest.raises(InvalidArgument, match="choose auto, float32, bfloat16"):
+        precision.check_precision("fp16")
+
+
+def test_a_new_langchain_store_takes_a_precision(tiny_encoder):
+    pytest.importorskip("langchain_core")
+    from adaptive_retrieval.integrations.langchain_store import AdaptiveRetrievalVectorStore
+
+    views = {"coarse": (3, 8), "fine": (12, 32)}
+    store = AdaptiveRetrievalVectorStore(model=tiny_encoder, precision="bfloat16", **views)
+    assert store.retriever.encoder.precision == "bfloat16" and tiny_encoder.precision == "float32"
+    plain = AdaptiveRetrievalVectorStore(model=tiny_encoder, **views)  # auto: float32 in the test suite
+    assert plain.retriever.encoder.precision == "float32"
+    with pytest.raises(InvalidArgument, match="precision='fp8'"):
+        AdaptiveRetrievalVectorStore(model=tiny_encoder, precision="fp8", **views)

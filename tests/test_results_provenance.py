@@ -26,8 +26,6 @@ LEGACY = {
     "scale-calibrated/results.json",
     "scale-projected/results.json",
     "scale/results.json",
-    "scifact-2dmse-400-heads-distil/results.json",
-    "scifact-2dmse-400-heads-sup/results.json",
     "scifact-2dmse-heads-distil/results.json",
     "scifact-2dmse/results.json",
     "scifact-base-heads-sup/results.json",

@@ -24,6 +24,7 @@ from ..encoder import Encoder
 from ..errors import InvalidArgument
 from ..indexing import empty
 from ..models import DEFAULT_MODEL
+from ..precision import check_precision, resolve
 from ..retriever import Retriever
 from . import check_texts
 
@@ -39,6 +40,8 @@ class AdaptiveRetrievalVectorStore(VectorStore):
             head fitted to a corpus (it starts empty): its coarse view is the model's own.
         backend: its engine (a name or options, as :meth:`adaptive_retrieval.Retriever.build` takes it).
         candidates: its shortlist.
+        precision: what its encoder runs in (as :meth:`adaptive_retrieval.Retriever.build` takes it: ``"auto"``,
+            bfloat16 where the processor has it natively, else float32).
 
     Raises:
         InvalidArgument: a retriever that stores no texts, or a bad view or option.
@@ -53,9 +56,12 @@ class AdaptiveRetrievalVectorStore(VectorStore):
         fine: Any = None,
         backend: Any = "faiss",
         candidates: int = 100,
+        precision: str = "auto",
     ) -> None:
         if retriever is None:
+            check_precision(precision)
             encoder = model if isinstance(model, Encoder) else Encoder.from_pretrained(model)
+            encoder = encoder.with_precision(resolve(precision, encoder.device))
             options = engine_options(backend, None, {})
             retriever = empty(Retriever, encoder, coarse, fine, candidates, options, store_text=True)
         check_texts(retriever)
