@@ -94,5 +94,5 @@ def test_int8_queries_approximate_float32_and_leave_the_index_alone(minilm):
     _, got = r.search_arrays(queries, 10)
     assert np.mean([len(set(x) & set(y)) / 10 for x, y in zip(want, got)]) > 0.85
     np.testing.assert_array_equal(np.array(r.backend.fine_store.vectors), stored)
-    with pytest.raises(ValueError, match="choose one of float32, int8"):
+    with pytest.raises(ValueError, match="choose one of auto, float32, bfloat16, int8"):
         r.set_query_precision("int4")
