@@ -21,8 +21,6 @@ LEGACY = {
     "bench-encode/minilm-l6.json",
     "bench-encode/mpnet-base.json",
     "fine-io/results.json",
-    "funnel-frontier/manpages/results.json",
-    "funnel-rules/results.json",
     "scale-calibrated/results.json",
     "scale-projected/results.json",
     "scale/results.json",
