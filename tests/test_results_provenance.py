@@ -18,8 +18,6 @@ QUALITY = ("ndcg", "mrr", "recall")
 LEGACY = {
     "bench-encode-onednn/minilm-l6.json",
     "bench-encode-onednn/mpnet-base.json",
-    "bench-encode/minilm-l6.json",
-    "bench-encode/mpnet-base.json",
     "fine-io/results.json",
     "scale-calibrated/results.json",
     "scale-projected/results.json",
