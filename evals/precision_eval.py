@@ -104,8 +104,8 @@ def evaluate(
         full, halved = built["float32"][0], built["bfloat16"][0]
         runs: dict[str, tuple[dict, dict]] = {}
         for row, retriever, precision in (
-            ("float32", full, None),
-            ("bfloat16", halved, None),
+            ("float32", full, "float32"),  # the reference, whatever "auto" means here
+            ("bfloat16", halved, None),  # its encoder runs in bfloat16: its queries too
             ("bfloat16 queries", full, "bfloat16"),
         ):
             retriever.query_precision = precision
