@@ -1,16 +1,25 @@
-"""The lexical index beside the vectors: BM25 over every row's text (scored by ``bm25s``).
+"""The lexical index beside the vectors: BM25 over every row's text.
 
 A document's *terms* (:meth:`LexicalIndex.terms`, the one definition): its text lower-cased, split into
 words of two or more word characters, stop words of the index's language dropped (``bm25s``' lists),
-each word stemmed by Snowball (PyStemmer). The terms of every row are kept as term ids (a CSR pair of
-arrays), so that the BM25 matrix can be rebuilt without the texts: after a write, at :meth:`LexicalIndex.compacted`
-and at load. Rows are the id map's rows: a deleted document's row stays (it never matches, being masked
-by every search) until compaction drops it.
+each word stemmed by Snowball (PyStemmer). Scores are ``bm25s``' Lucene BM25 (tests hold them to
+``bm25s``' own to float32 precision): a term's weight in a row is
+``idf * tf / (tf + k1 * (1 - b + b * length / mean length))``, ``idf = log(1 + (N - df + 0.5) / (df + 0.5))``.
+
+What is held is an inverted index of term counts, not scores, so that a write appends to it instead of
+rebuilding it: for each term its postings (the rows holding it, in order, as gaps from the previous row
+in 2 bytes, a gap past 65,534 kept aside in full; and the term's count in each, 1 byte, 2 where a count
+passes 255), and each row's length. About 3 bytes per distinct term of a row, where ``bm25s``' matrix of
+float32 scores and int32 rows takes 8 and must be rebuilt over every row when one is added. The scores
+are computed at search for the query's terms only. Rows are the id map's rows: a deleted document's row
+stays (it never matches, being masked by every search) until compaction drops it.
 
 Writing is two-phase like every store of an index (:mod:`adaptive_retrieval.writer`): :meth:`LexicalIndex.stage` takes
-the new rows' texts, :meth:`LexicalIndex.prepare` builds the new BM25 matrix beside searches, :meth:`LexicalIndex.commit` swaps it in
-under the write lock, :meth:`LexicalIndex.rollback` drops it. Searches read one state (a tuple swapped by reference).
-Saved as ``lexical-<gen>.npz`` (term ids, vocabulary, each row's document id), realigned by id on load.
+the new rows' texts, :meth:`LexicalIndex.prepare` builds the new postings beside searches, :meth:`LexicalIndex.commit` swaps them in
+under the write lock, :meth:`LexicalIndex.rollback` drops them. Searches read one state (a tuple swapped by reference).
+Saved as ``lexical-<gen>.npz`` (the postings, vocabulary, each row's document id), uncompressed, so that a
+loaded index reads its postings memory-mapped from the file, as the fine store is; an index saved in the
+earlier layout (each row's term ids) is converted at load.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,32 +49,120 @@ _STOPWORD_LISTS = {
 }  # fmt: skip
 """The languages ``bm25s`` has a stop-word list for (the others are stemmed and keep every word)."""
 
+ESCAPE = np.iinfo(np.uint16).max
+"""A stored gap of this value means: the gap is the term's next value in ``escapes``."""
 
-def _libraries() -> tuple[Any, Any, Any]:
+_ARRAYS = ("lengths", "pointer", "gaps", "counts", "escapes", "escape_pointer", "last")
+
+
+def _libraries() -> tuple[Any, Any]:
     try:
-        import bm25s
         import bm25s.stopwords
         import Stemmer
     except ImportError as err:
         raise InstallationError(
             f"the lexical index needs bm25s and PyStemmer ({err}): pip install bm25s PyStemmer"
         ) from None
-    return bm25s, bm25s.stopwords, Stemmer
+    return bm25s.stopwords, Stemmer
 
 
 def languages() -> list[str]:
     """The languages a lexical index can stem (Snowball's, through PyStemmer)."""
-    return sorted(_libraries()[2].algorithms())
+    return sorted(_libraries()[1].algorithms())
 
 
 @dataclass(frozen=True)
-class _State:
-    """What a search reads: the committed rows' terms and their BM25 matrix (``None``: no rows)."""
+class _Postings:
+    """What a search reads: the committed rows' postings (see the module docstring).
 
-    indptr: np.ndarray  # (rows + 1,) int64
-    terms: np.ndarray  # (total,) term ids (:func:`term_dtype`)
-    vocabulary: int  # term ids below this are known to the matrix
-    bm25: Any
+    ``pointer[t]:pointer[t + 1]`` are term ``t``'s entries of ``gaps`` and ``counts``; its escaped gaps are
+    ``escapes[escape_pointer[t]:escape_pointer[t + 1]]``, in order; ``last[t]`` its last row (-1: none).
+    ``norm`` (derived, not saved): each row's ``k1 * (1 - b + b * length / mean length)``."""
+
+    lengths: np.ndarray  # (rows,) uint32: terms per row
+    pointer: np.ndarray  # (vocabulary + 1,) int64
+    gaps: np.ndarray  # (postings,) uint16
+    counts: np.ndarray  # (postings,) uint8 or uint16
+    escapes: np.ndarray  # (escaped,) int64
+    escape_pointer: np.ndarray  # (vocabulary + 1,) int64
+    last: np.ndarray  # (vocabulary,) int64
+    norm: np.ndarray  # (rows,) float32
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def vocabulary(self) -> int:
+        return len(self.last)
+
+    def rows_of(self, term: int) -> np.ndarray:
+        """The rows holding ``term``, in order."""
+        start, end = self.pointer[term], self.pointer[term + 1]
+        gaps = self.gaps[start:end].astype(np.int64)
+        first, stop = self.escape_pointer[term], self.escape_pointer[term + 1]
+        if stop > first:
+            gaps[gaps == ESCAPE] = self.escapes[first:stop]
+        return np.cumsum(gaps)
+
+    def decoded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every posting as ``(terms, rows, counts)``, by term then row."""
+        gaps = self.gaps.astype(np.int64)
+        gaps[gaps == ESCAPE] = self.escapes
+        totals = np.cumsum(gaps)
+        starts = self.pointer[:-1]
+        per_term = np.diff(self.pointer)
+        before = np.concatenate([[0], totals])[starts]  # the running sum where each term begins
+        rows = totals - np.repeat(before, per_term)
+        terms = np.repeat(np.arange(self.vocabulary, dtype=np.int64), per_term)
+        return terms, rows, self.counts.astype(np.int64)
+
+
+def _norm(lengths: np.ndarray, k1: float, b: float) -> np.ndarray:
+    mean = float(lengths.mean()) if len(lengths) else 1.0
+    return (k1 * (1 - b + b * lengths.astype(np.float64) / (mean or 1.0))).astype(np.float32)
+
+
+def _count_dtype(counts: np.ndarray) -> np.dtype:
+    return np.dtype(np.uint8 if not len(counts) or counts.max() <= np.iinfo(np.uint8).max else np.uint16)
+
+
+def _encoded(
+    terms: np.ndarray, rows: np.ndarray, counts: np.ndarray, lengths: np.ndarray, vocabulary: int,
+    k1: float, b: float,
+) -> _Postings:  # fmt: skip
+    """Postings from ``(terms, rows, counts)`` (any order; a ``(term, row)`` pair at most once)."""
+    order = np.lexsort((rows, terms))
+    terms, rows, counts = terms[order], rows[order], counts[order]
+    per_term = np.bincount(terms, minlength=vocabulary)
+    pointer = np.concatenate([[0], np.cumsum(per_term)]).astype(np.int64)
+    gaps = np.diff(rows, prepend=0)
+    gaps[pointer[:-1][per_term > 0]] = rows[pointer[:-1][per_term > 0]]  # a term's first gap: its row
+    escaped = gaps >= ESCAPE
+    escape_pointer = np.concatenate(
+        [[0], np.cumsum(np.bincount(terms[escaped], minlength=vocabulary))]
+    ).astype(np.int64)
+    last = np.full(vocabulary, -1, np.int64)
+    last[per_term > 0] = rows[pointer[1:][per_term > 0] - 1]
+    lengths = lengths.astype(np.uint32)
+    return _Postings(
+        lengths, pointer, np.where(escaped, ESCAPE, gaps).astype(np.uint16),
+        counts.astype(_count_dtype(counts)), gaps[escaped].astype(np.int64), escape_pointer, last,
+        _norm(lengths, k1, b),
+    )  # fmt: skip
+
+
+def _counted(parts: Sequence[np.ndarray], first_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows' term ids (``parts[i]``: row ``first_row + i``'s, repeated as they occur) as postings
+    ``(terms, rows, counts)``, by term then row."""
+    lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
+    if not lengths.sum():
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty
+    rows = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
+    keys = np.concatenate(parts).astype(np.int64) * len(parts) + rows
+    keys, counts = np.unique(keys, return_counts=True)
+    return keys // len(parts), keys % len(parts) + first_row, counts.astype(np.int64)
 
 
 class LexicalIndex:
@@ -79,7 +178,7 @@ class LexicalIndex:
     """
 
     def __init__(self, language: str = "english", *, k1: float = 1.5, b: float = 0.75) -> None:
-        bm25s, stopwords, stemmer = _libraries()
+        stopwords, stemmer = _libraries()
         if not isinstance(language, str) or language not in stemmer.algorithms():
             raise InvalidArgument(
                 f"language={language!r} has no stemmer: choose one of {', '.join(languages())}"
@@ -87,16 +186,19 @@ class LexicalIndex:
         if not (isinstance(k1, (int, float)) and k1 >= 0 and isinstance(b, (int, float)) and 0 <= b <= 1):
             raise InvalidArgument(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1!r}, b={b!r}")
         self.language, self.k1, self.b = language, float(k1), float(b)
-        self._bm25s = bm25s
         self._stem = stemmer.Stemmer(language).stemWords
         listed = _STOPWORD_LISTS.get(language)
         self._stop = frozenset(getattr(stopwords, listed)) if listed else frozenset()
         self.vocabulary: dict[str, int] = {}
-        self._state = _State(np.zeros(1, np.int64), np.empty(0, np.int32), 0, None)
+        self._state = self._empty()
         self._staged: list[np.ndarray] = []
         self._staged_vocabulary: dict[str, int] | None = None
-        self._next: _State | None = None
-        self._last: _State | None = None  # the state before the last commit (for a roll-back after it)
+        self._next: _Postings | None = None
+        self._last: _Postings | None = None  # the state before the last commit (for a roll-back after it)
+
+    def _empty(self) -> _Postings:
+        none = np.empty(0, np.int64)
+        return _encoded(none, none, none, none, 0, self.k1, self.b)
 
     # ------------------------------------------------------------------------------------ terms
 
@@ -117,7 +219,7 @@ class LexicalIndex:
 
     def __len__(self) -> int:
         """The committed rows."""
-        return len(self._state.indptr) - 1
+        return self._state.rows
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -126,12 +228,17 @@ class LexicalIndex:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """The index's size: rows, distinct terms, term occurrences, and bytes held."""
+        """The index's size: rows, distinct terms, postings (a term in a row), the bytes its arrays hold
+        (``bytes``), of those the bytes read memory-mapped from its saved file (``mapped``: in RAM only as
+        far as searches touch them), and the vocabulary's Python objects (``vocabulary_bytes``)."""
         s = self._state
-        matrix = 0 if s.bm25 is None else sum(s.bm25.scores[n].nbytes for n in ("data", "indices", "indptr"))
+        arrays = [getattr(s, name) for name in (*_ARRAYS, "norm")]
+        words = self.vocabulary
         return {
-            "language": self.language, "rows": len(self), "terms": s.vocabulary,
-            "postings": len(s.terms), "bytes": int(s.indptr.nbytes + s.terms.nbytes + matrix),
+            "language": self.language, "rows": len(self), "terms": s.vocabulary, "postings": len(s.gaps),
+            "bytes": int(sum(a.nbytes for a in arrays)),
+            "mapped": int(sum(a.nbytes for a in arrays if isinstance(a, np.memmap))),
+            "vocabulary_bytes": sys.getsizeof(words) + sum(sys.getsizeof(w) + sys.getsizeof(i) for w, i in words.items()),
         }  # fmt: skip
 
     # ------------------------------------------------------------------------------------ writing
@@ -143,16 +250,44 @@ class LexicalIndex:
         self._staged.extend(self._ids(t, self._staged_vocabulary, grow=True) for t in texts)
 
     def prepare(self) -> None:
-        """Build the BM25 matrix over the committed and staged rows (beside searches)."""
+        """Append the staged rows' postings to a copy of the committed ones (beside searches)."""
         if not self._staged:
             self._next = None
             return
         s = self._state
-        lengths = np.fromiter((len(t) for t in self._staged), np.int64, len(self._staged))
-        indptr = np.concatenate([s.indptr, s.indptr[-1] + np.cumsum(lengths)])
         vocabulary = len(self._staged_vocabulary or self.vocabulary)
-        terms = np.concatenate([s.terms, *self._staged]).astype(term_dtype(vocabulary), copy=False)
-        self._next = self._built(indptr, terms, vocabulary)
+        terms, rows, counts = _counted(self._staged, s.rows)
+        lengths = np.concatenate([s.lengths, [len(t) for t in self._staged]]).astype(np.uint32)
+        grown = vocabulary - s.vocabulary
+        pointer = np.concatenate([s.pointer, np.full(grown, s.pointer[-1])])
+        escape_pointer = np.concatenate([s.escape_pointer, np.full(grown, s.escape_pointer[-1])])
+        last = np.concatenate([s.last, np.full(grown, -1, np.int64)])
+        # the new postings come after every old one of their term: each term's first new gap is from its
+        # last old row (or from 0), the others from the previous new row
+        first = np.ones(len(terms), bool)
+        first[1:] = terms[1:] != terms[:-1]
+        before = last[terms[first]]
+        gaps = np.diff(rows, prepend=0)
+        gaps[first] = np.where(before >= 0, rows[first] - before, rows[first])
+        escaped = gaps >= ESCAPE
+        final = np.zeros(len(terms), bool)  # each term's last new posting
+        final[:-1], final[-1:] = first[1:], True
+        new_last = last.copy()
+        new_last[terms[final]] = rows[final]
+        per_term = np.bincount(terms, minlength=vocabulary)
+        escaped_per_term = np.bincount(terms[escaped], minlength=vocabulary)
+        counts = counts.astype(np.int64)
+        dtype = max(_count_dtype(counts), s.counts.dtype, key=lambda d: d.itemsize)
+        self._next = _Postings(
+            lengths,
+            pointer + np.concatenate([[0], np.cumsum(per_term)]),
+            np.insert(s.gaps, pointer[terms + 1], np.where(escaped, ESCAPE, gaps).astype(np.uint16)),
+            np.insert(s.counts.astype(dtype), pointer[terms + 1], counts.astype(dtype)),
+            np.insert(s.escapes, escape_pointer[terms[escaped] + 1], gaps[escaped]).astype(np.int64),
+            escape_pointer + np.concatenate([[0], np.cumsum(escaped_per_term)]),
+            new_last,
+            _norm(lengths, self.k1, self.b),
+        )
 
     def commit(self) -> None:
         """Make the staged rows searchable (under the write lock)."""
@@ -173,21 +308,22 @@ class LexicalIndex:
     def _clear(self) -> None:
         self._staged, self._staged_vocabulary, self._next = [], None, None
 
-    def _built(self, indptr: np.ndarray, terms: np.ndarray, vocabulary: int) -> _State:
-        rows = len(indptr) - 1
-        if rows == 0 or len(terms) == 0:  # nothing to match: no matrix
-            return _State(indptr, terms, vocabulary, None)
-        bm25 = self._bm25s.BM25(k1=self.k1, b=self.b)
-        docs = [terms[indptr[i] : indptr[i + 1]].tolist() for i in range(rows)]
-        bm25.index((docs, {i: i for i in range(vocabulary)}), create_empty_token=False, show_progress=False)
-        return _State(indptr, terms, vocabulary, bm25)
+    def _realigned(self, state: _Postings, rows: Sequence[int | None]) -> _Postings:
+        """``state`` with its rows in a new order: new row ``i`` is old row ``rows[i]`` (``None``: a row
+        without terms)."""
+        new_of_old = np.full(state.rows + 1, -1, np.int64)
+        old = np.array([-1 if r is None else r for r in rows], np.int64)
+        new_of_old[old[old >= 0]] = np.flatnonzero(old >= 0)
+        terms, old_rows, counts = state.decoded()
+        moved = new_of_old[old_rows]
+        kept = moved >= 0
+        lengths = np.where(old >= 0, state.lengths[np.maximum(old, 0)] if state.rows else 0, 0)
+        return _encoded(terms[kept], moved[kept], counts[kept], lengths, state.vocabulary, self.k1, self.b)
 
     def compacted(self, keep: np.ndarray) -> Callable[[], None]:
         """The index of rows ``keep`` only (renumbered ``0..``), built now; returns the swap to run under
         the write lock."""
-        s = self._state
-        parts = [s.terms[s.indptr[r] : s.indptr[r + 1]] for r in keep]
-        new = self._built(*_stacked(parts, s.vocabulary), s.vocabulary)
+        new = self._realigned(self._state, [int(r) for r in keep])
 
         def swap() -> None:
             self._state, self._last = new, None
@@ -196,37 +332,42 @@ class LexicalIndex:
 
     # ------------------------------------------------------------------------------------ searching
 
-    def query_terms(self, query: str) -> np.ndarray:
-        """The query's known term ids (terms no committed row holds are dropped)."""
-        s = self._state
-        return np.asarray(
-            [i for i in self._ids(query, self.vocabulary, grow=False) if i < s.vocabulary], np.int32
-        )
+    def query_terms(self, query: str, state: _Postings | None = None) -> np.ndarray:
+        """The query's known term ids (terms no committed row holds, in ``state`` if given, are dropped)."""
+        known = (state or self._state).vocabulary
+        return np.asarray([i for i in self._ids(query, self.vocabulary, grow=False) if i < known], np.int32)
+
+    @staticmethod
+    def _idf(df: np.ndarray, rows: int) -> np.ndarray:
+        return np.log1p((rows - df + 0.5) / (df + 0.5))
 
     def scores(self, query: str) -> np.ndarray:
-        """The BM25 score of every committed row for ``query`` (``(len(self),)`` float32; 0: no term)."""
+        """The BM25 score of every committed row for ``query`` (``(len(self),)`` float32; 0: no term; a term
+        the query repeats counts each time, as in ``bm25s``)."""
         s = self._state
-        ids = self.query_terms(query)
-        if s.bm25 is None or len(ids) == 0:
-            return np.zeros(len(s.indptr) - 1, np.float32)
-        return np.asarray(s.bm25.get_scores_from_ids(ids.tolist()), dtype=np.float32)
+        out = np.zeros(s.rows, np.float32)
+        for term in self.query_terms(query, s):
+            rows = s.rows_of(term)
+            if not len(rows):
+                continue
+            idf = self._idf(np.float64(len(rows)), s.rows)
+            counts = s.counts[s.pointer[term] : s.pointer[term + 1]].astype(np.float32)
+            out[rows] += np.float32(idf) * counts / (counts + s.norm[rows])
+        return out
 
     def bound(self, query: str) -> float:
         """The most any row could score for ``query`` if every one of its terms were known: the sum of its
-        terms' inverse document frequencies (``bm25s``' Lucene form, ``log(1 + (N - df + 0.5) / (df +
-        0.5))``, which a term's score approaches as its count in a row grows), a term no row holds counted
-        at ``df = 0``. A row's score divided by it says how much of the query the row matches
-        (:mod:`adaptive_retrieval.hybrid`'s ``"match"`` rule); 0 for a query without terms or an empty
-        index."""
+        terms' inverse document frequencies (``log(1 + (N - df + 0.5) / (df + 0.5))``, which a term's score
+        approaches as its count in a row grows), a term no row holds counted at ``df = 0``. A row's score
+        divided by it says how much of the query the row matches (:mod:`adaptive_retrieval.hybrid`'s
+        ``"match"`` rule); 0 for a query without terms or an empty index."""
         s = self._state
-        if s.bm25 is None:
+        if not len(s.gaps):
             return 0.0
-        ids = self.query_terms(query)
+        ids = self.query_terms(query, s)
         unknown = len(self.terms(query)) - len(ids)
-        indptr = s.bm25.scores["indptr"]
-        df = np.concatenate([indptr[ids + 1] - indptr[ids], np.zeros(unknown)]).astype(np.float64)
-        rows = len(s.indptr) - 1
-        return float(np.log1p((rows - df + 0.5) / (df + 0.5)).sum())
+        df = np.concatenate([s.pointer[ids + 1] - s.pointer[ids], np.zeros(unknown)]).astype(np.float64)
+        return float(self._idf(df, s.rows).sum())
 
     def top(self, query: str, m: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``m`` best rows for ``query`` among ``allowed`` (bool by row), those with a positive score.
@@ -239,64 +380,115 @@ class LexicalIndex:
     # ------------------------------------------------------------------------------------ files
 
     def save(self, path: Path, ids: Sequence[Any]) -> None:
-        """Write the committed rows' terms, the vocabulary and each row's document id (``ids``, by row;
-        ``None`` at a dead row) to ``path`` (an ``.npz``)."""
+        """Write the committed rows' postings, the vocabulary and each row's document id (``ids``, by row;
+        ``None`` at a dead row) to ``path`` (an uncompressed ``.npz``: :meth:`load` maps its arrays)."""
         s = self._state
         words = sorted(self.vocabulary, key=self.vocabulary.__getitem__)[: s.vocabulary]
-        config = {"language": self.language, "k1": self.k1, "b": self.b, "ids": list(ids)[: len(self)]}
+        config = {
+            "language": self.language, "k1": self.k1, "b": self.b, "layout": "postings",
+            "ids": list(ids)[: len(self)],
+        }  # fmt: skip
         with open(path, "wb") as fh:
             np.savez(
-                fh, indptr=s.indptr, terms=s.terms,
+                fh, **{name: getattr(s, name) for name in _ARRAYS},
                 vocabulary=np.frombuffer("\n".join(words).encode(), np.uint8),
                 config=np.frombuffer(json.dumps(config).encode(), np.uint8),
             )  # fmt: skip
 
     @classmethod
-    def load(cls, path: Path, ids: Sequence[Any]) -> LexicalIndex:
+    def load(cls, path: Path, ids: Sequence[Any], *, mmap: bool = True) -> LexicalIndex:
         """The index saved at ``path``, its rows realigned to ``ids`` (the id map's, by row; a document the
         file does not hold, e.g. one another writer added to an engine's collection, gets no terms).
+        ``mmap``: the postings are read memory-mapped from the file where its rows need no realigning.
 
         Raises:
             IndexDamaged: a file that is not a saved lexical index."""
         try:
-            with np.load(path, allow_pickle=False) as saved:
-                config = json.loads(saved["config"].tobytes())
-                words = saved["vocabulary"].tobytes().decode()
-                indptr, terms = saved["indptr"].astype(np.int64), saved["terms"]
+            arrays = _members(path, mmap)
+            config = json.loads(arrays["config"].tobytes())
+            words = arrays["vocabulary"].tobytes().decode()
             index = cls(config["language"], k1=config["k1"], b=config["b"])
-        except (OSError, ValueError, KeyError, TypeError, InvalidArgument) as err:
+            vocabulary = words.split("\n") if words else []
+            saved_ids = config["ids"]
+            if config.get("layout") == "postings":
+                state = _Postings(
+                    *(arrays[name] for name in _ARRAYS),
+                    norm=_norm(np.asarray(arrays["lengths"]), index.k1, index.b),
+                )
+                _check(state, len(vocabulary), len(saved_ids))
+            else:  # the earlier layout: each row's term ids
+                indptr, terms = np.asarray(arrays["indptr"], np.int64), np.asarray(arrays["terms"])
+                if (
+                    len(indptr) != len(saved_ids) + 1
+                    or not np.issubdtype(terms.dtype, np.integer)
+                    or (len(terms) and (terms.min() < 0 or terms.max() >= len(vocabulary)))
+                ):
+                    raise ValueError("its arrays disagree")
+                parts = [terms[indptr[r] : indptr[r + 1]] for r in range(len(saved_ids))]
+                state = _encoded(*_counted(parts, 0), np.diff(indptr), len(vocabulary), index.k1, index.b)
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            zipfile.BadZipFile,
+            InvalidArgument,
+        ) as err:
             raise IndexDamaged(f"{path} is not a readable lexical index: {err}") from None
-        vocabulary = words.split("\n") if words else []
         index.vocabulary = {w: i for i, w in enumerate(vocabulary)}
-        by_id = {json.dumps(d): r for r, d in enumerate(config["ids"]) if d is not None}
-        if (
-            len(indptr) != len(config["ids"]) + 1
-            or not np.issubdtype(terms.dtype, np.integer)
-            or (len(terms) and (terms.min() < 0 or terms.max() >= len(vocabulary)))
-        ):
-            raise IndexDamaged(f"{path} is not a readable lexical index: its arrays disagree")
+        by_id = {json.dumps(d): r for r, d in enumerate(saved_ids) if d is not None}
         rows = [by_id.get(json.dumps(d)) if d is not None else None for d in ids]
-        parts = [terms[indptr[r] : indptr[r + 1]] if r is not None else terms[:0] for r in rows]
         missing = sum(r is None and d is not None for r, d in zip(rows, ids))
         if missing:
             logger.warning(
                 "%d documents have no terms in the lexical index (added by another writer)", missing
             )
-        index._state = index._built(*_stacked(parts, len(vocabulary)), len(vocabulary))
+        same = len(ids) == len(saved_ids) and all(
+            r == i or (d is None and saved_ids[i] is None) for i, (r, d) in enumerate(zip(rows, ids))
+        )
+        index._state = state if same else index._realigned(state, rows)
         return index
 
 
-def _stacked(parts: list[np.ndarray], vocabulary: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows' term ids as one CSR pair ``(indptr, terms)``."""
-    lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    dtype = term_dtype(vocabulary)
-    return indptr, (np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype))
+def _check(state: _Postings, vocabulary: int, rows: int) -> None:
+    """Raise ``ValueError`` where a loaded state's arrays disagree (their shapes and bounds; not every
+    gap)."""
+    p, e = state.pointer, state.escape_pointer
+    if not (
+        state.rows == rows and len(p) == len(e) == vocabulary + 1 and len(state.last) == vocabulary
+        and p[0] == 0 and e[0] == 0 and p[-1] == len(state.gaps) == len(state.counts)
+        and e[-1] == len(state.escapes) and (not len(p) > 1 or np.all(np.diff(p) >= 0))
+        and (not len(state.last) or int(state.last.max()) < rows)
+        and state.gaps.dtype == np.uint16 and np.issubdtype(state.counts.dtype, np.unsignedinteger)
+    ):  # fmt: skip
+        raise ValueError("its arrays disagree")
 
 
-def term_dtype(vocabulary: int) -> np.dtype:
-    """How the rows' term ids are held: 2 bytes each while the vocabulary has at most 65,536 terms, else 4."""
-    return np.dtype(np.uint16 if vocabulary <= 1 << 16 else np.int32)
+def _members(path: Path, mmap: bool) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file; those stored uncompressed memory-mapped (read-only) with ``mmap``."""
+    out: dict[str, np.ndarray] = {}
+    with open(path, "rb") as fh, zipfile.ZipFile(fh) as archive:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if mmap and info.compress_type == zipfile.ZIP_STORED:
+                fh.seek(info.header_offset)
+                local = fh.read(30)  # the member's local header: its name and extra field follow
+                if local[:4] != b"PK\x03\x04":
+                    raise ValueError(f"member {name} has no local header")
+                skip = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+                fh.seek(info.header_offset + 30 + skip)
+                version = np.lib.format.read_magic(fh)
+                header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                    version, np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = header(fh)
+                if not (dtype.hasobject or fortran or int(np.prod(shape)) == 0):
+                    out[name] = np.memmap(path, dtype, "r", fh.tell(), shape)
+                    continue
+            with archive.open(info) as member:
+                out[name] = np.lib.format.read_array(member, allow_pickle=False)
+    return out
 
 
 def top_rows(scores: np.ndarray, m: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -270,7 +270,7 @@ def open_index(
                 fusion = Fusion.from_dict(manifest["fusion"])
             except (TypeError, InvalidArgument) as err:
                 raise IndexDamaged(f"the index at {str(path)!r} is damaged: its fusion: {err}") from None
-            lexical = LexicalIndex.load(path / manifest["files"]["lexical"], doc_ids)
+            lexical = LexicalIndex.load(path / manifest["files"]["lexical"], doc_ids, mmap=mmap)
     except BaseException:
         if engine is not None:
             engine.close()
@@ -356,7 +356,7 @@ def load(
             prompts differ from the index's is refused.
         verify: ``True`` checks every file's size and sha256 (files over 64 MB: their first and last
             4 MB), ``"full"`` hashes every byte, ``False`` checks sizes only.
-        mmap: memory-map the fine matrix.
+        mmap: memory-map the fine matrix and the lexical index's postings.
         backend_options: where a Qdrant or Milvus collection lives now, if not where it was saved
             (``location``/``path``/``client``; ``uri``/``token``/``client``; ``drop_uncommitted``).
 

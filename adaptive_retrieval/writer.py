@@ -102,7 +102,7 @@ class MetadataWrite:
 
 @dataclass
 class LexicalWrite:
-    """The lexical index's part of a write: the new rows' terms (its BM25 matrix rebuilt in prepare)."""
+    """The lexical index's part of a write: the new rows' terms (appended to its postings in prepare)."""
 
     index: LexicalIndex
 

@@ -11,7 +11,11 @@ layer once, as every search). Each query is searched one at a time with ``hybrid
 default fusion, alternately, so both see the same machine; the rows give the p50 of the whole search and
 of its lexical stage (:attr:`adaptive_retrieval.SearchTimings.lexical`: BM25 scores, the lexical
 candidates' fine scores, the fusion). The lexical index's build is timed on its own, and an add of
-``--add`` documents to the built index (its BM25 matrix is rebuilt over every row). No labels anywhere.
+``--add`` documents to the built index (appended to its postings). Bytes per document: the lexical index as
+built (in RAM), as an opened index holds it in RAM (the arrays read into memory and the vocabulary's
+Python objects; its postings, memory-mapped from the saved file, are not counted), the earlier layout's
+(``bm25s``' score matrix and each row's term ids, built here over the same terms), and its saved file. No
+labels anywhere.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from benchmarks.bench_common import unit_rows
 COLUMNS = (
     ("docs", "docs", "d"),
     ("lexical build s", "lexical_build_s", ".1f"),
-    ("lexical RAM B/doc", "lexical_ram_bytes_per_doc", ".0f"),
+    ("lexical B/doc, built", "lexical_built_bytes_per_doc", ".0f"),
+    ("lexical RAM B/doc, opened", "lexical_ram_bytes_per_doc", ".0f"),
+    ("bm25s matrix + term ids B/doc", "bm25s_bytes_per_doc", ".0f"),
     ("vectors B/doc", "vector_bytes_per_doc", ".0f"),
     ("saved lexical B/doc", "saved_lexical_bytes_per_doc", ".0f"),
     ("add s", "add_s", ".2f"),
@@ -55,6 +61,21 @@ def synthetic_texts(corpus: dict, n: int, seed: int) -> list[str]:
     drawn = rng.choice(len(vocab), int(lengths.sum()), p=p / p.sum())
     ends = np.cumsum(lengths)
     return [" ".join(vocab[drawn[e - m : e]]) for e, m in zip(ends, lengths)]
+
+
+def bm25s_bytes(lexical: LexicalIndex, texts: list[str]) -> int:
+    """The bytes the earlier layout held in RAM for ``texts``: ``bm25s``' matrix of float32 scores and int32
+    rows over the same terms (built here), its term pointers, and each row's term ids (2 bytes each) with
+    their row pointers, kept to rebuild the matrix after a write (no vocabulary counted)."""
+    import bm25s
+
+    rows = [[lexical.vocabulary[t] for t in lexical.terms(text)] for text in texts]
+    matrix = bm25s.BM25()
+    matrix.index(
+        (rows, {i: i for i in range(len(lexical.vocabulary))}), create_empty_token=False, show_progress=False
+    )
+    held = sum(matrix.scores[n].nbytes for n in ("data", "indices", "indptr"))
+    return held + 2 * sum(len(r) for r in rows) + 8 * (len(rows) + 1)
 
 
 def run(
@@ -83,7 +104,11 @@ def run(
     coarse_bytes, fine_bytes = r.backend.nbytes()
     folder = workdir / f"bench-hybrid-{size}"
     r.save(folder)
-    saved = sum(p.stat().st_size for p in folder.glob("lexical-*"))
+    (saved_file,) = folder.glob("lexical-*")
+    opened = LexicalIndex.load(saved_file, ids).stats  # as an opened index holds it: postings mapped
+    t0 = time.perf_counter()
+    reference = bm25s_bytes(lexical, texts[:size])
+    print(f"bm25s' matrix over the same terms: {time.perf_counter() - t0:.1f} s", flush=True)
     t0 = time.perf_counter()
     r.add_vectors(
         [f"a{i}" for i in range(add)],
@@ -103,9 +128,12 @@ def run(
     row = {
         "docs": size,
         "lexical_build_s": build_s,
-        "lexical_ram_bytes_per_doc": lexical.stats["bytes"] / size,
+        "lexical_built_bytes_per_doc": (lexical.stats["bytes"] + lexical.stats["vocabulary_bytes"]) / size,
+        "lexical_ram_bytes_per_doc": (opened["bytes"] - opened["mapped"] + opened["vocabulary_bytes"]) / size,
+        "lexical_mapped_bytes_per_doc": opened["mapped"] / size,
+        "bm25s_bytes_per_doc": reference / size,
         "vector_bytes_per_doc": (coarse_bytes + fine_bytes) / size,
-        "saved_lexical_bytes_per_doc": saved / size,
+        "saved_lexical_bytes_per_doc": saved_file.stat().st_size / size,
         "add_documents": add,
         "add_s": add_s,
         "dense_p50_ms": percentiles_ms(dense)[0],

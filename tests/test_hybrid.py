@@ -57,17 +57,8 @@ def test_bad_bm25_parameters_are_refused():
 def test_scores_equal_bm25s_own_pipeline():
     texts = random_texts(200, seed=3)
     index = lexical(texts)
-    stemmer = Stemmer.Stemmer("english")
-    reference = bm25s.BM25()
-    reference.index(
-        bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
-    )
-    for query in random_texts(10, seed=4, max_words=6):
-        tokens = bm25s.tokenize(
-            [query], stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False
-        )[0]
-        want = reference.get_scores([t for t in tokens if t in reference.vocab_dict] or [""])
-        np.testing.assert_allclose(index.scores(query), want, rtol=1e-5, atol=1e-6)
+    for query in [*random_texts(10, seed=4, max_words=6), "cell cell cancer"]:
+        np.testing.assert_allclose(index.scores(query), reference_scores(texts, query), rtol=1e-5, atol=1e-6)
 
 
 def test_top_rows_masks_and_orders():
@@ -124,22 +115,91 @@ def test_save_and_load_realign_rows_by_document_id(tmp_path):
     assert loaded.top("chromodynamics", 3)[1].tolist() == [1]
 
 
-def test_term_ids_take_two_bytes_until_the_vocabulary_outgrows_them(tmp_path):
-    small = lexical()
-    assert small._state.terms.dtype == np.uint16
-    words = [f"zq{i}x" for i in range(70_000)]  # distinct stems: a vocabulary past 65,536
-    grown = lexical([" ".join(words[:40_000]), "garden cat"])
-    assert grown._state.terms.dtype == np.uint16
-    grown.stage([" ".join(words[40_000:]), "cat"])
-    grown.commit()
-    fresh = lexical([" ".join(words[:40_000]), "garden cat", " ".join(words[40_000:]), "cat"])
-    assert grown._state.terms.dtype == np.int32 and len(grown.vocabulary) > 1 << 16
-    np.testing.assert_allclose(
-        grown.scores("cat zq69999x garden"), fresh.scores("cat zq69999x garden"), rtol=1e-6
+def reference_scores(texts, query):
+    """``bm25s``' own scores of ``texts`` for ``query`` (its tokenizer with the same stemmer and stop words)."""
+    stemmer = Stemmer.Stemmer("english")
+    reference = bm25s.BM25()
+    reference.index(
+        bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
     )
-    grown.save(tmp_path / "lex.npz", ["a", "b", "c", "d"])
-    again = LexicalIndex.load(tmp_path / "lex.npz", ["a", "b", "c", "d"])
-    np.testing.assert_allclose(again.scores("cat zq69999x"), fresh.scores("cat zq69999x"), rtol=1e-6)
+    tokens = bm25s.tokenize([query], stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False)[
+        0
+    ]
+    return reference.get_scores([t for t in tokens if t in reference.vocab_dict] or [""])
+
+
+def test_appending_rows_gives_the_postings_a_fresh_build_gives(tmp_path):
+    texts = random_texts(300, seed=5)
+    grown = lexical(texts[:100])
+    for part in (texts[100:101], [], texts[101:250], ["zzyzx " * 3 + "cell"], texts[250:]):
+        grown.stage(part)
+        grown.commit()
+    fresh = lexical([*texts[:250], "zzyzx " * 3 + "cell", *texts[250:]])
+    for name in ("lengths", "pointer", "gaps", "counts", "escapes", "escape_pointer", "last"):
+        np.testing.assert_array_equal(getattr(grown._state, name), getattr(fresh._state, name), err_msg=name)
+    for query in [*random_texts(10, seed=6, max_words=6), "zzyzx cell"]:
+        np.testing.assert_array_equal(grown.scores(query), fresh.scores(query))
+
+
+def test_postings_hold_two_byte_gaps_and_one_byte_counts_escaping_what_does_not_fit(tmp_path):
+    small = lexical()
+    assert small._state.gaps.dtype == np.uint16 and small._state.counts.dtype == np.uint8
+    # 70,000 rows: "rare" in rows 0 and 69,999 (a gap past 65,534); "late" first in row 69,999
+    texts = ["rare cat", *["cat dog"] * 69_998, "rare late " + "cat " * 300]
+    fresh = lexical(texts)
+    grown = lexical(texts[:40_000])
+    grown.stage(texts[40_000:])
+    grown.commit()
+    s = grown._state
+    assert len(s.escapes) == 2 and s.counts.dtype == np.uint16  # two long gaps; a count of 301
+    for query in ("rare", "late cat", "dog rare", "cat"):
+        want = reference_scores(texts, query)
+        np.testing.assert_allclose(grown.scores(query), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(grown.scores(query), fresh.scores(query))
+    assert sorted(grown.top("rare", 5)[1].tolist()) == [0, 69_999]
+    grown.save(tmp_path / "lex.npz", list(range(70_000)))
+    again = LexicalIndex.load(tmp_path / "lex.npz", list(range(70_000)))
+    np.testing.assert_array_equal(again.scores("rare late"), fresh.scores("rare late"))
+
+
+def test_a_loaded_index_reads_its_postings_memory_mapped(tmp_path):
+    index = lexical(random_texts(200, seed=7))
+    assert index.stats["mapped"] == 0 and index.stats["bytes"] > 0
+    index.save(tmp_path / "lex.npz", list(range(200)))
+    loaded = LexicalIndex.load(tmp_path / "lex.npz", list(range(200)))
+    assert isinstance(loaded._state.gaps, np.memmap)
+    assert loaded.stats["mapped"] >= loaded._state.gaps.nbytes + loaded._state.counts.nbytes
+    assert loaded.stats["bytes"] == index.stats["bytes"]
+    read = LexicalIndex.load(tmp_path / "lex.npz", list(range(200)), mmap=False)
+    assert read.stats["mapped"] == 0
+    for query in random_texts(5, seed=8, max_words=5):
+        np.testing.assert_array_equal(loaded.scores(query), index.scores(query))
+        np.testing.assert_array_equal(read.scores(query), index.scores(query))
+    loaded.stage(["cell cycle"])  # a write over mapped postings builds new arrays in memory
+    loaded.commit()
+    assert not isinstance(loaded._state.gaps, np.memmap) and loaded.top("cycle", 1)[1].tolist() == [200]
+
+
+def test_an_index_saved_in_the_earlier_layout_is_converted(tmp_path):
+    texts = [*DOCS, "garden garden cat"]
+    index = lexical(texts)
+    words = sorted(index.vocabulary, key=index.vocabulary.__getitem__)
+    parts = [np.array([index.vocabulary[t] for t in index.terms(x)], np.uint16) for x in texts]
+    indptr = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
+    config = {"language": "english", "k1": 1.5, "b": 0.75, "ids": list(range(len(texts)))}
+    np.savez(
+        tmp_path / "old.npz", indptr=indptr, terms=np.concatenate(parts),
+        vocabulary=np.frombuffer("\n".join(words).encode(), np.uint8),
+        config=np.frombuffer(json.dumps(config).encode(), np.uint8),
+    )  # fmt: skip
+    old = LexicalIndex.load(tmp_path / "old.npz", list(range(len(texts))))
+    for query in ("garden cat", "strong quantum", "prune"):
+        np.testing.assert_array_equal(old.scores(query), index.scores(query))
+    config["ids"] = ["x"]
+    np.savez(tmp_path / "bad.npz", indptr=indptr, terms=np.concatenate(parts), vocabulary=np.zeros(1, np.uint8),
+             config=np.frombuffer(json.dumps(config).encode(), np.uint8))  # fmt: skip
+    with pytest.raises(IndexDamaged, match="lexical"):
+        LexicalIndex.load(tmp_path / "bad.npz", ["x"])
 
 
 def test_a_damaged_file_is_refused(tmp_path):
