@@ -46,6 +46,7 @@ COLUMNS = (
     ("dense p50 ms", "dense_p50_ms", ".1f"),
     ("hybrid p50 ms", "hybrid_p50_ms", ".1f"),
     ("lexical stage p50 ms", "lexical_p50_ms", ".2f"),
+    ("BM25 scores p50 ms: ours / bm25s'", "scores_p50_ms", "s"),
     ("hybrid - dense p50 ms", "added_p50_ms", ".2f"),
 )
 
@@ -63,10 +64,14 @@ def synthetic_texts(corpus: dict, n: int, seed: int) -> list[str]:
     return [" ".join(vocab[drawn[e - m : e]]) for e, m in zip(ends, lengths)]
 
 
-def bm25s_bytes(lexical: LexicalIndex, texts: list[str]) -> int:
-    """The bytes the earlier layout held in RAM for ``texts``: ``bm25s``' matrix of float32 scores and int32
-    rows over the same terms (built here), its term pointers, and each row's term ids (2 bytes each) with
-    their row pointers, kept to rebuild the matrix after a write (no vocabulary counted)."""
+def earlier_layout(
+    lexical: LexicalIndex, texts: list[str], queries: list[str]
+) -> tuple[int, list[float], list[float]]:
+    """The earlier layout beside this one, over the same terms: the bytes it held in RAM (``bm25s``' matrix
+    of float32 scores and int32 rows, its term pointers, and each row's term ids, 2 bytes each, with their
+    row pointers, kept to rebuild the matrix after a write; no vocabulary counted), and the seconds per
+    query of its scoring (``bm25s``' ``get_scores_from_ids``) and of this index's (:meth:`LexicalIndex.scores`,
+    from the query's text), alternated query by query."""
     import bm25s
 
     rows = [[lexical.vocabulary[t] for t in lexical.terms(text)] for text in texts]
@@ -75,7 +80,17 @@ def bm25s_bytes(lexical: LexicalIndex, texts: list[str]) -> int:
         (rows, {i: i for i in range(len(lexical.vocabulary))}), create_empty_token=False, show_progress=False
     )
     held = sum(matrix.scores[n].nbytes for n in ("data", "indices", "indptr"))
-    return held + 2 * sum(len(r) for r in rows) + 8 * (len(rows) + 1)
+    theirs, ours = [], []
+    for query in queries:
+        t0 = time.perf_counter()
+        ids = lexical.query_terms(query)
+        if len(ids):
+            matrix.get_scores_from_ids(ids.tolist())
+        t1 = time.perf_counter()
+        lexical.scores(query)
+        theirs.append(t1 - t0)
+        ours.append(time.perf_counter() - t1)
+    return held + 2 * sum(len(r) for r in rows) + 8 * (len(rows) + 1), theirs, ours
 
 
 def run(
@@ -106,9 +121,7 @@ def run(
     r.save(folder)
     (saved_file,) = folder.glob("lexical-*")
     opened = LexicalIndex.load(saved_file, ids).stats  # as an opened index holds it: postings mapped
-    t0 = time.perf_counter()
-    reference = bm25s_bytes(lexical, texts[:size])
-    print(f"bm25s' matrix over the same terms: {time.perf_counter() - t0:.1f} s", flush=True)
+    reference, theirs_s, ours_s = earlier_layout(lexical, texts[:size], queries)
     t0 = time.perf_counter()
     r.add_vectors(
         [f"a{i}" for i in range(add)],
@@ -132,6 +145,8 @@ def run(
         "lexical_ram_bytes_per_doc": (opened["bytes"] - opened["mapped"] + opened["vocabulary_bytes"]) / size,
         "lexical_mapped_bytes_per_doc": opened["mapped"] / size,
         "bm25s_bytes_per_doc": reference / size,
+        "bm25s_scores_p50_ms": percentiles_ms(theirs_s)[0],
+        "lexical_scores_p50_ms": percentiles_ms(ours_s)[0],
         "vector_bytes_per_doc": (coarse_bytes + fine_bytes) / size,
         "saved_lexical_bytes_per_doc": saved_file.stat().st_size / size,
         "add_documents": add,
@@ -141,6 +156,7 @@ def run(
         "lexical_p50_ms": percentiles_ms(lexical_s)[0],
         "lexical_p95_ms": percentiles_ms(lexical_s)[1],
         "added_p50_ms": float(np.median(np.array(hybrid) - np.array(dense)) * 1000),
+        "scores_p50_ms": f"{percentiles_ms(ours_s)[0]:.2f} / {percentiles_ms(theirs_s)[0]:.2f}",
     }
     print(row, flush=True)
     r.close()
