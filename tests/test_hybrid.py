@@ -13,7 +13,7 @@ import Stemmer
 from adaptive_retrieval import Retriever
 from adaptive_retrieval.errors import CorpusError, IndexDamaged, InvalidArgument, InvalidArgumentType
 from adaptive_retrieval.hybrid import Fusion, fuse, fused_search
-from adaptive_retrieval.lexical import LexicalIndex, languages, top_rows
+from adaptive_retrieval.lexical import LexicalIndex, languages, top_rows, unvarints, varints
 from tests.helpers import random_texts
 
 DOCS = [
@@ -135,23 +135,31 @@ def test_appending_rows_gives_the_postings_a_fresh_build_gives(tmp_path):
         grown.stage(part)
         grown.commit()
     fresh = lexical([*texts[:250], "zzyzx " * 3 + "cell", *texts[250:]])
-    for name in ("lengths", "pointer", "gaps", "counts", "escapes", "escape_pointer", "last"):
+    for name in ("lengths", "pointer", "offset", "codes", "extra", "extra_pointer", "last"):
         np.testing.assert_array_equal(getattr(grown._state, name), getattr(fresh._state, name), err_msg=name)
     for query in [*random_texts(10, seed=6, max_words=6), "zzyzx cell"]:
         np.testing.assert_array_equal(grown.scores(query), fresh.scores(query))
 
 
-def test_postings_hold_two_byte_gaps_and_one_byte_counts_escaping_what_does_not_fit(tmp_path):
-    small = lexical()
-    assert small._state.gaps.dtype == np.uint16 and small._state.counts.dtype == np.uint8
-    # 70,000 rows: "rare" in rows 0 and 69,999 (a gap past 65,534); "late" first in row 69,999
+def test_varints_round_trip():
+    values = np.array([0, 1, 127, 128, 16_383, 16_384, 2**21, 2**35 + 7, 2**62], np.int64)
+    codes, sizes = varints(values)
+    assert sizes.tolist() == [1, 1, 1, 2, 2, 3, 4, 6, 9] and len(codes) == sizes.sum()
+    np.testing.assert_array_equal(unvarints(codes), values)
+    assert unvarints(varints(np.empty(0, np.int64))[0]).size == 0
+
+
+def test_postings_take_a_byte_or_so_and_long_gaps_and_high_counts_still_score_right(tmp_path):
+    small = lexical(random_texts(300, seed=9))
+    assert small._state.codes.dtype == np.uint8 and len(small._state.codes) < 1.3 * small.stats["postings"]
+    # 70,000 rows: "rare" in rows 0 and 69,999 (a gap of three bytes); "late" first in row 69,999, where
+    # "cat" counts 300 (an extra count past one byte)
     texts = ["rare cat", *["cat dog"] * 69_998, "rare late " + "cat " * 300]
     fresh = lexical(texts)
     grown = lexical(texts[:40_000])
     grown.stage(texts[40_000:])
     grown.commit()
-    s = grown._state
-    assert len(s.escapes) == 2 and s.counts.dtype == np.uint16  # two long gaps; a count of 301
+    assert grown._state.extra.dtype == np.uint16 and grown._state.extra.tolist() == [300]
     for query in ("rare", "late cat", "dog rare", "cat"):
         want = reference_scores(texts, query)
         np.testing.assert_allclose(grown.scores(query), want, rtol=1e-5, atol=1e-6)
@@ -167,8 +175,8 @@ def test_a_loaded_index_reads_its_postings_memory_mapped(tmp_path):
     assert index.stats["mapped"] == 0 and index.stats["bytes"] > 0
     index.save(tmp_path / "lex.npz", list(range(200)))
     loaded = LexicalIndex.load(tmp_path / "lex.npz", list(range(200)))
-    assert isinstance(loaded._state.gaps, np.memmap)
-    assert loaded.stats["mapped"] >= loaded._state.gaps.nbytes + loaded._state.counts.nbytes
+    assert isinstance(loaded._state.codes, np.memmap)
+    assert loaded.stats["mapped"] >= loaded._state.codes.nbytes + loaded._state.pointer.nbytes
     assert loaded.stats["bytes"] == index.stats["bytes"]
     read = LexicalIndex.load(tmp_path / "lex.npz", list(range(200)), mmap=False)
     assert read.stats["mapped"] == 0
@@ -177,7 +185,7 @@ def test_a_loaded_index_reads_its_postings_memory_mapped(tmp_path):
         np.testing.assert_array_equal(read.scores(query), index.scores(query))
     loaded.stage(["cell cycle"])  # a write over mapped postings builds new arrays in memory
     loaded.commit()
-    assert not isinstance(loaded._state.gaps, np.memmap) and loaded.top("cycle", 1)[1].tolist() == [200]
+    assert not isinstance(loaded._state.codes, np.memmap) and loaded.top("cycle", 1)[1].tolist() == [200]
 
 
 def test_an_index_saved_in_the_earlier_layout_is_converted(tmp_path):
