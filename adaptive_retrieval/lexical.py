@@ -85,15 +85,23 @@ def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def unvarints(codes: np.ndarray) -> np.ndarray:
-    """The integers of :func:`varints`' bytes."""
+    """The integers of :func:`varints`' bytes (a byte's own 7 bits for the one-byte values, most of them;
+    the few longer values folded onto their first byte, one byte deeper a pass)."""
     codes = np.asarray(codes, np.uint8)
-    if not len(codes):
-        return np.empty(0, np.int64)
     ends = codes < 0x80
-    starts = np.flatnonzero(np.concatenate([[True], ends[:-1]]))
-    value = np.cumsum(ends) - ends  # each byte's value number
-    shift = 7 * (np.arange(len(codes)) - starts[value])
-    return np.add.reduceat((codes & 0x7F).astype(np.int64) << shift, starts)
+    if ends.all():
+        return codes.astype(np.int64)
+    low = (codes & 0x7F).astype(np.int64)
+    first = np.empty(len(codes), bool)
+    first[0] = True
+    first[1:] = ends[:-1]
+    longer = np.flatnonzero(first & ~ends)  # the first bytes of values of more than one byte
+    depth = 1
+    while len(longer):
+        low[longer] |= low[longer + depth] << (7 * depth)
+        longer = longer[~ends[longer + depth]]
+        depth += 1
+    return low[first]
 
 
 @dataclass(frozen=True)
