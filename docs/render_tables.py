@@ -80,24 +80,28 @@ def hybrid_dev() -> str:
 
 
 def hybrid_scale() -> str:
-    """The lexical index's cost at 10k and 100k documents (docs/results/bench-hybrid)."""
+    """The lexical index's cost at 10k and 100k documents, beside the earlier layout's (docs/results/bench-hybrid)."""
     rows = [
         [
             str(r["docs"]),
             f"{r['lexical_build_s']:.1f}",
+            f"{r['lexical_built_bytes_per_doc']:.0f}",
             f"{r['lexical_ram_bytes_per_doc']:.0f}",
-            f"{r['vector_bytes_per_doc']:.0f}",
             f"{r['saved_lexical_bytes_per_doc']:.0f}",
+            f"{r['bm25s_bytes_per_doc']:.0f}",
+            f"{r['vector_bytes_per_doc']:.0f}",
             f"{r['add_s']:.2f}",
             f"{r['dense_p50_ms']:.1f}",
             f"{r['hybrid_p50_ms']:.1f}",
             f"{r['lexical_p50_ms']:.2f}",
+            f"{r['lexical_scores_p50_ms']:.2f} / {r['bm25s_scores_p50_ms']:.2f}",
             f"{r['added_p50_ms']:.2f}",  # the p50 of each query's own difference (alternated, paired)
         ]
         for r in _load("bench-hybrid")["rows"]
     ]
-    header = ["docs", "lexical build s", "lexical RAM B/doc", "vectors B/doc", "saved lexical B/doc", "add s"]
-    header += ["dense p50 ms", "hybrid p50 ms", "lexical stage p50 ms", "hybrid - dense p50 ms"]
+    header = ["docs", "lexical build s", "lexical B/doc built", "RAM B/doc opened", "saved B/doc"]
+    header += ["earlier layout's RAM B/doc", "vectors B/doc", "add s", "dense p50 ms", "hybrid p50 ms"]
+    header += ["lexical stage p50 ms", "BM25 scores p50 ms: ours / bm25s'", "hybrid - dense p50 ms"]
     return _table(header, rows)
 
 
@@ -325,25 +329,28 @@ def bench_int8() -> str:
     return _table(header, rows)
 
 
-def bench_encode_xeon() -> str:
-    """Encoding speed, float32 and bfloat16, beside sentence-transformers in each (docs/results/bench-encode-xeon)."""
+def bench_encode(folder: str) -> str:
+    """Encoding speed, float32 (oneDNN's and MKL's linear layers) and bfloat16, beside sentence-transformers
+    in each, on one machine (docs/results/<folder>)."""
     rows = []
     for name, label in (("mpnet-base", "mpnet-base"), ("minilm-l6", "all-MiniLM-L6-v2")):
-        saved = json.loads((RESULTS / "bench-encode-xeon" / f"{name}.json").read_text())
+        saved = json.loads((RESULTS / folder / f"{name}.json").read_text())
         rate, rounds = saved["docs_per_s"], saved["ratio_per_round"]
-        half_rounds = saved["ratio_bfloat16_per_round"]
+        half_rounds, other_rounds = saved["ratio_bfloat16_per_round"], saved["ratio_other_per_round"]
         rows.append([
             f"{label} ({saved['args']['n']} texts)", f"{rate['adaptive_retrieval']:.1f}",
             f"{rate['sentence_transformers']:.1f}", f"**{saved['ratio']:.2f}** ({min(rounds):.2f}-{max(rounds):.2f})",
+            f"{saved['ratio_other']:.2f} ({min(other_rounds):.2f}-{max(other_rounds):.2f})",
             f"{rate['adaptive_retrieval_bfloat16']:.1f}", f"{rate['sentence_transformers_bfloat16']:.1f}",
             f"**{saved['ratio_bfloat16']:.2f}** ({min(half_rounds):.2f}-{max(half_rounds):.2f})",
             f"{saved['ratio_bfloat16_to_theirs_bfloat16']:.2f}", f"{saved['bfloat16_min_cosine']:.6f}",
             f"{saved['max_abs_diff']:.1e}",
         ])  # fmt: skip
     header = [
-        "model", "ours float32 docs/s", "sentence-transformers float32", "ratio (rounds)", "ours bfloat16",
-        "sentence-transformers bfloat16", "ours bfloat16 / theirs float32 (rounds)", "/ theirs bfloat16",
-        "least cosine, ours bfloat16 to float32", "max difference, ours float32 to theirs",
+        "model", "ours float32 docs/s", "sentence-transformers float32", "ratio (rounds)",
+        "ours on MKL's linear / theirs", "ours bfloat16", "sentence-transformers bfloat16",
+        "ours bfloat16 / theirs float32 (rounds)", "/ theirs bfloat16", "least cosine, ours bfloat16 to float32",
+        "max difference, ours float32 to theirs",
     ]  # fmt: skip
     return _table(header, rows)
 
@@ -418,7 +425,8 @@ def funnel_rules_order() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "funnel-rules": funnel_rules,
     "funnel-rules-order": funnel_rules_order,
-    "bench-encode-xeon": bench_encode_xeon,
+    "bench-encode-xeon": lambda: bench_encode("bench-encode-xeon"),
+    "bench-encode-epyc": lambda: bench_encode("bench-encode-epyc"),
     "precision": precision,
     "bench-int8": bench_int8,
     "build-memory": build_memory,
