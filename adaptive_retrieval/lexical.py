@@ -31,6 +31,7 @@ import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from mmap import mmap as _FileMapping
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +280,7 @@ class LexicalIndex:
         return {
             "language": self.language, "rows": len(self), "terms": s.vocabulary, "postings": int(s.pointer[-1]),
             "bytes": int(sum(a.nbytes for a in arrays)),
-            "mapped": int(sum(a.nbytes for a in arrays if isinstance(a, np.memmap))),
+            "mapped": int(sum(a.nbytes for a in arrays if _mapped(a))),
             "vocabulary_bytes": sys.getsizeof(words) + sum(sys.getsizeof(w) + sys.getsizeof(i) for w, i in words.items()),
         }  # fmt: skip
 
@@ -505,6 +506,15 @@ def _check(state: _Postings, vocabulary: int, rows: int) -> None:
         and state.codes.dtype == np.uint8 and np.issubdtype(state.extra.dtype, np.unsignedinteger)
     ):  # fmt: skip
         raise ValueError("its arrays disagree")
+
+
+def _mapped(array: Any) -> bool:
+    """Whether ``array``'s memory is a file's mapping (its base, or a base of its base, is one)."""
+    while array is not None:
+        if isinstance(array, _FileMapping):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 def _members(path: Path, mmap: bool) -> dict[str, np.ndarray]:
