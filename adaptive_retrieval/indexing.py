@@ -268,8 +268,9 @@ def build(
             dimensions follow the choice; ``retriever.first_stage`` records it). ``None``: the coarse view as
             given, in the engine's index (SQ8 by default: ``coarse``'s dimensions in bytes).
         precision: what the encoder runs in for the documents: ``"float32"`` (the default),
-            ``"bfloat16"`` (:meth:`adaptive_retrieval.Encoder.bfloat16`: on a processor with AMX or AVX-512
-            BF16, documents encode 3.1-4.4x faster, keeping 0.988-0.996 of float32's top 10 on five sets), or
+            ``"bfloat16"`` (:meth:`adaptive_retrieval.Encoder.bfloat16`: documents encode 3.1-4.4x faster on a
+            processor with AMX, 1.6-1.8x with AVX-512 BF16 alone, keeping 0.988-0.996 of float32's top 10 on
+            five sets), or
             ``"auto"`` (bfloat16 where the processor has it natively, else float32:
             :func:`adaptive_retrieval.precision.resolve`). Saved with the index
             (``retriever.encoder.precision``); queries follow it, or run in bfloat16 where the processor

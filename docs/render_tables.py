@@ -257,9 +257,9 @@ def bench_engines() -> str:
     return _table(header, rows)
 
 
-def latency() -> str:
-    """One query at a time: the fixed, calibrated and int8 funnels beside exact search (docs/results/latency)."""
-    saved = _load("latency")
+def latency(folder: str = "latency") -> str:
+    """One query at a time: the fixed, calibrated and int8 funnels beside exact search (docs/results/<folder>)."""
+    saved = _load(folder)
     cal = saved["calibration"]
     names = {
         "fixed @ 100": "funnel, fixed shortlist of 100",
@@ -432,6 +432,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "build-memory": build_memory,
     "fine-dtype": fine_dtype,
     "latency": latency,
+    "latency-epyc": lambda: latency("latency-epyc"),
     "bench-engines": bench_engines,
     "first-stage": first_stage,
     "first-stage-budgets": first_stage_budgets,
