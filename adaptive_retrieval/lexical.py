@@ -133,15 +133,17 @@ class _Postings:
         return len(self.last)
 
     def postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
-        """The rows holding ``term``, in order, and its count in each."""
+        """The rows holding ``term``, in order, and its count in each (float32)."""
         values = unvarints(self.codes[self.offset[term] : self.offset[term + 1]])
-        return np.cumsum(values >> 1), self._counts(values, term, term + 1)
+        return np.cumsum(values >> 1), self._counts(values, term, term + 1, np.float32)
 
-    def _counts(self, values: np.ndarray, first: int, stop: int) -> np.ndarray:
-        counts = (values & 1) + 1
-        more = counts > 1
-        if more.any():
-            counts[more] = self.extra[self.extra_pointer[first] : self.extra_pointer[stop]]
+    def _counts(self, values: np.ndarray, first: int, stop: int, dtype: Any = np.int64) -> np.ndarray:
+        flags = values & 1
+        counts = flags.astype(dtype)
+        counts += 1
+        start, end = self.extra_pointer[first], self.extra_pointer[stop]
+        if end > start:
+            counts[np.flatnonzero(flags)] = self.extra[start:end]
         return counts
 
     def decoded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -390,12 +392,18 @@ class LexicalIndex:
         s = self._state
         out = np.zeros(s.rows, np.float32)
         for term in self.query_terms(query, s):
-            rows, counts = s.postings(term)
-            if not len(rows):
+            if s.pointer[term + 1] == s.pointer[term]:
                 continue
+            values = unvarints(s.codes[s.offset[term] : s.offset[term + 1]])
+            rows = np.cumsum(values >> 1)
             idf = np.float32(self._idf(np.float64(len(rows)), s.rows))
-            counts = counts.astype(np.float32)
-            out[rows] += idf * counts / (counts + s.norm[rows])
+            norm = s.norm[rows]
+            weights = np.divide(idf, norm + 1, dtype=np.float32)  # a count of 1, most postings'
+            more = np.flatnonzero(values & 1)
+            if len(more):  # the rest: their counts aside, in order
+                counts = s.extra[s.extra_pointer[term] : s.extra_pointer[term + 1]].astype(np.float32)
+                weights[more] = idf * counts / (counts + norm[more])
+            out[rows] += weights
         return out
 
     def bound(self, query: str) -> float:
