@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from mmap import ACCESS_READ
 from mmap import mmap as _FileMapping
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,8 @@ def unvarints(codes: np.ndarray) -> np.ndarray:
     ends = codes < 0x80
     if ends.all():
         return codes.astype(np.int64)
+    if not ends[-1]:
+        raise ValueError("the codes end inside a value")
     low = (codes & 0x7F).astype(np.int64)
     first = np.empty(len(codes), bool)
     first[0] = True
@@ -132,15 +136,27 @@ class _Postings:
     def vocabulary(self) -> int:
         return len(self.last)
 
-    def postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
-        """The rows holding ``term``, in order, and its count in each (float32)."""
-        values = unvarints(self.codes[self.offset[term] : self.offset[term + 1]])
-        return np.cumsum(values >> 1), self._counts(values, term, term + 1, np.float32)
+    def checked(self, term: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``term``'s postings: ``(rows, flagged, counts)`` (the rows in order, the positions of those
+        counted more than once, and their counts).
 
-    def _counts(self, values: np.ndarray, first: int, stop: int, dtype: Any = np.int64) -> np.ndarray:
+        Raises:
+            IndexDamaged: codes that disagree with the term's pointers (a damaged file)."""
+        values = unvarints(self.codes[self.offset[term] : self.offset[term + 1]])
+        rows = np.cumsum(values >> 1)
+        flagged = np.flatnonzero(values & 1)
+        counts = self.extra[self.extra_pointer[term] : self.extra_pointer[term + 1]]
+        if (
+            len(values) != self.pointer[term + 1] - self.pointer[term]
+            or len(flagged) != len(counts)
+            or (len(rows) and (rows[-1] != self.last[term] or rows[-1] >= self.rows))
+        ):
+            raise IndexDamaged(f"the lexical index's postings of term {term} disagree with its pointers")
+        return rows, flagged, counts
+
+    def _counts(self, values: np.ndarray, first: int, stop: int) -> np.ndarray:
         flags = values & 1
-        counts = flags.astype(dtype)
-        counts += 1
+        counts = flags + 1
         start, end = self.extra_pointer[first], self.extra_pointer[stop]
         if end > start:
             counts[np.flatnonzero(flags)] = self.extra[start:end]
@@ -154,6 +170,14 @@ class _Postings:
         before = np.concatenate([[0], totals])[self.pointer[:-1]]  # the running sum where each term begins
         rows = totals - np.repeat(before, per_term)
         terms = np.repeat(np.arange(self.vocabulary, dtype=np.int64), per_term)
+        held = per_term > 0
+        if (
+            len(values) != self.pointer[-1]
+            or np.count_nonzero(values & 1) != len(self.extra)
+            or (len(rows) and rows.max() >= self.rows)
+            or np.any(rows[self.pointer[1:][held] - 1] != self.last[held])
+        ):
+            raise IndexDamaged("the lexical index's postings disagree with its pointers")
         return terms, rows, self._counts(values, 0, self.vocabulary)
 
 
@@ -240,6 +264,7 @@ class LexicalIndex:
         self._staged_vocabulary: dict[str, int] | None = None
         self._next: _Postings | None = None
         self._last: _Postings | None = None  # the state before the last commit (for a roll-back after it)
+        self._source: Path | None = None  # the file whose postings the state reads mapped
 
     def _empty(self) -> _Postings:
         none = np.empty(0, np.int64)
@@ -394,14 +419,12 @@ class LexicalIndex:
         for term in self.query_terms(query, s):
             if s.pointer[term + 1] == s.pointer[term]:
                 continue
-            values = unvarints(s.codes[s.offset[term] : s.offset[term + 1]])
-            rows = np.cumsum(values >> 1)
+            rows, more, counts = s.checked(term)
             idf = np.float32(self._idf(np.float64(len(rows)), s.rows))
             norm = s.norm[rows]
             weights = np.divide(idf, norm + 1, dtype=np.float32)  # a count of 1, most postings'
-            more = np.flatnonzero(values & 1)
             if len(more):  # the rest: their counts aside, in order
-                counts = s.extra[s.extra_pointer[term] : s.extra_pointer[term + 1]].astype(np.float32)
+                counts = counts.astype(np.float32)
                 weights[more] = idf * counts / (counts + norm[more])
             out[rows] += weights
         return out
@@ -439,9 +462,13 @@ class LexicalIndex:
             "language": self.language, "k1": self.k1, "b": self.b, "layout": "varint-postings",
             "ids": list(ids)[: len(self)],
         }  # fmt: skip
+        arrays = {name: getattr(s, name) for name in _ARRAYS}
+        source = getattr(self, "_source", None)
+        if source is not None and Path(path).exists() and os.path.samefile(path, source):
+            arrays = {name: np.array(a) for name, a in arrays.items()}  # read before the file is rewritten
         with open(path, "wb") as fh:
             np.savez(
-                fh, **{name: getattr(s, name) for name in _ARRAYS},
+                fh, **arrays,
                 vocabulary=np.frombuffer("\n".join(words).encode(), np.uint8),
                 config=np.frombuffer(json.dumps(config).encode(), np.uint8),
             )  # fmt: skip
@@ -471,12 +498,29 @@ class LexicalIndex:
                 indptr, terms = np.asarray(arrays["indptr"], np.int64), np.asarray(arrays["terms"])
                 if (
                     len(indptr) != len(saved_ids) + 1
+                    or np.any(np.diff(indptr) < 0)
                     or not np.issubdtype(terms.dtype, np.integer)
                     or (len(terms) and (terms.min() < 0 or terms.max() >= len(vocabulary)))
                 ):
                     raise ValueError("its arrays disagree")
                 parts = [terms[indptr[r] : indptr[r + 1]] for r in range(len(saved_ids))]
                 state = _encoded(*_counted(parts, 0), np.diff(indptr), len(vocabulary), index.k1, index.b)
+            index.vocabulary = {w: i for i, w in enumerate(vocabulary)}
+            by_id = {json.dumps(d): r for r, d in enumerate(saved_ids) if d is not None}
+            # a dead row (no id) keeps its saved row where the file's is dead too: its postings count in
+            # BM25's statistics as they did before the save, whether or not the rows are realigned
+            rows = [
+                by_id.get(json.dumps(d)) if d is not None
+                else i if i < len(saved_ids) and saved_ids[i] is None else None
+                for i, d in enumerate(ids)
+            ]  # fmt: skip
+            missing = sum(r is None and d is not None for r, d in zip(rows, ids))
+            if missing:
+                logger.warning(
+                    "%d documents have no terms in the lexical index (added by another writer)", missing
+                )
+            same = len(ids) == len(saved_ids) and all(r == i for i, r in enumerate(rows))
+            index._state = state if same else index._realigned(state, rows)
         except (
             OSError,
             ValueError,
@@ -487,47 +531,46 @@ class LexicalIndex:
             InvalidArgument,
         ) as err:
             raise IndexDamaged(f"{path} is not a readable lexical index: {err}") from None
-        index.vocabulary = {w: i for i, w in enumerate(vocabulary)}
-        by_id = {json.dumps(d): r for r, d in enumerate(saved_ids) if d is not None}
-        rows = [by_id.get(json.dumps(d)) if d is not None else None for d in ids]
-        missing = sum(r is None and d is not None for r, d in zip(rows, ids))
-        if missing:
-            logger.warning(
-                "%d documents have no terms in the lexical index (added by another writer)", missing
-            )
-        same = len(ids) == len(saved_ids) and all(
-            r == i or (d is None and saved_ids[i] is None) for i, (r, d) in enumerate(zip(rows, ids))
-        )
-        index._state = state if same else index._realigned(state, rows)
+        index._source = Path(path) if any(_mapped(getattr(state, n)) for n in _ARRAYS) else None
         return index
 
 
 def _check(state: _Postings, vocabulary: int, rows: int) -> None:
-    """Raise ``ValueError`` where a loaded state's arrays disagree (their shapes and bounds; not every
-    code)."""
+    """Raise ``ValueError`` where a loaded state's arrays disagree: their dtypes, shapes and bounds, and
+    the codes' shape (every term's codes end a value; one value a posting; a count aside for each posting
+    flagged for one). A posting's row is checked at search (:meth:`_Postings.checked`)."""
     pointers = (state.pointer, state.offset, state.extra_pointer)
     if not (
-        state.rows == rows and len(state.last) == vocabulary
+        all(np.issubdtype(a.dtype, np.integer) for a in (*pointers, state.last, state.lengths))
+        and state.rows == rows and len(state.last) == vocabulary
         and all(len(p) == vocabulary + 1 and p[0] == 0 and np.all(np.diff(p) >= 0) for p in pointers)
         and state.offset[-1] == len(state.codes) and state.extra_pointer[-1] == len(state.extra)
-        and state.pointer[-1] <= len(state.codes) and (not len(state.last) or int(state.last.max()) < rows)
+        and (not len(state.last) or int(state.last.max()) < rows)
         and state.codes.dtype == np.uint8 and np.issubdtype(state.extra.dtype, np.unsignedinteger)
     ):  # fmt: skip
         raise ValueError("its arrays disagree")
+    ends = state.offset[1:][np.diff(state.offset) > 0] - 1  # each term's last byte
+    if len(ends) and np.any(state.codes[ends] >= 0x80):
+        raise ValueError("a term's codes end inside a value")
+    if int(np.count_nonzero(state.codes < 0x80)) != int(state.pointer[-1]):
+        raise ValueError("its codes do not hold one value a posting")
 
 
 def _mapped(array: Any) -> bool:
-    """Whether ``array``'s memory is a file's mapping (its base, or a base of its base, is one)."""
+    """Whether ``array``'s memory is a file's mapping (its base, or a base of its base, is one, or the object
+    of a memoryview among them)."""
     while array is not None:
         if isinstance(array, _FileMapping):
             return True
-        array = getattr(array, "base", None)
+        array = array.obj if isinstance(array, memoryview) else getattr(array, "base", None)
     return False
 
 
 def _members(path: Path, mmap: bool) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file; those stored uncompressed memory-mapped (read-only) with ``mmap``."""
+    """The arrays of an ``.npz`` file; those stored uncompressed read-only views of one memory mapping of
+    the file with ``mmap`` (the rest read)."""
     out: dict[str, np.ndarray] = {}
+    mapping = None
     with open(path, "rb") as fh, zipfile.ZipFile(fh) as archive:
         for info in archive.infolist():
             name = info.filename.removesuffix(".npy")
@@ -543,8 +586,11 @@ def _members(path: Path, mmap: bool) -> dict[str, np.ndarray]:
                     version, np.lib.format.read_array_header_2_0
                 )
                 shape, fortran, dtype = header(fh)
-                if not (dtype.hasobject or fortran or int(np.prod(shape)) == 0):
-                    out[name] = np.memmap(path, dtype, "r", fh.tell(), shape)
+                count = int(np.prod(shape))
+                if not (dtype.hasobject or fortran or count == 0):
+                    if mapping is None:
+                        mapping = _FileMapping(fh.fileno(), 0, access=ACCESS_READ)
+                    out[name] = np.frombuffer(mapping, dtype, count, fh.tell()).reshape(shape)
                     continue
             with archive.open(info) as member:
                 out[name] = np.lib.format.read_array(member, allow_pickle=False)

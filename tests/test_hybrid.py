@@ -175,7 +175,7 @@ def test_a_loaded_index_reads_its_postings_memory_mapped(tmp_path):
     assert index.stats["mapped"] == 0 and index.stats["bytes"] > 0
     index.save(tmp_path / "lex.npz", list(range(200)))
     loaded = LexicalIndex.load(tmp_path / "lex.npz", list(range(200)))
-    assert isinstance(loaded._state.codes, np.memmap)
+    assert not loaded._state.codes.flags.writeable  # a read-only view of the file's mapping
     assert loaded.stats["mapped"] >= loaded._state.codes.nbytes + loaded._state.pointer.nbytes
     assert loaded.stats["bytes"] == index.stats["bytes"]
     read = LexicalIndex.load(tmp_path / "lex.npz", list(range(200)), mmap=False)
@@ -185,7 +185,7 @@ def test_a_loaded_index_reads_its_postings_memory_mapped(tmp_path):
         np.testing.assert_array_equal(read.scores(query), index.scores(query))
     loaded.stage(["cell cycle"])  # a write over mapped postings builds new arrays in memory
     loaded.commit()
-    assert not isinstance(loaded._state.codes, np.memmap) and loaded.top("cycle", 1)[1].tolist() == [200]
+    assert loaded.stats["mapped"] == 0 and loaded.top("cycle", 1)[1].tolist() == [200]
 
 
 def test_an_index_saved_in_the_earlier_layout_is_converted(tmp_path):
@@ -483,3 +483,58 @@ def test_texts_that_are_not_strings_are_refused_where_they_enter(tiny_encoder, c
     with pytest.raises(CorpusError, match="document 100 must be a str, got int"):
         r.add_vectors([100], vectors[r.coarse], vectors[r.fine], texts=[5])
     assert len(r) == len(r.lexical) == 20
+
+
+def rewritten(path, out, **changes):
+    """The saved lexical file at ``path`` with some arrays replaced, written to ``out``."""
+    with np.load(path) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    arrays.update(changes)
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.mark.parametrize(
+    "damage", ["row past the end", "ends inside a value", "a count flag without a count"]
+)
+def test_damaged_postings_are_refused_at_load_or_at_search_never_a_raw_error(tmp_path, damage):
+    index = lexical(["cat dog", "cat cat fish", "bird cat"])
+    index.save(tmp_path / "lex.npz", ["a", "b", "c"])
+    with np.load(tmp_path / "lex.npz") as saved:
+        codes = saved["codes"].copy()
+    if damage == "row past the end":
+        codes[0] = 0x7E  # the first term's first row: 63, in a 3-row index
+    elif damage == "ends inside a value":
+        codes[-1] |= 0x80
+    else:
+        codes[0] |= 1  # counted more than once, with no count aside
+    bad = rewritten(tmp_path / "lex.npz", tmp_path / "bad.npz", codes=codes)
+    for ids in (["a", "b", "c"], ["a", "b", "c", "d"]):  # as saved, and realigned at load
+        with pytest.raises(IndexDamaged, match="lexical"):
+            loaded = LexicalIndex.load(bad, ids)
+            for query in ("cat", "dog", "fish", "bird"):
+                loaded.scores(query)
+
+
+def test_a_dead_row_counts_the_same_after_load_whether_or_not_rows_are_realigned(tmp_path):
+    index = lexical(["cat dog", "cat cat cat fish", "cat bird"])
+    before = index.scores("cat bird")
+    index.save(tmp_path / "lex.npz", ["a", None, "c"])  # the second document deleted
+    same = LexicalIndex.load(tmp_path / "lex.npz", ["a", None, "c"])
+    grown = LexicalIndex.load(tmp_path / "lex.npz", ["a", None, "c", "d"])  # another writer added "d"
+    np.testing.assert_array_equal(same.scores("cat bird"), before)
+    assert same.bound("cat") == index.bound("cat")
+    # realigned, the dead row keeps its terms: as an index of the same four rows would score them
+    want = lexical(["cat dog", "cat cat cat fish", "cat bird", ""])
+    np.testing.assert_allclose(grown.scores("cat bird"), want.scores("cat bird"), rtol=1e-6)
+    assert grown.bound("cat") == pytest.approx(want.bound("cat"))
+
+
+def test_saving_over_the_file_an_index_reads_mapped_keeps_it(tmp_path):
+    index = lexical(random_texts(50, seed=11))
+    index.save(tmp_path / "lex.npz", list(range(50)))
+    loaded = LexicalIndex.load(tmp_path / "lex.npz", list(range(50)))
+    loaded.save(tmp_path / "lex.npz", list(range(50)))
+    again = LexicalIndex.load(tmp_path / "lex.npz", list(range(50)))
+    for query in random_texts(5, seed=12, max_words=5):
+        np.testing.assert_array_equal(again.scores(query), index.scores(query))
