@@ -1,8 +1,12 @@
-"""The command line end to end, in subprocesses, on a tiny model saved to a folder."""
+"""The command line end to end on a tiny model saved to a folder: most commands through ``main`` in this
+process (its output and exit status captured as a subprocess' would be), the ones that need a process of
+their own (standard input, what loads before a model, ``python -m``) in subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import subprocess
 import sys
@@ -14,9 +18,15 @@ from tests.helpers import make_model, make_tokenizer, random_texts
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "adaptive_retrieval", *args], capture_output=True, text=True, timeout=300
-    )
+    """``adaptive-retrieval ARGS`` through ``main`` in this process: its exit status (argparse's 2 and
+    ``--version``'s 0 included), standard output and error."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+    return subprocess.CompletedProcess(["adaptive-retrieval", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
