@@ -31,15 +31,25 @@ import re
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from mmap import ACCESS_READ
-from mmap import mmap as _FileMapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import IndexDamaged, InstallationError, InvalidArgument
+from .postings import (
+    ARRAYS,
+    Postings,
+    check,
+    count_dtype,
+    counted,
+    encoded,
+    mapped,
+    members,
+    norms,
+    pointer_of,
+    varints,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +61,6 @@ _STOPWORD_LISTS = {
     "norwegian": "STOPWORDS_NORWEGIAN", "turkish": "STOPWORDS_TURKISH", "danish": "STOPWORDS_DANISH",
 }  # fmt: skip
 """The languages ``bm25s`` has a stop-word list for (the others are stemmed and keep every word)."""
-
-_ARRAYS = ("lengths", "pointer", "offset", "codes", "extra", "extra_pointer", "last")
 
 
 def _libraries() -> tuple[Any, Any]:
@@ -69,169 +77,6 @@ def _libraries() -> tuple[Any, Any]:
 def languages() -> list[str]:
     """The languages a lexical index can stem (Snowball's, through PyStemmer)."""
     return sorted(_libraries()[1].algorithms())
-
-
-def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negative integers as LEB128 varints (7 bits a byte, low bits first, the high bit set on every byte
-    but a value's last): ``(bytes, each value's byte count)``."""
-    values = np.asarray(values, np.int64)
-    sizes = np.ones(len(values), np.int64)
-    for bits in range(7, 63, 7):
-        sizes += values >= (1 << bits)
-    out = np.empty(int(sizes.sum()), np.uint8)
-    starts = np.cumsum(sizes) - sizes
-    for j in range(int(sizes.max(initial=0))):
-        has = sizes > j
-        more = (sizes[has] > j + 1).astype(np.int64) << 7
-        out[starts[has] + j] = ((values[has] >> (7 * j)) & 0x7F) | more
-    return out, sizes
-
-
-def unvarints(codes: np.ndarray) -> np.ndarray:
-    """The integers of :func:`varints`' bytes (a byte's own 7 bits for the one-byte values, most of them;
-    the few longer values folded onto their first byte, one byte deeper a pass)."""
-    codes = np.asarray(codes, np.uint8)
-    ends = codes < 0x80
-    if ends.all():
-        return codes.astype(np.int64)
-    if not ends[-1]:
-        raise ValueError("the codes end inside a value")
-    low = (codes & 0x7F).astype(np.int64)
-    first = np.empty(len(codes), bool)
-    first[0] = True
-    first[1:] = ends[:-1]
-    longer = np.flatnonzero(first & ~ends)  # the first bytes of values of more than one byte
-    depth = 1
-    while len(longer):
-        low[longer] |= low[longer + depth] << (7 * depth)
-        longer = longer[~ends[longer + depth]]
-        depth += 1
-    return low[first]
-
-
-@dataclass(frozen=True)
-class _Postings:
-    """What a search reads: the committed rows' postings (see the module docstring).
-
-    Term ``t`` holds the postings ``pointer[t]:pointer[t + 1]`` (its document frequency is their number),
-    coded as the varints ``codes[offset[t]:offset[t + 1]]``, one a posting: ``gap << 1 | (count > 1)``, the
-    gap from the previous row of the term (the first: its row); the counts above 1 are
-    ``extra[extra_pointer[t]:extra_pointer[t + 1]]``, in order; ``last[t]`` is its last row (-1: none).
-    ``norm`` (derived, not saved): each row's ``k1 * (1 - b + b * length / mean length)``."""
-
-    lengths: np.ndarray  # (rows,) uint32: terms per row
-    pointer: np.ndarray  # (vocabulary + 1,) int64
-    offset: np.ndarray  # (vocabulary + 1,) int64
-    codes: np.ndarray  # (bytes,) uint8
-    extra: np.ndarray  # (postings counted more than once,) uint8, uint16 or uint32
-    extra_pointer: np.ndarray  # (vocabulary + 1,) int64
-    last: np.ndarray  # (vocabulary,) int64
-    norm: np.ndarray  # (rows,) float32
-
-    @property
-    def rows(self) -> int:
-        return len(self.lengths)
-
-    @property
-    def vocabulary(self) -> int:
-        return len(self.last)
-
-    def checked(self, term: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``term``'s postings: ``(rows, flagged, counts)`` (the rows in order, the positions of those
-        counted more than once, and their counts).
-
-        Raises:
-            IndexDamaged: codes that disagree with the term's pointers (a damaged file)."""
-        values = unvarints(self.codes[self.offset[term] : self.offset[term + 1]])
-        rows = np.cumsum(values >> 1)
-        flagged = np.flatnonzero(values & 1)
-        counts = self.extra[self.extra_pointer[term] : self.extra_pointer[term + 1]]
-        if (
-            len(values) != self.pointer[term + 1] - self.pointer[term]
-            or len(flagged) != len(counts)
-            or (len(rows) and (rows[-1] != self.last[term] or rows[-1] >= self.rows))
-        ):
-            raise IndexDamaged(f"the lexical index's postings of term {term} disagree with its pointers")
-        return rows, flagged, counts
-
-    def _counts(self, values: np.ndarray, first: int, stop: int) -> np.ndarray:
-        flags = values & 1
-        counts = flags + 1
-        start, end = self.extra_pointer[first], self.extra_pointer[stop]
-        if end > start:
-            counts[np.flatnonzero(flags)] = self.extra[start:end]
-        return counts
-
-    def decoded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every posting as ``(terms, rows, counts)``, by term then row."""
-        values = unvarints(self.codes)
-        totals = np.cumsum(values >> 1)
-        per_term = np.diff(self.pointer)
-        before = np.concatenate([[0], totals])[self.pointer[:-1]]  # the running sum where each term begins
-        rows = totals - np.repeat(before, per_term)
-        terms = np.repeat(np.arange(self.vocabulary, dtype=np.int64), per_term)
-        held = per_term > 0
-        if (
-            len(values) != self.pointer[-1]
-            or np.count_nonzero(values & 1) != len(self.extra)
-            or (len(rows) and rows.max() >= self.rows)
-            or np.any(rows[self.pointer[1:][held] - 1] != self.last[held])
-        ):
-            raise IndexDamaged("the lexical index's postings disagree with its pointers")
-        return terms, rows, self._counts(values, 0, self.vocabulary)
-
-
-def _norm(lengths: np.ndarray, k1: float, b: float) -> np.ndarray:
-    mean = float(lengths.mean()) if len(lengths) else 1.0
-    return (k1 * (1 - b + b * lengths.astype(np.float64) / (mean or 1.0))).astype(np.float32)
-
-
-def _count_dtype(counts: np.ndarray) -> np.dtype:
-    top = int(counts.max(initial=0))
-    return np.dtype(np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32)
-
-
-def _pointer(terms: np.ndarray, vocabulary: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """Where each term's entries start (and the last ends), for entries sorted by term."""
-    per_term = np.bincount(terms, weights, minlength=vocabulary).astype(np.int64)
-    return np.concatenate([[0], np.cumsum(per_term)]).astype(np.int64)
-
-
-def _encoded(
-    terms: np.ndarray, rows: np.ndarray, counts: np.ndarray, lengths: np.ndarray, vocabulary: int,
-    k1: float, b: float,
-) -> _Postings:  # fmt: skip
-    """Postings from ``(terms, rows, counts)`` (any order; a ``(term, row)`` pair at most once)."""
-    order = np.lexsort((rows, terms))
-    terms, rows, counts = terms[order], rows[order], counts[order]
-    first = np.ones(len(terms), bool)
-    first[1:] = terms[1:] != terms[:-1]
-    gaps = np.where(first, rows, np.diff(rows, prepend=0))
-    codes, sizes = varints(gaps << 1 | (counts > 1))
-    pointer = _pointer(terms, vocabulary)
-    held = np.diff(pointer) > 0
-    last = np.full(vocabulary, -1, np.int64)
-    last[held] = rows[pointer[1:][held] - 1]
-    more = counts > 1
-    lengths = lengths.astype(np.uint32)
-    return _Postings(
-        lengths, pointer, _pointer(terms, vocabulary, sizes), codes,
-        counts[more].astype(_count_dtype(counts[more])), _pointer(terms[more], vocabulary), last,
-        _norm(lengths, k1, b),
-    )  # fmt: skip
-
-
-def _counted(parts: Sequence[np.ndarray], first_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows' term ids (``parts[i]``: row ``first_row + i``'s, repeated as they occur) as postings
-    ``(terms, rows, counts)``, by term then row."""
-    lengths = np.fromiter((len(p) for p in parts), np.int64, len(parts))
-    if not lengths.sum():
-        empty = np.empty(0, np.int64)
-        return empty, empty, empty
-    rows = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
-    keys = np.concatenate(parts).astype(np.int64) * len(parts) + rows
-    keys, counts = np.unique(keys, return_counts=True)
-    return keys // len(parts), keys % len(parts) + first_row, counts.astype(np.int64)
 
 
 class LexicalIndex:
@@ -262,13 +107,13 @@ class LexicalIndex:
         self._state = self._empty()
         self._staged: list[np.ndarray] = []
         self._staged_vocabulary: dict[str, int] | None = None
-        self._next: _Postings | None = None
-        self._last: _Postings | None = None  # the state before the last commit (for a roll-back after it)
+        self._next: Postings | None = None
+        self._last: Postings | None = None  # the state before the last commit (for a roll-back after it)
         self._source: Path | None = None  # the file whose postings the state reads mapped
 
-    def _empty(self) -> _Postings:
+    def _empty(self) -> Postings:
         none = np.empty(0, np.int64)
-        return _encoded(none, none, none, none, 0, self.k1, self.b)
+        return encoded(none, none, none, none, 0, self.k1, self.b)
 
     # ------------------------------------------------------------------------------------ terms
 
@@ -302,12 +147,12 @@ class LexicalIndex:
         (``bytes``), of those the bytes read memory-mapped from its saved file (``mapped``: in RAM only as
         far as searches touch them), and the vocabulary's Python objects (``vocabulary_bytes``)."""
         s = self._state
-        arrays = [getattr(s, name) for name in (*_ARRAYS, "norm")]
+        arrays = [getattr(s, name) for name in (*ARRAYS, "norm")]
         words = self.vocabulary
         return {
             "language": self.language, "rows": len(self), "terms": s.vocabulary, "postings": int(s.pointer[-1]),
             "bytes": int(sum(a.nbytes for a in arrays)),
-            "mapped": int(sum(a.nbytes for a in arrays if _mapped(a))),
+            "mapped": int(sum(a.nbytes for a in arrays if mapped(a))),
             "vocabulary_bytes": sys.getsizeof(words) + sum(sys.getsizeof(w) + sys.getsizeof(i) for w, i in words.items()),
         }  # fmt: skip
 
@@ -326,7 +171,7 @@ class LexicalIndex:
             return
         s = self._state
         vocabulary = len(self._staged_vocabulary or self.vocabulary)
-        terms, rows, counts = _counted(self._staged, s.rows)
+        terms, rows, counts = counted(self._staged, s.rows)
         lengths = np.concatenate([s.lengths, [len(t) for t in self._staged]]).astype(np.uint32)
         grown = vocabulary - s.vocabulary
 
@@ -347,16 +192,16 @@ class LexicalIndex:
         final[:-1], final[-1:] = first[1:], True
         last[terms[final]] = rows[final]
         more = counts > 1
-        dtype = max(_count_dtype(counts[more]), s.extra.dtype, key=lambda d: d.itemsize)
-        self._next = _Postings(
+        dtype = max(count_dtype(counts[more]), s.extra.dtype, key=lambda d: d.itemsize)
+        self._next = Postings(
             lengths,
-            extended(s.pointer) + _pointer(terms, vocabulary),
-            offset + _pointer(terms, vocabulary, sizes),
+            extended(s.pointer) + pointer_of(terms, vocabulary),
+            offset + pointer_of(terms, vocabulary, sizes),
             np.insert(s.codes, np.repeat(offset[terms + 1], sizes), codes),
             np.insert(s.extra.astype(dtype), extra_pointer[terms[more] + 1], counts[more].astype(dtype)),
-            extra_pointer + _pointer(terms[more], vocabulary),
+            extra_pointer + pointer_of(terms[more], vocabulary),
             last,
-            _norm(lengths, self.k1, self.b),
+            norms(lengths, self.k1, self.b),
         )
 
     def commit(self) -> None:
@@ -378,7 +223,7 @@ class LexicalIndex:
     def _clear(self) -> None:
         self._staged, self._staged_vocabulary, self._next = [], None, None
 
-    def _realigned(self, state: _Postings, rows: Sequence[int | None]) -> _Postings:
+    def _realigned(self, state: Postings, rows: Sequence[int | None]) -> Postings:
         """``state`` with its rows in a new order: new row ``i`` is old row ``rows[i]`` (``None``: a row
         without terms)."""
         new_of_old = np.full(state.rows + 1, -1, np.int64)
@@ -388,7 +233,7 @@ class LexicalIndex:
         moved = new_of_old[old_rows]
         kept = moved >= 0
         lengths = np.where(old >= 0, state.lengths[np.maximum(old, 0)] if state.rows else 0, 0)
-        return _encoded(terms[kept], moved[kept], counts[kept], lengths, state.vocabulary, self.k1, self.b)
+        return encoded(terms[kept], moved[kept], counts[kept], lengths, state.vocabulary, self.k1, self.b)
 
     def compacted(self, keep: np.ndarray) -> Callable[[], None]:
         """The index of rows ``keep`` only (renumbered ``0..``), built now; returns the swap to run under
@@ -402,7 +247,7 @@ class LexicalIndex:
 
     # ------------------------------------------------------------------------------------ searching
 
-    def query_terms(self, query: str, state: _Postings | None = None) -> np.ndarray:
+    def query_terms(self, query: str, state: Postings | None = None) -> np.ndarray:
         """The query's known term ids (terms no committed row holds, in ``state`` if given, are dropped)."""
         known = (state or self._state).vocabulary
         return np.asarray([i for i in self._ids(query, self.vocabulary, grow=False) if i < known], np.int32)
@@ -462,7 +307,7 @@ class LexicalIndex:
             "language": self.language, "k1": self.k1, "b": self.b, "layout": "varint-postings",
             "ids": list(ids)[: len(self)],
         }  # fmt: skip
-        arrays = {name: getattr(s, name) for name in _ARRAYS}
+        arrays = {name: getattr(s, name) for name in ARRAYS}
         source = getattr(self, "_source", None)
         if source is not None and Path(path).exists() and os.path.samefile(path, source):
             arrays = {name: np.array(a) for name, a in arrays.items()}  # read before the file is rewritten
@@ -482,18 +327,18 @@ class LexicalIndex:
         Raises:
             IndexDamaged: a file that is not a saved lexical index."""
         try:
-            arrays = _members(path, mmap)
+            arrays = members(path, mmap)
             config = json.loads(arrays["config"].tobytes())
             words = arrays["vocabulary"].tobytes().decode()
             index = cls(config["language"], k1=config["k1"], b=config["b"])
             vocabulary = words.split("\n") if words else []
             saved_ids = config["ids"]
             if config.get("layout") == "varint-postings":
-                state = _Postings(
-                    *(arrays[name] for name in _ARRAYS),
-                    norm=_norm(np.asarray(arrays["lengths"]), index.k1, index.b),
+                state = Postings(
+                    *(arrays[name] for name in ARRAYS),
+                    norm=norms(np.asarray(arrays["lengths"]), index.k1, index.b),
                 )
-                _check(state, len(vocabulary), len(saved_ids))
+                check(state, len(vocabulary), len(saved_ids))
             else:  # the earlier layout: each row's term ids
                 indptr, terms = np.asarray(arrays["indptr"], np.int64), np.asarray(arrays["terms"])
                 if (
@@ -504,7 +349,7 @@ class LexicalIndex:
                 ):
                     raise ValueError("its arrays disagree")
                 parts = [terms[indptr[r] : indptr[r + 1]] for r in range(len(saved_ids))]
-                state = _encoded(*_counted(parts, 0), np.diff(indptr), len(vocabulary), index.k1, index.b)
+                state = encoded(*counted(parts, 0), np.diff(indptr), len(vocabulary), index.k1, index.b)
             index.vocabulary = {w: i for i, w in enumerate(vocabulary)}
             by_id = {json.dumps(d): r for r, d in enumerate(saved_ids) if d is not None}
             # a dead row (no id) keeps its saved row where the file's is dead too: its postings count in
@@ -531,70 +376,8 @@ class LexicalIndex:
             InvalidArgument,
         ) as err:
             raise IndexDamaged(f"{path} is not a readable lexical index: {err}") from None
-        index._source = Path(path) if any(_mapped(getattr(state, n)) for n in _ARRAYS) else None
+        index._source = Path(path) if any(mapped(getattr(state, n)) for n in ARRAYS) else None
         return index
-
-
-def _check(state: _Postings, vocabulary: int, rows: int) -> None:
-    """Raise ``ValueError`` where a loaded state's arrays disagree: their dtypes, shapes and bounds, and
-    the codes' shape (every term's codes end a value; one value a posting; a count aside for each posting
-    flagged for one). A posting's row is checked at search (:meth:`_Postings.checked`)."""
-    pointers = (state.pointer, state.offset, state.extra_pointer)
-    if not (
-        all(np.issubdtype(a.dtype, np.integer) for a in (*pointers, state.last, state.lengths))
-        and state.rows == rows and len(state.last) == vocabulary
-        and all(len(p) == vocabulary + 1 and p[0] == 0 and np.all(np.diff(p) >= 0) for p in pointers)
-        and state.offset[-1] == len(state.codes) and state.extra_pointer[-1] == len(state.extra)
-        and (not len(state.last) or int(state.last.max()) < rows)
-        and state.codes.dtype == np.uint8 and np.issubdtype(state.extra.dtype, np.unsignedinteger)
-    ):  # fmt: skip
-        raise ValueError("its arrays disagree")
-    ends = state.offset[1:][np.diff(state.offset) > 0] - 1  # each term's last byte
-    if len(ends) and np.any(state.codes[ends] >= 0x80):
-        raise ValueError("a term's codes end inside a value")
-    if int(np.count_nonzero(state.codes < 0x80)) != int(state.pointer[-1]):
-        raise ValueError("its codes do not hold one value a posting")
-
-
-def _mapped(array: Any) -> bool:
-    """Whether ``array``'s memory is a file's mapping (its base, or a base of its base, is one, or the object
-    of a memoryview among them)."""
-    while array is not None:
-        if isinstance(array, _FileMapping):
-            return True
-        array = array.obj if isinstance(array, memoryview) else getattr(array, "base", None)
-    return False
-
-
-def _members(path: Path, mmap: bool) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file; those stored uncompressed read-only views of one memory mapping of
-    the file with ``mmap`` (the rest read)."""
-    out: dict[str, np.ndarray] = {}
-    mapping = None
-    with open(path, "rb") as fh, zipfile.ZipFile(fh) as archive:
-        for info in archive.infolist():
-            name = info.filename.removesuffix(".npy")
-            if mmap and info.compress_type == zipfile.ZIP_STORED:
-                fh.seek(info.header_offset)
-                local = fh.read(30)  # the member's local header: its name and extra field follow
-                if local[:4] != b"PK\x03\x04":
-                    raise ValueError(f"member {name} has no local header")
-                skip = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
-                fh.seek(info.header_offset + 30 + skip)
-                version = np.lib.format.read_magic(fh)
-                header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
-                    version, np.lib.format.read_array_header_2_0
-                )
-                shape, fortran, dtype = header(fh)
-                count = int(np.prod(shape))
-                if not (dtype.hasobject or fortran or count == 0):
-                    if mapping is None:
-                        mapping = _FileMapping(fh.fileno(), 0, access=ACCESS_READ)
-                    out[name] = np.frombuffer(mapping, dtype, count, fh.tell()).reshape(shape)
-                    continue
-            with archive.open(info) as member:
-                out[name] = np.lib.format.read_array(member, allow_pickle=False)
-    return out
 
 
 def top_rows(scores: np.ndarray, m: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

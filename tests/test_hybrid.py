@@ -13,7 +13,8 @@ import Stemmer
 from adaptive_retrieval import Retriever
 from adaptive_retrieval.errors import CorpusError, IndexDamaged, InvalidArgument, InvalidArgumentType
 from adaptive_retrieval.hybrid import Fusion, fuse, fused_search
-from adaptive_retrieval.lexical import LexicalIndex, languages, top_rows, unvarints, varints
+from adaptive_retrieval.lexical import LexicalIndex, languages, top_rows
+from adaptive_retrieval.postings import unvarints, varints
 from tests.helpers import random_texts
 
 DOCS = [
