@@ -308,8 +308,7 @@ class LexicalIndex:
             "ids": list(ids)[: len(self)],
         }  # fmt: skip
         arrays = {name: getattr(s, name) for name in ARRAYS}
-        source = getattr(self, "_source", None)
-        if source is not None and Path(path).exists() and os.path.samefile(path, source):
+        if self._source is not None and Path(path).exists() and os.path.samefile(path, self._source):
             arrays = {name: np.array(a) for name, a in arrays.items()}  # read before the file is rewritten
         with open(path, "wb") as fh:
             np.savez(

@@ -139,11 +139,13 @@ class Postings:
 
 
 def norms(lengths: np.ndarray, k1: float, b: float) -> np.ndarray:
+    """Each row's BM25 length normalisation, ``k1 * (1 - b + b * length / mean length)`` (float32)."""
     mean = float(lengths.mean()) if len(lengths) else 1.0
     return (k1 * (1 - b + b * lengths.astype(np.float64) / (mean or 1.0))).astype(np.float32)
 
 
 def count_dtype(counts: np.ndarray) -> np.dtype:
+    """The narrowest unsigned dtype that holds every count (uint8, uint16 or uint32)."""
     top = int(counts.max(initial=0))
     return np.dtype(np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32)
 
