@@ -5,6 +5,9 @@ view's top 10, side by side on the same real vectors.
     python -m benchmarks.bench_first_stage --datasets ../shared/data/beir/scifact runs/data/beir/stsb-para \\
         runs/data/beir/sick-para runs/data/beir/sts12-16-para runs/data/beir/manpages --out docs/results/first-stage
 
+With ``--sizes 1000000 ...`` it runs :mod:`benchmarks.bench_first_stage_scale` instead: the library's codes
+beside FAISS HNSW over the whole fine vectors and IVF-PQ with a refine step, at 1M and 10M synthetic documents.
+
 Per set: the corpus' fine vectors through the default model (cached encodings, as the evals use), its test
 queries' fine vectors, and the exact fine top 10 of each query (the reference; no qrels). Representations,
 each a FAISS index over every document, searched with the query transformed the same way:
@@ -30,6 +33,7 @@ each target, and each index's build seconds (training included) and its search m
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -235,6 +239,12 @@ def budget_rows(folder: Path, encoder: Encoder, cache_dir: Path | None, budgets:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--sizes" in argv:  # the same frontier at 1M and 10M documents, on synthetic vectors
+        from benchmarks import bench_first_stage_scale
+
+        bench_first_stage_scale.main(argv)
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--datasets", type=Path, nargs="+", required=True, help="BEIR-format folders (…/beir/<name>)"
