@@ -245,6 +245,31 @@ def first_stage_budgets() -> str:
     return _table([*header, "best's shortlist", "no longer than the best"], rows)
 
 
+def first_stage_scale(*folders: str) -> str:
+    """At each size and generator, each method's cheapest setting (by p50) reaching 0.95 of the exact top 10,
+    else its best recall (docs/results/<folder>: bench_first_stage --sizes)."""
+    rows = []
+    for folder in folders:
+        saved = _load(folder)
+        topics = saved["synthetic"]["clusters"]  # the rows of a run before the generator could grow name none
+        runs_of: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+        for r in saved["rows"]:
+            runs_of.setdefault((r["size"], r.get("topics", topics), r["method"]), []).append(r)
+        for (size, n_topics, method), runs in runs_of.items():
+            head = [f"{size:,}", f"{n_topics:,}", method, runs[0]["whose"]]
+            if "skipped" in runs[0]:
+                rows.append([*head, "not run: " + runs[0]["skipped"], "", "", f"{runs[0]['ram_per_doc']:,.0f}", "",
+                             "", ""])  # fmt: skip
+                continue
+            met = [r for r in runs if r["recall@10"] >= 0.95]
+            r = min(met, key=lambda r: r["p50_ms"]) if met else max(runs, key=lambda r: r["recall@10"])
+            rows.append([*head, r["index"], r["setting"], f"{r['recall@10']:.3f}", f"{r['ram_per_doc']:,.0f}",
+                         f"{r['disk_per_doc']:,.0f}", f"{r['build_s']:,.0f}", f"{r['p50_ms']:.2f}"])  # fmt: skip
+    header = ["docs", "topics", "method", "whose", "index", "cheapest setting at >= 0.95 (else the best)",
+              "recall@10", "RAM B/doc", "disk B/doc", "build s", "p50 ms"]  # fmt: skip
+    return _table(header, rows)
+
+
 def bench_engines() -> str:
     """The same funnel on FAISS, Qdrant's local mode and Milvus Lite (docs/results/bench-engines)."""
     rows = []
@@ -437,6 +462,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "first-stage": first_stage,
     "first-stage-budgets": first_stage_budgets,
     "first-stage-default": first_stage_default,
+    "first-stage-scale": lambda: first_stage_scale("first-stage-scale", "first-stage-scale-topics"),
     "hybrid-test": hybrid_test,
     "hybrid-dev": hybrid_dev,
     "hybrid-scale": hybrid_scale,
