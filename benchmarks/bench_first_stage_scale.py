@@ -37,7 +37,8 @@ An IVF index (``nlist``: the power of two nearest the square root of the size) i
 Per row: ``ram_bytes`` (what must be resident to search: the serialised index; ours keep the fine store
 on disk, ``disk_bytes``), its bytes per document, ``build_s`` (training included), ``p50_ms``/``p95_ms``
 (one query a call, one FAISS thread: a serving thread's cost; timed on a second pass, warm), and ``recall@10`` (of the exact float32
-top 10). Rows are written as each method finishes; a rerun skips the methods already there.
+top 10). Rows are written as each method finishes; a rerun skips the methods already there (and records
+the earlier runs' commands and commits under ``earlier_runs``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,14 @@ from adaptive_retrieval.reporting import markdown_table, settings, write_json, w
 from adaptive_retrieval.retriever import CHUNK_SIZE
 from benchmarks.bench_scale import BLOCK, RAM_BYTES, Synthetic, nlist_for, prepare
 
-OURS = ("proj64-sq8", "proj64-ivf-sq8", "proj64-hnsw-sq8", "proj256-ivf-opq32")
+OURS = (
+    "proj64-sq8",
+    "proj64-ivf-sq8",
+    "proj64-hnsw-sq8",
+    "proj256-ivf-opq32",
+    "proj128-sq8",
+    "proj128-ivf-sq8",
+)
 USERS = ("exact-768", "hnsw-768", "ivfpq-768-refine")
 METHODS = OURS + USERS
 SHORTLISTS = (100, 200, 400, 800)
@@ -158,6 +166,8 @@ def _coarse(method: str, size: int) -> tuple[int, str]:
         "proj64-ivf-sq8": (64, f"IVF{nlist},SQ8"),
         "proj64-hnsw-sq8": (64, "HNSW32,SQ8"),
         "proj256-ivf-opq32": (256, f"OPQ32,IVF{nlist},PQ32"),
+        "proj128-sq8": (128, "SQ8"),
+        "proj128-ivf-sq8": (128, f"IVF{nlist},SQ8"),
     }[method]
 
 
@@ -295,6 +305,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         queries=args.queries, calibration=saved.get("calibration") or calibration(generator(), args.match),
         labels="none: synthetic vectors; the reference is their exact float32 top 10",
     )  # fmt: skip
+    if saved:  # rows of earlier runs kept: their provenance too
+        earlier = [{k: saved.get(k) for k in ("command", "date", "source", "load_average")}]
+        header["earlier_runs"] = saved.get("earlier_runs", []) + earlier
     cal = header["calibration"]
     for name, curve in cal["synthetic"].items():
         real = cal["real"].get(name, {})
@@ -304,7 +317,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"n={size:,}, {gen.clusters:,} topics: preparing vectors", file=sys.stderr)
         folder = prepare(size, args.queries, args.workdir, gen)
         for method in args.methods:
-            if any(r["size"] == size and r["method"] == method for r in rows):
+            if any(
+                r["size"] == size and r["method"] == method and r.get("topics") == gen.clusters for r in rows
+            ):
                 continue
             if method in ("exact-768", "hnsw-768") and size * gen.dim * 4 > 0.6 * RAM_BYTES:
                 new = [{"size": size, "method": method, "whose": "users'", "setting": "not run",

@@ -462,7 +462,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "first-stage": first_stage,
     "first-stage-budgets": first_stage_budgets,
     "first-stage-default": first_stage_default,
-    "first-stage-scale": lambda: first_stage_scale("first-stage-scale", "first-stage-scale-topics"),
+    "first-stage-scale": lambda: first_stage_scale(
+        "first-stage-scale", "first-stage-scale-topics", "first-stage-scale-10m"
+    ),
     "hybrid-test": hybrid_test,
     "hybrid-dev": hybrid_dev,
     "hybrid-scale": hybrid_scale,
