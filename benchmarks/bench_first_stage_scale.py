@@ -327,7 +327,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "skipped": f"its float32 vectors alone need {size * gen.dim * 4 / 1e9:.0f} GB"}]  # fmt: skip
             else:
                 run = run_ours if method in OURS else run_users  # builds on every core, searches on one
-                new = run(method, size, folder, gen, args.shortlists)
+                try:
+                    new = run(method, size, folder, gen, args.shortlists)
+                except MemoryError as err:  # a result too: the method does not fit on this machine
+                    new = [{"size": size, "method": method, "whose": "ours" if method in OURS else "users'",
+                            "setting": "not run", "ram_bytes": None, "ram_per_doc": None,
+                            "skipped": f"out of memory while building it on this {RAM_BYTES / 1024**3:.0f} GB "
+                                       f"machine ({type(err).__name__}: {err})"}]  # fmt: skip
             for row in new:
                 row["topics"] = gen.clusters
             rows.extend(new)

@@ -255,11 +255,15 @@ def first_stage_scale(*folders: str) -> str:
         runs_of: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
         for r in saved["rows"]:
             runs_of.setdefault((r["size"], r.get("topics", topics), r["method"]), []).append(r)
-        for (size, n_topics, method), runs in runs_of.items():
+        order = sorted(runs_of, key=lambda key: (key[0], key[1], runs_of[key][0]["whose"] != "ours",
+                                                 runs_of[key][0]["ram_per_doc"] or 0))  # fmt: skip
+        for size, n_topics, method in order:
+            runs = runs_of[(size, n_topics, method)]
             head = [f"{size:,}", f"{n_topics:,}", method, runs[0]["whose"]]
             if "skipped" in runs[0]:
-                rows.append([*head, "not run: " + runs[0]["skipped"], "", "", f"{runs[0]['ram_per_doc']:,.0f}", "",
-                             "", ""])  # fmt: skip
+                ram = runs[0]["ram_per_doc"]
+                rows.append([*head, "not run: " + runs[0]["skipped"], "", "", f"{ram:,.0f}" if ram else "", "", "",
+                             ""])  # fmt: skip
                 continue
             met = [r for r in runs if r["recall@10"] >= 0.95]
             r = min(met, key=lambda r: r["p50_ms"]) if met else max(runs, key=lambda r: r["recall@10"])
@@ -268,6 +272,19 @@ def first_stage_scale(*folders: str) -> str:
     header = ["docs", "topics", "method", "whose", "index", "cheapest setting at >= 0.95 (else the best)",
               "recall@10", "RAM B/doc", "disk B/doc", "build s", "p50 ms"]  # fmt: skip
     return _table(header, rows)
+
+
+def first_stage_scale_calibration() -> str:
+    """The synthetic vectors' projected-view curves at 10,000 documents beside the real ones they were matched
+    to (docs/results/first-stage-scale: ``calibration``)."""
+    cal = _load("first-stage-scale")["calibration"]
+    rows = []
+    for name, curve in cal["synthetic"].items():
+        for kind, c in (("synthetic", curve), ("real (stsb-para)", cal["real"].get(name))):
+            if c:
+                rows.append([name, kind, *(f"{v:.3f}" for v in c.values())])
+    grid = next(iter(cal["synthetic"].values()))
+    return _table([f"{cal['docs']:,} documents", "vectors", *(f"@{k}" for k in grid)], rows)
 
 
 def bench_engines() -> str:
@@ -462,6 +479,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "first-stage": first_stage,
     "first-stage-budgets": first_stage_budgets,
     "first-stage-default": first_stage_default,
+    "first-stage-scale-calibration": first_stage_scale_calibration,
     "first-stage-scale": lambda: first_stage_scale(
         "first-stage-scale", "first-stage-scale-topics", "first-stage-scale-10m"
     ),
