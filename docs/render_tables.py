@@ -287,6 +287,14 @@ def first_stage_scale_calibration() -> str:
     return _table([f"{cal['docs']:,} documents", "vectors", *(f"@{k}" for k in grid)], rows)
 
 
+def fine_io() -> str:
+    """Re-rank reads of the memory-mapped fine store, cold and warm, both maps (docs/results/fine-io)."""
+    rows = [[r["cache"], r["map"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+             f"{r['disk_read_mb_per_query']:.1f} MB" if r["disk_read_mb_per_query"] else "0"]
+            for r in _load("fine-io")["rows"]]  # fmt: skip
+    return _table(["page cache", "map", "p50 ms", "p95 ms", "read from disk per query"], rows)
+
+
 def bench_engines() -> str:
     """The same funnel on FAISS, Qdrant's local mode and Milvus Lite (docs/results/bench-engines)."""
     rows = []
@@ -480,6 +488,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "first-stage-budgets": first_stage_budgets,
     "first-stage-default": first_stage_default,
     "first-stage-scale-calibration": first_stage_scale_calibration,
+    "fine-io": fine_io,
     "first-stage-scale": lambda: first_stage_scale(
         "first-stage-scale", "first-stage-scale-topics", "first-stage-scale-10m"
     ),
