@@ -173,12 +173,8 @@ def _coarse(method: str, size: int) -> tuple[int, str]:
 
 def _sample(gen: Synthetic, size: int, rows: int) -> np.ndarray:
     """The first ``rows`` fine vectors (float32; at least a block of them, at most ``size``), a training sample."""
-    rows = max(rows, BLOCK)
-    centres, parts, have = gen.centres(), [], 0
-    for _, fine in gen.stream(1, min(size, rows), centres):
-        parts.append(fine)
-        have += len(fine)
-    return np.concatenate(parts)
+    centres = gen.centres()
+    return np.concatenate([fine for _, fine in gen.stream(1, min(size, max(rows, BLOCK)), centres)])
 
 
 def run_ours(method: str, size: int, folder: Path, gen: Synthetic, shortlists: list[int]) -> list[dict]:
