@@ -57,7 +57,7 @@ import numpy as np
 
 from adaptive_retrieval.adapt import fine_basis, project_fine
 from adaptive_retrieval.backends import FaissBackend
-from adaptive_retrieval.first_stage import shortlist_curve
+from adaptive_retrieval.first_stage import Representation, measure, shortlist_curve
 from adaptive_retrieval.index import CoarseIndex, FineStore
 from adaptive_retrieval.reporting import markdown_table, settings, write_json, write_markdown
 from adaptive_retrieval.retriever import CHUNK_SIZE
@@ -123,12 +123,9 @@ def calibration(gen: Synthetic, match: Path | None) -> dict[str, Any]:
     exact = np.argsort(-(queries @ fine.T), axis=1)[:, :10]
     _, vh = fine_basis(fine)
     out: dict[str, Any] = {"docs": CALIBRATION_DOCS, "queries": 300, "synthetic": {}, "real": {}}
-    for dim in (32, 64, 128):
-        projection = np.ascontiguousarray(vh.numpy()[:dim].T, dtype=np.float32)
-        index = CoarseIndex(dim, "SQ8")
-        index.add(project_fine(fine, projection))
-        _, rows = index.search(project_fine(queries, projection), max(CALIBRATION_GRID))
-        out["synthetic"][f"proj{dim}-sq8"] = shortlist_curve(rows, exact, CALIBRATION_GRID)
+    for dim in (32, 64, 128):  # measured as the library's budget choice measures a candidate
+        row = measure(Representation(dim, "SQ8"), fine, vh.numpy(), queries, exact, CALIBRATION_GRID)
+        out["synthetic"][f"proj{dim}-sq8"] = row["curve"]
     if match is not None:
         real = json.loads(match.read_text())
         out["real_file"] = str(match)
@@ -264,7 +261,7 @@ def _saved_size(index: faiss.Index, path: Path) -> int:
 def _row(size: int, method: str, whose: str, factory: str, setting: str, ram: int, disk: int,
          build_s: float, lat: list[float], ids: np.ndarray, truth: np.ndarray) -> dict[str, Any]:  # fmt: skip
     ms = np.asarray(lat) * 1000
-    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist())]))
+    recall = shortlist_curve(ids, truth, [10])[10]  # the share of the exact top 10 in the returned 10
     return {"size": size, "method": method, "whose": whose, "index": factory, "setting": setting,
             "ram_bytes": ram, "ram_per_doc": ram / size, "disk_bytes": disk, "disk_per_doc": disk / size,
             "build_s": round(build_s, 2), "p50_ms": float(np.percentile(ms, 50)),

@@ -250,11 +250,9 @@ def first_stage_scale(*folders: str) -> str:
     else its best recall (docs/results/<folder>: bench_first_stage --sizes)."""
     rows = []
     for folder in folders:
-        saved = _load(folder)
-        topics = saved["synthetic"]["clusters"]  # the rows of a run before the generator could grow name none
         runs_of: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
-        for r in saved["rows"]:
-            runs_of.setdefault((r["size"], r.get("topics", topics), r["method"]), []).append(r)
+        for r in _load(folder)["rows"]:
+            runs_of.setdefault((r["size"], r["topics"], r["method"]), []).append(r)
         order = sorted(runs_of, key=lambda key: (key[0], key[1], runs_of[key][0]["whose"] != "ours",
                                                  runs_of[key][0]["ram_per_doc"] or 0))  # fmt: skip
         for size, n_topics, method in order:
