@@ -298,6 +298,28 @@ DEFAULT_MODEL = "mpnet-base-2dmse"
 """The model ``Retriever.build`` uses when none is named; its coarse heads saw no benchmark's labels (README)."""
 
 
+def labels_of(name_or_path: str | os.PathLike[str]) -> str:
+    """What a model's weights saw, in words, for a results file's ``labels``: a named model's description;
+    for a model folder, what its own records say (``provenance.json`` of fitted heads,
+    ``adaptive_retrieval_training.json`` of a training run), else that it records nothing."""
+    if isinstance(name_or_path, str) and name_or_path in NAMED_MODELS:
+        return NAMED_MODELS[name_or_path].description
+    folder = Path(name_or_path).expanduser()
+    said = []
+    for file, keys in (("adaptive_retrieval_training.json", ("base", "objective", "data", "steps")),
+                       ("provenance.json", ("base_model", "target", "data"))):  # fmt: skip
+        try:
+            record = json.loads((folder / file).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record.get("heads"), dict):  # a packaged model's provenance nests its heads' record
+            record = record["heads"]
+        found = [f"{k} {record[k]}" for k in keys if record.get(k) is not None]
+        if found:
+            said.append(f"{file}: " + "; ".join(found))
+    return " | ".join(said) or f"{folder}: no provenance.json nor adaptive_retrieval_training.json to say"
+
+
 # --------------------------------------------------------------------------------------- resolving
 
 

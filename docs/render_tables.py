@@ -15,8 +15,47 @@ import re
 import sys
 from collections.abc import Callable
 
-from renderers import cost, first_stage, funnel, quality
+from renderers import cost, first_stage, funnel, models, quality
 from renderers.common import ROOT
+
+#: The SciFact test table of the Training section: one column per model (header, results folder, model).
+#: "†": a run that recorded no command and whose weights are not kept (its header is reconstructed, see
+#: LEGACY in tests/test_results_provenance.py); rerunning it means retraining.
+TRAINED = [
+    ("mpnet-base", "scifact-quick", "mpnet-base"),
+    ("ridge heads (the earlier mpnet-base-heads)", "scifact-heads-ridge", None),
+    ("**mpnet-base-heads** (untrained + distilled heads)", "scifact-heads", None),
+    ("2DMSE, 100 steps, no heads †", "scifact-2dmse", None),
+    ("2DMSE 100 steps + distilled heads †", "scifact-2dmse-heads-distil", None),
+    (
+        "**mpnet-base-2dmse** (2DMSE 400 steps + distilled heads; the default)",
+        "scifact-2dmse-400-heads-distil",
+        None,
+    ),
+    (
+        "mpnet-base-2dmse-scifact (2DMSE 400 steps + heads distilled and taught the train qrels)",
+        "scifact-2dmse-400-heads-sup",
+        None,
+    ),
+]
+EXACT = [("exact", (n, d)) for n, d in ((2, 32), (4, 64), (6, 128), (8, 256), (12, 768))]
+FUNNELS = [("funnel", c, (12, 768), n) for c, n in (((4, 64), 100), ((4, 64), 200), ((4, 64), 500))]
+FUNNELS += [("funnel", c, (12, 768), n) for c, n in (((6, 128), 100), ((8, 256), 100), ((8, 256), 200))]
+PEER = [
+    ("ours: 2DMSE, 100 steps †", "scifact-2dmse", None),
+    ("peer: `Matryoshka2dLoss`, 100 steps †", "scifact-st2d", None),
+]
+PEER_FUNNELS = [("funnel", c, (12, 768), n) for c, n in (((4, 64), 100), ((4, 64), 500), ((6, 128), 100))]
+PEER_FUNNELS += [("funnel", (8, 256), (12, 768), n) for n in (100, 500)]
+HEADS = [("mpnet-base", "scifact-quick", "mpnet-base"), ("ridge heads", "scifact-heads-ridge", None)]
+STS = [
+    ("mpnet-base", "sts", "mpnet-base"),
+    ("ridge heads (the earlier mpnet-base-heads)", "sts-heads-ridge", None),
+    ("mpnet-base-heads (distilled heads, untrained)", "sts", "mpnet-base-heads"),
+    ("2DMSE 100 steps + distilled heads †", "sts-2dmse", None),
+    ("**mpnet-base-2dmse** (2DMSE 400 steps + distilled heads; the default)", "sts-2dmse-400", None),
+    ("mpnet-base-2dmse-scifact (2DMSE 400 steps + heads taught the train qrels)", "sts-2dmse-400-sup", None),
+]
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
@@ -48,6 +87,11 @@ TABLES: dict[str, Callable[[], str]] = {
     "adapt-variants": quality.adapt_variants,
     "passages-test": quality.passages_test,
     "passages-cost": quality.passages_cost,
+    "scifact-quick": models.scifact_quick,
+    "scifact-trained": lambda: models.scifact_models(TRAINED, EXACT + FUNNELS),
+    "scifact-peer": lambda: models.scifact_models(PEER, EXACT + PEER_FUNNELS),
+    "scifact-heads-ridge": lambda: models.scifact_models(HEADS, EXACT + FUNNELS),
+    "sts-layers": lambda: models.sts_layers(STS, [1, 2, 4, 6, 8, 10, 11, 12]),
 }
 
 

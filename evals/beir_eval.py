@@ -45,7 +45,7 @@ from adaptive_retrieval.adapt import Adaptation, adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.costs import mean_encoder_flops, search_flops
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
-from adaptive_retrieval.models import NAMED_MODELS
+from adaptive_retrieval.models import NAMED_MODELS, labels_of
 from adaptive_retrieval.reporting import (
     markdown_table,
     model_info,
@@ -224,9 +224,7 @@ def score(qrels: dict, results: dict) -> dict[str, float]:
 def labels_seen(models: Sequence[str]) -> dict[str, str]:
     """What a run's figures saw (this eval's and the suite's): each model's own labels (its named
     description), the build-time adaptation none (the corpus' text), the qrels only to score."""
-    out = {
-        m: NAMED_MODELS[m].description if m in NAMED_MODELS else "see the model's provenance" for m in models
-    }
+    out = {m: labels_of(m) for m in models}
     out["adaptation"] = "none: fitted at build on the corpus' own text (pseudo-queries)"
     out["qrels"] = "only scored against (nDCG@10, MRR@10); overlap@10 uses none"
     return out

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, View
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_all_layers, view_matrix
-from adaptive_retrieval.models import NAMED_MODELS
+from adaptive_retrieval.models import labels_of
 from adaptive_retrieval.reporting import markdown_table, model_info, settings, write_json
 from adaptive_retrieval.sts import Pairs, read_all
 from evals.beir_eval import grid_views
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--batch-size", type=int)
-    ap.add_argument("--out", type=Path, help="write results.json and heatmap.png here")
+    ap.add_argument("--out", type=Path, help="write results.json, table.md and heatmap.png here")
     args = ap.parse_args(argv)
 
     tasks = read_all(args.data_dir)
@@ -138,20 +138,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         )
     columns = [("model", "model", "s"), ("layer", "layer", "d"), ("dim", "dim", "d")]
     columns += [(t, t, ".2f") for t in TASKS] + [("avg", "avg", ".2f")]
-    print(markdown_table(rows, columns))
+    table = markdown_table(rows, columns)
+    print(table)
     if args.out:
         pairs = {t: sum(len(p) for p in s.values()) for t, s in tasks.items()}
-        labels = {
-            name: f"{NAMED_MODELS[name].description}"
-            if name in NAMED_MODELS
-            else "see the model folder's provenance"
-            for name in args.model
-        }
+        labels = {name: labels_of(name) for name in args.model}
         labels["sts"] = "the STS gold scores are only scored against (Spearman), never fitted"
         header = settings(tasks=pairs, models=models, grid=args.grid, labels=labels)
         write_json(args.out / "results.json", {**header, "rows": rows})
+        (args.out / "table.md").write_text(table + "\n")
         plot_heatmaps(rows, args.out / "heatmap.png")
-        print(f"\nwrote {args.out / 'results.json'} and {args.out / 'heatmap.png'}")
+        print(f"\nwrote results.json, table.md and heatmap.png into {args.out}")
     return rows
 
 

@@ -278,3 +278,21 @@ def test_sentence_transformers_prompts_encode_queries_and_documents_as_trained(t
         Retriever.load(tmp_path / "idx", model=plain)
     with pytest.raises(TypeError, match="query_prompt must be a str"):
         Encoder.from_pretrained(str(st), query_prompt=3)
+
+
+def test_labels_of_says_what_a_models_records_say(tmp_path):
+    from adaptive_retrieval.models import NAMED_MODELS, labels_of
+
+    assert labels_of("mpnet-base-2dmse") == NAMED_MODELS["mpnet-base-2dmse"].description
+    assert "no provenance.json" in labels_of(tmp_path)
+    (tmp_path / "provenance.json").write_text(
+        json.dumps({"base_model": "mpnet-base", "target": "ridge", "data": "SciFact corpus text; no qrels"})
+    )
+    (tmp_path / "adaptive_retrieval_training.json").write_text(
+        json.dumps({"base": "mpnet-base", "objective": "2dmse", "data": ["scifact-train"], "steps": 400})
+    )
+    said = labels_of(str(tmp_path))
+    assert "data SciFact corpus text; no qrels" in said and "objective 2dmse" in said and "steps 400" in said
+    # a packaged model's provenance nests its heads' record
+    (tmp_path / "provenance.json").write_text(json.dumps({"heads": {"data": "titles only"}, "files": {}}))
+    assert "data titles only" in labels_of(tmp_path)
