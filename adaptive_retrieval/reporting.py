@@ -76,6 +76,18 @@ def source(folder: str | Path | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
+_STARTED: dict[str, Any] = {}
+
+
+def source_of_run() -> dict[str, Any]:
+    """:func:`source` as it was when this process first imported this module (a script's start), so that a
+    results file names the code that ran even where the tree changed while it ran; ``at_write`` is added,
+    with the commit and dirtiness when written, where they differ."""
+    now = source()
+    start = _STARTED.get("source", now)
+    return start if now == start else {**start, "at_write": now}
+
+
 def command_line() -> str:
     """How this process was started, as a user types it: ``python -m package.module ARGS`` for a module
     run (``sys.argv[0]`` is then the file's path), else ``python SCRIPT ARGS``."""
@@ -96,7 +108,7 @@ def settings(**extra: Any) -> dict[str, Any]:
         "machine": machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "versions": versions(),
-        "source": source(),
+        "source": source_of_run(),
         **extra,
     }
 
@@ -174,3 +186,6 @@ def pareto_front(costs: Sequence[float], qualities: Sequence[float]) -> list[int
             front.append(i)
             best = qualities[i]
     return front
+
+
+_STARTED["source"] = source()  # at import: a script imports this module as it starts

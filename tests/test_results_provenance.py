@@ -79,3 +79,15 @@ def test_the_docs_rendered_tables_match_their_results():
         [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_header_names_the_code_at_the_start_of_the_run(monkeypatch):
+    from adaptive_retrieval import reporting
+
+    start = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setitem(reporting._STARTED, "source", start)
+    monkeypatch.setattr(reporting, "source", lambda folder=None: dict(start))
+    assert reporting.settings()["source"] == start
+    later = {"commit": "b" * 40, "dirty": True}
+    monkeypatch.setattr(reporting, "source", lambda folder=None: dict(later))
+    assert reporting.settings()["source"] == {**start, "at_write": later}
