@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from renderers import cost, first_stage, funnel, models, quality
+from renderers import cost, first_stage, funnel, living, models, quality
 from renderers.common import ROOT
 
 #: The SciFact test table of the Training section: one column per model (header, results folder, model).
@@ -91,6 +91,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "scifact-trained": lambda: models.scifact_models(TRAINED, EXACT + FUNNELS),
     "scifact-peer": lambda: models.scifact_models(PEER, EXACT + PEER_FUNNELS),
     "scifact-heads-ridge": lambda: models.scifact_models(HEADS, EXACT + FUNNELS),
+    "filters": living.filters,
+    "filters-calibrated": lambda: living.filters("filters-calibrated"),
+    "filters-milvus": living.filters_milvus,
+    "churn": living.churn,
     "sts-layers": lambda: models.sts_layers(STS, [1, 2, 4, 6, 8, 10, 11, 12]),
 }
 
