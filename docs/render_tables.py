@@ -95,6 +95,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "filters-calibrated": lambda: living.filters("filters-calibrated"),
     "filters-milvus": living.filters_milvus,
     "churn": living.churn,
+    "suite": lambda: models.suite("suite"),
+    "suite-dev": lambda: models.suite("suite-dev"),
+    "suite-sets": models.suite_sets,
     "sts-layers": lambda: models.sts_layers(STS, [1, 2, 4, 6, 8, 10, 11, 12]),
 }
 

@@ -112,3 +112,50 @@ def sts_layers(columns: list[tuple[str, str, str | None]], layers: list[int]) ->
             [label, *(f"{by[n]['avg']:.1f} ({by[n]['STSBenchmark']:.1f})" if n in by else "" for n in layers)]
         )
     return _table(["layer", *map(str, layers)], rows)
+
+
+def suite(folder: str) -> str:
+    """Per set: the exact full view's nDCG@10, then each funnel's share of it / overlap@10 with its top 10,
+    and the adaptation's seconds (docs/results/<folder>: evals.suite)."""
+    saved = _load(folder)["rows"]
+    columns = [("funnel 4x64, shipped heads", 100), ("funnel 4x64, adapted at build", 100)]
+    columns += [("funnel 4x64, adapted at build", 200)]
+    columns += [("funnel 4x64, adapted at build, projected query", n) for n in (50, 100, 200)]
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in saved):
+        mine = [r for r in saved if r["dataset"] == dataset]
+        exact = next(r for r in mine if r["kind"] == "exact")
+        by = {(r["row"], r["candidates"]): r for r in mine}
+        cells = []
+        for key in columns:
+            r = by.get(key)
+            cells.append(
+                "" if r is None else f"{r['ndcg@10'] / exact['ndcg@10']:.1%} / {r['overlap@10']:.3f}"
+            )
+        fitted = next((r["adaptation"]["seconds"] for r in mine if r.get("adaptation")), None)
+        rows.append([f"{dataset} ({exact['n_docs']:,})", f"{exact['ndcg@10']:.4f}", *cells,
+                     "" if fitted is None else f"{fitted:.1f}"])  # fmt: skip
+    header = ["set (docs)", "exact nDCG@10", "shipped heads @ 100", "early @ 100", "early @ 200"]
+    return _table([*header, "**projected** @ 50", "**@ 100**", "@ 200", "adaptation s"], rows)
+
+
+#: What each set of the suite is (the rest of its row comes from the suite's results).
+SETS = {
+    "scifact": "BEIR SciFact: claims → the abstracts that support or refute them",
+    "stsb-para": "STS-B (all splits): a sentence → its partner in a pair scored ≥ 4 of 5; corpus: every sentence but "
+    "the queries (sampled to 10,000)",
+    "sick-para": "SICK (train, trial, test), relatedness ≥ 4 of 5, likewise",
+    "sts12-16-para": "SemEval STS 2012-2016, score ≥ 4 of 5, likewise",
+    "manpages": "Linux man pages, sections 2-3 (Debian `manpages-dev` 6.03, rendered by `man`): the NAME line's "
+    'description ("open and possibly create a file", no function name) → the rest of the page, its first 250 words',
+}
+
+
+def suite_sets(folder: str = "suite") -> str:
+    """The suite's sets: documents and test queries as the suite's run counted them, and what each is."""
+    datasets = _load(folder)["datasets"]
+    rows = [
+        [f"`{name}`", f"{d['documents']:,}", str(d["queries"]), SETS.get(name, "")]
+        for name, d in datasets.items()
+    ]
+    return _table(["set", "documents", "test queries", "what"], rows)
