@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from faiss.contrib.evaluation import knn_intersection_measure
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever
 from adaptive_retrieval.reporting import machine_line as machine
@@ -69,7 +70,7 @@ def main() -> None:
                 seconds[precision].append(time.perf_counter() - t0)
                 got.append(list(ids[0]))
             results[precision] = got
-    overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(results["float32"], results["int8"])]))
+    overlap = float(knn_intersection_measure(np.array(results["float32"]), np.array(results["int8"])))
     row = {
         "float32": percentiles(seconds["float32"]),
         "int8": percentiles(seconds["int8"]),

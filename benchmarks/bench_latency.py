@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from faiss.contrib.evaluation import knn_intersection_measure
 
 from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings
 from adaptive_retrieval.reporting import machine_line as machine
@@ -117,7 +118,7 @@ def main() -> None:
 
     figures = {}
     for c in configs:
-        overlap = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(answers[c], answers["exact"])])
+        overlap = knn_intersection_measure(np.array(answers[c]), np.array(answers["exact"]))
         figures[c] = {
             "stages": {s: percentiles(v) for s, v in seconds[c].items()},
             "mean_shortlist": float(np.mean(shortlists[c])),

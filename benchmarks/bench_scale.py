@@ -44,6 +44,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+from faiss.contrib.evaluation import knn_intersection_measure
 
 from adaptive_retrieval.backends import FaissBackend
 from adaptive_retrieval.datasets import default_data_dir
@@ -123,7 +124,7 @@ def agreement(
     picked = np.take_along_axis(short, np.argsort(-np.take_along_axis(fine_scores, short, 1), axis=1), 1)[
         :, :10
     ]
-    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(picked.tolist(), truth.tolist())]))
+    return float(knn_intersection_measure(picked, truth))
 
 
 def calibrate(
@@ -296,7 +297,7 @@ def run_method(
     rows = []
     for shortlist in shortlists:
         lat, qps, ids = _timed(lambda cq, fq, s=shortlist: search(cq, fq, s), coarse_q, fine_q)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist())]))
+        recall = float(knn_intersection_measure(np.asarray(ids), truth))
         ms = np.asarray(lat) * 1000
         rows.append(
             {
@@ -357,9 +358,7 @@ def calibrated_rows(
         lat, _, ids = _timed(
             lambda cq, fq, s=s, p=p, params=params: search(cq, fq, s, p, params), coarse_q[test], fine_q[test]
         )
-        recall = float(
-            np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth[test].tolist())])
-        )
+        recall = float(knn_intersection_measure(np.asarray(ids), truth[test]))
         _, got = index.search(coarse_q[test], s, params=params)
         read = (
             FaissBackend(index, store).rerank(fine_q[test], got, 10, patience=p)[3]
