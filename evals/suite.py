@@ -146,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         cache_dir=args.cache_dir,
         max_queries=args.max_queries,
     )
-    run_settings = settings(split=args.split, coarse=args.coarse, labels=labels_seen(args.model), **info)
+    run_settings = settings(
+        split=args.split, coarse=args.coarse, labels=labels_seen(args.model, args.adapt), **info
+    )
     table = markdown_table(rows, COLUMNS)
     print(
         f"\nsplit {args.split}; machine: {run_settings['machine']['cpu']}, {run_settings['machine']['cores']} cores\n"
