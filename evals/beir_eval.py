@@ -613,11 +613,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         f"\n{args.dataset} ({args.split}): {len(corpus)} docs, {len(queries)} queries; "
         f"machine: {run_settings['machine']['cpu']}, {run_settings['machine']['cores']} cores\n"
     )
-    print(markdown_table(rows, COLUMNS))
+    table = markdown_table(rows, COLUMNS)
+    print(table)
     if args.out:
         write_json(args.out / "results.json", {**run_settings, "rows": rows})
+        (args.out / "table.md").write_text(table + "\n")
         plot_pareto(rows, args.out / "pareto.png", f"{args.dataset} {args.split}: quality vs cost")
-        print(f"\nwrote {args.out / 'results.json'} and {args.out / 'pareto.png'}")
+        print(f"\nwrote results.json, table.md and pareto.png into {args.out}")
     return rows
 
 
