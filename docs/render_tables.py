@@ -99,6 +99,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "suite-dev": lambda: models.suite("suite-dev"),
     "suite-sets": models.suite_sets,
     "sts-layers": lambda: models.sts_layers(STS, [1, 2, 4, 6, 8, 10, 11, 12]),
+    "sts-minilm": lambda: models.sts_layers([("minilm-l6", "sts", "minilm-l6")], [1, 2, 3, 4, 5, 6]),
 }
 
 

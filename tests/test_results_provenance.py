@@ -25,15 +25,9 @@ LEGACY = {
     "scifact-dev-400/results.json",
     "scifact-dev-base-sup/results.json",
     "scifact-dev/results.json",
-    "scifact-heads-distil/results.json",
-    "scifact-heads/results.json",
-    "scifact-quick/results.json",
     "scifact-st2d/results.json",
     "sts-2dmse/results.json",
-    "sts-heads-distil/results.json",
-    "sts/results.json",
     "suite-dev/results.json",
-    "suite/results.json",
 }
 
 
