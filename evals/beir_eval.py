@@ -580,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         encoder = Encoder.from_pretrained(name)
         models[name] = model_info(encoder)
         print(f"{name}: {len(corpus)} documents, {len(queries)} queries", file=sys.stderr, flush=True)
-        rows += evaluate_model(
+        mine = evaluate_model(
             encoder,
             corpus,
             queries,
@@ -596,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             adapt=args.adapt,
             index=args.index,
         )
+        rows += [{**r, "model": name} for r in mine]  # as given: a folder's resolved path names a machine
     for r in rows:
         r["gflops"] = r["flops_per_query"] / 1e9
     run_settings = settings(

@@ -129,13 +129,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         encoder = Encoder.from_pretrained(name)
         models[name] = model_info(encoder)
         print(f"{name}: encoding the STS sentences at every layer", file=sys.stderr, flush=True)
-        rows += evaluate_model(
+        mine = evaluate_model(
             encoder,
             tasks,
             grid_views(encoder, args.grid),
             None if args.no_cache else args.cache_dir,
             args.batch_size,
         )
+        rows += [{**r, "model": name} for r in mine]  # as given: a folder's resolved path names a machine
     columns = [("model", "model", "s"), ("layer", "layer", "d"), ("dim", "dim", "d")]
     columns += [(t, t, ".2f") for t in TASKS] + [("avg", "avg", ".2f")]
     table = markdown_table(rows, columns)

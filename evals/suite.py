@@ -97,6 +97,7 @@ def run_suite(
                 cache_dir=cache_dir,
                 adapt=adapt,
             )
+            mine = [{**r, "model": model} for r in mine]  # as given: a folder's resolved path names a machine
             exact = next(r for r in mine if r["kind"] == "exact")
             for r in mine:
                 r.update(dataset=name, n_docs=len(corpus), row=label(r), gflops=r["flops_per_query"] / 1e9)

@@ -4,6 +4,7 @@ library versions, the git commit, and (where it holds quality figures) the label
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,10 @@ def test_a_header_names_the_code_at_the_start_of_the_run(monkeypatch):
     later = {"commit": "b" * 40, "dirty": True}
     monkeypatch.setattr(reporting, "source", lambda folder=None: dict(later))
     assert reporting.settings()["source"] == {**start, "at_write": later}
+
+
+@pytest.mark.parametrize("path", files(), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_a_results_file_names_no_machines_paths(path):
+    text = path.read_text()
+    found = sorted(set(re.findall(r"(?:/work/|/root/|/home/|/tmp/)[\w./-]*", text)))
+    assert not found, f"{path.relative_to(RESULTS)} names paths of the machine it ran on: {found[:3]}"
