@@ -25,7 +25,6 @@ LEGACY = {
     "scifact-base-heads-sup/results.json",
     "scifact-dev-400/results.json",
     "scifact-dev-base-sup/results.json",
-    "scifact-dev/results.json",
     "scifact-st2d/results.json",
     "sts-2dmse/results.json",
     "suite-dev/results.json",
