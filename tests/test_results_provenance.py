@@ -27,7 +27,6 @@ LEGACY = {
     "scifact-dev-base-sup/results.json",
     "scifact-st2d/results.json",
     "sts-2dmse/results.json",
-    "suite-dev/results.json",
 }
 
 
