@@ -367,12 +367,17 @@ def _info(args: argparse.Namespace) -> int:
 def _fusion_line(fusion: dict[str, Any]) -> str:
     """``info``'s words for a saved fusion (:class:`adaptive_retrieval.hybrid.Fusion`'s fields)."""
     depth = f"{fusion.get('depth')} candidates a side"
-    if fusion.get("rule") == "match":
+    if fusion.get("rule") in ("match", "lead"):
         ramp = fusion.get("ramp")
         span = f"{ramp[0]} to {ramp[1]}" if isinstance(ramp, list) and len(ramp) == 2 else repr(ramp)
+        what = (
+            f"one row holds {span} of the query"
+            if fusion["rule"] == "match"
+            else f"the best document leads the next by {span} of the query"
+        )
         return (
-            f"match, the fine view weighted {fusion.get('weight')}, falling to {fusion.get('match_weight')} as "
-            f"one row holds {span} of the query (BM25 over its bound); {depth}"
+            f"{fusion['rule']}, the fine view weighted {fusion.get('weight')}, falling to "
+            f"{fusion.get('match_weight')} as {what} (BM25 over its bound); {depth}"
         )
     return f"{fusion.get('rule')}, the fine view weighted {fusion.get('weight')}; {depth}"
 

@@ -16,6 +16,12 @@ scores, so every document of the union is judged on both. The rule then ranks th
   (``match`` at or under ``ramp[0]``) to ``match_weight`` (at or over ``ramp[1]``). A query most of whose
   rare terms one row holds (a phrase copied from it, a name, an error message) leans on BM25; a paraphrase
   on the fine view;
+- ``"lead"``: ``convex``, with the fine view's weight set per query by how far the best lexical document
+  stands ahead of the next one: ``lead = (top BM25 score - the best score of another document) / the
+  query's bound`` (a document's passages count as one document), the weight falling along ``ramp`` as
+  for ``"match"``. A query that one document answers lexically (a phrase copied from it, a name) leans on
+  BM25; a query whose words many documents hold alike (short sentences on one topic, a paraphrase) on
+  the fine view, however fully those documents hold its words;
 - ``"rrf"``: reciprocal rank fusion, ``weight / (60 + dense rank) + (1 - weight) / (60 + lexical rank)``
   (a document absent from one list gets nothing from it).
 
@@ -38,8 +44,11 @@ import numpy as np
 from .backends.base import Backend
 from .errors import InvalidArgument
 from .lexical import LexicalIndex, top_rows
+from .passages import document_of
 
-RULES = ("match", "convex", "rrf")
+RULES = ("match", "lead", "convex", "rrf")
+STEERED = ("match", "lead")
+"""The rules whose fine-view weight moves along ``ramp`` with a per-query strength of the lexical evidence."""
 RRF_K = 60
 """Reciprocal rank fusion's constant (Cormack et al., 2009)."""
 
@@ -49,13 +58,14 @@ class Fusion:
     """How a hybrid search combines the fine view's and BM25's evidence (see the module docstring).
 
     Args:
-        rule: ``"match"``, ``"convex"`` or ``"rrf"``.
+        rule: ``"match"``, ``"lead"``, ``"convex"`` or ``"rrf"``.
         weight: the fine view's share, in ``[0, 1]`` (1: dense alone, over the union of candidates); under
-            ``"match"``, its share for a query whose best lexical match is weak.
+            ``"match"`` and ``"lead"``, its share for a query whose lexical evidence is weak.
         depth: the lexical candidates per query, and the funnel's fine-ranked candidates fused with them.
-        match_weight: under ``"match"``, the fine view's share for a query one document matches fully.
-        ramp: under ``"match"``, the match strengths ``(low, high)`` between which the share moves from
-            ``weight`` to ``match_weight``.
+        match_weight: under ``"match"`` and ``"lead"``, the fine view's share for a query whose lexical
+            evidence is strong (one document matches it fully; one document leads the rest).
+        ramp: under ``"match"`` and ``"lead"``, the strengths ``(low, high)`` between which the share moves
+            from ``weight`` to ``match_weight``.
     """
 
     rule: str = "match"
@@ -83,13 +93,14 @@ class Fusion:
             raise InvalidArgument(f"fusion ramp must be (low, high) with 0 <= low < high <= 1, got {ramp!r}")
         object.__setattr__(self, "ramp", (float(ramp[0]), float(ramp[1])))
 
-    def weight_at(self, match: float) -> float:
-        """The fine view's share for a query whose best lexical candidate matches it ``match`` (``[0, 1]``):
-        ``weight`` but under ``"match"``, where it falls from ``weight`` to ``match_weight`` along ``ramp``."""
-        if self.rule != "match":
+    def weight_at(self, strength: float) -> float:
+        """The fine view's share for a query whose lexical evidence has ``strength`` (``[0, 1]``: its
+        ``match`` or ``lead``, see the module docstring): ``weight`` but under ``"match"`` and ``"lead"``,
+        where it falls from ``weight`` to ``match_weight`` along ``ramp``."""
+        if self.rule not in STEERED:
             return self.weight
         low, high = self.ramp
-        t = min(max((match - low) / (high - low), 0.0), 1.0)
+        t = min(max((strength - low) / (high - low), 0.0), 1.0)
         return self.weight + (self.match_weight - self.weight) * t
 
     def funnel_depth(self, k: int, shortlist: int, exact_rows: int | None, patience: int | None) -> int:
@@ -105,9 +116,9 @@ class Fusion:
 
     def label(self) -> str:
         """A short name: ``"convex 0.8"``, ``"rrf 0.6"``, ``"match 0.8-0.3 @0.4-0.5"``."""
-        if self.rule != "match":
+        if self.rule not in STEERED:
             return f"{self.rule} {self.weight:g}"
-        return f"match {self.weight:g}-{self.match_weight:g} @{self.ramp[0]:g}-{self.ramp[1]:g}"
+        return f"{self.rule} {self.weight:g}-{self.match_weight:g} @{self.ramp[0]:g}-{self.ramp[1]:g}"
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any] | None) -> Fusion:
@@ -119,9 +130,36 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
+def lexical_strength(
+    fusion: Fusion, best: np.ndarray, rows: np.ndarray, bound: float, documents: Sequence[Any] | None = None
+) -> float:
+    """How strong a query's lexical evidence is, for ``"match"`` (the best row's BM25 score over the
+    query's bound) and ``"lead"`` (the best row's lead over the best row of another document, over the
+    bound); 0 for the other rules or a query without a lexical candidate.
+
+    Args:
+        fusion: the rule.
+        best, rows: the query's lexical candidates, best first (:func:`adaptive_retrieval.lexical.top_rows`).
+        bound: :meth:`adaptive_retrieval.lexical.LexicalIndex.bound` of the query.
+        documents: each row's id (a :class:`adaptive_retrieval.passages.Passage` names its document), so
+            that a document's passages count as one document; ``None``: every row its own document.
+    """
+    if fusion.rule not in STEERED or not len(best) or bound <= 0:
+        return 0.0
+    if fusion.rule == "match":
+        return float(best[0]) / bound
+
+    def doc(row: int) -> Any:
+        return row if documents is None else document_of(documents[row])
+
+    first = doc(int(rows[0]))
+    runner_up = next((float(s) for s, r in zip(best[1:], rows[1:]) if doc(int(r)) != first), 0.0)
+    return (float(best[0]) - runner_up) / bound
+
+
 def fuse(
     fusion: Fusion, fine: np.ndarray, bm25: np.ndarray, dense_rank: np.ndarray, lexical_rank: np.ndarray,
-    match: float = 0.0,
+    strength: float = 0.0,
 ) -> np.ndarray:  # fmt: skip
     """The fused scores of a query's union of candidates.
 
@@ -130,10 +168,9 @@ def fuse(
         fine, bm25: each candidate's fine score and BM25 score.
         dense_rank, lexical_rank: each candidate's 0-based rank in the funnel's list and the lexical list
             (``-1``: not in that list).
-        match: how fully the query's best lexical candidate matches it (``"match"`` only; see the module
-            docstring).
+        strength: the query's lexical evidence (``"match"`` and ``"lead"``: :func:`lexical_strength`).
     """
-    weight = fusion.weight_at(match)
+    weight = fusion.weight_at(strength)
     if fusion.rule != "rrf":
         return (weight * _minmax(fine) + (1 - weight) * _minmax(bm25)).astype(np.float32)
     dense = np.where(dense_rank >= 0, weight / (RRF_K + 1 + dense_rank), 0.0)
@@ -153,6 +190,7 @@ def fused_search(
     allowed: np.ndarray | None,
     read: np.ndarray,
     seconds: dict[str, float] | None = None,
+    documents: Sequence[Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The top ``k`` of each query's union of candidates by the fused score (see the module docstring).
 
@@ -167,6 +205,7 @@ def fused_search(
         allowed: the rows a hit may be (a filter, the live rows), or ``None``: every row.
         read: ``(n,)`` the fine vectors each query's funnel read.
         seconds: if given, receives the seconds spent here under ``"lexical"``.
+        documents: each row's id (``"lead"`` counts a document's passages as one document), or ``None``.
 
     Returns:
         ``(D, I, read)``: fused scores and rows ``(n, k)``, padded with ``-inf`` / ``-1``, and ``read``
@@ -181,8 +220,8 @@ def fused_search(
         dense_rows, dense_scores = I[j][keep], D[j][keep]
         bm25 = lexical.scores(query)
         best, lexical_rows = top_rows(bm25, fusion.depth, allowed)
-        bound = lexical.bound(query) if fusion.rule == "match" and len(best) else 0.0
-        match = float(best[0]) / bound if bound > 0 else 0.0
+        bound = lexical.bound(query) if fusion.rule in STEERED and len(best) else 0.0
+        strength = lexical_strength(fusion, best, lexical_rows, bound, documents)
         extra = lexical_rows[~np.isin(lexical_rows, dense_rows)]
         extra_scores = engine.fine_scores(fine_q[j : j + 1], extra[None, :])[0] if len(extra) else extra[:0]
         read[j] += len(extra)
@@ -191,7 +230,7 @@ def fused_search(
         dense_rank = np.concatenate([np.arange(len(dense_rows)), np.full(len(extra), -1)])
         position = {int(r): i for i, r in enumerate(lexical_rows)}
         lexical_rank = np.array([position.get(int(r), -1) for r in union], np.int64)
-        fused = fuse(fusion, fine, bm25[union], dense_rank, lexical_rank, match)
+        fused = fuse(fusion, fine, bm25[union], dense_rank, lexical_rank, strength)
         order = np.argsort(-fused, kind="stable")[:k]
         outD[j, : len(order)], outI[j, : len(order)] = fused[order], union[order]
     if seconds is not None:

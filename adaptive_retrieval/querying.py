@@ -306,7 +306,18 @@ def ranked(
         )
         if lexical is not None:  # the lexical candidates join, the union is ranked by the fused score
             D, I, read = fused_search(
-                engine, lexical, fusion, queries, fine_q, D, I, depth, allowed, read, search.get("seconds")
+                engine,
+                lexical,
+                fusion,
+                queries,
+                fine_q,
+                D,
+                I,
+                depth,
+                allowed,
+                read,
+                search.get("seconds"),
+                documents=ids.ids if ids.documents < ids.count else None,
             )
         if not grouped:
             return D, I, fallbacks, read

@@ -41,7 +41,13 @@ from adaptive_retrieval import DEFAULT_MODEL, Encoder, FaissOptions, Retriever, 
 from adaptive_retrieval import retriever as retriever_module
 from adaptive_retrieval.adapt import adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
-from adaptive_retrieval.encoding_cache import DEFAULT_CACHE_DIR, encode_beir_corpus, view_matrix
+from adaptive_retrieval.encoding_cache import (
+    DEFAULT_CACHE_DIR,
+    cache_key,
+    cache_paths,
+    encode_beir_corpus,
+    view_matrix,
+)
 from adaptive_retrieval.hybrid import Fusion
 from adaptive_retrieval.indexing import projection_of
 from adaptive_retrieval.lexical import LexicalIndex
@@ -65,6 +71,10 @@ GRID = (
         Fusion("match", 0.8, match_weight=low, ramp=ramp)
         for low in (0.2, 0.3)
         for ramp in ((0.3, 0.5), (0.35, 0.5), (0.4, 0.45), (0.4, 0.5))
+    )
+    + tuple(
+        Fusion("lead", 0.8, match_weight=0.3, ramp=ramp)
+        for ramp in ((0.05, 0.2), (0.1, 0.3), (0.15, 0.3), (0.2, 0.4))
     )
 )
 K = 10  # the searches behind nDCG@10, MRR@10 and Recall@10 ask for this many documents, as users do
@@ -114,8 +124,9 @@ def bm25_run(
 
 def passage_rows(encoder: Encoder, corpus: dict, cache_dir: Path | None) -> tuple[dict, list, Any, dict]:
     """The corpus as the index's rows: ``({row key: {"text"}}, row ids, (row keys, every layer's rows),
-    counts)``. A document that fits keeps its encoding of the whole corpus (cached); only the passages of
-    split documents are encoded (cached too), so the two indexes share every row they can."""
+    counts)``. A document that fits keeps its encoding of the whole corpus where that is cached (``beir_eval.py``
+    and the suite encode it), else only the documents that fit are encoded; the passages of split documents
+    are encoded apart; every encoding is cached."""
     ids, texts = zip(*iter_documents(corpus))
     t0 = time.perf_counter()
     spans = split(encoder.tokenizer, list(texts), budget(encoder))
@@ -135,13 +146,25 @@ def passage_rows(encoder: Encoder, corpus: dict, cache_dir: Path | None) -> tupl
         "tokens_encoded_cut": tokens(list(texts)),
     }
     keys = [json.dumps(r) for r in row_ids]
-    whole_ids, whole = encode_beir_corpus(encoder, corpus, cache_dir)
     pieces = [i for i, r in enumerate(row_ids) if isinstance(r, Passage)]
-    layers = np.empty((whole.shape[0], len(row_ids), whole.shape[2]), np.float32)
+    kept = [i for i, r in enumerate(row_ids) if not isinstance(r, Passage)]
+    whole_cached = (
+        cache_dir is not None
+        and cache_paths(cache_dir, cache_key(encoder, [str(d) for d in ids], list(texts)))[0].is_file()
+    )
+    if whole_cached or not pieces:  # beir_eval's encoding of the whole corpus, or the corpus itself
+        whole_ids, whole = encode_beir_corpus(encoder, corpus, cache_dir)
+    else:  # most documents are split: encode only those that fit (cached as their own stream)
+        fits = {str(row_ids[i]): corpus[row_ids[i]] for i in kept}
+        whole_ids, whole = encode_beir_corpus(encoder, fits, cache_dir) if fits else ([], None)
+    width = (whole.shape[0], whole.shape[2]) if whole is not None else None
+    encoded = None
     if pieces:
         _, encoded = encode_beir_corpus(encoder, {keys[i]: {"text": row_texts[i]} for i in pieces}, cache_dir)
+        width = (encoded.shape[0], encoded.shape[2])
+    layers = np.empty((width[0], len(row_ids), width[1]), np.float32)
+    if encoded is not None:
         layers[:, pieces] = encoded
-    kept = [i for i, r in enumerate(row_ids) if not isinstance(r, Passage)]
     if kept:
         where = {d: i for i, d in enumerate(whole_ids)}
         layers[:, kept] = whole[:, [where[str(row_ids[i])] for i in kept]]

@@ -6,7 +6,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
+from adaptive_retrieval.encoding_cache import encode_beir_corpus
 from adaptive_retrieval.hybrid import Fusion
+from adaptive_retrieval.passages import Passage
+from evals.hybrid_eval import passage_rows
 from tests.helpers import make_model, make_tokenizer, random_texts
 
 RUN = {"check": True, "capture_output": True, "text": True, "timeout": 600}
@@ -110,3 +115,20 @@ def test_passages_eval_tiny(tmp_path):
     assert cost["truncated"]["rows"] == cost["passages"]["documents"] == 120
     assert cost["passages"]["rows"] > 120 and cost["passages"]["split"] == cost["truncated"]["cut"] > 0
     assert cost["tokens_ratio"] > 1 and cost["encode_ratio"] > 0 and "command" in saved and "machine" in saved
+
+
+def test_passage_rows_are_the_same_whether_or_not_the_whole_corpus_is_cached(tmp_path, tiny_encoder):
+    """hybrid_eval encodes only the documents that fit when the whole corpus' encoding is not cached: the
+    rows (ids, texts, every layer's vectors) are those it builds from the whole corpus' cached encoding."""
+    texts = random_texts(12, seed=3, min_words=6)
+    texts[2] = " ".join(random_texts(40, seed=4, min_words=8))  # past the tiny model's 64 tokens: split
+    texts[7] = " ".join(random_texts(30, seed=5, min_words=8))
+    corpus = {str(i): {"title": "", "text": t} for i, t in enumerate(texts)}
+    cold = passage_rows(tiny_encoder, corpus, tmp_path / "cold")
+    assert list((tmp_path / "cold").glob("*.npy"))  # the encodings were cached
+    encode_beir_corpus(tiny_encoder, corpus, tmp_path / "warm")  # as beir_eval leaves the whole corpus
+    warm = passage_rows(tiny_encoder, corpus, tmp_path / "warm")
+    assert cold[0] == warm[0] and cold[1] == warm[1] and cold[3]["split"] == 2
+    assert sum(isinstance(r, Passage) for r in cold[1]) > 2 and "2" not in cold[1] and "0" in cold[1]
+    np.testing.assert_allclose(cold[2][1], warm[2][1], atol=1e-5)
+    assert cold[2][0] == warm[2][0]

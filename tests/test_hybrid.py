@@ -12,8 +12,9 @@ import Stemmer
 
 from adaptive_retrieval import Retriever
 from adaptive_retrieval.errors import CorpusError, IndexDamaged, InvalidArgument, InvalidArgumentType
-from adaptive_retrieval.hybrid import Fusion, fuse, fused_search
+from adaptive_retrieval.hybrid import Fusion, fuse, fused_search, lexical_strength
 from adaptive_retrieval.lexical import LexicalIndex, languages, top_rows
+from adaptive_retrieval.passages import Passage
 from adaptive_retrieval.postings import unvarints, varints
 from tests.helpers import random_texts
 
@@ -245,10 +246,10 @@ def test_match_weight_falls_along_its_ramp():
     bm25 = np.array([0.0, 10.0, 5.0], np.float32)
     ranks = np.array([0, 2, 1]), np.array([-1, 0, 1])
     np.testing.assert_allclose(
-        fuse(f, fine, bm25, *ranks, match=0.0), fuse(Fusion("convex", 0.8), fine, bm25, *ranks)
+        fuse(f, fine, bm25, *ranks, strength=0.0), fuse(Fusion("convex", 0.8), fine, bm25, *ranks)
     )
     np.testing.assert_allclose(
-        fuse(f, fine, bm25, *ranks, match=0.9), fuse(Fusion("convex", 0.2), fine, bm25, *ranks)
+        fuse(f, fine, bm25, *ranks, strength=0.9), fuse(Fusion("convex", 0.2), fine, bm25, *ranks)
     )
 
 
@@ -300,6 +301,45 @@ def test_match_leans_on_bm25_only_for_a_query_one_row_matches_fully():
     assert first(Fusion("convex", 0.8), full) == 1 and first(Fusion(), full) == 0
     weak = "gardens story quietly unknown words"  # no row holds most of it: the fine view's choice stands
     assert lex.scores(weak).max() / lex.bound(weak) < 0.4 and first(Fusion(), weak) == 1
+
+
+def test_lead_leans_on_bm25_only_when_one_document_stands_ahead_of_the_rest():
+    texts = [
+        "a man is playing a guitar on stage",
+        "a man is playing a guitar in the park",
+        "a man plays the guitar loudly",
+        "kernel module zq1177 failed to load firmware",
+        "a woman is slicing an onion",
+    ]
+    lex = LexicalIndex()
+    lex.stage(texts)
+    lex.commit()
+    fine = np.eye(5, dtype=np.float32)
+    q = np.array([[0.2, 0.1, 0.9, 0.3, 0.0]], np.float32)  # the fine view prefers row 2
+    engine, order = _Engine(fine), np.argsort(-(fine @ q[0]))
+    D, I = np.sort(fine @ q[0])[::-1][None, :].astype(np.float32), order[None, :]
+    lead = Fusion("lead", 0.8, match_weight=0.3, ramp=(0.15, 0.3))
+
+    def first(fusion: Fusion, query: str, documents=None) -> int:
+        _, got, _ = fused_search(
+            engine, lex, fusion, [query], q, D, I, 5, None, np.zeros(1, np.int64), documents=documents
+        )
+        return int(got[0, 0])
+
+    def strength(fusion: Fusion, query: str, documents=None) -> float:
+        best, rows = top_rows(lex.scores(query), 100)
+        return lexical_strength(fusion, best, rows, lex.bound(query), documents)
+
+    alike = "man playing guitar"  # rows 0-2 hold its words alike: BM25 has no clear winner
+    assert strength(Fusion(), alike) > 0.4  # "match" sees a row holding the query: it leans on BM25
+    assert strength(lead, alike) == 0.0 and first(lead, alike) == 2  # "lead": the fine view's choice stands
+    phrase = "module zq1177 failed firmware"  # one row holds it and no other: BM25 leads
+    assert strength(lead, phrase) > 0.3 and first(lead, phrase) == 3
+    # rows 0-2 as passages of one document: no other document holds the words, so that document leads
+    documents = [Passage("d", n, 0, 0) for n in range(3)] + ["x", "y"]
+    assert strength(lead, alike, documents) == pytest.approx(strength(Fusion(), alike))
+    assert Fusion.from_dict(lead.as_dict()) == lead and lead.label() == "lead 0.8-0.3 @0.15-0.3"
+    assert strength(Fusion("convex", 0.5), phrase) == 0.0 and lead.weight_at(0.5) == pytest.approx(0.3)
 
 
 def test_fuse_convex_and_rrf_by_hand():
