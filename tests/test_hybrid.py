@@ -277,6 +277,27 @@ class _Engine:
         return np.einsum("qd,qkd->qk", q, self.fine[rows])
 
 
+def _case(texts: list[str], fine_query: list[float]):
+    """A lexical index of ``texts``, one fine vector per row (the identity) and a query whose fine scores are
+    ``fine_query``: ``(index, first)``, ``first(fusion, query, documents=None)`` the fused search's top row."""
+    lex = LexicalIndex()
+    lex.stage(texts)
+    lex.commit()
+    fine = np.eye(len(texts), dtype=np.float32)
+    q = np.array([fine_query], np.float32)
+    engine, order = _Engine(fine), np.argsort(-(fine @ q[0]))
+    D, I = np.sort(fine @ q[0])[::-1][None, :].astype(np.float32), order[None, :]
+
+    def first(fusion: Fusion, query: str, documents=None) -> int:
+        read = np.zeros(1, np.int64)
+        _, got, _ = fused_search(
+            engine, lex, fusion, [query], q, D, I, len(texts), None, read, documents=documents
+        )
+        return int(got[0, 0])
+
+    return lex, first
+
+
 def test_match_leans_on_bm25_only_for_a_query_one_row_matches_fully():
     texts = [
         "error zq1177 in module loader " * 40,
@@ -284,18 +305,7 @@ def test_match_leans_on_bm25_only_for_a_query_one_row_matches_fully():
         "loader notes",
         "module gardens error",
     ]
-    lex = LexicalIndex()
-    lex.stage(texts)
-    lex.commit()
-    fine = np.eye(4, dtype=np.float32)
-    q = np.array([[0.2, 0.9, 0.1, 0.3]], np.float32)  # the fine view prefers row 1
-    engine, order = _Engine(fine), np.argsort(-(fine @ q[0]))
-    D, I = np.sort(fine @ q[0])[::-1][None, :].astype(np.float32), order[None, :]
-
-    def first(fusion: Fusion, query: str) -> int:
-        _, got, _ = fused_search(engine, lex, fusion, [query], q, D, I, 4, None, np.zeros(1, np.int64))
-        return int(got[0, 0])
-
+    lex, first = _case(texts, [0.2, 0.9, 0.1, 0.3])  # the fine view prefers row 1
     full = "error zq1177 in module loader"  # every term in row 0, many times: match near 1
     assert lex.scores(full).max() / lex.bound(full) > 0.45
     assert first(Fusion("convex", 0.8), full) == 1 and first(Fusion(), full) == 0
@@ -311,20 +321,8 @@ def test_lead_leans_on_bm25_only_when_one_document_stands_ahead_of_the_rest():
         "kernel module zq1177 failed to load firmware",
         "a woman is slicing an onion",
     ]
-    lex = LexicalIndex()
-    lex.stage(texts)
-    lex.commit()
-    fine = np.eye(5, dtype=np.float32)
-    q = np.array([[0.2, 0.1, 0.9, 0.3, 0.0]], np.float32)  # the fine view prefers row 2
-    engine, order = _Engine(fine), np.argsort(-(fine @ q[0]))
-    D, I = np.sort(fine @ q[0])[::-1][None, :].astype(np.float32), order[None, :]
+    lex, first = _case(texts, [0.2, 0.1, 0.9, 0.3, 0.0])  # the fine view prefers row 2
     lead = Fusion("lead", 0.8, match_weight=0.3, ramp=(0.15, 0.3))
-
-    def first(fusion: Fusion, query: str, documents=None) -> int:
-        _, got, _ = fused_search(
-            engine, lex, fusion, [query], q, D, I, 5, None, np.zeros(1, np.int64), documents=documents
-        )
-        return int(got[0, 0])
 
     def strength(fusion: Fusion, query: str, documents=None) -> float:
         best, rows = top_rows(lex.scores(query), 100)
