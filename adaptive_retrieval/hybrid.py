@@ -115,7 +115,7 @@ class Fusion:
         return {**asdict(self), "ramp": list(self.ramp)}
 
     def label(self) -> str:
-        """A short name: ``"convex 0.8"``, ``"rrf 0.6"``, ``"match 0.8-0.3 @0.4-0.5"``."""
+        """A short name: ``"convex 0.8"``, ``"rrf 0.6"``, ``"match 0.8-0.3 @0.4-0.5"``, ``"lead 0.8-0.3 @0.15-0.3"``."""
         if self.rule not in STEERED:
             return f"{self.rule} {self.weight:g}"
         return f"{self.rule} {self.weight:g}-{self.match_weight:g} @{self.ramp[0]:g}-{self.ramp[1]:g}"
