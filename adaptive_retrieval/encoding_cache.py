@@ -69,6 +69,25 @@ def cache_paths(cache_dir: Path, key: dict[str, str | int]) -> tuple[Path, Path]
     return Path(cache_dir) / f"{stem}.npy", Path(cache_dir) / f"{stem}.json"
 
 
+def cached_encoding(
+    encoder: Encoder, ids: Sequence[DocId], texts: Sequence[str], cache_dir: Path
+) -> np.ndarray | None:
+    """:func:`encode_all_layers`' cached encoding of ``(ids, texts)`` (memory-mapped), or ``None`` when there
+    is none, or it is damaged or of another key or shape."""
+    key = cache_key(encoder, ids, texts)
+    path, meta_path = cache_paths(cache_dir, key)
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        cached = np.load(path, mmap_mode="r")
+    except (ValueError, OSError):
+        return None  # damaged: encode again
+    shape = (encoder.n_layers, len(ids), encoder.hidden_size)
+    ok = meta.get("key") == key and cached.shape == shape and cached.dtype == np.float32
+    return cached if ok else None
+
+
 def encode_all_layers(
     encoder: Encoder,
     ids: Sequence[DocId],
@@ -90,7 +109,6 @@ def encode_all_layers(
     if isinstance(part_size, bool) or not isinstance(part_size, int) or part_size < 1:
         raise InvalidArgument(f"part_size must be a positive int, got {part_size!r}")
     key = cache_key(encoder, ids, texts)
-    shape = (encoder.n_layers, len(ids), encoder.hidden_size)
     views = [View(layer, encoder.hidden_size) for layer in range(1, encoder.n_layers + 1)]
     if cache_dir is None:
         vectors = encoder.encode(
@@ -98,14 +116,9 @@ def encode_all_layers(
         )
         return np.stack([vectors[v] for v in views])
     path, meta_path = cache_paths(cache_dir, key)
-    if path.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            cached = np.load(path, mmap_mode="r")
-            if meta.get("key") == key and cached.shape == shape and cached.dtype == np.float32:
-                return cached
-        except (ValueError, OSError):
-            pass  # damaged: encode again
+    cached = cached_encoding(encoder, ids, texts, cache_dir)
+    if cached is not None:
+        return cached
     parts = path.with_suffix(".parts")
     stacked = _encode_in_parts(encoder, list(texts), views, parts, key, part_size, batch_size)
     tmp = path.with_suffix(f".tmp-{os.getpid()}.npy")

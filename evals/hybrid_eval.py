@@ -43,8 +43,7 @@ from adaptive_retrieval.adapt import adapt_encoder, project_fine
 from adaptive_retrieval.corpus import iter_documents
 from adaptive_retrieval.encoding_cache import (
     DEFAULT_CACHE_DIR,
-    cache_key,
-    cache_paths,
+    cached_encoding,
     encode_beir_corpus,
     view_matrix,
 )
@@ -150,20 +149,16 @@ def passage_rows(encoder: Encoder, corpus: dict, cache_dir: Path | None) -> tupl
     kept = [i for i, r in enumerate(row_ids) if not isinstance(r, Passage)]
     whole_cached = (
         cache_dir is not None
-        and cache_paths(cache_dir, cache_key(encoder, [str(d) for d in ids], list(texts)))[0].is_file()
+        and cached_encoding(encoder, [str(d) for d in ids], list(texts), cache_dir) is not None
     )
     if whole_cached or not pieces:  # beir_eval's encoding of the whole corpus, or the corpus itself
         whole_ids, whole = encode_beir_corpus(encoder, corpus, cache_dir)
     else:  # most documents are split: encode only those that fit (cached as their own stream)
         fits = {str(row_ids[i]): corpus[row_ids[i]] for i in kept}
         whole_ids, whole = encode_beir_corpus(encoder, fits, cache_dir) if fits else ([], None)
-    width = (whole.shape[0], whole.shape[2]) if whole is not None else None
-    encoded = None
+    layers = np.empty((encoder.n_layers, len(row_ids), encoder.hidden_size), np.float32)
     if pieces:
         _, encoded = encode_beir_corpus(encoder, {keys[i]: {"text": row_texts[i]} for i in pieces}, cache_dir)
-        width = (encoded.shape[0], encoded.shape[2])
-    layers = np.empty((width[0], len(row_ids), width[1]), np.float32)
-    if encoded is not None:
         layers[:, pieces] = encoded
     if kept:
         where = {d: i for i, d in enumerate(whole_ids)}
