@@ -375,9 +375,15 @@ def _fusion_line(fusion: dict[str, Any]) -> str:
             if fusion["rule"] == "match"
             else f"the best document leads the next by {span} of the query"
         )
+        confidence = fusion.get("confidence")
+        back = (
+            f", back as its best score rises from {confidence[0]} to {confidence[1]}"
+            if isinstance(confidence, list) and len(confidence) == 2
+            else ""
+        )
         return (
             f"{fusion['rule']}, the fine view weighted {fusion.get('weight')}, falling to "
-            f"{fusion.get('match_weight')} as {what} (BM25 over its bound); {depth}"
+            f"{fusion.get('match_weight')} as {what} (BM25 over its bound){back}; {depth}"
         )
     return f"{fusion.get('rule')}, the fine view weighted {fusion.get('weight')}; {depth}"
 

@@ -15,7 +15,9 @@ scores, so every document of the union is judged on both. The rule then ranks th
   limit would score, a term no row holds included), and the weight falls linearly from ``weight``
   (``match`` at or under ``ramp[0]``) to ``match_weight`` (at or over ``ramp[1]``). A query most of whose
   rare terms one row holds (a phrase copied from it, a name, an error message) leans on BM25; a paraphrase
-  on the fine view;
+  on the fine view. With ``confidence`` (on by default), the weight climbs back to ``weight`` as the fine
+  view's best score over the union rises from ``confidence[0]`` to ``confidence[1]``: a query the fine view
+  finds a near-paraphrase for (a short sentence whose words many sentences share) stays with it;
 - ``"lead"``: ``convex``, with the fine view's weight set per query by how far the best lexical document
   stands ahead of the next one: ``lead = (top BM25 score - the best score of another document) / the
   query's bound`` (a document's passages count as one document), the weight falling along ``ramp`` as
@@ -66,13 +68,19 @@ class Fusion:
             evidence is strong (one document matches it fully; one document leads the rest).
         ramp: under ``"match"`` and ``"lead"``, the strengths ``(low, high)`` between which the share moves
             from ``weight`` to ``match_weight``.
+        confidence: under ``"match"`` and ``"lead"``, the fine view's best score over the query's candidates
+            (an inner product: a cosine, the encoders' vectors being normalised) ``(low, high)`` between
+            which the share climbs back from ``match_weight`` to ``weight``: a query the fine view finds a
+            near-paraphrase for stays with it, however fully some row holds its words. ``None``: off. The
+            default's scale is the default model's; a model whose cosines run lower or higher wants its own.
     """
 
     rule: str = "match"
     weight: float = 0.8
     depth: int = 100
     match_weight: float = 0.3
-    ramp: tuple[float, float] = (0.4, 0.5)
+    ramp: tuple[float, float] = (0.3, 0.5)
+    confidence: tuple[float, float] | None = (0.7, 0.85)
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -92,16 +100,31 @@ class Fusion:
         ):
             raise InvalidArgument(f"fusion ramp must be (low, high) with 0 <= low < high <= 1, got {ramp!r}")
         object.__setattr__(self, "ramp", (float(ramp[0]), float(ramp[1])))
+        confidence = self.confidence
+        if confidence is not None:
+            if not (
+                isinstance(confidence, (tuple, list))
+                and len(confidence) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in confidence)
+                and -1 <= confidence[0] < confidence[1] <= 1
+            ):
+                raise InvalidArgument(
+                    f"fusion confidence must be None or (low, high) with -1 <= low < high <= 1, got {confidence!r}"
+                )
+            object.__setattr__(self, "confidence", (float(confidence[0]), float(confidence[1])))
 
-    def weight_at(self, strength: float) -> float:
+    def weight_at(self, strength: float, best_fine: float | None = None) -> float:
         """The fine view's share for a query whose lexical evidence has ``strength`` (``[0, 1]``: its
         ``match`` or ``lead``, see the module docstring): ``weight`` but under ``"match"`` and ``"lead"``,
-        where it falls from ``weight`` to ``match_weight`` along ``ramp``."""
+        where it falls from ``weight`` to ``match_weight`` along ``ramp``, and climbs back to ``weight``
+        along ``confidence`` as ``best_fine`` (the fine view's best score for the query) rises."""
         if self.rule not in STEERED:
             return self.weight
-        low, high = self.ramp
-        t = min(max((strength - low) / (high - low), 0.0), 1.0)
-        return self.weight + (self.match_weight - self.weight) * t
+        steered = self.weight + (self.match_weight - self.weight) * _along(strength, self.ramp)
+        if self.confidence is None or best_fine is None:
+            return steered
+        confident = self.match_weight + (self.weight - self.match_weight) * _along(best_fine, self.confidence)
+        return max(steered, confident) if self.weight >= self.match_weight else min(steered, confident)
 
     def funnel_depth(self, k: int, shortlist: int, exact_rows: int | None, patience: int | None) -> int:
         """How many fine-ranked candidates a funnel hands to the fusion: its top ``depth`` within its
@@ -112,17 +135,29 @@ class Fusion:
         return max(k, min(self.depth, shortlist if exact_rows is None else exact_rows))
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ramp": list(self.ramp)}
+        confidence = None if self.confidence is None else list(self.confidence)
+        return {**asdict(self), "ramp": list(self.ramp), "confidence": confidence}
 
     def label(self) -> str:
-        """A short name: ``"convex 0.8"``, ``"rrf 0.6"``, ``"match 0.8-0.3 @0.4-0.5"``, ``"lead 0.8-0.3 @0.15-0.3"``."""
+        """A short name: ``"convex 0.8"``, ``"rrf 0.6"``, ``"match 0.8-0.3 @0.4-0.5"``,
+        ``"match 0.8-0.3 @0.3-0.5 cos@0.7-0.85"`` (with ``confidence``), ``"lead 0.8-0.3 @0.15-0.3"``."""
         if self.rule not in STEERED:
             return f"{self.rule} {self.weight:g}"
-        return f"{self.rule} {self.weight:g}-{self.match_weight:g} @{self.ramp[0]:g}-{self.ramp[1]:g}"
+        label = f"{self.rule} {self.weight:g}-{self.match_weight:g} @{self.ramp[0]:g}-{self.ramp[1]:g}"
+        return (
+            label if self.confidence is None else f"{label} cos@{self.confidence[0]:g}-{self.confidence[1]:g}"
+        )
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any] | None) -> Fusion:
-        return cls() if saved is None else cls(**saved)
+        """The fusion an index saved (:meth:`as_dict`); one saved before ``confidence`` existed had none."""
+        return cls() if saved is None else cls(**{"confidence": None, **saved})
+
+
+def _along(value: float, span: tuple[float, float]) -> float:
+    """Where ``value`` lies along ``span = (low, high)``: 0 at or under ``low``, 1 at or over ``high``."""
+    low, high = span
+    return min(max((value - low) / (high - low), 0.0), 1.0)
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -170,7 +205,7 @@ def fuse(
             (``-1``: not in that list).
         strength: the query's lexical evidence (``"match"`` and ``"lead"``: :func:`lexical_strength`).
     """
-    weight = fusion.weight_at(strength)
+    weight = fusion.weight_at(strength, float(fine.max()) if len(fine) else None)
     if fusion.rule != "rrf":
         return (weight * _minmax(fine) + (1 - weight) * _minmax(bm25)).astype(np.float32)
     dense = np.where(dense_rank >= 0, weight / (RRF_K + 1 + dense_rank), 0.0)
