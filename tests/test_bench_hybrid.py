@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from adaptive_retrieval.encoding_cache import encode_beir_corpus
 from adaptive_retrieval.hybrid import Fusion
 from adaptive_retrieval.passages import Passage
-from evals.hybrid_eval import passage_rows
+from evals.hybrid_eval import NOISE, choose, passage_rows
 from tests.helpers import make_model, make_tokenizer, random_texts
 
 RUN = {"check": True, "capture_output": True, "text": True, "timeout": 600}
@@ -72,6 +73,29 @@ def test_hybrid_eval_tiny(tmp_path):
     assert saved["chosen"]["row"].startswith("hybrid") and saved["chosen"]["sets"] == ["tiny"]
     assert saved["costs"][0]["docs"] == 120 and saved["costs"][0]["lexical_ram_bytes_per_doc"] > 0
     assert "command" in saved and "machine" in saved
+
+
+def test_choose_takes_the_best_mean_among_fusions_within_noise_of_the_better_part():
+    def rows(scores: dict[str, list[float]]) -> list[dict]:  # per row name, nDCG@10 on sets a and b
+        return [
+            {"dataset": s, "split": "dev", "row": name, "ndcg@10": v[i]}
+            for name, v in scores.items()
+            for i, s in enumerate("ab")
+        ]
+
+    parts = {"bm25": [0.50, 0.80], "dense": [0.70, 0.60]}  # the better part: 0.70 on a, 0.80 on b
+    steady = {"hybrid steady": [0.701, 0.801]}  # the best worst margin (+0.001), a small mean
+    bold = {"hybrid bold": [0.70 - NOISE / 2, 0.90]}  # within noise on a, far ahead on b
+    reckless = {"hybrid reckless": [0.70 - 2 * NOISE, 0.95]}  # the best mean, but loses past noise on a
+    got = choose(rows({**parts, **steady, **bold, **reckless}))
+    assert got["row"] == "hybrid bold" and got["sets"] == ["a", "b"]
+    assert got["worst_margin"] == pytest.approx(-NOISE / 2) and got["mean_margin"] == pytest.approx(0.0475)
+    # none within noise: the best worst margin
+    assert (
+        choose(rows({**parts, **reckless, "hybrid worse": [0.70 - 3 * NOISE, 0.99]}))["row"]
+        == "hybrid reckless"
+    )
+    assert choose(rows(parts)) is None and choose(rows({**parts, **bold}), split="test") is None
 
 
 def test_bench_hybrid_tiny(tmp_path):

@@ -71,7 +71,10 @@ def test_index_search_and_info_from_a_jsonl_corpus(model_dir, tmp_path):
     shown = run("info", str(out), "--verify")
     assert shown.returncode == 0 and "300 documents" in shown.stdout and "every byte verified" in shown.stdout
     assert "calibrated for overlap@10 0.9" in shown.stdout and "runs in float32" in shown.stdout
-    assert "match, the fine view weighted 0.8, falling to 0.3 as one row holds 0.4 to 0.5" in shown.stdout
+    assert (
+        "match, the fine view weighted 0.8, falling to 0.3 as one row holds 0.3 to 0.5 of the query "
+        "(BM25 over its bound), back as its best score rises from 0.7 to 0.85" in shown.stdout
+    )
     both = run("search", str(out), texts[7], texts[9], "-k", "2", "--json", "--model", str(model_dir))
     answers = json.loads(both.stdout)
     assert [a["query"] for a in answers] == [texts[7], texts[9]] and answers[1]["hits"][0]["doc_id"] == "d9"

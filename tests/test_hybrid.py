@@ -235,11 +235,25 @@ def test_fusion_checks_its_settings():
         json.dumps(Fusion(match_weight=0.3, ramp=(0.3, 0.5)).as_dict())
     )  # as a manifest holds it
     assert Fusion.from_dict(saved) == Fusion(match_weight=0.3, ramp=(0.3, 0.5))
-    assert Fusion.from_dict({"rule": "convex", "weight": 0.8, "depth": 100}) == Fusion("convex", 0.8)  # older
+    older = Fusion.from_dict(
+        {"rule": "convex", "weight": 0.8, "depth": 100}
+    )  # saved before match and confidence
+    assert older == Fusion("convex", 0.8, confidence=None)
+    before_confidence = {
+        "rule": "match",
+        "weight": 0.8,
+        "depth": 100,
+        "match_weight": 0.3,
+        "ramp": [0.4, 0.5],
+    }
+    assert Fusion.from_dict(before_confidence).confidence is None  # it keeps ranking as it did
+    for confidence in ((0.9, 0.8), (0.5,), (-2, 0.5), (0.5, True), "high"):
+        with pytest.raises(InvalidArgument, match="confidence"):
+            Fusion(confidence=confidence)
 
 
 def test_match_weight_falls_along_its_ramp():
-    f = Fusion("match", 0.8, match_weight=0.2, ramp=(0.4, 0.5))
+    f = Fusion("match", 0.8, match_weight=0.2, ramp=(0.4, 0.5), confidence=None)
     assert [round(f.weight_at(m), 6) for m in (0.0, 0.4, 0.45, 0.5, 1.0)] == [0.8, 0.8, 0.5, 0.2, 0.2]
     assert Fusion("convex", 0.7).weight_at(1.0) == 0.7  # only "match" moves
     fine = np.array([0.9, 0.5, 0.7], np.float32)
@@ -305,7 +319,7 @@ def test_match_leans_on_bm25_only_for_a_query_one_row_matches_fully():
         "loader notes",
         "module gardens error",
     ]
-    lex, first = _case(texts, [0.2, 0.9, 0.1, 0.3])  # the fine view prefers row 1
+    lex, first = _case(texts, [0.2, 0.6, 0.1, 0.3])  # the fine view prefers row 1, without a near-paraphrase
     full = "error zq1177 in module loader"  # every term in row 0, many times: match near 1
     assert lex.scores(full).max() / lex.bound(full) > 0.45
     assert first(Fusion("convex", 0.8), full) == 1 and first(Fusion(), full) == 0
@@ -321,7 +335,7 @@ def test_lead_leans_on_bm25_only_when_one_document_stands_ahead_of_the_rest():
         "kernel module zq1177 failed to load firmware",
         "a woman is slicing an onion",
     ]
-    lex, first = _case(texts, [0.2, 0.1, 0.9, 0.3, 0.0])  # the fine view prefers row 2
+    lex, first = _case(texts, [0.2, 0.1, 0.6, 0.3, 0.0])  # the fine view prefers row 2
     lead = Fusion("lead", 0.8, match_weight=0.3, ramp=(0.15, 0.3))
 
     def strength(fusion: Fusion, query: str, documents=None) -> float:
@@ -336,8 +350,26 @@ def test_lead_leans_on_bm25_only_when_one_document_stands_ahead_of_the_rest():
     # rows 0-2 as passages of one document: no other document holds the words, so that document leads
     documents = [Passage("d", n, 0, 0) for n in range(3)] + ["x", "y"]
     assert strength(lead, alike, documents) == pytest.approx(strength(Fusion(), alike))
-    assert Fusion.from_dict(lead.as_dict()) == lead and lead.label() == "lead 0.8-0.3 @0.15-0.3"
+    assert Fusion.from_dict(lead.as_dict()) == lead and lead.label() == "lead 0.8-0.3 @0.15-0.3 cos@0.7-0.85"
     assert strength(Fusion("convex", 0.5), phrase) == 0.0 and lead.weight_at(0.5) == pytest.approx(0.3)
+
+
+def test_confidence_keeps_a_near_paraphrase_with_the_fine_view():
+    f = Fusion("match", 0.8, match_weight=0.3, ramp=(0.3, 0.5), confidence=(0.7, 0.85))
+    got = [round(f.weight_at(1.0, best), 6) for best in (None, 0.5, 0.7, 0.775, 0.85, 0.99)]
+    assert got == [0.3, 0.3, 0.3, 0.55, 0.8, 0.8]  # BM25's full match is withdrawn as the fine view is sure
+    assert f.weight_at(0.0, 0.99) == 0.8 and f.weight_at(0.0, 0.1) == 0.8  # a weak match never leans
+    assert Fusion("convex", 0.6).weight_at(1.0, 0.99) == 0.6  # only the steered rules move
+    # the other way round (the fine view's share rising with the match): confidence still pulls to weight
+    assert Fusion("match", 0.2, match_weight=0.9, confidence=(0.7, 0.85)).weight_at(1.0, 0.99) == 0.2
+    texts = ["error zq1177 in module loader " * 40, "a story about gardens", "loader notes"]
+    full = "error zq1177 in module loader"
+    _, sure = _case(texts, [0.2, 0.95, 0.1])  # the fine view finds row 1 near-identical
+    assert sure(Fusion(), full) == 1 and sure(Fusion(confidence=None), full) == 0
+    _, unsure = _case(texts, [0.2, 0.6, 0.1])  # the same choice, made unsure: BM25's full match leads
+    assert unsure(Fusion(), full) == 0
+    assert Fusion().label() == "match 0.8-0.3 @0.3-0.5 cos@0.7-0.85"
+    assert Fusion.from_dict(json.loads(json.dumps(Fusion().as_dict()))) == Fusion()
 
 
 def test_fuse_convex_and_rrf_by_hand():
