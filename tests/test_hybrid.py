@@ -361,7 +361,9 @@ def test_confidence_keeps_a_near_paraphrase_with_the_fine_view():
     assert f.weight_at(0.0, 0.99) == 0.8 and f.weight_at(0.0, 0.1) == 0.8  # a weak match never leans
     assert Fusion("convex", 0.6).weight_at(1.0, 0.99) == 0.6  # only the steered rules move
     # the other way round (the fine view's share rising with the match): confidence still pulls to weight
-    assert Fusion("match", 0.2, match_weight=0.9, confidence=(0.7, 0.85)).weight_at(1.0, 0.99) == 0.2
+    assert Fusion("match", 0.2, match_weight=0.9, confidence=(0.7, 0.85)).weight_at(
+        1.0, 0.99
+    ) == pytest.approx(0.2)
     texts = ["error zq1177 in module loader " * 40, "a story about gardens", "loader notes"]
     full = "error zq1177 in module loader"
     _, sure = _case(texts, [0.2, 0.95, 0.1])  # the fine view finds row 1 near-identical
