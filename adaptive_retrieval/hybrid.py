@@ -94,27 +94,11 @@ class Fusion:
                 raise InvalidArgument(f"fusion {name} must be in [0, 1], got {value!r}")
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
             raise InvalidArgument(f"fusion depth must be a positive int, got {self.depth!r}")
-        ramp = self.ramp
-        if not (
-            isinstance(ramp, (tuple, list))
-            and len(ramp) == 2
-            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ramp)
-            and 0 <= ramp[0] < ramp[1] <= 1
-        ):
-            raise InvalidArgument(f"fusion ramp must be (low, high) with 0 <= low < high <= 1, got {ramp!r}")
-        object.__setattr__(self, "ramp", (float(ramp[0]), float(ramp[1])))
-        confidence = self.confidence
-        if confidence is not None:
-            if not (
-                isinstance(confidence, (tuple, list))
-                and len(confidence) == 2
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in confidence)
-                and -1 <= confidence[0] < confidence[1] <= 1
-            ):
-                raise InvalidArgument(
-                    f"fusion confidence must be None or (low, high) with -1 <= low < high <= 1, got {confidence!r}"
-                )
-            object.__setattr__(self, "confidence", (float(confidence[0]), float(confidence[1])))
+        object.__setattr__(self, "ramp", _span("ramp", self.ramp, floor=0))
+        if self.confidence is not None:
+            object.__setattr__(
+                self, "confidence", _span("confidence", self.confidence, floor=-1, optional=True)
+            )
 
     def weight_at(self, strength: float, best_fine: float | None = None) -> float:
         """The fine view's share for a query whose lexical evidence has ``strength`` (``[0, 1]``: its
@@ -155,6 +139,22 @@ class Fusion:
     def from_dict(cls, saved: dict[str, Any] | None) -> Fusion:
         """The fusion an index saved (:meth:`as_dict`); one saved before ``confidence`` existed had none."""
         return cls() if saved is None else cls(**{"confidence": None, **saved})
+
+
+def _span(name: str, value: Any, floor: float, optional: bool = False) -> tuple[float, float]:
+    """``value`` as a ``(low, high)`` pair of floats with ``floor <= low < high <= 1``, or a clear error
+    naming the fusion setting ``name`` (``optional``: the message says ``None`` is allowed too)."""
+    if not (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+        and floor <= value[0] < value[1] <= 1
+    ):
+        allowed = "None or " if optional else ""
+        raise InvalidArgument(
+            f"fusion {name} must be {allowed}(low, high) with {floor:g} <= low < high <= 1, got {value!r}"
+        )
+    return float(value[0]), float(value[1])
 
 
 def _along(value: float, span: tuple[float, float]) -> float:
