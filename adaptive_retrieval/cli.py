@@ -355,7 +355,9 @@ def _info(args: argparse.Namespace) -> int:
         f"(fixed {cal.get('candidates')}, patience {cal.get('patience')})",
         "lexical    none (dense search only)"
         if manifest.get("lexical") is None
-        else f"lexical    BM25 ({manifest['lexical']['language']}), fused with the fine view: "
+        else f"lexical    BM25 ({manifest['lexical']['language']}"
+        + (", postings in the engine" if manifest["lexical"].get("postings") == "engine" else "")
+        + "), fused with the fine view: "
         + _fusion_line(manifest.get("fusion") or {}),
         f"files      {len(manifest['files'])}"
         + (", every byte verified" if args.verify else " (--verify checks them)"),

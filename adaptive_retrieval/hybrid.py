@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 
 from .backends.base import Backend
+from .engine_lexical import EngineLexicalIndex
 from .errors import InvalidArgument
-from .lexical import LexicalIndex, top_rows
+from .lexical import LexicalIndex
 from .passages import document_of
 
 RULES = ("match", "lead", "convex", "rrf")
@@ -218,7 +219,7 @@ def fuse(
 
 def fused_search(
     engine: Backend,
-    lexical: LexicalIndex,
+    lexical: LexicalIndex | EngineLexicalIndex,
     fusion: Fusion,
     queries: Sequence[str],
     fine_q: np.ndarray,
@@ -229,6 +230,7 @@ def fused_search(
     read: np.ndarray,
     seconds: dict[str, float] | None = None,
     documents: Sequence[Any] | None = None,
+    params: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The top ``k`` of each query's union of candidates by the fused score (see the module docstring).
 
@@ -244,6 +246,8 @@ def fused_search(
         read: ``(n,)`` the fine vectors each query's funnel read.
         seconds: if given, receives the seconds spent here under ``"lexical"``.
         documents: each row's id (``"lead"`` counts a document's passages as one document), or ``None``.
+        params: the engine's per-call search parameters (a filter it runs itself, for a lexical index
+            whose postings it holds).
 
     Returns:
         ``(D, I, read)``: fused scores and rows ``(n, k)``, padded with ``-inf`` / ``-1``, and ``read``
@@ -253,22 +257,24 @@ def fused_search(
     read = np.asarray(read).copy()
     outD = np.full((len(queries), k), -np.inf, np.float32)
     outI = np.full((len(queries), k), -1, np.int64)
+    funnel = [row[row >= 0] for row in I]
+    found = lexical.evidence(queries, fusion.depth, allowed, funnel, params)
     for j, query in enumerate(queries):
-        keep = I[j] >= 0
-        dense_rows, dense_scores = I[j][keep], D[j][keep]
-        bm25 = lexical.scores(query)
-        best, lexical_rows = top_rows(bm25, fusion.depth, allowed)
+        dense_rows, dense_scores = funnel[j], D[j][I[j] >= 0]
+        best, lexical_rows, dense_bm25 = found[j]
         bound = lexical.bound(query) if fusion.rule in STEERED and len(best) else 0.0
         strength = lexical_strength(fusion, best, lexical_rows, bound, documents)
-        extra = lexical_rows[~np.isin(lexical_rows, dense_rows)]
+        new = ~np.isin(lexical_rows, dense_rows)
+        extra = lexical_rows[new]
         extra_scores = engine.fine_scores(fine_q[j : j + 1], extra[None, :])[0] if len(extra) else extra[:0]
         read[j] += len(extra)
         union = np.concatenate([dense_rows, extra])
         fine = np.concatenate([dense_scores, np.asarray(extra_scores, np.float32)])
+        bm25 = np.concatenate([np.asarray(dense_bm25, np.float32), np.asarray(best, np.float32)[new]])
         dense_rank = np.concatenate([np.arange(len(dense_rows)), np.full(len(extra), -1)])
         position = {int(r): i for i, r in enumerate(lexical_rows)}
         lexical_rank = np.array([position.get(int(r), -1) for r in union], np.int64)
-        fused = fuse(fusion, fine, bm25[union], dense_rank, lexical_rank, strength)
+        fused = fuse(fusion, fine, bm25, dense_rank, lexical_rank, strength)
         order = np.argsort(-fused, kind="stable")[:k]
         outD[j, : len(order)], outI[j, : len(order)] = fused[order], union[order]
     if seconds is not None:

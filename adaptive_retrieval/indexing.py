@@ -25,6 +25,7 @@ from .checks import positive_int
 from .corpus import Corpus, DocId, chunks, iter_records
 from .documents import DocumentStore
 from .encoder import PROGRESS_MIN_BATCHES, Encoder
+from .engine_lexical import EngineLexicalIndex
 from .errors import (
     CorpusError,
     CorpusTypeError,
@@ -434,12 +435,18 @@ def empty(
     cls: Any, encoder: Encoder, coarse: ViewLike, fine: ViewLike | None, candidates: int, options: EngineOptions,
     store_text: bool = False, lexical: LexicalIndex | None = None,
 ) -> Any:  # fmt: skip
-    """An empty retriever of class ``cls`` for these views, on a new engine made from ``options``."""
+    """An empty retriever of class ``cls`` for these views, on a new engine made from ``options``; a
+    lexical index's postings go to the engine where it holds them (an engine option ``lexical="engine"``:
+    :mod:`adaptive_retrieval.engine_lexical`)."""
     coarse_view = encoder.check_view(coarse, name="coarse")
     fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
     check_pair(coarse_view, fine_view)
     positive_int(candidates, "candidates")
+    if lexical is None and getattr(options, "lexical", None) == "engine":  # no postings for it to hold
+        options = dataclasses.replace(options, lexical="local")
     engine = create_engine(options, coarse_view.dim, fine_view.dim)
+    if lexical is not None and engine.lexical_field:  # the engine holds the postings
+        lexical = EngineLexicalIndex(engine, lexical.language, k1=lexical.k1, b=lexical.b)
     documents = DocumentStore.memory() if store_text else None
     return cls(
         encoder, coarse_view, fine_view, engine, candidates=candidates, documents=documents, lexical=lexical

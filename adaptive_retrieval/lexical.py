@@ -79,8 +79,9 @@ def languages() -> list[str]:
     return sorted(_libraries()[1].algorithms())
 
 
-class LexicalIndex:
-    """BM25 over the texts of an index's rows (see the module docstring).
+class Terms:
+    """What every lexical index holds whatever holds its postings: its language (stemmer and stop words),
+    BM25's ``k1`` and ``b``, the vocabulary (each term's id) and the one definition of a text's terms.
 
     Args:
         language: the stemmer's and stop words' language (:func:`adaptive_retrieval.lexical.languages`); ``"english"`` by default.
@@ -104,18 +105,6 @@ class LexicalIndex:
         listed = _STOPWORD_LISTS.get(language)
         self._stop = frozenset(getattr(stopwords, listed)) if listed else frozenset()
         self.vocabulary: dict[str, int] = {}
-        self._state = self._empty()
-        self._staged: list[np.ndarray] = []
-        self._staged_vocabulary: dict[str, int] | None = None
-        self._next: Postings | None = None
-        self._last: Postings | None = None  # the state before the last commit (for a roll-back after it)
-        self._source: Path | None = None  # the file whose postings the state reads mapped
-
-    def _empty(self) -> Postings:
-        none = np.empty(0, np.int64)
-        return encoded(none, none, none, none, 0, self.k1, self.b)
-
-    # ------------------------------------------------------------------------------------ terms
 
     def terms(self, text: str) -> list[str]:
         """A text's terms, in order (see the module docstring)."""
@@ -132,14 +121,46 @@ class LexicalIndex:
                 out.append(tid)
         return np.asarray(out, dtype=np.int32)
 
-    def __len__(self) -> int:
-        """The committed rows."""
-        return self._state.rows
-
     @property
     def settings(self) -> dict[str, Any]:
         """What the manifest records: ``{"language", "k1", "b"}``."""
         return {"language": self.language, "k1": self.k1, "b": self.b}
+
+    @property
+    def vocabulary_bytes(self) -> int:
+        """The bytes of the vocabulary's Python objects (the dict, its strings and ids)."""
+        words = self.vocabulary
+        return sys.getsizeof(words) + sum(sys.getsizeof(w) + sys.getsizeof(i) for w, i in words.items())
+
+    @staticmethod
+    def _idf(df: np.ndarray, rows: int) -> np.ndarray:
+        return np.log1p((rows - df + 0.5) / (df + 0.5))
+
+    def stage_delete(self, rows: Sequence[int]) -> None:
+        """A write deletes these committed rows: nothing to do where a dead row's postings stay (masked by
+        every search) until compaction, as here."""
+
+
+class LexicalIndex(Terms):
+    """BM25 over the texts of an index's rows, its postings held here (see the module docstring and
+    :class:`adaptive_retrieval.lexical.Terms` for the arguments)."""
+
+    def __init__(self, language: str = "english", *, k1: float = 1.5, b: float = 0.75) -> None:
+        super().__init__(language, k1=k1, b=b)
+        self._state = self._empty()
+        self._staged: list[np.ndarray] = []
+        self._staged_vocabulary: dict[str, int] | None = None
+        self._next: Postings | None = None
+        self._last: Postings | None = None  # the state before the last commit (for a roll-back after it)
+        self._source: Path | None = None  # the file whose postings the state reads mapped
+
+    def _empty(self) -> Postings:
+        none = np.empty(0, np.int64)
+        return encoded(none, none, none, none, 0, self.k1, self.b)
+
+    def __len__(self) -> int:
+        """The committed rows."""
+        return self._state.rows
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -148,18 +169,18 @@ class LexicalIndex:
         far as searches touch them), and the vocabulary's Python objects (``vocabulary_bytes``)."""
         s = self._state
         arrays = [getattr(s, name) for name in (*ARRAYS, "norm")]
-        words = self.vocabulary
         return {
             "language": self.language, "rows": len(self), "terms": s.vocabulary, "postings": int(s.pointer[-1]),
             "bytes": int(sum(a.nbytes for a in arrays)),
             "mapped": int(sum(a.nbytes for a in arrays if mapped(a))),
-            "vocabulary_bytes": sys.getsizeof(words) + sum(sys.getsizeof(w) + sys.getsizeof(i) for w, i in words.items()),
+            "vocabulary_bytes": self.vocabulary_bytes,
         }  # fmt: skip
 
     # ------------------------------------------------------------------------------------ writing
 
     def stage(self, texts: Sequence[str]) -> None:
-        """Take the terms of new rows (after the committed and earlier staged ones); invisible to searches."""
+        """Take the terms of new rows (after the committed and earlier staged ones); invisible to searches.
+        Returns ``None``: the engine is given no terms to hold (the postings are here)."""
         if self._staged_vocabulary is None:
             self._staged_vocabulary = dict(self.vocabulary)
         self._staged.extend(self._ids(t, self._staged_vocabulary, grow=True) for t in texts)
@@ -252,10 +273,6 @@ class LexicalIndex:
         known = (state or self._state).vocabulary
         return np.asarray([i for i in self._ids(query, self.vocabulary, grow=False) if i < known], np.int32)
 
-    @staticmethod
-    def _idf(df: np.ndarray, rows: int) -> np.ndarray:
-        return np.log1p((rows - df + 0.5) / (df + 0.5))
-
     def scores(self, query: str) -> np.ndarray:
         """The BM25 score of every committed row for ``query`` (``(len(self),)`` float32; 0: no term; a term
         the query repeats counts each time, as in ``bm25s``)."""
@@ -295,6 +312,24 @@ class LexicalIndex:
             ``(scores, rows)``, best first (fewer than ``m`` where fewer rows hold a query term).
         """
         return top_rows(self.scores(query), m, allowed)
+
+    def evidence(
+        self, queries: Sequence[str], depth: int, allowed: np.ndarray | None, also: Sequence[np.ndarray],
+        params: Any = None,
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:  # fmt: skip
+        """What a fused search needs of the lexical index, per query: its ``depth`` best rows among
+        ``allowed`` (:meth:`top`) and the BM25 scores of the rows ``also`` lists (the funnel's).
+
+        Returns:
+            Per query ``(scores, rows, also_scores)``: the best rows and their scores, best first, and
+            the scores of ``also``'s rows (0: no term). ``params``: unused here (the engine's filter, for
+            an index whose postings an engine holds)."""
+        out = []
+        for query, rows in zip(queries, also):
+            scores = self.scores(query)
+            best, found = top_rows(scores, depth, allowed)
+            out.append((best, found, scores[np.asarray(rows, np.int64)]))
+        return out
 
     # ------------------------------------------------------------------------------------ files
 

@@ -23,6 +23,7 @@ from .corpus import DocId
 from .cpu_linear import bfloat16_native
 from .documents import DocumentStore
 from .encoder import Encoder
+from .engine_lexical import EngineLexicalIndex
 from .errors import CorpusError, IndexDamaged, InvalidArgument, ModelMismatch, ModelNotFound
 from .first_stage import FirstStage
 from .hybrid import Fusion
@@ -126,7 +127,7 @@ class OpenedIndex:
     documents: DocumentStore | None
     metadata: MetadataStore
     digest: str | None
-    lexical: LexicalIndex | None = None
+    lexical: LexicalIndex | EngineLexicalIndex | None = None
     fusion: Fusion | None = None
     truncated: int = 0
     passages: bool = False
@@ -142,7 +143,7 @@ def save_index(
     projection: np.ndarray | None,
     documents: DocumentStore | None,
     metadata: MetadataStore | None = None,
-    lexical: LexicalIndex | None = None,
+    lexical: LexicalIndex | EngineLexicalIndex | None = None,
     expect: str | None,
 ) -> str:
     """Write the index directory ``path`` atomically: the engine's files, the fitted head and its
@@ -270,7 +271,16 @@ def open_index(
                 fusion = Fusion.from_dict(manifest["fusion"])
             except (TypeError, InvalidArgument) as err:
                 raise IndexDamaged(f"the index at {str(path)!r} is damaged: its fusion: {err}") from None
-            lexical = LexicalIndex.load(path / manifest["files"]["lexical"], doc_ids, mmap=mmap)
+            where = path / manifest["files"]["lexical"]
+            if manifest["lexical"].get("postings") == "engine":  # the engine holds them
+                if not engine.lexical_field:
+                    raise IndexDamaged(
+                        f"the index at {str(path)!r} keeps its lexical postings in {engine.describe()}, "
+                        "which holds none"
+                    )
+                lexical = EngineLexicalIndex.load(where, doc_ids, engine)
+            else:
+                lexical = LexicalIndex.load(where, doc_ids, mmap=mmap)
     except BaseException:
         if engine is not None:
             engine.close()

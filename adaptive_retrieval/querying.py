@@ -318,6 +318,7 @@ def ranked(
                 read,
                 search.get("seconds"),
                 documents=ids.ids if ids.documents < ids.count else None,
+                params=search.get("params"),
             )
         if not grouped:
             return D, I, fallbacks, read

@@ -27,6 +27,7 @@ from .checks import check_queries, check_query, positive_int
 from .corpus import DocId
 from .documents import DocumentStore
 from .encoder import Encoder
+from .engine_lexical import EngineLexicalIndex
 from .errors import InvalidArgument, RetrieverClosed
 from .filters import native as native_filter
 from .filters import parse as parse_filter
@@ -80,7 +81,7 @@ class Retriever:
         calibration: Calibration | None = None,
         documents: DocumentStore | None = None,
         metadata: MetadataStore | None = None,
-        lexical: LexicalIndex | None = None,
+        lexical: LexicalIndex | EngineLexicalIndex | None = None,
         fusion: Fusion | None = None,
         first_stage: FirstStage | None = None,
     ) -> None:
@@ -306,7 +307,7 @@ class Retriever:
 
     def _funnel(
         self, queries: list[str], k: int, shortlist: int, timings: SearchTimings, params: Any, coarse_query: str,
-        patience: int | None, node: Any = None, lexical: LexicalIndex | None = None, by: str = "document",
+        patience: int | None, node: Any = None, lexical: LexicalIndex | EngineLexicalIndex | None = None, by: str = "document",
     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         seconds: dict[str, float] = {}
         enc = self.query_encoder

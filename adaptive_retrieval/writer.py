@@ -29,6 +29,7 @@ import numpy as np
 from .backends.base import Backend
 from .corpus import DocId, check_id, check_text
 from .documents import DocumentStore
+from .engine_lexical import EngineLexicalIndex
 from .errors import CorpusError, CorpusTypeError, InvalidArgument, RetrieverBusy
 from .ids import IdMap
 from .lexical import LexicalIndex
@@ -102,9 +103,10 @@ class MetadataWrite:
 
 @dataclass
 class LexicalWrite:
-    """The lexical index's part of a write: the new rows' terms (appended to its postings in prepare)."""
+    """The lexical index's part of a write: the new rows' terms (appended to its postings, or counted, in
+    prepare)."""
 
-    index: LexicalIndex
+    index: LexicalIndex | EngineLexicalIndex
 
     def prepare(self) -> None:
         self.index.prepare()
@@ -241,7 +243,7 @@ class IndexWriter:
         fine: View,
         lock: ReadWriteLock,
         after_commit: Callable[[], None] | None = None,
-        lexical: LexicalIndex | None = None,
+        lexical: LexicalIndex | EngineLexicalIndex | None = None,
     ) -> None:
         self.ids, self.engine, self.documents, self.metadata = ids, engine, documents, metadata
         self.lexical = lexical
@@ -327,6 +329,8 @@ class IndexWriter:
                 if self.documents is not None:
                     self.documents.stage_delete(gone)
                 self.engine.delete(self.ids.staged_deaths)
+                if self.lexical is not None:  # before the commit: an engine's postings are read here
+                    self.lexical.stage_delete(self.ids.staged_deaths)
             except BaseException:
                 transaction.rollback()
                 raise
@@ -405,9 +409,8 @@ class IndexWriter:
         self.metadata.stage([None] * len(doc_ids) if metadata is None else metadata, doc_ids)
         if self.documents is not None:
             self.documents.add(doc_ids, texts, metadata, replace=replace)
-        if self.lexical is not None:
-            self.lexical.stage(texts)
-        self.engine.add(first_row, doc_ids, coarse_vectors, fine_vectors, metadata)
+        terms = None if self.lexical is None else self.lexical.stage(texts)
+        self.engine.add(first_row, doc_ids, coarse_vectors, fine_vectors, metadata, terms=terms)
 
     def _stage_replaced(self, row_ids: list[DocId]) -> None:
         """The rows an upsert of ``row_ids`` replaces: every committed row of their documents. A row whose
@@ -415,7 +418,10 @@ class IndexWriter:
         others (passages the new version has not, a whole document now split, or the reverse) die here."""
         new = set(row_ids)
         old = [r for d in dict.fromkeys(map(document_of, row_ids)) for r in document_rows(self.ids, d)]
-        self.engine.delete([self.ids.row(r) for r in old], replacing=True)
+        rows = [self.ids.row(r) for r in old]
+        self.engine.delete(rows, replacing=True)
+        if self.lexical is not None:
+            self.lexical.stage_delete(rows)
         extra = [r for r in old if r not in new]
         if extra:
             self.ids.stage_delete(extra)

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,15 +175,26 @@ def passage_rows(encoder: Encoder, corpus: dict, cache_dir: Path | None) -> tupl
     return dict(zip(keys, ({"text": t} for t in row_texts))), row_ids, (keys, layers), counts
 
 
-def index_for(
+@dataclass
+class Prepared:
+    """A corpus' vectors as ``Retriever.build`` makes them (the coarse view fitted on its first chunk,
+    every coarse vector the fine one projected), ready for ``Retriever.from_vectors``."""
+
+    encoder: Encoder  # the encoder with the fitted head
+    coarse: Any
+    fine: Any
+    doc_ids: list
+    coarse_docs: np.ndarray
+    fine_docs: np.ndarray
+    texts: list[str]
+    adaptation: Any
+
+
+def prepared(
     encoder: Encoder, corpus: dict, cache_dir: Path | None, coarse: str = "4x64", row_ids: list | None = None,
     encoded: Any = None,
-) -> tuple[Retriever, list[str], dict[str, Any]]:  # fmt: skip
-    """The corpus indexed as ``Retriever.build`` indexes it, and what its building cost. ``row_ids``: the
-    index's ids of the corpus' entries, in order (e.g. :class:`adaptive_retrieval.passages.Passage` rows
-    whose texts ``corpus`` holds under string keys); default the corpus' own ids. ``encoded``: the
-    corpus' ``(ids, all layers)`` as :func:`adaptive_retrieval.encoding_cache.encode_beir_corpus` returns
-    them, when put together elsewhere."""
+) -> Prepared:  # fmt: skip
+    """The corpus' vectors as ``Retriever.build`` makes them (see :func:`index_for` for the arguments)."""
     doc_ids, all_layers = encode_beir_corpus(encoder, corpus, cache_dir) if encoded is None else encoded
     doc_ids = doc_ids if row_ids is None else list(row_ids)
     fine = encoder.full_view
@@ -194,6 +206,26 @@ def index_for(
         encoder, coarse, fine, [all_layers[i][first] for i in range(coarse.layer)], fine_docs[first],
         texts=texts[:CHUNK_SIZE], candidates=100,
     )  # fmt: skip
+    projection = projection_of(record)  # as build: the fine vectors projected, or the model's own head
+    coarse_docs = (
+        view_matrix(adapted, all_layers, coarse)
+        if projection is None
+        else project_fine(fine_docs, projection)
+    )
+    return Prepared(adapted, coarse, fine, doc_ids, coarse_docs, fine_docs, texts, record)
+
+
+def index_for(
+    encoder: Encoder, corpus: dict, cache_dir: Path | None, coarse: str = "4x64", row_ids: list | None = None,
+    encoded: Any = None,
+) -> tuple[Retriever, list[str], dict[str, Any]]:  # fmt: skip
+    """The corpus indexed as ``Retriever.build`` indexes it, and what its building cost. ``row_ids``: the
+    index's ids of the corpus' entries, in order (e.g. :class:`adaptive_retrieval.passages.Passage` rows
+    whose texts ``corpus`` holds under string keys); default the corpus' own ids. ``encoded``: the
+    corpus' ``(ids, all layers)`` as :func:`adaptive_retrieval.encoding_cache.encode_beir_corpus` returns
+    them, when put together elsewhere."""
+    p = prepared(encoder, corpus, cache_dir, coarse, row_ids, encoded)
+    doc_ids, texts, fine = p.doc_ids, p.texts, p.fine
     t0 = time.perf_counter()
     lexical = LexicalIndex()
     lexical.stage(texts)
@@ -204,20 +236,14 @@ def index_for(
     t0 = time.perf_counter()
     encoder.encode(encoder.as_documents(sample), [fine], show_progress=False)
     encode_seconds = (time.perf_counter() - t0) / len(sample) * len(texts)
-    projection = projection_of(record)  # as build: the fine vectors projected, or the model's own head
-    coarse_docs = (
-        view_matrix(adapted, all_layers, coarse)
-        if projection is None
-        else project_fine(fine_docs, projection)
-    )
     retriever = Retriever.from_vectors(
-        adapted, coarse, fine, doc_ids, coarse_docs, fine_docs,
-        adaptation=record, backend=FaissOptions(), texts=texts,
+        p.encoder, p.coarse, fine, doc_ids, p.coarse_docs, p.fine_docs,
+        adaptation=p.adaptation, backend=FaissOptions(), texts=texts,
     )  # fmt: skip
     coarse_bytes, fine_bytes = retriever.backend.nbytes()
     with tempfile.TemporaryDirectory() as folder:
         retriever.save(folder)
-        files = {p.name.split("-")[0]: p.stat().st_size for p in Path(folder).iterdir() if p.is_file()}
+        files = {f.name.split("-")[0]: f.stat().st_size for f in Path(folder).iterdir() if f.is_file()}
     n = len(doc_ids)
     cost = {
         "docs": n,

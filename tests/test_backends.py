@@ -77,7 +77,9 @@ def ranked(r: Retriever, **kwargs) -> list[list]:
 def test_every_engine_returns_the_faiss_hits_and_reopens_from_a_fresh_process(
     engine, model_dir, mixed_corpus, faiss_r, tmp_path
 ):
-    options = engine_options(engine, tmp_path)
+    # BM25 from the local index, as FAISS has it: the engine's own postings weigh documents by the first
+    # chunk's mean length (tests/test_engine_lexical.py), which moves the fused scores a little
+    options = {**engine_options(engine, tmp_path), "lexical": "local"}
     r = Retriever.build(
         mixed_corpus,
         model=str(model_dir),
@@ -443,3 +445,29 @@ def test_dropping_uncommitted_adds_spares_one_that_committed_meanwhile(
     reopened.close()
     r.close()
     assert len(Retriever.load(tmp_path / "idx", model=enc)) == 8  # adopted now: it committed
+
+
+def test_a_large_milvus_add_is_flushed_before_its_commit_a_small_one_not(tmp_path, monkeypatch, tiny_encoder):
+    """Milvus scans a growing segment, and searches a flushed one by its index: a bulk add is flushed."""
+    pymilvus = pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from adaptive_retrieval.backends.milvus import MilvusBackend
+
+    monkeypatch.setattr(MilvusBackend, "FLUSH_AT", 10)
+    flushed = []
+    original = pymilvus.MilvusClient.flush
+
+    def flush(self, collection, **kw):
+        flushed.append(collection)
+        return original(self, collection, **kw)
+
+    monkeypatch.setattr(pymilvus.MilvusClient, "flush", flush)
+    texts = random_texts(12, seed=2)
+    r = Retriever.build(
+        texts, coarse=(4, 8), model=tiny_encoder, backend="milvus",
+        backend_options=engine_options("milvus", tmp_path),
+    )  # fmt: skip
+    assert flushed == [r.backend.collection]
+    r.add({"small": "a small add stays in the growing segment"})
+    assert flushed == [r.backend.collection] and r.search(texts[3], k=1, hybrid=False)[0].doc_id == 3
+    r.close()

@@ -78,6 +78,8 @@ class Backend(ABC):
     """The name ``Retriever.build(backend=...)`` takes and the manifest records"""
     Options: ClassVar[type[EngineOptions]] = EngineOptions
     """The dataclass of this engine's build options"""
+    lexical_field: bool = False
+    """Whether the engine holds and searches BM25 sparse vectors (:mod:`adaptive_retrieval.engine_lexical`)"""
     key: ClassVar[Callable[[DocId], Hashable] | None] = None
     """The engine's key of a document id, for an engine that addresses documents by key (else ``None``)"""
     renew: ClassVar[Callable[[DocId], Hashable] | None] = None
@@ -145,7 +147,7 @@ class Backend(ABC):
     @abstractmethod
     def add(
         self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray,
-        metadata: list[dict[str, Any] | None] | None = None,
+        metadata: list[dict[str, Any] | None] | None = None, terms: list[Any] | None = None,
     ) -> None:  # fmt: skip
         """Write documents as rows ``first_row, first_row + 1, ...``, not yet visible to searches.
 
@@ -156,6 +158,7 @@ class Backend(ABC):
             fine: ``(n, fine_dim)`` fine vectors, L2-normalised.
             metadata: each row's metadata record (or ``None``), for an engine that filters natively
                 (:meth:`native_filter`); the others ignore it.
+            terms: each row's BM25 sparse vector ``(term ids, weights)``, for :attr:`lexical_field`.
 
         Raises:
             CorpusError: a document the engine cannot hold (an id too long for Milvus), or one another

@@ -114,7 +114,7 @@ class FaissBackend(Backend):
 
     def add(
         self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray,
-        metadata: list[dict[str, Any] | None] | None = None,
+        metadata: list[dict[str, Any] | None] | None = None, terms: list[Any] | None = None,
     ) -> None:  # fmt: skip
         self.fine_store.extend(fine)  # first: a loaded store moves to its growing file here
         if self._spill is None:  # beside an on-disk store, the pending coarse vectors wait on disk too

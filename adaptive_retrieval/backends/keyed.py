@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..corpus import DocId
-from ..errors import CorpusError, EngineError, InvalidArgumentType
+from ..errors import CorpusError, EngineError, InvalidArgument, InvalidArgumentType
 from .base import Backend, EngineOptions
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,12 @@ class Asked:
 def asked(params: Any) -> tuple[Any, Any]:
     """``params`` as (the engine's own parameters, its filter or ``None``)."""
     return (params.engine, params.where) if isinstance(params, Asked) else (params, None)
+
+
+def check_lexical_option(lexical: Any) -> None:
+    """Refuse a ``lexical=`` engine option other than ``"engine"`` or ``"local"``."""
+    if lexical not in ("engine", "local"):
+        raise InvalidArgument(f"lexical={lexical!r}: choose 'engine' (the default) or 'local'")
 
 
 def point_key(doc_id: DocId) -> int:

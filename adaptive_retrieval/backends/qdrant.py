@@ -38,7 +38,14 @@ from ..errors import IndexConflict, IndexDamaged, InvalidArgument
 from ..filters import Combine, Node, kind_of
 from ..passages import row_id_of
 from .base import EngineOptions
-from .keyed import COMMITS_SUFFIX, KeyedBackend, adopted_token, new_point_uuid, point_uuid
+from .keyed import (
+    COMMITS_SUFFIX,
+    KeyedBackend,
+    adopted_token,
+    check_lexical_option,
+    new_point_uuid,
+    point_uuid,
+)
 
 try:
     from qdrant_client import QdrantClient, models
@@ -65,6 +72,10 @@ class QdrantOptions(EngineOptions):
             filters run in Qdrant; ``False``: filters are applied to Qdrant's answers (asked deeper as
             the share of documents matched falls). A collection saved before payloads held metadata
             reopens without.
+        lexical: where a hybrid index's BM25 postings live: ``"engine"`` (default): each point holds its
+            document's term weights as a sparse vector (``lexical``), searched by Qdrant
+            (:mod:`adaptive_retrieval.engine_lexical`); ``"local"``: the lexical index's own postings,
+            in the index directory beside the collection. Ignored without a lexical index.
 
     The engine checks these when it is created (``Retriever.build``, ``create_engine``), not here: it
     raises ``InvalidArgument`` for ``client`` beside ``location``/``path`` (or both of those),
@@ -72,8 +83,8 @@ class QdrantOptions(EngineOptions):
 
     Example:
         >>> options = QdrantOptions(path="./qdrant-data", collection="papers")
-        >>> options.location, options.hnsw, options.upload_batch, options.payload_metadata
-        (None, True, 256, True)
+        >>> options.location, options.hnsw, options.upload_batch, options.payload_metadata, options.lexical
+        (None, True, 256, True, 'engine')
     """
 
     engine: ClassVar[str] = "qdrant"
@@ -84,6 +95,7 @@ class QdrantOptions(EngineOptions):
     hnsw: bool = True
     upload_batch: int = 256
     payload_metadata: bool = True
+    lexical: str = "engine"
 
 
 def _client(location: str | None, path: str | None, client: Any) -> tuple[Any, bool]:
@@ -113,6 +125,7 @@ class QdrantBackend(KeyedBackend):
         self, coarse_dim: int, fine_dim: int, options: QdrantOptions, *, existing: bool = False
     ) -> None:
         o = options
+        check_lexical_option(o.lexical)
         self.client, self._own_client = _client(o.location, o.path, o.client)
         self.location, self.path = o.location, o.path
         self.collection = o.collection or f"adaptive-retrieval-{uuid.uuid4().hex[:8]}"
@@ -121,6 +134,7 @@ class QdrantBackend(KeyedBackend):
         self.native_filters = o.payload_metadata
         self._search_params: dict[str, Any] = {}
         self._created = False
+        self.lexical_field = o.lexical == "engine"
         if existing:
             return
         if self.client.collection_exists(self.collection):
@@ -141,6 +155,7 @@ class QdrantBackend(KeyedBackend):
                     size=fine_dim, distance=models.Distance.DOT, hnsw_config=models.HnswConfigDiff(m=0)
                 ),
             },
+            sparse_vectors_config={"lexical": models.SparseVectorParams()} if self.lexical_field else None,
         )
         self._created = True
         if not self.client.collection_exists(self.commits):
@@ -168,6 +183,8 @@ class QdrantBackend(KeyedBackend):
         if not self.client.collection_exists(self.collection):
             raise IndexDamaged(f"Qdrant collection {self.collection!r} does not exist (any more) there")
         self._records_commits = self._tags_adds = self.client.collection_exists(self.commits)
+        sparse = self.client.get_collection(self.collection).config.params.sparse_vectors or {}
+        self.lexical_field = "lexical" in sparse
         committed = self._committed_tokens() if self._records_commits else set()
         keys: list[str] = []
         doc_ids: list[DocId] = []
@@ -192,7 +209,7 @@ class QdrantBackend(KeyedBackend):
 
     def add(
         self, first_row: int, doc_ids: list[DocId], coarse: np.ndarray, fine: np.ndarray,
-        metadata: list[dict[str, Any] | None] | None = None,
+        metadata: list[dict[str, Any] | None] | None = None, terms: list[Any] | None = None,
     ) -> None:  # fmt: skip
         keys = self.staged_keys(first_row, doc_ids)
         token = self._stage(keys, doc_ids)
@@ -202,11 +219,16 @@ class QdrantBackend(KeyedBackend):
         fine = np.asarray(fine, dtype=np.float32)
         for start in range(0, len(coarse), self.upload_batch):
             end = min(start + self.upload_batch, len(coarse))
+            vectors = {"coarse": coarse[start:end].tolist(), "fine": fine[start:end].tolist()}
+            if terms is not None and self.lexical_field:
+                vectors["lexical"] = [
+                    models.SparseVector(indices=t.tolist(), values=w.tolist()) for t, w in terms[start:end]
+                ]
             self.client.upsert(
                 self.collection,
                 points=models.Batch(
                     ids=keys[start:end],
-                    vectors={"coarse": coarse[start:end].tolist(), "fine": fine[start:end].tolist()},
+                    vectors=vectors,
                     payloads=[
                         {"doc_id": d, **tags, **({"meta": m or {}} if self.native_filters else {})}
                         for d, m in zip(doc_ids[start:end], records[start:end])
@@ -272,6 +294,30 @@ class QdrantBackend(KeyedBackend):
 
     def _exact_params(self) -> Any:
         return models.SearchParams(exact=True)
+
+    def _ask_lexical(self, where: Any = None) -> Any:
+        def ask(queries: np.ndarray, limit: int) -> tuple[list[list[Any]], list[list[float]]]:
+            requests = [
+                models.QueryRequest(
+                    query=models.SparseVector(indices=t.tolist(), values=w.tolist()),
+                    using="lexical",
+                    limit=limit,
+                    filter=where,
+                )
+                for t, w in queries
+            ]
+            return _keys_scores(self.client.query_batch_points(self.collection, requests=requests))
+
+        return ask
+
+    def _fetch_sparse(self, keys: list[Any]) -> dict[Any, tuple[np.ndarray, np.ndarray]]:
+        points = self.client.retrieve(self.collection, ids=keys, with_vectors=["lexical"])
+        out = {}
+        for p in points:
+            vector = (p.vector or {}).get("lexical")
+            if vector is not None:
+                out[str(p.id)] = (np.asarray(vector.indices, np.int64), np.asarray(vector.values, np.float32))
+        return out
 
     def funnel_in_engine(
         self, coarse_q: np.ndarray, fine_q: np.ndarray, k: int, shortlist: int, params: Any
@@ -352,6 +398,7 @@ class QdrantBackend(KeyedBackend):
             "location": self.location,
             "path": None if self.path is None else os.path.abspath(self.path),  # loadable from any folder
             "payload_metadata": self.native_filters,
+            "lexical": "engine" if self.lexical_field else "local",
         }
 
     def discard(self) -> None:
