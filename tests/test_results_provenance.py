@@ -22,9 +22,7 @@ LEGACY = {
     "scale/results.json",
     "scifact-2dmse-heads-distil/results.json",
     "scifact-2dmse/results.json",
-    "scifact-base-heads-sup/results.json",
     "scifact-dev-400/results.json",
-    "scifact-dev-base-sup/results.json",
     "scifact-st2d/results.json",
     "sts-2dmse/results.json",
 }
