@@ -196,21 +196,8 @@ class EngineLexicalIndex(Terms):
         mean = s.mean if s.mean is not None else self._staged_mean
         self._next = Statistics(np.maximum(df, 0), max(s.rows + self._rows, 0), mean)
 
-    def commit(self) -> None:
-        """Make the staged documents count (under the write lock)."""
-        if self._next is None:
-            self.prepare()
-        if self._next is not None:
-            self._last, self._state = self._state, self._next
-            self.vocabulary = self._staged_vocabulary or self.vocabulary
-        self._clear()
-
-    def rollback(self, committed: bool) -> None:
-        """Drop the staged documents; ``committed``: undo the last commit too."""
-        if committed and self._last is not None:
-            self._state, self._last = self._last, None
-            self.vocabulary = {t: i for t, i in self.vocabulary.items() if i < len(self._state.df)}
-        self._clear()
+    def _terms_known(self) -> int:
+        return len(self._state.df)
 
     def compacted(self, keep: np.ndarray) -> Callable[[], None]:
         """Nothing to rebuild: the counts are of live documents already."""

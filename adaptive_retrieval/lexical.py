@@ -140,6 +140,26 @@ class Terms:
         """A write deletes these committed rows: nothing to do where a dead row's postings stay (masked by
         every search) until compaction, as here."""
 
+    # the write protocol's last steps, the same for both kinds: each holds its searched state in
+    # ``_state`` (and the one before the last commit in ``_last``), builds ``_next`` in ``prepare()``,
+    # drops what is staged in ``_clear()`` and counts the terms its state knows in ``_terms_known()``
+
+    def commit(self) -> None:
+        """Make the staged rows count in searches (under the write lock)."""
+        if self._next is None:
+            self.prepare()
+        if self._next is not None:
+            self._last, self._state = self._state, self._next
+            self.vocabulary = self._staged_vocabulary or self.vocabulary
+        self._clear()
+
+    def rollback(self, committed: bool) -> None:
+        """Drop the staged rows; ``committed``: undo the last commit too."""
+        if committed and self._last is not None:
+            self._state, self._last = self._last, None
+            self.vocabulary = {t: i for t, i in self.vocabulary.items() if i < self._terms_known()}
+        self._clear()
+
 
 class LexicalIndex(Terms):
     """BM25 over the texts of an index's rows, its postings held here (see the module docstring and
@@ -225,24 +245,11 @@ class LexicalIndex(Terms):
             norms(lengths, self.k1, self.b),
         )
 
-    def commit(self) -> None:
-        """Make the staged rows searchable (under the write lock)."""
-        if self._next is None and self._staged:
-            self.prepare()
-        if self._next is not None:
-            self._last, self._state = self._state, self._next
-            self.vocabulary = self._staged_vocabulary or self.vocabulary
-        self._clear()
-
-    def rollback(self, committed: bool) -> None:
-        """Drop the staged rows; ``committed``: undo the last commit too."""
-        if committed and self._last is not None:
-            self._state, self._last = self._last, None
-            self.vocabulary = {t: i for t, i in self.vocabulary.items() if i < self._state.vocabulary}
-        self._clear()
-
     def _clear(self) -> None:
         self._staged, self._staged_vocabulary, self._next = [], None, None
+
+    def _terms_known(self) -> int:
+        return self._state.vocabulary
 
     def _realigned(self, state: Postings, rows: Sequence[int | None]) -> Postings:
         """``state`` with its rows in a new order: new row ``i`` is old row ``rows[i]`` (``None``: a row

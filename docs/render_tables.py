@@ -84,6 +84,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "hybrid-test": quality.hybrid_test,
     "hybrid-dev": quality.hybrid_dev,
     "hybrid-scale": quality.hybrid_scale,
+    "engine-lexical": quality.engine_lexical,
     "adapt-variants": quality.adapt_variants,
     "passages-test": quality.passages_test,
     "passages-cost": quality.passages_cost,

@@ -12,7 +12,9 @@ and Milvus Lite, each with its postings local (``lexical="local"``) and in the e
 (``lexical="engine"``: :mod:`adaptive_retrieval.engine_lexical`, whose weights use the first chunk's
 mean length). Rows, on the test queries, one ``k=10`` hybrid search a query with the default fusion:
 nDCG@10, R@10, overlap@10 with the reference's top 10 (``∩ref@10``), the share of queries whose top 10
-is the reference's in the same order (``= ref``), p50 of the whole search and of its lexical stage,
+is the reference's in the same order (``= ref``) and whose ten scores are the reference's to four
+decimals (``= ref's scores``: an order that differs only among tied documents, such as duplicate pages,
+counts as the same), p50 of the whole search and of its lexical stage,
 the seconds to index (the vectors given, no encoding), and the lexical index's bytes held in this
 process per document. Qdrant's local mode is a Python emulation of Qdrant's API, not the engine: its
 timings say nothing of a Qdrant server.
@@ -56,6 +58,7 @@ COLUMNS = (
     ("R@10", "recall@10", ".3f"),
     ("∩ref@10", "overlap@10", ".4f"),
     ("= ref", "same_order", ".3f"),
+    ("= ref's scores", "same_scores", ".3f"),
     ("p50 ms", "p50_ms", ".1f"),
     ("lexical p50 ms", "lexical_p50_ms", ".2f"),
     ("index s", "index_s", ".1f"),
@@ -85,14 +88,15 @@ def indexed(p: Prepared, engine: str, postings: str, chunk: int, folder: Path) -
     return r, time.perf_counter() - t0
 
 
-def searched(r: Retriever, queries: dict[str, str]) -> tuple[dict, list[list[str]], dict[str, float]]:
-    """A run of one ``k=10`` search a query: the BEIR run, each query's ids in order, the p50s."""
+def searched(r: Retriever, queries: dict[str, str]) -> tuple[dict, list[list], dict[str, float]]:
+    """A run of one ``k=10`` search a query: the BEIR run, each query's ids in order and its scores (to
+    four decimals), the p50s."""
     run, order, totals, lexical = {}, [], [], []
     for q, text in queries.items():
         timings = SearchTimings()
         hits = r.search_batch([text], k=K, timings=timings)[0]
         run[q] = {str(h.doc_id): h.score for h in hits}
-        order.append([str(h.doc_id) for h in hits])
+        order.append([[str(h.doc_id) for h in hits], [round(h.score, 4) for h in hits]])
         totals.append(timings.total)
         lexical.append(timings.lexical)
     return run, order, {"p50_ms": percentiles_ms(totals)[0], "lexical_p50_ms": percentiles_ms(lexical)[0]}
@@ -123,7 +127,8 @@ def evaluate(folder: Path, encoder: Encoder, args: argparse.Namespace) -> list[d
                 "dataset": name, "engine": engine, "postings": postings, "chunk": chunk, "queries": len(queries),
                 "docs": len(corpus), "rows": len(p.doc_ids), **score(qrels, run),
                 "overlap@10": top_overlap(run, reference[0]),
-                "same_order": float(np.mean([a == b for a, b in zip(order, reference[1])])),
+                "same_order": float(np.mean([a[0] == b[0] for a, b in zip(order, reference[1])])),
+                "same_scores": float(np.mean([a[1] == b[1] for a, b in zip(order, reference[1])])),
                 **timing, "index_s": seconds,
                 "lexical_bytes_per_doc": (stats["bytes"] + stats["vocabulary_bytes"]) / len(corpus),
                 "mean_length_used": stats.get("mean_length"),

@@ -447,13 +447,14 @@ def test_dropping_uncommitted_adds_spares_one_that_committed_meanwhile(
     assert len(Retriever.load(tmp_path / "idx", model=enc)) == 8  # adopted now: it committed
 
 
-def test_a_large_milvus_add_is_flushed_before_its_commit_a_small_one_not(tmp_path, monkeypatch, tiny_encoder):
-    """Milvus scans a growing segment, and searches a flushed one by its index: a bulk add is flushed."""
+def test_milvus_flushes_once_enough_documents_wait_unflushed(tmp_path, monkeypatch, tiny_encoder):
+    """Milvus scans a growing segment, and searches a flushed one by its index: a bulk add is flushed, small
+    ones once enough of them are written."""
     pymilvus = pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
     from adaptive_retrieval.backends.milvus import MilvusBackend
 
-    monkeypatch.setattr(MilvusBackend, "FLUSH_AT", 10)
+    monkeypatch.setattr(MilvusBackend, "FLUSH_AT", 5)
     flushed = []
     original = pymilvus.MilvusClient.flush
 
@@ -468,6 +469,9 @@ def test_a_large_milvus_add_is_flushed_before_its_commit_a_small_one_not(tmp_pat
         backend_options=engine_options("milvus", tmp_path),
     )  # fmt: skip
     assert flushed == [r.backend.collection]
-    r.add({"small": "a small add stays in the growing segment"})
+    for i in range(4):  # small adds wait in the growing segment until 5 are unflushed
+        r.add({f"small{i}": "a small add stays in the growing segment"})
     assert flushed == [r.backend.collection] and r.search(texts[3], k=1, hybrid=False)[0].doc_id == 3
+    r.add({"small4": "the fifth"})
+    assert flushed == [r.backend.collection] * 2
     r.close()

@@ -347,21 +347,26 @@ class MilvusBackend(KeyedBackend):
                 ],
             )
 
-    #: an add of at least this many documents is flushed before its commit: Milvus searches a growing
-    #: segment by brute force, a flushed (sealed) one by its index (on Milvus Lite, lexical sparse vectors
-    #: over 6,000 documents: 350 ms a query growing, about 10 ms flushed; dense views over 10,000: 40 ms
-    #: and 12 ms); a small add stays in the growing segment, cheap to scan
-    FLUSH_AT = 1000
-    _flushed: str | None = None
+    #: an add that brings the documents written since the last flush to this many is flushed before its
+    #: commit: Milvus scans a growing segment, and searches a flushed (sealed) one by its index. On Milvus
+    #: Lite, lexical sparse vectors over 6,904 documents: 43 ms a query with the last 904 unflushed, 15 ms
+    #: flushed, 14 ms added 100 at a time, each add flushed; dense views over 10,000: 40 ms and 12 ms. A
+    #: flush takes about 0.25 s, less than encoding 100 documents
+    FLUSH_AT = 100
+    _unflushed = 0
+    _counted: str | None = None
 
     def prepare(self) -> None:
-        """:meth:`adaptive_retrieval.backends.keyed.KeyedBackend.prepare`, then a large add flushed (beside
-        searches; see :attr:`FLUSH_AT`)."""
+        """:meth:`adaptive_retrieval.backends.keyed.KeyedBackend.prepare`, then the collection flushed where
+        :attr:`FLUSH_AT` says (beside searches)."""
         super().prepare()
         token = self._add_token
-        if len(self._written) >= self.FLUSH_AT and self._flushed != token:
+        if token is not None and self._counted != token:  # an add counts once (prepare runs again at commit)
+            self._unflushed += len(self._written)
+            self._counted = token
+        if self._unflushed >= self.FLUSH_AT:
             self.client.flush(self.collection)
-            self._flushed = token
+            self._unflushed = 0
 
     def _present(self, keys: list[Any]) -> set[Any]:
         found = self.client.get(self.collection, ids=keys, output_fields=["key"])

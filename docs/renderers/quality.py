@@ -158,6 +158,25 @@ def passages_cost() -> str:
     return _table(header, rows)
 
 
+def engine_lexical() -> str:
+    """BM25 postings in Qdrant's and Milvus' own sparse search against the local index
+    (docs/results/engine-lexical)."""
+    names = {"faiss": "FAISS", "qdrant": "Qdrant (local mode)", "milvus": "Milvus Lite"}
+    rows = []
+    for r in _load("engine-lexical")["rows"]:
+        rows.append([
+            r["dataset"], names[r["engine"]], r["postings"], f"{r['chunk']:,}", f"{r['ndcg@10']:.4f}",
+            f"{r['overlap@10']:.4f}", f"{r['same_order']:.3f}", f"{r['same_scores']:.3f}", f"{r['p50_ms']:.1f}",
+            f"{r['lexical_p50_ms']:.1f}",
+            f"{r['index_s']:.1f}", f"{r['lexical_bytes_per_doc']:.0f}",
+        ])  # fmt: skip
+    header = [
+        "set", "engine", "BM25 postings", "chunk", "nDCG@10", "top 10 ∩ FAISS's", "same order", "same scores", "p50 ms",
+        "lexical stage p50 ms", "index s", "lexical B/doc in this process",
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
 def precision() -> str:
     """bfloat16's answers against float32's, test queries, per set (docs/results/precision)."""
     saved = _load("precision")
