@@ -14,7 +14,8 @@ mean length). Rows, on the test queries, one ``k=10`` hybrid search a query with
 nDCG@10, R@10, overlap@10 with the reference's top 10 (``∩ref@10``), the share of queries whose top 10
 is the reference's in the same order (``= ref``) and whose ten scores are the reference's to four
 decimals (``= ref's scores``: an order that differs only among tied documents, such as duplicate pages,
-counts as the same), p50 of the whole search and of its lexical stage,
+counts as the same), the same two against the same engine with its postings local (``∩local@10``,
+``= local's scores``: what moving the postings changes), p50 of the whole search and of its lexical stage,
 the seconds to index (the vectors given, no encoding), and the lexical index's bytes held in this
 process per document. Qdrant's local mode is a Python emulation of Qdrant's API, not the engine: its
 timings say nothing of a Qdrant server.
@@ -59,6 +60,8 @@ COLUMNS = (
     ("∩ref@10", "overlap@10", ".4f"),
     ("= ref", "same_order", ".3f"),
     ("= ref's scores", "same_scores", ".3f"),
+    ("∩local@10", "overlap_local@10", ".4f"),
+    ("= local's scores", "same_scores_local", ".3f"),
     ("p50 ms", "p50_ms", ".1f"),
     ("lexical p50 ms", "lexical_p50_ms", ".2f"),
     ("index s", "index_s", ".1f"),
@@ -110,6 +113,7 @@ def evaluate(folder: Path, encoder: Encoder, args: argparse.Namespace) -> list[d
     p = prepared(encoder, rows_corpus, args.cache_dir, args.coarse, row_ids=row_ids, encoded=encoded)
     out: list[dict[str, Any]] = []
     reference: tuple[dict, list] | None = None
+    local: dict[str, tuple[dict, list]] = {}  # each engine's run with the postings local
     with tempfile.TemporaryDirectory() as tmp:
         plan = [("faiss", "local", max(args.chunks))] + [
             (engine, postings, chunk)
@@ -122,6 +126,9 @@ def evaluate(folder: Path, encoder: Encoder, args: argparse.Namespace) -> list[d
             run, order, timing = searched(r, queries)
             if reference is None:
                 reference = run, order
+            if postings == "local":
+                local[engine] = run, order
+            mine = local[engine]
             stats = r.lexical.stats
             row = {
                 "dataset": name, "engine": engine, "postings": postings, "chunk": chunk, "queries": len(queries),
@@ -129,6 +136,8 @@ def evaluate(folder: Path, encoder: Encoder, args: argparse.Namespace) -> list[d
                 "overlap@10": top_overlap(run, reference[0]),
                 "same_order": float(np.mean([a[0] == b[0] for a, b in zip(order, reference[1])])),
                 "same_scores": float(np.mean([a[1] == b[1] for a, b in zip(order, reference[1])])),
+                "overlap_local@10": top_overlap(run, mine[0]),
+                "same_scores_local": float(np.mean([a[1] == b[1] for a, b in zip(order, mine[1])])),
                 **timing, "index_s": seconds,
                 "lexical_bytes_per_doc": (stats["bytes"] + stats["vocabulary_bytes"]) / len(corpus),
                 "mean_length_used": stats.get("mean_length"),
