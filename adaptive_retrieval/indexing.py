@@ -436,13 +436,13 @@ def empty(
     store_text: bool = False, lexical: LexicalIndex | None = None,
 ) -> Any:  # fmt: skip
     """An empty retriever of class ``cls`` for these views, on a new engine made from ``options``; a
-    lexical index's postings go to the engine where it holds them (an engine option ``lexical="engine"``:
+    lexical index's postings go to the engine where it holds them (an engine's ``lexical`` option:
     :mod:`adaptive_retrieval.engine_lexical`)."""
     coarse_view = encoder.check_view(coarse, name="coarse")
     fine_view = encoder.full_view if fine is None else encoder.check_view(fine, name="fine")
     check_pair(coarse_view, fine_view)
     positive_int(candidates, "candidates")
-    if lexical is None and getattr(options, "lexical", None) == "engine":  # no postings for it to hold
+    if lexical is None and hasattr(options, "lexical"):  # no postings for the engine to hold
         options = dataclasses.replace(options, lexical="local")
     engine = create_engine(options, coarse_view.dim, fine_view.dim)
     if lexical is not None and engine.lexical_field:  # the engine holds the postings

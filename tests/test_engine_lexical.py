@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from adaptive_retrieval import Retriever
+from adaptive_retrieval.backends.keyed import lexical_in_engine
 from adaptive_retrieval.engine_lexical import EngineLexicalIndex, sparse_of
 from adaptive_retrieval.errors import CorpusError, IndexDamaged, InvalidArgument
 from adaptive_retrieval.hybrid import Fusion
@@ -117,11 +118,33 @@ def test_a_failed_add_leaves_the_counts_and_a_reopen_reads_them(tmp_path, tiny_e
 def test_the_option_is_checked_and_a_dense_index_gets_no_sparse_field(tmp_path, tiny_encoder, texts):
     with pytest.raises(InvalidArgument, match="lexical="):
         build("qdrant", tmp_path, tiny_encoder, texts[:5], postings="server")
-    dense = build("qdrant", tmp_path, tiny_encoder, texts[:5], hybrid=False)
+    dense = build("qdrant", tmp_path, tiny_encoder, texts[:5], hybrid=False)  # asked for "engine"
     assert dense.lexical is None and not dense.backend.lexical_field
     config = dense.backend.client.get_collection(dense.backend.collection).config.params
     assert not config.sparse_vectors
     dense.close()
+
+
+def test_the_default_holds_the_postings_in_a_server_and_here_beside_an_embedded_engine(
+    tmp_path, tiny_encoder, texts
+):
+    from qdrant_client import QdrantClient
+
+    assert lexical_in_engine(None, server=True) and not lexical_in_engine(None, server=False)
+    assert lexical_in_engine("engine", server=False) and not lexical_in_engine("local", server=True)
+    for engine in ENGINES:  # local mode, Milvus Lite: the local index
+        r = Retriever.build(
+            texts[:5], coarse=(4, 8), model=tiny_encoder, backend=engine,
+            backend_options=engine_options(engine, tmp_path, f"default-{engine}"),
+        )  # fmt: skip
+        assert isinstance(r.lexical, LexicalIndex) and not r.backend.lexical_field
+        r.close()
+    client = QdrantClient(":memory:")  # a client given: taken for a server's
+    r = Retriever.build(
+        texts[:5], coarse=(4, 8), model=tiny_encoder, backend="qdrant", backend_options={"client": client}
+    )
+    assert isinstance(r.lexical, EngineLexicalIndex)
+    r.close()
 
 
 def test_a_file_of_another_layout_is_refused(tmp_path, tiny_encoder, texts):

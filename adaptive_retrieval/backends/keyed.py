@@ -65,10 +65,20 @@ def asked(params: Any) -> tuple[Any, Any]:
     return (params.engine, params.where) if isinstance(params, Asked) else (params, None)
 
 
-def check_lexical_option(lexical: Any) -> None:
-    """Refuse a ``lexical=`` engine option other than ``"engine"`` or ``"local"``."""
-    if lexical not in ("engine", "local"):
-        raise InvalidArgument(f"lexical={lexical!r}: choose 'engine' (the default) or 'local'")
+def lexical_in_engine(lexical: Any, server: bool) -> bool:
+    """Whether an engine holds a hybrid index's BM25 postings (:mod:`adaptive_retrieval.engine_lexical`), by
+    its ``lexical=`` option: ``"engine"``, ``"local"``, or ``None`` (the default): in the engine where it is
+    a server (``server``), where the postings serve every process that opens the collection, each writer's
+    documents included; here for an embedded engine (Qdrant's local mode, Milvus Lite), whose sparse search
+    costs 3 to 28 times the local index's in one process (docs/measurements.md, "BM25 in the engine").
+
+    Raises:
+        InvalidArgument: another value."""
+    if lexical not in (None, "engine", "local"):
+        raise InvalidArgument(
+            f"lexical={lexical!r}: choose 'engine', 'local' or None (the default: by engine)"
+        )
+    return lexical == "engine" or (lexical is None and server)
 
 
 def point_key(doc_id: DocId) -> int:

@@ -48,7 +48,7 @@ from .keyed import (
     COMMITS_SUFFIX,
     KeyedBackend,
     adopted_token,
-    check_lexical_option,
+    lexical_in_engine,
     new_point_key,
     point_key,
 )
@@ -87,10 +87,11 @@ class MilvusOptions(EngineOptions):
             and ``coarse_index_params`` its build parameters (e.g. ``{"M": 16, "efConstruction": 200}``).
         rerank: ``"fetch"`` or ``"server"``: where a shortlist is re-ranked (see the module docstring).
         upload_batch: entities per insert request.
-        lexical: where a hybrid index's BM25 postings live: ``"engine"`` (default): each entity holds its
-            document's term weights in a sparse vector field (``lexical``, an inverted index), searched
-            by Milvus (:mod:`adaptive_retrieval.engine_lexical`); ``"local"``: the lexical index's own
-            postings, in the index directory beside the collection. Ignored without a lexical index.
+        lexical: where a hybrid index's BM25 postings live: ``"engine"``: each entity holds its document's
+            term weights in a sparse vector field (``lexical``, an inverted index), searched by Milvus
+            (:mod:`adaptive_retrieval.engine_lexical`); ``"local"``: the lexical index's own postings, in
+            the index directory beside the collection; ``None`` (default): ``"engine"`` on a server (or a
+            ``client`` given), ``"local"`` on Milvus Lite. Ignored without a lexical index.
 
     The engine checks these when it is created (``Retriever.build``, ``create_engine``), not here: it
     raises ``InvalidArgument`` for a missing ``uri``, ``client`` beside ``uri`` or another ``rerank``,
@@ -110,7 +111,7 @@ class MilvusOptions(EngineOptions):
     coarse_index_params: dict[str, Any] | None = None
     rerank: str = "fetch"
     upload_batch: int = 1000
-    lexical: str = "engine"
+    lexical: str | None = None
 
 
 def _is_lite(uri: str) -> bool:
@@ -179,8 +180,7 @@ class MilvusBackend(KeyedBackend):
         if rerank not in ("fetch", "server"):
             raise InvalidArgument(f"rerank={rerank!r}: choose 'fetch' (the default) or 'server'")
         self.rerank_at = rerank  # where a shortlist is re-ranked: "fetch" or "server"
-        check_lexical_option(o.lexical)
-        self.lexical_field = o.lexical == "engine"
+        self.lexical_field = lexical_in_engine(o.lexical, client is not None or not _is_lite(str(uri)))
         if client is None and not uri:
             raise InvalidArgument(
                 "backend='milvus' needs backend_options uri=...: a file path such as './index.db' (Milvus "

@@ -42,7 +42,7 @@ from .keyed import (
     COMMITS_SUFFIX,
     KeyedBackend,
     adopted_token,
-    check_lexical_option,
+    lexical_in_engine,
     new_point_uuid,
     point_uuid,
 )
@@ -72,10 +72,11 @@ class QdrantOptions(EngineOptions):
             filters run in Qdrant; ``False``: filters are applied to Qdrant's answers (asked deeper as
             the share of documents matched falls). A collection saved before payloads held metadata
             reopens without.
-        lexical: where a hybrid index's BM25 postings live: ``"engine"`` (default): each point holds its
-            document's term weights as a sparse vector (``lexical``), searched by Qdrant
-            (:mod:`adaptive_retrieval.engine_lexical`); ``"local"``: the lexical index's own postings,
-            in the index directory beside the collection. Ignored without a lexical index.
+        lexical: where a hybrid index's BM25 postings live: ``"engine"``: each point holds its document's
+            term weights as a sparse vector (``lexical``), searched by Qdrant
+            (:mod:`adaptive_retrieval.engine_lexical`); ``"local"``: the lexical index's own postings, in
+            the index directory beside the collection; ``None`` (default): ``"engine"`` on a server (or a
+            ``client`` given), ``"local"`` in local mode. Ignored without a lexical index.
 
     The engine checks these when it is created (``Retriever.build``, ``create_engine``), not here: it
     raises ``InvalidArgument`` for ``client`` beside ``location``/``path`` (or both of those),
@@ -84,7 +85,7 @@ class QdrantOptions(EngineOptions):
     Example:
         >>> options = QdrantOptions(path="./qdrant-data", collection="papers")
         >>> options.location, options.hnsw, options.upload_batch, options.payload_metadata, options.lexical
-        (None, True, 256, True, 'engine')
+        (None, True, 256, True, None)
     """
 
     engine: ClassVar[str] = "qdrant"
@@ -95,7 +96,7 @@ class QdrantOptions(EngineOptions):
     hnsw: bool = True
     upload_batch: int = 256
     payload_metadata: bool = True
-    lexical: str = "engine"
+    lexical: str | None = None
 
 
 def _client(location: str | None, path: str | None, client: Any) -> tuple[Any, bool]:
@@ -125,7 +126,8 @@ class QdrantBackend(KeyedBackend):
         self, coarse_dim: int, fine_dim: int, options: QdrantOptions, *, existing: bool = False
     ) -> None:
         o = options
-        check_lexical_option(o.lexical)
+        server = o.client is not None or (o.path is None and o.location not in (None, ":memory:"))
+        in_engine = lexical_in_engine(o.lexical, server)
         self.client, self._own_client = _client(o.location, o.path, o.client)
         self.location, self.path = o.location, o.path
         self.collection = o.collection or f"adaptive-retrieval-{uuid.uuid4().hex[:8]}"
@@ -134,7 +136,7 @@ class QdrantBackend(KeyedBackend):
         self.native_filters = o.payload_metadata
         self._search_params: dict[str, Any] = {}
         self._created = False
-        self.lexical_field = o.lexical == "engine"
+        self.lexical_field = in_engine
         if existing:
             return
         if self.client.collection_exists(self.collection):
