@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from renderers import cost, first_stage, funnel, living, models, quality
+from renderers import cost, examples, first_stage, funnel, living, models, quality
 from renderers.common import ROOT
 
 #: The SciFact test table of the Training section: one column per model (header, results folder, model).
@@ -62,6 +62,8 @@ BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /tabl
 
 
 TABLES: dict[str, Callable[[], str]] = {
+    "readme-quickstart": examples.quickstart,
+    "readme-passages": examples.passages,
     "funnel-rules": funnel.funnel_rules,
     "funnel-rules-order": funnel.funnel_rules_order,
     "bench-encode-xeon": lambda: cost.bench_encode("bench-encode-xeon"),
