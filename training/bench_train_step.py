@@ -4,9 +4,11 @@ Same base model, same batches of (title, abstract) pairs from SciFact's corpus, 
 length, learning rate and seed; steps interleaved (ours, theirs, ours, ...) in one process so neither
 side gets a warmer machine. Both draw one layer and one matryoshka dim per step (the 2DMSE setting);
 ours runs one staged forward pass and pools every layer, theirs runs the model with all hidden states.
-Prints the median step time of each and the ratio ours / theirs (target <= 1.0).
+Prints the median step time of each and the ratio ours / theirs (target <= 1.0); ``--out`` also writes
+them, every step's time and the run's header (machine, load, command, commit) to ``results.json`` there.
 
     python -m training.bench_train_step --model minilm-l6 --steps 5 --batch-size 32
+    python -m training.bench_train_step --model minilm-l6 --steps 10 --out docs/results/train-step
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.losses import TwoDMatryoshkaLoss, default_dims
 from adaptive_retrieval.models import resolve_model_path
 from adaptive_retrieval.reporting import machine_line as machine
+from adaptive_retrieval.reporting import settings, write_json
 from training.data import scifact_titles
 from training.train import StagedForward, schedule
 
@@ -36,7 +39,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--data-dir", type=Path, default=default_data_dir())
+    ap.add_argument("--out", type=Path, help="write results.json here")
     args = ap.parse_args()
+    header = settings()  # the load average before the run
 
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import (
@@ -98,7 +103,24 @@ def main() -> None:
     print("| objective | s/step |\n|---|---|")
     print(f"| adaptive_retrieval TwoDMatryoshkaLoss (2dmse) | {median['adaptive_retrieval']:.2f} |")
     print(f"| sentence-transformers Matryoshka2dLoss(MNRL) | {median['sentence_transformers']:.2f} |")
-    print(f"\nratio ours/theirs: {median['adaptive_retrieval'] / median['sentence_transformers']:.3f}")
+    ratio = median["adaptive_retrieval"] / median["sentence_transformers"]
+    print(f"\nratio ours/theirs: {ratio:.3f}")
+    if args.out is not None:
+        write_json(
+            args.out / "results.json",
+            {
+                **header,
+                "load_average_after": settings()["load_average"],
+                "labels": "none: a timing of training steps on SciFact title-abstract pairs; no qrels",
+                "model": args.model,
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
+                "steps": args.steps,
+                "seconds": seconds,
+                "median_seconds": median,
+                "ratio": ratio,
+            },
+        )
 
 
 if __name__ == "__main__":
