@@ -25,7 +25,7 @@ TRAINED = [
     ("mpnet-base", "scifact-quick", "mpnet-base"),
     ("ridge heads (the earlier mpnet-base-heads)", "scifact-heads-ridge", None),
     ("**mpnet-base-heads** (untrained + distilled heads)", "scifact-heads", None),
-    ("2DMSE, 100 steps, no heads †", "scifact-2dmse", None),
+    ("2DMSE, 100 steps, no heads", "scifact-2dmse", None),
     ("2DMSE 100 steps + distilled heads †", "scifact-2dmse-heads-distil", None),
     (
         "**mpnet-base-2dmse** (2DMSE 400 steps + distilled heads; the default)",
@@ -42,7 +42,7 @@ EXACT = [("exact", (n, d)) for n, d in ((2, 32), (4, 64), (6, 128), (8, 256), (1
 FUNNELS = [("funnel", c, (12, 768), n) for c, n in (((4, 64), 100), ((4, 64), 200), ((4, 64), 500))]
 FUNNELS += [("funnel", c, (12, 768), n) for c, n in (((6, 128), 100), ((8, 256), 100), ((8, 256), 200))]
 PEER = [
-    ("ours: 2DMSE, 100 steps †", "scifact-2dmse", None),
+    ("ours: 2DMSE, 100 steps", "scifact-2dmse", None),
     ("peer: `Matryoshka2dLoss`, 100 steps †", "scifact-st2d", None),
 ]
 PEER_FUNNELS = [("funnel", c, (12, 768), n) for c, n in (((4, 64), 100), ((4, 64), 500), ((6, 128), 100))]
