@@ -26,7 +26,7 @@ TRAINED = [
     ("ridge heads (the earlier mpnet-base-heads)", "scifact-heads-ridge", None),
     ("**mpnet-base-heads** (untrained + distilled heads)", "scifact-heads", None),
     ("2DMSE, 100 steps, no heads", "scifact-2dmse", None),
-    ("2DMSE 100 steps + distilled heads †", "scifact-2dmse-heads-distil", None),
+    ("2DMSE 100 steps + distilled heads", "scifact-2dmse-heads-distil", None),
     (
         "**mpnet-base-2dmse** (2DMSE 400 steps + distilled heads; the default)",
         "scifact-2dmse-400-heads-distil",

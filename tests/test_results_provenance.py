@@ -20,8 +20,6 @@ LEGACY = {
     "scale-calibrated/results.json",
     "scale-projected/results.json",
     "scale/results.json",
-    "scifact-2dmse-heads-distil/results.json",
-    "scifact-dev-400/results.json",
     "scifact-st2d/results.json",
     "sts-2dmse/results.json",
 }
