@@ -19,8 +19,8 @@ from renderers import cost, examples, first_stage, funnel, living, models, quali
 from renderers.common import ROOT
 
 #: The SciFact test table of the Training section: one column per model (header, results folder, model).
-#: "†": a run that recorded no command and whose weights are not kept (its header is reconstructed, see
-#: LEGACY in tests/test_results_provenance.py); rerunning it means retraining.
+#: "†" (the peer's column): a run that recorded no command and whose weights are not kept (its header is
+#: reconstructed, see LEGACY in tests/test_results_provenance.py); rerunning it means retraining.
 TRAINED = [
     ("mpnet-base", "scifact-quick", "mpnet-base"),
     ("ridge heads (the earlier mpnet-base-heads)", "scifact-heads-ridge", None),
@@ -52,7 +52,7 @@ STS = [
     ("mpnet-base", "sts", "mpnet-base"),
     ("ridge heads (the earlier mpnet-base-heads)", "sts-heads-ridge", None),
     ("mpnet-base-heads (distilled heads, untrained)", "sts", "mpnet-base-heads"),
-    ("2DMSE 100 steps + distilled heads †", "sts-2dmse", None),
+    ("2DMSE 100 steps + distilled heads", "sts-2dmse", None),
     ("**mpnet-base-2dmse** (2DMSE 400 steps + distilled heads; the default)", "sts-2dmse-400", None),
     ("mpnet-base-2dmse-scifact (2DMSE 400 steps + heads taught the train qrels)", "sts-2dmse-400-sup", None),
 ]

@@ -21,7 +21,6 @@ LEGACY = {
     "scale-projected/results.json",
     "scale/results.json",
     "scifact-st2d/results.json",
-    "sts-2dmse/results.json",
 }
 
 
