@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 
-from .cpu_linear import intermediate, plus_residual, residual_output
+from .cpu_linear import intermediate
 from .errors import InvalidArgument
 
 LayerContext = dict[str, Any]
@@ -83,14 +83,9 @@ class BertLikeBackbone(Backbone):
         if torch.is_grad_enabled() or layer.is_decoder:  # training (checkpointing...): the layer's own call
             return _first(layer(hidden, context["attention_mask"]))
         # the layer's own steps (its forward without a decoder's cross-attention), so that the
-        # intermediate block and the residuals' adds can run fused (cpu_linear)
-        attention = layer.attention
-        if isinstance(getattr(attention, "self", None), nn.Module) and hasattr(attention, "output"):
-            mixed = _first(attention.self(hidden, attention_mask=context["attention_mask"]))
-            attended = residual_output(attention.output, mixed, hidden)
-        else:
-            attended = _first(attention(hidden, context["attention_mask"]))
-        return residual_output(layer.output, intermediate(layer.intermediate, attended), attended)
+        # intermediate block can run fused (cpu_linear.intermediate)
+        attended = _first(layer.attention(hidden, context["attention_mask"]))
+        return layer.output(intermediate(layer.intermediate, attended), attended)
 
 
 class MPNetBackbone(Backbone):
@@ -134,10 +129,8 @@ class MPNetBackbone(Backbone):
             dropout_p=attention.dropout.p if attention.training else 0.0,
         )
         mixed = mixed.transpose(1, 2).reshape(batch, tokens, heads * size)
-        attended = layer.attention.LayerNorm(
-            plus_residual(attention.o, mixed, hidden, layer.attention.dropout)
-        )
-        return residual_output(layer.output, intermediate(layer.intermediate, attended), attended)
+        attended = layer.attention.LayerNorm(layer.attention.dropout(attention.o(mixed)) + hidden)
+        return layer.output(intermediate(layer.intermediate, attended), attended)
 
 
 BACKBONES: tuple[type[Backbone], ...] = (BertLikeBackbone, MPNetBackbone)

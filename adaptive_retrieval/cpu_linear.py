@@ -43,16 +43,9 @@ def set_enabled(enabled: bool) -> None:
 
 
 def _onednn_linear(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    post: str = "none",
-    other: torch.Tensor | None = None,
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, post: str = "none"
 ) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` by oneDNN, followed by the exact (erf) GELU when ``post="gelu"``, or by
-    ``+ other`` (a tensor of the output's shape: a residual) when ``post="add"``."""
-    if post == "add":
-        return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, "add")
+    """``F.linear(x, weight, bias)`` by oneDNN, followed by the exact (erf) GELU when ``post="gelu"``."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post, [], "none" if post == "gelu" else "")
 
 
@@ -74,9 +67,8 @@ def bfloat16_native() -> bool:
 
 
 def available(post: str = "none", dtype: torch.dtype = torch.float32) -> bool:
-    """Whether oneDNN's linear (followed by ``post``: ``"none"``, ``"gelu"`` or ``"add"``, a residual) on
-    ``dtype`` runs here and agrees with ``F.linear`` (and ``F.gelu``, or the sum), checked once per process
-    and dtype.
+    """Whether oneDNN's linear (followed by ``post``: ``"none"`` or ``"gelu"``) on ``dtype`` runs here and
+    agrees with ``F.linear`` (and ``F.gelu``), checked once per process and dtype.
 
     The op is torch's (``torch.ops.mkldnn._linear_pointwise``, the one ``torch.compile`` emits); a torch
     build without it, or one whose results differ, falls back to ``F.linear`` with a log line."""
@@ -89,24 +81,18 @@ def _probe(post: str, dtype: torch.dtype = torch.float32) -> bool:
         return False
     if not torch.backends.mkldnn.is_available():
         return False
-    generator = torch.Generator().manual_seed(0)
-    other = torch.randn(3, 5, 48, generator=generator).to(dtype) if post == "add" else None
-    if post == "gelu":
-        after = F.gelu
-    elif post == "add":
-        after = lambda y: y + other.float()  # noqa: E731
-    else:
-        after = lambda y: y  # noqa: E731
+    after = F.gelu if post == "gelu" else (lambda y: y)
     # bfloat16 operands are compared with the float32 product of the same (rounded) values: the sums'
     # order and the output's rounding to bfloat16 differ, so within bfloat16's precision
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     try:
+        generator = torch.Generator().manual_seed(0)
         x = torch.randn(3, 5, 64, generator=generator).to(dtype)
         weight = torch.randn(48, 64, generator=generator).to(dtype)
         bias = torch.randn(48, generator=generator).to(dtype)
         with torch.no_grad():
-            got = _onednn_linear(x, weight, bias, post, other).float()
-            got_no_bias = _onednn_linear(x, weight, None, post, other).float()
+            got = _onednn_linear(x, weight, bias, post).float()
+            got_no_bias = _onednn_linear(x, weight, None, post).float()
             x, weight, bias = x.float(), weight.float(), bias.float()
             want, want_no_bias = after(F.linear(x, weight, bias)), after(F.linear(x, weight))
         scale = want.abs().max()  # bfloat16's error grows with the values' magnitude
@@ -141,19 +127,19 @@ class OneDNNLinear(nn.Linear):
             and available(post, x.dtype)
         )
 
-    def onednn(self, x: torch.Tensor, post: str = "none", other: torch.Tensor | None = None) -> torch.Tensor:
+    def onednn(self, x: torch.Tensor, post: str = "none") -> torch.Tensor:
         # oneDNN reads the bias as dense: a strided one (a view) would be read wrong
         bias = None if self.bias is None else self.bias.contiguous()
-        return _onednn_linear(x, self.weight, bias, post, other)
+        return _onednn_linear(x, self.weight, bias, post)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.onednn(x) if self.fast(x) else super().forward(x)
 
 
 def fusable(dense: nn.Module) -> bool:
-    """Whether ``dense`` may be fused into a step of a block (:func:`intermediate`, :func:`plus_residual`):
-    a plain :class:`OneDNNLinear`, not wrapped (LoRA) nor replaced (int8), with no forward hooks, which a
-    fused call (``dense.onednn``, not ``dense(x)``) would not run (int8 calibration's
+    """Whether ``dense`` may run fused into its block's next step (:func:`intermediate`): a plain
+    :class:`OneDNNLinear`, not wrapped (LoRA) nor replaced (int8), with no forward hooks, which a fused call
+    (``dense.onednn``, not ``dense(x)``) would not run (int8 calibration's
     :func:`adaptive_retrieval.quantization.input_maxima` records every linear's inputs by hooks)."""
     return (
         type(dense) is OneDNNLinear
@@ -175,33 +161,6 @@ def intermediate(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ):
         return dense.onednn(x, "gelu")
     return module(x)
-
-
-def plus_residual(
-    dense: nn.Module, x: torch.Tensor, residual: torch.Tensor, dropout: nn.Module | None = None
-) -> torch.Tensor:
-    """``dropout(dense(x)) + residual``, the residual's add fused into oneDNN's matrix multiply where it
-    applies (dropout inactive: at inference): one pass over the layer's output less."""
-    if (
-        fusable(dense)
-        and (dropout is None or not dropout.training or dropout.p == 0)
-        and residual.dtype == x.dtype
-        and residual.shape == (*x.shape[:-1], dense.out_features)
-        and dense.fast(x, "add")
-    ):
-        return dense.onednn(x, "add", residual.contiguous())
-    out = dense(x)
-    return (out if dropout is None else dropout(out)) + residual
-
-
-def residual_output(module: nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """``module(x, residual)`` for a BERT-style output block (``LayerNorm(dropout(dense(x)) + residual)``,
-    as BERT's, RoBERTa's, ELECTRA's and MPNet's self-attention and feed-forward outputs are), the residual's
-    add fused (:func:`plus_residual`). Another module is called as it is."""
-    names = {name for name, _ in module.named_children()}
-    if names != {"dense", "LayerNorm", "dropout"}:
-        return module(x, residual)
-    return module.LayerNorm(plus_residual(module.dense, x, residual, module.dropout))
 
 
 def use_onednn(model: nn.Module) -> int:

@@ -149,10 +149,9 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
     Raises:
         InvalidArgument: another pooling.
     """
-    if pooling == "mean":  # the masked sum as one batched product: one read of the states, none written
-        mask = attention_mask.to(hidden.dtype)
-        summed = torch.bmm(mask.unsqueeze(1), hidden).squeeze(1)
-        return summed / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
     if pooling == "cls":
         return hidden[:, 0]
     raise InvalidArgument(f"pooling={pooling!r} is not supported; choose one of {POOLING_MODES}")

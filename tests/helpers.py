@@ -167,10 +167,8 @@ class LayerCounter:
 
     def __enter__(self) -> LayerCounter:
         self.handles = [
-            # each layer's last norm: every way a backbone runs a layer calls it once
-            layer.output.LayerNorm.register_forward_hook(
-                lambda *_, i=i: self.calls.__setitem__(i, self.calls[i] + 1)
-            )
+            # each layer's last block: every way a backbone runs a layer calls it once
+            layer.output.register_forward_hook(lambda *_, i=i: self.calls.__setitem__(i, self.calls[i] + 1))
             for i, layer in enumerate(self.layers)
         ]
         return self
