@@ -10,6 +10,7 @@ tested against the model's own ``output_hidden_states``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -54,6 +55,24 @@ class Backbone:
     def run_layer(self, index: int, hidden: torch.Tensor, context: LayerContext) -> torch.Tensor:
         """Run layer ``index`` (0-based) on ``hidden``; return the next hidden state."""
         raise NotImplementedError
+
+    def speed_probe(self, tokens: int) -> tuple[tuple[object, ...], Callable[[], object]]:
+        """For :func:`adaptive_retrieval.cpu_linear.choose_path`: what decides the speed of this model's
+        layers (its type and sizes, and ``tokens``), and a call running its first layer, at inference, on two
+        texts of ``tokens`` random token ids."""
+        c = self.config
+        key = (
+            c.model_type,
+            self.hidden_size,
+            getattr(c, "intermediate_size", None),
+            c.num_attention_heads,
+            tokens,
+        )
+        generator = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, c.vocab_size, (2, tokens), generator=generator).to(self.model.device)
+        with torch.inference_mode():
+            hidden, context = self.embed(ids, torch.ones_like(ids))
+        return key, lambda: self.run_layer(0, hidden, context)
 
     def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
         # The same helper the models' own forward uses, so every attention implementation

@@ -14,8 +14,11 @@ MKL side); the figures, with their results files, are in docs/measurements.md ("
 :func:`use_onednn` turns a model's ``nn.Linear`` modules into :class:`OneDNNLinear` (the same module,
 the same parameters and state dict; only ``forward`` differs). Training (gradients enabled), other
 devices and other dtypes, CPU autocast and ``torch.jit.trace`` take ``nn.Linear``'s own path.
-``ADAPTIVE_RETRIEVAL_ONEDNN=0`` in the environment (read at the first such call of the process), or
-:func:`set_enabled` ``(False)`` at any time, sends every call to ``nn.Linear``'s path.
+Which path runs faster depends on the processor and the model: :func:`choose_path` times one layer of each
+model both ways at its first encoder in a process and keeps the faster (oneDNN's on a tie).
+``ADAPTIVE_RETRIEVAL_ONEDNN=1`` in the environment keeps oneDNN's without measuring; ``=0`` (read at the
+first such call of the process), or :func:`set_enabled` ``(False)`` at any time, sends every call to
+``nn.Linear``'s path.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
+from collections.abc import Callable, Hashable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +38,19 @@ logger = logging.getLogger(__name__)
 
 ENV_SWITCH = "ADAPTIVE_RETRIEVAL_ONEDNN"
 _enabled = True
+
+
+def _switch() -> bool | None:
+    """:data:`ENV_SWITCH`'s value: ``False`` (``0``, ``false``, ``no``, ``off``), ``True`` (``1``, ``true``,
+    ``yes``, ``on``), or ``None`` (unset or anything else: each model's path measured, :func:`choose_path`)."""
+    value = os.environ.get(ENV_SWITCH, "").strip().lower()
+    return (
+        False
+        if value in ("0", "false", "no", "off")
+        else True
+        if value in ("1", "true", "yes", "on")
+        else None
+    )
 
 
 def set_enabled(enabled: bool) -> None:
@@ -66,6 +84,59 @@ def bfloat16_native() -> bool:
         return False
 
 
+BFLOAT16_SHAPE = (256, 768, 3072)
+"""The product :func:`bfloat16_speedup` times, (rows, inputs, outputs): one 256-token text through an
+mpnet-base intermediate layer (or sixteen 16-token queries)."""
+
+BFLOAT16_MARGIN = 1.1
+"""How much faster than float32 a bfloat16 product must run for :func:`bfloat16_faster`: bfloat16 only
+approximates float32's vectors, so a tie keeps float32."""
+
+
+def bfloat16_speedup(rounds: int = 7) -> float:
+    """float32's time over bfloat16's for oneDNN's linear layer at :data:`BFLOAT16_SHAPE` on this
+    processor, the best of ``rounds`` each, alternating (about 0.1 s). 0.0 where bfloat16 products do
+    not run here."""
+    if not (available("none", torch.float32) and available("none", torch.bfloat16)):
+        return 0.0
+    rows, inputs, outputs = BFLOAT16_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, inputs, generator=generator)
+    weight = torch.randn(outputs, inputs, generator=generator) * inputs**-0.5
+    bias = torch.zeros(outputs)
+    sides = [(x, weight, bias), (x.bfloat16(), weight.bfloat16(), bias.bfloat16())]
+    best = [float("inf"), float("inf")]
+    with torch.no_grad():
+        for side in sides:  # a first call each: oneDNN builds its kernels
+            _onednn_linear(*side)
+        for _ in range(rounds):
+            for i, side in enumerate(sides):
+                start = time.perf_counter()
+                _onednn_linear(*side)
+                best[i] = min(best[i], time.perf_counter() - start)
+    return best[0] / best[1]
+
+
+@functools.cache
+def bfloat16_faster() -> bool:
+    """Whether a bfloat16 encoder pays here: native bfloat16 (:func:`bfloat16_native`) and, measured once
+    per process, oneDNN's bfloat16 product at least :data:`BFLOAT16_MARGIN` times as fast as its float32
+    one (:func:`bfloat16_speedup`). Native is not enough: on an Intel Xeon with AVX-512 BF16 but no AMX
+    the bfloat16 encoder ran slower than float32 (docs/measurements.md, "Encoding throughput"), where an
+    AMD EPYC's AVX-512 BF16 ran it 1.8x faster. What ``precision="auto"`` reads
+    (:func:`adaptive_retrieval.precision.resolve`)."""
+    if not bfloat16_native():
+        return False
+    speedup = bfloat16_speedup()
+    faster = speedup >= BFLOAT16_MARGIN
+    logger.info(
+        "bfloat16 products run %.2fx float32's here: %s by default",
+        speedup,
+        "bfloat16" if faster else "float32",
+    )
+    return faster
+
+
 def available(post: str = "none", dtype: torch.dtype = torch.float32) -> bool:
     """Whether oneDNN's linear (followed by ``post``: ``"none"`` or ``"gelu"``) on ``dtype`` runs here and
     agrees with ``F.linear`` (and ``F.gelu``), checked once per process and dtype.
@@ -77,7 +148,7 @@ def available(post: str = "none", dtype: torch.dtype = torch.float32) -> bool:
 
 @functools.cache
 def _probe(post: str, dtype: torch.dtype = torch.float32) -> bool:
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if _switch() is False:
         return False
     if not torch.backends.mkldnn.is_available():
         return False
@@ -114,10 +185,15 @@ class OneDNNLinear(nn.Linear):
     dtype on CPU when no gradient is recorded (``torch.no_grad`` / ``torch.inference_mode``), and as
     ``nn.Linear`` otherwise."""
 
+    mkl: bool = False
+    """float32 inputs take ``nn.Linear``'s own path (MKL's ``sgemm``) here: set by :func:`choose_path` on a
+    model whose layers ran faster that way on this processor (bfloat16 inputs still go to oneDNN)."""
+
     def fast(self, x: torch.Tensor, post: str = "none") -> bool:
         """Whether a call on ``x`` takes oneDNN's path (followed by ``post``)."""
         return (
             not torch.is_grad_enabled()
+            and not (self.mkl and x.dtype == torch.float32)
             and x.device.type == "cpu"
             and x.dtype == self.weight.dtype
             and x.dim() >= 2
@@ -175,3 +251,75 @@ def use_onednn(model: nn.Module) -> int:
             module.__class__ = OneDNNLinear
             count += 1
     return count
+
+
+PATH_MARGIN = 1.05
+"""How much faster than oneDNN's a model's layer must run on MKL's linear layers for :func:`choose_path` to
+take MKL's: oneDNN's path is the default (it fuses the GELU), a tie keeps it."""
+
+_chosen: dict[Hashable, str] = {}
+
+
+def set_path(model: nn.Module, path: str) -> int:
+    """Send ``model``'s float32 :class:`OneDNNLinear` calls through ``"onednn"`` or ``"mkl"`` (``nn.Linear``'s
+    own path, the GELU unfused); return how many layers were set."""
+    if path not in ("onednn", "mkl"):
+        raise ValueError(f"path={path!r}: choose onednn or mkl")
+    layers = [m for m in model.modules() if isinstance(m, OneDNNLinear)]
+    for layer in layers:
+        layer.mkl = path == "mkl"
+    return len(layers)
+
+
+def path_of(model: nn.Module) -> str | None:
+    """``"onednn"`` or ``"mkl"``: the path ``model``'s float32 linear layers take (``None``: it has no
+    :class:`OneDNNLinear`, or oneDNN's op is missing or switched off here, so every call is ``nn.Linear``'s)."""
+    layers = [m for m in model.modules() if isinstance(m, OneDNNLinear)]
+    if not layers or not (_enabled and available()):
+        return None
+    return "mkl" if all(layer.mkl for layer in layers) else "onednn"
+
+
+def choose_path(model: nn.Module, key: Hashable, run_layer: Callable[[], object], rounds: int = 3) -> str:
+    """Set ``model``'s float32 linear layers to the path that runs one of its layers faster here.
+
+    ``run_layer`` runs one transformer layer of ``model`` on a fixed input (the encoder passes two
+    256-token texts); it is timed with every linear layer on oneDNN's path (GELU fused) and on MKL's,
+    alternating, the best of ``rounds`` each after a first call, and MKL's is taken where it is at least
+    :data:`PATH_MARGIN` times as fast. Measured once per ``key`` (the model's shape) in a process, about
+    ``8 x`` one layer's time (0.1 s for MiniLM, 0.5 s for mpnet-base on 2 cores). Why a layer and not its
+    products: on an Intel Xeon MKL's products timed alone won for MiniLM, whose whole model then ran 9%
+    slower without the fused GELU; mpnet-base ran 13% faster on MKL's there, where an AMD EPYC runs both
+    models faster on oneDNN's (docs/measurements.md, "Encoding throughput").
+
+    :data:`ENV_SWITCH` set to ``1`` keeps oneDNN's path without measuring, ``0`` sends every call to
+    ``nn.Linear``'s. Returns the path set."""
+    switch = _switch()
+    if switch is False or not available():  # every call is nn.Linear's (MKL's) whatever the flags say
+        set_path(model, "onednn")
+        return "mkl"
+    if switch is True:
+        set_path(model, "onednn")
+        return "onednn"
+    if key not in _chosen:
+        best = {"onednn": float("inf"), "mkl": float("inf")}
+        with torch.inference_mode():
+            for path in best:
+                set_path(model, path)
+                run_layer()
+            for _ in range(rounds):
+                for path in best:
+                    set_path(model, path)
+                    start = time.perf_counter()
+                    run_layer()
+                    best[path] = min(best[path], time.perf_counter() - start)
+        _chosen[key] = "mkl" if best["onednn"] >= PATH_MARGIN * best["mkl"] else "onednn"
+        logger.info(
+            "linear layers for %s: oneDNN's %.1f ms a layer, MKL's %.1f ms: %s's",
+            key,
+            1e3 * best["onednn"],
+            1e3 * best["mkl"],
+            _chosen[key],
+        )
+    set_path(model, _chosen[key])
+    return _chosen[key]

@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from . import loading
 from .backbones import Backbone, LayerContext, backbone_for
 from .corpus import check_texts
-from .cpu_linear import use_onednn
+from .cpu_linear import choose_path, use_onednn
 from .errors import InvalidArgument, InvalidArgumentType, ModelMismatch
 from .precision import bfloat16, precision_of, with_precision
 from .quantization import quantize_encoder
@@ -126,8 +126,10 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.model.eval()
-        if self.device.type == "cpu":  # inference through oneDNN's matrix multiply (cpu_linear.py)
+        if self.device.type == "cpu":  # inference through oneDNN's matrix multiply, or MKL's (cpu_linear.py)
             use_onednn(self.model)
+            if next(self.model.parameters()).dtype == torch.float32:
+                choose_path(self.model, *self.backbone.speed_probe(min(256, self.max_length)))
         self.query_prompt, self.document_prompt = query_prompt, document_prompt
         self._weights_fingerprint: str | None = None
         self.heads: dict[int, torch.Tensor] = {}

@@ -20,7 +20,7 @@ import numpy as np
 from .adapt import Adaptation
 from .backends import Backend, open_engine
 from .corpus import DocId
-from .cpu_linear import bfloat16_native
+from .cpu_linear import bfloat16_faster
 from .documents import DocumentStore
 from .encoder import Encoder
 from .engine_lexical import EngineLexicalIndex
@@ -172,8 +172,8 @@ def guards_directory(manifest: Manifest, documents: DocumentStore | None) -> boo
 
 def _model_for(path: Path, saved: dict[str, Any], model: str | Encoder | None) -> Encoder:
     """The encoder to search the index with: ``model`` (an encoder as given) or the one the manifest names,
-    set as the index was encoded (pooling, max length, prompts, precision: bfloat16 only where the
-    processor has it natively, else float32, whose vectors bfloat16's approximate)."""
+    set as the index was encoded (pooling, max length, prompts, precision: bfloat16 only where it pays on
+    this processor, else float32, whose vectors bfloat16's approximate)."""
     settings = {
         "pooling": saved["pooling"],
         "max_length": saved["max_length"],
@@ -183,8 +183,8 @@ def _model_for(path: Path, saved: dict[str, Any], model: str | Encoder | None) -
     if isinstance(model, Encoder):
         return model
     precision = saved.get("precision", "float32")  # an index saved before precisions: float32
-    if precision == "bfloat16" and not bfloat16_native():  # emulated here: slower than float32
-        logger.info("the index's encoder ran in bfloat16; this processor has none natively: float32 here")
+    if precision == "bfloat16" and not bfloat16_faster():  # emulated, or measured slower than float32 here
+        logger.info("the index's encoder ran in bfloat16, which does not pay on this processor: float32 here")
         precision = "float32"
     if model is not None:
         return Encoder.from_pretrained(model, **settings).with_precision(precision)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .backbones import backbone_for
-from .cpu_linear import bfloat16_native
+from .cpu_linear import bfloat16_faster, bfloat16_native
 from .errors import InvalidArgument
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ def check_precision(precision: str) -> str:
 
 def resolve(precision: str, device: Any = "cpu") -> str:
     """What ``precision`` means for an encoder on ``device``: ``"auto"`` is :data:`ENV_DEFAULT`'s value where
-    set, else bfloat16 on a CPU with native bfloat16 (measured: docs/measurements.md, "Encoding throughput"),
+    set, else bfloat16 on a CPU where it pays (native bfloat16 and a product measured faster than float32's:
+    :func:`adaptive_retrieval.cpu_linear.bfloat16_faster`; docs/measurements.md, "Encoding throughput"),
     else float32 (a GPU included: not measured there)."""
     if check_precision(precision) != "auto":
         return precision
@@ -54,7 +55,7 @@ def resolve(precision: str, device: Any = "cpu") -> str:
             raise InvalidArgument(f"{ENV_DEFAULT}={chosen!r}: choose one of {', '.join(PRECISIONS)}")
         return chosen
     cpu = getattr(device, "type", str(device).split(":")[0]) == "cpu"
-    return "bfloat16" if cpu and bfloat16_native() else "float32"
+    return "bfloat16" if cpu and bfloat16_faster() else "float32"
 
 
 def precision_of(self: Any) -> str:

@@ -2,9 +2,9 @@
 
 Same model, same texts, same batch size, same process, rounds interleaved (the order rotates) so that
 neither side gets a warmer machine. Prints docs/s for each and the ratio ours/theirs (>= 1.0: we are
-not slower). Ours runs the library's default linear layers (oneDNN's, where torch has them); a third side,
-ours on the other path (MKL's: oneDNN switched off with ``cpu_linear.set_enabled(False)``, or, where the
-default is MKL's, switched on for a second copy of the model), shows what the default is worth; a fourth,
+not slower). Ours runs the linear layers the library chose for the model on this processor
+(``cpu_linear.choose_path``: oneDNN's, the GELU fused, or MKL's, whichever ran a layer faster); a third side,
+ours on the other path (a second copy of the model, ``cpu_linear.set_path``), shows what the choice is worth; a fourth,
 ours in bfloat16 (:meth:`adaptive_retrieval.Encoder.bfloat16`, an approximation: its vectors' cosine to
 float32's is printed; ``evals/precision_eval.py`` measures its answers), what ``precision="bfloat16"`` buys,
 beside a fifth, sentence-transformers with its model loaded in bfloat16.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from adaptive_retrieval import Encoder, cpu_linear
-from adaptive_retrieval.cpu_linear import bfloat16_native
+from adaptive_retrieval.cpu_linear import BFLOAT16_MARGIN, bfloat16_native
 from adaptive_retrieval.models import resolve_model_path
 from adaptive_retrieval.reporting import machine_line as machine
 from adaptive_retrieval.reporting import settings, write_json
@@ -52,21 +52,15 @@ def main() -> None:
             ours.full_view
         ]
 
-    chosen = "onednn" if any(isinstance(m, cpu_linear.OneDNNLinear) for m in ours.model.modules()) else "mkl"
-    other = ours
-    if chosen == "mkl":  # the path not chosen: oneDNN's layers on a second copy of the model
-        other = Encoder.from_pretrained(args.model)
-        cpu_linear.use_onednn(other.model)
+    chosen = cpu_linear.path_of(ours.model) or "mkl"  # None: oneDNN's op missing or switched off
+    other_path = "mkl" if chosen == "onednn" else "onednn"
+    other = Encoder.from_pretrained(args.model)  # a second copy on the path not chosen
+    cpu_linear.set_path(other.model, other_path)
 
     def run_other() -> np.ndarray:
-        if chosen == "onednn":
-            cpu_linear.set_enabled(False)  # MKL's linear layers and a separate GELU
-        try:
-            return other.encode(texts, [other.full_view], batch_size=args.batch_size, show_progress=False)[
-                other.full_view
-            ]
-        finally:
-            cpu_linear.set_enabled(True)
+        return other.encode(texts, [other.full_view], batch_size=args.batch_size, show_progress=False)[
+            other.full_view
+        ]
 
     def run_theirs() -> np.ndarray:
         return theirs.encode(
@@ -119,7 +113,6 @@ def main() -> None:
     other_per_round = [
         t / o for o, t in zip(seconds["adaptive_retrieval_other"], seconds["sentence_transformers"])
     ]
-    other_path = "mkl" if chosen == "onednn" else "onednn"
     diff = float(np.abs(outputs["adaptive_retrieval"] - outputs["sentence_transformers"]).max())
     half_ratio = rate["adaptive_retrieval_bfloat16"] / rate["sentence_transformers"]
     half_per_round = [
@@ -149,6 +142,10 @@ def main() -> None:
         f"float32: {half_cosine:.6f}"
     )
     print(f"ratio ours in bfloat16 / theirs in bfloat16: {half_to_half:.3f}")
+    probe = cpu_linear.bfloat16_speedup()  # what precision="auto" decides by (cpu_linear.bfloat16_faster)
+    print(
+        f"the bfloat16 probe: its product {probe:.2f}x float32's (auto picks bfloat16 at >= {BFLOAT16_MARGIN})"
+    )
     if args.out:
         write_json(
             args.out,
@@ -166,6 +163,7 @@ def main() -> None:
                 ratio_bfloat16=half_ratio,
                 ratio_bfloat16_per_round=half_per_round,
                 bfloat16_native=bfloat16_native(),
+                bfloat16_probe_speedup=probe,
                 bfloat16_min_cosine=half_cosine,
                 ratio_bfloat16_to_theirs_bfloat16=half_to_half,
             ),

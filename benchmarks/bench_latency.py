@@ -10,7 +10,8 @@ test queries, one query at a time, in alternating rounds:
   calibration chose the patient rule;
 - ``calibrated, int8 queries``: the same with the query encoder in int8 (``set_query_precision``);
 - ``calibrated, bfloat16 queries``: the same with the query encoder in bfloat16 (what an index built with
-  ``precision="auto"`` runs on a processor with native bfloat16; the documents here stay float32);
+  ``precision="auto"`` runs where bfloat16 pays, :func:`adaptive_retrieval.cpu_linear.bfloat16_faster`; the
+  documents here stay float32);
 - ``exact``: the query encoded to the fine view, then every fine vector scored (the fine store).
 
 Prints p50/p95 per stage (encode to the coarse layer, coarse search, resume to the fine layer,
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from faiss.contrib.evaluation import knn_intersection_measure
 
-from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings
+from adaptive_retrieval import DEFAULT_MODEL, Encoder, Retriever, SearchTimings, cpu_linear
 from adaptive_retrieval.reporting import machine_line as machine
 from adaptive_retrieval.reporting import model_info, settings, write_json
 from benchmarks.bench_adapt import corpus_texts
@@ -152,6 +153,8 @@ def main() -> None:
                     dev_queries=len(dev),
                     rounds=args.rounds,
                     calibration=cal.as_dict(),
+                    bfloat16_native=cpu_linear.bfloat16_native(),
+                    bfloat16_probe_speedup=cpu_linear.bfloat16_speedup(),
                 ),
                 "figures": figures,
             },

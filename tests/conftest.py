@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # queries encode in float32 unless a test asks (their default, "auto", means bfloat16 on some processors)
 os.environ.setdefault("ADAPTIVE_RETRIEVAL_PRECISION", "float32")
+# linear layers on oneDNN's path, not timed against MKL's per model (cpu_linear.choose_path): tests count its
+# calls; tests/test_cpu_linear.py measures the choice itself
+os.environ.setdefault("ADAPTIVE_RETRIEVAL_ONEDNN", "1")
 
 import pytest
 

@@ -3,6 +3,7 @@ meant (CPU, float32, no gradients), and switchable off."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -85,8 +86,7 @@ def test_switched_off_by_the_environment(monkeypatch, counted):
             OneDNNLinear(8, 2)(torch.randn(2, 8))
         assert counted == []
     finally:
-        monkeypatch.delenv(cpu_linear.ENV_SWITCH)
-        cpu_linear._probe.cache_clear()
+        cpu_linear._probe.cache_clear()  # the environment is restored by monkeypatch
 
 
 def test_set_enabled_switches_the_path(counted):
@@ -148,3 +148,55 @@ def test_a_hooked_linear_is_called_as_a_module_so_its_hooks_run():
         name for name, m in enc.model.named_modules() if isinstance(m, nn.Linear) and ".layer." in name
     }
     assert len(in_layers) == 2 * 6 and in_layers <= set(maxima)  # q, k, v, output, intermediate, output
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """The environment as a user's: each model's path timed (conftest pins oneDNN's for the other tests)."""
+    monkeypatch.delenv(cpu_linear.ENV_SWITCH, raising=False)
+    monkeypatch.setattr(cpu_linear, "_chosen", {})
+
+
+@needs_onednn
+@pytest.mark.parametrize("slower", ["onednn", "mkl"])
+def test_the_path_that_runs_a_layer_faster_is_chosen_once_per_shape(slower, measured, counted):
+    import time
+
+    enc = make_encoder("bert", n_layers=2, hidden=32)
+    runs = []
+
+    def run_layer():
+        runs.append(cpu_linear.path_of(enc.model))
+        time.sleep(0.02 if runs[-1] == slower else 0.001)
+
+    faster = "mkl" if slower == "onednn" else "onednn"
+    assert cpu_linear.choose_path(enc.model, "shape", run_layer) == faster == cpu_linear.path_of(enc.model)
+    assert sorted(set(runs)) == ["mkl", "onednn"] and len(runs) == 2 * 4  # a first call, then 3 rounds each
+    other = make_encoder("bert", n_layers=2, hidden=32, seed=1)
+    assert cpu_linear.choose_path(other.model, "shape", run_layer) == faster and len(runs) == 8  # cached
+    texts = random_texts(5, seed=2)
+    counted.clear()
+    got = enc.encode(texts, show_progress=False)
+    assert (counted == []) is (faster == "mkl")  # MKL's path: no float32 call reaches oneDNN
+    cpu_linear.set_path(enc.model, slower)
+    again = enc.encode(texts, show_progress=False)
+    for view in got:
+        np.testing.assert_allclose(got[view], again[view], rtol=1e-5, atol=1e-5)
+    if faster == "mkl":  # a bfloat16 copy still multiplies on oneDNN (MKL has no bfloat16 product)
+        cpu_linear.set_path(enc.model, "mkl")
+        counted.clear()
+        enc.bfloat16().encode(texts, show_progress=False)
+        assert counted and cpu_linear.available("none", torch.bfloat16)
+
+
+@needs_onednn
+def test_an_encoder_measures_its_path_at_first_use_unless_the_environment_says(measured, monkeypatch):
+    enc = make_encoder("mpnet", n_layers=2, hidden=32)
+    assert cpu_linear.path_of(enc.model) in ("onednn", "mkl")
+    assert list(cpu_linear._chosen.values()) == [cpu_linear.path_of(enc.model)]
+    monkeypatch.setenv(cpu_linear.ENV_SWITCH, "1")  # pinned: oneDNN's, nothing timed
+    monkeypatch.setattr(cpu_linear, "_chosen", {})
+    pinned = make_encoder("mpnet", n_layers=2, hidden=32)
+    assert cpu_linear.path_of(pinned.model) == "onednn" and cpu_linear._chosen == {}
+    with pytest.raises(ValueError, match="choose onednn or mkl"):
+        cpu_linear.set_path(pinned.model, "fast")

@@ -135,18 +135,18 @@ def test_a_bfloat16_index_opens_in_float32_where_the_processor_lacks_bfloat16(
     texts = random_texts(30, seed=9)
     r = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=str(folder), precision="bfloat16")
     r.save(tmp_path / "ix")
-    assert Retriever.load(tmp_path / "ix").encoder.precision == "bfloat16" or not manifest.bfloat16_native()
-    monkeypatch.setattr(manifest, "bfloat16_native", lambda: False)
+    assert Retriever.load(tmp_path / "ix").encoder.precision == "bfloat16" or not manifest.bfloat16_faster()
+    monkeypatch.setattr(manifest, "bfloat16_faster", lambda: False)
     again = Retriever.load(tmp_path / "ix")  # by the name it saved: converted as the processor allows
     assert again.encoder.precision == "float32" and again.query_precision == "float32"
     assert again.search(texts[5], k=1)[0].doc_id == 5
 
 
-def test_auto_means_bfloat16_where_the_processor_has_it(tiny_encoder, monkeypatch):
+def test_auto_means_bfloat16_where_it_pays_on_the_processor(tiny_encoder, monkeypatch):
     from adaptive_retrieval import precision
 
     monkeypatch.delenv(precision.ENV_DEFAULT, raising=False)
-    monkeypatch.setattr(precision, "bfloat16_native", lambda: True)
+    monkeypatch.setattr(precision, "bfloat16_faster", lambda: True)
     assert precision.resolve("auto") == "bfloat16" and precision.resolve("auto", "cuda:0") == "float32"
     assert precision.resolve("float32") == "float32"
     texts = random_texts(20, seed=10)
@@ -156,7 +156,7 @@ def test_auto_means_bfloat16_where_the_processor_has_it(tiny_encoder, monkeypatc
     assert built.search(texts[4], k=1)[0].doc_id == 4
     fast = Retriever.build(texts, coarse=(3, 8), fine=(12, 32), model=tiny_encoder, precision="auto")
     assert fast.encoder.precision == "bfloat16"
-    monkeypatch.setattr(precision, "bfloat16_native", lambda: False)
+    monkeypatch.setattr(precision, "bfloat16_faster", lambda: False)
     assert precision.resolve("auto") == "float32" and built.query_precision == "float32"
     built.query_precision = "bfloat16"  # asked for: whatever the processor
     assert built.query_precision == "bfloat16"
@@ -170,6 +170,39 @@ def test_auto_means_bfloat16_where_the_processor_has_it(tiny_encoder, monkeypatc
         precision.resolve("auto")
     with pytest.raises(InvalidArgument, match="choose auto, float32, bfloat16"):
         precision.check_precision("fp16")
+
+
+@pytest.fixture
+def fresh_probe():
+    cpu_linear.bfloat16_faster.cache_clear()
+    yield
+    cpu_linear.bfloat16_faster.cache_clear()
+
+
+def test_bfloat16_pays_only_where_native_and_measured_faster(monkeypatch, fresh_probe):
+    timed = []
+
+    def speedup(rounds=7):
+        timed.append(rounds)
+        return ratio
+
+    monkeypatch.setattr(cpu_linear, "bfloat16_speedup", speedup)
+    monkeypatch.setattr(cpu_linear, "bfloat16_native", lambda: False)
+    ratio = 3.0
+    assert not cpu_linear.bfloat16_faster() and timed == []  # emulated: not even timed
+    monkeypatch.setattr(cpu_linear, "bfloat16_native", lambda: True)
+    for ratio, pays in ((0.86, False), (1.05, False), (1.8, True)):
+        cpu_linear.bfloat16_faster.cache_clear()
+        assert cpu_linear.bfloat16_faster() is pays, ratio
+    assert cpu_linear.bfloat16_faster() is True and len(timed) == 3  # measured once per process
+
+
+@pytest.mark.skipif(
+    not cpu_linear.available("none", torch.bfloat16), reason="no oneDNN bfloat16 linear in this torch build"
+)
+def test_the_bfloat16_probe_times_both_products():
+    speedup = cpu_linear.bfloat16_speedup(rounds=2)
+    assert np.isfinite(speedup) and 0.05 < speedup < 50, speedup
 
 
 def test_a_new_langchain_store_takes_a_precision(tiny_encoder):
