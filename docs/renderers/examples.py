@@ -15,10 +15,10 @@ def quickstart() -> str:
     cpu, precision = saved["machine"]["cpu"], saved["query_precision"]
     float32 = saved["quickstart_float32"]
     if precision == "float32":
-        how = "its queries in float32, as on a CPU without AMX or AVX-512 BF16"
+        how = "its queries in float32, as on a CPU where bfloat16 does not measure faster"
     else:
         differs = [b for a, b in zip(saved["quickstart"], float32) if a != b]
-        how = f"its queries in {precision} there, as on any CPU with AMX or AVX-512 BF16; in float32 " + (
+        how = f"its queries in {precision} there, as on any CPU where bfloat16 measures faster; in float32 " + (
             "the same lines" if not differs else "the line " + "; ".join(f"`{line}`" for line in differs)
         )
     dense = ", ".join(f"{s:g}" for s in saved["dense_scores"])
