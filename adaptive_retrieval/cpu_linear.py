@@ -286,11 +286,11 @@ def choose_path(model: nn.Module, key: Hashable, run_layer: Callable[[], object]
     ``run_layer`` runs one transformer layer of ``model`` on a fixed input (the encoder passes two
     256-token texts); it is timed with every linear layer on oneDNN's path (GELU fused) and on MKL's,
     alternating, the best of ``rounds`` each after a first call, and MKL's is taken where it is at least
-    :data:`PATH_MARGIN` times as fast. Measured once per ``key`` (the model's shape) in a process, about
-    ``8 x`` one layer's time (0.1 s for MiniLM, 0.5 s for mpnet-base on 2 cores). Why a layer and not its
+    :data:`PATH_MARGIN` times as fast. Measured once per ``key`` (the model's shape) in a process: eight
+    calls of one layer (about 0.1 s for MiniLM, 0.3 s for mpnet-base on 2 cores). Why a layer and not its
     products: on an Intel Xeon MKL's products timed alone won for MiniLM, whose whole model then ran 9%
-    slower without the fused GELU; mpnet-base ran 13% faster on MKL's there, where an AMD EPYC runs both
-    models faster on oneDNN's (docs/measurements.md, "Encoding throughput").
+    slower without the fused GELU. An AMD EPYC runs both models 1.12-1.20x faster on oneDNN's; on Intel
+    Xeons the two paths come within a few percent (docs/measurements.md, "Encoding throughput").
 
     :data:`ENV_SWITCH` set to ``1`` keeps oneDNN's path without measuring, ``0`` sends every call to
     ``nn.Linear``'s. Returns the path set."""
