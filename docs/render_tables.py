@@ -19,8 +19,6 @@ from renderers import cost, examples, first_stage, funnel, living, models, quali
 from renderers.common import ROOT
 
 #: The SciFact test table of the Training section: one column per model (header, results folder, model).
-#: "†" (the peer's column): a run that recorded no command and whose weights are not kept (its header is
-#: reconstructed, see LEGACY in tests/test_results_provenance.py); rerunning it means retraining.
 TRAINED = [
     ("mpnet-base", "scifact-quick", "mpnet-base"),
     ("ridge heads (the earlier mpnet-base-heads)", "scifact-heads-ridge", None),
@@ -43,7 +41,7 @@ FUNNELS = [("funnel", c, (12, 768), n) for c, n in (((4, 64), 100), ((4, 64), 20
 FUNNELS += [("funnel", c, (12, 768), n) for c, n in (((6, 128), 100), ((8, 256), 100), ((8, 256), 200))]
 PEER = [
     ("ours: 2DMSE, 100 steps", "scifact-2dmse", None),
-    ("peer: `Matryoshka2dLoss`, 100 steps †", "scifact-st2d", None),
+    ("peer: `Matryoshka2dLoss`, 100 steps", "scifact-st2d", None),
 ]
 PEER_FUNNELS = [("funnel", c, (12, 768), n) for c, n in (((4, 64), 100), ((4, 64), 500), ((6, 128), 100))]
 PEER_FUNNELS += [("funnel", (8, 256), (12, 768), n) for n in (100, 500)]

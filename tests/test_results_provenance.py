@@ -20,7 +20,6 @@ LEGACY = {
     "scale-calibrated/results.json",
     "scale-projected/results.json",
     "scale/results.json",
-    "scifact-st2d/results.json",
 }
 
 
