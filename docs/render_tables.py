@@ -45,6 +45,8 @@ PEER = [
 ]
 PEER_FUNNELS = [("funnel", c, (12, 768), n) for c, n in (((4, 64), 100), ((4, 64), 500), ((6, 128), 100))]
 PEER_FUNNELS += [("funnel", (8, 256), (12, 768), n) for n in (100, 500)]
+#: The runs of evals.funnel_frontier whose sets the Calibrated shortlists section tabulates, in order.
+FRONTIER = ["funnel-frontier/sts-para", "funnel-frontier/manpages"]
 HEADS = [("mpnet-base", "scifact-quick", "mpnet-base"), ("ridge heads", "scifact-heads-ridge", None)]
 STS = [
     ("mpnet-base", "sts", "mpnet-base"),
@@ -64,6 +66,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "readme-passages": examples.passages,
     "funnel-rules": funnel.funnel_rules,
     "funnel-rules-order": funnel.funnel_rules_order,
+    "funnel-frontier-projected": lambda: funnel.frontier_projected(FRONTIER),
+    "funnel-frontier-exit": lambda: funnel.frontier_exit(FRONTIER),
     "bench-encode-xeon": lambda: cost.bench_encode("bench-encode-xeon"),
     "bench-encode-epyc": lambda: cost.bench_encode("bench-encode-epyc"),
     "bench-encode-xeon-noamx": lambda: cost.bench_encode("bench-encode-xeon-noamx"),

@@ -18,8 +18,9 @@ def quickstart() -> str:
         how = "its queries in float32, as on a CPU where bfloat16 does not measure faster"
     else:
         differs = [b for a, b in zip(saved["quickstart"], float32) if a != b]
-        how = f"its queries in {precision} there, as on any CPU where bfloat16 measures faster; in float32 " + (
-            "the same lines" if not differs else "the line " + "; ".join(f"`{line}`" for line in differs)
+        how = (
+            f"its queries in {precision} there, as on any CPU where bfloat16 measures faster; in float32 "
+            + ("the same lines" if not differs else "the line " + "; ".join(f"`{line}`" for line in differs))
         )
     dense = ", ".join(f"{s:g}" for s in saved["dense_scores"])
     return (
