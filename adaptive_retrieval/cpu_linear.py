@@ -104,17 +104,27 @@ def bfloat16_speedup(rounds: int = 7) -> float:
     x = torch.randn(rows, inputs, generator=generator)
     weight = torch.randn(outputs, inputs, generator=generator) * inputs**-0.5
     bias = torch.zeros(outputs)
-    sides = [(x, weight, bias), (x.bfloat16(), weight.bfloat16(), bias.bfloat16())]
-    best = [float("inf"), float("inf")]
-    with torch.no_grad():
-        for side in sides:  # a first call each: oneDNN builds its kernels
-            _onednn_linear(*side)
+    half = (x.bfloat16(), weight.bfloat16(), bias.bfloat16())
+    best = _fastest(
+        {"float32": lambda: _onednn_linear(x, weight, bias), "bfloat16": lambda: _onednn_linear(*half)},
+        rounds,
+    )
+    return best["float32"] / best["bfloat16"]
+
+
+def _fastest(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """The best time of each call over ``rounds``, alternating, after a first call each (oneDNN builds its
+    kernels then), without gradients."""
+    best = dict.fromkeys(calls, float("inf"))
+    with torch.inference_mode():
+        for call in calls.values():
+            call()
         for _ in range(rounds):
-            for i, side in enumerate(sides):
+            for name, call in calls.items():
                 start = time.perf_counter()
-                _onednn_linear(*side)
-                best[i] = min(best[i], time.perf_counter() - start)
-    return best[0] / best[1]
+                call()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 @functools.cache
@@ -302,17 +312,11 @@ def choose_path(model: nn.Module, key: Hashable, run_layer: Callable[[], object]
         set_path(model, "onednn")
         return "onednn"
     if key not in _chosen:
-        best = {"onednn": float("inf"), "mkl": float("inf")}
-        with torch.inference_mode():
-            for path in best:
-                set_path(model, path)
-                run_layer()
-            for _ in range(rounds):
-                for path in best:
-                    set_path(model, path)
-                    start = time.perf_counter()
-                    run_layer()
-                    best[path] = min(best[path], time.perf_counter() - start)
+
+        def on(path: str) -> Callable[[], object]:
+            return lambda: (set_path(model, path), run_layer())
+
+        best = _fastest({"onednn": on("onednn"), "mkl": on("mkl")}, rounds)
         _chosen[key] = "mkl" if best["onednn"] >= PATH_MARGIN * best["mkl"] else "onednn"
         logger.info(
             "linear layers for %s: oneDNN's %.1f ms a layer, MKL's %.1f ms: %s's",
