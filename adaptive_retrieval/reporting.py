@@ -113,6 +113,16 @@ def settings(**extra: Any) -> dict[str, Any]:
     }
 
 
+def earlier_runs(saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The provenance of every run whose rows a results file ``saved`` keeps, for the header of the run that
+    adds to it (``earlier_runs``): each one's command, date, commit and load; empty for a new file."""
+    if not saved:
+        return []
+    return saved.get("earlier_runs", []) + [
+        {k: saved.get(k) for k in ("command", "date", "source", "load_average")}
+    ]
+
+
 def model_info(encoder: Any) -> dict[str, Any]:
     """What a results file records about a model: hashes and shape."""
     return {

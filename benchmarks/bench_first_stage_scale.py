@@ -59,7 +59,7 @@ from adaptive_retrieval.adapt import fine_basis, project_fine
 from adaptive_retrieval.backends import FaissBackend
 from adaptive_retrieval.first_stage import Representation, measure, shortlist_curve
 from adaptive_retrieval.index import CoarseIndex, FineStore
-from adaptive_retrieval.reporting import markdown_table, settings, write_json, write_markdown
+from adaptive_retrieval.reporting import earlier_runs, markdown_table, settings, write_json, write_markdown
 from adaptive_retrieval.retriever import CHUNK_SIZE
 from benchmarks.bench_scale import BLOCK, RAM_BYTES, Synthetic, nlist_for, prepare
 
@@ -299,8 +299,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         labels="none: synthetic vectors; the reference is their exact float32 top 10",
     )  # fmt: skip
     if saved:  # rows of earlier runs kept: their provenance too
-        earlier = [{k: saved.get(k) for k in ("command", "date", "source", "load_average")}]
-        header["earlier_runs"] = saved.get("earlier_runs", []) + earlier
+        header["earlier_runs"] = earlier_runs(saved)
     cal = header["calibration"]
     for name, curve in cal["synthetic"].items():
         real = cal["real"].get(name, {})

@@ -49,7 +49,7 @@ from faiss.contrib.evaluation import knn_intersection_measure
 from adaptive_retrieval.backends import FaissBackend
 from adaptive_retrieval.datasets import default_data_dir
 from adaptive_retrieval.index import CoarseIndex, FineStore
-from adaptive_retrieval.reporting import markdown_table, process_memory, settings, write_json
+from adaptive_retrieval.reporting import earlier_runs, markdown_table, process_memory, settings, write_json
 from adaptive_retrieval.shortlist import calibrate_shortlist
 
 BLOCK = 65_536  # rows generated per block; block b of a stream is a function of (seed, stream, b)
@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print("ROWS " + json.dumps(rows))
         return rows
     results_file = args.out / "results.json"
-    rows = [] if args.fresh or not results_file.is_file() else json.loads(results_file.read_text())["rows"]
+    saved = {} if args.fresh or not results_file.is_file() else json.loads(results_file.read_text())
+    rows = saved.get("rows", [])
     header = settings(
         benchmark="bench_scale",
         synthetic=asdict(gen),
@@ -456,7 +457,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         candidates=args.candidates,
         threads=faiss.omp_get_max_threads(),
         target=args.target,
+        labels="none: synthetic vectors; the reference is their exact float32 top 10",
     )
+    if saved:  # rows of earlier runs kept: their provenance too
+        header["earlier_runs"] = earlier_runs(saved)
     for size in args.sizes:
         print(f"n={size:,}: preparing vectors", file=sys.stderr)
         prepare(size, args.queries, args.workdir, gen)

@@ -38,6 +38,15 @@ def test_bench_scale_tiny(tmp_path):
     assert by[("funnel-flat", 10)]["ram_bytes"] == 2000 * 64 * 4 + 45  # a 64-dim float32 flat index
     # the prepared fine store is the library's on-disk float16 .npy, and a rerun reuses everything
     assert np.load(out / "data" / "n2000" / "fine.npy", mmap_mode="r").shape == (2000, 768)
+    first = json.loads((out / "results.json").read_text())
+    assert "earlier_runs" not in first and first["labels"].startswith("none")
     again = subprocess.run([*cmd, "--out", str(out)], **RUN)
-    assert json.loads((out / "results.json").read_text())["rows"] == rows
+    assert json.loads((out / "results.json").read_text()) == first  # nothing new: the file as it was
+    # a run adding rows keeps the first run's, and its provenance beside its own
+    more = [*SCRIPT, "--sizes", "2500", "--queries", "12", "--methods", "exact-768", "--out", str(out)]
+    subprocess.run(more, **RUN)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"][: len(rows)] == rows and saved["rows"][-1]["size"] == 2500
+    assert saved["earlier_runs"] == [{k: first[k] for k in ("command", "date", "source", "load_average")}]
+    assert "--sizes 2500" in saved["command"]
     assert "funnel-flat" in (out / "table.md").read_text() and again.returncode == 0
