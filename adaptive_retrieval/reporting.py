@@ -118,8 +118,9 @@ def earlier_runs(saved: dict[str, Any]) -> list[dict[str, Any]]:
     adds to it (``earlier_runs``): each one's command, date, commit and load; empty for a new file."""
     if not saved:
         return []
-    return saved.get("earlier_runs", []) + [
-        {k: saved.get(k) for k in ("command", "date", "source", "load_average")}
+    return [
+        *saved.get("earlier_runs", []),
+        {k: saved.get(k) for k in ("command", "date", "source", "load_average")},
     ]
 
 
