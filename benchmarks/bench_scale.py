@@ -262,8 +262,9 @@ def run_method(
             del sample
         for _, f in gen.stream(1, size, centres):  # regenerated in float32: exact, nothing stored
             index.add(f)
-        if method == "ivfpq-768":
-            index.set_knobs(nprobe=32)
+        knobs = {"nprobe": 32} if method == "ivfpq-768" else {}
+        if knobs:
+            index.set_knobs(**knobs)
 
         def search(cq, fq, _c=None):
             return index.search(fq, 10)[1]
@@ -304,6 +305,7 @@ def run_method(
                 "size": size,
                 "method": method,
                 "index": factory,
+                "knobs": knobs,
                 "candidates": shortlist,
                 "ram_bytes": int(ram),
                 "disk_bytes": int(disk),
@@ -368,7 +370,10 @@ def calibrated_rows(
         ms = np.asarray(lat) * 1000
         rows.append(
             {
-                **{k: fixed[0][k] for k in ("size", "method", "index", "ram_bytes", "disk_bytes", "build_s")},
+                **{
+                    k: fixed[0][k]
+                    for k in ("size", "method", "index", "knobs", "ram_bytes", "disk_bytes", "build_s")
+                },
                 "candidates": name
                 if name != "calibrated"
                 else f"calibrated {target}: {choice['rule']} "

@@ -31,6 +31,9 @@ def test_bench_scale_tiny(tmp_path):
         assert {"size", "method", "ram_bytes", "p50_ms", "p95_ms", "qps", "recall@10"} <= set(r)
         assert r["size"] == 2000 and 0 <= r["recall@10"] <= 1 and r["p95_ms"] >= r["p50_ms"] > 0
     assert by[("exact-768", None)]["recall@10"] == 1.0
+    # each row names the search knobs it ran with, as the docs' tables print them
+    assert by[("funnel-hnsw", 10)]["knobs"] == {"efSearch": 128} and by[("exact-768", None)]["knobs"] == {}
+    assert by[("ivfpq-768", None)]["knobs"] == by[("funnel-ivfpq", 10)]["knobs"] == {"nprobe": 32}
     assert by[("exact-768", None)]["ram_bytes"] >= 2000 * 768 * 4
     # a shortlist of the whole corpus re-ranked by the fine view is exact (up to float16 near-ties)
     assert by[("funnel-flat", 2000)]["recall@10"] >= 0.97
