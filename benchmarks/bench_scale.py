@@ -48,9 +48,10 @@ from faiss.contrib.evaluation import knn_intersection_measure
 
 from adaptive_retrieval.backends import FaissBackend
 from adaptive_retrieval.datasets import default_data_dir
+from adaptive_retrieval.errors import InvalidArgument
 from adaptive_retrieval.index import CoarseIndex, FineStore
 from adaptive_retrieval.reporting import earlier_runs, markdown_table, process_memory, settings, write_json
-from adaptive_retrieval.shortlist import calibrate_shortlist
+from adaptive_retrieval.shortlist import calibrate_shortlist, check_calibration
 
 BLOCK = 65_536  # rows generated per block; block b of a stream is a function of (seed, stream, b)
 METHODS = ("exact-768", "ivfpq-768", "funnel-flat", "funnel-hnsw", "funnel-ivfpq")
@@ -379,6 +380,9 @@ def calibrated_rows(
                 else f"calibrated {target}: {choice['rule']} "
                 f"(fixed {choice['candidates']}, patience {choice['patience']}, cap {cap})",
                 "half": "test",
+                "target": target,
+                # the rule calibrated on the first half (the same on every row of this search)
+                "calibrated": {"cap": cap, **{k: choice[k] for k in ("rule", "candidates", "patience")}},
                 "mean_read": float(np.mean(read)),
                 "p50_ms": float(np.percentile(ms, 50)),
                 "p95_ms": float(np.percentile(ms, 95)),
@@ -435,6 +439,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     if any(s < 1000 for s in args.sizes) or args.queries < 1 or min(args.candidates) < 10:
         ap.error("sizes must be >= 1000, --queries >= 1, --candidates >= 10")
+    if args.target is not None:  # the first half of the queries fits the rule: as check_calibration asks
+        try:
+            check_calibration(args.queries // 2, args.target)
+        except InvalidArgument as e:
+            ap.error(f"--target {args.target} with --queries {args.queries}: {e}")
     if args.out is None and not args.calibrate:
         ap.error("--out is required")
     args.workdir = args.workdir or (args.out / "data" if args.out else None)

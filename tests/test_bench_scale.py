@@ -53,3 +53,31 @@ def test_bench_scale_tiny(tmp_path):
     assert saved["earlier_runs"] == [{k: first[k] for k in ("command", "date", "source", "load_average")}]
     assert "--sizes 2500" in saved["command"]
     assert "funnel-flat" in (out / "table.md").read_text() and again.returncode == 0
+
+
+def test_bench_scale_calibrated_rows(tmp_path):
+    out = tmp_path / "calibrated"
+    cmd = [
+        *SCRIPT,
+        "--sizes",
+        "2000",
+        "--methods",
+        "funnel-flat",
+        "--candidates",
+        "10,400",
+        "--out",
+        str(out),
+    ]
+    # too few queries to fit a rule on half of them: refused before any vector is made
+    refused = subprocess.run([*cmd, "--queries", "20", "--target", "0.9"], **{**RUN, "check": False})
+    assert refused.returncode == 2 and "at least 20 queries" in refused.stderr and not out.exists()
+    subprocess.run([*cmd, "--queries", "40", "--target", "0.9"], **RUN)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    halves = [r for r in rows if r.get("half") == "test"]
+    # each fixed shortlist, then the calibrated rule, on the same second half of the queries
+    assert [r["candidates"] for r in halves][:2] == ["fixed 10", "fixed 400"]
+    chosen = halves[-1]
+    assert chosen["candidates"].startswith("calibrated 0.9: ") and chosen["target"] == 0.9
+    assert chosen["calibrated"]["rule"] in ("fixed", "patient") and chosen["calibrated"]["cap"] == 400
+    assert 10 <= chosen["calibrated"]["candidates"] <= 400 and 0 < chosen["mean_read"] <= 400
+    assert chosen["knobs"] == {} and 0 <= chosen["recall@10"] <= 1
