@@ -46,7 +46,7 @@ PEER = [
 PEER_FUNNELS = [("funnel", c, (12, 768), n) for c, n in (((4, 64), 100), ((4, 64), 500), ((6, 128), 100))]
 PEER_FUNNELS += [("funnel", (8, 256), (12, 768), n) for n in (100, 500)]
 #: The runs of evals.funnel_frontier whose sets the Calibrated shortlists section tabulates, in order.
-FRONTIER = ["funnel-frontier/sts-para", "funnel-frontier/manpages"]
+FRONTIER = ["funnel-frontier/scifact", "funnel-frontier/sts-para", "funnel-frontier/manpages"]
 HEADS = [("mpnet-base", "scifact-quick", "mpnet-base"), ("ridge heads", "scifact-heads-ridge", None)]
 STS = [
     ("mpnet-base", "sts", "mpnet-base"),
