@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from renderers import cost, examples, first_stage, funnel, living, models, quality
+from renderers import cost, examples, first_stage, funnel, living, models, quality, scale
 from renderers.common import ROOT
 
 #: The SciFact test table of the Training section: one column per model (header, results folder, model).
@@ -84,6 +84,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "first-stage-default": first_stage.first_stage_default,
     "first-stage-scale-calibration": first_stage.first_stage_scale_calibration,
     "fine-io": first_stage.fine_io,
+    "scale-projected": lambda: scale.search("scale-projected"),
+    "scale-calibrated": lambda: scale.calibrated("scale-calibrated"),
     "first-stage-scale": lambda: first_stage.first_stage_scale(
         "first-stage-scale", "first-stage-scale-topics", "first-stage-scale-10m"
     ),
