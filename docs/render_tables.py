@@ -84,6 +84,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "first-stage-default": first_stage.first_stage_default,
     "first-stage-scale-calibration": first_stage.first_stage_scale_calibration,
     "fine-io": first_stage.fine_io,
+    "scale": lambda: scale.search("scale", (100_000, 1_000_000)),
+    "scale-10m": lambda: scale.search("scale", (10_000_000,)),
     "scale-projected": lambda: scale.search("scale-projected"),
     "scale-calibrated": lambda: scale.calibrated("scale-calibrated"),
     "first-stage-scale": lambda: first_stage.first_stage_scale(

@@ -16,9 +16,7 @@ QUALITY = ("ndcg", "mrr", "recall")
 #: Files written before ``reporting.settings`` recorded the whole header (most hold ``settings`` with the
 #: date, the machine and the versions, not the command, the commit, the load or the labels). Each is to be
 #: rerun or relabelled (issue #32); the list only shrinks: a file leaving it must carry the whole header.
-LEGACY = {
-    "scale/results.json",
-}
+LEGACY: set[str] = set()
 
 
 def files() -> list[Path]:
