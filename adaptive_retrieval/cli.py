@@ -97,6 +97,17 @@ class CorpusFile:
             yield doc_id, {k: v for k, v in doc.items() if k not in ("_id", "id")}
 
 
+def _loading(args: argparse.Namespace) -> None:
+    """Where a command starts loading torch and the model, every instant check done: transformers'
+    weight-loading bar off for ``search`` and under ``--quiet`` (ours follow ``--quiet``); :func:`main` puts it
+    back. Importing transformers takes most of a second, so no bad input waits for it."""
+    from transformers.utils import logging as hf_logging
+
+    if (args.command == "search" or getattr(args, "quiet", False)) and hf_logging.is_progress_bar_enabled():
+        hf_logging.disable_progress_bar()
+        args.silenced_bars = True
+
+
 def _index(args: argparse.Namespace) -> int:
     corpus = CorpusFile(args.corpus)
     out = Path(args.out)
@@ -119,6 +130,7 @@ def _index(args: argparse.Namespace) -> int:
             LexicalIndex(args.language)  # a language without a stemmer: refused before the model loads
         except InvalidArgument as err:
             raise InvalidArgument(f"--language {args.language}: {err}") from None
+    _loading(args)
     from .backends import FaissOptions  # the model and torch load from here on: every check above is instant
     from .retriever import Retriever
 
@@ -237,6 +249,7 @@ def _search(args: argparse.Namespace) -> int:
     queries = _queries(args.query)
     index_dir = _index_dir(args.index_dir)
     flt = _filter(args.filter)
+    _loading(args)
     from .retriever import Retriever
 
     retriever = Retriever.load(index_dir, model=args.model)
@@ -269,6 +282,7 @@ def _search(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     index_dir = _index_dir(args.index_dir)
+    _loading(args)
     from .retriever import Retriever
 
     retriever = Retriever.load(index_dir, model=args.model)
@@ -289,6 +303,7 @@ def _id_of(text: str, retriever: object) -> object:
 def _add(args: argparse.Namespace) -> int:
     corpus = CorpusFile(args.corpus)
     index_dir = _index_dir(args.index_dir)
+    _loading(args)
     from .retriever import Retriever
 
     retriever = Retriever.load(index_dir, model=args.model)
@@ -546,13 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     said = logging.getLogger("adaptive_retrieval.models")  # what is downloaded or assembled, and where
     shown = logging.StreamHandler(sys.stderr)
     shown.setFormatter(logging.Formatter("%(message)s"))
-    level, propagate, bars = said.level, said.propagate, None
+    level, propagate = said.level, said.propagate
     try:
-        from transformers.utils import logging as hf_logging
-
-        bars = hf_logging.is_progress_bar_enabled()
-        if args.command == "search" or getattr(args, "quiet", False):
-            hf_logging.disable_progress_bar()  # its weight-loading bar; ours follow --quiet
         if not getattr(args, "quiet", False):
             said.setLevel(logging.INFO)
             said.propagate = False  # shown here once, not again by a caller's root handler
@@ -568,7 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         said.removeHandler(shown)
         said.setLevel(level)
         said.propagate = propagate
-        if bars:  # as it was: a caller of main() in-process keeps its own setting
+        if getattr(args, "silenced_bars", False):  # as it was: a caller of main() in-process keeps its own
+            from transformers.utils import logging as hf_logging
+
             hf_logging.enable_progress_bar()
 
 

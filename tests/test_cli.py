@@ -222,7 +222,7 @@ def test_an_existing_index_is_replaced_only_with_overwrite(model_dir, tmp_path, 
 
 
 def test_bad_input_is_refused_before_any_model_loads(tmp_path):
-    """Each answers with exit 2 and a message naming what is wrong, without importing torch."""
+    """Each answers with exit 2 and a message naming what is wrong, without importing torch or transformers."""
     binary = tmp_path / "corpus.txt"
     binary.write_bytes(bytes(range(256)) * 4)
     lines = tmp_path / "lines.txt"
@@ -244,7 +244,7 @@ def test_bad_input_is_refused_before_any_model_loads(tmp_path):
     for argv, message in cases:
         probe = (
             "import sys; from adaptive_retrieval.cli import main; "
-            f"rc = main({argv!r}); print(rc, 'torch' in sys.modules)"
+            f"rc = main({argv!r}); print(rc, 'torch' in sys.modules or 'transformers' in sys.modules)"
         )
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
         assert done.stdout.split() == ["2", "False"], (argv, done.stdout, done.stderr)
