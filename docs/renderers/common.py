@@ -17,3 +17,8 @@ def _load(name: str) -> dict[str, Any]:
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def _knobs(knobs: dict[str, Any]) -> str:
+    """Search knobs as the tables print them: ``nprobe 32, efSearch 128``."""
+    return ", ".join(f"{k} {v}" for k, v in knobs.items())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from renderers.common import _load, _table
+from renderers.common import _knobs, _load, _table
 
 
 def _percent(share: float | None) -> str:
@@ -18,10 +18,6 @@ def _overlap(r: dict[str, Any]) -> str:
 
 def _ms(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
-
-
-def _knobs(knobs: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in knobs.items())
 
 
 def filters(folder: str = "filters") -> str:

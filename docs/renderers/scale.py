@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from renderers.common import _load, _table
+from renderers.common import _knobs, _load, _table
 
 
 def _method(row: dict[str, Any], coarse_dim: int) -> str:
-    knobs = ", ".join(f"{k} {v}" for k, v in (row.get("knobs") or {}).items())
+    knobs = _knobs(row.get("knobs") or {})
     index = row["index"].removesuffix("np") if "index" in row else ""
     if row["method"] == "exact-768":
         return "exact 768-dim Flat (float32)"
