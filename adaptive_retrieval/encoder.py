@@ -4,10 +4,11 @@
 state, and ``view`` turns the current state into a view vector through :func:`adaptive_retrieval.views.pool`
 and :func:`adaptive_retrieval.views.view_vector`. ``encode`` does all of that for many texts and many views
 in one pass per batch, stopping at the deepest requested layer: each requested layer is pooled once and
-cut to each requested dim. Batches are sorted by token length (less padding) and the original order is
-restored. ``encode(..., apply_heads=False)`` leaves the coarse heads out: each view is then its layer's
-own pooled state, cut and normalised (what a cache of the weights' states holds, to which
-``Encoder.project`` applies the heads later).
+cut to each requested dim. Batches are sorted by token length (less padding; on CPU a batch of long texts
+runs in parts: ``CPU_FORWARD_BYTES``) and the original order is restored. ``encode(...,
+apply_heads=False)`` leaves the coarse heads out: each view is then its layer's own pooled state, cut and
+normalised (what a cache of the weights' states holds, to which ``Encoder.project`` applies the heads
+later).
 
 Coarse heads (``Encoder.set_head``): a linear map (no bias) of a layer's pooled state, applied before the
 view is cut, in indexing and in search alike. A ``(hidden, out)`` head reads the layer's pooled state; a
@@ -43,6 +44,16 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_MIN_BATCHES = 8
 """Show a progress bar by default when an ``encode`` call has at least this many batches."""
+
+CPU_FORWARD_BYTES: int | None = 16 * 2**20
+"""On CPU, the most bytes the widest activation of one forward pass may take (its tokens x the
+feed-forward width x the element size): ``encode`` runs a batch of long texts in parts below it (None: whole
+batches; on a GPU batches are whole). glibc's allocator gives a block above its mmap threshold (32 MiB at
+most) fresh pages from the kernel every time, each page faulting at its first write, and reuses freed blocks
+below it: 32 texts of 256 tokens make a 48 MiB feed-forward activation in MiniLM, 96 MiB in mpnet-base, and
+their linear layers ran slower for it. In a scratch comparison on an Intel Xeon, parts of this size ran both
+models faster than whole batches and than parts of 4 to 48 MiB; ``python -m benchmarks.bench_encode``
+measures parts against whole batches (docs/measurements.md, "Encoding throughput")."""
 
 
 @dataclass
@@ -442,6 +453,24 @@ class Encoder:
             raise InvalidArgument("views is empty: name at least one view, e.g. [(4, 64), (12, 768)]")
         return wanted
 
+    def _forward_batches(
+        self, order: np.ndarray, lengths: Sequence[int], batch_size: int
+    ) -> list[np.ndarray]:
+        """``order`` (texts sorted longest first; ``lengths`` their token counts in that order) cut into
+        forward passes of at most ``batch_size`` texts and, on CPU, at most :data:`CPU_FORWARD_BYTES` in
+        the widest activation (a batch's longest text x its size x the feed-forward width)."""
+        if self.device.type != "cpu" or CPU_FORWARD_BYTES is None:
+            return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        config = self.model.config
+        width = int(getattr(config, "intermediate_size", None) or 4 * self.hidden_size)
+        per_token = width * next(self.model.parameters()).element_size()
+        batches, i = [], 0
+        while i < len(order):
+            fits = max(1, CPU_FORWARD_BYTES // (max(1, lengths[i]) * per_token))
+            batches.append(order[i : i + min(batch_size, fits)])
+            i += len(batches[-1])
+        return batches
+
     def _encode_batches(
         self,
         texts: list[str],
@@ -453,7 +482,7 @@ class Encoder:
     ) -> Iterator[tuple[np.ndarray, dict[View, np.ndarray]]]:
         token_ids = self.tokenize(texts)
         order = np.argsort([-len(x) for x in token_ids], kind="stable")
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = self._forward_batches(order, [len(token_ids[i]) for i in order], batch_size)
         if show_progress is None:
             show_progress = len(batches) >= PROGRESS_MIN_BATCHES
         layers = sorted({v.layer for v in views})

@@ -7,7 +7,9 @@ not slower). Ours runs the linear layers the library chose for the model on this
 ours on the other path (a second copy of the model, ``cpu_linear.set_path``), shows what the choice is worth; a fourth,
 ours in bfloat16 (:meth:`adaptive_retrieval.Encoder.bfloat16`, an approximation: its vectors' cosine to
 float32's is printed; ``evals/precision_eval.py`` measures its answers), what ``precision="bfloat16"`` buys,
-beside a fifth, sentence-transformers with its model loaded in bfloat16.
+beside a fifth, sentence-transformers with its model loaded in bfloat16. On CPU ours runs a batch of long
+texts in parts (``encoder.CPU_FORWARD_BYTES``); two more sides show what that is worth: ours in whole
+batches, and sentence-transformers asked for batches of our first part's size.
 
     python -m benchmarks.bench_encode --model minilm-l6 --n 1000 --batch-size 32
 """
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from adaptive_retrieval import Encoder, cpu_linear
+from adaptive_retrieval import encoder as encoder_module
 from adaptive_retrieval.cpu_linear import BFLOAT16_MARGIN, bfloat16_native
 from adaptive_retrieval.models import resolve_model_path
 from adaptive_retrieval.reporting import machine_line as machine
@@ -89,8 +92,24 @@ def main() -> None:
             texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False
         ).astype(np.float32)
 
+    # the size of ours' first forward pass (the longest texts): sentence-transformers asked for that batch
+    token_counts = sorted((len(t) for t in ours.tokenize(texts)), reverse=True)
+    part = len(ours._forward_batches(np.arange(len(texts)), token_counts, args.batch_size)[0])
+
+    def run_theirs_parts() -> np.ndarray:
+        return theirs.encode(texts, batch_size=part, normalize_embeddings=True, show_progress_bar=False)
+
+    def run_ours_whole() -> np.ndarray:
+        kept, encoder_module.CPU_FORWARD_BYTES = encoder_module.CPU_FORWARD_BYTES, None
+        try:
+            return run_ours()
+        finally:
+            encoder_module.CPU_FORWARD_BYTES = kept
+
     sides = [
         ("adaptive_retrieval", run_ours),
+        ("adaptive_retrieval_whole_batches", run_ours_whole),
+        ("sentence_transformers_parts", run_theirs_parts),
         ("adaptive_retrieval_other", run_other),
         ("sentence_transformers", run_theirs),
         ("adaptive_retrieval_bfloat16", run_half),
@@ -120,6 +139,11 @@ def main() -> None:
     ]
     half_cosine = float((outputs["adaptive_retrieval_bfloat16"] * outputs["adaptive_retrieval"]).sum(1).min())
     half_to_half = rate["adaptive_retrieval_bfloat16"] / rate["sentence_transformers_bfloat16"]
+    whole_ratio = rate["adaptive_retrieval_whole_batches"] / rate["sentence_transformers"]
+    parts_ratio = rate["adaptive_retrieval"] / rate["sentence_transformers_parts"]
+    parts_per_round = [
+        t / o for o, t in zip(seconds["adaptive_retrieval"], seconds["sentence_transformers_parts"])
+    ]
     print(f"\nmachine: {machine()}")
     print(
         f"model {args.model}, {len(texts)} SciFact texts, batch {args.batch_size}, median of {args.rounds} rounds\n"
@@ -142,6 +166,11 @@ def main() -> None:
         f"float32: {half_cosine:.6f}"
     )
     print(f"ratio ours in bfloat16 / theirs in bfloat16: {half_to_half:.3f}")
+    print(
+        f"ours' forward passes: {part} texts (the longest; batch {args.batch_size}); ratio ours in whole batches / "
+        f"theirs: {whole_ratio:.3f}; ours / theirs asked for batches of {part}: {parts_ratio:.3f} (per round "
+        f"{min(parts_per_round):.3f}-{max(parts_per_round):.3f})"
+    )
     probe = cpu_linear.bfloat16_speedup()  # what precision="auto" decides by (cpu_linear.bfloat16_faster)
     print(
         f"the bfloat16 probe: its product {probe:.2f}x float32's (auto picks bfloat16 at >= {BFLOAT16_MARGIN})"
@@ -166,6 +195,11 @@ def main() -> None:
                 bfloat16_probe_speedup=probe,
                 bfloat16_min_cosine=half_cosine,
                 ratio_bfloat16_to_theirs_bfloat16=half_to_half,
+                cpu_forward_bytes=encoder_module.CPU_FORWARD_BYTES,
+                forward_part=part,
+                ratio_whole_batches=whole_ratio,
+                ratio_to_theirs_parts=parts_ratio,
+                ratio_to_theirs_parts_per_round=parts_per_round,
             ),
         )
 

@@ -156,3 +156,28 @@ def test_a_stacked_head_reads_every_layer_up_to_its_own():
         enc.project(pooled[3], enc.check_view((4, 8)))
     with pytest.raises(ValueError, match="pooled holds 2 layers; layer 4 needs layers 1..4"):
         enc.head_input(pooled[:2], 4)
+
+
+def test_long_batches_run_in_parts_below_the_forward_budget(tiny_encoder, monkeypatch):
+    from adaptive_retrieval import encoder as encoder_module
+
+    texts = random_texts(13, seed=4)
+    whole = tiny_encoder.encode(texts, [(3, 32), (12, 32)], batch_size=8)
+    lengths = sorted((len(t) for t in tiny_encoder.tokenize(texts)), reverse=True)
+    width = tiny_encoder.model.config.intermediate_size * 4  # bytes per token, float32
+    budget = 3 * lengths[0] * width  # three of the longest texts per forward pass
+    monkeypatch.setattr(encoder_module, "CPU_FORWARD_BYTES", budget)
+    order = np.arange(len(lengths))
+    batches = tiny_encoder._forward_batches(order, lengths, 8)
+    assert len(batches[0]) == 3 and all(len(b) <= 8 for b in batches)
+    assert np.array_equal(np.concatenate(batches), order)  # every text once, in order
+    assert all(len(b) * lengths[b[0]] * width <= budget for b in batches)
+    assert len(tiny_encoder._forward_batches(order, lengths, 2)[0]) == 2  # batch_size still bounds it
+    monkeypatch.setattr(encoder_module, "CPU_FORWARD_BYTES", 1)  # below one text: one text per pass
+    assert [len(b) for b in tiny_encoder._forward_batches(order, lengths, 8)] == [1] * 13
+    monkeypatch.setattr(encoder_module, "CPU_FORWARD_BYTES", budget)
+    with LayerCounter(tiny_encoder) as counter:
+        parts = tiny_encoder.encode(texts, [(3, 32), (12, 32)], batch_size=8)
+    assert counter.calls[0] > 2  # more forward passes than the two whole batches of 8
+    for view in whole:
+        np.testing.assert_allclose(parts[view], whole[view], atol=1e-5)
