@@ -56,6 +56,30 @@ models faster than whole batches and than parts of 4 to 48 MiB; ``python -m benc
 measures parts against whole batches (docs/measurements.md, "Encoding throughput")."""
 
 
+def activation_bytes(model: PreTrainedModel) -> int:
+    """The bytes one token takes in ``model``'s widest activation: its feed-forward width x its element size."""
+    width = getattr(model.config, "intermediate_size", None) or 4 * model.config.hidden_size
+    return int(width) * next(model.parameters()).element_size()
+
+
+def forward_batches(
+    order: np.ndarray, lengths: Sequence[int], batch_size: int, per_token: int | None = None
+) -> list[np.ndarray]:
+    """``order`` (texts sorted longest first; ``lengths`` their token counts in that order) cut into forward
+    passes of at most ``batch_size`` texts and, given ``per_token`` (:func:`activation_bytes`), at most
+    :data:`CPU_FORWARD_BYTES` in the widest activation (a part's longest text x its size x ``per_token``;
+    a text over it runs alone)."""
+    if per_token is None or CPU_FORWARD_BYTES is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[np.ndarray] = []
+    i = 0
+    while i < len(order):
+        fits = max(1, CPU_FORWARD_BYTES // (max(1, lengths[i]) * per_token))
+        batches.append(order[i : i + min(batch_size, fits)])
+        i += len(batches[-1])
+    return batches
+
+
 @dataclass
 class EncoderState:
     """A batch part-way through the encoder: the hidden state after ``layer`` transformer layers, and the
@@ -453,24 +477,6 @@ class Encoder:
             raise InvalidArgument("views is empty: name at least one view, e.g. [(4, 64), (12, 768)]")
         return wanted
 
-    def _forward_batches(
-        self, order: np.ndarray, lengths: Sequence[int], batch_size: int
-    ) -> list[np.ndarray]:
-        """``order`` (texts sorted longest first; ``lengths`` their token counts in that order) cut into
-        forward passes of at most ``batch_size`` texts and, on CPU, at most :data:`CPU_FORWARD_BYTES` in
-        the widest activation (a batch's longest text x its size x the feed-forward width)."""
-        if self.device.type != "cpu" or CPU_FORWARD_BYTES is None:
-            return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        config = self.model.config
-        width = int(getattr(config, "intermediate_size", None) or 4 * self.hidden_size)
-        per_token = width * next(self.model.parameters()).element_size()
-        batches, i = [], 0
-        while i < len(order):
-            fits = max(1, CPU_FORWARD_BYTES // (max(1, lengths[i]) * per_token))
-            batches.append(order[i : i + min(batch_size, fits)])
-            i += len(batches[-1])
-        return batches
-
     def _encode_batches(
         self,
         texts: list[str],
@@ -482,9 +488,10 @@ class Encoder:
     ) -> Iterator[tuple[np.ndarray, dict[View, np.ndarray]]]:
         token_ids = self.tokenize(texts)
         order = np.argsort([-len(x) for x in token_ids], kind="stable")
-        batches = self._forward_batches(order, [len(token_ids[i]) for i in order], batch_size)
-        if show_progress is None:
-            show_progress = len(batches) >= PROGRESS_MIN_BATCHES
+        per_token = activation_bytes(self.model) if self.device.type == "cpu" else None
+        batches = forward_batches(order, [len(token_ids[i]) for i in order], batch_size, per_token)
+        if show_progress is None:  # by batches asked for, not the parts they run in
+            show_progress = -(-len(order) // batch_size) >= PROGRESS_MIN_BATCHES
         layers = sorted({v.layer for v in views})
         with torch.inference_mode():
             for rows in tqdm(batches, desc=desc, unit="batch", disable=not show_progress):

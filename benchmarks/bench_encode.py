@@ -94,7 +94,10 @@ def main() -> None:
 
     # the size of ours' first forward pass (the longest texts): sentence-transformers asked for that batch
     token_counts = sorted((len(t) for t in ours.tokenize(texts)), reverse=True)
-    part = len(ours._forward_batches(np.arange(len(texts)), token_counts, args.batch_size)[0])
+    per_token = encoder_module.activation_bytes(ours.model)
+    part = len(
+        encoder_module.forward_batches(np.arange(len(texts)), token_counts, args.batch_size, per_token)[0]
+    )
 
     def run_theirs_parts() -> np.ndarray:
         return theirs.encode(texts, batch_size=part, normalize_embeddings=True, show_progress_bar=False)

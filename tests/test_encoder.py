@@ -158,23 +158,29 @@ def test_a_stacked_head_reads_every_layer_up_to_its_own():
         enc.head_input(pooled[:2], 4)
 
 
-def test_long_batches_run_in_parts_below_the_forward_budget(tiny_encoder, monkeypatch):
+def test_long_batches_run_in_parts_below_the_forward_budget(tiny_encoder, monkeypatch, capsys):
     from adaptive_retrieval import encoder as encoder_module
 
     texts = random_texts(13, seed=4)
     whole = tiny_encoder.encode(texts, [(3, 32), (12, 32)], batch_size=8)
     lengths = sorted((len(t) for t in tiny_encoder.tokenize(texts)), reverse=True)
     width = tiny_encoder.model.config.intermediate_size * 4  # bytes per token, float32
+    assert encoder_module.activation_bytes(tiny_encoder.model) == width
     budget = 3 * lengths[0] * width  # three of the longest texts per forward pass
     monkeypatch.setattr(encoder_module, "CPU_FORWARD_BYTES", budget)
     order = np.arange(len(lengths))
-    batches = tiny_encoder._forward_batches(order, lengths, 8)
+    batches = encoder_module.forward_batches(order, lengths, 8, width)
     assert len(batches[0]) == 3 and all(len(b) <= 8 for b in batches)
     assert np.array_equal(np.concatenate(batches), order)  # every text once, in order
     assert all(len(b) * lengths[b[0]] * width <= budget for b in batches)
-    assert len(tiny_encoder._forward_batches(order, lengths, 2)[0]) == 2  # batch_size still bounds it
+    assert len(encoder_module.forward_batches(order, lengths, 2, width)[0]) == 2  # batch_size still bounds it
     monkeypatch.setattr(encoder_module, "CPU_FORWARD_BYTES", 1)  # below one text: one text per pass
-    assert [len(b) for b in tiny_encoder._forward_batches(order, lengths, 8)] == [1] * 13
+    assert [len(b) for b in encoder_module.forward_batches(order, lengths, 8, width)] == [1] * 13
+    capsys.readouterr()
+    tiny_encoder.encode(texts, batch_size=8)  # 13 parts, but 2 batches asked for: no bar by default
+    assert "encode" not in capsys.readouterr().err
+    tiny_encoder.encode(texts, batch_size=1)  # 13 batches asked for: a bar
+    assert "encode" in capsys.readouterr().err
     monkeypatch.setattr(encoder_module, "CPU_FORWARD_BYTES", budget)
     with LayerCounter(tiny_encoder) as counter:
         parts = tiny_encoder.encode(texts, [(3, 32), (12, 32)], batch_size=8)

@@ -92,6 +92,17 @@ def bench_int8() -> str:
     return _table(header, rows)
 
 
+def _parts(saved: dict) -> list[str]:
+    """bench_encode's two sides on running a batch in parts (runs from before parts have neither: "—")."""
+    if "ratio_whole_batches" not in saved:
+        return ["—", "—"]
+    rounds = saved["ratio_to_theirs_parts_per_round"]
+    return [
+        f"{saved['ratio_whole_batches']:.2f}",
+        f"{saved['ratio_to_theirs_parts']:.2f} at {saved['forward_part']} ({min(rounds):.2f}-{max(rounds):.2f})",
+    ]
+
+
 def bench_encode(folder: str) -> str:
     """Encoding speed, float32 (oneDNN's and MKL's linear layers) and bfloat16, beside sentence-transformers
     in each, on one machine (docs/results/<folder>)."""
@@ -107,12 +118,13 @@ def bench_encode(folder: str) -> str:
             f"{rate['adaptive_retrieval_bfloat16']:.1f}", f"{rate['sentence_transformers_bfloat16']:.1f}",
             f"**{saved['ratio_bfloat16']:.2f}** ({min(half_rounds):.2f}-{max(half_rounds):.2f})",
             f"{saved['ratio_bfloat16_to_theirs_bfloat16']:.2f}", f"{saved['bfloat16_min_cosine']:.6f}",
-            f"{saved['max_abs_diff']:.1e}",
+            f"{saved['max_abs_diff']:.1e}", *_parts(saved),
         ])  # fmt: skip
     header = [
         "model", "ours float32 docs/s", "sentence-transformers float32", "ratio (rounds)",
         "ours on MKL's linear / theirs", "ours bfloat16", "sentence-transformers bfloat16",
         "ours bfloat16 / theirs float32 (rounds)", "/ theirs bfloat16", "least cosine, ours bfloat16 to float32",
-        "max difference, ours float32 to theirs",
+        "max difference, ours float32 to theirs", "ours in whole batches / theirs",
+        "ours / theirs at our part's batch (rounds)",
     ]  # fmt: skip
     return _table(header, rows)
