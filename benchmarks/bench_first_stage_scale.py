@@ -106,10 +106,10 @@ def generator(size: int = CALIBRATION_DOCS, topics: str = "fixed") -> Synthetic:
     return Synthetic(spread=SPREAD, decay=DECAY, clusters=clusters)
 
 
-def projection_of(gen: Synthetic, size: int, dim: int) -> np.ndarray:
+def projection_of(gen: Synthetic, size: int, dim: int, folder: Path | None = None) -> np.ndarray:
     """``(768, dim)``: the leading directions of the first chunk's fine vectors, as a build fits them
-    (the first rows of the document stream, regenerated in float32)."""
-    _, fine = gen.block(1, 0, min(BLOCK, size), gen.centres())
+    (the first rows of the document stream, regenerated in float32; large centres spill to ``folder``)."""
+    _, fine = gen.block(1, 0, min(BLOCK, size), gen.centres(spill=folder))
     _, vh = fine_basis(fine[:CHUNK_SIZE])
     return np.ascontiguousarray(vh.numpy()[:dim].T, dtype=np.float32)
 
@@ -168,21 +168,22 @@ def _coarse(method: str, size: int) -> tuple[int, str]:
     }[method]
 
 
-def _sample(gen: Synthetic, size: int, rows: int) -> np.ndarray:
+def _sample(gen: Synthetic, size: int, rows: int, folder: Path | None = None) -> np.ndarray:
     """The first ``rows`` fine vectors (float32; at least a block of them, at most ``size``), a training sample."""
-    centres = gen.centres()
+    centres = gen.centres(spill=folder)
     return np.concatenate([fine for _, fine in gen.stream(1, min(size, max(rows, BLOCK)), centres)])
 
 
 def run_ours(method: str, size: int, folder: Path, gen: Synthetic, shortlists: list[int]) -> list[dict]:
     """Build one of the library's coarse indexes over the projected view and time its funnel."""
     dim, factory = _coarse(method, size)
-    projection = projection_of(gen, size, dim)
+    projection = projection_of(gen, size, dim, folder)
     t0 = time.perf_counter()
     index = CoarseIndex(dim, factory)
     if not index.is_trained:
-        index.train(project_fine(_sample(gen, size, 40 * nlist_for(size)), projection))
-    for _, fine in gen.stream(1, size, gen.centres()):  # regenerated in float32, as a build projects them
+        index.train(project_fine(_sample(gen, size, 40 * nlist_for(size), folder), projection))
+    centres = gen.centres(spill=folder)
+    for _, fine in gen.stream(1, size, centres):  # regenerated in float32, as a build projects them
         index.add(project_fine(fine, projection))
     build_s = time.perf_counter() - t0
     engine = FaissBackend(index, FineStore.load(folder / "fine.npy", mmap=True))
@@ -222,8 +223,8 @@ def run_users(method: str, size: int, folder: Path, gen: Synthetic, shortlists: 
             gen.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
         )
         index, factory = faiss.IndexRefine(base, refine), f"IVF{nlist},PQ64 + refine (float16, RAM)"
-        index.train(_sample(gen, size, 40 * nlist))
-    for _, fine in gen.stream(1, size, gen.centres()):
+        index.train(_sample(gen, size, 40 * nlist, folder))
+    for _, fine in gen.stream(1, size, gen.centres(spill=folder)):
         index.add(fine)
     build_s = time.perf_counter() - t0
     ram = _saved_size(index, folder / "index.faiss")

@@ -81,3 +81,28 @@ def test_bench_scale_calibrated_rows(tmp_path):
     assert chosen["calibrated"]["rule"] in ("fixed", "patient") and chosen["calibrated"]["cap"] == 400
     assert 10 <= chosen["calibrated"]["candidates"] <= 400 and 0 < chosen["mean_read"] <= 400
     assert chosen["knobs"] == {} and 0 <= chosen["recall@10"] <= 1
+
+
+def test_large_topic_centres_spill_to_a_memory_map_with_the_same_values(tmp_path, monkeypatch):
+    import numpy as np
+
+    from benchmarks import bench_scale
+
+    gen = bench_scale.Synthetic(
+        dim=16, coarse_dim=8, clusters=70_000
+    )  # more rows than a block: written in two
+    in_ram = gen.centres()
+    assert gen.centres(spill=tmp_path) is not None and not list(tmp_path.iterdir())  # small: kept in RAM
+    monkeypatch.setattr(bench_scale, "CENTRES_IN_RAM", 1024)
+    spilled = gen.centres(spill=tmp_path)
+    assert isinstance(spilled, np.memmap) and not spilled.flags.writeable
+    assert np.array_equal(np.asarray(spilled), in_ram)
+    (written,) = tmp_path.iterdir()
+    assert written.suffix == ".npy"  # renamed from its .part name once whole
+    stamp = written.stat().st_mtime_ns
+    assert (
+        np.array_equal(gen.centres(spill=tmp_path), in_ram) and written.stat().st_mtime_ns == stamp
+    )  # reused
+    # a document block reads its centres from the map as from the array
+    for a, b in zip(gen.block(1, 0, 100, in_ram), gen.block(1, 0, 100, spilled)):
+        assert np.array_equal(a, b)
