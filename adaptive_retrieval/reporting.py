@@ -115,12 +115,12 @@ def settings(**extra: Any) -> dict[str, Any]:
 
 def earlier_runs(saved: dict[str, Any]) -> list[dict[str, Any]]:
     """The provenance of every run whose rows a results file ``saved`` keeps, for the header of the run that
-    adds to it (``earlier_runs``): each one's command, date, commit and load; empty for a new file."""
+    adds to it (``earlier_runs``): each one's command, date, commit, load and machine; empty for a new file."""
     if not saved:
         return []
     return [
         *saved.get("earlier_runs", []),
-        {k: saved.get(k) for k in ("command", "date", "source", "load_average")},
+        {k: saved.get(k) for k in ("command", "date", "source", "load_average", "machine")},
     ]
 
 

@@ -50,7 +50,9 @@ def test_bench_scale_tiny(tmp_path):
     subprocess.run(more, **RUN)
     saved = json.loads((out / "results.json").read_text())
     assert saved["rows"][: len(rows)] == rows and saved["rows"][-1]["size"] == 2500
-    assert saved["earlier_runs"] == [{k: first[k] for k in ("command", "date", "source", "load_average")}]
+    assert saved["earlier_runs"] == [
+        {k: first[k] for k in ("command", "date", "source", "load_average", "machine")}
+    ]  # the machine too: a file's rows may come from several
     assert "--sizes 2500" in saved["command"]
     assert "funnel-flat" in (out / "table.md").read_text() and again.returncode == 0
 

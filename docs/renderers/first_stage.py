@@ -73,24 +73,24 @@ def first_stage_scale(*folders: str) -> str:
     """At each size and generator, each method's cheapest setting (by p50) reaching 0.95 of the exact top 10,
     else its best recall (docs/results/<folder>: bench_first_stage --sizes)."""
     rows = []
+    runs_of: dict[tuple[int, int, str], list[dict[str, Any]]] = {}  # the folders' rows by size and generator
     for folder in folders:
-        runs_of: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
         for r in _load(folder)["rows"]:
             runs_of.setdefault((r["size"], r["topics"], r["method"]), []).append(r)
-        order = sorted(runs_of, key=lambda key: (key[0], key[1], runs_of[key][0]["whose"] != "ours",
-                                                 runs_of[key][0]["ram_per_doc"] or 0))  # fmt: skip
-        for size, n_topics, method in order:
-            runs = runs_of[(size, n_topics, method)]
-            head = [f"{size:,}", f"{n_topics:,}", method, runs[0]["whose"]]
-            if "skipped" in runs[0]:
-                ram = runs[0]["ram_per_doc"]
-                rows.append([*head, "not run: " + runs[0]["skipped"], "", "", f"{ram:,.0f}" if ram else "", "", "",
-                             ""])  # fmt: skip
-                continue
-            met = [r for r in runs if r["recall@10"] >= 0.95]
-            r = min(met, key=lambda r: r["p50_ms"]) if met else max(runs, key=lambda r: r["recall@10"])
-            rows.append([*head, r["index"], r["setting"], f"{r['recall@10']:.3f}", f"{r['ram_per_doc']:,.0f}",
-                         f"{r['disk_per_doc']:,.0f}", f"{r['build_s']:,.0f}", f"{r['p50_ms']:.2f}"])  # fmt: skip
+    order = sorted(runs_of, key=lambda key: (key[0], key[1], runs_of[key][0]["whose"] != "ours",
+                                             runs_of[key][0]["ram_per_doc"] or 0))  # fmt: skip
+    for size, n_topics, method in order:
+        runs = runs_of[(size, n_topics, method)]
+        head = [f"{size:,}", f"{n_topics:,}", method, runs[0]["whose"]]
+        if "skipped" in runs[0]:
+            ram = runs[0]["ram_per_doc"]
+            rows.append([*head, "not run: " + runs[0]["skipped"], "", "", f"{ram:,.0f}" if ram else "", "", "",
+                         ""])  # fmt: skip
+            continue
+        met = [r for r in runs if r["recall@10"] >= 0.95]
+        r = min(met, key=lambda r: r["p50_ms"]) if met else max(runs, key=lambda r: r["recall@10"])
+        rows.append([*head, r["index"], r["setting"], f"{r['recall@10']:.3f}", f"{r['ram_per_doc']:,.0f}",
+                     f"{r['disk_per_doc']:,.0f}", f"{r['build_s']:,.0f}", f"{r['p50_ms']:.2f}"])  # fmt: skip
     header = ["docs", "topics", "method", "whose", "index", "cheapest setting at >= 0.95 (else the best)",
               "recall@10", "RAM B/doc", "disk B/doc", "build s", "p50 ms"]  # fmt: skip
     return _table(header, rows)
