@@ -17,7 +17,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .codes import quiet_codebooks, unit_coded
+from .codes import codebook_training, unit_coded
 from .errors import (
     CorpusError,
     EngineError,
@@ -250,7 +250,7 @@ class CoarseIndex:
             InvalidArgument: vectors of another width."""
         vectors = as_matrix(vectors, self.dim, "vectors")
         try:
-            with quiet_codebooks(self.index, len(vectors), self.factory):
+            with codebook_training(self.index, len(vectors), self.factory):
                 self.index.train(vectors)
         except RuntimeError as err:
             raise CorpusError(

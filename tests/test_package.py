@@ -25,3 +25,15 @@ def test_importing_the_package_loads_no_torch_and_every_public_name_resolves():
         assert "not_a_name" in str(err)
     else:
         raise AssertionError("an unknown name resolved")
+
+
+def test_an_engines_client_library_loads_only_when_the_engine_is_used():
+    """pymilvus and qdrant-client take 1.5 s to import: a FAISS retriever, or a filter unasked, pays none."""
+    probe = (
+        "import sys, adaptive_retrieval.backends as b, adaptive_retrieval.retriever; "
+        "print('pymilvus' in sys.modules, 'qdrant_client' in sys.modules); "
+        "b.QdrantBackend.create(4, 8, b.QdrantOptions(location=':memory:')).close(); "
+        "print('qdrant_client' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False", "True"], done.stderr

@@ -53,10 +53,26 @@ from .keyed import (
     point_key,
 )
 
-try:
-    from pymilvus import DataType, MilvusClient
-except ImportError:  # pragma: no cover - depends on the installation
-    DataType = MilvusClient = None
+DataType: Any = None  # pymilvus' names, bound by _import_pymilvus() when an engine is first made
+MilvusClient: Any = None
+
+
+def _import_pymilvus() -> None:
+    """Import pymilvus (about half a second) when a Milvus engine is first made, not with this module.
+
+    Raises:
+        ImportError: pymilvus is not installed (with the install hint)."""
+    global DataType, MilvusClient
+    if MilvusClient is not None:
+        return
+    try:
+        from pymilvus import DataType, MilvusClient
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "backend='milvus' needs pymilvus (and milvus-lite for a local file): "
+            "pip install 'adaptive-retrieval[milvus]'"
+        ) from None
+
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +188,7 @@ class MilvusBackend(KeyedBackend):
     ) -> None:
         o = options
         uri, client, rerank = o.uri, o.client, o.rerank
-        if MilvusClient is None:
-            raise ImportError(
-                "backend='milvus' needs pymilvus (and milvus-lite for a local file): "
-                "pip install 'adaptive-retrieval[milvus]'"
-            )
+        _import_pymilvus()
         if rerank not in ("fetch", "server"):
             raise InvalidArgument(f"rerank={rerank!r}: choose 'fetch' (the default) or 'server'")
         self.rerank_at = rerank  # where a shortlist is re-ranked: "fetch" or "server"

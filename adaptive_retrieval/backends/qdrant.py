@@ -47,10 +47,26 @@ from .keyed import (
     point_uuid,
 )
 
-try:
-    from qdrant_client import QdrantClient, models
-except ImportError:  # pragma: no cover - depends on the installation
-    QdrantClient = models = None
+QdrantClient: Any = None  # qdrant-client's names, bound by _import_client() when first needed
+models: Any = None
+
+
+def _import_client() -> None:
+    """Import qdrant-client (almost a second) when an engine is first made or a filter first compiled,
+    not with this module.
+
+    Raises:
+        ImportError: qdrant-client is not installed (with the install hint)."""
+    global QdrantClient, models
+    if QdrantClient is not None:
+        return
+    try:
+        from qdrant_client import QdrantClient, models
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "backend='qdrant' needs the qdrant-client package: pip install 'adaptive-retrieval[scale]'"
+        ) from None
+
 
 _KNOBS = ("hnsw_ef", "exact")
 
@@ -100,10 +116,7 @@ class QdrantOptions(EngineOptions):
 
 
 def _client(location: str | None, path: str | None, client: Any) -> tuple[Any, bool]:
-    if QdrantClient is None:
-        raise ImportError(
-            "backend='qdrant' needs the qdrant-client package: pip install 'adaptive-retrieval[scale]'"
-        )
+    _import_client()
     if client is not None:
         if location is not None or path is not None:
             raise InvalidArgument("give backend_options client= or location=/path=, not both")
@@ -436,6 +449,7 @@ def qdrant_filter(node: Node) -> Any:
     """A filter that :func:`adaptive_retrieval.filters.native` passed, as a Qdrant payload condition on
     ``meta.<field>`` (a ``Filter``, or one ``FieldCondition``), or ``None`` where Qdrant cannot say it (an order of strings). Numbers compare by
     range (integers and floats alike); ``$ne``/``$nin`` require the field, as :func:`adaptive_retrieval.filters.evaluate` does."""
+    _import_client()
     if isinstance(node, Combine):
         parts = [qdrant_filter(p) for p in node.parts]
         if any(p is None for p in parts):
