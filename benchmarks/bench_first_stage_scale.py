@@ -23,16 +23,18 @@ Methods, each over every document of the same vectors, searched by the same 200 
 - the library's (``ours``): a coarse :class:`~adaptive_retrieval.index.CoarseIndex` over the projected view
   shortlists ``s`` rows that the float16 fine store, memory-mapped from disk, re-ranks
   (``FaissBackend.rerank``: the retriever's own second stage). ``proj64-sq8``: the build's default
-  (exhaustive int8 scan, 64 B); ``proj64-ivf-sq8``: the same codes in ``IVF<nlist>,SQ8`` (nprobe 32);
+  (exhaustive int8 scan, 64 B); ``proj64-ivf-sq8``: the same codes in ``IVF<nlist>,SQ8``;
   ``proj64-hnsw-sq8``: in ``HNSW32,SQ8`` (efSearch ``max(128, s)``); ``proj256-ivf-opq32``: 32 bytes,
-  ``OPQ32,IVF<nlist>,PQ32`` over 256 projected dims (nprobe 32);
+  ``OPQ32,IVF<nlist>,PQ32`` over 256 projected dims; ``proj128-ivf-pq128x4fs``: 64 bytes,
+  ``IVF<nlist>,PQ128x4fs`` over 128 projected dims (a 4-bit code a dimension, scanned by FAISS's fast-scan
+  kernels, which keep the 16 values of each code in SIMD registers: more lists probed for the time);
 - the users' (``users'``): ``exact-768``: ``IndexFlatIP`` over the float32 fine vectors (the reference's cost;
   skipped where it does not fit); ``hnsw-768``: ``IndexHNSWFlat`` (M 32) over them, efSearch 64 / 128 / 256;
   ``ivfpq-768-refine``: ``IVF<nlist>,PQ64`` whose top ``s`` FAISS's ``IndexRefine`` re-scores
   with float16 copies of the fine vectors held in RAM (``k_factor = s / 10``), FAISS's refine recipe.
 
 An IVF index (``nlist``: the power of two nearest the square root of the size) is searched at each of
-:data:`NPROBES` lists probed, with the shortest and the longest shortlist.
+:data:`NPROBES` lists probed (``--nprobes``), with the shortest and the longest shortlist.
 
 Per row: ``ram_bytes`` (what must be resident to search: the serialised index; ours keep the fine store
 on disk, ``disk_bytes``), its bytes per document, ``build_s`` (training included), ``p50_ms``/``p95_ms``
@@ -70,6 +72,7 @@ OURS = (
     "proj256-ivf-opq32",
     "proj128-sq8",
     "proj128-ivf-sq8",
+    "proj128-ivf-pq128x4fs",
 )
 USERS = ("exact-768", "hnsw-768", "ivfpq-768-refine")
 METHODS = OURS + USERS
@@ -165,6 +168,7 @@ def _coarse(method: str, size: int) -> tuple[int, str]:
         "proj256-ivf-opq32": (256, f"OPQ32,IVF{nlist},PQ32"),
         "proj128-sq8": (128, "SQ8"),
         "proj128-ivf-sq8": (128, f"IVF{nlist},SQ8"),
+        "proj128-ivf-pq128x4fs": (128, f"IVF{nlist},PQ128x4fs"),
     }[method]
 
 
@@ -174,7 +178,9 @@ def _sample(gen: Synthetic, size: int, rows: int, folder: Path | None = None) ->
     return np.concatenate([fine for _, fine in gen.stream(1, min(size, max(rows, BLOCK)), centres)])
 
 
-def run_ours(method: str, size: int, folder: Path, gen: Synthetic, shortlists: list[int]) -> list[dict]:
+def run_ours(
+    method: str, size: int, folder: Path, gen: Synthetic, shortlists: list[int], nprobes: list[int]
+) -> list[dict]:
     """Build one of the library's coarse indexes over the projected view and time its funnel."""
     dim, factory = _coarse(method, size)
     projection = projection_of(gen, size, dim, folder)
@@ -191,7 +197,7 @@ def run_ours(method: str, size: int, folder: Path, gen: Synthetic, shortlists: l
     fine_q, truth = queries["fine"], queries["truth"]
     coarse_q = project_fine(fine_q, projection)
     if index.ivf() is not None:
-        grid = [({"nprobe": p}, s) for p in NPROBES for s in (min(shortlists), max(shortlists))]
+        grid = [({"nprobe": p}, s) for p in nprobes for s in (min(shortlists), max(shortlists))]
     else:
         grid = [({"efSearch": max(128, s)} if index.is_hnsw() else {}, s) for s in shortlists]
     rows = []
@@ -209,7 +215,9 @@ def run_ours(method: str, size: int, folder: Path, gen: Synthetic, shortlists: l
     return rows
 
 
-def run_users(method: str, size: int, folder: Path, gen: Synthetic, shortlists: list[int]) -> list[dict]:
+def run_users(
+    method: str, size: int, folder: Path, gen: Synthetic, shortlists: list[int], nprobes: list[int]
+) -> list[dict]:
     """Build one of the users' alternatives over the float32 fine vectors and time it."""
     nlist = nlist_for(size)
     t0 = time.perf_counter()
@@ -233,7 +241,7 @@ def run_users(method: str, size: int, folder: Path, gen: Synthetic, shortlists: 
     settings_: list[tuple[str, Any]] = (
         [("exact", None)] if method == "exact-768"
         else [(f"efSearch {ef}", faiss.SearchParametersHNSW(efSearch=ef)) for ef in EF_SEARCH] if method == "hnsw-768"
-        else [(f"nprobe {p}, shortlist {s}", (p, s)) for p in NPROBES for s in (min(shortlists), max(shortlists))]
+        else [(f"nprobe {p}, shortlist {s}", (p, s)) for p in nprobes for s in (min(shortlists), max(shortlists))]
     )  # fmt: skip
     rows = []
     for label, param in settings_:
@@ -275,6 +283,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                     help=f"from {', '.join(METHODS)}")  # fmt: skip
     ap.add_argument("--shortlists", type=int, nargs="+", default=list(SHORTLISTS))
+    ap.add_argument("--nprobes", type=int, nargs="+", default=list(NPROBES),
+                    help="an IVF index's lists probed, each with the shortest and the longest shortlist")  # fmt: skip
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--topics", choices=("fixed", "proportional"), default="fixed",
                     help="the generator's topics: fixed at 4,096, or growing with the corpus (see generator())")  # fmt: skip
@@ -283,8 +293,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, help="where the vectors go (default: OUT/data)")
     ap.add_argument("--fresh", action="store_true", help="redo the methods already in results.json")
     args = ap.parse_args(argv)
-    if min(args.sizes) < CALIBRATION_DOCS or args.queries < 1 or min(args.shortlists) < 10:
-        ap.error(f"--sizes must be >= {CALIBRATION_DOCS:,}, --queries >= 1, --shortlists >= 10")
+    if (
+        min(args.sizes) < CALIBRATION_DOCS
+        or args.queries < 1
+        or min(args.shortlists) < 10
+        or min(args.nprobes) < 1
+    ):
+        ap.error(
+            f"--sizes must be >= {CALIBRATION_DOCS:,}, --queries >= 1, --shortlists >= 10, --nprobes >= 1"
+        )
     args.workdir = args.workdir or args.out / "data"
     return args
 
@@ -321,7 +338,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             else:
                 run = run_ours if method in OURS else run_users  # builds on every core, searches on one
                 try:
-                    new = run(method, size, folder, gen, args.shortlists)
+                    new = run(method, size, folder, gen, args.shortlists, args.nprobes)
                 except MemoryError as err:  # a result too: the method does not fit on this machine
                     new = [{"size": size, "method": method, "whose": "ours" if method in OURS else "users'",
                             "setting": "not run", "ram_bytes": None, "ram_per_doc": None,
