@@ -48,6 +48,7 @@ from .keyed import (
     COMMITS_SUFFIX,
     KeyedBackend,
     adopted_token,
+    client_library,
     lexical_in_engine,
     new_point_key,
     point_key,
@@ -58,20 +59,15 @@ MilvusClient: Any = None
 
 
 def _import_pymilvus() -> None:
-    """Import pymilvus (about half a second) when a Milvus engine is first made, not with this module.
-
-    Raises:
-        ImportError: pymilvus is not installed (with the install hint)."""
+    """Bind pymilvus' names when a Milvus engine is first made (:func:`.keyed.client_library`)."""
     global DataType, MilvusClient
-    if MilvusClient is not None:
-        return
-    try:
-        from pymilvus import DataType, MilvusClient
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ImportError(
+    if MilvusClient is None:
+        hint = (
             "backend='milvus' needs pymilvus (and milvus-lite for a local file): "
             "pip install 'adaptive-retrieval[milvus]'"
-        ) from None
+        )
+        pymilvus = client_library("pymilvus", hint)
+        DataType, MilvusClient = pymilvus.DataType, pymilvus.MilvusClient
 
 
 logger = logging.getLogger(__name__)

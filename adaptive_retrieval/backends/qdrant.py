@@ -42,6 +42,7 @@ from .keyed import (
     COMMITS_SUFFIX,
     KeyedBackend,
     adopted_token,
+    client_library,
     lexical_in_engine,
     new_point_uuid,
     point_uuid,
@@ -52,20 +53,13 @@ models: Any = None
 
 
 def _import_client() -> None:
-    """Import qdrant-client (almost a second) when an engine is first made or a filter first compiled,
-    not with this module.
-
-    Raises:
-        ImportError: qdrant-client is not installed (with the install hint)."""
+    """Bind qdrant-client's names when an engine is first made or a filter first compiled
+    (:func:`.keyed.client_library`)."""
     global QdrantClient, models
-    if QdrantClient is not None:
-        return
-    try:
-        from qdrant_client import QdrantClient, models
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "backend='qdrant' needs the qdrant-client package: pip install 'adaptive-retrieval[scale]'"
-        ) from None
+    if QdrantClient is None:
+        hint = "backend='qdrant' needs the qdrant-client package: pip install 'adaptive-retrieval[scale]'"
+        qdrant_client = client_library("qdrant_client", hint)
+        QdrantClient, models = qdrant_client.QdrantClient, client_library("qdrant_client.models", hint)
 
 
 _KNOBS = ("hnsw_ef", "exact")
