@@ -29,7 +29,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from .keyed import (
     new_point_uuid,
     point_uuid,
 )
+
+if TYPE_CHECKING:  # for readers and pdoc; at run time the names are bound at the first use
+    from qdrant_client.models import SearchParams
 
 QdrantClient: Any = None  # qdrant-client's names, bound by _import_client() when first needed
 models: Any = None
@@ -354,7 +357,7 @@ class QdrantBackend(KeyedBackend):
 
     def search_parameters(
         self, depth: int | None = None, calibrated: dict[str, int] | None = None, **knobs: Any
-    ) -> models.SearchParams | None:
+    ) -> SearchParams | None:
         """Per-call search parameters: ``hnsw_ef`` (HNSW beam width on a server), ``exact``; checked
         here, over the defaults :meth:`set_knobs` set."""
         unknown = [k for k in knobs if k not in _KNOBS]
