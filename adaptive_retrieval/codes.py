@@ -1,6 +1,6 @@
 """The coarse index's codes: int8 over [-1, 1] for normalised vectors, the default (:data:`DEFAULT_FACTORY`,
-:func:`unit_coded`), and how product quantizers train (:func:`codebook_training`: without FAISS's per-run warnings or its polysemous
-step)."""
+:func:`unit_coded`), and how product quantizers train (:func:`codebook_training`: without FAISS's per-run
+warnings or its polysemous step)."""
 
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ def codebook_training(index: faiss.Index, n: int, factory: str) -> Iterator[None
     once here instead. An OPQ rotation trains :data:`OPQ_ITERATIONS` iterations.
 
     A PQ (``"PQ16"``, ``"OPQ16,PQ16"``, ``"IVF1024,PQ16"``) skips FAISS's polysemous training, which the
-    factory switches on unless the string ends in ``np``: it reorders the centroids by annealing so that Hamming distances between
-    codes approximate L2 ones, for a polysemous search this library never runs (its metric is inner product).
+    factory switches on unless the string ends in ``np``: it reorders the centroids by annealing so that
+    Hamming distances between codes approximate L2 ones, for a polysemous search this library never runs (its
+    metric is inner product).
     The same centroids in another order: the same distances and answers (tested); the step took seconds per
     code book whatever the corpus (a third or more of an OPQ code's training on 10,000 vectors, in a scratch
     run)."""
