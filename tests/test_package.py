@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import adaptive_retrieval
 
 
@@ -29,6 +31,7 @@ def test_importing_the_package_loads_no_torch_and_every_public_name_resolves():
 
 def test_an_engines_client_library_loads_only_when_the_engine_is_used():
     """pymilvus and qdrant-client take 1.5 s to import: a FAISS retriever, or a filter unasked, pays none."""
+    pytest.importorskip("qdrant_client")
     probe = (
         "import sys, adaptive_retrieval.backends as b, adaptive_retrieval.retriever; "
         "print('pymilvus' in sys.modules, 'qdrant_client' in sys.modules); "
@@ -37,3 +40,15 @@ def test_an_engines_client_library_loads_only_when_the_engine_is_used():
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False", "True"], done.stderr
+
+
+def test_a_missing_client_library_says_what_to_install_and_a_broken_one_says_why(tmp_path, monkeypatch):
+    from adaptive_retrieval.backends.keyed import client_library
+
+    with pytest.raises(ImportError, match="pip install this"):
+        client_library("no_such_client_library", "pip install this")
+    (tmp_path / "broken_client").mkdir()
+    (tmp_path / "broken_client" / "__init__.py").write_text("import a_dependency_it_lacks\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="a_dependency_it_lacks"):  # its own error, not the hint
+        client_library("broken_client", "pip install this")

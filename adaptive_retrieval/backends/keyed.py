@@ -64,14 +64,18 @@ class Asked:
 
 def client_library(name: str, hint: str) -> ModuleType:
     """An engine's client library (``"pymilvus"``, ``"qdrant_client"``), imported when the engine is first
-    used rather than with its module: together they take 1.5 s, which a FAISS retriever need not pay.
+    used rather than with its module: together they took 1.5 s to import here (a scratch timing), which a
+    FAISS retriever need not pay.
 
     Raises:
-        ImportError: the library is not installed, with ``hint`` (what to install)."""
+        ImportError: the library is not installed, with ``hint`` (what to install); an installed library
+            that fails to import raises its own error."""
     try:
         return importlib.import_module(name)
-    except ImportError:
-        raise ImportError(hint) from None
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] != name.split(".")[0]:
+            raise  # the library is there but one of its own imports failed: that error says more
+        raise ImportError(hint) from err
 
 
 def asked(params: Any) -> tuple[Any, Any]:

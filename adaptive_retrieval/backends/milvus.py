@@ -67,7 +67,8 @@ def _import_pymilvus() -> None:
             "pip install 'adaptive-retrieval[milvus]'"
         )
         pymilvus = client_library("pymilvus", hint)
-        DataType, MilvusClient = pymilvus.DataType, pymilvus.MilvusClient
+        DataType = pymilvus.DataType
+        MilvusClient = pymilvus.MilvusClient  # bound last: another thread sees both names or neither
 
 
 logger = logging.getLogger(__name__)

@@ -59,10 +59,10 @@ def _import_client() -> None:
     """Bind qdrant-client's names when an engine is first made or a filter first compiled
     (:func:`.keyed.client_library`)."""
     global QdrantClient, models
-    if QdrantClient is None:
+    if models is None:  # bound last: another thread sees both names or neither
         hint = "backend='qdrant' needs the qdrant-client package: pip install 'adaptive-retrieval[scale]'"
-        qdrant_client = client_library("qdrant_client", hint)
-        QdrantClient, models = qdrant_client.QdrantClient, client_library("qdrant_client.models", hint)
+        QdrantClient = client_library("qdrant_client", hint).QdrantClient
+        models = client_library("qdrant_client.models", hint)
 
 
 _KNOBS = ("hnsw_ef", "exact")
